@@ -1,0 +1,1 @@
+// Implementation pending (see manifests/crypto.hpp).

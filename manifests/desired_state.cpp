@@ -1,0 +1,1 @@
+// Implementation pending (see manifests/desired_state.hpp).

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package edgefleet needs. Idempotent: packages already installed are
+# not touched and apt-get runs only when something is missing. Run as root (or with sudo).
+#
+#   scripts/install-deps.sh            build + test + demo dependencies
+#   scripts/install-deps.sh --models   also python3-torch & co., to regenerate test models and
+#                                      for the benchmarks that export models at bench time
+set -euo pipefail
+
+# Why each package is here is in the README ("Dependencies").
+base=(
+  build-essential cmake ninja-build pkg-config git
+  libssl-dev openssl                        # SHA-256, Ed25519 (EVP), TLS
+  libcurl4-openssl-dev                      # bundle downloads
+  libarchive-dev zstd                       # bundle tar + zstd/gzip
+  libsqlite3-dev sqlite3                    # journal, outbox, collector store
+  nlohmann-json3-dev                        # all JSON
+  libmosquitto-dev mosquitto mosquitto-clients  # MQTT client and broker
+  libopencv-dnn-dev libopencv-imgcodecs-dev libopencv-imgproc-dev  # ONNX inference, images
+  libonnx-dev libonnx-testdata protobuf-compiler libprotobuf-dev  # ONNX graph inspection, test data
+  libcpp-httplib-dev                        # local API, collector, bundle server
+  libspdlog-dev libcli11-dev                # logs, command lines
+  libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
+  python3 python3-jsonschema                # schema conformance test
+  time                                      # /usr/bin/time -v for memory benchmarks
+)
+models=(python3-torch python3-torchvision python3-sklearn python3-onnx python3-numpy python3-pil)
+
+want=("${base[@]}")
+for arg in "$@"; do
+  case "$arg" in
+    --models) want+=("${models[@]}") ;;
+    *) echo "install-deps: unknown option '$arg' (known: --models)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for pkg in "${want[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#want[@]} packages present"
+  exit 0
+fi
+
+line="apt-get install -y --no-install-recommends ${missing[*]}"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo=(sudo)
+  else
+    echo "install-deps: not root; install the missing packages with:" >&2
+    echo "  sudo apt-get update && sudo $line" >&2
+    exit 1
+  fi
+fi
+echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! { "${sudo[@]}" apt-get update -q && "${sudo[@]}" $line; }; then
+  echo "install-deps: apt-get failed; the command was:" >&2
+  echo "  $line" >&2
+  exit 1
+fi

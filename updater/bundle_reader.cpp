@@ -1,0 +1,1 @@
+// Implementation pending (see updater/bundle_reader.hpp).

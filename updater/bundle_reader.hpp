@@ -1,0 +1,62 @@
+// Reading and verifying model bundles (*.efb) in one streamed pass.
+//
+// VerifyBundle checks, in order, and stops at the first failure with a message naming the bundle,
+// the entry and expected vs found:
+//   - the archive is safe (safe_archive.hpp) and manifest.json is its first entry (<= 1 MiB);
+//   - manifest.json is a signed envelope that the trust root's release role accepts (threshold,
+//     distinct known keys), and a valid Manifest;
+//   - every later entry is listed in signed.files, its tar size equals the declared size (an
+//     entry larger than declared is refused before its bytes are read), and its SHA-256 matches;
+//   - nothing listed is missing.
+// A FileSink, when given, receives each verified-so-far entry's bytes (unpacking into a slot);
+// the caller must discard what it wrote when the result is an error, since a file's hash is known
+// only after its last byte.
+//
+// Thread safety: calls are self-contained.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "manifests/envelope.hpp"
+#include "manifests/manifest.hpp"
+#include "manifests/result.hpp"
+#include "manifests/trust.hpp"
+#include "updater/safe_archive.hpp"
+
+namespace edgefleet::updater {
+
+// Receives file bytes during VerifyBundle (e.g. writes them under a slot directory).
+class FileSink {
+ public:
+  virtual ~FileSink() = default;
+  virtual Status Begin(std::string_view path, std::uint64_t size) = 0;
+  virtual Status Write(std::span<const std::byte> chunk) = 0;
+  // `sha256_ok` is false when the hash check of this file failed (the sink should drop it).
+  virtual Status End(bool sha256_ok) = 0;
+};
+
+struct BundleContents {
+  manifests::SignedEnvelope envelope;
+  manifests::Manifest manifest;
+  std::uint64_t archive_bytes = 0;  // bytes read from the source
+  std::uint64_t payload_bytes = 0;  // sum of file sizes, manifest.json included
+};
+
+// Full verification (see above). `trust` decides whose signatures count.
+Result<BundleContents> VerifyBundle(ByteSource& source, std::string_view source_name,
+                                    const manifests::TrustRoot& trust, const ArchiveLimits& limits,
+                                    FileSink* sink = nullptr);
+Result<BundleContents> VerifyBundleFile(const std::filesystem::path& path,
+                                        const manifests::TrustRoot& trust,
+                                        const ArchiveLimits& limits = {}, FileSink* sink = nullptr);
+
+// Reads only manifest.json (the first entry) and parses it, checking no signature: for
+// `bundle inspect` and `bundle sign`. Fails like VerifyBundle for the parts it checks.
+Result<BundleContents> ReadBundleManifest(const std::filesystem::path& path,
+                                          const ArchiveLimits& limits = {});
+
+}  // namespace edgefleet::updater

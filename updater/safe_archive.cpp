@@ -1,0 +1,1 @@
+// Implementation pending (see updater/safe_archive.hpp).
