@@ -1,0 +1,106 @@
+// edgefleet: the operator's command line (keys, trust roots, bundles; later serve, rollout,
+// collect). Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "deploy/commands.hpp"
+
+namespace {
+
+using edgefleet::Status;
+namespace deploy = edgefleet::deploy;
+
+int Report(const Status& status) {
+  if (status) return 0;
+  std::cerr << "edgefleet: error: " << status.error().message << "\n";
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"edgefleet: build, sign and ship model bundles to fleets of edge boxes"};
+  app.require_subcommand(1);
+  std::function<Status()> run;
+
+  deploy::KeygenOptions keygen;
+  auto* keygen_cmd = app.add_subcommand("keygen", "Make an Ed25519 key pair (<out>.key, <out>.pub)");
+  keygen_cmd->add_option("--out", keygen.out, "Path prefix of the key files")->required();
+  keygen_cmd->add_flag("--force", keygen.force, "Overwrite existing key files");
+  keygen_cmd->callback([&] { run = [&] { return deploy::Keygen(keygen, std::cout); }; });
+
+  auto* trust_cmd = app.add_subcommand("trust", "Trust roots: keys and roles a box believes");
+  trust_cmd->require_subcommand(1);
+  deploy::TrustInitOptions trust_init;
+  auto* init_cmd = trust_cmd->add_subcommand("init", "Write a trust root signed by its root keys");
+  init_cmd->add_option("--root-key", trust_init.root_keys, "Private root key file(s)")->required();
+  init_cmd->add_option("--release-key", trust_init.release_keys, "Release key file(s)")->required();
+  init_cmd->add_option("--deploy-key", trust_init.deploy_keys, "Deploy key file(s)")->required();
+  init_cmd->add_option("--root-threshold", trust_init.root_threshold);
+  init_cmd->add_option("--release-threshold", trust_init.release_threshold);
+  init_cmd->add_option("--deploy-threshold", trust_init.deploy_threshold);
+  init_cmd->add_option("--version", trust_init.version, "Root version (rotation: previous + 1)");
+  init_cmd->add_option("--expires", trust_init.expires, "Duration (365d) or RFC 3339 time");
+  init_cmd->add_option("-o,--output", trust_init.output, "Output file")->required();
+  init_cmd->callback([&] { run = [&] { return deploy::TrustInit(trust_init, std::cout); }; });
+  deploy::TrustSignOptions trust_sign;
+  auto* tsign_cmd = trust_cmd->add_subcommand(
+      "sign", "Add signatures to a signed document (e.g. the old root keys on a rotated root)");
+  tsign_cmd->add_option("document", trust_sign.document)->required();
+  tsign_cmd->add_option("--key", trust_sign.keys, "Private key file(s)")->required();
+  tsign_cmd->callback([&] { run = [&] { return deploy::TrustSign(trust_sign, std::cout); }; });
+
+  auto* bundle_cmd = app.add_subcommand("bundle", "Model bundles (*.efb)");
+  bundle_cmd->require_subcommand(1);
+  deploy::BundleCreateOptions create;
+  std::string compression = "zstd";
+  std::string version;
+  auto* create_cmd = bundle_cmd->add_subcommand(
+      "create", "Pack a directory with bundle.json, model/ and golden/ into a bundle");
+  create_cmd->add_option("source", create.source_dir, "Directory holding bundle.json")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  create_cmd->add_option("-o,--output", create.output, "Bundle file to write")->required();
+  create_cmd->add_option("--version", version, "Override the version in bundle.json");
+  create_cmd->add_option("--compression", compression, "zstd (default), gzip or none");
+  create_cmd->add_option("--key", create.keys, "Sign with these private key file(s) right away");
+  create_cmd->callback([&] {
+    run = [&]() -> Status {
+      auto parsed = deploy::ParseCompression(compression);
+      if (!parsed) return edgefleet::Unexpected(parsed.error());
+      create.compression = *parsed;
+      if (!version.empty()) create.version = version;
+      return deploy::BundleCreate(create, std::cout);
+    };
+  });
+  deploy::BundleSignOptions sign;
+  std::string sign_output;
+  auto* sign_cmd = bundle_cmd->add_subcommand("sign", "Add release signatures to a bundle");
+  sign_cmd->add_option("bundle", sign.bundle)->required()->check(CLI::ExistingFile);
+  sign_cmd->add_option("--key", sign.keys, "Private key file(s)")->required();
+  sign_cmd->add_option("-o,--output", sign_output, "Write here instead of replacing the bundle");
+  sign_cmd->callback([&] {
+    if (!sign_output.empty()) sign.output = sign_output;
+    run = [&] { return deploy::BundleSign(sign, std::cout); };
+  });
+  deploy::BundleVerifyOptions verify;
+  auto* verify_cmd = bundle_cmd->add_subcommand(
+      "verify", "Check signatures, every file's size and hash, and that every entry is safe");
+  verify_cmd->add_option("bundle", verify.bundle)->required()->check(CLI::ExistingFile);
+  verify_cmd->add_option("--trust", verify.trust, "Trust root file")->required();
+  verify_cmd->add_flag("--json", verify.json, "Print a JSON report");
+  verify_cmd->callback([&] { run = [&] { return deploy::BundleVerify(verify, std::cout); }; });
+  deploy::BundleInspectOptions inspect;
+  auto* inspect_cmd = bundle_cmd->add_subcommand("inspect", "Show a bundle's manifest");
+  inspect_cmd->add_option("bundle", inspect.bundle)->required()->check(CLI::ExistingFile);
+  inspect_cmd->add_flag("--json", inspect.json, "Print the manifest envelope as JSON");
+  inspect_cmd->callback([&] { run = [&] { return deploy::BundleInspect(inspect, std::cout); }; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help is a "parse error" with exit code 0
+  }
+  return Report(run());
+}
