@@ -63,7 +63,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   create_cmd->add_option("-o,--output", create.output, "Bundle file to write")->required();
   create_cmd->add_option("--version", version, "Override the version in bundle.json");
-  create_cmd->add_option("--compression", compression, "zstd (default), gzip or none");
+  create_cmd->add_option("--compression", compression, "zstd (default), gzip or none")
+      ->check(CLI::IsMember({"zstd", "gzip", "none"}));
   create_cmd->add_option("--key", create.keys, "Sign with these private key file(s) right away");
   create_cmd->callback([&] {
     run = [&]() -> Status {

@@ -1,0 +1,294 @@
+// End-to-end tests of the operator's bundle tools: the real `edgefleet` binary on the real digits
+// model, and hostile archives built by the test, each refused with its own message and exit 1.
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "manifests/crypto.hpp"
+#include "manifests/envelope.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/tar_builder.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace edgefleet {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::Compression;
+using testing::ProcessResult;
+using testing::RunProcess;
+using testing::TarBuilder;
+
+const fs::path kDigitsV1 = fs::path(EDGEFLEET_TEST_DATA_DIR) / "digits" / "v1";
+
+ProcessResult Cli(std::vector<std::string> args) {
+  args.insert(args.begin(), EDGEFLEET_CLI);
+  return RunProcess(args, std::chrono::seconds(60));
+}
+
+std::vector<std::string> FilesIn(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class BundleCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* name : {"root", "release", "deploy", "stranger"}) {
+      auto r = Cli({"keygen", "--out", (dir_ / name).string()});
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }
+    auto r = Cli({"trust", "init", "--root-key", Path("root.key"), "--release-key",
+                  Path("release.pub"), "--deploy-key", Path("deploy.pub"), "-o",
+                  Path("root.json")});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = Cli({"bundle", "create", kDigitsV1.string(), "-o", Path("v1.efb"), "--key",
+             Path("release.key")});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = Cli({"bundle", "inspect", "--json", Path("v1.efb")});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto doc = json::parse(r.out);
+    doc.erase("bundle");
+    auto envelope = manifests::SignedEnvelope::FromJson(doc, "inspect");
+    ASSERT_TRUE(envelope) << envelope.error().message;
+    good_ = *envelope;
+    for (const auto& f : good_.signed_body["files"]) {
+      files_.emplace_back(f["path"], testing::ReadFile(kDigitsV1 / f["path"].get<std::string>()));
+    }
+    auto key = manifests::LoadPrivateKey(dir_ / "release.key");
+    ASSERT_TRUE(key) << key.error().message;
+    release_key_ = std::make_unique<manifests::PrivateKey>(*key);
+  }
+
+  std::string Path(const char* name) const { return (dir_ / name).string(); }
+
+  ProcessResult Verify(const fs::path& bundle) {
+    return Cli({"bundle", "verify", bundle.string(), "--trust", Path("root.json")});
+  }
+
+  // Writes a bundle whose manifest is `body` signed by the release key, holding `files`.
+  fs::path Write(const std::string& name, const json& body,
+                 const std::vector<std::pair<std::string, std::string>>& files) {
+    manifests::SignedEnvelope env;
+    env.signed_body = body;
+    EXPECT_TRUE(env.Sign(*release_key_));
+    auto path = dir_ / name;
+    testing::WriteFile(path, testing::BuildBundle(env, files));
+    return path;
+  }
+
+  // Expects `bundle verify` to fail with exit 1 and a message containing every needle.
+  void ExpectRefused(const fs::path& bundle, const std::vector<std::string>& needles) {
+    auto r = Verify(bundle);
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    EXPECT_TRUE(r.out.find("OK") == std::string::npos) << r.out;
+    for (const auto& needle : needles) {
+      EXPECT_NE(r.err.find(needle), std::string::npos)
+          << "stderr lacks '" << needle << "':\n" << r.err;
+    }
+  }
+
+  testing::TempDir dir_;
+  manifests::SignedEnvelope good_;
+  std::vector<std::pair<std::string, std::string>> files_;
+  std::unique_ptr<manifests::PrivateKey> release_key_;
+};
+
+TEST_F(BundleCliTest, CreatedBundleVerifiesAndInspects) {
+  auto r = Verify(dir_ / "v1.efb");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("bundle verify: OK"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("digits 1.0.0"), std::string::npos) << r.out;
+
+  r = Cli({"bundle", "inspect", Path("v1.efb")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("model/digits_op10.onnx"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("onnx-op13: onnx opset 13"), std::string::npos) << r.out;
+  EXPECT_EQ(good_.signed_body["name"], "digits");
+  EXPECT_EQ(good_.signed_body["files"].size(), 6u);
+  // Every file of the source directory is in the bundle with its real hash.
+  for (const auto& f : good_.signed_body["files"]) {
+    auto sha = manifests::Sha256File(kDigitsV1 / f["path"].get<std::string>());
+    ASSERT_TRUE(sha);
+    EXPECT_EQ(f["sha256"], *sha) << f["path"];
+  }
+}
+
+TEST_F(BundleCliTest, TestHarnessBundleIsAccepted) {
+  // The hostile cases below change one thing each against this baseline.
+  ASSERT_EQ(Verify(Write("baseline.efb", good_.signed_body, files_)).exit_code, 0);
+}
+
+TEST_F(BundleCliTest, RefusesChangedModelByte) {
+  auto files = files_;
+  files[0].second[100] ^= 0x01;
+  ExpectRefused(Write("x.efb", good_.signed_body, files), {files[0].first, "sha256 expected"});
+}
+
+TEST_F(BundleCliTest, RefusesMissingFile) {
+  auto files = files_;
+  files.pop_back();
+  ExpectRefused(Write("x.efb", good_.signed_body, files),
+                {"missing", files_.back().first});
+}
+
+TEST_F(BundleCliTest, RefusesExtraFile) {
+  auto files = files_;
+  files.emplace_back("model/extra.bin", "surprise");
+  ExpectRefused(Write("x.efb", good_.signed_body, files), {"extra", "model/extra.bin"});
+}
+
+TEST_F(BundleCliTest, RefusesParentDirectoryEntry) {
+  auto files = files_;
+  files.emplace_back("../x", "escape");
+  ExpectRefused(Write("x.efb", good_.signed_body, files), {"'../x'", ".."});
+}
+
+TEST_F(BundleCliTest, RefusesAbsoluteEntry) {
+  auto files = files_;
+  files.emplace_back("/etc/x", "escape");
+  ExpectRefused(Write("x.efb", good_.signed_body, files), {"/etc/x", "absolute"});
+}
+
+TEST_F(BundleCliTest, RefusesLinksAndDuplicates) {
+  struct Case {
+    const char* name;
+    std::function<void(TarBuilder&)> add;
+    std::vector<std::string> needles;
+  };
+  std::vector<Case> cases = {
+      {"symlink", [](TarBuilder& t) { t.Symlink("model/link", "/etc/passwd"); },
+       {"model/link", "symlink"}},
+      {"hardlink", [&](TarBuilder& t) { t.Hardlink("model/hard", files_[0].first); },
+       {"model/hard", "hardlink"}},
+      {"duplicate", [&](TarBuilder& t) { t.File(files_[0].first, files_[0].second); },
+       {files_[0].first, "duplicate"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    TarBuilder tar;
+    tar.File("manifest.json", good_.ToJson().dump());
+    for (const auto& [path, data] : files_) tar.File(path, data);
+    c.add(tar);
+    auto path = dir_ / (std::string(c.name) + ".efb");
+    tar.WriteTo(path);
+    ExpectRefused(path, c.needles);
+  }
+}
+
+TEST_F(BundleCliTest, RefusesTruncatedArchive) {
+  std::string bytes = testing::ReadFile(dir_ / "v1.efb");
+  auto path = dir_ / "truncated.efb";
+  testing::WriteFile(path, bytes.substr(0, bytes.size() / 2));
+  ExpectRefused(path, {"truncated"});
+}
+
+TEST_F(BundleCliTest, RefusesEntryLargerThanDeclared) {
+  auto body = good_.signed_body;
+  body["files"][0]["size"] = body["files"][0]["size"].get<std::uint64_t>() - 10;
+  ExpectRefused(Write("x.efb", body, files_), {files_[0].first, "declares"});
+}
+
+TEST_F(BundleCliTest, RefusesUnsignedManifest) {
+  manifests::SignedEnvelope env;
+  env.signed_body = good_.signed_body;
+  auto path = dir_ / "unsigned.efb";
+  testing::WriteFile(path, testing::BuildBundle(env, files_));
+  ExpectRefused(path, {"not signed"});
+}
+
+TEST_F(BundleCliTest, RefusesManifestSignedByUnknownKey) {
+  auto stranger = manifests::LoadPrivateKey(dir_ / "stranger.key");
+  ASSERT_TRUE(stranger);
+  manifests::SignedEnvelope env;
+  env.signed_body = good_.signed_body;
+  ASSERT_TRUE(env.Sign(*stranger));
+  auto path = dir_ / "stranger.efb";
+  testing::WriteFile(path, testing::BuildBundle(env, files_));
+  ExpectRefused(path, {"release", stranger->KeyId().substr(0, 12)});
+}
+
+TEST_F(BundleCliTest, SignAddsSignaturesForAThreshold) {
+  ASSERT_EQ(Cli({"keygen", "--out", Path("release2")}).exit_code, 0);
+  auto r = Cli({"trust", "init", "--root-key", Path("root.key"), "--release-key",
+                Path("release.pub"), "--release-key", Path("release2.pub"),
+                "--release-threshold", "2", "--deploy-key", Path("deploy.pub"), "-o",
+                Path("root2.json")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Cli({"bundle", "create", kDigitsV1.string(), "-o", Path("u.efb"), "--compression", "gzip"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto verify2 = [&] {
+    return Cli({"bundle", "verify", Path("u.efb"), "--trust", Path("root2.json")});
+  };
+  EXPECT_NE(verify2().err.find("not signed"), std::string::npos);
+  ASSERT_EQ(Cli({"bundle", "sign", Path("u.efb"), "--key", Path("release.key")}).exit_code, 0);
+  r = verify2();
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("1 valid signature(s) of 2"), std::string::npos) << r.err;
+  // Signing twice with the same key still counts once.
+  ASSERT_EQ(Cli({"bundle", "sign", Path("u.efb"), "--key", Path("release.key")}).exit_code, 0);
+  EXPECT_EQ(verify2().exit_code, 1);
+  ASSERT_EQ(Cli({"bundle", "sign", Path("u.efb"), "--key", Path("release2.key")}).exit_code, 0);
+  r = verify2();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // Re-signing kept the compression and left no temporary files behind.
+  auto inspect = Cli({"bundle", "inspect", "--json", Path("u.efb")});
+  ASSERT_EQ(inspect.exit_code, 0);
+  auto doc = json::parse(inspect.out);
+  EXPECT_EQ(doc["bundle"]["compression"], "gzip");
+  EXPECT_EQ(doc["signatures"].size(), 2u);
+  for (const auto& name : FilesIn(dir_.path())) EXPECT_NE(name[0], '.') << name;
+}
+
+TEST_F(BundleCliTest, CreateNamesTheBadFieldAndLeavesNothingBehind) {
+  testing::TempDir src;
+  fs::copy(kDigitsV1, src.path(), fs::copy_options::recursive);
+  auto spec = json::parse(testing::ReadFile(src / "bundle.json"));
+  spec["variants"][0]["opset"] = "ten";
+  spec["parity"]["atol"] = -1;
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  auto r = Cli({"bundle", "create", src.path().string(), "-o", Path("bad.efb")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("signed.variants[0].opset"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("signed.parity.atol"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "bad.efb"));
+
+  spec = json::parse(testing::ReadFile(kDigitsV1 / "bundle.json"));
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  fs::remove(src / "golden" / "labels.json");
+  r = Cli({"bundle", "create", src.path().string(), "-o", Path("bad.efb")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("golden/labels.json"), std::string::npos) << r.err;
+  for (const auto& name : FilesIn(dir_.path())) {
+    EXPECT_NE(name, "bad.efb");
+    EXPECT_NE(name[0], '.') << name;
+  }
+}
+
+TEST_F(BundleCliTest, KeygenRefusesToOverwriteAKey) {
+  auto before = testing::ReadFile(dir_ / "release.key");
+  auto r = Cli({"keygen", "--out", Path("release")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("already exists"), std::string::npos) << r.err;
+  EXPECT_EQ(testing::ReadFile(dir_ / "release.key"), before);
+  EXPECT_EQ(fs::status(dir_ / "release.key").permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write);
+}
+
+TEST_F(BundleCliTest, BadUsageExitsTwo) {
+  EXPECT_EQ(Cli({"bundle", "verify"}).exit_code, 2);
+  EXPECT_EQ(Cli({"bundle", "create", kDigitsV1.string(), "-o", Path("x.efb"), "--compression",
+                 "lz4"})
+                .exit_code,
+            2);
+}
+
+}  // namespace
+}  // namespace edgefleet
