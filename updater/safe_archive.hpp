@@ -37,6 +37,9 @@ class EntryVisitor {
   virtual Status Data(std::span<const std::byte> chunk) = 0;
   // Called after the entry's last byte; the reader has checked that exactly `size` bytes came.
   virtual Status EndFile() = 0;
+  // Asked after each EndFile: false ends the read there with success, so a caller that needs
+  // only the first entries (ReadBundleManifest) does not pull the rest of a large archive.
+  virtual bool WantsMore() const { return true; }
 };
 
 // A stream of archive bytes. Read returns the number of bytes placed in `buffer` (0 at the end)
