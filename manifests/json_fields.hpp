@@ -17,6 +17,8 @@
 #include <nlohmann/json.hpp>
 
 #include "manifests/result.hpp"
+#include "manifests/semver.hpp"
+#include "manifests/time.hpp"
 
 namespace edgefleet::manifests {
 
@@ -71,5 +73,25 @@ class FieldReader {
 // Index("signed.files", 3) == "signed.files[3]".
 std::string Child(std::string_view parent, std::string_view key);
 std::string Index(std::string_view parent, std::size_t index);
+
+// Checks shared by the signed bodies (manifest, desired state, root). Each records a problem in
+// `reader` and returns nullopt when the field is missing (and required) or invalid.
+
+// "type" must equal `type` and "spec_version" must be 1 (the only version this build reads).
+void ReadDocumentHeader(FieldReader& reader, const nlohmann::json& body, std::string_view type,
+                        std::string_view path);
+// Names of models, fleets, devices, groups, variants, golden sets: [a-z0-9][a-z0-9._-]{0,63}.
+bool IsValidName(std::string_view name);
+std::optional<std::string> ReadName(FieldReader& reader, const nlohmann::json& obj,
+                                    std::string_view key, std::string_view path,
+                                    bool required = true);
+std::optional<std::string> ReadSha256(FieldReader& reader, const nlohmann::json& obj,
+                                      std::string_view key, std::string_view path);
+std::optional<SemVer> ReadSemVer(FieldReader& reader, const nlohmann::json& obj,
+                                 std::string_view key, std::string_view path);
+std::optional<Timestamp> ReadTimestamp(FieldReader& reader, const nlohmann::json& obj,
+                                       std::string_view key, std::string_view path);
+// Quotes a value for a message, shortened and with control characters replaced.
+std::string QuoteForMessage(std::string_view text);
 
 }  // namespace edgefleet::manifests

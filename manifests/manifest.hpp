@@ -22,6 +22,8 @@
 
 namespace edgefleet::manifests {
 
+class FieldReader;
+
 inline constexpr std::string_view kManifestType = "edgefleet/manifest";
 inline constexpr std::string_view kDesiredStateType = "edgefleet/desired-state";
 inline constexpr std::string_view kRootType = "edgefleet/root";
@@ -34,7 +36,7 @@ struct TensorSpec {
 };
 
 struct BackendRequirement {
-  std::string name;     // "opencv"
+  std::string name;      // "opencv"
   VersionRange version;  // e.g. ">=4.5.0 <5.0.0"
 };
 
@@ -78,16 +80,16 @@ struct GoldenSet {
 struct ParityPolicy {
   double atol = 1e-4;
   double rtol = 1e-3;
-  double min_top1_agreement = 0.99;         // against golden outputs (and the active model)
-  std::optional<double> min_accuracy;       // against labels, when labels are present
-  double max_latency_factor = 2.0;          // candidate median / active median
+  double min_top1_agreement = 0.99;    // against golden outputs (and the active model)
+  std::optional<double> min_accuracy;  // against labels, when labels are present
+  double max_latency_factor = 2.0;     // candidate median / active median
 };
 
 struct WatchPolicy {
   std::int64_t window_s = 60;
   std::int64_t min_requests = 50;
   double max_error_rate = 0.01;
-  double max_p95_latency_factor = 2.0;     // against the previous model
+  double max_p95_latency_factor = 2.0;        // against the previous model
   std::optional<double> min_online_accuracy;  // from feedback, when there is any
 };
 
@@ -116,7 +118,15 @@ struct Manifest {
   const FileEntry* FindFile(std::string_view path) const;
 };
 
-// True when `path` is a safe relative bundle path (see Manifest::FromJson).
+// True when `path` is a safe relative bundle path (see Manifest::FromJson): also at most
+// kMaxPathBytes bytes, no NUL or other control character, and not "manifest.json" itself.
 bool IsSafeRelativePath(std::string_view path);
+
+// One variant object at `path` (shared with DesiredState's requirements, which carry no "file":
+// with `with_file` false the field is refused as unknown). Records problems in `reader`;
+// returns nullopt when any field was unusable.
+std::optional<Variant> ReadVariant(FieldReader& reader, const nlohmann::json& obj,
+                                   std::string_view path, bool with_file);
+nlohmann::json VariantToJson(const Variant& variant, bool with_file);
 
 }  // namespace edgefleet::manifests

@@ -38,6 +38,7 @@ struct TrustRootBody {
   Timestamp expires{};
   std::map<std::string, PublicKey> keys;  // by keyid
   std::map<Role, RoleKeys> roles;
+  nlohmann::json extensions = nlohmann::json::object();  // top-level "x-" keys, kept verbatim
 
   // Field-precise parse of the `signed` object (kParse listing every problem: unknown fields,
   // keyid not matching its key, role naming an unknown key, threshold < 1 or > key count,
