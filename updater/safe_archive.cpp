@@ -143,7 +143,7 @@ Result<std::string> NormalisePath(std::string_view raw, bool is_dir) {
 // What kind of entry this is, when it is one we refuse; nullopt for files and directories.
 std::optional<std::string> RefusedKind(archive_entry* entry) {
   if (const char* target = archive_entry_hardlink(entry); target != nullptr) {
-    return "hard link (to " + Quote(target) + ")";
+    return "hardlink (to " + Quote(target) + ")";
   }
   switch (archive_entry_filetype(entry)) {
     case AE_IFREG:
@@ -151,7 +151,7 @@ std::optional<std::string> RefusedKind(archive_entry* entry) {
       break;
     case AE_IFLNK: {
       const char* target = archive_entry_symlink(entry);
-      return "symbolic link (to " + Quote(target != nullptr ? target : "") + ")";
+      return "symlink (to " + Quote(target != nullptr ? target : "") + ")";
     }
     case AE_IFCHR:
       return std::string("character device");

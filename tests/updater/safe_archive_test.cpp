@@ -177,6 +177,8 @@ struct Hostile {
   std::string message;
 };
 
+void PrintTo(const Hostile& hostile, std::ostream* os) { *os << hostile.name; }
+
 class SafeArchiveHostileTest : public ::testing::TestWithParam<Hostile> {};
 
 TEST_P(SafeArchiveHostileTest, IsRefusedWithItsOwnMessage) {
@@ -211,9 +213,9 @@ std::vector<Hostile> HostileArchives() {
                "bundle.efb: entry '" + std::string(120, 'a') +
                    "...': path is 256 bytes, the limit is 255"});
   v.push_back({"Symlink", TarBuilder().File("a", "x").Symlink("model/a.onnx", "/etc/passwd"),
-               kUnsafe, "bundle.efb: entry 'model/a.onnx': symbolic link (to '/etc/passwd')"});
+               kUnsafe, "bundle.efb: entry 'model/a.onnx': symlink (to '/etc/passwd')"});
   v.push_back({"Hardlink", TarBuilder().File("a", "x").Hardlink("model/a.onnx", "a"), kUnsafe,
-               "bundle.efb: entry 'model/a.onnx': hard link (to 'a')"});
+               "bundle.efb: entry 'model/a.onnx': hardlink (to 'a')"});
   v.push_back(
       {"Fifo", TarBuilder().Fifo("model/pipe"), kUnsafe, "bundle.efb: entry 'model/pipe': FIFO"});
   v.push_back({"CharDevice", TarBuilder().CharDevice("model/null"), kUnsafe,

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "manifests/result.hpp"
+#include "tests/support/tar_builder.hpp"
 #include "updater/safe_archive.hpp"
 
 // Asserts that a Result holds a value, printing its error otherwise (evaluated only on failure).
@@ -22,6 +24,26 @@
     const auto& ef_result_ = (expr);                       \
     ASSERT_TRUE(ef_result_) << ef_result_.error().message; \
   } while (0)
+
+namespace edgefleet::testing {
+
+// Readable test names and messages for parameterised tests (found by ADL).
+inline void PrintTo(Compression compression, std::ostream* os) {
+  switch (compression) {
+    case Compression::kNone:
+      *os << "plain";
+      return;
+    case Compression::kZstd:
+      *os << "zstd";
+      return;
+    case Compression::kGzip:
+      *os << "gzip";
+      return;
+  }
+  *os << "unknown";
+}
+
+}  // namespace edgefleet::testing
 
 namespace edgefleet::updater::test {
 
