@@ -107,6 +107,11 @@ Status WriteFileAtomically(const std::filesystem::path& path, std::string_view c
     return Fail(ErrorCode::kIo, where + ": cannot rename temporary file: " + ErrnoText(errno));
   }
   committed = true;
+  // The rename is durable only once the directory entry is on disk; a failure here leaves a
+  // complete file in place, so it is not reported as an error.
+  const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : ".";
+  Fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir.get() >= 0) ::fsync(dir.get());
   return Ok();
 }
 
