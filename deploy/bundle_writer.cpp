@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "manifests/crypto.hpp"
+#include "updater/utf8_locale.hpp"
 
 namespace edgefleet::deploy {
 namespace {
@@ -122,6 +123,7 @@ Status BundleWriter::Begin(std::string_view name, std::uint64_t size) {
     return Fail(ErrorCode::kInternal, "bundle writer: previous entry is missing " +
                                           std::to_string(impl_->entry_left) + " bytes");
   }
+  updater::ScopedUtf8Locale utf8_locale;  // pax names are UTF-8 whatever the process locale
   EntryHandle entry(archive_entry_new(), &archive_entry_free);
   archive_entry_set_pathname(entry.get(), std::string(name).c_str());
   archive_entry_set_size(entry.get(), static_cast<la_int64_t>(size));

@@ -3,7 +3,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
-#include <locale.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "updater/utf8_locale.hpp"
+
 namespace edgefleet::updater {
 namespace {
 
@@ -23,29 +24,6 @@ namespace {
 constexpr std::size_t kReadBufferBytes = 256 * 1024;
 
 using ArchiveReader = std::unique_ptr<archive, decltype(&archive_read_free)>;
-
-// libarchive converts pax's UTF-8 names into the thread's locale and only warns when it cannot,
-// which in the "C" locale an agent usually runs in means every non-ASCII name. Reading under
-// C.UTF-8 for this thread only (uselocale, not setlocale) makes names independent of how the
-// process was started, without touching other threads.
-class ScopedUtf8Locale final {
- public:
-  ScopedUtf8Locale() : locale_(newlocale(LC_CTYPE_MASK, "C.UTF-8", nullptr)) {
-    if (locale_ != nullptr) previous_ = uselocale(locale_);
-  }
-  ~ScopedUtf8Locale() {
-    if (locale_ != nullptr) {
-      uselocale(previous_);
-      freelocale(locale_);
-    }
-  }
-  ScopedUtf8Locale(const ScopedUtf8Locale&) = delete;
-  ScopedUtf8Locale& operator=(const ScopedUtf8Locale&) = delete;
-
- private:
-  locale_t locale_;
-  locale_t previous_ = nullptr;
-};
 
 // Quotes a path for a message. Control bytes are escaped so that a hostile name cannot forge
 // extra log lines, and over-long names are cut so the message stays readable.

@@ -272,6 +272,23 @@ TEST_F(BundleCliTest, CreateNamesTheBadFieldAndLeavesNothingBehind) {
   }
 }
 
+TEST_F(BundleCliTest, NonAsciiFileNamesRoundTrip) {
+  // pax stores UTF-8 names; writing and reading them must not depend on the process locale.
+  testing::TempDir src;
+  fs::copy(kDigitsV1, src.path(), fs::copy_options::recursive);
+  fs::rename(src / "model" / "digits_op10.onnx", src / "model" / "ziffern_\xc3\xbc.onnx");
+  auto spec = json::parse(testing::ReadFile(src / "bundle.json"));
+  spec["variants"][0]["file"] = "model/ziffern_\xc3\xbc.onnx";
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  auto r = Cli({"bundle", "create", src.path().string(), "-o", Path("u.efb"), "--key",
+                Path("release.key")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = Verify(dir_ / "u.efb");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Cli({"bundle", "inspect", Path("u.efb")});
+  EXPECT_NE(r.out.find("model/ziffern_\xc3\xbc.onnx"), std::string::npos) << r.out;
+}
+
 TEST_F(BundleCliTest, KeygenRefusesToOverwriteAKey) {
   auto before = testing::ReadFile(dir_ / "release.key");
   auto r = Cli({"keygen", "--out", Path("release")});

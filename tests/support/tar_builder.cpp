@@ -3,7 +3,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 
-#include <locale.h>
 
 #include <fstream>
 #include <memory>
@@ -11,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "manifests/bundle_layout.hpp"
+#include "updater/utf8_locale.hpp"
 
 namespace edgefleet::testing {
 namespace {
@@ -22,28 +22,6 @@ la_ssize_t AppendToString(archive* /*a*/, void* client, const void* buffer, size
   static_cast<std::string*>(client)->append(static_cast<const char*>(buffer), length);
   return static_cast<la_ssize_t>(length);
 }
-
-// libarchive's pax writer converts names through the thread's locale and crashes (3.6.2) when a
-// non-ASCII name does not convert, as in the "C" locale tests run in. A UTF-8 locale for this
-// thread only (uselocale) lets it write UTF-8 names as real tools do, without touching others.
-class ScopedUtf8Locale final {
- public:
-  ScopedUtf8Locale() : locale_(newlocale(LC_CTYPE_MASK, "C.UTF-8", nullptr)) {
-    if (locale_ != nullptr) previous_ = uselocale(locale_);
-  }
-  ~ScopedUtf8Locale() {
-    if (locale_ != nullptr) {
-      uselocale(previous_);
-      freelocale(locale_);
-    }
-  }
-  ScopedUtf8Locale(const ScopedUtf8Locale&) = delete;
-  ScopedUtf8Locale& operator=(const ScopedUtf8Locale&) = delete;
-
- private:
-  locale_t locale_;
-  locale_t previous_ = nullptr;
-};
 
 std::string ErrorText(archive* a) {
   const char* text = archive_error_string(a);
@@ -78,7 +56,7 @@ TarBuilder& TarBuilder::CharDevice(std::string path) {
 }
 
 std::string TarBuilder::Bytes() const {
-  ScopedUtf8Locale utf8_locale;
+  updater::ScopedUtf8Locale utf8_locale;
   std::string out;
   ArchiveWriter writer(archive_write_new(), &archive_write_free);
   archive* a = writer.get();
