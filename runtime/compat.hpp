@@ -1,0 +1,63 @@
+// Can this box run that model? Answered twice: before download from the signed requirements
+// alone, and after download from the real ONNX graph.
+//
+// Thread safety: free functions without shared state.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "manifests/manifest.hpp"
+#include "manifests/result.hpp"
+#include "runtime/backend.hpp"
+
+namespace edgefleet::runtime {
+
+// Every reason `variant` cannot run on `backend` (empty when it can): format, the backend's name
+// and version against the variant's backend requirements, opset range, each operator not
+// claimed at the variant's opset.
+std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant,
+                                               const BackendCapabilities& backend);
+
+struct VariantChoice {
+  std::size_t variant_index = 0;
+  const Backend* backend = nullptr;
+};
+
+// Picks the first variant (in manifest order) that the most preferred backend can run, then
+// tries the next backend, and so on (`backends` is in the configured preference order). Fails
+// with kUnsupported listing, per variant and backend, every reason.
+Result<VariantChoice> ChooseVariant(const std::vector<manifests::Variant>& variants,
+                                    const std::vector<const Backend*>& backends);
+
+struct GraphNode {
+  std::string name;    // may be empty in the file; messages then use "#<index>"
+  std::string domain;  // "" for ai.onnx
+  std::string op_type;
+  std::size_t input_count = 0;
+};
+
+struct GraphInfo {
+  std::int64_t ir_version = 0;
+  std::map<std::string, std::int64_t> opset_imports;  // domain ("" default) -> version
+  std::vector<GraphNode> nodes;                       // main graph, in order
+  std::vector<TensorInfo> inputs;                     // graph inputs that are not initializers
+  std::vector<TensorInfo> outputs;
+};
+
+// Parses and checks an ONNX model with libonnx (onnx::checker), then lists what it imports and
+// uses. Fails with kParse / kUnsupported naming the file and the checker's message.
+Result<GraphInfo> InspectOnnx(const std::filesystem::path& model_file);
+
+// The model as it really is, against its manifest variant and the backend: opset imports equal
+// the declared opset, the node operators equal the declared operator list, inputs/outputs names
+// and dtypes as declared, and every node's op claimed by the backend at that opset. Fails with
+// kUnsupported naming the node ("node 'Clip_12' (#12): Clip at opset 13 is not supported by
+// opencv 4.6.0 ...") or kIntegrity for a graph that disagrees with its manifest.
+Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,
+                  const BackendCapabilities& backend, std::string_view model_name);
+
+}  // namespace edgefleet::runtime
