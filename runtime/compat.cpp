@@ -1,1 +1,461 @@
-// Implementation pending (see runtime/compat.hpp).
+// Compatibility checks (compat.hpp): from signed requirements before download, and from the real
+// ONNX graph after. libonnx and protobuf stay inside this file; their exceptions end here.
+#include "runtime/compat.hpp"
+
+#include <onnx/checker.h>
+#include <onnx/defs/schema.h>
+#include <onnx/onnx_pb.h>
+
+#include <algorithm>
+#include <exception>
+#include <fstream>
+#include <map>
+#include <new>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+namespace edgefleet::runtime {
+namespace {
+
+// Protobuf cannot parse a message of 2 GiB or more, and a model that large would not fit an
+// edge box's memory beside the running one anyway; refusing it before reading costs nothing.
+constexpr std::uintmax_t kMaxOnnxBytes = 1ull << 30;
+
+// Messages name at most this many offending nodes per operator: a MobileNetV2 has 35 Clip nodes,
+// and 35 identical lines hide the other reasons.
+constexpr std::size_t kMaxNodesNamedPerOp = 5;
+
+// The default domain has two spellings in ONNX files: "" and "ai.onnx".
+std::string_view NormalizeDomain(std::string_view domain) {
+  return domain == "ai.onnx" ? std::string_view() : domain;
+}
+
+// The manifest's spelling of an operator: "Conv" in the default domain, "<domain>:<op>" otherwise.
+std::string OperatorKey(std::string_view domain, std::string_view op) {
+  domain = NormalizeDomain(domain);
+  if (domain.empty()) return std::string(op);
+  return std::string(domain) + ":" + std::string(op);
+}
+
+std::pair<std::string, std::string> SplitOperatorKey(std::string_view key) {
+  const auto colon = key.rfind(':');
+  if (colon == std::string_view::npos) return {"", std::string(key)};
+  return {std::string(NormalizeDomain(key.substr(0, colon))), std::string(key.substr(colon + 1))};
+}
+
+std::string BackendLabel(const BackendCapabilities& backend) {
+  return backend.name + " " + backend.version.ToString();
+}
+
+// "opsets 1-10", "opsets 1-5, 7-10", "opset 11", or "not claimed at any opset".
+std::string ClaimedOpsets(const BackendCapabilities& backend, std::string_view domain,
+                          std::string_view op) {
+  std::vector<std::pair<int, int>> ranges;
+  for (const auto& entry : backend.operators) {
+    if (NormalizeDomain(entry.domain) == NormalizeDomain(domain) && entry.op == op) {
+      ranges.emplace_back(entry.min_opset, entry.max_opset);
+    }
+  }
+  if (ranges.empty()) return "not claimed at any opset";
+  std::sort(ranges.begin(), ranges.end());
+  std::string text;
+  for (const auto& [lo, hi] : ranges) {
+    if (!text.empty()) text += ", ";
+    text += lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi);
+  }
+  const bool plural = ranges.size() > 1 || ranges[0].first != ranges[0].second;
+  return std::string("claimed: ") + (plural ? "opsets " : "opset ") + text;
+}
+
+std::string JoinLines(const std::vector<std::string>& lines) {
+  std::string text;
+  for (const auto& line : lines) {
+    if (!text.empty()) text += '\n';
+    text += line;
+  }
+  return text;
+}
+
+std::string DescribeNode(const GraphNode& node, std::size_t index) {
+  if (node.name.empty()) return "node #" + std::to_string(index);
+  return "node '" + node.name + "' (#" + std::to_string(index) + ")";
+}
+
+std::string DescribeShape(const std::vector<std::int64_t>& shape) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) text += ",";
+    text += std::to_string(shape[i]);
+  }
+  return text + "]";
+}
+
+// Element types an edgefleet Tensor can hold; everything else (strings, complex, bfloat16, ...)
+// cannot cross the Session interface, so such a graph cannot be served whatever the backend.
+std::optional<DType> FromOnnxElementType(std::int32_t elem_type) {
+  switch (elem_type) {
+    case onnx::TensorProto::FLOAT:
+      return DType::kFloat32;
+    case onnx::TensorProto::DOUBLE:
+      return DType::kFloat64;
+    case onnx::TensorProto::FLOAT16:
+      return DType::kFloat16;
+    case onnx::TensorProto::INT8:
+      return DType::kInt8;
+    case onnx::TensorProto::UINT8:
+      return DType::kUInt8;
+    case onnx::TensorProto::INT16:
+      return DType::kInt16;
+    case onnx::TensorProto::INT32:
+      return DType::kInt32;
+    case onnx::TensorProto::INT64:
+      return DType::kInt64;
+    case onnx::TensorProto::BOOL:
+      return DType::kBool;
+    default:
+      return std::nullopt;
+  }
+}
+
+Result<TensorInfo> ToTensorInfo(const onnx::ValueInfoProto& value, std::string_view role) {
+  const std::string what = std::string(role) + " '" + value.name() + "'";
+  if (!value.type().has_tensor_type()) {
+    return Fail(ErrorCode::kUnsupported, what + " is not a tensor (sequence, map or optional)");
+  }
+  const auto& tensor_type = value.type().tensor_type();
+  const auto dtype = FromOnnxElementType(tensor_type.elem_type());
+  if (!dtype) {
+    return Fail(ErrorCode::kUnsupported,
+                what + " has element type " +
+                    onnx::TensorProto::DataType_Name(
+                        static_cast<onnx::TensorProto::DataType>(tensor_type.elem_type())) +
+                    ", which edgefleet tensors cannot hold");
+  }
+  TensorInfo info;
+  info.name = value.name();
+  info.dtype = *dtype;
+  // A graph without shape information (legal in ONNX) gets an empty shape here; a symbolic or
+  // unknown dimension becomes -1, the manifest's spelling of "dynamic".
+  if (tensor_type.has_shape()) {
+    for (const auto& dim : tensor_type.shape().dim()) {
+      info.shape.push_back(dim.has_dim_value() ? dim.dim_value() : -1);
+    }
+  }
+  return info;
+}
+
+// Checks libonnx does not do for us, and that it would report with a less useful message: an IR
+// or opset newer than this build's libonnx knows is "unsupported" (upgrade the agent), not a
+// malformed file.
+std::optional<std::string> NewerThanLibonnx(const onnx::ModelProto& model) {
+  if (model.ir_version() > onnx::IR_VERSION) {
+    return "ir_version " + std::to_string(model.ir_version()) +
+           " is newer than this build's ONNX library understands (" +
+           std::to_string(onnx::IR_VERSION) + ")";
+  }
+  const auto& ranges = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+  for (const auto& import : model.opset_import()) {
+    const auto found = ranges.find(std::string(NormalizeDomain(import.domain())));
+    if (found != ranges.end() && import.version() > found->second.second) {
+      return "opset " + std::to_string(import.version()) + " of domain '" +
+             (import.domain().empty() ? std::string("ai.onnx") : import.domain()) +
+             "' is newer than this build's ONNX library understands (" +
+             std::to_string(found->second.second) + ")";
+    }
+  }
+  return std::nullopt;
+}
+
+Result<GraphInfo> Describe(const onnx::ModelProto& model, const std::string& file) {
+  GraphInfo info;
+  info.ir_version = model.ir_version();
+  for (const auto& import : model.opset_import()) {
+    info.opset_imports[std::string(NormalizeDomain(import.domain()))] = import.version();
+  }
+  const auto& graph = model.graph();
+  for (const auto& node : graph.node()) {
+    GraphNode out;
+    out.name = node.name();
+    out.domain = std::string(NormalizeDomain(node.domain()));
+    out.op_type = node.op_type();
+    // An empty input name is ONNX's way of leaving out an optional input; it is not an input.
+    out.input_count = static_cast<std::size_t>(std::count_if(
+        node.input().begin(), node.input().end(), [](const auto& name) { return !name.empty(); }));
+    info.nodes.push_back(std::move(out));
+  }
+  std::set<std::string> initializers;
+  for (const auto& init : graph.initializer()) initializers.insert(init.name());
+  for (const auto& input : graph.input()) {
+    if (initializers.count(input.name()) != 0) continue;
+    auto tensor = ToTensorInfo(input, "input");
+    if (!tensor) return tensor.error().Wrap(file);
+    info.inputs.push_back(std::move(*tensor));
+  }
+  for (const auto& output : graph.output()) {
+    auto tensor = ToTensorInfo(output, "output");
+    if (!tensor) return tensor.error().Wrap(file);
+    info.outputs.push_back(std::move(*tensor));
+  }
+  return info;
+}
+
+void CheckTensors(const std::vector<TensorInfo>& actual,
+                  const std::vector<manifests::TensorSpec>& declared, std::string_view role,
+                  std::vector<std::string>& problems) {
+  for (const auto& spec : declared) {
+    const auto found = std::find_if(actual.begin(), actual.end(),
+                                    [&](const TensorInfo& t) { return t.name == spec.name; });
+    if (found == actual.end()) {
+      problems.push_back("the manifest declares " + std::string(role) + " '" + spec.name +
+                         "' but the graph has no such " + std::string(role));
+      continue;
+    }
+    const auto dtype = ParseDType(spec.dtype);
+    if (!dtype || *dtype != found->dtype) {
+      problems.push_back(std::string(role) + " '" + spec.name + "': the manifest declares dtype " +
+                         spec.dtype + ", the graph has " + std::string(ToString(found->dtype)));
+    }
+    // Shapes are compared only where both sides fix a dimension: the manifest may narrow a
+    // dynamic graph dimension, but never contradict a fixed one. A graph without shape
+    // information (empty) says nothing.
+    if (found->shape.empty()) continue;
+    bool agrees = found->shape.size() == spec.shape.size();
+    for (std::size_t i = 0; agrees && i < spec.shape.size(); ++i) {
+      agrees = spec.shape[i] < 0 || found->shape[i] < 0 || spec.shape[i] == found->shape[i];
+    }
+    if (!agrees) {
+      problems.push_back(std::string(role) + " '" + spec.name + "': the manifest declares shape " +
+                         DescribeShape(spec.shape) + ", the graph has " +
+                         DescribeShape(found->shape));
+    }
+  }
+  for (const auto& tensor : actual) {
+    const bool declared_too =
+        std::any_of(declared.begin(), declared.end(),
+                    [&](const manifests::TensorSpec& spec) { return spec.name == tensor.name; });
+    if (!declared_too) {
+      problems.push_back("the graph has " + std::string(role) + " '" + tensor.name +
+                         "' that the manifest does not declare");
+    }
+  }
+}
+
+}  // namespace
+
+bool BackendCapabilities::Supports(std::string_view domain, std::string_view op, int opset) const {
+  domain = NormalizeDomain(domain);
+  return std::any_of(operators.begin(), operators.end(), [&](const OperatorSupport& entry) {
+    return NormalizeDomain(entry.domain) == domain && entry.op == op && entry.min_opset <= opset &&
+           opset <= entry.max_opset;
+  });
+}
+
+std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant,
+                                               const BackendCapabilities& backend) {
+  std::vector<std::string> problems;
+  const std::string label = BackendLabel(backend);
+
+  if (std::find(backend.formats.begin(), backend.formats.end(), variant.format) ==
+      backend.formats.end()) {
+    std::string formats;
+    for (const auto& f : backend.formats) formats += (formats.empty() ? "" : ", ") + f;
+    problems.push_back("format '" + variant.format + "' is not one " + label + " reads (" +
+                       formats + ")");
+  }
+
+  // Any one requirement naming this backend suffices; the variant may name several backends.
+  std::vector<const manifests::BackendRequirement*> named;
+  for (const auto& requirement : variant.backends) {
+    if (requirement.name == backend.name) named.push_back(&requirement);
+  }
+  if (named.empty()) {
+    std::string names;
+    for (const auto& r : variant.backends) names += (names.empty() ? "" : ", ") + r.name;
+    problems.push_back("the variant does not name backend '" + backend.name +
+                       "' (it names: " + (names.empty() ? std::string("none") : names) + ")");
+  } else if (std::none_of(named.begin(), named.end(), [&](const auto* requirement) {
+               return requirement->version.Contains(backend.version);
+             })) {
+    std::string ranges;
+    for (const auto* r : named)
+      ranges += (ranges.empty() ? "'" : " or '") + r->version.text() + "'";
+    problems.push_back(label + " is outside the required version range " + ranges);
+  }
+
+  if (variant.opset < backend.min_opset || variant.opset > backend.max_opset) {
+    problems.push_back("opset " + std::to_string(variant.opset) + " is outside the opsets " +
+                       label + " imports (" + std::to_string(backend.min_opset) + "-" +
+                       std::to_string(backend.max_opset) + ")");
+  }
+
+  for (const auto& key : variant.operators) {
+    const auto [domain, op] = SplitOperatorKey(key);
+    if (domain.empty()) {
+      if (!backend.Supports(domain, op, variant.opset)) {
+        problems.push_back("operator " + op + " at opset " + std::to_string(variant.opset) +
+                           " is not supported by " + label + " (" +
+                           ClaimedOpsets(backend, domain, op) + ")");
+      }
+      continue;
+    }
+    // The manifest carries only the default domain's opset; another domain's version is known
+    // only from the graph (CheckGraph). Before download, an operator the backend claims at no
+    // version of its domain is certainly unsupported; anything else waits for the graph.
+    const bool claimed_somewhere =
+        std::any_of(backend.operators.begin(), backend.operators.end(), [&](const auto& entry) {
+          return NormalizeDomain(entry.domain) == domain && entry.op == op;
+        });
+    if (!claimed_somewhere) {
+      problems.push_back("operator " + key + " is not supported by " + label +
+                         " (not claimed at any opset)");
+    }
+  }
+  return problems;
+}
+
+Result<VariantChoice> ChooseVariant(const std::vector<manifests::Variant>& variants,
+                                    const std::vector<const Backend*>& backends) {
+  if (variants.empty()) return Fail(ErrorCode::kInvalidArgument, "the manifest has no variants");
+  if (backends.empty()) return Fail(ErrorCode::kUnsupported, "this box has no backends configured");
+  std::vector<std::string> reasons;
+  for (const Backend* backend : backends) {
+    if (backend == nullptr)
+      return Fail(ErrorCode::kInvalidArgument, "null backend in preference list");
+    const auto& capabilities = backend->capabilities();
+    for (std::size_t i = 0; i < variants.size(); ++i) {
+      const auto problems = CompatibilityProblems(variants[i], capabilities);
+      if (problems.empty()) return VariantChoice{i, backend};
+      for (const auto& problem : problems) {
+        reasons.push_back("variant '" + variants[i].id + "' on " + BackendLabel(capabilities) +
+                          ": " + problem);
+      }
+    }
+  }
+  return Fail(ErrorCode::kUnsupported, "no variant can run on this box:\n" + JoinLines(reasons));
+}
+
+Result<GraphInfo> InspectOnnx(const std::filesystem::path& model_file) {
+  const std::string file = model_file.string();
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(model_file, ec);
+  if (ec) {
+    const auto code =
+        ec == std::errc::no_such_file_or_directory ? ErrorCode::kNotFound : ErrorCode::kIo;
+    return Fail(code, file + ": " + ec.message());
+  }
+  if (size > kMaxOnnxBytes) {
+    return Fail(ErrorCode::kLimit, file + ": " + std::to_string(size) +
+                                       " bytes is over the ONNX model cap of " +
+                                       std::to_string(kMaxOnnxBytes) + " bytes");
+  }
+  std::ifstream in(model_file, std::ios::binary);
+  if (!in) return Fail(ErrorCode::kIo, file + ": cannot open for reading");
+
+  try {
+    onnx::ModelProto model;
+    // ParseFromIstream reads straight into the message, so the file's bytes are not held twice.
+    if (!model.ParseFromIstream(&in)) {
+      if (in.bad()) return Fail(ErrorCode::kIo, file + ": read failed");
+      return Fail(ErrorCode::kParse, file + ": not an ONNX model (protobuf parse failed)");
+    }
+    if (const auto newer = NewerThanLibonnx(model)) {
+      return Fail(ErrorCode::kUnsupported, file + ": " + *newer);
+    }
+    onnx::checker::check_model(model);
+    return Describe(model, file);
+  } catch (const onnx::checker::ValidationError& e) {
+    return Fail(ErrorCode::kParse, file + ": ONNX checker: " + e.what());
+  } catch (const std::bad_alloc&) {
+    return Fail(ErrorCode::kLimit, file + ": out of memory while parsing the model");
+  } catch (const std::exception& e) {
+    // Protobuf (FATAL checks compiled as exceptions) and the checker's helpers.
+    return Fail(ErrorCode::kParse, file + ": " + e.what());
+  }
+}
+
+Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,
+                  const BackendCapabilities& backend, std::string_view model_name) {
+  // Disagreements with the signed manifest mean the artifact is not what was signed for; they
+  // are reported as integrity failures even when the backend could run the graph.
+  std::vector<std::string> integrity;
+  std::vector<std::string> unsupported;
+  const std::string label = BackendLabel(backend);
+
+  if (variant.format != "onnx") {
+    integrity.push_back("the manifest declares format '" + variant.format +
+                        "' but the file is an ONNX model");
+  }
+  const auto default_import = graph.opset_imports.find("");
+  if (default_import == graph.opset_imports.end()) {
+    integrity.push_back("the graph imports no ai.onnx opset, the manifest declares opset " +
+                        std::to_string(variant.opset));
+  } else if (default_import->second != variant.opset) {
+    integrity.push_back("the graph imports ai.onnx opset " +
+                        std::to_string(default_import->second) + ", the manifest declares opset " +
+                        std::to_string(variant.opset));
+  }
+
+  std::map<std::string, std::size_t> first_use;  // operator key -> first node index using it
+  for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
+    first_use.emplace(OperatorKey(graph.nodes[i].domain, graph.nodes[i].op_type), i);
+  }
+  const std::set<std::string> declared(variant.operators.begin(), variant.operators.end());
+  for (const auto& [key, index] : first_use) {
+    if (declared.count(key) == 0) {
+      integrity.push_back(DescribeNode(graph.nodes[index], index) + " uses operator " + key +
+                          ", which the manifest's operator list does not declare");
+    }
+  }
+  for (const auto& key : declared) {
+    if (first_use.count(key) == 0) {
+      integrity.push_back("the manifest declares operator " + key + " but no node uses it");
+    }
+  }
+
+  CheckTensors(graph.inputs, variant.inputs, "input", integrity);
+  CheckTensors(graph.outputs, variant.outputs, "output", integrity);
+
+  if (std::find(backend.formats.begin(), backend.formats.end(), "onnx") == backend.formats.end()) {
+    unsupported.push_back(label + " does not read ONNX models");
+  }
+  if (default_import != graph.opset_imports.end() &&
+      (default_import->second < backend.min_opset || default_import->second > backend.max_opset)) {
+    unsupported.push_back("ai.onnx opset " + std::to_string(default_import->second) +
+                          " is outside the opsets " + label + " imports (" +
+                          std::to_string(backend.min_opset) + "-" +
+                          std::to_string(backend.max_opset) + ")");
+  }
+  std::map<std::string, std::size_t> refused_per_op;
+  for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
+    const auto& node = graph.nodes[i];
+    const std::string key = OperatorKey(node.domain, node.op_type);
+    const auto import = graph.opset_imports.find(node.domain);
+    if (import == graph.opset_imports.end()) {
+      integrity.push_back(DescribeNode(node, i) + ": " + key + " is in domain '" + node.domain +
+                          "', which the graph does not import");
+      continue;
+    }
+    const int opset = static_cast<int>(import->second);
+    if (backend.Supports(node.domain, node.op_type, opset)) continue;
+    if (++refused_per_op[key] > kMaxNodesNamedPerOp) continue;
+    unsupported.push_back(DescribeNode(node, i) + ": " + key + " at opset " +
+                          std::to_string(opset) + " is not supported by " + label + " (" +
+                          ClaimedOpsets(backend, node.domain, node.op_type) + ")");
+  }
+  for (const auto& [key, count] : refused_per_op) {
+    if (count > kMaxNodesNamedPerOp) {
+      unsupported.push_back("... and " + std::to_string(count - kMaxNodesNamedPerOp) + " more " +
+                            key + " nodes");
+    }
+  }
+
+  if (integrity.empty() && unsupported.empty()) return Ok();
+  const ErrorCode code = integrity.empty() ? ErrorCode::kUnsupported : ErrorCode::kIntegrity;
+  integrity.insert(integrity.end(), unsupported.begin(), unsupported.end());
+  return Error{code, JoinLines(integrity)}.Wrap(model_name);
+}
+
+}  // namespace edgefleet::runtime
