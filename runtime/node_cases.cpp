@@ -1,0 +1,336 @@
+// Node test cases through a backend, and the operator table derived from them (node_cases.hpp).
+#include "runtime/node_cases.hpp"
+
+#include <onnx/defs/schema.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <system_error>
+#include <tuple>
+
+#include "runtime/compat.hpp"
+
+namespace edgefleet::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string OperatorKey(const std::string& domain, const std::string& op) {
+  return domain.empty() ? op : domain + ":" + op;
+}
+
+// IEEE 754 binary16 to float, for comparing float16 outputs.
+float HalfToFloat(std::uint16_t h) {
+  const std::uint32_t sign = (h & 0x8000u) << 16;
+  std::uint32_t exponent = (h >> 10) & 0x1fu;
+  std::uint32_t mantissa = h & 0x3ffu;
+  std::uint32_t bits = 0;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa != 0) {
+    exponent = 113;
+    while ((mantissa & 0x400u) == 0) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+  } else {
+    bits = sign;
+  }
+  float value = 0;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+std::optional<std::vector<double>> AsDoubles(const Tensor& t) {
+  std::vector<double> out;
+  auto append = [&](auto span) {
+    out.assign(span.begin(), span.end());
+    return true;
+  };
+  switch (t.dtype) {
+    case DType::kFloat32:
+      append(t.As<float>());
+      break;
+    case DType::kFloat64:
+      append(t.As<double>());
+      break;
+    case DType::kFloat16: {
+      for (std::size_t i = 0; i + 1 < t.data.size(); i += 2) {
+        std::uint16_t h = 0;
+        std::memcpy(&h, t.data.data() + i, 2);
+        out.push_back(HalfToFloat(h));
+      }
+      break;
+    }
+    default:
+      return std::nullopt;
+  }
+  return out;
+}
+
+// Empty when equal within tolerance; otherwise what differs.
+std::string Compare(const Tensor& got, const Tensor& want, const NodeCaseTolerance& tolerance) {
+  if (got.dtype != want.dtype) {
+    return "dtype " + std::string(ToString(got.dtype)) + ", expected " +
+           std::string(ToString(want.dtype));
+  }
+  if (got.shape != want.shape) {
+    return "shape " + ShapeToString(got.shape) + ", expected " + ShapeToString(want.shape);
+  }
+  if (got.data.size() != want.data.size()) return "data size differs";
+  const auto g = AsDoubles(got);
+  const auto w = AsDoubles(want);
+  if (!g || !w) {
+    // Integers and booleans: exact.
+    return got.data == want.data ? "" : "values differ (exact comparison)";
+  }
+  for (std::size_t i = 0; i < w->size(); ++i) {
+    const double a = (*g)[i];
+    const double b = (*w)[i];
+    if (std::isnan(a) && std::isnan(b)) continue;
+    if (std::isinf(b) && a == b) continue;
+    if (!(std::fabs(a - b) <= tolerance.atol + tolerance.rtol * std::fabs(b))) {
+      std::ostringstream text;
+      text << "element " << i << ": " << a << ", expected " << b;
+      return text.str();
+    }
+  }
+  return "";
+}
+
+manifests::TensorSpec ToSpec(const TensorInfo& info) {
+  return {info.name, std::string(ToString(info.dtype)), info.shape};
+}
+
+// The schema version of `op` in force at `opset` and the last opset where it still is (the
+// highest opset this libonnx knows when no later version exists). nullopt for an operator libonnx
+// does not define at that opset.
+std::optional<std::pair<int, int>> SchemaRange(const NodeOp& op) {
+  const auto* schema = onnx::OpSchemaRegistry::Schema(op.op, op.opset, op.domain);
+  if (schema == nullptr) return std::nullopt;
+  const int since = schema->since_version();
+  const auto& ranges = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+  const auto domain_range = ranges.find(op.domain);
+  if (domain_range == ranges.end()) return std::nullopt;
+  const int last_known = domain_range->second.second;
+  int until = std::max(op.opset, since);
+  while (until < last_known) {
+    const auto* next = onnx::OpSchemaRegistry::Schema(op.op, until + 1, op.domain);
+    if (next == nullptr || next->since_version() != since) break;
+    ++until;
+  }
+  return std::make_pair(since, until);
+}
+
+}  // namespace
+
+std::string_view ToString(NodeCaseOutcome outcome) {
+  switch (outcome) {
+    case NodeCaseOutcome::kPass:
+      return "pass";
+    case NodeCaseOutcome::kMismatch:
+      return "mismatch";
+    case NodeCaseOutcome::kRunFailed:
+      return "run-failed";
+    case NodeCaseOutcome::kLoadFailed:
+      return "load-failed";
+    case NodeCaseOutcome::kNotRun:
+      return "not-run";
+  }
+  return "?";
+}
+
+Result<std::vector<fs::path>> ListNodeCases(const fs::path& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    return Fail(ErrorCode::kNotFound, root.string() + ": not a directory");
+  }
+  std::vector<fs::path> cases;
+  for (fs::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    if (fs::is_regular_file(it->path() / "model.onnx")) cases.push_back(it->path());
+  }
+  if (ec) return Fail(ErrorCode::kIo, root.string() + ": " + ec.message());
+  std::sort(cases.begin(), cases.end());
+  return cases;
+}
+
+NodeCaseResult RunNodeCase(Backend& backend, const fs::path& case_dir,
+                           const NodeCaseTolerance& tolerance) {
+  NodeCaseResult result;
+  result.name = case_dir.filename().string();
+  auto graph = InspectOnnx(case_dir / "model.onnx");
+  if (!graph) {
+    result.detail = graph.error().message;
+    return result;
+  }
+  std::set<NodeOp> ops;
+  for (const auto& node : graph->nodes) {
+    const auto import = graph->opset_imports.find(node.domain);
+    const int opset = import == graph->opset_imports.end() ? 0 : static_cast<int>(import->second);
+    ops.insert({node.domain, node.op_type, opset});
+  }
+  result.ops.assign(ops.begin(), ops.end());
+
+  manifests::Variant variant;
+  variant.id = result.name;
+  variant.file = "model.onnx";
+  variant.format = "onnx";
+  const auto default_import = graph->opset_imports.find("");
+  variant.opset =
+      default_import == graph->opset_imports.end() ? 0 : static_cast<int>(default_import->second);
+  for (const auto& op : result.ops) variant.operators.push_back(OperatorKey(op.domain, op.op));
+  for (const auto& input : graph->inputs) variant.inputs.push_back(ToSpec(input));
+  for (const auto& output : graph->outputs) variant.outputs.push_back(ToSpec(output));
+
+  // Test data first: a case whose data edgefleet tensors cannot hold is not the backend's fault.
+  std::vector<std::pair<std::vector<Tensor>, std::vector<Tensor>>> data_sets;
+  std::vector<fs::path> set_dirs;
+  std::error_code ec;
+  for (fs::directory_iterator it(case_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->is_directory() && it->path().filename().string().rfind("test_data_set_", 0) == 0) {
+      set_dirs.push_back(it->path());
+    }
+  }
+  std::sort(set_dirs.begin(), set_dirs.end());
+  if (set_dirs.empty()) {
+    result.detail = "no test_data_set_N directory";
+    return result;
+  }
+  for (const auto& dir : set_dirs) {
+    std::vector<Tensor> inputs;
+    std::vector<Tensor> outputs;
+    for (std::size_t k = 0; k < graph->inputs.size(); ++k) {
+      auto tensor = ReadTensorProto(dir / ("input_" + std::to_string(k) + ".pb"));
+      if (!tensor) {
+        result.detail = tensor.error().message;
+        return result;
+      }
+      tensor->name = graph->inputs[k].name;
+      inputs.push_back(std::move(*tensor));
+    }
+    for (std::size_t k = 0; k < graph->outputs.size(); ++k) {
+      auto tensor = ReadTensorProto(dir / ("output_" + std::to_string(k) + ".pb"));
+      if (!tensor) {
+        result.detail = tensor.error().message;
+        return result;
+      }
+      outputs.push_back(std::move(*tensor));
+    }
+    data_sets.emplace_back(std::move(inputs), std::move(outputs));
+  }
+
+  // Backends must not throw (backend.hpp); a throw here is still a failed case, not a crash of
+  // the measurement.
+  try {
+    SessionOptions options;
+    options.threads = 1;
+    options.parallel_runs = 1;
+    auto session = backend.Load(case_dir / "model.onnx", variant, options);
+    if (!session) {
+      result.outcome = NodeCaseOutcome::kLoadFailed;
+      result.detail = session.error().message;
+      return result;
+    }
+    for (std::size_t s = 0; s < data_sets.size(); ++s) {
+      const std::string where = set_dirs[s].filename().string() + ": ";
+      auto outputs = (*session)->Run(data_sets[s].first);
+      if (!outputs) {
+        result.outcome = NodeCaseOutcome::kRunFailed;
+        result.detail = where + outputs.error().message;
+        return result;
+      }
+      const auto& want = data_sets[s].second;
+      if (outputs->size() != want.size()) {
+        result.outcome = NodeCaseOutcome::kMismatch;
+        result.detail = where + std::to_string(outputs->size()) + " outputs, expected " +
+                        std::to_string(want.size());
+        return result;
+      }
+      for (std::size_t k = 0; k < want.size(); ++k) {
+        const auto difference = Compare((*outputs)[k], want[k], tolerance);
+        if (!difference.empty()) {
+          result.outcome = NodeCaseOutcome::kMismatch;
+          result.detail = where + "output " + std::to_string(k) + ": " + difference;
+          return result;
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    result.outcome = NodeCaseOutcome::kRunFailed;
+    result.detail = std::string("backend threw: ") + e.what();
+    return result;
+  }
+  result.outcome = NodeCaseOutcome::kPass;
+  return result;
+}
+
+// The rule. ONNX gives an operator's behaviour at model opset N by its latest schema version
+// <= N, so a case at opset N exercises exactly that schema version, which is in force from its
+// since_version up to the opset before the next version (or, when there is none yet, up to the
+// highest opset this libonnx knows: a later ONNX may add a version we have not seen). Cases are
+// grouped per (domain, op, schema version); a group is claimed over that range when it has at
+// least one case and EVERY case in it passed. A case counts for every operator its graph uses
+// (an "expanded" case failing for any reason withholds all of its operators), and a case that
+// could not be run counts as failed. Nothing is claimed beyond the schema versions that had
+// cases, so an unmeasured older or newer version of a measured operator stays unclaimed.
+std::vector<OperatorSupport> DeriveOperatorTable(const std::vector<NodeCaseResult>& results) {
+  struct Group {
+    int until = 0;
+    bool all_pass = true;
+  };
+  std::map<std::tuple<std::string, std::string, int>, Group> groups;
+  for (const auto& result : results) {
+    for (const auto& op : result.ops) {
+      const auto range = SchemaRange(op);
+      if (!range) continue;  // not an ONNX-defined operator: cannot be claimed at all
+      auto& group = groups[{op.domain, op.op, range->first}];
+      group.until = range->second;
+      group.all_pass = group.all_pass && result.outcome == NodeCaseOutcome::kPass;
+    }
+  }
+  std::vector<OperatorSupport> table;
+  for (const auto& [key, group] : groups) {
+    if (!group.all_pass) continue;
+    const auto& [domain, op, since] = key;
+    // Adjacent claimed versions merge into one line: the claim is the same union of opsets.
+    if (!table.empty() && table.back().domain == domain && table.back().op == op &&
+        table.back().max_opset + 1 == since) {
+      table.back().max_opset = group.until;
+      continue;
+    }
+    table.push_back({domain, op, since, group.until});
+  }
+  return table;
+}
+
+std::vector<const NodeCaseResult*> CasesCoveredBy(const std::vector<NodeCaseResult>& results,
+                                                  const OperatorSupport& entry) {
+  std::vector<const NodeCaseResult*> covered;
+  for (const auto& result : results) {
+    const bool uses = std::any_of(result.ops.begin(), result.ops.end(), [&](const NodeOp& op) {
+      return op.domain == entry.domain && op.op == entry.op && entry.min_opset <= op.opset &&
+             op.opset <= entry.max_opset;
+    });
+    if (uses) covered.push_back(&result);
+  }
+  return covered;
+}
+
+std::string FormatOperatorTable(const std::vector<OperatorSupport>& table) {
+  std::string text;
+  for (const auto& entry : table) {
+    text += "{\"" + entry.domain + "\", \"" + entry.op + "\", " + std::to_string(entry.min_opset) +
+            ", " + std::to_string(entry.max_opset) + "},\n";
+  }
+  return text;
+}
+
+}  // namespace edgefleet::runtime

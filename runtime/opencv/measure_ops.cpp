@@ -1,0 +1,143 @@
+// edgefleet_measure_ops: measures which ONNX operators the opencv backend really runs, and
+// writes the table the backend claims (runtime/opencv/supported_ops.inc).
+//
+//   edgefleet_measure_ops [--out FILE] [--report FILE] CASE_ROOT...
+//
+// Every node case under each CASE_ROOT (ONNX's conformance layout, see runtime/node_cases.hpp)
+// is loaded and run through the real backend; the table keeps only operator schema versions all
+// of whose cases passed (the rule is in runtime/node_cases.cpp). --report writes one line per
+// case (name, outcome, operators, detail). Exit status: 0 written, 1 failure, 2 bad usage.
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runtime/node_cases.hpp"
+#include "runtime/opencv/opencv_backend.hpp"
+
+namespace {
+
+using edgefleet::runtime::NodeCaseOutcome;
+using edgefleet::runtime::NodeCaseResult;
+
+int Usage() {
+  std::cerr << "usage: edgefleet_measure_ops [--out FILE] [--report FILE] CASE_ROOT...\n";
+  return 2;
+}
+
+std::string Command(int argc, char** argv) {
+  std::string command = "edgefleet_measure_ops";
+  for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
+  return command;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string out_path;
+  std::string report_path;
+  std::vector<std::string> roots;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if ((arg == "--out" || arg == "--report") && i + 1 < argc) {
+      (arg == "--out" ? out_path : report_path) = argv[++i];
+    } else if (!arg.empty() && arg[0] == '-') {
+      return Usage();
+    } else {
+      roots.push_back(arg);
+    }
+  }
+  if (roots.empty()) return Usage();
+
+  auto backend = edgefleet::runtime::CreateOpenCvBackend();
+  if (!backend) {
+    std::cerr << "edgefleet_measure_ops: " << backend.error().message << "\n";
+    return 1;
+  }
+  const auto& capabilities = (*backend)->capabilities();
+
+  std::vector<NodeCaseResult> results;
+  for (const auto& root : roots) {
+    auto cases = edgefleet::runtime::ListNodeCases(root);
+    if (!cases) {
+      std::cerr << "edgefleet_measure_ops: " << cases.error().message << "\n";
+      return 1;
+    }
+    for (const auto& dir : *cases) {
+      results.push_back(edgefleet::runtime::RunNodeCase(**backend, dir));
+    }
+  }
+
+  std::map<NodeCaseOutcome, int> counts;
+  for (const auto& r : results) ++counts[r.outcome];
+  const auto table = edgefleet::runtime::DeriveOperatorTable(results);
+  std::size_t covered = 0;
+  for (const auto& r : results) {
+    for (const auto& entry : table) {
+      if (!edgefleet::runtime::CasesCoveredBy({r}, entry).empty()) {
+        ++covered;
+        break;
+      }
+    }
+  }
+
+  const edgefleet::runtime::NodeCaseTolerance tolerance;
+  std::string summary = std::to_string(results.size()) +
+                        " cases: " + std::to_string(counts[NodeCaseOutcome::kPass]) + " pass, " +
+                        std::to_string(counts[NodeCaseOutcome::kMismatch]) + " mismatch, " +
+                        std::to_string(counts[NodeCaseOutcome::kRunFailed]) + " run failed, " +
+                        std::to_string(counts[NodeCaseOutcome::kLoadFailed]) + " load failed, " +
+                        std::to_string(counts[NodeCaseOutcome::kNotRun]) + " not run; " +
+                        std::to_string(table.size()) + " entries claimed, covering " +
+                        std::to_string(covered) + " cases";
+  std::cout << capabilities.name << " " << capabilities.version.ToString() << ": " << summary
+            << "\n";
+
+  if (!report_path.empty()) {
+    std::ofstream report(report_path);
+    for (const auto& r : results) {
+      report << r.name << "\t" << edgefleet::runtime::ToString(r.outcome) << "\t";
+      for (std::size_t i = 0; i < r.ops.size(); ++i) {
+        report << (i ? "," : "") << (r.ops[i].domain.empty() ? "" : r.ops[i].domain + ":")
+               << r.ops[i].op << "@" << r.ops[i].opset;
+      }
+      std::string detail = r.detail.substr(0, r.detail.find('\n'));
+      report << "\t" << detail << "\n";
+    }
+    if (!report) {
+      std::cerr << "edgefleet_measure_ops: cannot write " << report_path << "\n";
+      return 1;
+    }
+  }
+
+  const std::string body = edgefleet::runtime::FormatOperatorTable(table);
+  if (out_path.empty()) {
+    std::cout << body;
+    return 0;
+  }
+  std::ofstream out(out_path, std::ios::trunc);
+  out << "// The opencv backend's measured ONNX operator table, included inside a\n"
+         "// std::vector<OperatorSupport>{ ... } initializer (runtime/opencv/opencv_backend.cpp).\n"
+         "// Generated; do not edit by hand. Regenerate from the repository root with\n"
+         "//   "
+      << Command(argc, argv)
+      << "\n"
+         "// (the tool is built as build/<dir>/runtime/edgefleet_measure_ops). Measured on "
+      << capabilities.name << " " << capabilities.version.ToString() << ":\n//   " << summary
+      << "\n"
+      << "// (outputs within rtol " << tolerance.rtol << ", atol " << tolerance.atol
+      << "). An entry covers the opsets where one schema version of the operator is in force,\n"
+         "// claimed only when every case at those opsets loaded and matched; see\n"
+         "// runtime/node_cases.cpp for the rule and tests/runtime/op_table_test.cpp for the "
+         "check.\n"
+         "// Format: zero or more lines  {\"<domain>\", \"<Op>\", <min_opset>, <max_opset>},\n"
+         "// with \"\" as the default ONNX domain.\n"
+      << body;
+  out.close();
+  if (!out) {
+    std::cerr << "edgefleet_measure_ops: cannot write " << out_path << "\n";
+    return 1;
+  }
+  return 0;
+}
