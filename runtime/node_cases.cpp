@@ -275,40 +275,82 @@ NodeCaseResult RunNodeCase(Backend& backend, const fs::path& case_dir,
 // The rule. ONNX gives an operator's behaviour at model opset N by its latest schema version
 // <= N, so a case at opset N exercises exactly that schema version, which is in force from its
 // since_version up to the opset before the next version (or, when there is none yet, up to the
-// highest opset this libonnx knows: a later ONNX may add a version we have not seen). Cases are
-// grouped per (domain, op, schema version); a group is claimed over that range when it has at
-// least one case and EVERY case in it passed. A case counts for every operator its graph uses
-// (an "expanded" case failing for any reason withholds all of its operators), and a case that
-// could not be run counts as failed. Nothing is claimed beyond the schema versions that had
-// cases, so an unmeasured older or newer version of a measured operator stays unclaimed.
+// highest opset this libonnx knows: a later ONNX may add a version we have not seen). So a
+// measured point extends to that range and no further: an unmeasured older or newer version of
+// a measured operator stays unclaimed. Per (domain, op, schema version):
+//  1. A candidate has at least one passing case, and no single-node case of it failed (a
+//     single-node case is the test of that operator; not run counts as failed).
+//  2. A failing multi-node case (ONNX's "_expanded" function bodies, for instance) whose
+//     operators are all still candidates contradicts them together and we cannot tell which one
+//     is at fault, so all of them are withdrawn; repeated until nothing changes. A failing
+//     multi-node case with an operator that is not a candidate is explained by that operator.
+// What is left is claimed. The invariant this gives, and op_table_test checks: every case whose
+// operators are all claimed at its opsets passed.
 std::vector<OperatorSupport> DeriveOperatorTable(const std::vector<NodeCaseResult>& results) {
+  using Key = std::tuple<std::string, std::string, int>;
   struct Group {
     int until = 0;
-    bool all_pass = true;
+    bool any_pass = false;
+    bool single_node_failed = false;
   };
-  std::map<std::tuple<std::string, std::string, int>, Group> groups;
+  std::map<Key, Group> groups;
+  std::vector<std::pair<const NodeCaseResult*, std::vector<Key>>> cases;
   for (const auto& result : results) {
+    const bool pass = result.outcome == NodeCaseOutcome::kPass;
+    std::vector<Key> keys;
+    bool all_known = true;
     for (const auto& op : result.ops) {
       const auto range = SchemaRange(op);
-      if (!range) continue;  // not an ONNX-defined operator: cannot be claimed at all
-      auto& group = groups[{op.domain, op.op, range->first}];
+      if (!range) {
+        all_known = false;  // not an ONNX-defined operator: never claimed
+        continue;
+      }
+      Key key{op.domain, op.op, range->first};
+      auto& group = groups[key];
       group.until = range->second;
-      group.all_pass = group.all_pass && result.outcome == NodeCaseOutcome::kPass;
+      group.any_pass = group.any_pass || pass;
+      if (!pass && result.ops.size() == 1) group.single_node_failed = true;
+      keys.push_back(std::move(key));
+    }
+    if (!pass && all_known && !keys.empty()) cases.emplace_back(&result, std::move(keys));
+  }
+  std::set<Key> candidates;
+  for (const auto& [key, group] : groups) {
+    if (group.any_pass && !group.single_node_failed) candidates.insert(key);
+  }
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const auto& [result, keys] : cases) {
+      const bool all_candidates = std::all_of(
+          keys.begin(), keys.end(), [&](const Key& k) { return candidates.count(k) != 0; });
+      if (!all_candidates) continue;
+      for (const auto& k : keys) candidates.erase(k);
+      changed = true;
     }
   }
   std::vector<OperatorSupport> table;
-  for (const auto& [key, group] : groups) {
-    if (!group.all_pass) continue;
+  for (const auto& key : candidates) {
     const auto& [domain, op, since] = key;
+    const int until = groups.at(key).until;
     // Adjacent claimed versions merge into one line: the claim is the same union of opsets.
     if (!table.empty() && table.back().domain == domain && table.back().op == op &&
         table.back().max_opset + 1 == since) {
-      table.back().max_opset = group.until;
+      table.back().max_opset = until;
       continue;
     }
-    table.push_back({domain, op, since, group.until});
+    table.push_back({domain, op, since, until});
   }
   return table;
+}
+
+bool ClaimCovers(const std::vector<OperatorSupport>& table, const NodeCaseResult& result) {
+  if (result.ops.empty()) return false;
+  return std::all_of(result.ops.begin(), result.ops.end(), [&](const NodeOp& op) {
+    return std::any_of(table.begin(), table.end(), [&](const OperatorSupport& e) {
+      return e.domain == op.domain && e.op == op.op && e.min_opset <= op.opset &&
+             op.opset <= e.max_opset;
+    });
+  });
 }
 
 std::vector<const NodeCaseResult*> CasesCoveredBy(const std::vector<NodeCaseResult>& results,

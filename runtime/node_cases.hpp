@@ -69,6 +69,10 @@ NodeCaseResult RunNodeCase(Backend& backend, const std::filesystem::path& case_d
 // and opset.
 std::vector<OperatorSupport> DeriveOperatorTable(const std::vector<NodeCaseResult>& results);
 
+// True when every operator of the case is claimed by `table` at the case's opset: the table
+// predicts that this case runs. False for a case whose operators are unknown (not inspected).
+bool ClaimCovers(const std::vector<OperatorSupport>& table, const NodeCaseResult& result);
+
 // The results whose case uses `entry.op` of `entry.domain` at an opset inside the entry's range.
 std::vector<const NodeCaseResult*> CasesCoveredBy(const std::vector<NodeCaseResult>& results,
                                                   const OperatorSupport& entry);
