@@ -1,9 +1,9 @@
 // The model host: named models, each with slots A and B; one slot is active and serves.
 //
-// Activation is one atomic pointer store. A request takes a snapshot (shared_ptr) of the active
-// instance when it starts and finishes on it, so a switch never fails or stalls a request in
-// flight; the old instance is freed when its last request ends. A slot is ready only after its
-// warm-up run.
+// Activation is one pointer store (under a mutex held only for pointer copies). A request takes a
+// snapshot (shared_ptr) of the active instance when it starts and finishes on it, so a switch never
+// fails or stalls a request in flight; the old instance is freed when its last request ends. A slot
+// is ready only after its warm-up run.
 //
 // Thread safety: all methods are thread-safe. Infer and Active never wait for Load (loading
 // happens outside the lock that guards the model table).
@@ -104,6 +104,9 @@ class ModelHost {
   struct Entry {
     std::shared_ptr<const ModelInstance> slots[2];
     std::shared_ptr<const ModelInstance> active;
+    // A Load in progress for that slot (guarded by mu_ like the whole table): a second Load
+    // into it is refused rather than racing the first to publish.
+    bool loading[2] = {false, false};
   };
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> models_;  // guarded by mu_

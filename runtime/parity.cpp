@@ -424,11 +424,24 @@ Result<ParityReport> RunParity(Session& candidate, const manifests::Manifest& ma
 
     // Warm-up runs are untimed: first runs pay for allocation and lazy initialisation, which
     // says nothing about serving latency.
-    EF_ASSIGN_OR_RETURN(Tensor got,
-                        RunOnce(candidate, loaded.inputs, expected, expected_file, "candidate"));
+    auto first = RunOnce(candidate, loaded.inputs, expected, expected_file, "candidate");
+    if (!first) return Unexpected(first.error().Wrap(where));
+    Tensor got = std::move(first).value();
     std::optional<Tensor> active_got;
+    std::vector<Tensor> active_inputs;
     if (active != nullptr) {
-      auto a = RunOnce(*active, loaded.inputs, expected, expected_file, "active model");
+      // Fed by position: a new version may rename its inputs, and the golden files are ordered
+      // like the model's inputs, not named after the previous model's.
+      const auto& infos = active->inputs();
+      if (infos.size() != loaded.inputs.size()) {
+        return Fail(ErrorCode::kInvalidArgument,
+                    where + ": the active model takes " + std::to_string(infos.size()) +
+                        " input(s) (" + Names(infos) + "), the candidate " +
+                        std::to_string(loaded.inputs.size()) + "; they cannot be compared");
+      }
+      active_inputs = loaded.inputs;
+      for (std::size_t i = 0; i < infos.size(); ++i) active_inputs[i].name = infos[i].name;
+      auto a = RunOnce(*active, active_inputs, expected, expected_file, "active model");
       if (!a) return Unexpected(a.error().Wrap(where));
       active_got = std::move(a).value();
     }
@@ -441,7 +454,7 @@ Result<ParityReport> RunParity(Session& candidate, const manifests::Manifest& ma
       if (!r) return Unexpected(r.error().Wrap(where + ": candidate timed run"));
       if (active != nullptr) {
         start = std::chrono::steady_clock::now();
-        auto a = active->Run(loaded.inputs);
+        auto a = active->Run(active_inputs);
         active_ms.push_back(ElapsedMs(start));
         if (!a) return Unexpected(a.error().Wrap(where + ": active model timed run"));
       }

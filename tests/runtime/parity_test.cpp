@@ -166,6 +166,42 @@ TEST_F(ParityTest, BrokenAgainstV2AsActiveStillFailsOnlyOnAccuracy) {
   EXPECT_TRUE(Has(report->failures[0], "accuracy 0.206 < min_accuracy 0.900"));
 }
 
+// The active model's input under another name, as when a new version renames it.
+class RenamedInputSession final : public Session {
+ public:
+  explicit RenamedInputSession(Session& inner) : inner_(inner), inputs_(inner.inputs()) {
+    inputs_.at(0).name = "pixels";
+  }
+  const std::vector<TensorInfo>& inputs() const override { return inputs_; }
+  const std::vector<TensorInfo>& outputs() const override { return inner_.outputs(); }
+  Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs) override {
+    if (inputs.size() != 1 || inputs[0].name != "pixels") {
+      return Fail(ErrorCode::kInvalidArgument, "expected one input named pixels");
+    }
+    auto renamed = inputs;
+    renamed[0].name = inner_.inputs()[0].name;
+    return inner_.Run(renamed);
+  }
+
+ private:
+  Session& inner_;
+  std::vector<TensorInfo> inputs_;
+};
+
+TEST_F(ParityTest, ActiveModelIsFedByPosition) {
+  const auto v1_dir = DigitsDir("v1");
+  const auto v2_dir = DigitsDir("v2");
+  const auto v2_manifest = Manifest(v2_dir);
+  auto v1 = Open(v1_dir, Manifest(v1_dir));
+  auto v2 = Open(v2_dir, v2_manifest);
+  ASSERT_NE(v1, nullptr);
+  ASSERT_NE(v2, nullptr);
+  RenamedInputSession renamed(*v1);
+  auto report = RunParity(*v2, v2_manifest, v2_dir, &renamed, ParityOptions{.latency_runs = 1});
+  ASSERT_TRUE(report) << report.error().message;
+  EXPECT_NEAR(*report->active_agreement, 354.0 / 360.0, 1e-12);
+}
+
 // v1's model against v2's golden outputs: the tolerance and agreement rules fail with numbers.
 TEST_F(ParityTest, WrongModelFailsToleranceAndAgreementWithTheNumbers) {
   const auto v1_dir = DigitsDir("v1");
