@@ -1,0 +1,82 @@
+// The local inference API: the KServe v2 / Open Inference Protocol over HTTP on loopback, so
+// Triton, KServe, Seldon and OpenVINO Model Server clients work against the box unchanged.
+//
+// Routes (every error body is the protocol's {"error": "<message>"}):
+//   GET  /v2                                   server metadata
+//   GET  /v2/health/live                       200 while the server runs
+//   GET  /v2/health/ready                      200 when every configured model has an active
+//                                              slot, else 503
+//   GET  /v2/models/<name>[/versions/<v>]      model metadata (404 unknown model or version)
+//   GET  /v2/models/<name>[/versions/<v>]/ready  200 ready, 503 loaded but not serving, 404
+//   POST /v2/models/<name>[/versions/<v>]/infer  JSON tensors (application/json), or raw image
+//                                              bytes (image/png, image/jpeg,
+//                                              application/octet-stream) preprocessed exactly as
+//                                              the serving instance's manifest declares
+//   POST /v2/models/<name>/feedback            {"id": "<request id>", "label": <int>}
+//   GET  /metrics                              Prometheus text, metric names edgefleet_*
+// Statuses: 400 malformed or mistyped, 404 unknown model/version/route/request id, 409 feedback
+// already given for that id, 413 body over max_body_bytes, 415 unsupported Content-Type,
+// 503 model not serving, 500 backend failure. Every infer response carries its request id: the
+// JSON "id" (from the request, else the X-Request-Id header, else a generated UUID) and the
+// X-Request-Id response header, errors included.
+//
+// An infer takes a snapshot of the instance that serves it (the active slot, or the slot that
+// holds the requested version) and finishes on that snapshot, so a slot switch in the middle of
+// a request neither fails it nor mixes one version's preprocessing with another's model.
+//
+// Thread safety: Start/Stop/port may be called from any thread; the server's own worker threads
+// (a bounded pool) run the handlers.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "manifests/result.hpp"
+#include "runtime/model_host.hpp"
+
+namespace edgefleet::agent {
+
+struct LocalApiOptions {
+  std::string host = "127.0.0.1";  // loopback: the API has no authentication
+  int port = 0;                    // 0 picks a free port; LocalApi::port() reports it
+  int threads = 8;                 // worker threads; each keep-alive connection holds one
+  std::size_t queue_limit = 64;    // accepted connections waiting for a worker; beyond it the
+                                   // accept loop waits and the kernel backlog absorbs the rest
+  std::size_t max_body_bytes = 16u << 20;  // after decoding; larger bodies get 413
+  std::size_t max_elements = 4u << 20;     // per input tensor (shape product); larger get 400
+  int max_json_depth = 32;                 // deeper JSON is refused before it is parsed
+  int read_timeout_s = 5;                  // per socket read (slow clients cannot hold a worker)
+  int write_timeout_s = 5;
+  int keep_alive_timeout_s = 5;
+  std::size_t keep_alive_max_requests = 1000;
+  std::size_t feedback_capacity = 10000;  // request ids remembered per model version
+  // Models the box is configured to serve; readiness waits for each to have an active slot.
+  // Empty: every model the host knows, and at least one.
+  std::vector<std::string> models;
+};
+
+class LocalApi final {
+ public:
+  // Binds `options.host:options.port` and starts serving on a background thread. Fails with
+  // kIo when the address cannot be bound, kInvalidArgument on unusable options.
+  static Result<std::unique_ptr<LocalApi>> Start(runtime::ModelHost& host, LocalApiOptions options);
+  ~LocalApi();  // stops and joins
+  LocalApi(const LocalApi&) = delete;
+  LocalApi& operator=(const LocalApi&) = delete;
+
+  int port() const;
+  // Stops accepting, finishes the requests in progress, joins the threads. Idempotent.
+  void Stop();
+  // The text GET /metrics returns.
+  std::string MetricsText() const;
+
+  struct Impl;
+
+ private:
+  explicit LocalApi(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgefleet::agent
