@@ -1,1 +1,277 @@
-// Implementation pending (see runtime/preprocess.hpp).
+// Raw image bytes to the model's input tensor (see runtime/preprocess.hpp).
+//
+// Only PNG and JPEG are accepted, although cv::imdecode knows more (TIFF, WebP, PNM, ...): the
+// bytes come from applications over the local API, and every extra decoder is extra attack
+// surface that no manifest asks for. Image dimensions are read from the PNG/JPEG header and
+// checked against max_pixels before anything is decoded, so a 100000x100000 "bomb" costs a few
+// bytes of parsing, not gigabytes of pixels.
+#include "runtime/preprocess.hpp"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+
+namespace edgefleet::runtime {
+namespace {
+
+struct Dims {
+  std::uint64_t width = 0;
+  std::uint64_t height = 0;
+};
+
+std::uint32_t BigEndian32(const unsigned char* p) {
+  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
+}
+std::uint32_t BigEndian16(const unsigned char* p) { return std::uint32_t{p[0]} << 8 | p[1]; }
+
+bool IsPng(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
+bool IsJpeg(std::string_view b) { return b.size() >= 3 && b.substr(0, 3) == "\xff\xd8\xff"; }
+
+// PNG: the first chunk must be IHDR (PNG spec 5.6), width and height at bytes 16..23.
+std::optional<Dims> PngDims(std::string_view b) {
+  if (b.size() < 24 || b.substr(12, 4) != "IHDR") return std::nullopt;
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  return Dims{BigEndian32(p + 16), BigEndian32(p + 20)};
+}
+
+// JPEG: walk the marker segments up to the first start-of-frame (SOF0..SOF15 except DHT 0xC4,
+// JPG 0xC8 and DAC 0xCC), whose payload holds precision, height and width.
+std::optional<Dims> JpegDims(std::string_view b) {
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  std::size_t i = 2;
+  while (i + 4 <= b.size()) {
+    if (p[i] != 0xFF) return std::nullopt;
+    const unsigned marker = p[i + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) {  // no length field
+      i += 2;
+      continue;
+    }
+    if (marker == 0xD9 || marker == 0xDA) return std::nullopt;  // end or scan before a frame
+    const std::size_t length = BigEndian16(p + i + 2);
+    const bool sof =
+        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    if (sof) {
+      if (length < 7 || i + 9 > b.size()) return std::nullopt;
+      return Dims{BigEndian16(p + i + 7), BigEndian16(p + i + 5)};
+    }
+    if (length < 2) return std::nullopt;
+    i += 2 + length;
+  }
+  return std::nullopt;
+}
+
+std::string DimsText(std::uint64_t width, std::uint64_t height) {
+  return std::to_string(width) + "x" + std::to_string(height);
+}
+
+Status CheckPixels(std::uint64_t width, std::uint64_t height, std::size_t max_pixels,
+                   std::string_view when) {
+  // Divides instead of multiplying: header dimensions are attacker-chosen.
+  if (width == 0 || height == 0) {
+    return Fail(ErrorCode::kInvalidArgument, "image is " + DimsText(width, height) + " pixels");
+  }
+  if (width > max_pixels / height) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "image is " + DimsText(width, height) + " pixels, over the limit of " +
+                    std::to_string(max_pixels) + " (" + std::string(when) + ")");
+  }
+  return Ok();
+}
+
+int Channels(std::string_view color) { return color == "GRAY" ? 1 : 3; }
+
+// The manifest's per-channel values; an empty list means the identity (0 / 1), and one value
+// applies to every channel.
+Result<std::vector<double>> PerChannel(const std::vector<double>& values, int channels,
+                                       double identity, std::string_view what) {
+  if (values.empty()) return std::vector<double>(static_cast<std::size_t>(channels), identity);
+  if (values.size() == 1) return std::vector<double>(static_cast<std::size_t>(channels), values[0]);
+  if (values.size() != static_cast<std::size_t>(channels)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "preprocessing." + std::string(what) + " has " + std::to_string(values.size()) +
+                    " values, the colour has " + std::to_string(channels) + " channels");
+  }
+  return values;
+}
+
+// Checks the manifest's preprocessing against the input it feeds. Returns the number of
+// channels.
+Result<int> CheckSpec(const manifests::Preprocessing& pre, const TensorInfo& input) {
+  const std::string what = "input \"" + input.name + "\"";
+  if (input.dtype != DType::kFloat32 || input.shape.size() != 4) {
+    return Fail(ErrorCode::kUnsupported, what +
+                                             ": image preprocessing makes a float32 4-D "
+                                             "tensor, the input is " +
+                                             std::string(ToString(input.dtype)) + " " +
+                                             ShapeToString(input.shape));
+  }
+  if (pre.layout != "NCHW" && pre.layout != "NHWC") {
+    return Fail(ErrorCode::kInvalidArgument,
+                "preprocessing.layout: expected NCHW or NHWC, found \"" + pre.layout + "\"");
+  }
+  if (pre.color != "GRAY" && pre.color != "RGB" && pre.color != "BGR") {
+    return Fail(ErrorCode::kInvalidArgument,
+                "preprocessing.color: expected GRAY, RGB or BGR, found \"" + pre.color + "\"");
+  }
+  // The cap keeps a manifest from asking for an absurd tensor; 65536 is far above any vision
+  // model's input side.
+  if (pre.height < 1 || pre.width < 1 || pre.height > 65536 || pre.width > 65536) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "preprocessing: height and width must be 1..65536, "
+                "found " +
+                    std::to_string(pre.height) + "x" + std::to_string(pre.width));
+  }
+  const int channels = Channels(pre.color);
+  const std::vector<std::int64_t> expected =
+      pre.layout == "NCHW" ? std::vector<std::int64_t>{1, channels, pre.height, pre.width}
+                           : std::vector<std::int64_t>{1, pre.height, pre.width, channels};
+  if (!ShapeMatches(expected, input.shape)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                what + ": preprocessing (" + pre.layout + ", " + pre.color + ", " +
+                    std::to_string(pre.height) + "x" + std::to_string(pre.width) + ") makes " +
+                    ShapeToString(expected) + ", the input expects " + ShapeToString(input.shape));
+  }
+  for (double s : pre.std) {
+    if (!(s > 0)) {
+      return Fail(ErrorCode::kInvalidArgument, "preprocessing.std: every value must be > 0");
+    }
+  }
+  return channels;
+}
+
+// Decoded image (any channel count OpenCV produces, 8 or 16 bit) to `color` as 8-bit-range
+// float32. 16-bit images are divided by 257 so that the manifest's scale, written for 8-bit
+// pixels (1/255), means the same for them. Alpha is dropped, not composited: the models we
+// serve are trained on opaque images.
+Result<cv::Mat> ToColor(const cv::Mat& decoded, std::string_view color) {
+  cv::Mat img = decoded;
+  double to_8bit = 1.0;
+  if (img.depth() == CV_16U) {
+    to_8bit = 1.0 / 257.0;
+  } else if (img.depth() != CV_8U) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "unsupported pixel depth (OpenCV depth " + std::to_string(img.depth()) + ")");
+  }
+  if (img.channels() == 2) {  // gray + alpha
+    cv::Mat gray;
+    cv::extractChannel(img, gray, 0);
+    img = gray;
+  }
+  int code = -1;
+  switch (img.channels()) {
+    case 1:
+      if (color != "GRAY") code = cv::COLOR_GRAY2BGR;  // same bytes as GRAY2RGB
+      break;
+    case 3:  // OpenCV decodes colour as BGR
+      if (color == "GRAY") code = cv::COLOR_BGR2GRAY;
+      if (color == "RGB") code = cv::COLOR_BGR2RGB;
+      break;
+    case 4:
+      code = color == "GRAY"  ? cv::COLOR_BGRA2GRAY
+             : color == "RGB" ? cv::COLOR_BGRA2RGB
+                              : cv::COLOR_BGRA2BGR;
+      break;
+    default:
+      return Fail(ErrorCode::kInvalidArgument,
+                  "unsupported channel count " + std::to_string(img.channels()));
+  }
+  cv::Mat converted;
+  if (code >= 0) {
+    cv::cvtColor(img, converted, code);
+  } else {
+    converted = img;
+  }
+  cv::Mat out;
+  converted.convertTo(out, CV_32F, to_8bit);
+  return out;
+}
+
+}  // namespace
+
+Result<Tensor> PreprocessImage(std::string_view image, const manifests::Preprocessing& pre,
+                               const TensorInfo& input, std::size_t max_pixels) {
+  EF_ASSIGN_OR_RETURN(const int channels, CheckSpec(pre, input));
+  EF_ASSIGN_OR_RETURN(const auto mean, PerChannel(pre.mean, channels, 0.0, "mean"));
+  EF_ASSIGN_OR_RETURN(const auto stdev, PerChannel(pre.std, channels, 1.0, "std"));
+
+  std::optional<Dims> header;
+  if (IsPng(image)) {
+    header = PngDims(image);
+    if (!header) return Fail(ErrorCode::kInvalidArgument, "not a decodable image (bad PNG header)");
+  } else if (IsJpeg(image)) {
+    header = JpegDims(image);  // may stay empty for odd but valid files: checked after decode
+  } else {
+    return Fail(ErrorCode::kInvalidArgument, "not a decodable image (expected PNG or JPEG, " +
+                                                 std::to_string(image.size()) + " bytes)");
+  }
+  if (header) EF_RETURN_IF_ERROR(CheckPixels(header->width, header->height, max_pixels, "header"));
+  if (image.size() > static_cast<std::size_t>(INT_MAX)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "image of " + std::to_string(image.size()) + " bytes is too large to decode");
+  }
+
+  try {
+    // imdecode only reads the buffer; cv::Mat has no const constructor.
+    const cv::Mat raw(1, static_cast<int>(image.size()), CV_8U, const_cast<char*>(image.data()));
+    const cv::Mat decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+    if (decoded.empty()) {
+      return Fail(ErrorCode::kInvalidArgument, std::string("not a decodable image (") +
+                                                   (IsPng(image) ? "PNG" : "JPEG") +
+                                                   " data is corrupt or truncated)");
+    }
+    EF_RETURN_IF_ERROR(CheckPixels(static_cast<std::uint64_t>(decoded.cols),
+                                   static_cast<std::uint64_t>(decoded.rows), max_pixels,
+                                   "decoded"));
+    EF_ASSIGN_OR_RETURN(cv::Mat img, ToColor(decoded, pre.color));
+
+    // INTER_LINEAR (bilinear, what cv2.resize and blobFromImage use), on float pixels so no
+    // rounding happens before scale/mean/std. It does not antialias: PIL's BILINEAR does when
+    // shrinking, so a model trained through PIL with large downscales sees slightly smoother
+    // pixels. Same-size images are not resampled at all.
+    const int h = static_cast<int>(pre.height);
+    const int w = static_cast<int>(pre.width);
+    if (img.rows != h || img.cols != w) {
+      cv::Mat resized;
+      cv::resize(img, resized, cv::Size(w, h), 0, 0, cv::INTER_LINEAR);
+      img = resized;
+    }
+    if (!img.isContinuous()) img = img.clone();
+
+    Tensor tensor;
+    tensor.name = input.name;
+    tensor.dtype = DType::kFloat32;
+    tensor.shape = pre.layout == "NCHW" ? std::vector<std::int64_t>{1, channels, h, w}
+                                        : std::vector<std::int64_t>{1, h, w, channels};
+    const std::size_t plane = static_cast<std::size_t>(h) * static_cast<std::size_t>(w);
+    tensor.data.resize(plane * static_cast<std::size_t>(channels) * sizeof(float));
+    float* out = tensor.AsMutable<float>().data();
+    const float* px = img.ptr<float>();
+    const auto c_count = static_cast<std::size_t>(channels);
+    const bool nchw = pre.layout == "NCHW";
+    for (std::size_t p = 0; p < plane; ++p) {
+      for (std::size_t c = 0; c < c_count; ++c) {
+        const double v = (px[p * c_count + c] * pre.scale - mean[c]) / stdev[c];
+        out[nchw ? c * plane + p : p * c_count + c] = static_cast<float>(v);
+      }
+    }
+    return tensor;
+  } catch (const cv::Exception& e) {
+    return Fail(
+        ErrorCode::kInvalidArgument,
+        "not a decodable image (opencv: " + (e.err.empty() ? std::string(e.what()) : e.err) + ")");
+  } catch (const std::exception& e) {
+    return Fail(ErrorCode::kInternal, std::string("preprocessing failed: ") + e.what());
+  }
+}
+
+}  // namespace edgefleet::runtime
