@@ -11,6 +11,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -494,6 +495,7 @@ TEST_F(MobileNetBlock, Opset13ThreeInputClipIsRefusedBeforeLoading) {
   ASSERT_FALSE(status);
   EXPECT_EQ(status.error().code, ErrorCode::kUnsupported);
   const auto& m = status.error().message;
+  std::cout << "refused before loading:\n" << m << "\n";
   EXPECT_TRUE(Contains(m,
                        "mobilenet_block: node '/0/0.2/Clip' (#3): Clip at opset 13 is not "
                        "supported by opencv 4.6.0"))
