@@ -976,7 +976,7 @@ std::string LocalApi::Impl::Metrics() const {
     const std::string l = labels(*vm);
     for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
       const std::string le = i < telemetry::kLatencyBoundsMs.size()
-                                 ? fmt::format("{}", telemetry::kLatencyBoundsMs[i] / 1000.0)
+                                 ? fmt::format("{:g}", telemetry::kLatencyBoundsMs[i] / 1000.0)
                                  : std::string("+Inf");
       out += fmt::format("edgefleet_inference_latency_seconds_bucket{{{},le=\"{}\"}} {}\n", l, le,
                          s.buckets[i]);
