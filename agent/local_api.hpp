@@ -11,7 +11,11 @@
 //   POST /v2/models/<name>[/versions/<v>]/infer  JSON tensors (application/json), or raw image
 //                                              bytes (image/png, image/jpeg,
 //                                              application/octet-stream) preprocessed exactly as
-//                                              the serving instance's manifest declares
+//                                              the serving instance's manifest declares;
+//                                              or the binary tensor extension (a JSON header
+//                                              of Inference-Header-Content-Length bytes, then
+//                                              the raw bytes of inputs that give
+//                                              parameters.binary_data_size)
 //   POST /v2/models/<name>/feedback            {"id": "<request id>", "label": <int>}
 //   GET  /metrics                              Prometheus text, metric names edgefleet_*
 // Statuses: 400 malformed or mistyped, 404 unknown model/version/route/request id, 409 feedback

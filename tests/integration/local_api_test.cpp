@@ -294,6 +294,56 @@ TEST_F(LocalApiDigits, HeldoutRowsAsJsonTensors) {
   EXPECT_EQ(out["data"].size(), 3600u);
 }
 
+TEST_F(LocalApiDigits, BinaryTensorExtensionMatchesJsonTensors) {
+  auto batch = runtime::ReadTensorProto(kDigits / "v1/golden/heldout/input_0.pb");
+  ASSERT_TRUE(batch) << batch.error().message;
+  auto binary_request = [&](std::int64_t rows, std::uint64_t declared, std::size_t bytes) {
+    json header = {{"inputs",
+                    {{{"name", "input"},
+                      {"shape", {rows, 1, 8, 8}},
+                      {"datatype", "FP32"},
+                      {"parameters", {{"binary_data_size", declared}}}}}}};
+    const std::string text = header.dump();
+    std::string body = text;
+    body.append(reinterpret_cast<const char*>(batch->data.data()), bytes);
+    return client_->Post("/v2/models/digits/infer",
+                         {{"Inference-Header-Content-Length", std::to_string(text.size())}}, body,
+                         "application/octet-stream");
+  };
+  const std::size_t rows = 16;
+  const std::size_t bytes = rows * 64 * sizeof(float);
+  auto res = binary_request(rows, bytes, bytes);
+  ASSERT_TRUE(res) << Describe(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  json binary_out = ParseBody(res)["outputs"][0];
+  ASSERT_EQ(binary_out["shape"], json::array({16, 10}));
+  // The same rows sent as JSON numbers give the same logits.
+  for (std::size_t row = 0; row < rows; ++row) {
+    auto one = InferJson(RowRequest(*batch, row));
+    ASSERT_TRUE(one) << Describe(one);
+    json data = ParseBody(one)["outputs"][0]["data"];
+    for (std::size_t k = 0; k < 10; ++k) {
+      EXPECT_FLOAT_EQ(data[k].get<float>(), binary_out["data"][row * 10 + k].get<float>());
+    }
+  }
+  // Sizes that disagree with the shape, and bytes that belong to no input, are refused.
+  res = binary_request(rows, bytes - 4, bytes - 4);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(ParseBody(res)["error"].get<std::string>().find("needs 4096 bytes"),
+            std::string::npos)
+      << res->body;
+  res = binary_request(rows, bytes, bytes + 8);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(res->body.find("belong to no input"), std::string::npos) << res->body;
+  res = client_->Post("/v2/models/digits/infer", {{"Inference-Header-Content-Length", "999999"}},
+                      "{}", "application/octet-stream");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(res->body.find("Inference-Header-Content-Length"), std::string::npos) << res->body;
+}
+
 struct Hostile {
   std::string what;
   std::string path;
