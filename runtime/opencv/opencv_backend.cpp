@@ -227,9 +227,14 @@ std::vector<std::int64_t> OutputShape(const cv::Mat& m, const std::vector<std::i
 // waits on the condition variable when all are busy), so no net is ever run by two threads, and
 // with parallel_runs = 1 this is exactly "one net behind one lock".
 //
-// Chosen by measurement: bench/opencv_concurrency.cpp, results in bench/RESULTS.md ("OpenCV
-// DNN: pool of nets vs one locked net"). The free list replaces one mutex per net with try_lock
-// polling: a waiting request sleeps and is woken by the first net returned.
+// Chosen by measurement (bench/opencv_concurrency.cpp; bench/RESULTS.md, "OpenCV DNN: pool of
+// nets vs one locked net"): on 2 cores with the digits CNN, one locked net served 2 and 4 client
+// threads at 0.28-0.36x the pool's throughput with a p99 of 0.05-2.6 ms against the pool's
+// 15-36 us, because every request queues behind the lock while the pool runs one forward per
+// core; with one client, or with only one core free, the two are within 5 %. The pool costs
+// one copy of the weights per net, so a model too large to hold twice is loaded with
+// parallel_runs = 1, which is exactly the locked design. The free list replaces one mutex per
+// net with try_lock polling: a waiting request sleeps and is woken by the first net returned.
 class OpenCvSession final : public Session {
  public:
   static Result<std::unique_ptr<Session>> Create(const std::filesystem::path& model_file,
