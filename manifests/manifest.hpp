@@ -80,7 +80,8 @@ struct GoldenSet {
 struct ParityPolicy {
   double atol = 1e-4;
   double rtol = 1e-3;
-  double min_top1_agreement = 0.99;    // against golden outputs (and the active model)
+  double min_top1_agreement = 0.99;    // against golden outputs; agreement with the
+                                       // active model is reported, not judged
   std::optional<double> min_accuracy;  // against labels, when labels are present
   double max_latency_factor = 2.0;     // candidate median / active median
 };
