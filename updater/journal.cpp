@@ -154,8 +154,9 @@ class Query final {
   }
 
   Query& Bind(int index, std::string_view text) {
-    Check(sqlite3_bind_text(stmt_.get(), index, text.data(), static_cast<int>(text.size()),
-                            SQLITE_TRANSIENT));
+    // A default string_view has a null data(), which SQLite would bind as NULL, not ''.
+    Check(sqlite3_bind_text(stmt_.get(), index, text.data() ? text.data() : "",
+                            static_cast<int>(text.size()), SQLITE_TRANSIENT));
     return *this;
   }
   Query& Bind(int index, std::int64_t value) {

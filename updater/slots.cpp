@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -365,6 +366,7 @@ Result<GcReport> SlotStore::CollectGarbage(const GcOptions& options) const {
       if (it->path().filename().string().starts_with(kStagingPrefix)) stale.push_back(it->path());
     }
     if (inner) return Fail(ErrorCode::kIo, models->path().string() + ": list: " + inner.message());
+    std::sort(stale.begin(), stale.end());  // a stable report
     for (const fs::path& path : stale) EF_RETURN_IF_ERROR(remove(path));
   }
   if (ec) return Fail(ErrorCode::kIo, models_dir_.string() + ": list: " + ec.message());
@@ -384,6 +386,7 @@ Result<GcReport> SlotStore::CollectGarbage(const GcOptions& options) const {
     if (!entry_ec && now - mtime > options.part_max_age) downloads.push_back(it->path());
   }
   if (ec) return Fail(ErrorCode::kIo, downloads_dir_.string() + ": list: " + ec.message());
+  std::sort(downloads.begin(), downloads.end());
   for (const fs::path& path : downloads) EF_RETURN_IF_ERROR(remove(path));
   return report;
 }
