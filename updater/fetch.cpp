@@ -463,6 +463,9 @@ Verdict RunAttempt(Download& download, Attempt& attempt) {
                                   options.max_bytes_per_second / 256, 1024, CURL_MAX_WRITE_SIZE)));
   }
   s.Set(CURLOPT_TCP_KEEPALIVE, 1L);
+  // A proxy's "200 Connection established" must not reach OnHeader, where it would read as a
+  // server ignoring our Range.
+  s.Set(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   s.Set(CURLOPT_USERAGENT, options.user_agent.c_str());
   if (!options.tls.ca_file.empty()) s.Set(CURLOPT_CAINFO, options.tls.ca_file.c_str());
   if (!options.tls.client_cert.empty()) s.Set(CURLOPT_SSLCERT, options.tls.client_cert.c_str());
@@ -627,7 +630,10 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
   if (std::filesystem::is_regular_file(request.dest, ec) &&
       std::filesystem::file_size(request.dest, ec) == request.size && !ec) {
     auto hash = manifests::Sha256File(request.dest);
-    if (hash && *hash == request.sha256) return FetchResult{};
+    if (hash && *hash == request.sha256) {
+      std::filesystem::remove(part, ec);  // a leftover of an older attempt, if any
+      return FetchResult{};
+    }
   }
 
   // Free disk before the first byte: only what the part file still lacks is needed.
