@@ -89,8 +89,8 @@ class StagingSink final : public FileSink {
 struct GcOptions {
   // Partial downloads (*.part) whose last change is older than this are removed.
   std::chrono::seconds part_max_age = std::chrono::hours(24);
-  // File names under downloads/ to keep (e.g. the bundle of a deployment in progress); every
-  // other finished download is removed.
+  // File names under downloads/ to keep, finished or partial (the bundle of a deployment in
+  // progress); every other finished download is removed, and so is any symlink.
   std::set<std::string> referenced_downloads;
   // Models with a deployment in progress: their staging directories are kept.
   std::set<std::string> busy_models;
