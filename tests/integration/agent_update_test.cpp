@@ -1,0 +1,656 @@
+// The real `edgefleet-agent run` process end to end (agent/SPEC.md; issue 4 acceptance 1-4):
+// bundles made by the real `edgefleet` CLI, served by a loopback HTTP server that answers Range
+// itself, counts bytes and injects faults; signed desired-state documents written to the file the
+// agent polls; observation only through the agent's local API, `status --json` and its log.
+#include <signal.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/agent_harness.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/tar_builder.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace edgefleet {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::BackgroundProcess;
+using testing::Bundle;
+using testing::BundleServer;
+using testing::ServeFaults;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+const fs::path kDigits = fs::path(EDGEFLEET_TEST_DATA_DIR) / "digits";
+
+struct Png {
+  std::string bytes;
+  int label = 0;
+};
+
+const std::vector<Png>& Heldout() {
+  static const std::vector<Png> images = [] {
+    std::vector<std::pair<std::string, fs::path>> names;
+    for (const auto& e : fs::directory_iterator(kDigits / "heldout_png")) {
+      if (e.path().extension() == ".png") names.emplace_back(e.path().filename(), e.path());
+    }
+    std::sort(names.begin(), names.end());
+    std::vector<Png> out;
+    for (const auto& [name, path] : names) {
+      out.push_back({testing::ReadFile(path), std::stoi(name.substr(name.find('_') + 1))});
+    }
+    return out;
+  }();
+  return images;
+}
+
+std::string Lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool ContainsAny(const std::string& text, const std::vector<std::string>& needles) {
+  const std::string t = Lower(text);
+  return std::any_of(needles.begin(), needles.end(),
+                     [&](const std::string& n) { return t.find(Lower(n)) != std::string::npos; });
+}
+
+struct InferResult {
+  int status = 0;  // HTTP status, 0 on transport error
+  std::string version;
+  std::string id;
+  int top1 = -1;
+  int label = -1;
+};
+
+class AgentE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::MakeFleet(tmp_.path(), fleet_);
+    state_dir_ = tmp_ / "state";
+    desired_ = tmp_ / "desired.json";
+    log_ = tmp_ / "agent.log";
+    config_path_ = tmp_ / "agent.json";
+    WriteConfig({});
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- agent log tail (" << log_ << ")\n" << testing::Tail(log_, 60);
+    }
+    agent_.reset();
+  }
+
+  void WriteConfig(const json& download) {
+    json dl = {{"connect_timeout_s", 5},  {"low_speed_bytes_per_s", 5000},
+               {"low_speed_time_s", 30},  {"max_attempts", 100},
+               {"backoff_initial_ms", 100}, {"backoff_max_ms", 400}};
+    for (const auto& [k, v] : download.items()) dl[k] = v;
+    json config = {{"device", "box-1"},
+                   {"fleet", "demo"},
+                   {"groups", {"lab"}},
+                   {"state_dir", state_dir_.string()},
+                   {"trust_root", fleet_.root_json.string()},
+                   {"backends", {"opencv"}},
+                   {"api", {{"host", "127.0.0.1"}, {"port", 0}}},
+                   {"desired_state", {{"file", desired_.string()}, {"poll_ms", 200}}},
+                   {"download", dl},
+                   {"runtime", {{"threads", 1}, {"parallel_runs", 2}}},
+                   {"watch", {{"max_extension_factor", 5}}}};
+    testing::WriteFile(config_path_, config.dump(2));
+  }
+
+  void StartAgent() {
+    fs::remove(state_dir_ / "api.port");
+    agent_ = std::make_unique<BackgroundProcess>(
+        std::vector<std::string>{EDGEFLEET_AGENT, "run", "--config", config_path_.string()}, log_);
+    port_ = 0;
+    ASSERT_TRUE(WaitFor("api.port written and API live", seconds(30), [&] {
+      if (!agent_->Running()) return false;
+      std::error_code ec;
+      if (!fs::exists(state_dir_ / "api.port", ec)) return false;
+      std::string text = testing::ReadFile(state_dir_ / "api.port");
+      if (text.empty()) return false;
+      port_ = std::stoi(text);
+      httplib::Client c("127.0.0.1", port_);
+      auto r = c.Get("/v2/health/live");
+      return r && r->status == 200;
+    }));
+  }
+
+  void StopAgent() {
+    agent_->Signal(SIGTERM);
+    auto code = agent_->Wait(seconds(20));
+    EXPECT_EQ(code, std::optional<int>(0)) << "agent did not stop cleanly on SIGTERM";
+    agent_.reset();
+  }
+
+  json Status() {
+    auto r = testing::RunProcess(
+        {EDGEFLEET_AGENT, "status", "--config", config_path_.string(), "--json"}, seconds(30));
+    if (r.exit_code != 0) return json{{"error", r.err}};
+    json doc = json::parse(r.out, nullptr, false);
+    return doc.is_discarded() ? json{{"error", "unparsable: " + r.out}} : doc;
+  }
+
+  std::string LogText() { return testing::ReadFile(log_); }
+
+  // Bounded poll; on timeout fails loudly with the last status and the log tail.
+  bool WaitFor(const std::string& what, milliseconds timeout, const std::function<bool()>& pred) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    if (pred()) return true;
+    ADD_FAILURE() << "timed out after " << timeout.count() << " ms waiting for: " << what
+                  << "\nlast status: " << Status().dump(1) << "\nlog tail:\n"
+                  << testing::Tail(log_, 40);
+    return false;
+  }
+
+  std::uint64_t Deploy(const std::vector<json>& models) {
+    ++serial_;
+    testing::WriteAtomically(desired_, testing::DesiredStateDoc(*fleet_.deploy, serial_, models));
+    return serial_;
+  }
+
+  std::unique_ptr<httplib::Client> Api() {
+    auto c = std::make_unique<httplib::Client>("127.0.0.1", port_);
+    c->set_connection_timeout(5, 0);
+    c->set_read_timeout(20, 0);
+    return c;
+  }
+
+  InferResult Infer(std::size_t i) {
+    const Png& png = Heldout()[i % Heldout().size()];
+    InferResult out;
+    out.label = png.label;
+    out.id = "t" + std::to_string(++request_counter_);
+    auto r = Api()->Post("/v2/models/digits/infer", {{"X-Request-Id", out.id}}, png.bytes,
+                         "image/png");
+    if (!r) return out;
+    out.status = r->status;
+    json body = json::parse(r->body, nullptr, false);
+    if (r->status != 200 || !body.is_object()) return out;
+    out.version = body.value("model_version", "");
+    if (body.contains("id")) out.id = body["id"];
+    const json& data = body["outputs"][0]["data"];
+    int best = 0;
+    for (std::size_t k = 1; k < data.size(); ++k) {
+      if (data[k].get<double>() > data[static_cast<std::size_t>(best)].get<double>()) {
+        best = static_cast<int>(k);
+      }
+    }
+    out.top1 = best;
+    return out;
+  }
+
+  int Feedback(const std::string& id, int label) {
+    auto r = Api()->Post("/v2/models/digits/feedback", json{{"id", id}, {"label", label}}.dump(),
+                         "application/json");
+    return r ? r->status : 0;
+  }
+
+  // n inferences, each followed by feedback: the true label, or a wrong one when `wrong`.
+  // Returns the versions that answered.
+  std::map<std::string, int> Traffic(int n, bool wrong) {
+    std::map<std::string, int> versions;
+    for (int k = 0; k < n; ++k) {
+      InferResult r = Infer(static_cast<std::size_t>(request_counter_));
+      versions[r.status == 200 ? r.version : "HTTP " + std::to_string(r.status)]++;
+      if (r.status == 200) Feedback(r.id, wrong ? (r.top1 + 1) % 10 : r.label);
+    }
+    return versions;
+  }
+
+  std::string ServedVersion() {
+    InferResult r = Infer(0);
+    return r.status == 200 ? r.version : "";
+  }
+
+  static std::uint64_t MaxDeploymentId(const json& status) {
+    std::uint64_t id = 0;
+    if (status.contains("deployments")) {
+      for (const auto& d : status["deployments"]) id = std::max(id, d.value("id", std::uint64_t{0}));
+    }
+    return id;
+  }
+
+  // The newest deployment of `version` with an id above `after` (null if none).
+  static json FindDeployment(const json& status, const std::string& version, std::uint64_t after) {
+    json best;
+    if (!status.contains("deployments")) return best;
+    for (const auto& d : status["deployments"]) {
+      if (d.value("version", "") != version || d.value("id", std::uint64_t{0}) <= after) continue;
+      if (best.is_null() || d["id"].get<std::uint64_t>() > best["id"].get<std::uint64_t>()) best = d;
+    }
+    return best;
+  }
+
+  static bool Terminal(const json& d) {
+    if (d.is_null()) return false;
+    const std::string s = d.value("state", "");
+    return s == "committed" || s == "failed" || s == "rolled_back";
+  }
+
+  static json ActiveOf(const json& status) {
+    if (!status.contains("models")) return json();
+    for (const auto& m : status["models"]) {
+      if (m.value("name", "") == "digits") return m["active"];
+    }
+    return json();
+  }
+
+  // Waits for the deployment of `version` (id above `after`) to reach a terminal state; while
+  // waiting, sends correct traffic when `drive` so a watch window can close.
+  json WaitTerminal(const std::string& version, std::uint64_t after, seconds timeout, bool drive) {
+    json d;
+    WaitFor("deployment of " + version + " terminal", timeout, [&] {
+      if (drive) Traffic(4, false);
+      d = FindDeployment(Status(), version, after);
+      return Terminal(d);
+    });
+    return d;
+  }
+
+  // v1 from the server, serving and committed.
+  void InstallV1() {
+    v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(),
+                              [](json& b, const fs::path&) { b["watch"] = testing::ShortWatch(); });
+    server_.Add("/v1.efb", v1_.bytes);
+    Deploy({testing::DesiredModel(v1_, server_.Url("/v1.efb"))});
+    json d = WaitTerminal("1.0.0", 0, seconds(60), true);
+    ASSERT_EQ(d.value("state", ""), "committed") << d.dump(1);
+    ASSERT_EQ(ServedVersion(), "1.0.0");
+    v1_active_ = ActiveOf(Status());
+    ASSERT_FALSE(v1_active_.is_null());
+    EXPECT_EQ(v1_active_.value("version", ""), "1.0.0");
+    EXPECT_EQ(v1_active_.value("sha256", ""), v1_.sha256);
+  }
+
+  // The active model is still v1, byte for byte, and serving.
+  void ExpectV1Untouched(const std::string& context) {
+    SCOPED_TRACE(context);
+    EXPECT_EQ(ActiveOf(Status()), v1_active_);
+    auto versions = Traffic(3, false);
+    EXPECT_EQ(versions, (std::map<std::string, int>{{"1.0.0", 3}}));
+  }
+
+  testing::TempDir tmp_;
+  testing::Fleet fleet_;
+  BundleServer server_;
+  std::unique_ptr<BackgroundProcess> agent_;
+  fs::path state_dir_, desired_, log_, config_path_;
+  int port_ = 0;
+  std::uint64_t serial_ = 0;
+  int request_counter_ = 0;
+  Bundle v1_;
+  json v1_active_;
+};
+
+// Acceptance 1: install, watch-window rollback on injected errors, commit, parity refusal.
+TEST_F(AgentE2E, InstallRollbackOnBadWatchCommitAndParityRefusal) {
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(InstallV1());
+  auto short_watch = [](json& b, const fs::path&) { b["watch"] = testing::ShortWatch(); };
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), short_watch);
+  Bundle v3 = testing::MakeBundle(fleet_, "broken", tmp_.path(), short_watch);
+  server_.Add("/v2.efb", v2.bytes);
+  server_.Add("/v3.efb", v3.bytes);
+
+  // v2 with errors injected through the real API during its watch window: rolled back.
+  std::uint64_t before = MaxDeploymentId(Status());
+  Deploy({testing::DesiredModel(v2, server_.Url("/v2.efb"))});
+  ASSERT_TRUE(WaitFor("v2 watching", seconds(60), [&] {
+    json d = FindDeployment(Status(), "1.1.0", before);
+    return !d.is_null() && (d["state"] == "watching" || Terminal(d));
+  }));
+  json d;
+  ASSERT_TRUE(WaitFor("v2 rolled back on online accuracy", seconds(40), [&] {
+    Traffic(5, /*wrong=*/true);
+    d = FindDeployment(Status(), "1.1.0", before);
+    return Terminal(d);
+  }));
+  EXPECT_EQ(d["state"], "rolled_back") << d.dump(1);
+  EXPECT_TRUE(ContainsAny(d.value("reason", ""), {"accuracy"})) << d.dump(1);
+  EXPECT_EQ(ServedVersion(), "1.0.0");
+  EXPECT_EQ(ActiveOf(Status()).value("version", ""), "1.0.0");
+
+  // v2 again, new serial, good traffic: committed.
+  before = MaxDeploymentId(Status());
+  Deploy({testing::DesiredModel(v2, server_.Url("/v2.efb"))});
+  d = WaitTerminal("1.1.0", before, seconds(60), true);
+  ASSERT_EQ(d.value("state", ""), "committed") << d.dump(1);
+  EXPECT_EQ(ServedVersion(), "1.1.0");
+  json active = ActiveOf(Status());
+  EXPECT_EQ(active.value("version", ""), "1.1.0");
+  EXPECT_EQ(active.value("sha256", ""), v2.sha256);
+
+  // The broken v3 is refused at parity; v2 answers every request meanwhile.
+  before = MaxDeploymentId(Status());
+  Deploy({testing::DesiredModel(v3, server_.Url("/v3.efb"))});
+  std::map<std::string, int> during;
+  ASSERT_TRUE(WaitFor("v3 refused", seconds(60), [&] {
+    for (const auto& [v, n] : Traffic(3, false)) during[v] += n;
+    d = FindDeployment(Status(), "1.2.0", before);
+    return Terminal(d);
+  }));
+  EXPECT_EQ(d["state"], "failed") << d.dump(1);
+  EXPECT_TRUE(ContainsAny(d.value("reason", ""), {"accuracy"})) << d.dump(1);
+  EXPECT_EQ(during.size(), 1u) << json(during).dump();
+  EXPECT_GT(during["1.1.0"], 0);
+  EXPECT_EQ(ServedVersion(), "1.1.0");
+  EXPECT_EQ(ActiveOf(Status()).value("version", ""), "1.1.0");
+  StopAgent();
+}
+
+// Acceptance 3: a download cut at 50 % resumes after a SIGKILL and restart.
+TEST_F(AgentE2E, ResumesCutDownloadAfterKill) {
+  WriteConfig({{"max_attempts", 1000}});
+  Bundle big = testing::MakeBundle(
+      fleet_, "v2", tmp_.path(),
+      [](json& b, const fs::path& dir) {
+        b["watch"] = testing::ShortWatch();
+        json padding = b["variants"][0];
+        padding["id"] = "padding";
+        padding["file"] = "model/padding.bin";
+        padding["opset"] = 10;
+        padding["operators"] = {"Conv"};
+        padding["backends"] = {{{"name", "tflite"}, {"version", ">=2.0.0"}}};
+        b["variants"].push_back(padding);
+        std::string bytes(8u << 20, '\0');
+        std::uint64_t x = 0x9E3779B97F4A7C15ull;
+        for (auto& c : bytes) {
+          x ^= x << 13;
+          x ^= x >> 7;
+          x ^= x << 17;
+          c = static_cast<char>(x);
+        }
+        testing::WriteFile(dir / "model/padding.bin", bytes);
+      },
+      {"--compression", "none"});
+  const std::uint64_t size = big.bytes.size();
+  ASSERT_GT(size, 8u << 20);
+  server_.Add("/big.efb", big.bytes, ServeFaults{.cut_after = size / 2});
+  StartAgent();
+  Deploy({testing::DesiredModel(big, server_.Url("/big.efb"))});
+  ASSERT_TRUE(WaitFor("cut at 50 % and the agent retrying against 503", seconds(60), [&] {
+    return server_.BytesSent("/big.efb") >= size / 2 && server_.Unavailable("/big.efb") >= 2;
+  }));
+  agent_->KillGroup();
+  agent_.reset();
+  const std::uint64_t before_restart = server_.BytesSent("/big.efb");
+  EXPECT_EQ(before_restart, size / 2);
+  server_.Heal("/big.efb");
+  StartAgent();
+  json d = WaitTerminal("1.1.0", 0, seconds(90), true);
+  EXPECT_EQ(d.value("state", ""), "committed") << d.dump(1);
+  EXPECT_EQ(ServedVersion(), "1.1.0");
+  const std::uint64_t total = server_.BytesSent("/big.efb");
+  const double ratio = static_cast<double>(total) / static_cast<double>(size);
+  std::cout << "resume: bundle " << size << " bytes, sent before kill " << before_restart
+            << ", sent in total " << total << " (" << ratio << " x), re-fetched "
+            << (total - std::min(total, size)) << " bytes; ranges:";
+  for (const auto& r : server_.RangeHeaders("/big.efb")) std::cout << " [" << r << "]";
+  std::cout << "\n";
+  EXPECT_LT(ratio, 1.05);
+  StopAgent();
+}
+
+// Acceptance 4: hostile archives through the updater, each refused, v1 untouched.
+TEST_F(AgentE2E, RefusesHostileArchives) {
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(InstallV1());
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), [](json& b, const fs::path&) {
+    b["watch"] = testing::ShortWatch();
+  });
+  std::vector<std::pair<std::string, std::string>> files;
+  for (const auto& f : v2.manifest["files"]) {
+    files.emplace_back(f["path"], testing::ReadFile(kDigits / "v2" / f["path"].get<std::string>()));
+  }
+  manifests::SignedEnvelope good;
+  good.signed_body = v2.manifest;
+  ASSERT_TRUE(good.Sign(*fleet_.release));
+
+  struct Case {
+    std::string name;
+    std::string bytes;
+    std::vector<std::string> needles;
+  };
+  std::vector<Case> cases;
+  {
+    auto f = files;
+    f[0].second[100] ^= 0x01;
+    cases.push_back({"changed-byte", testing::BuildBundle(good, f), {"sha256", f[0].first}});
+  }
+  {
+    auto f = files;
+    f.emplace_back("model/extra.bin", "surprise");
+    cases.push_back({"extra-file", testing::BuildBundle(good, f), {"extra"}});
+  }
+  {
+    auto f = files;
+    f.emplace_back("../x", "escape");
+    cases.push_back({"dotdot", testing::BuildBundle(good, f), {"..", "unsafe"}});
+  }
+  {
+    testing::TarBuilder tar;
+    tar.File("manifest.json", good.ToJson().dump());
+    for (const auto& [p, data] : files) tar.File(p, data);
+    tar.Symlink("model/link", "/etc/passwd");
+    cases.push_back({"symlink", tar.Bytes(), {"symlink", "link"}});
+  }
+  cases.push_back({"truncated", v2.bytes.substr(0, v2.bytes.size() / 2), {"truncat", "eof"}});
+  {
+    manifests::SignedEnvelope unsigned_env;
+    unsigned_env.signed_body = v2.manifest;
+    cases.push_back(
+        {"unsigned", testing::BuildBundle(unsigned_env, files), {"signature", "signed"}});
+  }
+  {
+    manifests::SignedEnvelope stranger;
+    stranger.signed_body = v2.manifest;
+    ASSERT_TRUE(stranger.Sign(*fleet_.stranger));
+    cases.push_back({"unknown-key",
+                     testing::BuildBundle(stranger, files),
+                     {"signature", fleet_.stranger->KeyId().substr(0, 12)}});
+  }
+
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = "/hostile-" + c.name + ".efb";
+    server_.Add(path, c.bytes);
+    Bundle b = v2;
+    b.bytes = c.bytes;
+    b.sha256 = manifests::Sha256Hex(c.bytes);
+    const std::uint64_t before = MaxDeploymentId(Status());
+    Deploy({testing::DesiredModel(b, server_.Url(path))});
+    json d = WaitTerminal("1.1.0", before, seconds(30), false);
+    EXPECT_EQ(d.value("state", ""), "failed") << d.dump(1);
+    EXPECT_TRUE(ContainsAny(d.value("reason", ""), c.needles))
+        << "reason does not name the problem: " << d.dump(1);
+    EXPECT_EQ(server_.BytesSent(path), c.bytes.size()) << "download itself should succeed";
+    std::cout << "hostile " << c.name << ": " << d.value("state", "") << ": "
+              << d.value("reason", "") << "\n";
+    ExpectV1Untouched(c.name);
+  }
+  StopAgent();
+}
+
+// Acceptance 4: servers that send too much or too slowly.
+TEST_F(AgentE2E, RefusesOverlongAndTricklingServers) {
+  WriteConfig({{"low_speed_bytes_per_s", 50000}, {"low_speed_time_s", 2}, {"max_attempts", 1}});
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(InstallV1());
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), [](json& b, const fs::path&) {
+    b["watch"] = testing::ShortWatch();
+  });
+
+  server_.Add("/overlong.efb", v2.bytes, ServeFaults{.extra_bytes = 4u << 20});
+  std::uint64_t before = MaxDeploymentId(Status());
+  Deploy({testing::DesiredModel(v2, server_.Url("/overlong.efb"))});
+  json d = WaitTerminal("1.1.0", before, seconds(30), false);
+  EXPECT_EQ(d.value("state", ""), "failed") << d.dump(1);
+  EXPECT_TRUE(ContainsAny(d.value("reason", ""), {"size", "declare", "bytes", "larger", "cap"}))
+      << d.dump(1);
+  EXPECT_LE(server_.BytesSent("/overlong.efb"), v2.bytes.size() + (1u << 20))
+      << "the agent kept reading past the declared size";
+  std::cout << "overlong: sent " << server_.BytesSent("/overlong.efb") << " of declared "
+            << v2.bytes.size() << "; reason: " << d.value("reason", "") << "\n";
+  ExpectV1Untouched("overlong");
+
+  server_.Add("/trickle.efb", v2.bytes, ServeFaults{.bytes_per_s = 4000});
+  before = MaxDeploymentId(Status());
+  const auto start = Clock::now();
+  Deploy({testing::DesiredModel(v2, server_.Url("/trickle.efb"))});
+  d = WaitTerminal("1.1.0", before, seconds(30), false);
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(d.value("state", ""), "failed") << d.dump(1);
+  EXPECT_TRUE(ContainsAny(d.value("reason", ""), {"slow", "speed", "timeout", "timed out"}))
+      << d.dump(1);
+  EXPECT_LT(server_.BytesSent("/trickle.efb"), v2.bytes.size());
+  std::cout << "trickle: refused after " << secs << " s, " << server_.BytesSent("/trickle.efb")
+            << " bytes; reason: " << d.value("reason", "") << "\n";
+  ExpectV1Untouched("trickle");
+  StopAgent();
+}
+
+// Acceptance 4: desired-state documents that must not be acted on.
+TEST_F(AgentE2E, RefusesExpiredForgedReplayedAndDowngradeDocuments) {
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(InstallV1());
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), [](json& b, const fs::path&) {
+    b["watch"] = testing::ShortWatch();
+  });
+  Bundle old = testing::MakeBundle(fleet_, "v1", tmp_.path(), [](json& b, const fs::path&) {
+    b["version"] = "0.9.0";
+    b["watch"] = testing::ShortWatch();
+  });
+  server_.Add("/v2.efb", v2.bytes);
+  server_.Add("/old.efb", old.bytes);
+  const json v2_entry = testing::DesiredModel(v2, server_.Url("/v2.efb"));
+
+  // Waits for the desired_state log line of `serial` written after `offset` in the log.
+  auto wait_doc_line = [&](std::size_t offset, std::uint64_t serial) {
+    std::string line;
+    WaitFor("event=desired_state serial=" + std::to_string(serial), seconds(20), [&] {
+      const std::string log = LogText();
+      if (log.size() <= offset) return false;
+      const std::string fresh = log.substr(offset);
+      const std::string key = "event=desired_state serial=" + std::to_string(serial) + " ";
+      auto at = fresh.find(key);
+      if (at == std::string::npos) return false;
+      auto eol = fresh.find('\n', at);
+      line = fresh.substr(at, eol == std::string::npos ? std::string::npos : eol - at);
+      return true;
+    });
+    return line;
+  };
+
+  // Expired.
+  std::size_t offset = LogText().size();
+  ++serial_;
+  testing::WriteAtomically(
+      desired_, testing::DesiredStateDoc(*fleet_.deploy, serial_, {v2_entry}, seconds(-60)));
+  std::string line = wait_doc_line(offset, serial_);
+  std::cout << "expired: " << line << "\n";
+  EXPECT_TRUE(ContainsAny(line, {"result=refused"})) << line;
+  EXPECT_TRUE(ContainsAny(line, {"expired"})) << line;
+
+  // Signed by a key the trust root does not know.
+  offset = LogText().size();
+  ++serial_;
+  testing::WriteAtomically(desired_,
+                           testing::DesiredStateDoc(*fleet_.stranger, serial_, {v2_entry}));
+  ASSERT_TRUE(WaitFor("forged document refused in the log", seconds(20), [&] {
+    const std::string log = LogText();
+    return log.size() > offset && log.find("event=desired_state", offset) != std::string::npos;
+  }));
+  {
+    const std::string fresh = LogText().substr(offset);
+    line = fresh.substr(fresh.find("event=desired_state"));
+    line = line.substr(0, line.find('\n'));
+  }
+  std::cout << "unknown key: " << line << "\n";
+  EXPECT_TRUE(ContainsAny(line, {"result=refused"})) << line;
+  EXPECT_TRUE(ContainsAny(line, {"signature"})) << line;
+  EXPECT_EQ(server_.BytesSent("/v2.efb"), 0u);
+
+  // A downgrade below the highest committed, without allow_downgrade.
+  offset = LogText().size();
+  const std::uint64_t before = MaxDeploymentId(Status());
+  Deploy({testing::DesiredModel(old, server_.Url("/old.efb"))});
+  ASSERT_TRUE(WaitFor("downgrade refused", seconds(20), [&] {
+    json d = FindDeployment(Status(), "0.9.0", before);
+    if (Terminal(d)) return true;
+    const std::string log = LogText();
+    return log.size() > offset && ContainsAny(log.substr(offset), {"downgrade"});
+  }));
+  {
+    json d = FindDeployment(Status(), "0.9.0", before);
+    const std::string fresh = LogText().substr(offset);
+    std::cout << "downgrade: status " << d.dump() << "\n";
+    EXPECT_TRUE(d.is_null() || d.value("state", "") == "failed") << d.dump();
+    EXPECT_TRUE(ContainsAny(fresh + d.dump(), {"downgrade", "highest"})) << fresh;
+  }
+  EXPECT_EQ(server_.BytesSent("/old.efb"), 0u) << "downgrade refused only after downloading";
+
+  // Replay: a document accepted (v1 again: nothing to do), then the same serial with v2.
+  offset = LogText().size();
+  const std::uint64_t replayed = Deploy({testing::DesiredModel(v1_, server_.Url("/v1.efb"))});
+  line = wait_doc_line(offset, replayed);
+  EXPECT_TRUE(ContainsAny(line, {"result=accepted", "result=ignored"})) << line;
+  offset = LogText().size();
+  testing::WriteAtomically(desired_,
+                           testing::DesiredStateDoc(*fleet_.deploy, replayed, {v2_entry}));
+  line = wait_doc_line(offset, replayed);
+  std::cout << "replay: " << line << "\n";
+  EXPECT_TRUE(ContainsAny(line, {"result=refused", "result=ignored"})) << line;
+  std::this_thread::sleep_for(seconds(1));
+  EXPECT_EQ(server_.BytesSent("/v2.efb"), 0u) << "a replayed serial was acted on";
+  ExpectV1Untouched("documents");
+
+  // Full disk: a reserve no disk can satisfy; refused before a byte is downloaded.
+  StopAgent();
+  WriteConfig({{"reserve_bytes", 1ull << 50}});
+  StartAgent();
+  EXPECT_EQ(ServedVersion(), "1.0.0");
+  offset = LogText().size();
+  const std::uint64_t before_disk = MaxDeploymentId(Status());
+  Deploy({v2_entry});
+  ASSERT_TRUE(WaitFor("full disk refusal", seconds(30), [&] {
+    json d = FindDeployment(Status(), "1.1.0", before_disk);
+    if (Terminal(d)) return true;
+    const std::string log = LogText();
+    return log.size() > offset &&
+           log.find("result=refused", offset) != std::string::npos;
+  }));
+  {
+    json d = FindDeployment(Status(), "1.1.0", before_disk);
+    const std::string fresh = LogText().substr(offset);
+    std::cout << "full disk: status " << d.dump() << "\n";
+    EXPECT_TRUE(d.is_null() || d.value("state", "") == "failed") << d.dump();
+    EXPECT_TRUE(ContainsAny(d.dump() + fresh, {"disk", "space", "reserve", "free"})) << fresh;
+  }
+  EXPECT_EQ(server_.BytesSent("/v2.efb"), 0u) << "downloaded despite no room";
+  ExpectV1Untouched("full disk");
+  StopAgent();
+}
+
+}  // namespace
+}  // namespace edgefleet
