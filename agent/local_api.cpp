@@ -1295,4 +1295,19 @@ void LocalApi::Stop() {
 
 std::string LocalApi::MetricsText() const { return impl_->Metrics(); }
 
+VersionStats LocalApi::Stats(const std::string& model, const std::string& version) const {
+  VersionStats stats;
+  for (const VersionMetrics* vm : impl_->metrics.ForModel(model)) {
+    if (vm->version != version) continue;
+    stats.requests = vm->requests.load(std::memory_order_relaxed);
+    stats.client_errors = vm->client_errors.load(std::memory_order_relaxed);
+    stats.server_errors = vm->server_errors.load(std::memory_order_relaxed);
+    stats.latency = vm->latency.Snapshot();
+    const telemetry::AccuracySnapshot acc = vm->accuracy.Snapshot();
+    stats.labeled = acc.labeled;
+    stats.correct = acc.correct;
+  }
+  return stats;
+}
+
 }  // namespace edgefleet::agent

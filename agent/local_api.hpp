@@ -33,12 +33,14 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "manifests/result.hpp"
 #include "runtime/model_host.hpp"
+#include "telemetry/latency_histogram.hpp"
 
 namespace edgefleet::agent {
 
@@ -61,6 +63,16 @@ struct LocalApiOptions {
   std::vector<std::string> models;
 };
 
+// Counters of one model version since the API started (the watch window reads them).
+struct VersionStats {
+  std::uint64_t requests = 0;       // infer requests that resolved to this version
+  std::uint64_t client_errors = 0;  // 4xx among them
+  std::uint64_t server_errors = 0;  // 5xx among them
+  telemetry::LatencySnapshot latency;  // successful requests, end to end
+  std::uint64_t labeled = 0;           // feedback accepted
+  std::uint64_t correct = 0;           // ... whose label was the top-1 class
+};
+
 class LocalApi final {
  public:
   // Binds `options.host:options.port` and starts serving on a background thread. Fails with
@@ -75,6 +87,8 @@ class LocalApi final {
   void Stop();
   // The text GET /metrics returns.
   std::string MetricsText() const;
+  // Counters of `model` at `version` so far; all zero when that version never served.
+  VersionStats Stats(const std::string& model, const std::string& version) const;
 
   struct Impl;
 

@@ -1,0 +1,74 @@
+// The agent's configuration file (agent/SPEC.md "Config"): JSON, read field by field with
+// manifests::FieldReader so every problem is reported with its JSON path; unknown fields are
+// refused; relative paths are resolved against the config file's directory.
+//
+// Thread safety: AgentConfig is a plain value.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "manifests/result.hpp"
+
+namespace edgefleet::agent {
+
+struct ApiConfig {
+  std::string host = "127.0.0.1";
+  int port = 0;
+};
+
+struct DesiredStateConfig {
+  std::filesystem::path file;  // empty: not set
+  std::string url;             // empty: not set
+  std::int64_t poll_ms = 1000;
+};
+
+struct DownloadConfig {
+  std::int64_t connect_timeout_s = 10;
+  std::int64_t low_speed_bytes_per_s = 5000;
+  std::int64_t low_speed_time_s = 60;
+  std::int64_t max_bytes_per_s = 0;
+  std::int64_t reserve_bytes = 64ll << 20;
+  std::int64_t max_attempts = 5;
+  std::int64_t backoff_initial_ms = 500;
+  std::int64_t backoff_max_ms = 30000;
+  std::filesystem::path ca_file;
+  std::filesystem::path client_cert;
+  std::filesystem::path client_key;
+};
+
+struct RuntimeConfig {
+  int threads = 1;
+  int parallel_runs = 2;
+};
+
+struct WatchConfig {
+  double max_extension_factor = 10;
+};
+
+struct AgentConfig {
+  std::filesystem::path path;  // the config file itself
+  std::string device;
+  std::string fleet;
+  std::vector<std::string> groups;
+  std::filesystem::path state_dir;
+  std::filesystem::path trust_root;
+  std::vector<std::string> backends = {"opencv"};
+  ApiConfig api;
+  DesiredStateConfig desired_state;
+  DownloadConfig download;
+  RuntimeConfig runtime;
+  WatchConfig watch;
+};
+
+// Parses config text; `path` names the file in messages and anchors relative paths. Fails with
+// kParse listing every problem ("agent.json: download.max_attempts: expected an integer >= 1,
+// found 0").
+Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::path& path);
+// Reads and parses the file (kIo when it cannot be read; at most 1 MiB).
+Result<AgentConfig> LoadConfig(const std::filesystem::path& path);
+
+}  // namespace edgefleet::agent
