@@ -394,6 +394,14 @@ TEST_F(AgentE2E, ResumesCutDownloadAfterKill) {
   }));
   agent_->KillGroup();
   agent_.reset();
+  std::cout << "resume: after SIGKILL, downloads/:";
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(state_dir_ / "downloads", ec)) {
+    std::cout << " " << e.path().filename().string() << "=" << fs::file_size(e.path(), ec);
+  }
+  std::cout << "; requests before the kill (Range headers):";
+  for (const auto& r : server_.RangeHeaders("/big.efb")) std::cout << " [" << r << "]";
+  std::cout << "\n";
   const std::uint64_t before_restart = server_.BytesSent("/big.efb");
   EXPECT_EQ(before_restart, size / 2);
   server_.Heal("/big.efb");
@@ -625,28 +633,36 @@ TEST_F(AgentE2E, RefusesExpiredForgedReplayedAndDowngradeDocuments) {
   EXPECT_EQ(server_.BytesSent("/v2.efb"), 0u) << "a replayed serial was acted on";
   ExpectV1Untouched("documents");
 
-  // Full disk: a reserve no disk can satisfy; refused before a byte is downloaded.
   StopAgent();
+}
+
+// Acceptance 4: a full disk (a reserve no disk can satisfy): refused before a byte is downloaded.
+TEST_F(AgentE2E, RefusesWhenDiskIsFull) {
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(InstallV1());
+  StopAgent();
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), [](json& b, const fs::path&) {
+    b["watch"] = testing::ShortWatch();
+  });
+  server_.Add("/v2.efb", v2.bytes);
+  const json v2_entry = testing::DesiredModel(v2, server_.Url("/v2.efb"));
   WriteConfig({{"reserve_bytes", 1ull << 50}});
   StartAgent();
   EXPECT_EQ(ServedVersion(), "1.0.0");
-  offset = LogText().size();
+  const std::size_t offset = LogText().size();
   const std::uint64_t before_disk = MaxDeploymentId(Status());
   Deploy({v2_entry});
   ASSERT_TRUE(WaitFor("full disk refusal", seconds(30), [&] {
     json d = FindDeployment(Status(), "1.1.0", before_disk);
     if (Terminal(d)) return true;
     const std::string log = LogText();
-    return log.size() > offset &&
-           log.find("result=refused", offset) != std::string::npos;
+    return log.size() > offset && log.find("result=refused", offset) != std::string::npos;
   }));
-  {
-    json d = FindDeployment(Status(), "1.1.0", before_disk);
-    const std::string fresh = LogText().substr(offset);
-    std::cout << "full disk: status " << d.dump() << "\n";
-    EXPECT_TRUE(d.is_null() || d.value("state", "") == "failed") << d.dump();
-    EXPECT_TRUE(ContainsAny(d.dump() + fresh, {"disk", "space", "reserve", "free"})) << fresh;
-  }
+  json d = FindDeployment(Status(), "1.1.0", before_disk);
+  const std::string fresh = LogText().substr(offset);
+  std::cout << "full disk: status " << d.dump() << "\n";
+  EXPECT_TRUE(d.is_null() || d.value("state", "") == "failed") << d.dump();
+  EXPECT_TRUE(ContainsAny(d.dump() + fresh, {"disk", "space", "reserve", "free"})) << fresh;
   EXPECT_EQ(server_.BytesSent("/v2.efb"), 0u) << "downloaded despite no room";
   ExpectV1Untouched("full disk");
   StopAgent();
