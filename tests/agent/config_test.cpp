@@ -1,0 +1,79 @@
+#include "agent/config.hpp"
+
+#include <gtest/gtest.h>
+
+namespace edgefleet::agent {
+namespace {
+
+const std::filesystem::path kPath = "/etc/edgefleet/agent.json";
+
+TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
+  auto c = ParseConfig(
+      R"({"device":"box-1","fleet":"demo","state_dir":"state","trust_root":"/keys/root.json"})",
+      kPath);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->state_dir, "/etc/edgefleet/state");
+  EXPECT_EQ(c->trust_root, "/keys/root.json");
+  EXPECT_EQ(c->backends, std::vector<std::string>{"opencv"});
+  EXPECT_EQ(c->api.host, "127.0.0.1");
+  EXPECT_EQ(c->api.port, 0);
+  EXPECT_EQ(c->desired_state.poll_ms, 1000);
+  EXPECT_TRUE(c->desired_state.file.empty());
+  EXPECT_EQ(c->download.max_attempts, 5);
+  EXPECT_EQ(c->download.reserve_bytes, 67108864);
+  EXPECT_EQ(c->runtime.parallel_runs, 2);
+  EXPECT_DOUBLE_EQ(c->watch.max_extension_factor, 10);
+}
+
+TEST(ConfigTest, FullExample) {
+  auto c = ParseConfig(R"({"device": "box-1", "fleet": "demo", "groups": ["lab"],
+ "state_dir": "state", "trust_root": "root.json", "backends": ["opencv"],
+ "api": {"host": "127.0.0.1", "port": 8000},
+ "desired_state": {"file": "desired.json", "url": "", "poll_ms": 250},
+ "download": {"connect_timeout_s": 10, "low_speed_bytes_per_s": 5000, "low_speed_time_s": 60,
+              "max_bytes_per_s": 0, "reserve_bytes": 67108864, "max_attempts": 5,
+              "backoff_initial_ms": 500, "backoff_max_ms": 30000,
+              "ca_file": "ca.pem", "client_cert": "", "client_key": ""},
+ "runtime": {"threads": 1, "parallel_runs": 2},
+ "watch": {"max_extension_factor": 10}})",
+                       kPath);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->groups, std::vector<std::string>{"lab"});
+  EXPECT_EQ(c->api.port, 8000);
+  EXPECT_EQ(c->desired_state.file, "/etc/edgefleet/desired.json");
+  EXPECT_EQ(c->desired_state.poll_ms, 250);
+  EXPECT_EQ(c->download.ca_file, "/etc/edgefleet/ca.pem");
+  EXPECT_TRUE(c->download.client_cert.empty());
+}
+
+TEST(ConfigTest, EveryProblemWithItsPath) {
+  auto c = ParseConfig(R"({"fleet":"demo","state_dir":"s","trust_root":"r","colour":1,
+    "api":{"port":70000,"tls":true},"download":{"max_attempts":0},
+    "desired_state":{"file":"a","url":"http://x/y"},"backends":["tflite"]})",
+                       kPath);
+  ASSERT_FALSE(c);
+  const std::string& m = c.error().message;
+  EXPECT_EQ(c.error().code, ErrorCode::kParse);
+  EXPECT_NE(m.find("device: missing required field"), std::string::npos) << m;
+  EXPECT_NE(m.find("colour: unknown field"), std::string::npos) << m;
+  EXPECT_NE(m.find("api.tls: unknown field"), std::string::npos) << m;
+  EXPECT_NE(m.find("api.port: expected an integer in [0, 65535], found 70000"), std::string::npos)
+      << m;
+  EXPECT_NE(m.find("download.max_attempts"), std::string::npos) << m;
+  EXPECT_NE(m.find("desired_state: expected at most one"), std::string::npos) << m;
+  EXPECT_NE(m.find("backends[0]"), std::string::npos) << m;
+  EXPECT_EQ(m.rfind("/etc/edgefleet/agent.json: ", 0), 0u) << m;
+}
+
+TEST(ConfigTest, MalformedJsonAndWrongTypes) {
+  EXPECT_EQ(ParseConfig("{", kPath).error().code, ErrorCode::kParse);
+  auto c = ParseConfig(R"({"device":"Box 1","fleet":"demo","state_dir":3,"trust_root":"r"})",
+                       kPath);
+  ASSERT_FALSE(c);
+  EXPECT_NE(c.error().message.find("device"), std::string::npos);
+  EXPECT_NE(c.error().message.find("state_dir: wrong type"), std::string::npos)
+      << c.error().message;
+}
+
+}  // namespace
+}  // namespace edgefleet::agent
