@@ -668,5 +668,104 @@ TEST_F(AgentE2E, RefusesWhenDiskIsFull) {
   StopAgent();
 }
 
+// Acceptance 2: SIGKILL in every state of the update, restart, and check what survives.
+TEST_F(AgentE2E, SurvivesSigkillInEveryUpdateState) {
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(InstallV1());
+  const std::vector<std::string> targets = {"downloading", "verifying", "unpacking", "loading",
+                                            "parity",      "activating", "watching"};
+  const int kKills = 21;
+  std::map<std::string, int> kills_at;  // the last state the log showed before the kill
+  std::map<std::uint64_t, std::string> terminal_seen;
+  int completed = 0, rolled_back = 0, other = 0;
+  for (int k = 0; k < kKills; ++k) {
+    const std::string target = targets[static_cast<std::size_t>(k) % targets.size()];
+    SCOPED_TRACE("kill " + std::to_string(k) + " at " + target);
+    const std::string version = "1.1." + std::to_string(k + 1);
+    Bundle b = testing::MakeBundle(fleet_, "v2", tmp_.path(), [&](json& body, const fs::path&) {
+      body["version"] = version;
+      body["watch"] = testing::ShortWatch();
+    });
+    const std::string path = "/crash-" + version + ".efb";
+    // Throttled so that `downloading` lasts about a second.
+    server_.Add(path, b.bytes, ServeFaults{.bytes_per_s = b.bytes.size()});
+    const std::size_t offset = LogText().size();
+    Deploy({testing::DesiredModel(b, server_.Url(path))});
+    const std::string needle = "version=" + version;
+    std::string last_state;
+    const auto deadline = Clock::now() + seconds(30);
+    bool hit = false;
+    while (Clock::now() < deadline && !hit) {
+      const std::string log = LogText();
+      std::size_t at = offset;
+      while ((at = log.find("event=deployment ", at)) != std::string::npos) {
+        const auto eol = log.find('\n', at);
+        const std::string line = log.substr(at, eol - at);
+        at = eol;
+        if (line.find(needle) == std::string::npos) continue;
+        const auto to = line.find(" to=");
+        last_state = line.substr(to + 4, line.find(' ', to + 4) - (to + 4));
+        if (last_state == target) hit = true;
+      }
+      if (!hit) std::this_thread::sleep_for(milliseconds(5));
+    }
+    if (!hit) {
+      ADD_FAILURE() << "never saw to=" << target << " for " << version << "; last " << last_state;
+    }
+    agent_->KillGroup();
+    agent_.reset();
+    kills_at[last_state]++;
+    server_.SetFaults(path, {});
+    ASSERT_NO_FATAL_FAILURE(StartAgent());
+
+    // Right after the restart: a verified model serves, and it is the journal's active one.
+    json status = Status();
+    json active = ActiveOf(status);
+    ASSERT_FALSE(active.is_null()) << status.dump(1);
+    InferResult r = Infer(static_cast<std::size_t>(k));
+    EXPECT_EQ(r.status, 200);
+    // The committed active model, or the candidate the restarted agent is already watching.
+    std::string watched;
+    for (const auto& d : status["deployments"]) {
+      if (d.value("state", "") == "activating" || d.value("state", "") == "watching") {
+        watched = d.value("version", "");
+      }
+    }
+    EXPECT_TRUE(r.version == active.value("version", "") || r.version == watched)
+        << "serving " << r.version << "\n" << status.dump(1);
+    int open = 0;
+    for (const auto& d : status["deployments"]) {
+      const auto id = d["id"].get<std::uint64_t>();
+      if (!Terminal(d) && d.value("state", "") != "abandoned") ++open;
+      if (auto it = terminal_seen.find(id); it != terminal_seen.end()) {
+        EXPECT_EQ(d.value("state", ""), it->second) << "terminal state changed: " << d.dump();
+      }
+    }
+    EXPECT_LE(open, 1) << status.dump(1);
+    // The update then completes or is cleanly rolled back / abandoned.
+    json d = WaitTerminal(version, 0, seconds(40), true);
+    const std::string state = d.value("state", "");
+    if (state == "committed") {
+      ++completed;
+    } else if (state == "rolled_back") {
+      ++rolled_back;
+    } else {
+      ++other;
+    }
+    status = Status();
+    for (const auto& dep : status["deployments"]) {
+      if (Terminal(dep) || dep.value("state", "") == "abandoned") {
+        terminal_seen[dep["id"].get<std::uint64_t>()] = dep.value("state", "");
+      }
+    }
+    EXPECT_EQ(ServedVersion(), ActiveOf(status).value("version", ""));
+  }
+  std::cout << "crash: " << kKills << " SIGKILLs; last state logged before each kill:";
+  for (const auto& [state, n] : kills_at) std::cout << " " << state << "=" << n;
+  std::cout << "; afterwards committed=" << completed << " rolled_back=" << rolled_back
+            << " other=" << other << "\n";
+  StopAgent();
+}
+
 }  // namespace
 }  // namespace edgefleet
