@@ -327,6 +327,7 @@ TEST_F(AgentE2E, InstallRollbackOnBadWatchCommitAndParityRefusal) {
     return Terminal(d);
   }));
   EXPECT_EQ(d["state"], "rolled_back") << d.dump(1);
+  std::cout << "watch rollback: " << d.value("reason", "") << "\n";
   EXPECT_TRUE(ContainsAny(d.value("reason", ""), {"accuracy"})) << d.dump(1);
   EXPECT_EQ(ServedVersion(), "1.0.0");
   EXPECT_EQ(ActiveOf(Status()).value("version", ""), "1.0.0");
@@ -352,6 +353,8 @@ TEST_F(AgentE2E, InstallRollbackOnBadWatchCommitAndParityRefusal) {
   }));
   EXPECT_EQ(d["state"], "failed") << d.dump(1);
   EXPECT_TRUE(ContainsAny(d.value("reason", ""), {"accuracy"})) << d.dump(1);
+  std::cout << "parity refusal: " << d.value("reason", "") << "; served meanwhile: "
+            << json(during).dump() << "\n";
   EXPECT_EQ(during.size(), 1u) << json(during).dump();
   EXPECT_GT(during["1.1.0"], 0);
   EXPECT_EQ(ServedVersion(), "1.1.0");
