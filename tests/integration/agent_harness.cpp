@@ -103,9 +103,10 @@ BundleServer::BundleServer() : server_(std::make_unique<httplib::Server>()) {
       e.ranges.push_back(req.get_header_value("Range"));
       if (e.down) {
         ++e.unavailable;
+        // No body: cpp-httplib 0.11 applies a request's Range to any body it is given and would
+        // turn this 503 into a "416 Range Not Satisfiable" (bytes N-10/11) for a resuming client.
         res.status = 503;
         res.set_header("Retry-After", "0");
-        res.set_content("unavailable", "text/plain");
         return;
       }
       data = e.data;
