@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "manifests/canonical.hpp"
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
 #include "manifests/json_fields.hpp"
@@ -333,17 +334,23 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
     return log_doc(ds->serial, target, "refused",
                    fmt::format("not for this device ({})", cfg.device));
   }
-  auto accepted = ctx_.journal->AcceptSerial(target, ds->serial);
-  if (!accepted) return log_doc(ds->serial, target, "refused", accepted.error().message);
+  // The digest tells the same document read again (a restart, SIGHUP, the next poll) from other
+  // content replayed under an accepted serial.
+  const std::string digest = manifests::Sha256Hex(manifests::Canonical(envelope->signed_body));
+  auto verdict = ctx_.journal->AcceptSerial(target, ds->serial, digest);
+  if (!verdict) return log_doc(ds->serial, target, "refused", verdict.error().message);
   bool reapplied = false;
-  if (!*accepted) {
+  if (*verdict == updater::Journal::SerialVerdict::kReplay) {
     auto last = ctx_.journal->LastSerial(target);
-    if (!last) return log_doc(ds->serial, target, "refused", last.error().message);
-    if (!last->has_value() || **last != ds->serial) {
-      return log_doc(ds->serial, target, "refused",
-                     fmt::format("replayed serial {}: the last accepted for {} is {}", ds->serial,
-                                 target, last->has_value() ? std::to_string(**last) : "none"));
-    }
+    return log_doc(ds->serial, target, "refused",
+                   fmt::format("replayed serial {}: the last accepted for {} is {}{}", ds->serial,
+                               target,
+                               last && last->has_value() ? std::to_string(**last) : "none",
+                               last && last->has_value() && **last == ds->serial
+                                   ? " with other content"
+                                   : ""));
+  }
+  if (*verdict == updater::Journal::SerialVerdict::kSameDocument) {
     reapplied = true;
     log_doc(ds->serial, target, "ignored", "already applied");
   } else {

@@ -705,7 +705,9 @@ Result<std::optional<std::uint64_t>> Journal::LastSerial(std::string_view target
   return std::optional<std::uint64_t>(static_cast<std::uint64_t>(query.Int(0)));
 }
 
-Result<bool> Journal::AcceptSerial(std::string_view target, std::uint64_t serial) {
+Result<Journal::SerialVerdict> Journal::AcceptSerial(std::string_view target,
+                                                     std::uint64_t serial,
+                                                     std::string_view digest) {
   const std::string operation = "accept serial " + std::to_string(serial) + " for " + Quote(target);
   if (serial > static_cast<std::uint64_t>(kMaxInt64)) {
     return impl_->Refuse(ErrorCode::kInvalidArgument, operation, "serial above 2^63-1");
@@ -713,12 +715,22 @@ Result<bool> Journal::AcceptSerial(std::string_view target, std::uint64_t serial
   // One statement, so the compare and the write cannot be separated by another writer.
   EF_ASSIGN_OR_RETURN(Query query,
                       Query::Prepare(*impl_, operation,
-                                     "INSERT INTO serials (target, serial) VALUES (?1, ?2) "
-                                     "ON CONFLICT(target) DO UPDATE SET serial = excluded.serial "
+                                     "INSERT INTO serials (target, serial, digest) "
+                                     "VALUES (?1, ?2, ?3) ON CONFLICT(target) DO UPDATE SET "
+                                     "serial = excluded.serial, digest = excluded.digest "
                                      "WHERE excluded.serial > serials.serial"));
-  query.Bind(1, target).Bind(2, static_cast<std::int64_t>(serial));
+  query.Bind(1, target).Bind(2, static_cast<std::int64_t>(serial)).Bind(3, digest);
   EF_RETURN_IF_ERROR(query.Run());
-  return sqlite3_changes(impl_->db.get()) == 1;
+  if (sqlite3_changes(impl_->db.get()) == 1) return SerialVerdict::kAccepted;
+  EF_ASSIGN_OR_RETURN(Query last, Query::Prepare(*impl_, operation,
+                                                 "SELECT serial, digest FROM serials "
+                                                 "WHERE target = ?1"));
+  last.Bind(1, target);
+  EF_ASSIGN_OR_RETURN(const bool row, last.Step());
+  if (row && static_cast<std::uint64_t>(last.Int(0)) == serial && last.Text(1) == digest) {
+    return SerialVerdict::kSameDocument;
+  }
+  return SerialVerdict::kReplay;
 }
 
 }  // namespace edgefleet::updater

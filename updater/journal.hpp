@@ -179,9 +179,13 @@ class Journal final {
 
   // The last serial accepted for `target`, nullopt when none yet.
   Result<std::optional<std::uint64_t>> LastSerial(std::string_view target) const;
-  // Records `serial` for `target` only if it is greater than the last one (one atomic statement).
-  // Returns false (and changes nothing) for a replayed or older serial.
-  Result<bool> AcceptSerial(std::string_view target, std::uint64_t serial);
+  // Records `serial` with the document's `digest` for `target` only if the serial is greater than
+  // the last one (one atomic statement): kAccepted. The same serial with the same digest is the
+  // document already accepted, read again (kSameDocument); an older serial, or the same serial
+  // with other content, is a replay (kReplay). Only kAccepted changes anything.
+  enum class SerialVerdict { kAccepted, kSameDocument, kReplay };
+  Result<SerialVerdict> AcceptSerial(std::string_view target, std::uint64_t serial,
+                                     std::string_view digest);
 
  private:
   explicit Journal(std::unique_ptr<detail::JournalImpl> impl);

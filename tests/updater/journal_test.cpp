@@ -153,7 +153,7 @@ TEST_F(JournalTest, ReopeningKeepsEverythingAndDoesNotMigrateAgain) {
     id = begun->id;
     EF_ASSERT_OK(journal.RecordTransition(id, State::kDownloading, "fetching"));
     EF_ASSERT_OK(journal.RecordDownloadBytes(id, 4096));
-    EXPECT_EQ(journal.AcceptSerial("device/box-1", 7).value(), true);
+    EXPECT_EQ(journal.AcceptSerial("device/box-1", 7, "d7").value(), Journal::SerialVerdict::kAccepted);
   }
   Journal journal = OpenOrDie(db_path());
   Result<ModelRecord> record = journal.ReadModel("digits");
@@ -177,7 +177,8 @@ TEST_F(JournalTest, ReopeningKeepsEverythingAndDoesNotMigrateAgain) {
   EXPECT_EQ(d.request.target, "device/box-1");
   EXPECT_EQ(journal.LastSerial("device/box-1").value(), std::optional<std::uint64_t>(7));
   RawDb raw(db_path());
-  EXPECT_EQ(raw.One("SELECT COUNT(*) FROM schema_version"), "1");
+  EXPECT_EQ(raw.One("SELECT COUNT(*) FROM schema_version"),
+            std::to_string(Journal::LatestSchemaVersion()));
 }
 
 TEST_F(JournalTest, RefusesASecondDeploymentInProgressForTheSameModel) {
@@ -351,16 +352,46 @@ TEST_F(JournalTest, ManualRollbackSwapsActiveAndPrevious) {
 TEST_F(JournalTest, SerialsOnlyIncrease) {
   Journal journal = OpenOrDie(db_path());
   EXPECT_EQ(journal.LastSerial("group/lab").value(), std::nullopt);
-  EXPECT_TRUE(journal.AcceptSerial("group/lab", 5).value());
-  EXPECT_FALSE(journal.AcceptSerial("group/lab", 5).value());  // replay
-  EXPECT_FALSE(journal.AcceptSerial("group/lab", 4).value());  // older
+  using V = Journal::SerialVerdict;
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "aa").value(), V::kAccepted);
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "aa").value(), V::kSameDocument);  // re-read
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "bb").value(), V::kReplay);  // other content
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 4, "aa").value(), V::kReplay);  // older
   EXPECT_EQ(journal.LastSerial("group/lab").value(), std::optional<std::uint64_t>(5));
-  EXPECT_TRUE(journal.AcceptSerial("group/lab", 6).value());
-  EXPECT_TRUE(journal.AcceptSerial("device/box-1", 1).value());  // per target
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 6, "cc").value(), V::kAccepted);
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "aa").value(), V::kReplay);  // now older
+  EXPECT_EQ(journal.AcceptSerial("device/box-1", 1, "aa").value(), V::kAccepted);  // per target
   EXPECT_EQ(journal.LastSerial("group/lab").value(), std::optional<std::uint64_t>(6));
-  Result<bool> huge = journal.AcceptSerial("group/lab", std::uint64_t{1} << 63);
+  auto huge = journal.AcceptSerial("group/lab", std::uint64_t{1} << 63, "aa");
   ASSERT_FALSE(huge);
   EXPECT_EQ(huge.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_F(JournalTest, MigratesASchemaOneJournalKeepingItsSerials) {
+  // A journal as the first release wrote it: migration 0001 only, one serial accepted.
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open(db_path().c_str(), &raw), SQLITE_OK);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
+    const auto sql_path = std::filesystem::path(__FILE__).parent_path() / ".." / ".." /
+                          "updater" / "migrations" / "0001_initial.sql";
+    const std::string schema_one =
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+        "applied_ms INTEGER NOT NULL) STRICT;" +
+        ::edgefleet::testing::ReadFile(sql_path) +
+        ";INSERT INTO schema_version VALUES (1, '0001_initial.sql', 0);"
+        "INSERT INTO serials (target, serial) VALUES ('group/lab', 9);";
+    ASSERT_EQ(sqlite3_exec(raw, schema_one.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(raw);
+  }
+  Journal journal = OpenOrDie(db_path());
+  EXPECT_EQ(journal.LastSerial("group/lab").value(), std::optional<std::uint64_t>(9));
+  using V = Journal::SerialVerdict;
+  // The old row has no digest: nothing can pass for the document it recorded.
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 9, "aa").value(), V::kReplay);
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 10, "aa").value(), V::kAccepted);
+  RawDb raw(db_path());
+  EXPECT_EQ(raw.One("SELECT MAX(version) FROM schema_version"), "2");
 }
 
 TEST_F(JournalTest, RefusesADatabaseFromANewerSchema) {
