@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <thread>
@@ -192,7 +194,25 @@ Status UpdateMachine::Step(Run& run, Event event, std::string_view reason) {
   spdlog::info("event=deployment id={} model={} version={} from={} to={} reason={}", run.dep.id,
                Q(run.dep.request.model), Q(run.dep.request.version), updater::ToString(from),
                updater::ToString(*to), Q(reason));
+  MaybeCrashAt(*to);
   return Ok();
+}
+
+// Fault point (../shared/CONVENTIONS.md: crash tests kill the real process at each update step):
+// EDGEFLEET_FAULT_KILL_AT=<state> makes the agent SIGKILL itself right after the transition into
+// <state> is journaled, before that state's work starts. Some states (verifying, activating) last
+// milliseconds, too short for a test to hit by watching the log; this reaches them exactly. The
+// variable is read once; unset (every real deployment), this is one comparison per transition.
+void UpdateMachine::MaybeCrashAt(updater::DeploymentState state) {
+  static const std::string fault_state = [] {
+    const char* value = std::getenv("EDGEFLEET_FAULT_KILL_AT");
+    return std::string(value != nullptr ? value : "");
+  }();
+  if (!fault_state.empty() && fault_state == updater::ToString(state)) {
+    spdlog::warn("event=fault_point state={} action=SIGKILL", fault_state);
+    spdlog::default_logger()->flush();
+    std::raise(SIGKILL);
+  }
 }
 
 Status UpdateMachine::Fail(Run& run, const Error& error) {

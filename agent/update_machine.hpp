@@ -108,6 +108,8 @@ class UpdateMachine {
   struct Run;  // one deployment in flight
 
   Status Step(Run& run, Event event, std::string_view reason = {});
+  // Test fault point: SIGKILL right after journaling `state` when EDGEFLEET_FAULT_KILL_AT names it.
+  static void MaybeCrashAt(updater::DeploymentState state);
   Status Fail(Run& run, const Error& error);
   bool Cancelled() const { return ctx_.cancel != nullptr && ctx_.cancel->load(); }
 

@@ -696,6 +696,16 @@ TEST_F(AgentE2E, SurvivesSigkillInEveryUpdateState) {
     const std::string path = "/crash-" + version + ".efb";
     // Throttled so that `downloading` lasts about a second.
     server_.Add(path, b.bytes, ServeFaults{.bytes_per_s = b.bytes.size()});
+    // Verifying and activating last milliseconds: for them the agent's fault point
+    // (EDGEFLEET_FAULT_KILL_AT) kills it right after journaling the state; the other states are
+    // hit by watching the log and sending SIGKILL from here.
+    const bool fault_point = target == "verifying" || target == "activating";
+    if (fault_point) {
+      StopAgent();
+      ::setenv("EDGEFLEET_FAULT_KILL_AT", target.c_str(), 1);
+      StartAgent();
+      ::unsetenv("EDGEFLEET_FAULT_KILL_AT");
+    }
     const std::size_t offset = LogText().size();
     Deploy({testing::DesiredModel(b, server_.Url(path))});
     const std::string needle = "version=" + version;
