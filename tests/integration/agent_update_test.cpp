@@ -467,6 +467,39 @@ TEST_F(AgentE2E, RefusesHostileArchives) {
     tar.Symlink("model/link", "/etc/passwd");
     cases.push_back({"symlink", tar.Bytes(), {"symlink", "link"}});
   }
+  {
+    auto f = files;
+    f.pop_back();
+    cases.push_back({"missing-file", testing::BuildBundle(good, f), {"missing", files.back().first}});
+  }
+  {
+    auto f = files;
+    f.emplace_back("/etc/x", "escape");
+    cases.push_back({"absolute", testing::BuildBundle(good, f), {"absolute", "/etc/x"}});
+  }
+  {
+    testing::TarBuilder tar;
+    tar.File("manifest.json", good.ToJson().dump());
+    for (const auto& [p, data] : files) tar.File(p, data);
+    tar.Hardlink("model/hard", files[0].first);
+    cases.push_back({"hardlink", tar.Bytes(), {"hardlink"}});
+  }
+  {
+    testing::TarBuilder tar;
+    tar.File("manifest.json", good.ToJson().dump());
+    for (const auto& [p, data] : files) tar.File(p, data);
+    tar.File(files[0].first, files[0].second);
+    cases.push_back({"duplicate", tar.Bytes(), {"duplicate"}});
+  }
+  {
+    // The signed manifest declares the first file 10 bytes shorter than the entry really is.
+    json body = v2.manifest;
+    body["files"][0]["size"] = body["files"][0]["size"].get<std::uint64_t>() - 10;
+    manifests::SignedEnvelope shorter;
+    shorter.signed_body = body;
+    ASSERT_TRUE(shorter.Sign(*fleet_.release));
+    cases.push_back({"larger-than-declared", testing::BuildBundle(shorter, files), {"declares"}});
+  }
   cases.push_back({"truncated", v2.bytes.substr(0, v2.bytes.size() / 2), {"truncat", "eof"}});
   {
     manifests::SignedEnvelope unsigned_env;
