@@ -27,6 +27,7 @@
 #include <thread>
 #include <utility>
 
+#include "agent/log_value.hpp"
 #include "runtime/preprocess.hpp"
 #include "runtime/tensor.hpp"
 #include "telemetry/accuracy_tracker.hpp"
@@ -48,30 +49,6 @@ constexpr std::size_t kMaxInputs = 64;
 
 double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-// A key=value log value: bare when it is a plain token, else quoted with escapes, so a log line
-// always splits back into its fields.
-std::string Quote(std::string_view value) {
-  bool plain = !value.empty();
-  for (unsigned char c : value) {
-    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) plain = false;
-  }
-  if (plain) return std::string(value);
-  std::string out = "\"";
-  for (unsigned char c : value) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < ' ' || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
 }
 
 // A random (version 4) UUID: request ids only need to be unique, not secret.
@@ -673,8 +650,8 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
     // Client mistakes at debug: a misbehaving client must not be able to flood the log.
     const auto level = status >= 500 ? spdlog::level::err : spdlog::level::debug;
     spdlog::log(level, "event=infer_failed model={} version={} id={} status={} error={}",
-                Quote(name), Quote(vm ? vm->version : version), Quote(request_id), status,
-                Quote(message));
+                LogValue(name), LogValue(vm ? vm->version : version), LogValue(request_id), status,
+                LogValue(message));
     ReplyError(res, status, message);
   };
 
@@ -718,7 +695,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
       if (ec != std::errc() || end != header.data() + header.size() || length > body.size()) {
         return fail(400, fmt::format("Inference-Header-Content-Length: expected a byte count of "
                                      "at most the body's {} bytes, found {}",
-                                     body.size(), Quote(header)));
+                                     body.size(), LogValue(header)));
       }
       json_text = std::string_view(body).substr(0, length);
       binary = std::string_view(body).substr(length);
@@ -793,7 +770,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
       auto dtype = ParseDatatype(d->get<std::string>());
       if (!dtype) {
         return fail(400, fmt::format("input '{}': unknown datatype {}", input_name,
-                                     Quote(d->get<std::string>())));
+                                     LogValue(d->get<std::string>())));
       }
       if (*dtype != info->dtype) {
         return fail(400, fmt::format("input '{}': datatype {} but the model takes {}", input_name,
@@ -933,8 +910,8 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
   const double total_ms = MsSince(start);
   vm->latency.Record(total_ms);
   spdlog::debug("event=infer model={} version={} slot={} id={} ms={:.3f} infer_ms={:.3f}",
-                Quote(name), Quote(served_version), runtime::ToString(instance->slot),
-                Quote(request_id), total_ms, infer_ms);
+                LogValue(name), LogValue(served_version), runtime::ToString(instance->slot),
+                LogValue(request_id), total_ms, infer_ms);
 }
 
 void LocalApi::Impl::HandleFeedback(const httplib::Request& req, httplib::Response& res,
@@ -1110,7 +1087,7 @@ void LocalApi::Impl::Install() {
   using Res = httplib::Response&;
   using Reader = const httplib::ContentReader&;
   auto on_exception = [this](Req req, Res res, const char* what) {
-    spdlog::error("event=handler_exception path={} error={}", Quote(req.path), Quote(what));
+    spdlog::error("event=handler_exception path={} error={}", LogValue(req.path), LogValue(what));
     ReplyError(res, 500, "internal error");
   };
   auto guard = [on_exception](auto body) {
@@ -1200,8 +1177,8 @@ void LocalApi::Impl::Install() {
           1, std::memory_order_relaxed);
     }
     if (res.status >= 400) {
-      spdlog::debug("event=http_error method={} path={} status={} remote={}", Quote(req.method),
-                    Quote(req.path), res.status, Quote(req.remote_addr));
+      spdlog::debug("event=http_error method={} path={} status={} remote={}", LogValue(req.method),
+                    LogValue(req.path), res.status, LogValue(req.remote_addr));
     }
   });
   // A declared Content-Length over the cap is refused before its bytes are buffered.
@@ -1275,7 +1252,7 @@ Result<std::unique_ptr<LocalApi>> LocalApi::Start(runtime::ModelHost& host,
         impl->listener.detach();  // never observed: httplib did not start in 10 s
       return Fail(ErrorCode::kInternal, "local API: the accept loop did not start");
     }
-    spdlog::info("event=api_started host={} port={} threads={} max_body_bytes={}", Quote(o.host),
+    spdlog::info("event=api_started host={} port={} threads={} max_body_bytes={}", LogValue(o.host),
                  port, o.threads, o.max_body_bytes);
   } catch (const std::exception& e) {
     return Fail(ErrorCode::kInternal, fmt::format("local API: {}", e.what()));

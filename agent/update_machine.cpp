@@ -10,6 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/log_value.hpp"
 #include "manifests/canonical.hpp"
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
@@ -26,30 +27,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using updater::Deployment;
 using updater::Slot;
-
-// A log value: bare when it is a plain token, else double-quoted with \" \\ \n escaped.
-std::string Q(std::string_view text) {
-  const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_' ||
-           c == '/' || c == ':';
-  });
-  if (plain) return std::string(text);
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-  return out;
-}
 
 std::string Fmt(double v) {
   char buf[64];
@@ -192,8 +169,8 @@ Status UpdateMachine::Step(Run& run, Event event, std::string_view reason) {
     run.dep.reason = std::string(reason);
   }
   spdlog::info("event=deployment id={} model={} version={} from={} to={} reason={}", run.dep.id,
-               Q(run.dep.request.model), Q(run.dep.request.version), updater::ToString(from),
-               updater::ToString(*to), Q(reason));
+               LogValue(run.dep.request.model), LogValue(run.dep.request.version), updater::ToString(from),
+               updater::ToString(*to), LogValue(reason));
   MaybeCrashAt(*to);
   return Ok();
 }
@@ -224,7 +201,7 @@ Status UpdateMachine::Fail(Run& run, const Error& error) {
     run.loaded = false;
   }
   if (!recorded) {
-    spdlog::error("event=journal_error id={} error={}", run.dep.id, Q(recorded.error().message));
+    spdlog::error("event=journal_error id={} error={}", run.dep.id, LogValue(recorded.error().message));
   }
   return recorded;
 }
@@ -296,7 +273,7 @@ Status UpdateMachine::RecoverAndLoad() {
     updater::GcOptions gc;
     gc.referenced_downloads = keep_downloads;
     auto report = ctx_.slots->CollectGarbage(gc);
-    if (!report) spdlog::warn("event=gc_failed error={}", Q(report.error().message));
+    if (!report) spdlog::warn("event=gc_failed error={}", LogValue(report.error().message));
   }
 
   // Load every model's committed slot.
@@ -311,14 +288,14 @@ Status UpdateMachine::RecoverAndLoad() {
     const auto slot_dir = ctx_.slots->SlotPath(name, record.active->slot);
     Status loaded = LoadSlot(name, record.active->slot, record.active->sha256, slot_dir, nullptr);
     if (!loaded) {
-      spdlog::error("event=model_load_failed model={} version={} slot={} error={}", Q(name),
-                    Q(record.active->version), updater::ToString(record.active->slot),
-                    Q(loaded.error().message));
+      spdlog::error("event=model_load_failed model={} version={} slot={} error={}", LogValue(name),
+                    LogValue(record.active->version), updater::ToString(record.active->slot),
+                    LogValue(loaded.error().message));
       continue;
     }
     EF_RETURN_IF_ERROR(ctx_.host->Activate(name, ToRuntimeSlot(record.active->slot)));
-    spdlog::info("event=model_serving model={} version={} slot={}", Q(name),
-                 Q(record.active->version), updater::ToString(record.active->slot));
+    spdlog::info("event=model_serving model={} version={} slot={}", LogValue(name),
+                 LogValue(record.active->version), updater::ToString(record.active->slot));
   }
   return Ok();
 }
@@ -328,7 +305,7 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
   auto log_doc = [](std::uint64_t serial, std::string_view target, std::string_view result,
                     std::string_view reason) {
     spdlog::info("event=desired_state serial={} target={} result={} reason={}", serial,
-                 Q(target), result, Q(reason));
+                 LogValue(target), result, LogValue(reason));
   };
   auto envelope = manifests::SignedEnvelope::FromText(text, source,
                                                       manifests::kMaxDesiredStateBytes);
@@ -387,7 +364,7 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
     const std::string version = entry.version.ToString();
     auto log_model = [&](std::string_view result, std::string_view reason) {
       spdlog::info("event=desired_model serial={} model={} version={} result={} reason={}",
-                   ds->serial, Q(entry.name), Q(version), result, Q(reason));
+                   ds->serial, LogValue(entry.name), LogValue(version), result, LogValue(reason));
     };
     auto record = ctx_.journal->ReadModel(entry.name);
     if (!record) {
@@ -449,20 +426,20 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
   Run run;
   auto record = ctx_.journal->ReadModel(entry.name);
   if (!record) {
-    spdlog::error("event=journal_error error={}", Q(record.error().message));
+    spdlog::error("event=journal_error error={}", LogValue(record.error().message));
     return;
   }
   run.active = record->active;
   auto dep = ctx_.journal->BeginDeployment(request);
   if (!dep) {
     spdlog::info("event=desired_model serial={} model={} version={} result=refused reason={}",
-                 ds.serial, Q(entry.name), Q(request.version), Q(dep.error().message));
+                 ds.serial, LogValue(entry.name), LogValue(request.version), LogValue(dep.error().message));
     return;
   }
   run.dep = std::move(dep).value();
   spdlog::info("event=deployment id={} model={} version={} from=none to={} reason={}", run.dep.id,
-               Q(request.model), Q(request.version), updater::ToString(run.dep.state),
-               Q(fmt::format("desired state serial {} for {}", ds.serial, target)));
+               LogValue(request.model), LogValue(request.version), updater::ToString(run.dep.state),
+               LogValue(fmt::format("desired state serial {} for {}", ds.serial, target)));
 
   const auto dest = ctx_.slots->downloads_dir() / (entry.bundle.sha256 + ".efb");
   if (!Step(run, Event::kStartDownload, entry.bundle.url)) return;
@@ -502,7 +479,7 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
     if (Cancelled()) {
       // Stays in downloading: the next start abandons it and keeps the .part for a resume.
       spdlog::info("event=download_interrupted id={} error={}", id,
-                   Q(fetched.error().message));
+                   LogValue(fetched.error().message));
       return;
     }
     (void)Fail(run, fetched.error());
@@ -714,7 +691,7 @@ std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
         const auto previous = ToRuntimeSlot(run.active->slot);
         if (auto ok = ctx_.host->Activate(model, previous); !ok) {
           spdlog::error("event=rollback_switch_failed id={} error={}", run.dep.id,
-                        Q(ok.error().message));
+                        LogValue(ok.error().message));
         }
         (void)ctx_.host->Unload(model, ToRuntimeSlot(run.dep.slot));
         if (!Step(run, Event::kSwitchedBack,
@@ -744,7 +721,7 @@ std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
 void UpdateMachine::CollectGarbage() {
   auto report = ctx_.slots->CollectGarbage({});
   if (!report) {
-    spdlog::warn("event=gc_failed error={}", Q(report.error().message));
+    spdlog::warn("event=gc_failed error={}", LogValue(report.error().message));
     return;
   }
   if (!report->removed.empty()) {
@@ -778,8 +755,8 @@ Result<Deployment> UpdateMachine::InstallLocal(const std::filesystem::path& bund
   run.active = record.active;
   EF_ASSIGN_OR_RETURN(run.dep, ctx_.journal->BeginDeployment(request));
   spdlog::info("event=deployment id={} model={} version={} from=none to={} reason={}", run.dep.id,
-               Q(model), Q(version), updater::ToString(run.dep.state),
-               Q("offline install of " + bundle.string()));
+               LogValue(model), LogValue(version), updater::ToString(run.dep.state),
+               LogValue("offline install of " + bundle.string()));
   EF_RETURN_IF_ERROR(Step(run, Event::kLocalBundle, bundle.string()));
   auto result = FromVerifying(run, bundle, head.manifest.version);
   if (!result) {
@@ -801,9 +778,9 @@ Result<updater::ModelRecord> UpdateMachine::RollBack(std::string_view model) {
                                        model));
   }
   EF_ASSIGN_OR_RETURN(auto after, ctx_.journal->RollBackToPrevious(model));
-  spdlog::info("event=rollback model={} from={} to={} slot={}", Q(model),
-               Q(before.active ? before.active->version : ""),
-               Q(after.active ? after.active->version : ""),
+  spdlog::info("event=rollback model={} from={} to={} slot={}", LogValue(model),
+               LogValue(before.active ? before.active->version : ""),
+               LogValue(after.active ? after.active->version : ""),
                after.active ? updater::ToString(after.active->slot) : "none");
   return after;
 }
