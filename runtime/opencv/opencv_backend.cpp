@@ -94,6 +94,31 @@ Result<std::vector<TensorInfo>> InfosFromSpecs(const std::vector<manifests::Tens
   return infos;
 }
 
+// Calls `each(T{})` with the C++ storage type of `dtype` for the types both conversions treat
+// element by element; float32 (a plain copy) and float16 (bit conversion) are the callers' own.
+template <typename Each>
+Status ForEachStorageType(DType dtype, Each&& each) {
+  switch (dtype) {
+    case DType::kFloat64:
+      return each(double{});
+    case DType::kInt8:
+      return each(std::int8_t{});
+    case DType::kUInt8:
+    case DType::kBool:
+      return each(std::uint8_t{});
+    case DType::kInt16:
+      return each(std::int16_t{});
+    case DType::kInt32:
+      return each(std::int32_t{});
+    case DType::kInt64:
+      return each(std::int64_t{});
+    case DType::kFloat32:
+    case DType::kFloat16:
+      break;
+  }
+  return Fail(ErrorCode::kInternal, "unhandled dtype");
+}
+
 // Copies `t` into `dst` as float32. Integers beyond 2^24 have no exact float32 and are refused
 // rather than silently rounded; float64 is narrowed (OpenCV itself computes in float32).
 Status ConvertToFloat(const Tensor& t, float* dst) {
@@ -116,32 +141,19 @@ Status ConvertToFloat(const Tensor& t, float* dst) {
     }
     return Ok();
   };
-  switch (t.dtype) {
-    case DType::kFloat32:
-      std::memcpy(dst, src, t.data.size());
-      return Ok();
-    case DType::kFloat64:
-      return each(double{});
-    case DType::kInt8:
-      return each(std::int8_t{});
-    case DType::kUInt8:
-    case DType::kBool:
-      return each(std::uint8_t{});
-    case DType::kInt16:
-      return each(std::int16_t{});
-    case DType::kInt32:
-      return each(std::int32_t{});
-    case DType::kInt64:
-      return each(std::int64_t{});
-    case DType::kFloat16:
-      for (std::size_t i = 0; i < n; ++i) {
-        std::uint16_t bits;
-        std::memcpy(&bits, src + i * 2, 2);
-        dst[i] = static_cast<float>(cv::float16_t::fromBits(bits));
-      }
-      return Ok();
+  if (t.dtype == DType::kFloat32) {
+    std::memcpy(dst, src, t.data.size());
+    return Ok();
   }
-  return Fail(ErrorCode::kInternal, "unhandled dtype");
+  if (t.dtype == DType::kFloat16) {
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint16_t bits;
+      std::memcpy(&bits, src + i * 2, 2);
+      dst[i] = static_cast<float>(cv::float16_t::fromBits(bits));
+    }
+    return Ok();
+  }
+  return ForEachStorageType(t.dtype, each);
 }
 
 // Writes OpenCV's float32 output as `dtype`. Integer outputs (ArgMax and the like, which OpenCV
@@ -172,31 +184,18 @@ Status ConvertFromFloat(const float* src, std::size_t n, DType dtype, std::strin
     }
     return Ok();
   };
-  switch (dtype) {
-    case DType::kFloat32:
-      std::memcpy(dst, src, n * sizeof(float));
-      return Ok();
-    case DType::kFloat64:
-      return each(double{});
-    case DType::kInt8:
-      return each(std::int8_t{});
-    case DType::kUInt8:
-    case DType::kBool:
-      return each(std::uint8_t{});
-    case DType::kInt16:
-      return each(std::int16_t{});
-    case DType::kInt32:
-      return each(std::int32_t{});
-    case DType::kInt64:
-      return each(std::int64_t{});
-    case DType::kFloat16:
-      for (std::size_t i = 0; i < n; ++i) {
-        const std::uint16_t bits = cv::float16_t(src[i]).bits();
-        std::memcpy(dst + i * 2, &bits, 2);
-      }
-      return Ok();
+  if (dtype == DType::kFloat32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return Ok();
   }
-  return Fail(ErrorCode::kInternal, "unhandled dtype");
+  if (dtype == DType::kFloat16) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint16_t bits = cv::float16_t(src[i]).bits();
+      std::memcpy(dst + i * 2, &bits, 2);
+    }
+    return Ok();
+  }
+  return ForEachStorageType(dtype, each);
 }
 
 // The shape reported for an output. OpenCV's Mat has at least two dimensions, so a rank-0 or
