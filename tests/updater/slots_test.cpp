@@ -19,6 +19,7 @@
 #include "manifests/trust.hpp"
 #include "tests/support/tar_builder.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/updater/bundles.hpp"
 #include "tests/updater/sources.hpp"
 #include "updater/bundle_reader.hpp"
 
@@ -37,48 +38,11 @@ using manifests::TrustRoot;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
-using Files = std::vector<std::pair<std::string, std::string>>;
+using test::Bytes;
+using test::Files;
+using test::ManifestBody;
+using test::NewKey;
 using test::StringSource;
-
-std::string Bytes(std::size_t size, std::uint32_t seed) {
-  std::string s(size, '\0');
-  for (auto& c : s) {
-    seed = seed * 1664525u + 1013904223u;
-    c = static_cast<char>(seed >> 24);
-  }
-  return s;
-}
-
-PrivateKey NewKey() {
-  Result<PrivateKey> key = PrivateKey::Generate();
-  EXPECT_TRUE(key);
-  return std::move(key).value();
-}
-
-nlohmann::json ManifestBody(const Files& files, const std::string& version) {
-  nlohmann::json listed = nlohmann::json::array();
-  for (const auto& [path, contents] : files) {
-    listed.push_back(
-        {{"path", path}, {"size", contents.size()}, {"sha256", manifests::Sha256Hex(contents)}});
-  }
-  nlohmann::json body = nlohmann::json::parse(R"({
-    "type": "edgefleet/manifest", "spec_version": 1, "name": "digits", "version": "1.0.0",
-    "created": "2026-11-21T05:00:00Z",
-    "variants": [{
-      "id": "onnx-op10", "file": "model/a.onnx", "format": "onnx", "opset": 10,
-      "operators": ["Conv", "Relu", "Gemm"],
-      "backends": [{"name": "opencv", "version": ">=4.5.0 <5.0.0"}],
-      "inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 1, 8, 8]}],
-      "outputs": [{"name": "logits", "dtype": "float32", "shape": [-1, 10]}]
-    }],
-    "golden": [{"name": "set1", "inputs": ["golden/set1/input_0.pb"],
-                "outputs": ["golden/set1/output_0.pb"]}],
-    "parity": {}, "watch": {}
-  })");
-  body["version"] = version;
-  body["files"] = std::move(listed);
-  return body;
-}
 
 // Every regular file under `root`: relative path -> SHA-256 (short failure messages).
 std::map<std::string, std::string> Tree(const fs::path& root) {
