@@ -1,0 +1,1 @@
+#include "telemetry/health.hpp"

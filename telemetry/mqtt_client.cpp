@@ -1,0 +1,1 @@
+#include "telemetry/mqtt_client.hpp"
