@@ -1,0 +1,1 @@
+// tests for telemetry/health (to be written)

@@ -1,0 +1,1 @@
+// tests for telemetry/mqtt_client (to be written)

@@ -1,0 +1,1 @@
+// tests for telemetry/outbox (to be written)

@@ -1,0 +1,1 @@
+// tests for telemetry/payloads (to be written)
