@@ -68,7 +68,7 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
       path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
   r.RejectUnknown(doc,
                   {"device", "fleet", "groups", "state_dir", "trust_root", "backends", "api",
-                   "desired_state", "download", "runtime", "watch"},
+                   "desired_state", "download", "runtime", "watch", "mqtt", "telemetry"},
                   "");
 
   if (auto v = manifests::ReadName(r, doc, "device", "device")) config.device = *v;
@@ -186,6 +186,57 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
       else
         config.watch.max_extension_factor = *v;
     }
+  }
+
+  if (const json* mq = r.Object(doc, "mqtt", "mqtt", false)) {
+    r.RejectUnknown(*mq,
+                    {"host", "port", "client_id", "username", "password_file", "keepalive_s",
+                     "ca_file", "cert_file", "key_file", "reconnect_min_ms", "reconnect_max_ms"},
+                    "mqtt");
+    auto& m = config.mqtt;
+    if (auto v = r.String(*mq, "host", "mqtt.host", false)) m.host = *v;
+    std::int64_t port = m.port;
+    ReadInt(r, *mq, "port", "mqtt", 1, 65535, port);
+    m.port = static_cast<int>(port);
+    if (auto v = r.String(*mq, "client_id", "mqtt.client_id", false)) {
+      if (v->size() > 128 || v->find_first_of("+#/") != std::string::npos)
+        r.Problem("mqtt.client_id", "expected at most 128 characters without + # /, found " +
+                                        manifests::QuoteForMessage(*v));
+      else
+        m.client_id = *v;
+    }
+    if (auto v = r.String(*mq, "username", "mqtt.username", false)) m.username = *v;
+    ReadPath(r, *mq, "password_file", "mqtt", base, m.password_file, false);
+    ReadInt(r, *mq, "keepalive_s", "mqtt", 5, 3600, m.keepalive_s);
+    ReadPath(r, *mq, "ca_file", "mqtt", base, m.ca_file, false);
+    ReadPath(r, *mq, "cert_file", "mqtt", base, m.cert_file, false);
+    ReadPath(r, *mq, "key_file", "mqtt", base, m.key_file, false);
+    ReadInt(r, *mq, "reconnect_min_ms", "mqtt", 10, 3600000, m.reconnect_min_ms);
+    ReadInt(r, *mq, "reconnect_max_ms", "mqtt", 10, 3600000, m.reconnect_max_ms);
+    if (m.cert_file.empty() != m.key_file.empty())
+      r.Problem("mqtt", "expected both cert_file and key_file or neither, found one");
+    if (!m.cert_file.empty() && m.ca_file.empty())
+      r.Problem("mqtt.ca_file", "expected a CA file when a client certificate is set, found none");
+    if (m.reconnect_max_ms < m.reconnect_min_ms)
+      r.Problem("mqtt.reconnect_max_ms", "expected >= reconnect_min_ms (" +
+                                             std::to_string(m.reconnect_min_ms) + "), found " +
+                                             std::to_string(m.reconnect_max_ms));
+    if (m.host.empty() && mq->size() > 0)
+      r.Problem("mqtt.host", "expected a broker host when the mqtt section is given, found none");
+  }
+
+  if (const json* t = r.Object(doc, "telemetry", "telemetry", false)) {
+    r.RejectUnknown(*t, {"window_s", "outbox_max_messages", "outbox_max_age_s"}, "telemetry");
+    auto& tc = config.telemetry;
+    if (auto v = r.Number(*t, "window_s", "telemetry.window_s", false)) {
+      if (!(*v >= 0.1 && *v <= 3600))
+        r.Problem("telemetry.window_s", "expected a number in [0.1, 3600], found " +
+                                            std::to_string(*v));
+      else
+        tc.window_s = *v;
+    }
+    ReadInt(r, *t, "outbox_max_messages", "telemetry", 1, 100000000, tc.outbox_max_messages);
+    ReadInt(r, *t, "outbox_max_age_s", "telemetry", 1, 365ll * 24 * 3600, tc.outbox_max_age_s);
   }
 
   EF_RETURN_IF_ERROR(r.ToStatus());

@@ -49,6 +49,29 @@ struct WatchConfig {
   double max_extension_factor = 10;
 };
 
+// The fleet link (issue 5): MQTT for status, telemetry, events and desired state. Off when host
+// is empty.
+struct MqttConfig {
+  std::string host;  // empty: no MQTT
+  int port = 1883;
+  std::string client_id;             // empty: the device name
+  std::string username;              // empty: none (with client certificates, the broker
+                                     // takes the identity from the certificate)
+  std::filesystem::path password_file;  // first line is the password; empty: none
+  std::int64_t keepalive_s = 30;
+  std::filesystem::path ca_file;     // TLS on when set
+  std::filesystem::path cert_file;   // client certificate (with key_file)
+  std::filesystem::path key_file;
+  std::int64_t reconnect_min_ms = 500;
+  std::int64_t reconnect_max_ms = 30000;
+};
+
+struct TelemetryConfig {
+  double window_s = 10;                       // one telemetry message per model version per window
+  std::int64_t outbox_max_messages = 100000;  // the store-and-forward bound (count)
+  std::int64_t outbox_max_age_s = 7 * 24 * 3600;  // ... and age
+};
+
 struct AgentConfig {
   std::filesystem::path path;  // the config file itself
   std::string device;
@@ -62,6 +85,8 @@ struct AgentConfig {
   DownloadConfig download;
   RuntimeConfig runtime;
   WatchConfig watch;
+  MqttConfig mqtt;
+  TelemetryConfig telemetry;
 };
 
 // Parses config text; `path` names the file in messages and anchors relative paths. Fails with

@@ -178,8 +178,15 @@ struct VersionMetrics {
   std::atomic<std::uint64_t> preprocess_ns{0};
   std::atomic<std::uint64_t> infer_ns{0};
   std::atomic<std::uint64_t> postprocess_ns{0};
-  telemetry::LatencyHistogram latency;
+  telemetry::LatencyHistogram latency;         // since start (/metrics, watch window)
+  telemetry::LatencyHistogram window_latency;  // since the last TakeWindows
   telemetry::AccuracyTracker accuracy;
+  // Cumulative counters at the last TakeWindows; only the telemetry thread touches them.
+  struct Mark {
+    std::uint64_t requests = 0, client_errors = 0, server_errors = 0;
+    std::uint64_t preprocess_ns = 0, infer_ns = 0, postprocess_ns = 0;
+    telemetry::AccuracySnapshot accuracy;
+  } mark;
 };
 
 void AddMs(std::atomic<std::uint64_t>& counter, double ms) {
@@ -909,6 +916,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
   AddMs(vm->postprocess_ns, post_ms);
   const double total_ms = MsSince(start);
   vm->latency.Record(total_ms);
+  vm->window_latency.Record(total_ms);
   spdlog::debug("event=infer model={} version={} slot={} id={} ms={:.3f} infer_ms={:.3f}",
                 LogValue(name), LogValue(served_version), runtime::ToString(instance->slot),
                 LogValue(request_id), total_ms, infer_ms);
@@ -1285,6 +1293,53 @@ VersionStats LocalApi::Stats(const std::string& model, const std::string& versio
     stats.correct = acc.correct;
   }
   return stats;
+}
+
+std::vector<WindowStats> LocalApi::TakeWindows() {
+  std::vector<WindowStats> out;
+  for (VersionMetrics* vm : impl_->metrics.All()) {
+    auto take = [](const std::atomic<std::uint64_t>& counter, std::uint64_t& mark) {
+      const std::uint64_t now = counter.load(std::memory_order_relaxed);
+      const std::uint64_t delta = now - mark;
+      mark = now;
+      return delta;
+    };
+    VersionMetrics::Mark& m = vm->mark;
+    WindowStats w;
+    w.model = vm->model;
+    w.version = vm->version;
+    w.latency = vm->window_latency.SnapshotAndReset();
+    w.requests = take(vm->requests, m.requests);
+    w.client_errors = take(vm->client_errors, m.client_errors);
+    w.server_errors = take(vm->server_errors, m.server_errors);
+    w.preprocess_ms = static_cast<double>(take(vm->preprocess_ns, m.preprocess_ns)) / 1e6;
+    w.infer_ms = static_cast<double>(take(vm->infer_ns, m.infer_ns)) / 1e6;
+    w.postprocess_ms = static_cast<double>(take(vm->postprocess_ns, m.postprocess_ns)) / 1e6;
+    // The tracker keeps running moments since start; the window's mean and variance are the
+    // difference of the two running sums (n*mean and sum of squares = n*(var + mean^2)).
+    const telemetry::AccuracySnapshot now = vm->accuracy.Snapshot();
+    const telemetry::AccuracySnapshot& before = m.accuracy;
+    w.labeled = now.labeled - before.labeled;
+    w.correct = now.correct - before.correct;
+    w.predictions = now.predictions - before.predictions;
+    if (w.predictions > 0) {
+      auto sums = [](const telemetry::AccuracySnapshot& s) {
+        const double n = static_cast<double>(s.predictions);
+        const double mean = s.confidence_mean;
+        const double var = s.confidence_std * s.confidence_std;
+        return std::pair{n * mean, n * (var + mean * mean)};
+      };
+      const auto [sum_now, sq_now] = sums(now);
+      const auto [sum_before, sq_before] = sums(before);
+      const double n = static_cast<double>(w.predictions);
+      w.confidence_mean = (sum_now - sum_before) / n;
+      const double var = (sq_now - sq_before) / n - w.confidence_mean * w.confidence_mean;
+      w.confidence_std = std::sqrt(std::max(0.0, var));
+    }
+    m.accuracy = now;
+    out.push_back(std::move(w));
+  }
+  return out;
 }
 
 }  // namespace edgefleet::agent

@@ -73,6 +73,24 @@ struct VersionStats {
   std::uint64_t correct = 0;           // ... whose label was the top-1 class
 };
 
+// One model version's traffic in one telemetry window (LocalApi::TakeWindows).
+struct WindowStats {
+  std::string model;
+  std::string version;
+  std::uint64_t requests = 0;          // infer requests answered, any outcome
+  std::uint64_t client_errors = 0;
+  std::uint64_t server_errors = 0;
+  telemetry::LatencySnapshot latency;  // successful requests, end to end
+  double preprocess_ms = 0;            // sums over successful requests
+  double infer_ms = 0;
+  double postprocess_ms = 0;
+  std::uint64_t labeled = 0;           // feedback accepted in the window
+  std::uint64_t correct = 0;
+  std::uint64_t predictions = 0;       // top-1 predictions remembered in the window
+  double confidence_mean = 0;          // of their top-1 confidence
+  double confidence_std = 0;
+};
+
 class LocalApi final {
  public:
   // Binds `options.host:options.port` and starts serving on a background thread. Fails with
@@ -89,6 +107,10 @@ class LocalApi final {
   std::string MetricsText() const;
   // Counters of `model` at `version` so far; all zero when that version never served.
   VersionStats Stats(const std::string& model, const std::string& version) const;
+  // Every version's traffic since the previous call (the first call: since Start), so each
+  // request, latency sample and feedback belongs to exactly one window; versions that had
+  // nothing in the window are included with zeros. Called by one thread (the telemetry thread).
+  std::vector<WindowStats> TakeWindows();
 
   struct Impl;
 

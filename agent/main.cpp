@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/config.hpp"
+#include "agent/fleet_link.hpp"
 #include "agent/local_api.hpp"
 #include "agent/update_machine.hpp"
 #include "manifests/envelope.hpp"
@@ -232,8 +233,14 @@ int RunCommand(const std::filesystem::path& config_path) {
   if (!lock) return Refuse(lock.error().message);
 
   runtime::ModelHost host;
+  // Recovery runs before the fleet link exists; its events are kept and sent once it does.
+  std::vector<edgefleet::telemetry::EventMessage> recovery_events;
   {
-    agent::UpdateMachine recovery(Context(env, host, nullptr));
+    auto ctx = Context(env, host, nullptr);
+    ctx.on_event = [&](edgefleet::telemetry::EventMessage e) {
+      recovery_events.push_back(std::move(e));
+    };
+    agent::UpdateMachine recovery(std::move(ctx));
     if (auto ok = recovery.RecoverAndLoad(); !ok) return Refuse(ok.error().message);
   }
   agent::LocalApiOptions api_options;
@@ -246,16 +253,44 @@ int RunCommand(const std::filesystem::path& config_path) {
       !ok) {
     return Refuse(ok.error().message);
   }
-  agent::UpdateMachine machine(Context(env, host, api->get()));
+  std::unique_ptr<agent::FleetLink> link;
+  if (!env.config.mqtt.host.empty()) {
+    std::vector<edgefleet::telemetry::BackendInfo> backends;
+    for (const runtime::Backend* b : env.backends) {
+      backends.push_back({b->capabilities().name, b->capabilities().version.ToString()});
+    }
+    auto started = agent::FleetLink::Start(env.config, std::move(backends), host, api->get());
+    if (!started) return Refuse(started.error().message);
+    link = std::move(started).value();
+    for (auto& e : recovery_events) link->Event(std::move(e));
+  }
+  auto machine_ctx = Context(env, host, api->get());
+  if (link) {
+    machine_ctx.on_event = [&link](edgefleet::telemetry::EventMessage e) {
+      link->Event(std::move(e));
+    };
+  }
+  agent::UpdateMachine machine(std::move(machine_ctx));
 
   const auto& ds = env.config.desired_state;
   const bool has_source = !ds.file.empty() || !ds.url.empty();
   std::optional<std::string> last_text;
   std::string last_error;
+  auto next_poll = std::chrono::steady_clock::now();
   while (!g_stop.load()) {
     const bool hup = g_hup.exchange(false);
     if (hup) spdlog::info("event=reload signal=HUP");
-    if (has_source) {
+    if (link) {
+      // Documents from the retained desired topics; each is verified like a file's.
+      while (!g_stop.load()) {
+        auto doc = link->NextDesired(std::chrono::milliseconds(0));
+        if (!doc) break;
+        machine.ApplyDesiredState(doc->payload, doc->topic);
+      }
+    }
+    const bool poll_due = hup || std::chrono::steady_clock::now() >= next_poll;
+    if (has_source && poll_due) {
+      next_poll = std::chrono::steady_clock::now() + std::chrono::milliseconds(ds.poll_ms);
       auto text = ReadDesired(ds, env.config.download);
       if (!text) {
         if (text.error().message != last_error) {
@@ -268,13 +303,18 @@ int RunCommand(const std::filesystem::path& config_path) {
         machine.ApplyDesiredState(*text, ds.file.empty() ? ds.url : ds.file.string());
       }
     }
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(ds.poll_ms);
-    while (!g_stop.load() && !g_hup.load() && std::chrono::steady_clock::now() < deadline) {
+    if (link) {
+      // Wakes as soon as a desired document arrives; short, so signals are seen promptly.
+      if (auto doc = link->NextDesired(std::chrono::milliseconds(20)); doc && !g_stop.load()) {
+        machine.ApplyDesiredState(doc->payload, doc->topic);
+      }
+    } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
   spdlog::info("event=stopping signal={}", SignalName(g_stop_signal));
   (*api)->Stop();
+  if (link) link->Stop();
   return 0;
 }
 

@@ -171,6 +171,7 @@ Status UpdateMachine::Step(Run& run, Event event, std::string_view reason) {
   spdlog::info("event=deployment id={} model={} version={} from={} to={} reason={}", run.dep.id,
                LogValue(run.dep.request.model), LogValue(run.dep.request.version), updater::ToString(from),
                updater::ToString(*to), LogValue(reason));
+  Emit(run, std::string(updater::ToString(*to)), std::string(updater::ToString(from)), reason);
   MaybeCrashAt(*to);
   return Ok();
 }
@@ -190,6 +191,36 @@ void UpdateMachine::MaybeCrashAt(updater::DeploymentState state) {
     spdlog::default_logger()->flush();
     std::raise(SIGKILL);
   }
+}
+
+void UpdateMachine::Emit(const Run& run, std::string event, std::string from,
+                         std::string_view reason, std::string parity_json) {
+  if (!ctx_.on_event) return;
+  telemetry::EventMessage e;
+  e.event = std::move(event);
+  e.deployment = run.dep.id;
+  e.model = run.dep.request.model;
+  e.version = run.dep.request.version;
+  e.from = std::move(from);
+  e.reason = std::string(reason);
+  e.serial = run.dep.request.serial;
+  e.target = run.dep.request.target;
+  e.parity_json = std::move(parity_json);
+  ctx_.on_event(std::move(e));
+}
+
+void UpdateMachine::EmitRejected(std::uint64_t serial, std::string_view target,
+                                 std::string_view model, std::string_view version,
+                                 std::string_view reason) {
+  if (!ctx_.on_event) return;
+  telemetry::EventMessage e;
+  e.event = "rejected";
+  e.model = std::string(model);
+  e.version = std::string(version);
+  e.reason = std::string(reason);
+  e.serial = serial;
+  e.target = std::string(target);
+  ctx_.on_event(std::move(e));
 }
 
 Status UpdateMachine::Fail(Run& run, const Error& error) {
@@ -302,10 +333,11 @@ Status UpdateMachine::RecoverAndLoad() {
 
 void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view source) {
   const auto& cfg = *ctx_.config;
-  auto log_doc = [](std::uint64_t serial, std::string_view target, std::string_view result,
-                    std::string_view reason) {
+  auto log_doc = [this](std::uint64_t serial, std::string_view target, std::string_view result,
+                        std::string_view reason) {
     spdlog::info("event=desired_state serial={} target={} result={} reason={}", serial,
                  LogValue(target), result, LogValue(reason));
+    if (result == "refused") EmitRejected(serial, target, "", "", reason);
   };
   auto envelope = manifests::SignedEnvelope::FromText(text, source,
                                                       manifests::kMaxDesiredStateBytes);
@@ -365,6 +397,7 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
     auto log_model = [&](std::string_view result, std::string_view reason) {
       spdlog::info("event=desired_model serial={} model={} version={} result={} reason={}",
                    ds->serial, LogValue(entry.name), LogValue(version), result, LogValue(reason));
+      if (result == "refused") EmitRejected(ds->serial, target, entry.name, version, reason);
     };
     auto record = ctx_.journal->ReadModel(entry.name);
     if (!record) {
@@ -434,12 +467,15 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
   if (!dep) {
     spdlog::info("event=desired_model serial={} model={} version={} result=refused reason={}",
                  ds.serial, LogValue(entry.name), LogValue(request.version), LogValue(dep.error().message));
+    EmitRejected(ds.serial, target, entry.name, request.version, dep.error().message);
     return;
   }
   run.dep = std::move(dep).value();
   spdlog::info("event=deployment id={} model={} version={} from=none to={} reason={}", run.dep.id,
                LogValue(request.model), LogValue(request.version), updater::ToString(run.dep.state),
                LogValue(fmt::format("desired state serial {} for {}", ds.serial, target)));
+  Emit(run, std::string(updater::ToString(run.dep.state)), "",
+       fmt::format("desired state serial {} for {}", ds.serial, target));
 
   const auto dest = ctx_.slots->downloads_dir() / (entry.bundle.sha256 + ".efb");
   if (!Step(run, Event::kStartDownload, entry.bundle.url)) return;
@@ -587,6 +623,9 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
                  Fmt(report->latency_median_ms),
                  report->active_latency_median_ms ? Fmt(*report->active_latency_median_ms)
                                                   : "none");
+    Emit(run, "parity_report", std::string(updater::ToString(run.dep.state)),
+         report->pass ? "parity passed" : "parity: " + Join(report->failures, "; "),
+         report->ToJson().dump());
     if (!report->pass) {
       return fail(Error{ErrorCode::kIntegrity, "parity: " + Join(report->failures, "; ")});
     }
@@ -757,6 +796,7 @@ Result<Deployment> UpdateMachine::InstallLocal(const std::filesystem::path& bund
   spdlog::info("event=deployment id={} model={} version={} from=none to={} reason={}", run.dep.id,
                LogValue(model), LogValue(version), updater::ToString(run.dep.state),
                LogValue("offline install of " + bundle.string()));
+  Emit(run, std::string(updater::ToString(run.dep.state)), "", "offline install of " + bundle.string());
   EF_RETURN_IF_ERROR(Step(run, Event::kLocalBundle, bundle.string()));
   auto result = FromVerifying(run, bundle, head.manifest.version);
   if (!result) {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,6 +26,7 @@
 #include "manifests/trust.hpp"
 #include "runtime/backend.hpp"
 #include "runtime/model_host.hpp"
+#include "telemetry/payloads.hpp"
 #include "updater/journal.hpp"
 #include "updater/slots.hpp"
 
@@ -75,6 +77,10 @@ struct MachineContext {
   std::vector<runtime::Backend*> backends;  // in the configured preference order
   const LocalApi* api = nullptr;            // nullptr: offline (no watch window)
   const std::atomic<bool>* cancel = nullptr;
+  // Fleet events (ARCHITECTURE.md "events" topic): every transition, the parity report, and each
+  // desired state or model entry refused. Called on the update thread after the journal write;
+  // the receiver fills id, device and ts. Empty: no events (offline commands).
+  std::function<void(telemetry::EventMessage)> on_event;
 };
 
 // Deployments of the journal, newest first, at most `limit` (status, restart bookkeeping).
@@ -111,6 +117,10 @@ class UpdateMachine {
   // Test fault point: SIGKILL right after journaling `state` when EDGEFLEET_FAULT_KILL_AT names it.
   static void MaybeCrashAt(updater::DeploymentState state);
   Status Fail(Run& run, const Error& error);
+  void Emit(const Run& run, std::string event, std::string from, std::string_view reason,
+            std::string parity_json = {});
+  void EmitRejected(std::uint64_t serial, std::string_view target, std::string_view model,
+                    std::string_view version, std::string_view reason);
   bool Cancelled() const { return ctx_.cancel != nullptr && ctx_.cancel->load(); }
 
   void Deploy(const manifests::DesiredState& ds, const manifests::DesiredModel& entry,

@@ -125,7 +125,7 @@ struct EventMessage {
   std::string from;    // previous state; empty when none
   std::string reason;
   std::uint64_t serial = 0;  // desired-state serial when known
-  std::string target;        // "device:<name>" or "group:<name>" when known
+  std::string target;        // "device/<name>", "group/<name>" or "offline" when known
   std::string parity_json;   // the parity report (JSON object text) for "parity_report"; else empty
 };
 
