@@ -1,17 +1,10 @@
-// The one way the agent writes a value into a key=value log line.
-//
-// Thread safety: a pure function.
+// The agent writes log values with the project's one quoter (manifests/log_value.hpp).
 #pragma once
 
-#include <string>
-#include <string_view>
+#include "manifests/log_value.hpp"
 
 namespace edgefleet::agent {
 
-// Bare when `value` is a plain token (printable ASCII without space, '"', '=' or '\'), else
-// double-quoted with '"' '\' escaped, newline as \n and other control bytes as \xNN, so a log line
-// always splits back into its fields and a hostile value (a request id, a URL, a server's error
-// text) cannot forge another line or field.
-std::string LogValue(std::string_view value);
+using manifests::LogValue;
 
 }  // namespace edgefleet::agent

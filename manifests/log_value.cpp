@@ -1,8 +1,6 @@
-#include "agent/log_value.hpp"
+#include "manifests/log_value.hpp"
 
-#include <fmt/format.h>
-
-namespace edgefleet::agent {
+namespace edgefleet::manifests {
 
 std::string LogValue(std::string_view value) {
   bool plain = !value.empty();
@@ -10,6 +8,7 @@ std::string LogValue(std::string_view value) {
     if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) plain = false;
   }
   if (plain) return std::string(value);
+  static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "\"";
   for (unsigned char c : value) {
     if (c == '"' || c == '\\') {
@@ -18,7 +17,9 @@ std::string LogValue(std::string_view value) {
     } else if (c == '\n') {
       out += "\\n";
     } else if (c < ' ' || c == 0x7f) {
-      out += fmt::format("\\x{:02x}", c);
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
     } else {
       out += static_cast<char>(c);
     }
@@ -26,4 +27,4 @@ std::string LogValue(std::string_view value) {
   return out + "\"";
 }
 
-}  // namespace edgefleet::agent
+}  // namespace edgefleet::manifests
