@@ -334,12 +334,13 @@ json DesiredModel(const Bundle& bundle, const std::string& url, bool allow_downg
 }
 
 std::string DesiredStateDoc(const manifests::PrivateKey& key, std::uint64_t serial,
-                            const std::vector<json>& models, std::chrono::seconds expires_in) {
+                            const std::vector<json>& models, std::chrono::seconds expires_in,
+                            const json& target) {
   const auto now = manifests::Now();
   json body = {{"type", "edgefleet/desired-state"},
                {"spec_version", 1},
                {"fleet", "demo"},
-               {"target", {{"device", "box-1"}}},
+               {"target", target},
                {"serial", serial},
                {"created", manifests::FormatTimestamp(now - std::chrono::minutes(5))},
                {"expires", manifests::FormatTimestamp(now + expires_in)},

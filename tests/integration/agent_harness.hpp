@@ -130,10 +130,12 @@ nlohmann::json ShortWatch();
 // One desired-state model entry for `bundle` served at `url`.
 nlohmann::json DesiredModel(const Bundle& bundle, const std::string& url,
                             bool allow_downgrade = false);
-// A signed desired-state envelope (JSON text) for device box-1.
+// A signed desired-state envelope (JSON text) for `target` (default: device box-1; a group is
+// {"group": "lab"}) in fleet demo.
 std::string DesiredStateDoc(const manifests::PrivateKey& key, std::uint64_t serial,
                             const std::vector<nlohmann::json>& models,
-                            std::chrono::seconds expires_in = std::chrono::hours(1));
+                            std::chrono::seconds expires_in = std::chrono::hours(1),
+                            const nlohmann::json& target = {{"device", "box-1"}});
 void WriteAtomically(const std::filesystem::path& path, const std::string& contents);
 
 // Last `lines` lines of a file.

@@ -1,0 +1,447 @@
+// The real `edgefleet-agent run` process against a real mosquitto broker and the real
+// `edgefleet collect` process (issue 5, acceptance 1, 2 and 4; 3 for the agent's side): signed
+// desired state published retained with the real mosquitto_pub, telemetry and events checked in
+// the collector's database through its HTTP API, the broker stopped and started for outages.
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/agent_fixture.hpp"
+#include "tests/integration/agent_harness.hpp"
+#include "tests/support/mosquitto_broker.hpp"
+#include "tests/support/process.hpp"
+
+namespace edgefleet {
+namespace {
+
+const std::string kGroupTopic = "edgefleet/v1/demo/group/lab/desired";
+const std::string kDeviceDesired = "edgefleet/v1/demo/device/box-1/desired";
+const std::string kStatusTopic = "edgefleet/v1/demo/device/box-1/status";
+
+class AgentMqttE2E : public AgentE2E {
+ protected:
+  // Starts the broker (plain loopback, or TLS with client certificates and deploy/'s ACL).
+  void StartBroker(bool tls) {
+    tls_ = tls;
+    if (tls) {
+      pki_ = testing::MakeTestPki(tmp_ / "pki", {"box-1", "collector", "operator", "box-2"});
+      testing::BrokerOptions options;
+      options.tls = &pki_;
+      options.acl_file = fs::path(EDGEFLEET_SOURCE_DIR) / "deploy" / "mosquitto" / "acl";
+      broker_ = std::make_unique<testing::MosquittoBroker>(tmp_ / "broker", options);
+    } else {
+      broker_ = std::make_unique<testing::MosquittoBroker>(tmp_ / "broker");
+    }
+    ASSERT_TRUE(broker_->running());
+  }
+
+  // The agent's config with MQTT on and telemetry windows of `window_s`; no desired file.
+  void ConfigureMqtt(double window_s, const fs::path& ca = {}) {
+    json mqtt = {{"host", "127.0.0.1"},
+                 {"port", broker_->port()},
+                 {"keepalive_s", 5},
+                 {"reconnect_min_ms", 100},
+                 {"reconnect_max_ms", 500}};
+    if (tls_) {
+      mqtt["ca_file"] = (ca.empty() ? pki_.ca_cert : ca).string();
+      mqtt["cert_file"] = pki_.ClientCert("box-1").string();
+      mqtt["key_file"] = pki_.ClientKey("box-1").string();
+    }
+    WriteConfig({}, {{"mqtt", mqtt},
+                     {"telemetry", {{"window_s", window_s}}},
+                     {"desired_state", nullptr}});
+  }
+
+  void StartCollector() {
+    collector_port_file_ = tmp_ / "collector.port";
+    fs::remove(collector_port_file_);
+    std::vector<std::string> argv = {EDGEFLEET_CLI, "collect", "--broker",
+                                     "127.0.0.1:" + std::to_string(broker_->port()), "--fleet",
+                                     "demo", "--db", (tmp_ / "collector.db").string(), "--http",
+                                     "127.0.0.1:0", "--port-file", collector_port_file_.string()};
+    if (tls_) {
+      for (const std::string& a :
+           {std::string("--ca-file"), pki_.ca_cert.string(), std::string("--cert-file"),
+            pki_.ClientCert("collector").string(), std::string("--key-file"),
+            pki_.ClientKey("collector").string()}) {
+        argv.push_back(a);
+      }
+    }
+    collector_ = std::make_unique<BackgroundProcess>(argv, tmp_ / "collector.log");
+    ASSERT_TRUE(WaitFor("collector port file", seconds(20), [&] {
+      std::error_code ec;
+      if (!fs::exists(collector_port_file_, ec)) return false;
+      const std::string text = testing::ReadFile(collector_port_file_);
+      if (text.empty()) return false;
+      collector_port_ = std::stoi(text);
+      return true;
+    }));
+  }
+
+  json CollectorGet(const std::string& path) {
+    httplib::Client c("127.0.0.1", collector_port_);
+    c.set_connection_timeout(5, 0);
+    c.set_read_timeout(20, 0);
+    auto r = c.Get(path);
+    if (!r || r->status != 200) return json();
+    json doc = json::parse(r->body, nullptr, false);
+    return doc.is_discarded() ? json() : doc;
+  }
+
+  // The collector's events for box-1, oldest first.
+  json CollectorEvents() {
+    json doc = CollectorGet("/api/events?device=box-1&limit=10000");
+    if (doc.is_object() && doc.contains("events")) doc = doc["events"];
+    return doc.is_array() ? doc : json::array();
+  }
+
+  // The collector's telemetry windows for box-1.
+  json CollectorWindows() {
+    json doc = CollectorGet("/api/telemetry?device=box-1&limit=100000");
+    if (doc.is_object() && doc.contains("windows")) doc = doc["windows"];
+    return doc.is_array() ? doc : json::array();
+  }
+
+  json CollectorDevice(const std::string& device) {
+    json doc = CollectorGet("/api/devices");
+    if (doc.is_object() && doc.contains("devices")) doc = doc["devices"];
+    if (!doc.is_array()) return json();
+    for (const auto& d : doc) {
+      if (d.value("device", "") == device) return d;
+    }
+    return json();
+  }
+
+  // mosquitto_pub as the operator (TLS: the operator's certificate).
+  testing::ProcessResult Publish(const std::string& topic, const std::string& payload,
+                                 bool retain = true, const std::string& identity = "operator") {
+    std::vector<std::string> argv = {"mosquitto_pub", "-h", "127.0.0.1", "-p",
+                                     std::to_string(broker_->port()), "-q", "1", "-t", topic,
+                                     "-s"};
+    if (retain) argv.push_back("-r");
+    if (tls_) {
+      for (const std::string& a :
+           {std::string("--cafile"), pki_.ca_cert.string(), std::string("--cert"),
+            pki_.ClientCert(identity).string(), std::string("--key"),
+            pki_.ClientKey(identity).string()}) {
+        argv.push_back(a);
+      }
+    }
+    return testing::RunProcess(argv, seconds(20), payload);
+  }
+
+  // The retained status as the broker holds it (mosquitto_sub as the collector).
+  json RetainedStatus() {
+    std::vector<std::string> argv = {"mosquitto_sub", "-h", "127.0.0.1", "-p",
+                                     std::to_string(broker_->port()), "-t", kStatusTopic,
+                                     "-C", "1", "-W", "5"};
+    if (tls_) {
+      for (const std::string& a :
+           {std::string("--cafile"), pki_.ca_cert.string(), std::string("--cert"),
+            pki_.ClientCert("collector").string(), std::string("--key"),
+            pki_.ClientKey("collector").string()}) {
+        argv.push_back(a);
+      }
+    }
+    auto r = testing::RunProcess(argv, seconds(15));
+    json doc = json::parse(r.out, nullptr, false);
+    return doc.is_discarded() ? json() : doc;
+  }
+
+  // Offline install of a bundle before the agent runs (fast setup for outage tests).
+  void InstallOffline(const Bundle& bundle) {
+    auto r = testing::RunProcess({EDGEFLEET_AGENT, "install", "--config", config_path_.string(),
+                                  bundle.path.string()},
+                                 seconds(120));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  // `n` PNG inferences over one keep-alive connection; returns how many answered 200.
+  int Serve(int n) {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_keep_alive(true);
+    c.set_tcp_nodelay(true);
+    c.set_read_timeout(20, 0);
+    int ok = 0;
+    for (int i = 0; i < n; ++i) {
+      const Png& png = Heldout()[static_cast<std::size_t>(i) % Heldout().size()];
+      auto r = c.Post("/v2/models/digits/infer", png.bytes, "image/png");
+      if (r && r->status == 200) ++ok;
+    }
+    return ok;
+  }
+
+  // Sum of count= over the agent's event=telemetry_window log lines, and how many there were.
+  std::pair<std::uint64_t, std::size_t> LoggedWindows() {
+    static const std::regex kLine(R"(event=telemetry_window model=digits version=\S+ count=(\d+))");
+    const std::string text = LogText();
+    std::uint64_t sum = 0;
+    std::size_t lines = 0;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), kLine);
+         it != std::sregex_iterator(); ++it) {
+      sum += std::stoull((*it)[1].str());
+      ++lines;
+    }
+    return {sum, lines};
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      std::cerr << "---- collector log tail\n" << testing::Tail(tmp_ / "collector.log", 30);
+      if (broker_) std::cerr << "---- broker log tail\n" << broker_->Log().substr(0, 4000);
+    }
+    AgentE2E::TearDown();
+    collector_.reset();
+    broker_.reset();
+  }
+
+  bool tls_ = false;
+  testing::TestPki pki_;
+  std::unique_ptr<testing::MosquittoBroker> broker_;
+  std::unique_ptr<BackgroundProcess> collector_;
+  fs::path collector_port_file_;
+  int collector_port_ = 0;
+};
+
+// Acceptance 1 (over TLS with client certificates and deploy/'s ACL, acceptance 3 for the agent):
+// a signed desired state published retained to the group topic installs v1, then v2; every
+// transition of v2's deployment reaches the collector as an event; the retained status says v2.
+TEST_F(AgentMqttE2E, GroupDesiredStateInstallsV2AndEveryStepReachesTheCollector) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/true));
+  ConfigureMqtt(1.0);
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  StartAgent();
+  ASSERT_TRUE(WaitFor("box-1 online in the collector", seconds(30), [&] {
+    json d = CollectorDevice("box-1");
+    return d.is_object() && d.value("online", false);
+  }));
+
+  auto short_watch = [](json& b, const fs::path&) { b["watch"] = testing::ShortWatch(); };
+  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), short_watch);
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), short_watch);
+  server_.Add("/v1.efb", v1_.bytes);
+  server_.Add("/v2.efb", v2.bytes);
+
+  const json group = {{"group", "lab"}};
+  auto r = Publish(kGroupTopic, testing::DesiredStateDoc(*fleet_.deploy, 1,
+                                                         {testing::DesiredModel(v1_, server_.Url("/v1.efb"))},
+                                                         std::chrono::hours(1), group));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json d1 = WaitTerminal("1.0.0", 0, seconds(90), true);
+  ASSERT_EQ(d1.value("state", ""), "committed") << d1.dump(1);
+
+  r = Publish(kGroupTopic, testing::DesiredStateDoc(*fleet_.deploy, 2,
+                                                    {testing::DesiredModel(v2, server_.Url("/v2.efb"))},
+                                                    std::chrono::hours(1), group));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json d2 = WaitTerminal("1.1.0", 0, seconds(120), true);
+  ASSERT_EQ(d2.value("state", ""), "committed") << d2.dump(1);
+  EXPECT_EQ(ServedVersion(), "1.1.0");
+
+  // Every transition the journal recorded for v2's deployment is an event in the collector.
+  const std::int64_t dep_id = d2.value("id", std::int64_t{0});
+  std::vector<std::string> journal_steps;
+  for (const auto& t : d2["transitions"]) journal_steps.push_back(t.value("to", ""));
+  ASSERT_GE(journal_steps.size(), 8u) << d2.dump(1);
+  std::vector<std::string> collected;
+  bool parity_report = false;
+  WaitFor("every step of deployment " + std::to_string(dep_id) + " in the collector", seconds(30),
+          [&] {
+            collected.clear();
+            parity_report = false;
+            for (const auto& e : CollectorEvents()) {
+              if (e.value("deployment", std::int64_t{0}) != dep_id) continue;
+              if (e.value("event", "") == "parity_report") {
+                parity_report = true;
+                continue;
+              }
+              collected.push_back(e.value("event", ""));
+            }
+            return collected.size() >= journal_steps.size() && parity_report;
+          });
+  EXPECT_EQ(collected, journal_steps) << "collector events vs journal transitions";
+  EXPECT_TRUE(parity_report) << "the parity report event did not reach the collector";
+  for (const auto& e : CollectorEvents()) {
+    if (e.value("deployment", std::int64_t{0}) == dep_id) {
+      EXPECT_EQ(e.value("target", ""), "group/lab") << e.dump();
+      EXPECT_EQ(e.value("serial", 0), 2) << e.dump();
+    }
+  }
+
+  // The retained status (what the broker hands any new subscriber) says v2 is active, with the
+  // bundle's sha256, and v1 is the standby.
+  json status;
+  WaitFor("retained status with 1.1.0 active", seconds(20), [&] {
+    status = RetainedStatus();
+    if (!status.is_object() || !status.contains("models")) return false;
+    for (const auto& m : status["models"]) {
+      if (m.value("name", "") == "digits" && m["active"].is_object() &&
+          m["active"].value("version", "") == "1.1.0")
+        return true;
+    }
+    return false;
+  });
+  ASSERT_TRUE(status.is_object()) << "no retained status";
+  EXPECT_TRUE(status.value("online", false));
+  for (const auto& m : status["models"]) {
+    if (m.value("name", "") != "digits") continue;
+    EXPECT_EQ(m["active"].value("sha256", ""), v2.sha256);
+    ASSERT_TRUE(m["standby"].is_object()) << status.dump(1);
+    EXPECT_EQ(m["standby"].value("version", ""), "1.0.0");
+  }
+  json device = CollectorDevice("box-1");
+  EXPECT_TRUE(device.value("online", false)) << device.dump(1);
+
+  // A clean stop says offline (retained) instead of leaving the last will to the broker.
+  StopAgent();
+  WaitFor("box-1 offline in the collector", seconds(20), [&] {
+    json d = CollectorDevice("box-1");
+    return d.is_object() && !d.value("online", true);
+  });
+}
+
+// Acceptance 3, the agent's side: with a CA that did not sign the broker's certificate the
+// agent never connects and says why; it keeps serving its model.
+TEST_F(AgentMqttE2E, WrongCaIsRefusedAndTheAgentKeepsServing) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/true));
+  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
+  ConfigureMqtt(1.0, pki_.other_ca_cert);
+  ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
+  StartAgent();
+  WaitFor("a TLS refusal in the agent log", seconds(20), [&] {
+    return LogText().find("event=mqtt_disconnected") != std::string::npos;
+  });
+  const std::string log = LogText();
+  EXPECT_EQ(log.find("event=mqtt_connected"), std::string::npos) << testing::Tail(log_, 20);
+  EXPECT_TRUE(ContainsAny(log, {"certificate", "tls", "ssl"})) << testing::Tail(log_, 20);
+  EXPECT_EQ(Serve(20), 20);
+}
+
+// Acceptance 2: the broker is down while the agent serves 10,000 inferences over many telemetry
+// windows, and the agent is SIGKILLed in the middle of the outage; when the broker returns the
+// collector holds every window exactly once and the counts add up to what was served.
+TEST_F(AgentMqttE2E, BrokerOutageAndSigkillLoseNoWindow) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ConfigureMqtt(0.5);
+  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
+  ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  StartAgent();
+  ASSERT_TRUE(WaitFor("box-1 online in the collector", seconds(30), [&] {
+    json d = CollectorDevice("box-1");
+    return d.is_object() && d.value("online", false);
+  }));
+
+  broker_->Stop();
+  int served = Serve(5000);
+  ASSERT_EQ(served, 5000);
+  // The window holding the last request has closed (it is in the outbox) before the kill: a
+  // SIGKILL loses only the window still open, and this test counts what the agent reported.
+  ASSERT_TRUE(WaitFor("the agent's windows account for 5000 requests", seconds(20),
+                      [&] { return LoggedWindows().first == 5000; }));
+  agent_->KillGroup();
+  agent_.reset();
+  StartAgent();
+  served += Serve(5000);
+  ASSERT_EQ(served, 10000);
+  ASSERT_TRUE(WaitFor("the agent's windows account for 10000 requests", seconds(20),
+                      [&] { return LoggedWindows().first == 10000; }));
+  const auto [logged_sum, logged_windows] = LoggedWindows();
+  ASSERT_GT(logged_windows, 4u) << "the outage did not span several windows";
+
+  broker_->Start();
+  std::uint64_t collected_sum = 0;
+  std::size_t collected_windows = 0;
+  ASSERT_TRUE(WaitFor("the collector's windows add up to 10000", seconds(60), [&] {
+    collected_sum = 0;
+    collected_windows = 0;
+    for (const auto& w : CollectorWindows()) {
+      if (w.value("model", "") != "digits") continue;
+      collected_sum += w.value("count", std::uint64_t{0});
+      ++collected_windows;
+    }
+    return collected_sum >= 10000 && collected_windows >= logged_windows;
+  }));
+  // Exactly once: no window twice (ids are unique in the collector), none missing.
+  std::set<std::string> ids;
+  for (const auto& w : CollectorWindows()) {
+    if (w.value("model", "") == "digits") {
+      EXPECT_TRUE(ids.insert(w.value("id", "")).second) << "window twice: " << w.dump();
+    }
+  }
+  EXPECT_EQ(collected_sum, 10000u);
+  EXPECT_EQ(collected_windows, logged_windows);
+  EXPECT_EQ(ids.size(), logged_windows);
+}
+
+// Acceptance 4: malformed or hostile payloads on the desired topics are logged and ignored, and
+// the agent keeps serving the model it has.
+TEST_F(AgentMqttE2E, HostilePayloadsAreLoggedAndIgnored) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ConfigureMqtt(1.0);
+  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), nullptr);
+  server_.Add("/v2.efb", v2.bytes);
+  ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
+  StartAgent();
+  ASSERT_TRUE(WaitFor("connected", seconds(20), [&] {
+    return LogText().find("event=mqtt_connected") != std::string::npos;
+  }));
+
+  const json v2_entry = testing::DesiredModel(v2, server_.Url("/v2.efb"));
+  json unsigned_doc = json::parse(testing::DesiredStateDoc(*fleet_.deploy, 5, {v2_entry}));
+  unsigned_doc["signatures"] = json::array();
+  json wrong_types = json::parse(testing::DesiredStateDoc(*fleet_.deploy, 6, {v2_entry}));
+  wrong_types["signed"]["serial"] = "six";
+  struct Case {
+    std::string name;
+    std::string topic;
+    std::string payload;
+    std::string logged;  // what the agent's log must say about it
+  };
+  const std::vector<Case> cases = {
+      {"not JSON", kDeviceDesired, "{\"signed\": [unterminated", "result=refused"},
+      {"huge", kDeviceDesired, std::string(1 << 20, 'x'), "event=mqtt_message_rejected"},
+      {"wrong types", kGroupTopic, wrong_types.dump(), "result=refused"},
+      {"unsigned", kDeviceDesired, unsigned_doc.dump(), "result=refused"},
+      {"signed by a stranger", kGroupTopic,
+       testing::DesiredStateDoc(*fleet_.stranger, 7, {v2_entry}, std::chrono::hours(1),
+                                {{"group", "lab"}}),
+       "result=refused"},
+      {"JSON array", kDeviceDesired, "[1,2,3]", "result=refused"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::size_t before = LogText().size();
+    auto r = Publish(c.topic, c.payload, /*retain=*/true);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(WaitFor(c.name + " logged", seconds(15), [&] {
+      return LogText().substr(before).find(c.logged) != std::string::npos;
+    }));
+    EXPECT_EQ(Serve(10), 10) << "the agent stopped serving after " << c.name;
+  }
+  EXPECT_TRUE(agent_->Running());
+  EXPECT_EQ(ServedVersion(), "1.0.0");
+  json status = Status();
+  EXPECT_EQ(MaxDeploymentId(status), 1u) << "a hostile payload started a deployment: "
+                                         << status.dump(1);
+  // The agent still acts on a good document after all that.
+  auto r = Publish(kDeviceDesired, testing::DesiredStateDoc(*fleet_.deploy, 8, {v2_entry}));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json d = WaitTerminal("1.1.0", 1, seconds(120), true);
+  EXPECT_EQ(d.value("state", ""), "committed") << d.dump(1);
+}
+
+}  // namespace
+}  // namespace edgefleet
