@@ -26,32 +26,13 @@
 
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
+#include "tests/support/background_process.hpp"
 
 namespace httplib {
 class Server;
 }
 
 namespace edgefleet::testing {
-
-// A child process in its own process group; stdout and stderr append to `log_path`.
-class BackgroundProcess final {
- public:
-  BackgroundProcess(const std::vector<std::string>& argv, const std::filesystem::path& log_path);
-  ~BackgroundProcess();  // SIGKILL to the whole group, then reaped
-  BackgroundProcess(const BackgroundProcess&) = delete;
-  BackgroundProcess& operator=(const BackgroundProcess&) = delete;
-
-  pid_t pid() const { return pid_; }
-  bool Running();
-  void Signal(int sig);
-  void KillGroup();  // SIGKILL to the process group, then waits
-  // Waits for exit; returns the exit code (128+signal when killed), or nullopt on timeout.
-  std::optional<int> Wait(std::chrono::milliseconds timeout);
-
- private:
-  pid_t pid_ = -1;
-  std::optional<int> exit_code_;
-};
 
 // Fault modes for one served path.
 struct ServeFaults {
