@@ -8,8 +8,15 @@
 // acknowledgement was lost is published again, and the collector deduplicates by message id.
 //
 // Append() writes a batch in one transaction (callers batch: a telemetry window is one Append).
-// A message with `supersede` set replaces the rows still queued for the same topic (the retained
-// status: only the newest matters); replaced rows are counted as superseded, not dropped.
+// A message with `supersede` set replaces the rows still queued for the same topic that were
+// appended with `supersede` too (the retained status: only the newest matters); replaced rows are
+// counted as superseded, not dropped. (Refined from "all rows of the topic" when the outbox was
+// written: only superseding rows are indexed by topic, so a telemetry row is written once and
+// deleted once without index pages, about twice the single-message append rate; a row appended
+// without `supersede` is never replaced, which no caller wants otherwise.)
+//
+// Age is by insertion order: the oldest rows are dropped while they are older than max_age (after
+// the clock stepped back, an old row queued behind a younger one goes when that one does).
 //
 // Thread safety: every method may be called from any thread; one mutex guards the connection.
 #pragma once
@@ -29,8 +36,8 @@
 namespace edgefleet::telemetry {
 
 struct OutboxLimits {
-  std::size_t max_messages = 100000;                   // oldest rows beyond this are dropped
-  std::chrono::seconds max_age{7 * 24 * 3600};         // older rows are dropped
+  std::size_t max_messages = 100000;            // oldest rows beyond this are dropped
+  std::chrono::seconds max_age{7 * 24 * 3600};  // older rows are dropped
 };
 
 struct OutgoingMessage {
@@ -38,7 +45,7 @@ struct OutgoingMessage {
   std::string payload;
   int qos = 1;
   bool retain = false;
-  bool supersede = false;  // delete the rows still queued for `topic` first
+  bool supersede = false;  // delete the superseding rows still queued for `topic` first
 };
 
 struct OutboxRow {
@@ -61,7 +68,8 @@ struct OutboxStats {
 class Outbox final {
  public:
   // Opens or creates the outbox file (schema created on first use). Fails with kIo when the
-  // file cannot be opened or is not an outbox database, kInvalidArgument for a zero limit.
+  // file cannot be opened or is not an outbox database, kUnsupported for an outbox schema this
+  // build does not know, kInvalidArgument for a zero limit.
   static Result<std::unique_ptr<Outbox>> Open(const std::filesystem::path& path,
                                               OutboxLimits limits);
   ~Outbox();
@@ -69,7 +77,9 @@ class Outbox final {
   Outbox& operator=(const Outbox&) = delete;
 
   // Appends the messages in one transaction, then enforces the bounds (count, age). Fails with
-  // kIo (nothing appended) when SQLite fails, kInvalidArgument for an empty topic or qos not 0-2.
+  // kIo (nothing appended) when SQLite fails, kInvalidArgument (nothing appended) for a topic
+  // that cannot be published to (empty, wildcards, invalid UTF-8), qos not 0-2 or a payload
+  // larger than an MQTT packet.
   Status Append(std::span<const OutgoingMessage> messages);
   Status Append(const OutgoingMessage& message) { return Append(std::span(&message, 1)); }
   // Up to `limit` rows with id > after_id, oldest first (expired rows are dropped first).

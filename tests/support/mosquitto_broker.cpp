@@ -51,10 +51,10 @@ void WriteText(const fs::path& path, const std::string& text) {
 
 // A self-signed CA with an EC P-256 key.
 bool MakeCa(const fs::path& cert, const fs::path& key, const std::string& cn) {
-  return OpenSsl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                  "-nodes", "-keyout", key.string(), "-out", cert.string(), "-days", "3650",
-                  "-subj", "/CN=" + cn, "-addext", "basicConstraints=critical,CA:TRUE",
-                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"});
+  return OpenSsl({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                  "-keyout", key.string(), "-out", cert.string(), "-days", "3650", "-subj",
+                  "/CN=" + cn, "-addext", "basicConstraints=critical,CA:TRUE", "-addext",
+                  "keyUsage=critical,keyCertSign,cRLSign"});
 }
 
 // A leaf certificate for `cn` signed by the CA, with the extensions in `extensions` (one per line).
