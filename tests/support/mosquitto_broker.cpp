@@ -87,7 +87,9 @@ fs::path ClientPath(const fs::path& dir, const std::string& cn, const char* ext)
 
 // ---- MosquittoBroker ----
 
-int PickFreePort() {
+}  // namespace
+
+int FreeLoopbackPort() {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return 0;
   sockaddr_in addr{};
@@ -103,6 +105,8 @@ int PickFreePort() {
   close(fd);
   return port;
 }
+
+namespace {
 
 bool AcceptsTcp(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -188,7 +192,7 @@ TestPki MakeTestPki(const fs::path& dir, const std::vector<std::string>& clients
 MosquittoBroker::MosquittoBroker(const fs::path& dir, BrokerOptions options)
     : dir_(dir), options_(std::move(options)) {
   fs::create_directories(dir_);
-  port_ = PickFreePort();
+  port_ = FreeLoopbackPort();
   if (port_ == 0) {
     ADD_FAILURE() << "mosquitto broker: no free loopback port: " << std::strerror(errno);
     return;

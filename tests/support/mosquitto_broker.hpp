@@ -29,6 +29,10 @@ struct TestPki {
 // the current test (ADD_FAILURE + returns a PKI with empty paths) when openssl fails.
 TestPki MakeTestPki(const std::filesystem::path& dir, const std::vector<std::string>& clients);
 
+// A TCP port on 127.0.0.1 that nobody listens on right now (bound to port 0, then released), or
+// 0 when no socket could be bound.
+int FreeLoopbackPort();
+
 struct BrokerOptions {
   // TLS listener with client certificates required and the certificate CN used as username.
   const TestPki* tls = nullptr;

@@ -2,6 +2,7 @@
 // real mosquitto broker on a free loopback port. No mocks.
 #include "telemetry/mqtt_client.hpp"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -186,6 +187,19 @@ void AppendNumbered(Outbox& outbox, const std::string& topic, const std::string&
   ASSERT_TRUE(st) << st.error().message;
 }
 
+// A broker that requires client certificates, with its PKI (a client certificate for "box-1").
+struct TlsBroker {
+  explicit TlsBroker(const std::filesystem::path& dir)
+      : pki(MakeTestPki(dir / "pki", {"box-1"})), broker(dir / "broker", WithTls(&pki)) {}
+  static BrokerOptions WithTls(const TestPki* pki) {
+    BrokerOptions options;
+    options.tls = pki;
+    return options;
+  }
+  TestPki pki;  // before the broker, which points at it
+  MosquittoBroker broker;
+};
+
 TEST(MosquittoBroker, StopAndStartAgainOnTheSamePortKeepsRetainedMessages) {
   TempDir tmp;
   MosquittoBroker broker(tmp.path());
@@ -224,11 +238,10 @@ TEST(MosquittoBroker, StopAndStartAgainOnTheSamePortKeepsRetainedMessages) {
 
 TEST(MosquittoBroker, TlsRequiresAClientCertificateFromItsCa) {
   TempDir tmp;
-  const TestPki pki = MakeTestPki(tmp / "pki", {"box-1"});
+  TlsBroker tls(tmp.path());
+  const TestPki& pki = tls.pki;
+  MosquittoBroker& broker = tls.broker;
   ASSERT_FALSE(pki.ca_cert.empty());
-  BrokerOptions options;
-  options.tls = &pki;
-  MosquittoBroker broker(tmp / "broker", options);
   ASSERT_TRUE(broker.running()) << broker.Log();
 
   const std::vector<std::string> good = {"--cafile", pki.ca_cert.string(),
@@ -280,9 +293,12 @@ TEST(MqttClient, PublishesOutboxRowsAndDeletesThemOnPuback) {
                                       std::to_string(kCount), "-W", "20"}),
                           std::chrono::seconds(30));
   });
-  ASSERT_TRUE(WaitFor([&] {
-    return broker.Log().find("Received SUBSCRIBE from observer") != std::string::npos;
-  })) << broker.Log();
+  if (!WaitFor([&] {
+        return broker.Log().find("Received SUBSCRIBE from observer") != std::string::npos;
+      })) {
+    observer.join();  // ends at its own -W bound
+    FAIL() << "mosquitto_sub never subscribed: " << observed.err << broker.Log();
+  }
 
   Recorder rec;
   MqttOptions options = OptionsFor(broker, "box-1");
@@ -463,8 +479,10 @@ TEST(MqttClient, WillIsSentWhenTheProcessDies) {
     for (;;) pause();
   }
   close(ready[1]);
+  // The child connected (1), died (0), or is stuck (poll times out: -1).
   char byte = 0;
-  const ssize_t got = read(ready[0], &byte, 1);  // the child connected (or died: 0)
+  pollfd wait_ready{ready[0], POLLIN, 0};
+  const ssize_t got = poll(&wait_ready, 1, 10000) == 1 ? read(ready[0], &byte, 1) : -1;
   close(ready[0]);
   if (got == 1) {
     // The birth is on its way before the handler runs; wait for it to be retained.
@@ -579,11 +597,10 @@ TEST(MqttClient, ReportsNoBrokerAndStopsPromptlyDuringBackoff) {
 
 TEST(MqttClient, TlsWithClientCertificateConnectsAndTheWrongCaNever) {
   TempDir tmp;
-  const TestPki pki = MakeTestPki(tmp / "pki", {"box-1"});
+  TlsBroker tls(tmp.path());
+  const TestPki& pki = tls.pki;
+  MosquittoBroker& broker = tls.broker;
   ASSERT_FALSE(pki.ca_cert.empty());
-  BrokerOptions broker_options;
-  broker_options.tls = &pki;
-  MosquittoBroker broker(tmp / "broker", broker_options);
   ASSERT_TRUE(broker.running()) << broker.Log();
   auto outbox = OpenOutbox(tmp / "outbox.db");
   ASSERT_TRUE(outbox);

@@ -369,13 +369,20 @@ TEST(Outbox, ConcurrentAppendAndAckFromThreads) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (acked < 2 * kPerThread && std::chrono::steady_clock::now() < deadline) {
     auto rows = outbox->After(cursor, 50);
-    ASSERT_TRUE(rows);
+    if (!rows) {
+      ADD_FAILURE() << rows.error().message;
+      break;  // the writers are joined below either way
+    }
     std::vector<std::int64_t> ids;
     for (const auto& r : *rows) {
       ids.push_back(r.id);
       cursor = r.id;
     }
-    ASSERT_TRUE(outbox->Ack(ids));
+    Status st = outbox->Ack(ids);
+    if (!st) {
+      ADD_FAILURE() << st.error().message;
+      break;
+    }
     acked += ids.size();
   }
   for (auto& w : writers) w.join();
