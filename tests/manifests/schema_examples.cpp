@@ -9,10 +9,9 @@
 //                                 the schema must accept it, documenting the limit
 //
 // Usage: manifests_schema_examples <output dir>. Exits 1 when the C++ parser disagrees with the
-// intended verdict of an example (a broken example is a failure too, not a skip).
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
+// intended verdict of an example (a broken example is a failure too, not a skip). The file
+// naming and the main() are shared with the payload writer (tests/support/schema_examples.hpp).
+#include <cstdlib>
 #include <functional>
 #include <string>
 
@@ -23,15 +22,16 @@
 #include "manifests/manifest.hpp"
 #include "manifests/trust.hpp"
 #include "tests/manifests/samples.hpp"
+#include "tests/support/schema_examples.hpp"
 
 namespace edgefleet::manifests {
 namespace {
 
+using edgefleet::testing::ExampleWriter;
+using edgefleet::testing::Verdict;
 using nlohmann::json;
 using testing::At;
 using testing::KeyFromByte;
-
-enum class Verdict { kValid, kInvalid, kSemantic };
 
 struct Kind {
   std::string name;  // manifest | desired-state | root
@@ -40,32 +40,12 @@ struct Kind {
 
 class Writer {
  public:
-  explicit Writer(std::filesystem::path dir) : dir_(std::move(dir)) {}
+  explicit Writer(ExampleWriter& out) : out_(out) {}
 
   // `doc` is a whole envelope.
   void Add(const Kind& kind, Verdict verdict, const std::string& label, const json& doc) {
-    const bool accepted = Accepts(kind, doc);
-    const bool want_accept = verdict == Verdict::kValid;
-    const char* tag = verdict == Verdict::kValid     ? "valid"
-                      : verdict == Verdict::kInvalid ? "invalid"
-                                                     : "semantic";
-    const std::string file = kind.name + "." + tag + "." + label + ".json";
-    if (accepted != want_accept) {
-      std::fprintf(stderr, "FAIL %s: the C++ parser %s it\n", file.c_str(),
-                   accepted ? "accepts" : "refuses");
-      ++failures_;
-    }
-    std::ofstream out(dir_ / file, std::ios::binary);
-    out << doc.dump(2) << "\n";
-    if (!out) {
-      std::fprintf(stderr, "FAIL %s: cannot write\n", file.c_str());
-      ++failures_;
-    }
-    ++count_;
+    out_.Write(kind.name, verdict, label, Accepts(kind, doc), doc.dump(2) + "\n");
   }
-
-  int failures() const { return failures_; }
-  int count() const { return count_; }
 
  private:
   static bool Accepts(const Kind& kind, const json& doc) {
@@ -75,9 +55,7 @@ class Writer {
     return kind.parse_body(env->signed_body).has_value();
   }
 
-  std::filesystem::path dir_;
-  int failures_ = 0;
-  int count_ = 0;
+  ExampleWriter& out_;
 };
 
 json Envelope(json body, std::initializer_list<PrivateKey> keys) {
@@ -337,25 +315,11 @@ void RootExamples(Writer& w) {
 }  // namespace edgefleet::manifests
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s <output dir>\n", argv[0]);
-    return 2;
-  }
-  const std::filesystem::path dir = argv[1];
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);  // no stale examples from an earlier run
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    std::fprintf(stderr, "cannot create %s: %s\n", argv[1], ec.message().c_str());
-    return 2;
-  }
   using namespace edgefleet::manifests;
-  Writer writer(dir);
-  const PrivateKey key = testing::KeyFromByte(11);
-  ManifestExamples(writer, key);
-  DesiredStateExamples(writer, testing::KeyFromByte(21));
-  RootExamples(writer);
-  std::printf("wrote %d example documents to %s; %d disagreed with the C++ parser\n",
-              writer.count(), argv[1], writer.failures());
-  return writer.failures() == 0 ? 0 : 1;
+  return edgefleet::testing::RunExampleWriter(argc, argv, [](ExampleWriter& out) {
+    Writer writer(out);
+    ManifestExamples(writer, testing::KeyFromByte(11));
+    DesiredStateExamples(writer, testing::KeyFromByte(21));
+    RootExamples(writer);
+  });
 }
