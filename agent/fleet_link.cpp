@@ -75,7 +75,8 @@ struct FleetLink::Impl {
   bool stopping = false;  // guarded by stop_mu
   std::thread telemetry_thread;
   std::once_flag stop_once;
-  std::int64_t window_start_ms = 0;
+  std::int64_t window_start_ms = 0;  // wall clock, for the message's start_ts
+  std::chrono::steady_clock::time_point window_start;  // the window's length (immune to steps)
 
   explicit Impl(const std::filesystem::path& disk_dir) : health(disk_dir) {}
 
@@ -197,7 +198,8 @@ struct FleetLink::Impl {
   void CloseWindow() {
     if (api == nullptr) return;
     const std::int64_t end_ms = NowMs();
-    const double window_s = static_cast<double>(end_ms - window_start_ms) / 1000.0;
+    const auto end = std::chrono::steady_clock::now();
+    const double window_s = std::chrono::duration<double>(end - window_start).count();
     const std::vector<WindowStats> windows = api->TakeWindows();
     const telemetry::Health box = health.Sample();
     const std::vector<telemetry::ModelStatus> models = Models();
@@ -277,6 +279,7 @@ struct FleetLink::Impl {
       emit(idle);
     }
     window_start_ms = end_ms;
+    window_start = end;
     if (!batch.empty()) Append(batch, "telemetry");
   }
 
@@ -369,6 +372,7 @@ Result<std::unique_ptr<FleetLink>> FleetLink::Start(const AgentConfig& config,
     }
   };
   impl->window_start_ms = NowMs();
+  impl->window_start = std::chrono::steady_clock::now();
   EF_ASSIGN_OR_RETURN(impl->client,
                       telemetry::MqttClient::Start(std::move(options), impl->outbox.get(),
                                                    std::move(handlers)));

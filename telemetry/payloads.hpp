@@ -133,9 +133,9 @@ std::string EncodeStatus(const StatusMessage& m);
 std::string EncodeTelemetry(const TelemetryWindow& m);
 std::string EncodeEvent(const EventMessage& m);
 
-// Parsers refuse (kParse, naming the field, expected vs found) payloads that are not JSON, are
-// larger than kMaxPayloadBytes, miss a required field, have a wrong type, or carry unknown keys
-// at the top level. "latency_ms" is re-derived from its le_* buckets (percentiles recomputed).
+// Parsers refuse payloads larger than kMaxPayloadBytes (kLimit), and (kParse, naming the field,
+// expected vs found) payloads that are not JSON, miss a required field, have a wrong type, or
+// carry unknown keys (other than x-* extensions) at any level. "latency_ms" is re-derived from its le_* buckets (percentiles recomputed).
 Result<StatusMessage> ParseStatus(std::string_view text);
 Result<TelemetryWindow> ParseTelemetry(std::string_view text);
 Result<EventMessage> ParseEvent(std::string_view text);
