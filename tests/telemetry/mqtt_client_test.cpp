@@ -558,7 +558,9 @@ TEST(MqttClient, ReportsRefusedCredentialsAndKeepsRetrying) {
   MqttOptions options = OptionsFor(broker, "box-1");
   options.username = "box-1";
   options.password = "wrong";
+  // Every recorder outlives the clients that call it.
   Recorder rec;
+  Recorder ok;
   auto client = StartOrFail(options, nullptr, rec.Handlers());
   ASSERT_TRUE(client);
   ASSERT_TRUE(WaitFor([&] { return rec.downs().size() >= 3; })) << rec.Summary();
@@ -570,7 +572,6 @@ TEST(MqttClient, ReportsRefusedCredentialsAndKeepsRetrying) {
   EXPECT_NE(reason.find("not authorised"), std::string::npos) << reason;
 
   options.password = "right";
-  Recorder ok;
   client = StartOrFail(options, nullptr, ok.Handlers());
   ASSERT_TRUE(client);
   EXPECT_TRUE(WaitFor([&] { return client->connected(); })) << ok.Summary();
@@ -610,7 +611,10 @@ TEST(MqttClient, TlsWithClientCertificateConnectsAndTheWrongCaNever) {
   options.ca_file = pki.ca_cert;
   options.cert_file = pki.ClientCert("box-1");
   options.key_file = pki.ClientKey("box-1");
+  // Every recorder outlives the clients that call it.
   Recorder rec;
+  Recorder wrong;
+  Recorder anonymous;
   auto client = StartOrFail(options, outbox.get(), rec.Handlers());
   ASSERT_TRUE(client);
   ASSERT_TRUE(WaitFor([&] { return Pending(*outbox) == 0; })) << rec.Summary() << broker.Log();
@@ -621,7 +625,6 @@ TEST(MqttClient, TlsWithClientCertificateConnectsAndTheWrongCaNever) {
 
   // The wrong CA: the broker's certificate does not verify; never connected, reason says why.
   options.ca_file = pki.other_ca_cert;
-  Recorder wrong;
   client = StartOrFail(options, nullptr, wrong.Handlers());
   ASSERT_TRUE(client);
   ASSERT_TRUE(WaitFor([&] { return wrong.downs().size() >= 2; })) << wrong.Summary();
@@ -635,7 +638,6 @@ TEST(MqttClient, TlsWithClientCertificateConnectsAndTheWrongCaNever) {
   options.ca_file = pki.ca_cert;
   options.cert_file.clear();
   options.key_file.clear();
-  Recorder anonymous;
   client = StartOrFail(options, nullptr, anonymous.Handlers());
   ASSERT_TRUE(client);
   ASSERT_TRUE(WaitFor([&] { return anonymous.downs().size() >= 2; })) << anonymous.Summary();

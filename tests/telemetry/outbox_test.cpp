@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -259,11 +260,15 @@ TEST(Outbox, RefusesAFileThatIsNotAnOutbox) {
 
   // A real SQLite database, but someone else's.
   const auto other = tmp / "other.db";
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(other.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE deployments (id INTEGER)", nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open(other.c_str(), &raw);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
+    ASSERT_EQ(rc, SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db.get(), "CREATE TABLE deployments (id INTEGER)", nullptr, nullptr, nullptr),
+        SQLITE_OK);
+  }
   opened = Outbox::Open(other, {});
   ASSERT_FALSE(opened);
   EXPECT_EQ(opened.error().code, ErrorCode::kIo);
@@ -327,16 +332,19 @@ TEST(Outbox, ABatchFailingInSqliteLeavesNoTrace) {
   auto outbox = OpenOrFail(tmp / "outbox.db");
   ASSERT_TRUE(outbox);
   ASSERT_TRUE(outbox->Append(Msg("t", "kept")));
-  sqlite3* other = nullptr;
-  ASSERT_EQ(sqlite3_open((tmp / "outbox.db").c_str(), &other), SQLITE_OK);
-  // A trigger that fails the 2nd insert of the batch makes SQLite itself fail half-way.
-  ASSERT_EQ(sqlite3_open((tmp / "outbox.db").c_str(), &other), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(other,
-                         "CREATE TRIGGER fail_boom BEFORE INSERT ON outbox WHEN NEW.payload = "
-                         "CAST('boom' AS BLOB) BEGIN SELECT RAISE(ABORT, 'injected'); END",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(other);
+  // A trigger (made by a second connection) that fails the 2nd insert of the batch makes SQLite
+  // itself fail half-way.
+  {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open((tmp / "outbox.db").c_str(), &raw);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> other(raw, &sqlite3_close);
+    ASSERT_EQ(rc, SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(other.get(),
+                           "CREATE TRIGGER fail_boom BEFORE INSERT ON outbox WHEN NEW.payload = "
+                           "CAST('boom' AS BLOB) BEGIN SELECT RAISE(ABORT, 'injected'); END",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+  }
 
   Status st = outbox->Append(std::vector{Msg("t", "a"), Msg("t", "boom"), Msg("t", "c")});
   ASSERT_FALSE(st);
