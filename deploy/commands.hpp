@@ -4,10 +4,12 @@
 // Thread safety: commands are run one at a time from main().
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "deploy/bundle_writer.hpp"
@@ -16,7 +18,10 @@
 
 namespace edgefleet::deploy {
 
-// `--expires` values: an RFC 3339 time or a duration from now ("90d", "12h", "30m", "45s").
+// A positive duration "90d", "12h", "30m" or "45s" (at most 100 years); kInvalidArgument naming
+// the text otherwise.
+Result<std::chrono::seconds> ParseDuration(std::string_view text);
+// `--expires` values: an RFC 3339 time or a duration from now (ParseDuration).
 Result<manifests::Timestamp> ParseExpiry(const std::string& text, manifests::Timestamp now);
 
 struct KeygenOptions {
@@ -72,5 +77,32 @@ struct BundleInspectOptions {
   bool json = false;
 };
 Status BundleInspect(const BundleInspectOptions& options, std::ostream& out);
+
+// `edgefleet collect`: subscribes to the fleet's device status, telemetry and events topics,
+// stores them in the collector database and serves /metrics and the JSON API
+// (deploy/collector_http.hpp) until SIGTERM or SIGINT, then stores what is queued and returns
+// Ok(). Fails before serving for bad flags, a database it cannot open or an HTTP address it
+// cannot bind.
+struct CollectOptions {
+  std::string broker;  // HOST:PORT
+  std::string fleet;   // a fleet name, or "+" for every fleet
+  std::filesystem::path db;
+  std::string http;  // HOST:PORT; port 0 picks a free port
+  std::optional<std::filesystem::path> port_file;  // the HTTP port, written once listening
+  std::filesystem::path ca_file, cert_file, key_file;  // TLS when ca_file is set
+  std::string username, password;
+  std::string client_id = "collector";
+};
+Status Collect(const CollectOptions& options);
+
+// `edgefleet devices`: the fleet as a table (or JSON rows), read from the collector database
+// (read-only, while collect runs): per device and model the active version and slot, p50/p99 and
+// accuracy over the last `window` of that device's windows, and when it was last seen.
+struct DevicesOptions {
+  std::filesystem::path db;
+  bool json = false;
+  std::string window = "5m";
+};
+Status Devices(const DevicesOptions& options, std::ostream& out);
 
 }  // namespace edgefleet::deploy

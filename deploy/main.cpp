@@ -1,5 +1,6 @@
-// edgefleet: the operator's command line (keys, trust roots, bundles; later serve, rollout,
-// collect). Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad usage.
+// edgefleet: the operator's command line (keys, trust roots, bundles, the fleet collector and
+// its device table; later serve, rollout). Exit codes: 0 success, 1 the operation failed (the
+// message says why), 2 bad usage.
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -97,6 +98,41 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("bundle", inspect.bundle)->required()->check(CLI::ExistingFile);
   inspect_cmd->add_flag("--json", inspect.json, "Print the manifest envelope as JSON");
   inspect_cmd->callback([&] { run = [&] { return deploy::BundleInspect(inspect, std::cout); }; });
+
+  deploy::CollectOptions collect;
+  std::string port_file;
+  auto* collect_cmd = app.add_subcommand(
+      "collect", "Store the fleet's status, telemetry and events from MQTT; serve /metrics and a "
+                 "JSON API (runs until SIGTERM/SIGINT)");
+  collect_cmd->add_option("--broker", collect.broker, "MQTT broker HOST:PORT")->required();
+  collect_cmd->add_option("--fleet", collect.fleet, "Fleet name, or + for every fleet")
+      ->required();
+  collect_cmd->add_option("--db", collect.db, "Collector database (SQLite; created if missing)")
+      ->required();
+  collect_cmd->add_option("--http", collect.http, "HTTP HOST:PORT for /metrics and /api (port 0: "
+                                                  "a free port)")
+      ->required();
+  collect_cmd->add_option("--port-file", port_file, "Write the HTTP port here once listening");
+  collect_cmd->add_option("--ca-file", collect.ca_file, "CA certificate: connect with TLS");
+  collect_cmd->add_option("--cert-file", collect.cert_file, "Client certificate (CN collector)");
+  collect_cmd->add_option("--key-file", collect.key_file, "Client certificate's private key");
+  collect_cmd->add_option("--username", collect.username, "MQTT username");
+  collect_cmd->add_option("--password", collect.password, "MQTT password");
+  collect_cmd->add_option("--client-id", collect.client_id, "MQTT client id (default collector)");
+  collect_cmd->callback([&] {
+    if (!port_file.empty()) collect.port_file = port_file;
+    run = [&] { return deploy::Collect(collect); };
+  });
+
+  deploy::DevicesOptions devices;
+  auto* devices_cmd = app.add_subcommand(
+      "devices", "The fleet as a table from the collector database (works while collect runs)");
+  devices_cmd->add_option("--db", devices.db, "Collector database")->required();
+  devices_cmd->add_flag("--json", devices.json, "Print JSON rows");
+  devices_cmd->add_option("--window", devices.window,
+                          "Latency and accuracy over each device's last windows of this span "
+                          "(default 5m)");
+  devices_cmd->callback([&] { run = [&] { return deploy::Devices(devices, std::cout); }; });
 
   try {
     app.parse(argc, argv);

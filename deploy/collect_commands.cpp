@@ -1,0 +1,299 @@
+// collect, devices.
+#include <pthread.h>
+#include <signal.h>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <iomanip>
+#include <map>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "deploy/collector.hpp"
+#include "deploy/collector_http.hpp"
+#include "deploy/collector_store.hpp"
+#include "deploy/commands.hpp"
+#include "deploy/files.hpp"
+#include "manifests/log_value.hpp"
+
+namespace edgefleet::deploy {
+namespace {
+
+using manifests::LogValue;
+using nlohmann::json;
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+// "HOST:PORT" or "[IPv6]:PORT"; the port in [min_port, 65535].
+Result<HostPort> ParseHostPort(std::string_view flag, const std::string& text, int min_port) {
+  auto refuse = [&] {
+    return Fail(ErrorCode::kInvalidArgument, std::string(flag) + ": expected HOST:PORT (port " +
+                                                 std::to_string(min_port) + "..65535), found '" +
+                                                 text + "'");
+  };
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return refuse();
+  HostPort out;
+  out.host = text.substr(0, colon);
+  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
+    out.host = out.host.substr(1, out.host.size() - 2);
+  }
+  const char* begin = text.data() + colon + 1;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(begin, end, out.port);
+  if (ec != std::errc() || ptr != end || out.port < min_port || out.port > 65535 ||
+      out.host.empty()) {
+    return refuse();
+  }
+  return out;
+}
+
+const char* SignalName(int signo) {
+  switch (signo) {
+    case SIGTERM:
+      return "TERM";
+    case SIGINT:
+      return "INT";
+    default:
+      return "OTHER";
+  }
+}
+
+void UseKeyValueLog() {
+  auto logger = spdlog::stderr_logger_mt("edgefleet-collect");
+  logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
+  spdlog::set_default_logger(logger);
+  spdlog::flush_on(spdlog::level::info);
+}
+
+// ---- devices ----
+
+// "0.12ms", "11.9ms", "250ms", "2.5s"; "-" without samples.
+std::string FormatMs(std::uint64_t count, double ms) {
+  if (count == 0) return "-";
+  std::ostringstream s;
+  if (ms >= 1000) {
+    s << std::fixed << std::setprecision(1) << ms / 1000 << "s";
+  } else if (ms >= 100) {
+    s << std::fixed << std::setprecision(0) << ms << "ms";
+  } else if (ms >= 1) {
+    s << std::fixed << std::setprecision(1) << ms << "ms";
+  } else {
+    s << std::fixed << std::setprecision(2) << ms << "ms";
+  }
+  return s.str();
+}
+
+std::string FormatAgo(std::optional<std::int64_t> then_ms, std::int64_t now_ms) {
+  if (!then_ms) return "never";
+  const std::int64_t s = std::max<std::int64_t>(0, (now_ms - *then_ms) / 1000);
+  if (s < 120) return std::to_string(s) + "s ago";
+  if (s < 120 * 60) return std::to_string(s / 60) + "m ago";
+  if (s < 48 * 3600) return std::to_string(s / 3600) + "h ago";
+  return std::to_string(s / 86400) + "d ago";
+}
+
+// A table cell shows names from topics and payloads; control bytes become '?' so a hostile
+// device name cannot move the terminal's cursor.
+std::string Printable(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < ' ' || c == 0x7f) c = '?';
+  }
+  return out;
+}
+
+// One row of `edgefleet devices`: a device and one of its models (or none).
+struct DeviceRow {
+  const DeviceRecord* device = nullptr;
+  std::string model, version, slot;
+  const SeriesStats* stats = nullptr;  // the recent windows of device+model+version, if any
+};
+
+std::vector<DeviceRow> BuildRows(const std::vector<DeviceRecord>& devices,
+                                 const std::vector<SeriesStats>& recent) {
+  std::map<std::tuple<std::string, std::string, std::string>, const SeriesStats*> by_series;
+  // Per device and model, the version whose windows are newest (for models no status names).
+  std::map<std::pair<std::string, std::string>, const SeriesStats*> newest;
+  for (const SeriesStats& s : recent) {
+    by_series[{s.device, s.model, s.version}] = &s;
+    const SeriesStats*& n = newest[{s.device, s.model}];
+    if (n == nullptr || s.last_ts > n->last_ts) n = &s;
+  }
+  std::vector<DeviceRow> rows;
+  for (const DeviceRecord& d : devices) {
+    std::set<std::string> named;
+    for (const telemetry::ModelStatus& m : d.Models()) {
+      named.insert(m.name);
+      DeviceRow row{&d, m.name, "-", "-", nullptr};
+      if (m.active) {
+        row.version = m.active->version;
+        row.slot = m.active->slot;
+        auto it = by_series.find({d.device, m.name, m.active->version});
+        if (it != by_series.end()) row.stats = it->second;
+      }
+      rows.push_back(row);
+    }
+    for (const auto& [key, s] : newest) {
+      if (key.first != d.device || named.count(key.second)) continue;
+      rows.push_back({&d, s->model, s->version, s->last_slot, s});
+    }
+    if (rows.empty() || rows.back().device != &d) rows.push_back({&d, "-", "-", "-", nullptr});
+  }
+  return rows;
+}
+
+json RowJson(const DeviceRow& r, std::chrono::seconds window) {
+  auto text_or_null = [](const std::string& s) { return s == "-" ? json(nullptr) : json(s); };
+  json row = {
+      {"device", r.device->device},
+      {"fleet", r.device->fleet},
+      {"online", r.device->online},
+      {"model", text_or_null(r.model)},
+      {"version", text_or_null(r.version)},
+      {"slot", text_or_null(r.slot)},
+      {"window_s", window.count()},
+      {"last_seen_ms", r.device->last_seen_ms ? json(*r.device->last_seen_ms) : json(nullptr)}};
+  const SeriesStats* s = r.stats;
+  row["windows"] = s ? s->windows : 0;
+  row["requests"] = s ? s->requests : 0;
+  row["errors"] = s ? s->errors : 0;
+  const bool timed = s && s->latency.count > 0;
+  row["p50_ms"] = timed ? json(s->latency.p50) : json(nullptr);
+  row["p99_ms"] = timed ? json(s->latency.p99) : json(nullptr);
+  row["labeled"] = s ? s->labeled : 0;
+  row["correct"] = s ? s->correct : 0;
+  row["accuracy"] = s && s->labeled > 0
+                        ? json(static_cast<double>(s->correct) / static_cast<double>(s->labeled))
+                        : json(nullptr);
+  return row;
+}
+
+}  // namespace
+
+Status Collect(const CollectOptions& options) {
+  EF_ASSIGN_OR_RETURN(const HostPort broker, ParseHostPort("--broker", options.broker, 1));
+  EF_ASSIGN_OR_RETURN(const HostPort http, ParseHostPort("--http", options.http, 0));
+  if (!options.password.empty() && options.username.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "--password: given without --username");
+  }
+  if (options.client_id.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "--client-id: must not be empty");
+  }
+
+  // Every thread started below inherits this mask, so the signals reach only sigtimedwait here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  UseKeyValueLog();
+
+  EF_ASSIGN_OR_RETURN(CollectorStore store, CollectorStore::Open(options.db));
+  EF_ASSIGN_OR_RETURN(FleetView view, FleetView::Open(options.db));
+
+  CollectorOptions collector_options;
+  collector_options.fleet = options.fleet;
+  telemetry::MqttOptions& mqtt = collector_options.mqtt;
+  mqtt.host = broker.host;
+  mqtt.port = broker.port;
+  mqtt.client_id = options.client_id;
+  mqtt.username = options.username;
+  mqtt.password = options.password;
+  mqtt.ca_file = options.ca_file;
+  mqtt.cert_file = options.cert_file;
+  mqtt.key_file = options.key_file;
+  EF_ASSIGN_OR_RETURN(std::unique_ptr<Collector> collector,
+                      Collector::Start(std::move(collector_options), std::move(store)));
+  Collector* counters_source = collector.get();
+  EF_ASSIGN_OR_RETURN(std::unique_ptr<CollectorHttp> server,
+                      CollectorHttp::Start(http.host, http.port, view, [counters_source] {
+                        return counters_source->Counters();
+                      }));
+  if (options.port_file) {
+    EF_RETURN_IF_ERROR(
+        WriteFileAtomically(*options.port_file, std::to_string(server->port()) + "\n"));
+  }
+  spdlog::info("event=collector_started http_port={} broker={} fleet={} db={} tls={}",
+               server->port(), LogValue(options.broker), LogValue(options.fleet),
+               LogValue(options.db.string()), options.ca_file.empty() ? "off" : "on");
+
+  int signo = 0;
+  while (signo <= 0) {
+    const timespec timeout{1, 0};
+    signo = sigtimedwait(&stop_signals, nullptr, &timeout);
+  }
+  spdlog::info("event=stopping signal={}", SignalName(signo));
+  server->Stop();
+  collector->Stop();
+  const CollectorCounters c = collector->Counters();
+  spdlog::info(
+      "event=collector_stopped stored_status={} stored_telemetry={} stored_events={} "
+      "duplicates={} stale={} rejected={} lost={}",
+      c.status, c.telemetry, c.events, c.duplicates, c.stale, c.rejected, c.lost);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+  return Ok();
+}
+
+Status Devices(const DevicesOptions& options, std::ostream& out) {
+  Result<std::chrono::seconds> window = ParseDuration(options.window);
+  if (!window) return Fail(ErrorCode::kInvalidArgument, "--window: " + window.error().message);
+  EF_ASSIGN_OR_RETURN(FleetView view, FleetView::Open(options.db));
+  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
+  EF_ASSIGN_OR_RETURN(std::vector<SeriesStats> recent, view.Recent(*window));
+  const std::vector<DeviceRow> rows = BuildRows(devices, recent);
+
+  if (options.json) {
+    json list = json::array();
+    for (const DeviceRow& r : rows) list.push_back(RowJson(r, *window));
+    out << list.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+    return Ok();
+  }
+  const std::int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+  std::vector<std::vector<std::string>> table = {
+      {"DEVICE", "ONLINE", "MODEL", "VERSION", "SLOT", "P50", "P99", "ACCURACY", "LAST SEEN"}};
+  for (const DeviceRow& r : rows) {
+    const SeriesStats* s = r.stats;
+    std::string accuracy = "-";
+    if (s && s->labeled > 0) {
+      std::ostringstream a;
+      a << std::fixed << std::setprecision(1)
+        << 100.0 * static_cast<double>(s->correct) / static_cast<double>(s->labeled) << "%";
+      accuracy = a.str();
+    }
+    table.push_back({Printable(r.device->device), r.device->online ? "yes" : "no",
+                     Printable(r.model), Printable(r.version), Printable(r.slot),
+                     s ? FormatMs(s->latency.count, s->latency.p50) : "-",
+                     s ? FormatMs(s->latency.count, s->latency.p99) : "-", accuracy,
+                     FormatAgo(r.device->last_seen_ms, now_ms)});
+  }
+  std::vector<std::size_t> widths(table.front().size(), 0);
+  for (const auto& row : table) {
+    for (std::size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : table) {
+    std::string line;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out << line << "\n";
+  }
+  if (rows.empty()) out << "(no devices yet)\n";
+  return Ok();
+}
+
+}  // namespace edgefleet::deploy

@@ -1,0 +1,397 @@
+#include "deploy/collector_http.hpp"
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <limits>
+#include <map>
+#include <optional>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "deploy/commands.hpp"
+#include "manifests/log_value.hpp"
+
+namespace edgefleet::deploy {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::size_t kMaxLimit = 100000;
+
+// Prometheus label values escape backslash, double quote and newline.
+std::string Label(std::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+json LatencyJson(const telemetry::LatencySnapshot& s) {
+  return {{"count", s.count}, {"p50", s.p50}, {"p90", s.p90}, {"p99", s.p99}, {"max", s.max_ms}};
+}
+
+json OptionalInt(const std::optional<std::int64_t>& value) {
+  return value ? json(*value) : json(nullptr);
+}
+
+// A stored message (checked when it arrived) with the collector's facts added.
+json MessageJson(const StoredMessage& m) {
+  json doc = json::parse(m.json, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) doc = json::object();
+  doc["fleet"] = m.fleet;
+  doc["received_ms"] = m.received_ms;
+  return doc;
+}
+
+// A query string checked against the parameters an endpoint takes.
+class Query final {
+ public:
+  static Result<Query> From(const httplib::Request& req, std::set<std::string> allowed) {
+    Query q;
+    for (const auto& [key, value] : req.params) {
+      if (allowed.count(key) == 0) {
+        std::string names;
+        for (const auto& a : allowed) names += (names.empty() ? "" : ", ") + a;
+        return Fail(ErrorCode::kInvalidArgument,
+                    "unknown query parameter '" + key +
+                        "' (this endpoint takes: " + (names.empty() ? "none" : names) + ")");
+      }
+      if (!q.values_.emplace(key, value).second) {
+        return Fail(ErrorCode::kInvalidArgument, "query parameter '" + key + "' given twice");
+      }
+    }
+    return q;
+  }
+  std::optional<std::string> Text(const std::string& key) const {
+    auto it = values_.find(key);
+    if (it == values_.end()) return std::nullopt;
+    return it->second;
+  }
+  Result<std::optional<std::int64_t>> Int(const std::string& key, std::int64_t min,
+                                          std::int64_t max) const {
+    auto text = Text(key);
+    if (!text) return std::optional<std::int64_t>();
+    std::int64_t value = 0;
+    auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
+    if (ec != std::errc() || ptr != text->data() + text->size() || value < min || value > max) {
+      return Fail(ErrorCode::kInvalidArgument, key + ": expected an integer " +
+                                                   std::to_string(min) + ".." +
+                                                   std::to_string(max) + ", found '" + *text + "'");
+    }
+    return std::optional<std::int64_t>(value);
+  }
+  Result<std::size_t> Limit() const {
+    EF_ASSIGN_OR_RETURN(auto limit, Int("limit", 1, kMaxLimit));
+    return static_cast<std::size_t>(limit.value_or(100));
+  }
+
+ private:
+  std::map<std::string, std::string> values_;
+};
+
+Result<json> ApiDevices(const FleetView& view) {
+  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
+  json list = json::array();
+  for (const DeviceRecord& d : devices) {
+    json status = d.status_json.empty()
+                      ? json(nullptr)
+                      : json::parse(d.status_json, nullptr, /*allow_exceptions=*/false);
+    list.push_back({{"device", d.device},
+                    {"fleet", d.fleet},
+                    {"online", d.online},
+                    {"last_seen_ms", OptionalInt(d.last_seen_ms)},
+                    {"offline_since_ms", OptionalInt(d.offline_since_ms)},
+                    {"status_ts", OptionalInt(d.status_ts)},
+                    {"agent_version", d.agent_version},
+                    {"connection", d.connection},
+                    {"status", status.is_discarded() ? json(nullptr) : status}});
+  }
+  return json{{"devices", std::move(list)}};
+}
+
+Result<json> ApiTelemetry(const FleetView& view, const Query& q) {
+  WindowQuery query;
+  query.device = q.Text("device");
+  query.model = q.Text("model");
+  EF_ASSIGN_OR_RETURN(query.since_ms, q.Int("since_ms", std::numeric_limits<std::int64_t>::min(),
+                                            std::numeric_limits<std::int64_t>::max()));
+  EF_ASSIGN_OR_RETURN(query.limit, q.Limit());
+  EF_ASSIGN_OR_RETURN(std::vector<StoredMessage> windows, view.Windows(query));
+  json list = json::array();
+  for (const StoredMessage& m : windows) list.push_back(MessageJson(m));
+  return json{{"windows", std::move(list)}};
+}
+
+Result<json> ApiEvents(const FleetView& view, const Query& q) {
+  EventQuery query;
+  query.device = q.Text("device");
+  EF_ASSIGN_OR_RETURN(query.limit, q.Limit());
+  EF_ASSIGN_OR_RETURN(std::vector<StoredMessage> events, view.Events(query));
+  json list = json::array();
+  for (const StoredMessage& m : events) list.push_back(MessageJson(m));
+  return json{{"events", std::move(list)}};
+}
+
+json CountersJson(const CollectorCounters& c) {
+  return {{"messages", {{"status", c.status}, {"telemetry", c.telemetry}, {"events", c.events}}},
+          {"duplicates", c.duplicates},
+          {"stale", c.stale},
+          {"rejected", c.rejected},
+          {"queued", c.queued},
+          {"connected", c.connected}};
+}
+
+Result<json> ApiSummary(const FleetView& view, const Query& q, const CollectorCounters& counters) {
+  const std::optional<std::string> window = q.Text("window");
+  std::vector<SeriesStats> series;
+  if (window) {
+    Result<std::chrono::seconds> span = ParseDuration(*window);
+    if (!span) return Fail(ErrorCode::kInvalidArgument, "window: " + span.error().message);
+    EF_ASSIGN_OR_RETURN(series, view.Recent(*span));
+  } else {
+    EF_ASSIGN_OR_RETURN(series, view.Totals());
+  }
+  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
+
+  struct ModelSum {
+    SeriesStats sum;
+    std::set<std::string> devices;
+    std::set<std::string> active_on;
+  };
+  std::map<std::pair<std::string, std::string>, ModelSum> by_version;
+  for (const SeriesStats& s : series) {
+    ModelSum& m = by_version[{s.model, s.version}];
+    m.sum.requests += s.requests;
+    m.sum.errors += s.errors;
+    m.sum.labeled += s.labeled;
+    m.sum.correct += s.correct;
+    m.sum.latency.Merge(s.latency);
+    m.devices.insert(s.device);
+  }
+  std::size_t online = 0;
+  for (const DeviceRecord& d : devices) {
+    if (d.online) ++online;
+    for (const telemetry::ModelStatus& model : d.Models()) {
+      if (model.active) by_version[{model.name, model.active->version}].active_on.insert(d.device);
+    }
+  }
+  json models = json::array();
+  for (const auto& [key, m] : by_version) {
+    models.push_back({{"model", key.first},
+                      {"version", key.second},
+                      {"devices", m.devices.size()},
+                      {"active_on", m.active_on.size()},
+                      {"requests", m.sum.requests},
+                      {"errors", m.sum.errors},
+                      {"latency_ms", LatencyJson(m.sum.latency)},
+                      {"labeled", m.sum.labeled},
+                      {"correct", m.sum.correct},
+                      {"accuracy", m.sum.labeled == 0 ? json(nullptr)
+                                                      : json(static_cast<double>(m.sum.correct) /
+                                                             static_cast<double>(m.sum.labeled))}});
+  }
+  return json{
+      {"window", window.value_or("all")},
+      {"devices",
+       {{"total", devices.size()}, {"online", online}, {"offline", devices.size() - online}}},
+      {"models", std::move(models)},
+      {"collector", CountersJson(counters)}};
+}
+
+}  // namespace
+
+Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters& counters) {
+  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
+  EF_ASSIGN_OR_RETURN(std::vector<SeriesStats> totals, view.Totals());
+  std::string out;
+  auto family = [&](std::string_view metric, std::string_view type, std::string_view help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", metric, help, metric, type);
+  };
+  family("edgefleet_fleet_device_online", "gauge",
+         "1 while the device's newest status says online, 0 after its last will or shutdown.");
+  for (const DeviceRecord& d : devices) {
+    out += fmt::format("edgefleet_fleet_device_online{{device=\"{}\"}} {}\n", Label(d.device),
+                       d.online ? 1 : 0);
+  }
+  family("edgefleet_fleet_device_last_seen_seconds", "gauge",
+         "When the collector last received a message from the device (Unix seconds).");
+  for (const DeviceRecord& d : devices) {
+    if (!d.last_seen_ms) continue;
+    out += fmt::format("edgefleet_fleet_device_last_seen_seconds{{device=\"{}\"}} {}\n",
+                       Label(d.device), static_cast<double>(*d.last_seen_ms) / 1000.0);
+  }
+  auto labels = [](const SeriesStats& s) {
+    return fmt::format("device=\"{}\",model=\"{}\",version=\"{}\"", Label(s.device), Label(s.model),
+                       Label(s.version));
+  };
+  auto counter = [&](std::string_view metric, std::string_view help, auto&& value) {
+    family(metric, "counter", help);
+    for (const SeriesStats& s : totals) {
+      out += fmt::format("{}{{{}}} {}\n", metric, labels(s), value(s));
+    }
+  };
+  counter("edgefleet_fleet_requests_total",
+          "Inference requests answered per device and model version, any outcome.",
+          [](const SeriesStats& s) { return s.requests; });
+  counter("edgefleet_fleet_errors_total", "Failed inference requests per device and model version.",
+          [](const SeriesStats& s) { return s.errors; });
+  family("edgefleet_fleet_latency_seconds", "histogram",
+         "Latency of successful inference requests per device and model version.");
+  for (const SeriesStats& s : totals) {
+    const std::string l = labels(s);
+    for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
+      const std::string le = i < telemetry::kLatencyBoundsMs.size()
+                                 ? fmt::format("{:g}", telemetry::kLatencyBoundsMs[i] / 1000.0)
+                                 : std::string("+Inf");
+      out += fmt::format("edgefleet_fleet_latency_seconds_bucket{{{},le=\"{}\"}} {}\n", l, le,
+                         s.latency.buckets[i]);
+    }
+    out +=
+        fmt::format("edgefleet_fleet_latency_seconds_sum{{{}}} {}\n", l, s.latency.sum_ms / 1000.0);
+    out += fmt::format("edgefleet_fleet_latency_seconds_count{{{}}} {}\n", l, s.latency.count);
+  }
+  counter("edgefleet_fleet_feedback_labeled_total",
+          "Predictions that received their true label, per device and model version.",
+          [](const SeriesStats& s) { return s.labeled; });
+  counter("edgefleet_fleet_feedback_correct_total",
+          "Labeled predictions whose top-1 class was right, per device and model version.",
+          [](const SeriesStats& s) { return s.correct; });
+
+  family("edgefleet_collector_messages_total", "counter",
+         "Messages stored, by kind (new windows and events, statuses that became current).");
+  out += fmt::format("edgefleet_collector_messages_total{{kind=\"status\"}} {}\n", counters.status);
+  out += fmt::format("edgefleet_collector_messages_total{{kind=\"telemetry\"}} {}\n",
+                     counters.telemetry);
+  out += fmt::format("edgefleet_collector_messages_total{{kind=\"events\"}} {}\n", counters.events);
+  const std::tuple<const char*, const char*, const char*, std::uint64_t> singles[] = {
+      {"edgefleet_collector_duplicates_total", "counter",
+       "Messages whose id was already stored (at-least-once redelivery).", counters.duplicates},
+      {"edgefleet_collector_stale_total", "counter",
+       "Status messages older than the device's current status.", counters.stale},
+      {"edgefleet_collector_rejected_total", "counter",
+       "Messages refused: unknown topic, malformed, too large, or another device's name.",
+       counters.rejected},
+      {"edgefleet_collector_queue_depth", "gauge", "Messages received and not yet stored.",
+       counters.queued},
+      {"edgefleet_collector_connected", "gauge", "1 while connected to the broker.",
+       counters.connected ? 1u : 0u},
+  };
+  for (const auto& [metric, type, help, value] : singles) {
+    family(metric, type, help);
+    out += fmt::format("{} {}\n", metric, value);
+  }
+  return out;
+}
+
+struct CollectorHttp::Impl {
+  const FleetView* view = nullptr;
+  std::function<CollectorCounters()> counters;
+  httplib::Server server;
+  std::thread thread;
+  int port = 0;
+};
+
+CollectorHttp::CollectorHttp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CollectorHttp::~CollectorHttp() { Stop(); }
+int CollectorHttp::port() const { return impl_->port; }
+
+void CollectorHttp::Stop() {
+  if (impl_->thread.joinable()) {
+    impl_->server.stop();
+    impl_->thread.join();
+  }
+}
+
+Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
+    const std::string& host, int port, const FleetView& view,
+    std::function<CollectorCounters()> counters) {
+  auto impl = std::make_unique<Impl>();
+  impl->view = &view;
+  impl->counters = std::move(counters);
+  Impl* self = impl.get();
+  httplib::Server& server = impl->server;
+
+  using Req = const httplib::Request&;
+  using Res = httplib::Response&;
+  auto reply = [](Res res, int status, const json& body) {
+    res.status = status;
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
+                    "application/json");
+  };
+  // One JSON endpoint: parameters checked, database errors as 500.
+  auto api = [self, reply](std::set<std::string> params, auto handler) {
+    return [self, reply, params = std::move(params), handler](Req req, Res res) {
+      Result<Query> query = Query::From(req, params);
+      if (!query) return reply(res, 400, {{"error", query.error().message}});
+      Result<json> body = handler(*self, *query);
+      if (!body) {
+        const bool bad_request = body.error().code == ErrorCode::kInvalidArgument;
+        if (!bad_request) {
+          spdlog::error("event=http_error path={} error={}", manifests::LogValue(req.path),
+                        manifests::LogValue(body.error().message));
+        }
+        return reply(res, bad_request ? 400 : 500, {{"error", body.error().message}});
+      }
+      reply(res, 200, *body);
+    };
+  };
+  server.Get("/api/devices", api({}, [](Impl& s, const Query&) { return ApiDevices(*s.view); }));
+  server.Get("/api/telemetry",
+             api({"device", "model", "since_ms", "limit"},
+                 [](Impl& s, const Query& q) { return ApiTelemetry(*s.view, q); }));
+  server.Get("/api/events", api({"device", "limit"},
+                                [](Impl& s, const Query& q) { return ApiEvents(*s.view, q); }));
+  server.Get("/api/summary", api({"window"}, [](Impl& s, const Query& q) {
+               return ApiSummary(*s.view, q, s.counters());
+             }));
+  server.Get("/metrics", [self](Req req, Res res) {
+    Result<std::string> text = RenderMetrics(*self->view, self->counters());
+    if (!text) {
+      spdlog::error("event=http_error path={} error={}", manifests::LogValue(req.path),
+                    manifests::LogValue(text.error().message));
+      res.status = 500;
+      res.set_content(text.error().message + "\n", "text/plain");
+      return;
+    }
+    res.set_content(*text, "text/plain; version=0.0.4; charset=utf-8");
+  });
+  server.set_error_handler([reply](Req req, Res res) {
+    if (res.status == 404) {
+      reply(res, 404,
+            {{"error", "no such endpoint '" + req.path +
+                           "' (GET /metrics, /api/devices, /api/telemetry, /api/events, "
+                           "/api/summary)"}});
+    }
+  });
+
+  int bound = -1;
+  if (port == 0) {
+    bound = server.bind_to_any_port(host);
+  } else if (server.bind_to_port(host, port)) {
+    bound = port;
+  }
+  if (bound <= 0) {
+    return Fail(ErrorCode::kIo, "--http: cannot listen on " + host + ":" + std::to_string(port) +
+                                    " (address in use, or not an address of this host)");
+  }
+  impl->port = bound;
+  impl->thread = std::thread([self] { self->server.listen_after_bind(); });
+  return std::unique_ptr<CollectorHttp>(new CollectorHttp(std::move(impl)));
+}
+
+}  // namespace edgefleet::deploy

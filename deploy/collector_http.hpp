@@ -1,0 +1,79 @@
+// The collector's HTTP side (cpp-httplib): Prometheus metrics and a JSON API over the collector
+// database, for Prometheus, Grafana and the dashboard page. Every endpoint is a GET; every JSON
+// answer is an object; errors are {"error": "<what is wrong>"} with 400 (bad query parameter,
+// unknown parameter), 404 (unknown path) or 500 (the database failed). Times named *_ms are
+// Unix milliseconds: ts/start_ts/status_ts from the device's clock, received_ms/last_seen_ms/
+// offline_since_ms from the collector's. There is no authentication: listen on loopback (as the
+// README's example does) or behind a reverse proxy that adds it.
+//
+// GET /metrics  Prometheus text format 0.0.4.
+//   edgefleet_fleet_device_online{device}              gauge, 1 online, 0 after the last will
+//   edgefleet_fleet_device_last_seen_seconds{device}   gauge, Unix seconds of the last message
+//   per device, model and version, summed over every window stored:
+//   edgefleet_fleet_requests_total, edgefleet_fleet_errors_total,
+//   edgefleet_fleet_latency_seconds_bucket{le} / _sum / _count (successful requests),
+//   edgefleet_fleet_feedback_labeled_total, edgefleet_fleet_feedback_correct_total
+//   the collector itself: edgefleet_collector_messages_total{kind="status|telemetry|events"}
+//   (stored), _duplicates_total, _stale_total, _rejected_total, _queue_depth, _connected.
+//
+// GET /api/devices
+//   {"devices": [{"device", "fleet", "online", "last_seen_ms", "offline_since_ms", "status_ts",
+//                 "agent_version", "connection", "status": <status message as published>|null}]}
+//   sorted by device.
+// GET /api/telemetry?device=&model=&since_ms=&limit=
+//   {"windows": [<telemetry window as published> + "fleet", "received_ms"]}, newest first;
+//   since_ms filters on the window's end (ts); limit 1..100000, default 100.
+// GET /api/events?device=&limit=
+//   {"events": [<event as published> + "fleet", "received_ms"]}, newest first; limit as above.
+// GET /api/summary?window=5m
+//   {"window": "all"|"5m",
+//    "devices": {"total", "online", "offline"},
+//    "models": [{"model", "version", "devices" (that reported windows), "active_on" (devices
+//                whose status has it in the active slot), "requests", "errors",
+//                "latency_ms": {"count", "p50", "p90", "p99", "max"} (merged from the summed
+//                buckets), "labeled", "correct", "accuracy": correct/labeled|null}],
+//    "collector": {"messages": {"status", "telemetry", "events"}, "duplicates", "stale",
+//                  "rejected", "queued", "connected"}}
+//   Without `window` the sums cover every window stored; with it, each device's windows ending
+//   within that duration (90d/12h/30m/45s) before its newest one.
+//
+// Thread safety: the server answers on its own threads; it reads through the FleetView (which
+// has its own lock) and the counters function, which must be callable from any thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "deploy/collector.hpp"
+#include "deploy/collector_store.hpp"
+#include "manifests/result.hpp"
+
+namespace edgefleet::deploy {
+
+// The /metrics text for the view and the collector's counters; fails when the database does.
+Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters& counters);
+
+class CollectorHttp final {
+ public:
+  // Binds `host`:`port` (port 0: a free port) and serves on a background thread. `view` must
+  // outlive the server. Fails with kIo naming the address when it cannot bind.
+  static Result<std::unique_ptr<CollectorHttp>> Start(const std::string& host, int port,
+                                                      const FleetView& view,
+                                                      std::function<CollectorCounters()> counters);
+  ~CollectorHttp();  // Stop()
+  CollectorHttp(const CollectorHttp&) = delete;
+  CollectorHttp& operator=(const CollectorHttp&) = delete;
+
+  int port() const;
+  // Stops accepting, finishes the answers in progress and joins. Idempotent.
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit CollectorHttp(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgefleet::deploy

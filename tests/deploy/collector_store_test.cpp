@@ -1,0 +1,210 @@
+// The collector's checks and store in-process (real SQLite files in a temp dir): what a message
+// must be to be stored, and the ordering rules of statuses, windows and events.
+#include <gtest/gtest.h>
+
+#include "deploy/collector.hpp"
+#include "deploy/collector_store.hpp"
+#include "telemetry/payloads.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace edgefleet::deploy {
+namespace {
+
+using telemetry::DeviceTopic;
+
+telemetry::StatusMessage Status(bool online, std::uint64_t connection, std::int64_t ts) {
+  telemetry::StatusMessage m;
+  m.id = telemetry::NewMessageId();
+  m.device = "box-a";
+  m.fleet = "demo";
+  m.ts = ts;
+  m.online = online;
+  m.agent_version = "0.1.0";
+  m.connection = connection;
+  if (online) {
+    m.models = {{"digits", telemetry::SlotInfo{"A", "1.0.0", std::string(64, 'a')}, std::nullopt}};
+  }
+  return m;
+}
+
+telemetry::TelemetryWindow Window(std::int64_t ts, std::uint64_t count) {
+  telemetry::TelemetryWindow w;
+  w.id = telemetry::NewMessageId();
+  w.device = "box-a";
+  w.ts = ts;
+  w.start_ts = ts - 1000;
+  w.window_s = 1;
+  w.model = "digits";
+  w.version = "1.0.0";
+  w.slot = "A";
+  w.role = "active";
+  w.count = count;
+  telemetry::LatencyHistogram h;
+  for (std::uint64_t i = 0; i < count; ++i) h.Record(2.0);
+  w.latency = h.Snapshot();
+  return w;
+}
+
+// Classifies as a real message on box-a's topic (the test fails when it is refused).
+IncomingMessage In(const std::string& leaf, const std::string& payload, std::int64_t at = 1000) {
+  Result<IncomingMessage> in = ClassifyMessage(DeviceTopic("demo", "box-a", leaf), payload, at);
+  EXPECT_TRUE(in) << in.error().message;
+  return in ? *in : IncomingMessage{};
+}
+
+class CollectorStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = CollectorStore::Open(dir_ / "c.db");
+    ASSERT_TRUE(store) << store.error().message;
+    store_.emplace(std::move(*store));
+    auto view = FleetView::Open(dir_ / "c.db");
+    ASSERT_TRUE(view) << view.error().message;
+    view_.emplace(std::move(*view));
+  }
+
+  std::vector<ApplyOutcome> Apply(const std::vector<IncomingMessage>& batch) {
+    auto outcomes = store_->Apply(batch);
+    EXPECT_TRUE(outcomes) << outcomes.error().message;
+    return outcomes ? *outcomes : std::vector<ApplyOutcome>{};
+  }
+
+  DeviceRecord BoxA() {
+    auto devices = view_->Devices();
+    EXPECT_TRUE(devices) << devices.error().message;
+    if (!devices || devices->empty()) return {};
+    return devices->front();
+  }
+
+  testing::TempDir dir_;
+  std::optional<CollectorStore> store_;
+  std::optional<FleetView> view_;
+};
+
+using O = ApplyOutcome;
+
+TEST_F(CollectorStoreTest, ADuplicateInTheSameBatchCountsOnce) {
+  const std::string w = telemetry::EncodeTelemetry(Window(5000, 4));
+  EXPECT_EQ(Apply({In("telemetry", w), In("telemetry", w)}),
+            (std::vector<O>{O::kStored, O::kDuplicate}));
+  EXPECT_EQ(Apply({In("telemetry", w)}), std::vector<O>{O::kDuplicate});
+  auto totals = view_->Totals();
+  ASSERT_TRUE(totals);
+  ASSERT_EQ(totals->size(), 1u);
+  EXPECT_EQ(totals->front().windows, 1u);
+  EXPECT_EQ(totals->front().requests, 4u);
+  EXPECT_EQ(totals->front().latency.count, 4u);
+}
+
+TEST_F(CollectorStoreTest, TheAgentsFixedLastWillMarksOfflineEveryTime) {
+  // The agent composes its will once per run (one id, the start time) and births per connection.
+  const std::string will = telemetry::EncodeStatus(Status(false, 0, 1000));
+  EXPECT_EQ(Apply({In("status", telemetry::EncodeStatus(Status(true, 1, 2000)), 10)}),
+            std::vector<O>{O::kStored});
+  EXPECT_TRUE(BoxA().online);
+  EXPECT_EQ(Apply({In("status", will, 20)}), std::vector<O>{O::kStored});
+  EXPECT_FALSE(BoxA().online);
+  EXPECT_EQ(BoxA().offline_since_ms, 20);
+  EXPECT_EQ(BoxA().last_seen_ms, 10) << "the broker spoke, not the device";
+  ASSERT_EQ(BoxA().Models().size(), 1u) << "the will keeps the models of the birth";
+  // The retained will again (a collector reconnecting): nothing new.
+  EXPECT_EQ(Apply({In("status", will, 25)}), std::vector<O>{O::kDuplicate});
+  EXPECT_EQ(Apply({In("status", telemetry::EncodeStatus(Status(true, 2, 3000)), 30)}),
+            std::vector<O>{O::kStored});
+  EXPECT_TRUE(BoxA().online);
+  EXPECT_EQ(BoxA().offline_since_ms, std::nullopt);
+  EXPECT_EQ(Apply({In("status", will, 40)}), std::vector<O>{O::kStored});
+  EXPECT_FALSE(BoxA().online);
+  // A status older than the current one is stale, but the device did speak.
+  EXPECT_EQ(Apply({In("status", telemetry::EncodeStatus(Status(true, 1, 2500)), 50)}),
+            std::vector<O>{O::kStale});
+  EXPECT_FALSE(BoxA().online);
+  EXPECT_EQ(BoxA().status_ts, 3000);
+  EXPECT_EQ(BoxA().last_seen_ms, 50);
+}
+
+TEST_F(CollectorStoreTest, TelemetryFromAnUnknownDeviceCreatesItOnline) {
+  EXPECT_EQ(Apply({In("telemetry", telemetry::EncodeTelemetry(Window(5000, 1)), 77)}),
+            std::vector<O>{O::kStored});
+  DeviceRecord d = BoxA();
+  EXPECT_EQ(d.device, "box-a");
+  EXPECT_EQ(d.fleet, "demo");
+  EXPECT_TRUE(d.online);
+  EXPECT_EQ(d.last_seen_ms, 77);
+  EXPECT_TRUE(d.status_json.empty());
+}
+
+TEST_F(CollectorStoreTest, RecentIsRelativeToEachSeriesNewestWindow) {
+  // The box's clock is a day behind: its last minute still counts.
+  const std::int64_t day_ago = 1'700'000'000'000;
+  std::vector<IncomingMessage> batch;
+  for (int i = 0; i < 10; ++i) {
+    batch.push_back(In("telemetry", telemetry::EncodeTelemetry(Window(day_ago - i * 10000, 2))));
+  }
+  Apply(batch);
+  auto recent = view_->Recent(std::chrono::seconds(30));
+  ASSERT_TRUE(recent) << recent.error().message;
+  ASSERT_EQ(recent->size(), 1u);
+  EXPECT_EQ(recent->front().windows, 4u);  // ts - 0, 10, 20, 30 s
+  EXPECT_EQ(recent->front().requests, 8u);
+  EXPECT_EQ(recent->front().last_ts, day_ago);
+}
+
+TEST_F(CollectorStoreTest, ClassifyRefusesWhatIsNotOurs) {
+  const std::string window = telemetry::EncodeTelemetry(Window(5000, 1));
+  struct Case {
+    std::string topic;
+    std::string payload;
+    ErrorCode code;
+    std::string needle;
+  };
+  auto other_fleet = Status(true, 1, 1);
+  other_fleet.fleet = "prod";
+  const std::vector<Case> cases = {
+      {"elsewhere/x", window, ErrorCode::kInvalidArgument, "elsewhere/x"},
+      {telemetry::GroupDesiredTopic("demo", "lab"), window, ErrorCode::kInvalidArgument,
+       "not a device status, telemetry or events topic"},
+      {DeviceTopic("demo", "box-a", "desired"), window, ErrorCode::kInvalidArgument,
+       "not a device status"},
+      {DeviceTopic("demo", "box-b", "telemetry"), window, ErrorCode::kParse,
+       "payload says 'box-a' but the topic is device 'box-b'"},
+      {DeviceTopic("demo", "box-a", "status"), telemetry::EncodeStatus(other_fleet),
+       ErrorCode::kParse, "payload says 'prod' but the topic is fleet 'demo'"},
+      {DeviceTopic("demo", "box-a", "telemetry"), std::string(70000, ' '), ErrorCode::kLimit,
+       "70000 bytes"},
+  };
+  for (const Case& c : cases) {
+    auto in = ClassifyMessage(c.topic, c.payload, 1);
+    ASSERT_FALSE(in) << c.topic;
+    EXPECT_EQ(in.error().code, c.code) << c.topic << ": " << in.error().message;
+    EXPECT_NE(in.error().message.find(c.needle), std::string::npos)
+        << c.topic << ": " << in.error().message;
+  }
+  auto huge = Window(5000, 1);
+  huge.count = huge.errors = std::uint64_t{1} << 40;
+  auto in = ClassifyMessage(DeviceTopic("demo", "box-a", "telemetry"),
+                            telemetry::EncodeTelemetry(huge), 1);
+  ASSERT_FALSE(in);
+  EXPECT_NE(in.error().message.find("count: 1099511627776 is more than"), std::string::npos)
+      << in.error().message;
+}
+
+TEST_F(CollectorStoreTest, ANewerSchemaIsRefused) {
+  store_.reset();
+  view_.reset();
+  auto r = testing::RunProcess({"sqlite3", (dir_ / "c.db").string(),
+                                "INSERT INTO schema_version VALUES (99, 'future', 0);"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto store = CollectorStore::Open(dir_ / "c.db");
+  ASSERT_FALSE(store);
+  EXPECT_EQ(store.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(store.error().message.find("schema version 99"), std::string::npos)
+      << store.error().message;
+  auto view = FleetView::Open(dir_ / "c.db");
+  ASSERT_FALSE(view);
+  EXPECT_EQ(view.error().code, ErrorCode::kUnsupported);
+}
+
+}  // namespace
+}  // namespace edgefleet::deploy

@@ -1,0 +1,864 @@
+// End-to-end tests of `edgefleet collect` and `edgefleet devices`: a real mosquitto broker, the
+// real collector process, payloads published by the real mosquitto_pub client, answers read over
+// real HTTP and from the real CLI. The TLS tests run the broker with client certificates and the
+// ACL file the project ships (deploy/mosquitto/acl).
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "telemetry/latency_histogram.hpp"
+#include "telemetry/mqtt_client.hpp"
+#include "telemetry/outbox.hpp"
+#include "telemetry/payloads.hpp"
+#include "tests/support/background_process.hpp"
+#include "tests/support/mosquitto_broker.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace edgefleet {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::BackgroundProcess;
+using testing::ProcessResult;
+using testing::RunProcess;
+
+const fs::path kAclFile = fs::path(EDGEFLEET_SOURCE_DIR) / "deploy" / "mosquitto" / "acl";
+const fs::path kProductionConf =
+    fs::path(EDGEFLEET_SOURCE_DIR) / "deploy" / "mosquitto" / "mosquitto.conf";
+constexpr const char* kFleet = "demo";
+
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Topic(const std::string& device, const std::string& leaf) {
+  return telemetry::DeviceTopic(kFleet, device, leaf);
+}
+
+telemetry::StatusMessage Status(const std::string& device, const std::string& version,
+                                std::int64_t ts, std::uint64_t connection = 1) {
+  telemetry::StatusMessage m;
+  m.id = telemetry::NewMessageId();
+  m.device = device;
+  m.fleet = kFleet;
+  m.ts = ts;
+  m.online = true;
+  m.agent_version = "0.1.0";
+  m.backends = {{"opencv", "4.6.0"}};
+  m.models = {{"digits", telemetry::SlotInfo{"B", version, std::string(64, 'b')}, std::nullopt}};
+  m.connection = connection;
+  return m;
+}
+
+// The agent's last will: offline, connection 0, composed when it connected (an old ts).
+telemetry::StatusMessage LastWill(const std::string& device, std::int64_t ts) {
+  telemetry::StatusMessage m = Status(device, "", ts, 0);
+  m.online = false;
+  m.backends.clear();
+  m.models.clear();
+  return m;
+}
+
+telemetry::TelemetryWindow Window(const std::string& device, const std::string& version,
+                                  std::int64_t ts, const std::vector<double>& latencies_ms,
+                                  std::uint64_t errors, std::uint64_t labeled,
+                                  std::uint64_t correct) {
+  telemetry::TelemetryWindow w;
+  w.id = telemetry::NewMessageId();
+  w.device = device;
+  w.ts = ts;
+  w.start_ts = ts - 10000;
+  w.window_s = 10;
+  w.model = "digits";
+  w.version = version;
+  w.slot = "B";
+  w.role = "active";
+  telemetry::LatencyHistogram h;
+  for (double ms : latencies_ms) h.Record(ms);
+  w.latency = h.Snapshot();
+  w.count = latencies_ms.size() + errors;
+  w.errors = errors;
+  w.throughput_rps = static_cast<double>(w.count) / 10.0;
+  w.labeled = labeled;
+  w.correct = correct;
+  w.predictions = latencies_ms.size();
+  w.confidence_mean = 0.8;
+  w.confidence_std = 0.1;
+  w.health = {80 << 20, 12.5, 55.0, 1 << 30};
+  return w;
+}
+
+telemetry::EventMessage Event(const std::string& device, const std::string& event,
+                              std::int64_t ts) {
+  telemetry::EventMessage e;
+  e.id = telemetry::NewMessageId();
+  e.device = device;
+  e.ts = ts;
+  e.event = event;
+  e.deployment = 7;
+  e.model = "digits";
+  e.version = "1.2.0";
+  e.serial = 3;
+  e.target = "group/lab";
+  return e;
+}
+
+// Who publishes or subscribes: no TLS, or TLS with a CA and optionally a client certificate.
+struct Identity {
+  fs::path ca;
+  fs::path cert;
+  fs::path key;
+};
+
+class CollectorTest : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    collector_.reset();
+    broker_.reset();
+  }
+
+  void StartBroker(bool tls) {
+    testing::BrokerOptions options;
+    if (tls) {
+      pki_ = testing::MakeTestPki(dir_ / "pki", {"collector", "box-a", "box-b", "operator"});
+      options.tls = &pki_;
+      options.acl_file = kAclFile;
+    }
+    fs::create_directories(dir_ / "broker");
+    broker_ = std::make_unique<testing::MosquittoBroker>(dir_ / "broker", options);
+    ASSERT_TRUE(broker_->running()) << broker_->Log();
+  }
+
+  Identity As(const std::string& cn) const {
+    return {pki_.ca_cert, pki_.ClientCert(cn), pki_.ClientKey(cn)};
+  }
+
+  std::vector<std::string> CollectArgs(const std::string& name, const Identity& id,
+                                       const std::string& fleet = kFleet) const {
+    std::vector<std::string> argv = {
+        EDGEFLEET_CLI, "collect",     "--broker",    "127.0.0.1:" + std::to_string(broker_->port()),
+        "--fleet",     fleet,         "--db",        (dir_ / (name + ".db")).string(),
+        "--http",      "127.0.0.1:0", "--port-file", (dir_ / (name + ".port")).string(),
+        "--client-id", name};
+    if (!id.ca.empty()) {
+      for (const std::string& a : {std::string("--ca-file"), id.ca.string()}) argv.push_back(a);
+    }
+    if (!id.cert.empty()) {
+      for (const std::string& a : {std::string("--cert-file"), id.cert.string(),
+                                   std::string("--key-file"), id.key.string()}) {
+        argv.push_back(a);
+      }
+    }
+    return argv;
+  }
+
+  // Starts `edgefleet collect` as `name` (database <name>.db, log <name>.log) and waits for its
+  // port file; returns the HTTP port (0 on failure, after ADD_FAILURE).
+  int StartCollector(std::unique_ptr<BackgroundProcess>& process, const std::string& name,
+                     const Identity& id = {}) {
+    const fs::path port_file = dir_ / (name + ".port");
+    process = std::make_unique<BackgroundProcess>(CollectArgs(name, id), dir_ / (name + ".log"));
+    int port = 0;
+    WaitFor(
+        name + " port file", seconds(20),
+        [&] {
+          std::error_code ec;
+          if (!fs::exists(port_file, ec)) return false;
+          port = std::stoi(testing::ReadFile(port_file));
+          return port > 0;
+        },
+        name);
+    return port;
+  }
+
+  void StartCollector(const Identity& id = {}) {
+    port_ = StartCollector(collector_, "collector", id);
+    ASSERT_GT(port_, 0);
+    WaitFor("collector connected", seconds(20),
+            [&] { return Log().find("event=broker_connected") != std::string::npos; });
+  }
+
+  std::string Log(const std::string& name = "collector") const {
+    std::error_code ec;
+    if (!fs::exists(dir_ / (name + ".log"), ec)) return "";
+    return testing::ReadFile(dir_ / (name + ".log"));
+  }
+
+  // Bounded poll; on timeout fails loudly with the collector's log.
+  bool WaitFor(const std::string& what, milliseconds timeout, const std::function<bool()>& pred,
+               const std::string& log = "collector") {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    if (pred()) return true;
+    ADD_FAILURE() << "timed out after " << timeout.count() << " ms waiting for: " << what << "\n"
+                  << log << " log:\n"
+                  << Log(log);
+    return false;
+  }
+
+  std::vector<std::string> PubArgs(const Identity& id) const {
+    std::vector<std::string> argv = {"mosquitto_pub",
+                                     "-h",
+                                     "127.0.0.1",
+                                     "-p",
+                                     std::to_string(broker_->port()),
+                                     "-q",
+                                     "1",
+                                     "-i",
+                                     "pub-" + std::to_string(++publishes_)};
+    if (!id.ca.empty()) {
+      for (const std::string& a : {std::string("--cafile"), id.ca.string(), std::string("--cert"),
+                                   id.cert.string(), std::string("--key"), id.key.string()}) {
+        argv.push_back(a);
+      }
+    }
+    return argv;
+  }
+
+  // mosquitto_pub of one message (the payload on stdin, so any bytes and any size go).
+  ProcessResult Publish(const std::string& topic, const std::string& payload, bool retain = false,
+                        const Identity& id = {}) {
+    std::vector<std::string> argv = PubArgs(id);
+    for (const std::string& a : {std::string("-t"), topic, std::string("-s")}) argv.push_back(a);
+    if (retain) argv.push_back("-r");
+    return RunProcess(argv, seconds(20), payload);
+  }
+  void MustPublish(const std::string& topic, const std::string& payload, bool retain = false) {
+    ProcessResult r = Publish(topic, payload, retain);
+    ASSERT_EQ(r.exit_code, 0) << "mosquitto_pub " << topic << ": " << r.err;
+  }
+
+  // mosquitto_pub -l: one message per line, one connection.
+  void PublishLines(const std::string& topic, const std::vector<std::string>& payloads) {
+    std::string text;
+    for (const auto& p : payloads) text += p + "\n";
+    std::vector<std::string> argv = PubArgs({});
+    for (const std::string& a : {std::string("-t"), topic, std::string("-l")}) argv.push_back(a);
+    ProcessResult r = RunProcess(argv, seconds(60), text);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+
+  httplib::Result Get(const std::string& path, int port = 0) {
+    httplib::Client client("127.0.0.1", port ? port : port_);
+    client.set_connection_timeout(5, 0);
+    client.set_read_timeout(20, 0);
+    return client.Get(path);
+  }
+  json GetJson(const std::string& path) {
+    auto r = Get(path);
+    if (!r || r->status != 200) return json();
+    json doc = json::parse(r->body, nullptr, false);
+    return doc.is_discarded() ? json() : doc;
+  }
+  std::string Metrics() {
+    auto r = Get("/metrics");
+    return r && r->status == 200 ? r->body : "";
+  }
+  json Counters() {
+    json s = GetJson("/api/summary");
+    return s.is_object() ? s["collector"] : json();
+  }
+  std::uint64_t Counter(const std::string& name, const std::string& kind = "") {
+    json c = Counters();
+    if (!c.is_object()) return 0;
+    const json& v = kind.empty() ? c[name] : c[name][kind];
+    return v.is_number_unsigned() ? v.get<std::uint64_t>() : 0;
+  }
+  json Device(const std::string& device) {
+    json doc = GetJson("/api/devices");
+    if (!doc.is_object()) return json();
+    for (const auto& d : doc["devices"]) {
+      if (d["device"] == device) return d;
+    }
+    return json();
+  }
+
+  ProcessResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), EDGEFLEET_CLI);
+    return RunProcess(args, seconds(30));
+  }
+
+  testing::TempDir dir_;
+  testing::TestPki pki_;
+  std::unique_ptr<testing::MosquittoBroker> broker_;
+  std::unique_ptr<BackgroundProcess> collector_;
+  int port_ = 0;
+  mutable int publishes_ = 0;
+};
+
+// Every line of `text` that starts with `prefix`.
+std::vector<std::string> LinesStartingWith(const std::string& text, const std::string& prefix) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (line.rfind(prefix, 0) == 0) out.push_back(line);
+    start = end + 1;
+  }
+  return out;
+}
+
+bool HasLine(const std::string& text, const std::string& line) {
+  return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
+}
+
+TEST_F(CollectorTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  MustPublish(Topic("box-a", "status"), telemetry::EncodeStatus(Status("box-a", "1.2.0", now)),
+              true);
+  MustPublish(Topic("box-b", "status"),
+              telemetry::EncodeStatus(Status("box-b", "1.1.0", now - 1000)), true);
+
+  // box-a: three windows, one of them published twice (an outbox resend); box-b: one window.
+  std::vector<telemetry::TelemetryWindow> a = {
+      Window("box-a", "1.2.0", now - 20000, {1.0, 2.0, 11.9, 11.9}, 1, 10, 9),
+      Window("box-a", "1.2.0", now - 10000, {3.0, 4.0, 30.0}, 0, 20, 18),
+      Window("box-a", "1.2.0", now, {0.3, 120.0}, 2, 10, 10)};
+  std::vector<std::string> payloads;
+  for (const auto& w : a) payloads.push_back(telemetry::EncodeTelemetry(w));
+  payloads.push_back(payloads[1]);
+  PublishLines(Topic("box-a", "telemetry"), payloads);
+  const auto b = Window("box-b", "1.1.0", now - 1000, {5.0, 6.0}, 0, 0, 0);
+  MustPublish(Topic("box-b", "telemetry"), telemetry::EncodeTelemetry(b));
+  // Two events, the first one twice.
+  const std::string downloading = telemetry::EncodeEvent(Event("box-a", "downloading", now - 5));
+  MustPublish(Topic("box-a", "events"), downloading);
+  MustPublish(Topic("box-a", "events"), downloading);
+  MustPublish(Topic("box-a", "events"), telemetry::EncodeEvent(Event("box-a", "verifying", now)));
+
+  ASSERT_TRUE(WaitFor("4 windows, 2 events and 2 duplicates stored", seconds(20), [&] {
+    return Counter("messages", "telemetry") == 4 && Counter("messages", "events") == 2 &&
+           Counter("duplicates") == 2;
+  }));
+  EXPECT_EQ(Counter("messages", "status"), 2u);
+  EXPECT_EQ(Counter("rejected"), 0u);
+
+  // The API: each window once, newest first, as published.
+  json windows = GetJson("/api/telemetry?device=box-a");
+  ASSERT_TRUE(windows.is_object()) << windows;
+  ASSERT_EQ(windows["windows"].size(), 3u) << windows.dump(1);
+  EXPECT_EQ(windows["windows"][0]["id"], a[2].id);
+  EXPECT_EQ(windows["windows"][2]["id"], a[0].id);
+  EXPECT_EQ(windows["windows"][0]["fleet"], kFleet);
+  EXPECT_EQ(windows["windows"][0]["count"], a[2].count);
+  EXPECT_EQ(
+      GetJson("/api/telemetry?device=box-a&since_ms=" + std::to_string(now - 10000))["windows"]
+          .size(),
+      2u);
+  EXPECT_EQ(GetJson("/api/telemetry?limit=1")["windows"].size(), 1u);
+  json events = GetJson("/api/events?device=box-a");
+  ASSERT_EQ(events["events"].size(), 2u) << events.dump(1);
+  EXPECT_EQ(events["events"][0]["event"], "verifying");
+  EXPECT_EQ(events["events"][1]["event"], "downloading");
+  EXPECT_EQ(events["events"][1]["target"], "group/lab");
+  json device = Device("box-a");
+  EXPECT_EQ(device["online"], true) << device;
+  EXPECT_EQ(device["status"]["models"][0]["active"]["version"], "1.2.0") << device;
+
+  // Merged over the windows: sums add, percentiles come from the summed buckets.
+  telemetry::LatencySnapshot merged;
+  std::uint64_t requests = 0, errors = 0;
+  for (const auto& w : a) {
+    merged.Merge(w.latency);
+    requests += w.count;
+    errors += w.errors;
+  }
+  json summary = GetJson("/api/summary");
+  ASSERT_TRUE(summary.is_object());
+  EXPECT_EQ(summary["devices"]["total"], 2);
+  EXPECT_EQ(summary["devices"]["online"], 2);
+  json v12;
+  for (const auto& m : summary["models"]) {
+    if (m["version"] == "1.2.0") v12 = m;
+  }
+  ASSERT_TRUE(v12.is_object()) << summary.dump(1);
+  EXPECT_EQ(v12["devices"], 1);
+  EXPECT_EQ(v12["active_on"], 1);
+  EXPECT_EQ(v12["requests"], requests);
+  EXPECT_EQ(v12["errors"], errors);
+  EXPECT_DOUBLE_EQ(v12["latency_ms"]["p50"].get<double>(), merged.p50);
+  EXPECT_DOUBLE_EQ(v12["latency_ms"]["p99"].get<double>(), merged.p99);
+  EXPECT_DOUBLE_EQ(v12["accuracy"].get<double>(), 37.0 / 40.0);
+
+  // /metrics: the right values under the right labels.
+  const std::string metrics = Metrics();
+  const std::string l = "device=\"box-a\",model=\"digits\",version=\"1.2.0\"";
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_device_online{device=\"box-a\"} 1")) << metrics;
+  EXPECT_TRUE(
+      HasLine(metrics, "edgefleet_fleet_requests_total{" + l + "} " + std::to_string(requests)))
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_errors_total{" + l + "} 3")) << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_latency_seconds_count{" + l + "} 9")) << metrics;
+  // 0.3, 1, 2, 3, 4 ms are <= 5 ms; 11.9 twice and 30 and 120 are not.
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_latency_seconds_bucket{" + l + ",le=\"0.005\"} 5"))
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_latency_seconds_bucket{" + l + ",le=\"+Inf\"} 9"))
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_feedback_labeled_total{" + l + "} 40")) << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_feedback_correct_total{" + l + "} 37")) << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_collector_messages_total{kind=\"telemetry\"} 4"))
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_collector_duplicates_total 2")) << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_collector_rejected_total 0")) << metrics;
+  EXPECT_EQ(LinesStartingWith(metrics, "edgefleet_fleet_device_last_seen_seconds{").size(), 2u)
+      << metrics;
+
+  // `edgefleet devices` reads the database while collect runs.
+  ProcessResult r = Cli({"devices", "--db", (dir_ / "collector.db").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json rows = json::parse(r.out);
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  EXPECT_EQ(rows[0]["device"], "box-a");
+  EXPECT_EQ(rows[0]["online"], true);
+  EXPECT_EQ(rows[0]["model"], "digits");
+  EXPECT_EQ(rows[0]["version"], "1.2.0");
+  EXPECT_EQ(rows[0]["slot"], "B");
+  EXPECT_EQ(rows[0]["requests"], requests);
+  EXPECT_EQ(rows[0]["windows"], 3);
+  EXPECT_DOUBLE_EQ(rows[0]["p50_ms"].get<double>(), merged.p50);
+  EXPECT_DOUBLE_EQ(rows[0]["p99_ms"].get<double>(), merged.p99);
+  EXPECT_DOUBLE_EQ(rows[0]["accuracy"].get<double>(), 37.0 / 40.0);
+  EXPECT_EQ(rows[1]["device"], "box-b");
+  EXPECT_EQ(rows[1]["version"], "1.1.0");
+  EXPECT_TRUE(rows[1]["accuracy"].is_null()) << "no feedback: no accuracy";
+  // --window 15s keeps box-a's two newest windows (ts now-10s and now).
+  r = Cli({"devices", "--db", (dir_ / "collector.db").string(), "--json", "--window", "15s"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  rows = json::parse(r.out);
+  EXPECT_EQ(rows[0]["windows"], 2) << r.out;
+  EXPECT_DOUBLE_EQ(rows[0]["accuracy"].get<double>(), 28.0 / 30.0);
+
+  r = Cli({"devices", "--db", (dir_ / "collector.db").string()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto table = LinesStartingWith(r.out, "box-a ");
+  ASSERT_EQ(table.size(), 1u) << r.out;
+  for (const char* cell : {" yes ", " digits ", " 1.2.0 ", " B ", " 92.5% ", "s ago"}) {
+    EXPECT_NE(table[0].find(cell), std::string::npos) << cell << " missing in:\n" << r.out;
+  }
+  EXPECT_EQ(r.out.rfind("DEVICE ", 0), 0u) << r.out;
+  table = LinesStartingWith(r.out, "box-b ");
+  ASSERT_EQ(table.size(), 1u) << r.out;
+  EXPECT_NE(table[0].find(" 1.1.0 "), std::string::npos) << r.out;
+}
+
+TEST_F(CollectorTest, StatusOnlineOfflineAndOlderStatusDoesNotOverwrite) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  // The will is composed when the agent connects, so it is older than the birth after it.
+  const std::string will = telemetry::EncodeStatus(LastWill("box-a", now - 60000));
+  MustPublish(Topic("box-a", "status"), telemetry::EncodeStatus(Status("box-a", "1.2.0", now)),
+              true);
+  ASSERT_TRUE(
+      WaitFor("box-a online", seconds(20), [&] { return Device("box-a")["online"] == true; }));
+
+  MustPublish(Topic("box-a", "status"), will, true);
+  ASSERT_TRUE(WaitFor("box-a offline after its last will", seconds(20),
+                      [&] { return Device("box-a")["online"] == false; }));
+  json d = Device("box-a");
+  EXPECT_EQ(d["status"]["models"][0]["active"]["version"], "1.2.0") << "the will keeps the models";
+  EXPECT_TRUE(d["offline_since_ms"].is_number()) << d;
+  EXPECT_TRUE(HasLine(Metrics(), "edgefleet_fleet_device_online{device=\"box-a\"} 0"));
+
+  // Reconnected (a newer birth), then an outbox resend of an older status: ignored as stale.
+  MustPublish(Topic("box-a", "status"),
+              telemetry::EncodeStatus(Status("box-a", "1.3.0", now + 1000, 2)), true);
+  ASSERT_TRUE(WaitFor("box-a online with 1.3.0", seconds(20), [&] {
+    json x = Device("box-a");
+    return x["online"] == true && x["connection"] == 2;
+  }));
+  MustPublish(Topic("box-a", "status"), telemetry::EncodeStatus(Status("box-a", "1.0.0", now, 1)));
+  ASSERT_TRUE(WaitFor("the older status counted as stale", seconds(20),
+                      [&] { return Counter("stale") == 1; }));
+  d = Device("box-a");
+  EXPECT_EQ(d["status"]["models"][0]["active"]["version"], "1.3.0") << d;
+  EXPECT_EQ(d["status_ts"], now + 1000);
+
+  // A clean shutdown (offline with the connection counter) is a newer status like any other.
+  auto clean = LastWill("box-a", now + 2000);
+  clean.connection = 2;
+  MustPublish(Topic("box-a", "status"), telemetry::EncodeStatus(clean), true);
+  ASSERT_TRUE(WaitFor("box-a offline after a clean shutdown", seconds(20),
+                      [&] { return Device("box-a")["online"] == false; }));
+
+  // A collector started later gets the retained status from the broker.
+  std::unique_ptr<BackgroundProcess> late;
+  const int late_port = StartCollector(late, "late");
+  ASSERT_GT(late_port, 0);
+  ASSERT_TRUE(WaitFor(
+      "the late collector has box-a offline", seconds(20),
+      [&] {
+        auto r = Get("/api/devices", late_port);
+        if (!r || r->status != 200) return false;
+        json doc = json::parse(r->body, nullptr, false);
+        return doc.is_object() && doc["devices"].size() == 1 &&
+               doc["devices"][0]["online"] == false;
+      },
+      "late"));
+}
+
+TEST_F(CollectorTest, HostilePayloadsAreRefusedAndLoggedAndGoodOnesAfterThemStored) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  json wrong_type =
+      json::parse(telemetry::EncodeTelemetry(Window("box-a", "1.0.0", now, {1}, 0, 0, 0)));
+  wrong_type["count"] = "many";
+  const std::string other_device =
+      telemetry::EncodeTelemetry(Window("box-b", "1.0.0", now, {1}, 0, 0, 0));
+  const std::string telemetry_as_event =
+      telemetry::EncodeTelemetry(Window("box-a", "1.0.0", now, {1}, 0, 0, 0));
+  auto lying = Window("box-a", "1.0.0", now, {1}, 0, 5, 9);  // 9 correct of 5 labeled
+  const std::string deep = std::string(30000, '[') + std::string(30000, ']');
+  const std::string huge = "{\"pad\":\"" + std::string(70 * 1024, 'x') + "\"}";
+
+  const std::vector<std::pair<std::string, std::string>> hostile = {
+      {Topic("box-a", "telemetry"), "not json at all"},
+      {Topic("box-a", "telemetry"), "{}"},
+      {Topic("box-a", "telemetry"), wrong_type.dump()},
+      {Topic("box-a", "telemetry"), other_device},
+      {Topic("box-a", "telemetry"), telemetry::EncodeTelemetry(lying)},
+      {Topic("box-a", "events"), telemetry_as_event},
+      {Topic("box-a", "status"), "[1,2,3]"},
+      {Topic("box-a", "status"), deep},
+      {Topic("box-a", "telemetry"), huge},
+      {Topic("box-a", "events"), std::string("\x00\xff\x01\"\n", 5)},
+  };
+  for (const auto& [topic, payload] : hostile) MustPublish(topic, payload);
+  const auto good = Window("box-a", "1.0.0", now, {2.0}, 0, 0, 0);
+  MustPublish(Topic("box-a", "telemetry"), telemetry::EncodeTelemetry(good));
+
+  ASSERT_TRUE(WaitFor("the good window stored after the hostile ones", seconds(20), [&] {
+    return Counter("messages", "telemetry") == 1 && Counter("rejected") == hostile.size();
+  }));
+  json windows = GetJson("/api/telemetry");
+  ASSERT_EQ(windows["windows"].size(), 1u) << windows.dump(1);
+  EXPECT_EQ(windows["windows"][0]["id"], good.id);
+  EXPECT_EQ(Counter("messages", "events"), 0u);
+  EXPECT_EQ(Counter("messages", "status"), 0u);
+
+  // One key=value line per refusal, naming the topic and what was wrong.
+  const std::string log = Log();
+  const auto lines = [&] {
+    std::vector<std::string> out;
+    for (const auto& line : LinesStartingWith(log, "ts=")) {
+      if (line.find("event=message_rejected") != std::string::npos) out.push_back(line);
+    }
+    return out;
+  }();
+  ASSERT_EQ(lines.size(), hostile.size()) << log;
+  for (const auto& line : lines) {
+    EXPECT_NE(line.find(" topic=edgefleet/v1/demo/device/box-a/"), std::string::npos) << line;
+    EXPECT_NE(line.find(" error="), std::string::npos) << line;
+  }
+  EXPECT_NE(log.find("count"), std::string::npos) << "the wrong type names its field:\n" << log;
+  EXPECT_NE(log.find("payload says 'box-b' but the topic is device 'box-a'"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find("9 correct of 5 labeled"), std::string::npos) << log;
+  EXPECT_TRUE(collector_->Running());
+  EXPECT_TRUE(
+      HasLine(Metrics(), "edgefleet_collector_rejected_total " + std::to_string(hostile.size())));
+}
+
+TEST_F(CollectorTest, ThousandsOfWindowsAreStoredInBatches) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  constexpr int kWindows = 5000;
+  const std::int64_t now = NowMs();
+  std::vector<std::string> payloads;
+  for (int i = 0; i < kWindows; ++i) {
+    payloads.push_back(telemetry::EncodeTelemetry(
+        Window("box-" + std::to_string(i % 50), "1.0.0", now - i, {1.0, 2.0}, 0, 1, 1)));
+  }
+  // Published the way agents publish: through the project's outbox and MQTT client (QoS 1, up
+  // to 100 in flight), each window on its device's topic (the device comes from the topic).
+  std::vector<telemetry::OutgoingMessage> rows;
+  for (int i = 0; i < kWindows; ++i) {
+    rows.push_back({Topic("box-" + std::to_string(i % 50), "telemetry"),
+                    payloads[static_cast<std::size_t>(i)]});
+  }
+  auto outbox = telemetry::Outbox::Open(dir_ / "outbox.db", {});
+  ASSERT_TRUE(outbox) << outbox.error().message;
+  ASSERT_TRUE((*outbox)->Append(rows));
+  telemetry::MqttOptions mqtt;
+  mqtt.host = broker_->host();
+  mqtt.port = broker_->port();
+  mqtt.client_id = "fleet-simulator";
+  const auto start = std::chrono::steady_clock::now();
+  auto publisher = telemetry::MqttClient::Start(mqtt, outbox->get(), {});
+  ASSERT_TRUE(publisher) << publisher.error().message;
+  ASSERT_TRUE(WaitFor("every window stored", seconds(60),
+                      [&] { return Counter("messages", "telemetry") == kWindows; }));
+  const double elapsed_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf(
+      "[   INFO   ] %d windows from 50 devices published (outbox + MQTT client) and "
+      "stored in %.2f s (%.0f/s)\n",
+      kWindows, elapsed_s, kWindows / elapsed_s);
+  (*publisher)->Stop();
+  // At least once: a PUBACK lost in flight would be a duplicate, never a second count.
+  json summary = GetJson("/api/summary");
+  ASSERT_EQ(summary["models"].size(), 1u);
+  EXPECT_EQ(summary["models"][0]["requests"], 2 * kWindows);
+  EXPECT_EQ(summary["devices"]["total"], 50);
+}
+
+TEST_F(CollectorTest, SigtermStopsFlushesAndExitsZero) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  MustPublish(Topic("box-a", "telemetry"),
+              telemetry::EncodeTelemetry(Window("box-a", "1.0.0", now, {1.0}, 0, 0, 0)));
+  ASSERT_TRUE(
+      WaitFor("window stored", seconds(20), [&] { return Counter("messages", "telemetry") == 1; }));
+  collector_->Signal(SIGTERM);
+  auto code = collector_->Wait(seconds(20));
+  ASSERT_TRUE(code.has_value()) << "collect did not exit after SIGTERM\n" << Log();
+  EXPECT_EQ(*code, 0) << Log();
+  EXPECT_NE(Log().find("event=collector_stopped"), std::string::npos) << Log();
+  ProcessResult r = Cli({"devices", "--db", (dir_ / "collector.db").string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)[0]["requests"], 1) << r.out;
+
+  // Started again on the same database: the window is still there and not counted again.
+  fs::remove(dir_ / "collector.port");
+  fs::rename(dir_ / "collector.log", dir_ / "collector.1.log");
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  json windows = GetJson("/api/telemetry");
+  EXPECT_EQ(windows["windows"].size(), 1u) << windows;
+  collector_->Signal(SIGINT);
+  code = collector_->Wait(seconds(20));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+}
+
+TEST_F(CollectorTest, BadFlagsAndFilesAreRefusedWithTheirReason) {
+  struct Case {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string needle;
+  };
+  testing::WriteFile(dir_ / "not-a-db", "hello, not sqlite, just some text that is long enough");
+  const std::string db = (dir_ / "c.db").string();
+  const std::vector<Case> cases = {
+      {{"collect", "--fleet", "demo", "--db", db, "--http", "127.0.0.1:0"}, 2, "--broker"},
+      {{"collect", "--broker", "localhost", "--fleet", "demo", "--db", db, "--http", "127.0.0.1:0"},
+       1,
+       "--broker: expected HOST:PORT"},
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db", db, "--http",
+        "127.0.0.1:70000"},
+       1,
+       "--http: expected HOST:PORT"},
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "a/b", "--db", db, "--http",
+        "127.0.0.1:0"},
+       1,
+       "--fleet"},
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db",
+        (dir_ / "not-a-db").string(), "--http", "127.0.0.1:0"},
+       1,
+       "not-a-db"},
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db", db, "--http",
+        "127.0.0.1:0", "--ca-file", (dir_ / "missing.crt").string()},
+       1,
+       "missing.crt"},
+      {{"devices", "--db", (dir_ / "nothing.db").string()}, 1, "no such collector database"},
+      {{"devices", "--db", (dir_ / "not-a-db").string()}, 1, "not-a-db"},
+      {{"devices", "--db", db, "--window", "5 minutes"}, 1, "--window"},
+      {{"devices"}, 2, "--db"},
+  };
+  for (const auto& c : cases) {
+    ProcessResult r = Cli(c.args);
+    std::string command;
+    for (const auto& a : c.args) command += a + " ";
+    EXPECT_EQ(r.exit_code, c.exit_code) << command << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find(c.needle), std::string::npos)
+        << command << ": stderr lacks '" << c.needle << "':\n"
+        << r.err;
+  }
+  // An agent journal (another SQLite file) is not a collector database either.
+  {
+    ProcessResult r = RunProcess(
+        {"sqlite3", (dir_ / "other.db").string(), "CREATE TABLE t (x); INSERT INTO t VALUES (1);"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  ProcessResult r = Cli({"devices", "--db", (dir_ / "other.db").string()});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a collector database"), std::string::npos) << r.err;
+  r = Cli({"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db",
+           (dir_ / "other.db").string(), "--http", "127.0.0.1:0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not a collector database"), std::string::npos) << r.err;
+}
+
+TEST_F(CollectorTest, ApiRefusesBadQueriesAndUnknownPaths) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  for (const char* path :
+       {"/api/telemetry?limit=0", "/api/telemetry?limit=abc", "/api/telemetry?since_ms=12x",
+        "/api/events?model=digits", "/api/summary?window=forever", "/api/devices?x=1"}) {
+    auto r = Get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 400) << path;
+    json doc = json::parse(r->body, nullptr, false);
+    EXPECT_TRUE(doc.is_object() && doc["error"].is_string()) << path << ": " << r->body;
+  }
+  auto r = Get("/api/nothing");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_NE(r->body.find("/api/devices"), std::string::npos) << r->body;
+  json empty = GetJson("/api/summary?window=5m");
+  EXPECT_EQ(empty["window"], "5m");
+  EXPECT_EQ(empty["devices"]["total"], 0);
+  EXPECT_TRUE(empty["models"].empty());
+}
+
+// Acceptance 3: TLS with client certificates and the shipped ACL. A device cannot publish under
+// another device's name, the collector never sees such a message, and a client that does not
+// trust the broker's CA gets nowhere.
+TEST_F(CollectorTest, TlsAndTheAclKeepEachDeviceToItsOwnTopics) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/true));
+  ASSERT_NO_FATAL_FAILURE(StartCollector(As("collector")));
+
+  // A subscriber with the collector's identity, to see what the broker delivers.
+  const fs::path sub_log = dir_ / "sub.log";
+  BackgroundProcess sub(
+      {"/usr/bin/mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker_->port()), "-q",
+       "1", "-i", "spy", "-v", "-t", "edgefleet/v1/+/device/+/telemetry", "--cafile",
+       pki_.ca_cert.string(), "--cert", pki_.ClientCert("collector").string(), "--key",
+       pki_.ClientKey("collector").string()},
+      sub_log);
+  // mosquitto_sub says nothing when it subscribed; a retained probe on a topic it reads does.
+  const std::int64_t now = NowMs();
+  const auto own = Window("box-a", "1.0.0", now, {1.0, 2.0}, 0, 0, 0);
+  const auto forged = Window("box-b", "6.6.6", now, {9.0}, 0, 0, 0);
+  ASSERT_TRUE(WaitFor("the spy subscribed", seconds(20), [&] {
+    ProcessResult probe = Publish(Topic("box-a", "telemetry"), "probe", false, As("box-a"));
+    return probe.exit_code == 0 && testing::ReadFile(sub_log).find("probe") != std::string::npos;
+  }));
+
+  // box-a writes under box-b's name (refused by the broker's ACL: mosquitto acknowledges and
+  // drops it), then under its own.
+  ProcessResult r =
+      Publish(Topic("box-b", "telemetry"), telemetry::EncodeTelemetry(forged), false, As("box-a"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Publish(Topic("box-a", "telemetry"), telemetry::EncodeTelemetry(own), false, As("box-a"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_TRUE(WaitFor("box-a's window stored", seconds(20),
+                      [&] { return GetJson("/api/telemetry")["windows"].size() == 1; }));
+  // Delivered in order on one connection: the forged one would have come first.
+  json windows = GetJson("/api/telemetry");
+  EXPECT_EQ(windows["windows"][0]["id"], own.id) << windows.dump(1);
+  EXPECT_TRUE(GetJson("/api/telemetry?device=box-b")["windows"].empty());
+  EXPECT_TRUE(Device("box-b").is_null()) << Device("box-b");
+  ASSERT_TRUE(WaitFor("the spy got box-a's window", seconds(20), [&] {
+    return testing::ReadFile(sub_log).find(own.id) != std::string::npos;
+  }));
+  const std::string seen = testing::ReadFile(sub_log);
+  EXPECT_EQ(seen.find("device/box-b/telemetry"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find(forged.id), std::string::npos) << seen;
+  // A client that trusts another CA cannot connect: mosquitto_pub fails...
+  Identity wrong = As("box-a");
+  wrong.ca = pki_.other_ca_cert;
+  r = Publish(Topic("box-a", "telemetry"), telemetry::EncodeTelemetry(own), false, wrong);
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+  // ...and a collector with the other CA serves its API but never logs a connection.
+  std::unique_ptr<BackgroundProcess> lost;
+  Identity collector_wrong = As("collector");
+  collector_wrong.ca = pki_.other_ca_cert;
+  const int lost_port = StartCollector(lost, "lost", collector_wrong);
+  ASSERT_GT(lost_port, 0);
+  std::this_thread::sleep_for(seconds(3));
+  EXPECT_EQ(Log("lost").find("event=broker_connected"), std::string::npos) << Log("lost");
+  auto summary = Get("/api/summary", lost_port);
+  ASSERT_TRUE(summary);
+  EXPECT_EQ(json::parse(summary->body)["collector"]["connected"], false);
+  // A client without a certificate is refused too (require_certificate).
+  std::vector<std::string> argv = {"mosquitto_pub",
+                                   "-h",
+                                   "127.0.0.1",
+                                   "-p",
+                                   std::to_string(broker_->port()),
+                                   "-q",
+                                   "1",
+                                   "-t",
+                                   Topic("box-a", "telemetry"),
+                                   "-m",
+                                   "x",
+                                   "--cafile",
+                                   pki_.ca_cert.string()};
+  r = RunProcess(argv, seconds(20));
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+}
+
+// deploy/mosquitto/mosquitto.conf, with only its paths and port changed, starts a broker that
+// enforces TLS client certificates and the ACL.
+TEST_F(CollectorTest, TheProductionBrokerConfigRuns) {
+  pki_ = testing::MakeTestPki(dir_ / "pki", {"collector", "box-a"});
+  std::string conf = testing::ReadFile(kProductionConf);
+  const int port = testing::FreeLoopbackPort();
+  ASSERT_GT(port, 0);
+  auto replace = [&](const std::string& from, const std::string& to) {
+    const auto at = conf.find(from);
+    ASSERT_NE(at, std::string::npos) << "mosquitto.conf lacks '" << from << "'";
+    conf.replace(at, from.size(), to);
+  };
+  replace("listener 8883", "listener " + std::to_string(port) + " 127.0.0.1");
+  replace("/etc/mosquitto/edgefleet/ca.crt", pki_.ca_cert.string());
+  replace("/etc/mosquitto/edgefleet/broker.crt", pki_.server_cert.string());
+  replace("/etc/mosquitto/edgefleet/broker.key", pki_.server_key.string());
+  replace("/etc/mosquitto/edgefleet/acl", kAclFile.string());
+  replace("/var/lib/mosquitto/", (dir_ / "data").string() + "/");
+  replace("log_dest syslog", "log_dest stdout");
+  // As root, mosquitto would switch to the `mosquitto` user, which cannot read the test's PKI.
+  if (geteuid() == 0) conf += "\nuser root\n";
+  fs::create_directories(dir_ / "data");
+  testing::WriteFile(dir_ / "prod.conf", conf);
+  BackgroundProcess broker({"/usr/sbin/mosquitto", "-c", (dir_ / "prod.conf").string()},
+                           dir_ / "prod.log");
+  auto pub = [&](const std::string& cn, const std::string& topic) {
+    return RunProcess(
+        {"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "-q", "1", "-i", cn, "-t",
+         topic, "-m", "x", "--cafile", pki_.ca_cert.string(), "--cert",
+         pki_.ClientCert(cn).string(), "--key", pki_.ClientKey(cn).string()},
+        seconds(10));
+  };
+  ASSERT_TRUE(WaitFor(
+      "the production broker accepts box-a over TLS", seconds(20),
+      [&] { return pub("box-a", Topic("box-a", "events")).exit_code == 0; }, "prod"))
+      << testing::ReadFile(dir_ / "prod.log");
+  EXPECT_TRUE(broker.Running()) << testing::ReadFile(dir_ / "prod.log");
+  // No certificate, no connection.
+  ProcessResult r =
+      RunProcess({"mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(port), "-q", "1", "-t",
+                  Topic("box-a", "events"), "-m", "x", "--cafile", pki_.ca_cert.string()},
+                 seconds(10));
+  EXPECT_NE(r.exit_code, 0) << r.out << r.err;
+}
+
+}  // namespace
+}  // namespace edgefleet
