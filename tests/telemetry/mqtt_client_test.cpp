@@ -268,10 +268,15 @@ TEST(MosquittoBroker, TlsRequiresAClientCertificateFromItsCa) {
 
 // ---- MqttClient ----
 
-TEST(MqttClient, PublishesOutboxRowsAndDeletesThemOnPuback) {
+// A plain broker in a temp dir for each test.
+class MqttClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(broker.running()) << broker.Log(); }
   TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
+  MosquittoBroker broker{tmp / "broker"};
+};
+
+TEST_F(MqttClientTest, PublishesOutboxRowsAndDeletesThemOnPuback) {
   auto outbox = OpenOutbox(tmp / "outbox.db");
   ASSERT_TRUE(outbox);
   constexpr int kCount = 300;
@@ -337,10 +342,7 @@ TEST(MqttClient, PublishesOutboxRowsAndDeletesThemOnPuback) {
   }
 }
 
-TEST(MqttClient, BrokerOutageKeepsRowsAndLosesNoneAfterRestart) {
-  TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
+TEST_F(MqttClientTest, BrokerOutageKeepsRowsAndLosesNoneAfterRestart) {
   OpenRecord(broker, "record", "t/#");
   auto outbox = OpenOutbox(tmp / "outbox.db");
   ASSERT_TRUE(outbox);
@@ -373,10 +375,7 @@ TEST(MqttClient, BrokerOutageKeepsRowsAndLosesNoneAfterRestart) {
   for (int i = 0; i < 100; ++i) EXPECT_TRUE(seen.count("t/telemetry b-" + std::to_string(i))) << i;
 }
 
-TEST(MqttClient, BirthGoesFirstOnEveryConnection) {
-  TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
+TEST_F(MqttClientTest, BirthGoesFirstOnEveryConnection) {
   OpenRecord(broker, "record", "t/#");
   auto outbox = OpenOutbox(tmp / "outbox.db");
   ASSERT_TRUE(outbox);
@@ -420,12 +419,9 @@ TEST(MqttClient, BirthGoesFirstOnEveryConnection) {
   EXPECT_EQ(Sub(broker, "t/status", 1).out, "online 2\n");
 }
 
-TEST(MqttClient, CleanStopDoesNotSendTheWill) {
+TEST_F(MqttClientTest, CleanStopDoesNotSendTheWill) {
   // A will needs an unclean end of the connection; the test of the will itself (SIGKILL of a
   // process that runs our client) is WillIsSentWhenTheProcessDies below.
-  TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
   OpenRecord(broker, "record", "t/#");
   MqttOptions options = OptionsFor(broker, "box-1");
   options.will = MqttMessage{"t/status", "offline", 1, true};
@@ -449,10 +445,7 @@ TEST(MqttClient, CleanStopDoesNotSendTheWill) {
   EXPECT_EQ(Sub(broker, "t/status", 1).out, "online\n");
 }
 
-TEST(MqttClient, WillIsSentWhenTheProcessDies) {
-  TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
+TEST_F(MqttClientTest, WillIsSentWhenTheProcessDies) {
   // A child process runs our client and is SIGKILLed: the broker sees the socket close without
   // DISCONNECT and publishes the will. Forked before this process has any thread of its own.
   int ready[2];
@@ -496,10 +489,7 @@ TEST(MqttClient, WillIsSentWhenTheProcessDies) {
       << broker.Log();
 }
 
-TEST(MqttClient, RenewsSubscriptionsAfterReconnectAndRejectsOversizedMessages) {
-  TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
+TEST_F(MqttClientTest, RenewsSubscriptionsAfterReconnectAndRejectsOversizedMessages) {
   MqttOptions options = OptionsFor(broker, "box-1");
   options.subscriptions = {"t/desired", "t/group/+/desired"};
   options.max_incoming_bytes = 100;
@@ -577,10 +567,7 @@ TEST(MqttClient, ReportsRefusedCredentialsAndKeepsRetrying) {
   EXPECT_TRUE(WaitFor([&] { return client->connected(); })) << ok.Summary();
 }
 
-TEST(MqttClient, ReportsNoBrokerAndStopsPromptlyDuringBackoff) {
-  TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
+TEST_F(MqttClientTest, ReportsNoBrokerAndStopsPromptlyDuringBackoff) {
   broker.Stop();
   MqttOptions options = OptionsFor(broker, "box-1");
   options.reconnect_min = std::chrono::milliseconds(20);
@@ -647,10 +634,7 @@ TEST(MqttClient, TlsWithClientCertificateConnectsAndTheWrongCaNever) {
       << anonymous.Summary();
 }
 
-TEST(MqttClient, ReportsABirthMessageItCannotPublish) {
-  TempDir tmp;
-  MosquittoBroker broker(tmp / "broker");
-  ASSERT_TRUE(broker.running()) << broker.Log();
+TEST_F(MqttClientTest, ReportsABirthMessageItCannotPublish) {
   MqttOptions options = OptionsFor(broker, "box-1");
   options.birth = [](std::uint64_t) -> std::optional<MqttMessage> {
     return MqttMessage{"t/+/status", "online", 1, true};
