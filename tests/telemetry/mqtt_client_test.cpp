@@ -187,17 +187,22 @@ void AppendNumbered(Outbox& outbox, const std::string& topic, const std::string&
   ASSERT_TRUE(st) << st.error().message;
 }
 
+BrokerOptions WithTls(const TestPki* pki) {
+  BrokerOptions options;
+  options.tls = pki;
+  return options;
+}
+
 // A broker that requires client certificates, with its PKI (a client certificate for "box-1").
-struct TlsBroker {
-  explicit TlsBroker(const std::filesystem::path& dir)
-      : pki(MakeTestPki(dir / "pki", {"box-1"})), broker(dir / "broker", WithTls(&pki)) {}
-  static BrokerOptions WithTls(const TestPki* pki) {
-    BrokerOptions options;
-    options.tls = pki;
-    return options;
+class TlsBrokerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(pki.ca_cert.empty());
+    ASSERT_TRUE(broker.running()) << broker.Log();
   }
-  TestPki pki;  // before the broker, which points at it
-  MosquittoBroker broker;
+  TempDir tmp;
+  TestPki pki = MakeTestPki(tmp / "pki", {"box-1"});  // before the broker, which points at it
+  MosquittoBroker broker{tmp / "broker", WithTls(&pki)};
 };
 
 TEST(MosquittoBroker, StopAndStartAgainOnTheSamePortKeepsRetainedMessages) {
@@ -236,14 +241,7 @@ TEST(MosquittoBroker, StopAndStartAgainOnTheSamePortKeepsRetainedMessages) {
   EXPECT_EQ(sub.out, "after\n");
 }
 
-TEST(MosquittoBroker, TlsRequiresAClientCertificateFromItsCa) {
-  TempDir tmp;
-  TlsBroker tls(tmp.path());
-  const TestPki& pki = tls.pki;
-  MosquittoBroker& broker = tls.broker;
-  ASSERT_FALSE(pki.ca_cert.empty());
-  ASSERT_TRUE(broker.running()) << broker.Log();
-
+TEST_F(TlsBrokerTest, MosquittoRequiresAClientCertificateFromItsCa) {
   const std::vector<std::string> good = {"--cafile", pki.ca_cert.string(),
                                          "--cert",   pki.ClientCert("box-1").string(),
                                          "--key",    pki.ClientKey("box-1").string()};
@@ -583,13 +581,7 @@ TEST_F(MqttClientTest, ReportsNoBrokerAndStopsPromptlyDuringBackoff) {
   EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::milliseconds(500));
 }
 
-TEST(MqttClient, TlsWithClientCertificateConnectsAndTheWrongCaNever) {
-  TempDir tmp;
-  TlsBroker tls(tmp.path());
-  const TestPki& pki = tls.pki;
-  MosquittoBroker& broker = tls.broker;
-  ASSERT_FALSE(pki.ca_cert.empty());
-  ASSERT_TRUE(broker.running()) << broker.Log();
+TEST_F(TlsBrokerTest, MqttClientConnectsWithClientCertificateAndNeverWithTheWrongCa) {
   auto outbox = OpenOutbox(tmp / "outbox.db");
   ASSERT_TRUE(outbox);
   AppendNumbered(*outbox, "t/telemetry", "secure", 0, 10);
