@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <fstream>
@@ -75,6 +76,7 @@ struct FleetLink::Impl {
   bool stopping = false;  // guarded by stop_mu
   std::thread telemetry_thread;
   std::once_flag stop_once;
+  std::atomic<std::uint64_t> connections{0};  // CONNACKs seen (the network thread counts)
   std::int64_t window_start_ms = 0;  // wall clock, for the message's start_ts
   std::chrono::steady_clock::time_point window_start;  // the window's length (immune to steps)
 
@@ -171,7 +173,7 @@ struct FleetLink::Impl {
   }
 
   void QueueStatus(bool online) {
-    const std::uint64_t connection = client ? client->Counters().connections : 0;
+    const std::uint64_t connection = connections.load();
     telemetry::OutgoingMessage m{status_topic, telemetry::EncodeStatus(Status(online, connection)),
                                  1, true, true};
     Append({m}, "status");
@@ -365,7 +367,7 @@ Result<std::unique_ptr<FleetLink>> FleetLink::Start(const AgentConfig& config,
   handlers.on_connection = [self, broker](bool up, const std::string& reason) {
     if (up) {
       spdlog::info("event=mqtt_connected broker={} connection={}", LogValue(broker),
-                   self->client ? self->client->Counters().connections : 0);
+                   ++self->connections);
     } else {
       spdlog::warn("event=mqtt_disconnected broker={} reason={}", LogValue(broker),
                    LogValue(reason));
