@@ -1,92 +1,23 @@
 // Raw image bytes to the model's input tensor (see runtime/preprocess.hpp).
 //
-// Only PNG and JPEG are accepted, although cv::imdecode knows more (TIFF, WebP, PNM, ...): the
-// bytes come from applications over the local API, and every extra decoder is extra attack
-// surface that no manifest asks for. Image dimensions are read from the PNG/JPEG header and
-// checked against max_pixels before anything is decoded, so a 100000x100000 "bomb" costs a few
-// bytes of parsing, not gigabytes of pixels.
+// Only PNG and JPEG are accepted (runtime/image_decode.hpp decodes them through libpng and
+// libjpeg-turbo, with the pixels cv::imdecode would give): the bytes come from applications over
+// the local API, and every extra decoder is extra attack surface that no manifest asks for.
+// Image dimensions are read from the PNG/JPEG header and checked against max_pixels before
+// anything is decoded, so a 100000x100000 "bomb" costs a few bytes of parsing, not gigabytes of
+// pixels.
 #include "runtime/preprocess.hpp"
 
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <climits>
 #include <cstdint>
-#include <cstring>
-#include <optional>
 #include <string>
+
+#include "runtime/image_decode.hpp"
 
 namespace edgefleet::runtime {
 namespace {
-
-struct Dims {
-  std::uint64_t width = 0;
-  std::uint64_t height = 0;
-};
-
-std::uint32_t BigEndian32(const unsigned char* p) {
-  return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
-}
-std::uint32_t BigEndian16(const unsigned char* p) { return std::uint32_t{p[0]} << 8 | p[1]; }
-
-bool IsPng(std::string_view b) { return b.size() >= 8 && b.substr(0, 8) == "\x89PNG\r\n\x1a\n"; }
-bool IsJpeg(std::string_view b) { return b.size() >= 3 && b.substr(0, 3) == "\xff\xd8\xff"; }
-
-// PNG: the first chunk must be IHDR (PNG spec 5.6), width and height at bytes 16..23.
-std::optional<Dims> PngDims(std::string_view b) {
-  if (b.size() < 24 || b.substr(12, 4) != "IHDR") return std::nullopt;
-  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
-  return Dims{BigEndian32(p + 16), BigEndian32(p + 20)};
-}
-
-// JPEG: walk the marker segments up to the first start-of-frame (SOF0..SOF15 except DHT 0xC4,
-// JPG 0xC8 and DAC 0xCC), whose payload holds precision, height and width.
-std::optional<Dims> JpegDims(std::string_view b) {
-  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
-  std::size_t i = 2;
-  while (i + 4 <= b.size()) {
-    if (p[i] != 0xFF) return std::nullopt;
-    const unsigned marker = p[i + 1];
-    if (marker == 0xFF) {  // fill byte
-      ++i;
-      continue;
-    }
-    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD8)) {  // no length field
-      i += 2;
-      continue;
-    }
-    if (marker == 0xD9 || marker == 0xDA) return std::nullopt;  // end or scan before a frame
-    const std::size_t length = BigEndian16(p + i + 2);
-    const bool sof =
-        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
-    if (sof) {
-      if (length < 7 || i + 9 > b.size()) return std::nullopt;
-      return Dims{BigEndian16(p + i + 7), BigEndian16(p + i + 5)};
-    }
-    if (length < 2) return std::nullopt;
-    i += 2 + length;
-  }
-  return std::nullopt;
-}
-
-std::string DimsText(std::uint64_t width, std::uint64_t height) {
-  return std::to_string(width) + "x" + std::to_string(height);
-}
-
-Status CheckPixels(std::uint64_t width, std::uint64_t height, std::size_t max_pixels,
-                   std::string_view when) {
-  // Divides instead of multiplying: header dimensions are attacker-chosen.
-  if (width == 0 || height == 0) {
-    return Fail(ErrorCode::kInvalidArgument, "image is " + DimsText(width, height) + " pixels");
-  }
-  if (width > max_pixels / height) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "image is " + DimsText(width, height) + " pixels, over the limit of " +
-                    std::to_string(max_pixels) + " (" + std::string(when) + ")");
-  }
-  return Ok();
-}
 
 int Channels(std::string_view color) { return color == "GRAY" ? 1 : 3; }
 
@@ -149,10 +80,10 @@ Result<int> CheckSpec(const manifests::Preprocessing& pre, const TensorInfo& inp
   return channels;
 }
 
-// Decoded image (any channel count OpenCV produces, 8 or 16 bit) to `color` as 8-bit-range
-// float32. 16-bit images are divided by 257 so that the manifest's scale, written for 8-bit
-// pixels (1/255), means the same for them. Alpha is dropped, not composited: the models we
-// serve are trained on opaque images.
+// Decoded image (gray, BGR or BGRA as DecodeImage gives them, 8 or 16 bit) to `color` as
+// 8-bit-range float32. 16-bit images are divided by 257 so that the manifest's scale, written
+// for 8-bit pixels (1/255), means the same for them. Alpha is dropped, not composited: the models
+// we serve are trained on opaque images. (Gray + alpha arrives as BGRA with B = G = R.)
 Result<cv::Mat> ToColor(const cv::Mat& decoded, std::string_view color) {
   cv::Mat img = decoded;
   double to_8bit = 1.0;
@@ -162,17 +93,12 @@ Result<cv::Mat> ToColor(const cv::Mat& decoded, std::string_view color) {
     return Fail(ErrorCode::kInvalidArgument,
                 "unsupported pixel depth (OpenCV depth " + std::to_string(img.depth()) + ")");
   }
-  if (img.channels() == 2) {  // gray + alpha
-    cv::Mat gray;
-    cv::extractChannel(img, gray, 0);
-    img = gray;
-  }
   int code = -1;
   switch (img.channels()) {
     case 1:
       if (color != "GRAY") code = cv::COLOR_GRAY2BGR;  // same bytes as GRAY2RGB
       break;
-    case 3:  // OpenCV decodes colour as BGR
+    case 3:  // DecodeImage gives colour as BGR, like OpenCV
       if (color == "GRAY") code = cv::COLOR_BGR2GRAY;
       if (color == "RGB") code = cv::COLOR_BGR2RGB;
       break;
@@ -204,34 +130,14 @@ Result<Tensor> PreprocessImage(std::string_view image, const manifests::Preproce
   EF_ASSIGN_OR_RETURN(const auto mean, PerChannel(pre.mean, channels, 0.0, "mean"));
   EF_ASSIGN_OR_RETURN(const auto stdev, PerChannel(pre.std, channels, 1.0, "std"));
 
-  std::optional<Dims> header;
-  if (IsPng(image)) {
-    header = PngDims(image);
-    if (!header) return Fail(ErrorCode::kInvalidArgument, "not a decodable image (bad PNG header)");
-  } else if (IsJpeg(image)) {
-    header = JpegDims(image);  // may stay empty for odd but valid files: checked after decode
-  } else {
-    return Fail(ErrorCode::kInvalidArgument, "not a decodable image (expected PNG or JPEG, " +
-                                                 std::to_string(image.size()) + " bytes)");
-  }
-  if (header) EF_RETURN_IF_ERROR(CheckPixels(header->width, header->height, max_pixels, "header"));
-  if (image.size() > static_cast<std::size_t>(INT_MAX)) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "image of " + std::to_string(image.size()) + " bytes is too large to decode");
-  }
+  EF_ASSIGN_OR_RETURN(DecodedImage image_pixels, DecodeImage(image, max_pixels));
 
   try {
-    // imdecode only reads the buffer; cv::Mat has no const constructor.
-    const cv::Mat raw(1, static_cast<int>(image.size()), CV_8U, const_cast<char*>(image.data()));
-    const cv::Mat decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
-    if (decoded.empty()) {
-      return Fail(ErrorCode::kInvalidArgument, std::string("not a decodable image (") +
-                                                   (IsPng(image) ? "PNG" : "JPEG") +
-                                                   " data is corrupt or truncated)");
-    }
-    EF_RETURN_IF_ERROR(CheckPixels(static_cast<std::uint64_t>(decoded.cols),
-                                   static_cast<std::uint64_t>(decoded.rows), max_pixels,
-                                   "decoded"));
+    // A header over the decoded pixels (no copy); image_pixels outlives every use of it.
+    const int depth = image_pixels.bytes_per_sample == 2 ? CV_16U : CV_8U;
+    const cv::Mat decoded(static_cast<int>(image_pixels.height),
+                          static_cast<int>(image_pixels.width),
+                          CV_MAKETYPE(depth, image_pixels.channels), image_pixels.pixels.data());
     EF_ASSIGN_OR_RETURN(cv::Mat img, ToColor(decoded, pre.color));
 
     // INTER_LINEAR (bilinear, what cv2.resize and blobFromImage use), on float pixels so no
@@ -266,9 +172,9 @@ Result<Tensor> PreprocessImage(std::string_view image, const manifests::Preproce
     }
     return tensor;
   } catch (const cv::Exception& e) {
-    return Fail(
-        ErrorCode::kInvalidArgument,
-        "not a decodable image (opencv: " + (e.err.empty() ? std::string(e.what()) : e.err) + ")");
+    // Colour conversion and resize on a well-formed Mat: a failure is ours, not the client's.
+    return Fail(ErrorCode::kInternal, "preprocessing failed (opencv: " +
+                                          (e.err.empty() ? std::string(e.what()) : e.err) + ")");
   } catch (const std::exception& e) {
     return Fail(ErrorCode::kInternal, std::string("preprocessing failed: ") + e.what());
   }

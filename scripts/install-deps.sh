@@ -16,7 +16,9 @@ base=(
   libsqlite3-dev sqlite3                    # journal, outbox, collector store
   nlohmann-json3-dev                        # all JSON
   libmosquitto-dev mosquitto mosquitto-clients  # MQTT client and broker
-  libopencv-dnn-dev libopencv-imgcodecs-dev libopencv-imgproc-dev  # ONNX inference, images
+  libopencv-dnn-dev libopencv-imgproc-dev  # ONNX inference, resize and colour conversion
+  libpng-dev libjpeg62-turbo-dev            # image decoding for the local API
+  libopencv-imgcodecs-dev                   # tests only: cv::imdecode as the decoders' reference
   libonnx-dev libonnx-testdata protobuf-compiler libprotobuf-dev  # ONNX graph inspection, test data
   libcpp-httplib-dev                        # local API, collector, bundle server
   libspdlog-dev libcli11-dev                # logs, command lines
