@@ -262,6 +262,11 @@ Result<std::unique_ptr<Collector>> Collector::Start(CollectorOptions options,
     options.mqtt.subscriptions.push_back(telemetry::DeviceTopic(fleet, "+", leaf));
   }
   options.mqtt.max_incoming_bytes = telemetry::kMaxPayloadBytes;
+  // Back on the broker soon after it is: messages published while the collector is away are
+  // lost (the client has a clean session), and after an outage the agents flush their outboxes
+  // the moment they reconnect. One collector retrying every few seconds costs the broker nothing.
+  options.mqtt.reconnect_min = std::chrono::milliseconds(200);
+  options.mqtt.reconnect_max = std::chrono::milliseconds(2000);
   options.mqtt.will.reset();
   options.mqtt.birth = nullptr;
 
