@@ -209,6 +209,9 @@ Status Collect(const CollectOptions& options) {
   mqtt.host = broker.host;
   mqtt.port = broker.port;
   mqtt.client_id = options.client_id;
+  // A persistent session: the broker queues what devices publish while the collector
+  // reconnects (after a broker restart, devices often flush their outboxes first).
+  mqtt.clean_session = false;
   mqtt.username = options.username;
   mqtt.password = options.password;
   mqtt.ca_file = options.ca_file;

@@ -257,9 +257,10 @@ std::string MqttClient::Impl::Explain(int rc, int saved_errno) const {
 }
 
 Mosq MqttClient::Impl::NewHandle(std::string& reason) {
-  // Clean session: the broker keeps nothing for us between connections; our outbox is the
-  // only memory of what still has to be sent.
-  Mosq mosq(mosquitto_new(options.client_id.c_str(), true, this), &mosquitto_destroy);
+  // A fresh handle per connection: libmosquitto never resends on its own; our outbox is the
+  // only memory of what still has to be sent (options.clean_session: see the header).
+  Mosq mosq(mosquitto_new(options.client_id.c_str(), options.clean_session, this),
+            &mosquitto_destroy);
   if (!mosq) {
     reason = "cannot create a libmosquitto handle: " + ErrnoText(errno);
     return Mosq(nullptr, &mosquitto_destroy);

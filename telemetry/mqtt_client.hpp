@@ -56,6 +56,11 @@ struct MqttOptions {
   std::function<std::optional<MqttMessage>(std::uint64_t connection)> birth;
   std::vector<std::string> subscriptions;  // QoS 1, renewed on every connection
   std::size_t max_inflight = 100;          // unacknowledged outbox publishes
+  // true: the broker forgets this client between connections (the agent: its outbox is the
+  // only retry source). false: a persistent session; the broker keeps its subscriptions and
+  // queues QoS 1 messages for it while it is away (the collector: nothing published while it
+  // reconnects is lost; the broker's max_queued_messages bounds the queue).
+  bool clean_session = true;
   // Incoming messages larger than this are not given to the handler; they are counted and
   // reported to on_rejected instead.
   std::size_t max_incoming_bytes = 64 * 1024;

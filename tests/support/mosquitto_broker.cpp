@@ -212,7 +212,10 @@ MosquittoBroker::MosquittoBroker(const fs::path& dir, BrokerOptions options)
        << "persistence_location " << dir_.string() << "/\n"
        << "log_dest file " << (dir_ / "mosquitto.log").string() << "\n"
        << "log_type all\n"
-       << "connection_messages true\n";
+       << "connection_messages true\n"
+       // As deploy/mosquitto/mosquitto.conf: room for what a persistent session (the
+       // collector) misses while it reconnects.
+       << "max_queued_messages 100000\n";
   // As root, mosquitto would switch to the `mosquitto` user, which cannot write into our dir.
   if (geteuid() == 0) conf << "user root\n";
   conf << options_.extra_config << "\n";
