@@ -1,6 +1,6 @@
 // edgefleet: the operator's command line (keys, trust roots, bundles, the fleet collector and
-// its device table; later serve, rollout). Exit codes: 0 success, 1 the operation failed (the
-// message says why), 2 bad usage.
+// its device table, serving bundles; later rollout). Exit codes: 0 success, 1 the operation
+// failed (the message says why), 2 bad usage.
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -133,6 +133,29 @@ int main(int argc, char** argv) {
                           "Latency and accuracy over each device's last windows of this span "
                           "(default 5m)");
   devices_cmd->callback([&] { run = [&] { return deploy::Devices(devices, std::cout); }; });
+
+  deploy::ServeOptions serve;
+  std::string serve_port_file;
+  auto* serve_cmd = app.add_subcommand(
+      "serve", "Serve a directory's bundles over HTTP(S) (runs until SIGTERM/SIGINT)");
+  serve_cmd->add_option("--dir", serve.dir, "Directory whose files are served")->required();
+  serve_cmd->add_option("--http", serve.http, "HOST:PORT to listen on (port 0: a free port)")
+      ->required()
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            const edgefleet::Status ok = deploy::CheckServeAddress(text);
+            return ok ? std::string() : ok.error().message;
+          },
+          "HOST:PORT"));
+  serve_cmd->add_option("--port-file", serve_port_file, "Write the port here once listening");
+  auto* tls_cert = serve_cmd->add_option("--tls-cert", serve.tls_cert, "PEM certificate: HTTPS");
+  auto* tls_key = serve_cmd->add_option("--tls-key", serve.tls_key, "PEM private key");
+  tls_cert->needs(tls_key);
+  tls_key->needs(tls_cert);
+  serve_cmd->callback([&] {
+    if (!serve_port_file.empty()) serve.port_file = serve_port_file;
+    run = [&] { return deploy::Serve(serve); };
+  });
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,366 @@
+// serve: the files of one directory over HTTP(S), streamed from disk with single-range support,
+// so boxes can download (and resume) bundles from the operator's machine.
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <httplib.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "deploy/commands.hpp"
+#include "deploy/files.hpp"
+#include "manifests/log_value.hpp"
+
+namespace edgefleet::deploy {
+namespace {
+
+namespace fs = std::filesystem;
+using manifests::LogValue;
+
+constexpr std::size_t kChunkBytes = 64 * 1024;
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+Result<HostPort> ParseHttp(const std::string& text) {
+  auto refuse = [&] {
+    return Fail(ErrorCode::kInvalidArgument,
+                "--http: expected HOST:PORT (port 0..65535), found '" + text + "'");
+  };
+  const std::size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return refuse();
+  HostPort out;
+  out.host = text.substr(0, colon);
+  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
+    out.host = out.host.substr(1, out.host.size() - 2);
+  }
+  const char* begin = text.data() + colon + 1;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(begin, end, out.port);
+  if (ec != std::errc() || ptr != end || out.port < 0 || out.port > 65535 || out.host.empty()) {
+    return refuse();
+  }
+  return out;
+}
+
+// An open regular file, closed in the destructor; shared by a response's content provider.
+class OpenFile final {
+ public:
+  explicit OpenFile(int fd) : fd_(fd) {}
+  ~OpenFile() { ::close(fd_); }
+  OpenFile(const OpenFile&) = delete;
+  OpenFile& operator=(const OpenFile&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// The byte range [first, first + length) of a file of `size` bytes.
+struct ByteRange {
+  std::uint64_t first = 0;
+  std::uint64_t length = 0;
+};
+
+enum class RangeKind { kNone, kSatisfiable, kUnsatisfiable };
+
+std::optional<std::uint64_t> ParseNumber(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  std::uint64_t value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// One "bytes=N-", "bytes=N-M" or "bytes=-K" range (RFC 9110 14.1.2). Anything else (several
+// ranges, other units, malformed text) is kNone: the whole file is sent with 200, which RFC 9110
+// allows for a Range header the server does not support.
+RangeKind ParseRange(const std::string& header, std::uint64_t size, ByteRange& out) {
+  constexpr std::string_view kPrefix = "bytes=";
+  std::string_view spec(header);
+  if (spec.substr(0, kPrefix.size()) != kPrefix) return RangeKind::kNone;
+  spec.remove_prefix(kPrefix.size());
+  while (!spec.empty() && spec.front() == ' ') spec.remove_prefix(1);
+  while (!spec.empty() && spec.back() == ' ') spec.remove_suffix(1);
+  if (spec.find(',') != std::string_view::npos) return RangeKind::kNone;
+  const std::size_t dash = spec.find('-');
+  if (dash == std::string_view::npos) return RangeKind::kNone;
+  const std::string_view first_text = spec.substr(0, dash);
+  const std::string_view last_text = spec.substr(dash + 1);
+  if (first_text.empty()) {  // suffix: the last K bytes
+    const auto suffix = ParseNumber(last_text);
+    if (!suffix) return RangeKind::kNone;
+    if (*suffix == 0 || size == 0) return RangeKind::kUnsatisfiable;
+    out.length = std::min(*suffix, size);
+    out.first = size - out.length;
+    return RangeKind::kSatisfiable;
+  }
+  const auto first = ParseNumber(first_text);
+  if (!first) return RangeKind::kNone;
+  std::uint64_t last = size == 0 ? 0 : size - 1;
+  if (!last_text.empty()) {
+    const auto parsed = ParseNumber(last_text);
+    if (!parsed || *parsed < *first) return RangeKind::kNone;
+    last = std::min(*parsed, last);
+  }
+  if (*first >= size) return RangeKind::kUnsatisfiable;
+  out.first = *first;
+  out.length = last - *first + 1;
+  return RangeKind::kSatisfiable;
+}
+
+// Why a request path does not name a file that may be served.
+enum class Refusal { kNone, kForbidden, kNotFound };
+
+// Maps the (percent-decoded) request path to a regular file under `root` (canonical). Refuses
+// "..", "." and empty segments, absolute paths after the leading '/', NUL bytes, and anything
+// whose symlinks resolve outside `root`.
+Refusal Resolve(const fs::path& root, const std::string& request_path, fs::path& out) {
+  if (request_path.empty() || request_path.front() != '/') return Refusal::kForbidden;
+  const std::string_view rel = std::string_view(request_path).substr(1);
+  if (rel.empty() || rel.find('\0') != std::string_view::npos ||
+      rel.find('\\') != std::string_view::npos) {
+    return Refusal::kForbidden;
+  }
+  std::size_t start = 0;
+  while (start <= rel.size()) {
+    std::size_t end = rel.find('/', start);
+    if (end == std::string_view::npos) end = rel.size();
+    const std::string_view segment = rel.substr(start, end - start);
+    if (segment.empty() || segment == "." || segment == "..") return Refusal::kForbidden;
+    start = end + 1;
+  }
+  std::error_code ec;
+  const fs::path resolved = fs::canonical(root / fs::path(std::string(rel)), ec);
+  if (ec) return Refusal::kNotFound;
+  const std::string& r = root.native();
+  const std::string& p = resolved.native();
+  const bool inside =
+      p.size() > r.size() && p.compare(0, r.size(), r) == 0 && (r == "/" || p[r.size()] == '/');
+  if (!inside) return Refusal::kForbidden;
+  out = resolved;
+  return Refusal::kNone;
+}
+
+std::string ContentType(const fs::path& path) {
+  return path.extension() == ".json" ? "application/json" : "application/octet-stream";
+}
+
+void SetError(httplib::Response& res, int status, const std::string& message) {
+  res.status = status;
+  res.set_content(nlohmann::json{{"error", message}}.dump() + "\n", "application/json");
+}
+
+// The top-level regular files of `root`: [{"name", "size"}], names sorted.
+std::string Index(const fs::path& root) {
+  std::vector<std::pair<std::string, std::uintmax_t>> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(root, ec)) {
+    std::error_code entry_ec;
+    if (!entry.is_regular_file(entry_ec) || entry.is_symlink(entry_ec)) continue;
+    const std::uintmax_t size = entry.file_size(entry_ec);
+    if (entry_ec) continue;
+    files.emplace_back(entry.path().filename().string(), size);
+  }
+  std::sort(files.begin(), files.end());
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& [name, size] : files) list.push_back({{"name", name}, {"size", size}});
+  return nlohmann::json{{"files", list}}.dump(2, ' ', false,
+                                              nlohmann::json::error_handler_t::replace) +
+         "\n";
+}
+
+void ServeFile(const fs::path& root, const httplib::Request& req, httplib::Response& res) {
+  if (req.path == "/") {
+    res.status = 200;
+    res.set_content(Index(root), "application/json");
+    return;
+  }
+  fs::path file;
+  switch (Resolve(root, req.path, file)) {
+    case Refusal::kForbidden:
+      return SetError(res, 403, "forbidden path");
+    case Refusal::kNotFound:
+      return SetError(res, 404, "not found");
+    case Refusal::kNone:
+      break;
+  }
+  // O_NONBLOCK: opening a FIFO someone put in the directory must not hang this thread.
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return SetError(res, 404, "not found");
+  auto open_file = std::make_shared<OpenFile>(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return SetError(res, 403, "not a regular file");
+  }
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  res.set_header("Accept-Ranges", "bytes");
+  res.set_header("ETag", "\"" + std::to_string(size) + "-" + std::to_string(st.st_mtim.tv_sec) +
+                             "." + std::to_string(st.st_mtim.tv_nsec) + "\"");
+
+  ByteRange range{0, size};
+  res.status = 200;
+  if (req.has_header("Range")) {
+    switch (ParseRange(req.get_header_value("Range"), size, range)) {
+      case RangeKind::kNone:
+        range = {0, size};
+        break;
+      case RangeKind::kUnsatisfiable:
+        res.status = 416;
+        res.set_header("Content-Range", "bytes */" + std::to_string(size));
+        return;
+      case RangeKind::kSatisfiable:
+        res.status = 206;
+        res.set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" +
+                                            std::to_string(range.first + range.length - 1) + "/" +
+                                            std::to_string(size));
+        break;
+    }
+  }
+  if (range.length == 0) {  // an empty file: httplib sends no provider for length 0
+    res.set_content("", ContentType(file));
+    return;
+  }
+  const std::uint64_t base = range.first;
+  res.set_content_provider(
+      static_cast<std::size_t>(range.length), ContentType(file),
+      [open_file, base](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+        std::vector<char> buffer(std::min(length, kChunkBytes));
+        const ssize_t n = ::pread(open_file->fd(), buffer.data(), buffer.size(),
+                                  static_cast<off_t>(base + offset));
+        if (n <= 0) return false;  // read error or the file shrank: abort the connection
+        return sink.write(buffer.data(), static_cast<std::size_t>(n));
+      });
+}
+
+}  // namespace
+
+Status CheckServeAddress(const std::string& http) {
+  Result<HostPort> parsed = ParseHttp(http);
+  if (!parsed) return Unexpected(parsed.error());
+  return Ok();
+}
+
+Status Serve(const ServeOptions& options) {
+  EF_ASSIGN_OR_RETURN(const HostPort http, ParseHttp(options.http));
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "--tls-cert and --tls-key: give both or neither");
+  }
+  std::error_code ec;
+  if (!fs::is_directory(options.dir, ec)) {
+    return Fail(ErrorCode::kNotFound, "--dir: " + options.dir.string() + ": no such directory");
+  }
+  const fs::path root = fs::canonical(options.dir, ec);
+  if (ec) {
+    return Fail(ErrorCode::kIo, "--dir: " + options.dir.string() + ": " + ec.message());
+  }
+
+  std::unique_ptr<httplib::Server> server;
+  if (!options.tls_cert.empty()) {
+#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
+    for (const fs::path& f : {options.tls_cert, options.tls_key}) {
+      if (!fs::is_regular_file(f, ec)) {
+        return Fail(ErrorCode::kNotFound, f.string() + ": no such file");
+      }
+    }
+    server =
+        std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(), options.tls_key.c_str());
+    if (!server->is_valid()) {
+      return Fail(ErrorCode::kInvalidArgument, options.tls_cert.string() + ", " +
+                                                   options.tls_key.string() +
+                                                   ": cannot load the TLS certificate and key");
+    }
+#else
+    return Fail(ErrorCode::kInvalidArgument, "--tls-cert: this build has no TLS support");
+#endif
+  } else {
+    server = std::make_unique<httplib::Server>();
+  }
+
+  // Every thread started below inherits this mask, so the signals reach only sigtimedwait here.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto logger = spdlog::stderr_logger_mt("edgefleet-serve");
+  logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
+  spdlog::set_default_logger(logger);
+  spdlog::flush_on(spdlog::level::info);
+
+  auto handler = [root](const httplib::Request& req, httplib::Response& res) {
+    // httplib 0.11 applies the request's Range to whatever response it gets: it cuts string
+    // bodies (an error body can turn into a 416) and offsets a content provider without
+    // clamping the range to the length. This handler answers Range itself, so the parsed ranges
+    // are dropped here. `req` is the server's own non-const Request object.
+    const_cast<httplib::Request&>(req).ranges.clear();
+    ServeFile(root, req, res);
+  };
+  server->Get(".*", handler);
+  server->set_logger([](const httplib::Request& req, const httplib::Response& res) {
+    std::string bytes = "0";
+    if (req.method != "HEAD" && res.has_header("Content-Length")) {
+      bytes = res.get_header_value("Content-Length");
+    }
+    spdlog::info("event=served method={} path={} status={} bytes={} range={}", LogValue(req.method),
+                 LogValue(req.path), res.status, LogValue(bytes),
+                 LogValue(req.has_header("Range") ? req.get_header_value("Range") : "-"));
+  });
+
+  int port = http.port;
+  if (port == 0) {
+    port = server->bind_to_any_port(http.host.c_str());
+  } else if (!server->bind_to_port(http.host.c_str(), port)) {
+    port = -1;
+  }
+  if (port <= 0) {
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+    return Fail(ErrorCode::kIo, "--http: cannot listen on " + options.http);
+  }
+  std::thread listener([&server] { server->listen_after_bind(); });
+  if (options.port_file) {
+    Status written = WriteFileAtomically(*options.port_file, std::to_string(port) + "\n");
+    if (!written) {
+      server->stop();
+      listener.join();
+      pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+      return written;
+    }
+  }
+  spdlog::info("event=serve_started http_port={} dir={} tls={}", port, LogValue(root.string()),
+               options.tls_cert.empty() ? "off" : "on");
+
+  int signo = 0;
+  while (signo <= 0) {
+    const timespec timeout{1, 0};
+    signo = sigtimedwait(&stop_signals, nullptr, &timeout);
+  }
+  spdlog::info("event=stopping signal={}", signo == SIGINT ? "INT" : "TERM");
+  server->stop();
+  listener.join();
+  spdlog::info("event=serve_stopped");
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+  return Ok();
+}
+
+}  // namespace edgefleet::deploy
