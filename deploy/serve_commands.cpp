@@ -35,31 +35,6 @@ using manifests::LogValue;
 
 constexpr std::size_t kChunkBytes = 64 * 1024;
 
-struct HostPort {
-  std::string host;
-  int port = 0;
-};
-
-Result<HostPort> ParseHttp(const std::string& text) {
-  auto refuse = [&] {
-    return Fail(ErrorCode::kInvalidArgument,
-                "--http: expected HOST:PORT (port 0..65535), found '" + text + "'");
-  };
-  const std::size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return refuse();
-  HostPort out;
-  out.host = text.substr(0, colon);
-  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']') {
-    out.host = out.host.substr(1, out.host.size() - 2);
-  }
-  const char* begin = text.data() + colon + 1;
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(begin, end, out.port);
-  if (ec != std::errc() || ptr != end || out.port < 0 || out.port > 65535 || out.host.empty()) {
-    return refuse();
-  }
-  return out;
-}
 
 // An open regular file, closed in the destructor; shared by a response's content provider.
 class OpenFile final {
@@ -254,13 +229,13 @@ void ServeFile(const fs::path& root, const httplib::Request& req, httplib::Respo
 }  // namespace
 
 Status CheckServeAddress(const std::string& http) {
-  Result<HostPort> parsed = ParseHttp(http);
+  Result<HostPort> parsed = ParseHostPort("--http", http, 0);
   if (!parsed) return Unexpected(parsed.error());
   return Ok();
 }
 
 Status Serve(const ServeOptions& options) {
-  EF_ASSIGN_OR_RETURN(const HostPort http, ParseHttp(options.http));
+  EF_ASSIGN_OR_RETURN(const HostPort http, ParseHostPort("--http", options.http, 0));
   if (options.tls_cert.empty() != options.tls_key.empty()) {
     return Fail(ErrorCode::kInvalidArgument, "--tls-cert and --tls-key: give both or neither");
   }
