@@ -1,6 +1,7 @@
 #include "deploy/collector_store.hpp"
 
-#include <sqlite3.h>
+#include "manifests/sqlite_db.hpp"
+
 
 #include <algorithm>
 #include <chrono>
@@ -15,201 +16,25 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Migration {
-  int version;
-  const char* name;
-  const char* sql;
-};
-
 // deploy/collector_migrations/NNNN_*.sql, embedded by updater/migrations/embed.cmake.
-constexpr Migration kMigrations[] = {
+constexpr manifests::SqlMigration kMigrations[] = {
 #include "deploy/collector_migrations.inc"
 };
 
 // "EFCO" in the file header: `edgefleet devices --db` on an agent journal (which also has a
 // schema_version table) says what the file is instead of failing on a missing table.
 constexpr int kApplicationId = 0x4546434f;
-// The writer waits this long for a reader's lock (a checkpoint) and readers for the writer.
-constexpr int kBusyTimeoutMs = 5000;
 
-using Db = std::unique_ptr<sqlite3, decltype(&sqlite3_close_v2)>;
-using Stmt = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
-
-ErrorCode CodeFor(int rc) {
-  switch (rc & 0xff) {
-    case SQLITE_NOTADB:
-    case SQLITE_CORRUPT:
-      return ErrorCode::kIntegrity;
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_IOERR:
-    case SQLITE_FULL:
-    case SQLITE_CANTOPEN:
-    case SQLITE_READONLY:
-    case SQLITE_PERM:
-    case SQLITE_PROTOCOL:
-      return ErrorCode::kIo;
-    default:
-      return ErrorCode::kInternal;
-  }
-}
-
-// A connection and the file it belongs to, for error messages "<file>: <operation>: <why>".
-struct Connection {
-  fs::path path;
-  Db db{nullptr, &sqlite3_close_v2};
-
-  Unexpected SqlError(std::string_view operation, int rc) const {
-    const char* why = db ? sqlite3_errmsg(db.get()) : sqlite3_errstr(rc);
-    return Fail(CodeFor(rc), path.string() + ": " + std::string(operation) + ": " + why);
-  }
-  Status Exec(std::string_view operation, const char* sql) const {
-    const int rc = sqlite3_exec(db.get(), sql, nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return SqlError(operation, rc);
-    return Ok();
-  }
-};
-
-// A prepared statement kept for the life of the connection: Bind* then Step/Run, which reset it
-// for the next use. A failed bind is reported by the next Step.
-class Statement final {
- public:
-  static Result<Statement> Prepare(const Connection& conn, std::string operation,
-                                   std::string_view sql) {
-    sqlite3_stmt* raw = nullptr;
-    const int rc = sqlite3_prepare_v3(conn.db.get(), sql.data(), static_cast<int>(sql.size()),
-                                      SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
-    Stmt stmt(raw, &sqlite3_finalize);
-    if (rc != SQLITE_OK) return conn.SqlError(operation + ": prepare", rc);
-    return Statement(conn, std::move(operation), std::move(stmt));
-  }
-
-  Statement& Text(int index, std::string_view text) {
-    return Check(sqlite3_bind_text(stmt_.get(), index, text.data() ? text.data() : "",
-                                   static_cast<int>(text.size()), SQLITE_TRANSIENT));
-  }
-  Statement& Int(int index, std::int64_t value) {
-    return Check(sqlite3_bind_int64(stmt_.get(), index, value));
-  }
-  Statement& Real(int index, double value) {
-    return Check(sqlite3_bind_double(stmt_.get(), index, value));
-  }
-  Statement& Null(int index) { return Check(sqlite3_bind_null(stmt_.get(), index)); }
-  Statement& OptionalReal(int index, const std::optional<double>& value) {
-    return value ? Real(index, *value) : Null(index);
-  }
-  Statement& OptionalText(int index, const std::optional<std::string>& value) {
-    return value ? Text(index, *value) : Null(index);
-  }
-  Statement& OptionalInt(int index, const std::optional<std::int64_t>& value) {
-    return value ? Int(index, *value) : Null(index);
-  }
-
-  // True while rows come; false when done (the statement is then reset and unbound).
-  Result<bool> Step() {
-    if (bind_rc_ != SQLITE_OK) {
-      const int rc = bind_rc_;
-      Reset();
-      return conn_->SqlError(operation_ + ": bind", rc);
-    }
-    const int rc = sqlite3_step(stmt_.get());
-    if (rc == SQLITE_ROW) return true;
-    Reset();
-    if (rc == SQLITE_DONE) return false;
-    return conn_->SqlError(operation_, rc);
-  }
-  Status Run() {
-    EF_ASSIGN_OR_RETURN(const bool row, Step());
-    if (row) Reset();
-    return Ok();
-  }
-  void Reset() {
-    sqlite3_reset(stmt_.get());
-    sqlite3_clear_bindings(stmt_.get());
-    bind_rc_ = SQLITE_OK;
-  }
-
-  bool IsNull(int column) const { return sqlite3_column_type(stmt_.get(), column) == SQLITE_NULL; }
-  std::int64_t ColumnInt(int column) const { return sqlite3_column_int64(stmt_.get(), column); }
-  double ColumnReal(int column) const { return sqlite3_column_double(stmt_.get(), column); }
-  std::string ColumnText(int column) const {
-    const unsigned char* text = sqlite3_column_text(stmt_.get(), column);
-    const int size = sqlite3_column_bytes(stmt_.get(), column);
-    return text ? std::string(reinterpret_cast<const char*>(text), static_cast<std::size_t>(size))
-                : std::string();
-  }
-  std::optional<std::int64_t> ColumnOptionalInt(int column) const {
-    if (IsNull(column)) return std::nullopt;
-    return ColumnInt(column);
-  }
-
- private:
-  Statement(const Connection& conn, std::string operation, Stmt stmt)
-      : conn_(&conn), operation_(std::move(operation)), stmt_(std::move(stmt)) {}
-  Statement& Check(int rc) {
-    if (rc != SQLITE_OK && bind_rc_ == SQLITE_OK) bind_rc_ = rc;
-    return *this;
-  }
-
-  const Connection* conn_;
-  std::string operation_;
-  Stmt stmt_;
-  int bind_rc_ = SQLITE_OK;
-};
-
-// Rolls back unless committed.
-class Transaction final {
- public:
-  static Result<Transaction> Begin(const Connection& conn, std::string_view operation) {
-    EF_RETURN_IF_ERROR(conn.Exec(std::string(operation) + ": begin", "BEGIN IMMEDIATE"));
-    return Transaction(conn);
-  }
-  Transaction(Transaction&& other) noexcept : conn_(std::exchange(other.conn_, nullptr)) {}
-  Transaction& operator=(Transaction&&) = delete;
-  ~Transaction() {
-    if (conn_) sqlite3_exec(conn_->db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  Status Commit(std::string_view operation) {
-    EF_RETURN_IF_ERROR(conn_->Exec(std::string(operation) + ": commit", "COMMIT"));
-    conn_ = nullptr;
-    return Ok();
-  }
-
- private:
-  explicit Transaction(const Connection& conn) : conn_(&conn) {}
-  const Connection* conn_;
-};
-
-Result<Connection> OpenConnection(const fs::path& path, int flags) {
-  Connection conn;
-  conn.path = path;
-  sqlite3* raw = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
-  conn.db.reset(raw);  // owned even on failure: sqlite allocates a handle for the message
-  if (rc != SQLITE_OK) return conn.SqlError("open", rc);
-  sqlite3_extended_result_codes(raw, 1);
-  sqlite3_busy_timeout(raw, kBusyTimeoutMs);
-  return conn;
-}
-
-Result<std::int64_t> QueryInt(const Connection& conn, std::string operation, const char* sql) {
-  EF_ASSIGN_OR_RETURN(Statement stmt, Statement::Prepare(conn, std::move(operation), sql));
-  EF_ASSIGN_OR_RETURN(const bool row, stmt.Step());
-  const std::int64_t value = row ? stmt.ColumnInt(0) : 0;
-  if (row) stmt.Reset();
-  return value;
-}
+using manifests::SqliteDb;
+using manifests::SqlMigration;
+using manifests::SqlStatement;
+using manifests::SqlTransaction;
 
 std::int64_t AsInt(std::uint64_t value) {
   // ClassifyMessage refuses counters above 2^32 and serials above 2^63-1; this only guards.
   return static_cast<std::int64_t>(std::min<std::uint64_t>(value, INT64_MAX));
 }
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The column of latency bucket i: "b00" .. "b16".
 std::string BucketColumn(std::size_t i) { return (i < 10 ? "b0" : "b") + std::to_string(i); }
@@ -236,57 +61,21 @@ constexpr int kBuckets = static_cast<int>(telemetry::kLatencyBuckets);
 
 namespace detail {
 struct StoreImpl {
-  Connection conn;
-  std::optional<Statement> insert_window, add_totals, insert_event, read_status, put_status,
+  explicit StoreImpl(SqliteDb db) : conn(std::move(db)) {}
+  SqliteDb conn;
+  std::optional<SqlStatement> insert_window, add_totals, insert_event, read_status, put_status,
       put_will, touch;
 };
 }  // namespace detail
 
 namespace {
 
-Status Migrate(const Connection& conn) {
-  EF_RETURN_IF_ERROR(conn.Exec("create schema_version",
-                               "CREATE TABLE IF NOT EXISTS schema_version ("
-                               "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                               "applied_ms INTEGER NOT NULL) STRICT"));
-  auto found = [&]() {
-    return QueryInt(conn, "read schema_version",
-                    "SELECT COALESCE(MAX(version), 0) FROM schema_version");
-  };
-  EF_ASSIGN_OR_RETURN(const std::int64_t before, found());
-  const int latest = CollectorStore::LatestSchemaVersion();
-  if (before > latest) {
-    return Fail(ErrorCode::kUnsupported,
-                conn.path.string() + ": schema version " + std::to_string(before) +
-                    " is newer than this build supports (" + std::to_string(latest) + ")");
-  }
-  for (const Migration& migration : kMigrations) {
-    if (migration.version <= before) continue;
-    const std::string operation =
-        "migrate to schema " + std::to_string(migration.version) + " (" + migration.name + ")";
-    EF_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(conn, operation));
-    EF_ASSIGN_OR_RETURN(const std::int64_t now_found, found());  // another process raced us
-    if (now_found >= migration.version) continue;
-    EF_RETURN_IF_ERROR(conn.Exec(operation, migration.sql));
-    EF_ASSIGN_OR_RETURN(Statement insert,
-                        Statement::Prepare(conn, operation,
-                                           "INSERT INTO schema_version (version, name, applied_ms)"
-                                           " VALUES (?1, ?2, ?3)"));
-    insert.Int(1, migration.version).Text(2, migration.name).Int(3, NowMs());
-    EF_RETURN_IF_ERROR(insert.Run());
-    EF_RETURN_IF_ERROR(conn.Exec(
-        operation, ("PRAGMA application_id = " + std::to_string(kApplicationId)).c_str()));
-    EF_RETURN_IF_ERROR(txn.Commit(operation));
-  }
-  return Ok();
-}
-
 Status PrepareWriter(detail::StoreImpl& s) {
-  const Connection& c = s.conn;
+  const SqliteDb& c = s.conn;
   // 31 named columns + 17 buckets.
   EF_ASSIGN_OR_RETURN(
       s.insert_window,
-      Statement::Prepare(c, "store window",
+      SqlStatement::Prepare(c, "store window",
                          "INSERT OR IGNORE INTO windows (id, device, fleet, model, version, slot, "
                          "role, ts, start_ts, window_s, received_ms, count, errors, server_errors, "
                          "latency_count, latency_sum_ms, latency_max_ms, p50_ms, p99_ms, "
@@ -294,7 +83,7 @@ Status PrepareWriter(detail::StoreImpl& s) {
                          "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
                              BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) + ")"));
   EF_ASSIGN_OR_RETURN(
-      s.add_totals, Statement::Prepare(c, "add to totals", [] {
+      s.add_totals, SqlStatement::Prepare(c, "add to totals", [] {
         std::string sql =
             "INSERT INTO totals (device, model, version, windows, requests, errors, "
             "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, last_ts, "
@@ -316,17 +105,17 @@ Status PrepareWriter(detail::StoreImpl& s) {
       }()));
   EF_ASSIGN_OR_RETURN(
       s.insert_event,
-      Statement::Prepare(c, "store event",
+      SqlStatement::Prepare(c, "store event",
                          "INSERT OR IGNORE INTO events (id, device, fleet, ts, received_ms, event, "
                          "deployment, model, version, from_state, reason, serial, target, json) "
                          "VALUES (" +
                              Parameters(1, 14) + ")"));
-  EF_ASSIGN_OR_RETURN(s.read_status, Statement::Prepare(c, "read status",
+  EF_ASSIGN_OR_RETURN(s.read_status, SqlStatement::Prepare(c, "read status",
                                                         "SELECT status_id, status_ts FROM devices "
                                                         "WHERE device = ?1"));
   EF_ASSIGN_OR_RETURN(
       s.put_status,
-      Statement::Prepare(
+      SqlStatement::Prepare(
           c, "store status",
           "INSERT INTO devices (device, fleet, online, last_seen_ms, offline_since_ms, status_id, "
           "status_ts, agent_version, connection, status_json) VALUES (?1, ?2, ?3, ?4, "
@@ -338,7 +127,7 @@ Status PrepareWriter(detail::StoreImpl& s) {
           "connection = excluded.connection, status_json = excluded.status_json"));
   EF_ASSIGN_OR_RETURN(
       s.put_will,
-      Statement::Prepare(c, "store last will",
+      SqlStatement::Prepare(c, "store last will",
                          "INSERT INTO devices (device, fleet, online, offline_since_ms, status_id) "
                          "VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (device) DO UPDATE SET "
                          "fleet = excluded.fleet, online = 0, "
@@ -347,7 +136,7 @@ Status PrepareWriter(detail::StoreImpl& s) {
   // A device first heard through telemetry or events is online: it just spoke.
   EF_ASSIGN_OR_RETURN(
       s.touch,
-      Statement::Prepare(c, "update last seen",
+      SqlStatement::Prepare(c, "update last seen",
                          "INSERT INTO devices (device, fleet, online, last_seen_ms) "
                          "VALUES (?1, ?2, 1, ?3) ON CONFLICT (device) DO UPDATE SET "
                          "fleet = excluded.fleet, "
@@ -357,78 +146,78 @@ Status PrepareWriter(detail::StoreImpl& s) {
 
 Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in,
                                  const telemetry::TelemetryWindow& w) {
-  Statement& q = *s.insert_window;
-  q.Text(1, w.id)
-      .Text(2, w.device)
-      .Text(3, in.fleet)
-      .Text(4, w.model)
-      .Text(5, w.version)
-      .Text(6, w.slot)
-      .Text(7, w.role)
-      .Int(8, w.ts)
-      .Int(9, w.start_ts)
-      .Real(10, w.window_s)
-      .Int(11, in.received_ms)
-      .Int(12, AsInt(w.count))
-      .Int(13, AsInt(w.errors))
-      .Int(14, AsInt(w.server_errors))
-      .Int(15, AsInt(w.latency.count))
-      .Real(16, w.latency.sum_ms)
-      .Real(17, w.latency.max_ms)
-      .Real(18, w.latency.p50)
-      .Real(19, w.latency.p99)
-      .Int(20, AsInt(w.labeled))
-      .Int(21, AsInt(w.correct))
-      .OptionalReal(22, w.golden_accuracy)
-      .OptionalReal(23, w.shadow_agree)
-      .Real(24, w.confidence_mean)
-      .Real(25, w.confidence_std)
-      .Int(26, AsInt(w.health.rss_bytes))
-      .Real(27, w.health.cpu_pct)
-      .OptionalReal(28, w.health.temp_c)
-      .Int(29, AsInt(w.health.disk_free_bytes))
-      .Text(30, in.json);
-  for (int i = 0; i < kBuckets; ++i) q.Int(31 + i, AsInt(w.latency.buckets[i]));
+  SqlStatement& q = *s.insert_window;
+  q.Bind(1, w.id)
+      .Bind(2, w.device)
+      .Bind(3, in.fleet)
+      .Bind(4, w.model)
+      .Bind(5, w.version)
+      .Bind(6, w.slot)
+      .Bind(7, w.role)
+      .Bind(8, w.ts)
+      .Bind(9, w.start_ts)
+      .Bind(10, w.window_s)
+      .Bind(11, in.received_ms)
+      .Bind(12, AsInt(w.count))
+      .Bind(13, AsInt(w.errors))
+      .Bind(14, AsInt(w.server_errors))
+      .Bind(15, AsInt(w.latency.count))
+      .Bind(16, w.latency.sum_ms)
+      .Bind(17, w.latency.max_ms)
+      .Bind(18, w.latency.p50)
+      .Bind(19, w.latency.p99)
+      .Bind(20, AsInt(w.labeled))
+      .Bind(21, AsInt(w.correct))
+      .Bind(22, w.golden_accuracy)
+      .Bind(23, w.shadow_agree)
+      .Bind(24, w.confidence_mean)
+      .Bind(25, w.confidence_std)
+      .Bind(26, AsInt(w.health.rss_bytes))
+      .Bind(27, w.health.cpu_pct)
+      .Bind(28, w.health.temp_c)
+      .Bind(29, AsInt(w.health.disk_free_bytes))
+      .Bind(30, in.json);
+  for (int i = 0; i < kBuckets; ++i) q.Bind(31 + i, AsInt(w.latency.buckets[i]));
   EF_RETURN_IF_ERROR(q.Run());
-  if (sqlite3_changes(s.conn.db.get()) == 0) return ApplyOutcome::kDuplicate;
+  if (s.conn.Changes() == 0) return ApplyOutcome::kDuplicate;
 
-  Statement& t = *s.add_totals;
-  t.Text(1, w.device)
-      .Text(2, w.model)
-      .Text(3, w.version)
-      .Int(4, AsInt(w.count))
-      .Int(5, AsInt(w.errors))
-      .Int(6, AsInt(w.latency.count))
-      .Real(7, w.latency.sum_ms)
-      .Real(8, w.latency.max_ms)
-      .Int(9, AsInt(w.labeled))
-      .Int(10, AsInt(w.correct))
-      .Int(11, w.ts)
-      .Text(12, w.slot);
-  for (int i = 0; i < kBuckets; ++i) t.Int(13 + i, AsInt(w.latency.buckets[i]));
+  SqlStatement& t = *s.add_totals;
+  t.Bind(1, w.device)
+      .Bind(2, w.model)
+      .Bind(3, w.version)
+      .Bind(4, AsInt(w.count))
+      .Bind(5, AsInt(w.errors))
+      .Bind(6, AsInt(w.latency.count))
+      .Bind(7, w.latency.sum_ms)
+      .Bind(8, w.latency.max_ms)
+      .Bind(9, AsInt(w.labeled))
+      .Bind(10, AsInt(w.correct))
+      .Bind(11, w.ts)
+      .Bind(12, w.slot);
+  for (int i = 0; i < kBuckets; ++i) t.Bind(13 + i, AsInt(w.latency.buckets[i]));
   EF_RETURN_IF_ERROR(t.Run());
   return ApplyOutcome::kStored;
 }
 
 Result<ApplyOutcome> StoreEvent(detail::StoreImpl& s, const IncomingMessage& in,
                                 const telemetry::EventMessage& e) {
-  Statement& q = *s.insert_event;
-  q.Text(1, e.id)
-      .Text(2, e.device)
-      .Text(3, in.fleet)
-      .Int(4, e.ts)
-      .Int(5, in.received_ms)
-      .Text(6, e.event)
-      .Int(7, e.deployment)
-      .Text(8, e.model)
-      .Text(9, e.version)
-      .Text(10, e.from)
-      .Text(11, e.reason)
-      .Int(12, AsInt(e.serial))
-      .Text(13, e.target)
-      .Text(14, in.json);
+  SqlStatement& q = *s.insert_event;
+  q.Bind(1, e.id)
+      .Bind(2, e.device)
+      .Bind(3, in.fleet)
+      .Bind(4, e.ts)
+      .Bind(5, in.received_ms)
+      .Bind(6, e.event)
+      .Bind(7, e.deployment)
+      .Bind(8, e.model)
+      .Bind(9, e.version)
+      .Bind(10, e.from)
+      .Bind(11, e.reason)
+      .Bind(12, AsInt(e.serial))
+      .Bind(13, e.target)
+      .Bind(14, in.json);
   EF_RETURN_IF_ERROR(q.Run());
-  return sqlite3_changes(s.conn.db.get()) == 0 ? ApplyOutcome::kDuplicate : ApplyOutcome::kStored;
+  return s.conn.Changes() == 0 ? ApplyOutcome::kDuplicate : ApplyOutcome::kStored;
 }
 
 bool IsLastWill(const telemetry::StatusMessage& m) { return !m.online && m.connection == 0; }
@@ -438,8 +227,8 @@ Result<ApplyOutcome> StoreStatus(detail::StoreImpl& s, const IncomingMessage& in
   std::optional<std::string> stored_id;
   std::optional<std::int64_t> stored_ts;
   {
-    Statement& q = *s.read_status;
-    q.Text(1, m.device);
+    SqlStatement& q = *s.read_status;
+    q.Bind(1, m.device);
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
     if (row) {
       if (!q.IsNull(0)) stored_id = q.ColumnText(0);
@@ -449,22 +238,22 @@ Result<ApplyOutcome> StoreStatus(detail::StoreImpl& s, const IncomingMessage& in
   }
   if (stored_id && *stored_id == m.id) return ApplyOutcome::kDuplicate;
   if (IsLastWill(m)) {
-    Statement& q = *s.put_will;
-    q.Text(1, m.device).Text(2, in.fleet).Int(3, in.received_ms).Text(4, m.id);
+    SqlStatement& q = *s.put_will;
+    q.Bind(1, m.device).Bind(2, in.fleet).Bind(3, in.received_ms).Bind(4, m.id);
     EF_RETURN_IF_ERROR(q.Run());
     return ApplyOutcome::kStored;
   }
   if (stored_ts && m.ts < *stored_ts) return ApplyOutcome::kStale;
-  Statement& q = *s.put_status;
-  q.Text(1, m.device)
-      .Text(2, in.fleet)
-      .Int(3, m.online ? 1 : 0)
-      .Int(4, in.received_ms)
-      .Text(5, m.id)
-      .Int(6, m.ts)
-      .Text(7, m.agent_version)
-      .Int(8, AsInt(m.connection))
-      .Text(9, in.json);
+  SqlStatement& q = *s.put_status;
+  q.Bind(1, m.device)
+      .Bind(2, in.fleet)
+      .Bind(3, m.online ? 1 : 0)
+      .Bind(4, in.received_ms)
+      .Bind(5, m.id)
+      .Bind(6, m.ts)
+      .Bind(7, m.agent_version)
+      .Bind(8, AsInt(m.connection))
+      .Bind(9, in.json);
   EF_RETURN_IF_ERROR(q.Run());
   return ApplyOutcome::kStored;
 }
@@ -481,13 +270,13 @@ int CollectorStore::LatestSchemaVersion() {
 }
 
 Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
-  auto impl = std::make_unique<detail::StoreImpl>();
-  EF_ASSIGN_OR_RETURN(impl->conn, OpenConnection(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
-  const Connection& c = impl->conn;
+  EF_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, SqliteDb::Mode::kReadWriteCreate));
+  auto impl = std::make_unique<detail::StoreImpl>(std::move(db));
+  const SqliteDb& c = impl->conn;
   // The first statement reads the header: a file that is not a database fails here.
   {
-    EF_ASSIGN_OR_RETURN(Statement mode,
-                        Statement::Prepare(c, "set journal_mode=WAL", "PRAGMA journal_mode=WAL"));
+    EF_ASSIGN_OR_RETURN(SqlStatement mode,
+                        SqlStatement::Prepare(c, "set journal_mode=WAL", "PRAGMA journal_mode=WAL"));
     EF_ASSIGN_OR_RETURN(const bool row, mode.Step());
     const std::string found = row ? mode.ColumnText(0) : "";
     if (row) mode.Reset();
@@ -501,7 +290,7 @@ Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
   // FULL would not make them durable either; it would only halve the write rate.
   EF_RETURN_IF_ERROR(c.Exec("set synchronous=NORMAL", "PRAGMA synchronous=NORMAL"));
   EF_ASSIGN_OR_RETURN(const std::int64_t app_id,
-                      QueryInt(c, "read application_id", "PRAGMA application_id"));
+                      c.QueryInt("read application_id", "PRAGMA application_id"));
   if (app_id != 0 && app_id != kApplicationId) {
     return Fail(ErrorCode::kIntegrity, path.string() +
                                            ": not a collector database (application_id " +
@@ -509,14 +298,16 @@ Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
   }
   if (app_id == 0) {
     EF_ASSIGN_OR_RETURN(const std::int64_t tables,
-                        QueryInt(c, "inspect", "SELECT COUNT(*) FROM sqlite_schema"));
+                        c.QueryInt("inspect", "SELECT COUNT(*) FROM sqlite_schema"));
     if (tables != 0) {
       return Fail(ErrorCode::kIntegrity, path.string() +
                                              ": not a collector database (it holds other tables); "
                                              "refusing to write into it");
     }
   }
-  EF_RETURN_IF_ERROR(Migrate(c));
+  EF_RETURN_IF_ERROR(
+      c.Migrate(kMigrations,
+                ("PRAGMA application_id = " + std::to_string(kApplicationId)).c_str()));
   EF_RETURN_IF_ERROR(PrepareWriter(*impl));
   return CollectorStore(std::move(impl));
 }
@@ -526,7 +317,7 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
   outcomes.reserve(batch.size());
   if (batch.empty()) return outcomes;
   detail::StoreImpl& s = *impl_;
-  EF_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(s.conn, "store messages"));
+  EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(s.conn, "store messages"));
   // Newest arrival per device (and its topic's fleet), written once per batch.
   std::map<std::string, std::pair<std::string, std::int64_t>> seen;
   for (const IncomingMessage& in : batch) {
@@ -554,10 +345,10 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
     }
   }
   for (const auto& [device, fleet_when] : seen) {
-    s.touch->Text(1, device).Text(2, fleet_when.first).Int(3, fleet_when.second);
+    s.touch->Bind(1, device).Bind(2, fleet_when.first).Bind(3, fleet_when.second);
     EF_RETURN_IF_ERROR(s.touch->Run());
   }
-  EF_RETURN_IF_ERROR(txn.Commit("store messages"));
+  EF_RETURN_IF_ERROR(txn.Commit());
   return outcomes;
 }
 
@@ -565,7 +356,8 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
 
 namespace detail {
 struct ViewImpl {
-  Connection conn;
+  explicit ViewImpl(SqliteDb db) : conn(std::move(db)) {}
+  SqliteDb conn;
   mutable std::mutex mu;  // guards conn and every statement on it
 };
 }  // namespace detail
@@ -574,7 +366,7 @@ namespace {
 
 // Columns shared by Totals() and Recent(): device, model, version, last_slot, last_ts, windows,
 // requests, errors, labeled, correct, latency_count, latency_sum_ms, latency_max_ms, b00..b16.
-SeriesStats ReadSeries(const Statement& q) {
+SeriesStats ReadSeries(const SqlStatement& q) {
   SeriesStats s;
   s.device = q.ColumnText(0);
   s.model = q.ColumnText(1);
@@ -597,11 +389,11 @@ SeriesStats ReadSeries(const Statement& q) {
   return s;
 }
 
-Result<std::vector<SeriesStats>> QuerySeries(const Connection& conn, std::string operation,
+Result<std::vector<SeriesStats>> QuerySeries(const SqliteDb& conn, std::string operation,
                                              const std::string& sql,
                                              std::optional<std::int64_t> span_ms) {
-  EF_ASSIGN_OR_RETURN(Statement q, Statement::Prepare(conn, std::move(operation), sql));
-  if (span_ms) q.Int(1, *span_ms);
+  EF_ASSIGN_OR_RETURN(SqlStatement q, SqlStatement::Prepare(conn, std::move(operation), sql));
+  if (span_ms) q.Bind(1, *span_ms);
   std::vector<SeriesStats> out;
   while (true) {
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
@@ -611,7 +403,7 @@ Result<std::vector<SeriesStats>> QuerySeries(const Connection& conn, std::string
   return out;
 }
 
-Result<std::vector<StoredMessage>> ReadMessages(Statement& q) {
+Result<std::vector<StoredMessage>> ReadMessages(SqlStatement& q) {
   std::vector<StoredMessage> out;
   while (true) {
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
@@ -641,11 +433,11 @@ Result<FleetView> FleetView::Open(const fs::path& path) {
                 path.string() + ": no such collector database (run `edgefleet collect --db " +
                     path.string() + "` first)");
   }
-  auto impl = std::make_unique<detail::ViewImpl>();
-  EF_ASSIGN_OR_RETURN(impl->conn, OpenConnection(path, SQLITE_OPEN_READONLY));
-  const Connection& c = impl->conn;
+  EF_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, SqliteDb::Mode::kReadOnly));
+  auto impl = std::make_unique<detail::ViewImpl>(std::move(db));
+  const SqliteDb& c = impl->conn;
   EF_ASSIGN_OR_RETURN(const std::int64_t app_id,
-                      QueryInt(c, "read application_id", "PRAGMA application_id"));
+                      c.QueryInt("read application_id", "PRAGMA application_id"));
   if (app_id != kApplicationId) {
     return Fail(ErrorCode::kIntegrity, path.string() +
                                            ": not a collector database "
@@ -654,7 +446,7 @@ Result<FleetView> FleetView::Open(const fs::path& path) {
   }
   EF_ASSIGN_OR_RETURN(
       const std::int64_t version,
-      QueryInt(c, "read schema_version", "SELECT COALESCE(MAX(version), 0) FROM schema_version"));
+      c.QueryInt("read schema_version", "SELECT COALESCE(MAX(version), 0) FROM schema_version"));
   if (version != CollectorStore::LatestSchemaVersion()) {
     return Fail(ErrorCode::kUnsupported,
                 path.string() + ": schema version " + std::to_string(version) +
@@ -668,8 +460,8 @@ Result<FleetView> FleetView::Open(const fs::path& path) {
 
 Result<std::vector<DeviceRecord>> FleetView::Devices() const {
   std::lock_guard lock(impl_->mu);
-  EF_ASSIGN_OR_RETURN(Statement q,
-                      Statement::Prepare(impl_->conn, "list devices",
+  EF_ASSIGN_OR_RETURN(SqlStatement q,
+                      SqlStatement::Prepare(impl_->conn, "list devices",
                                          "SELECT device, fleet, online, last_seen_ms, "
                                          "offline_since_ms, status_ts, agent_version, connection, "
                                          "status_json FROM devices ORDER BY device"));
@@ -721,27 +513,27 @@ Result<std::vector<SeriesStats>> FleetView::Recent(std::chrono::milliseconds spa
 
 Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) const {
   std::lock_guard lock(impl_->mu);
-  EF_ASSIGN_OR_RETURN(Statement q,
-                      Statement::Prepare(impl_->conn, "list windows",
+  EF_ASSIGN_OR_RETURN(SqlStatement q,
+                      SqlStatement::Prepare(impl_->conn, "list windows",
                                          "SELECT fleet, received_ms, json FROM windows "
                                          "WHERE (?1 IS NULL OR device = ?1) "
                                          "AND (?2 IS NULL OR model = ?2) "
                                          "AND (?3 IS NULL OR ts >= ?3) "
                                          "ORDER BY ts DESC, id DESC LIMIT ?4"));
-  q.OptionalText(1, query.device)
-      .OptionalText(2, query.model)
-      .OptionalInt(3, query.since_ms)
-      .Int(4, static_cast<std::int64_t>(query.limit));
+  q.Bind(1, query.device)
+      .Bind(2, query.model)
+      .Bind(3, query.since_ms)
+      .Bind(4, static_cast<std::int64_t>(query.limit));
   return ReadMessages(q);
 }
 
 Result<std::vector<StoredMessage>> FleetView::Events(const EventQuery& query) const {
   std::lock_guard lock(impl_->mu);
-  EF_ASSIGN_OR_RETURN(Statement q, Statement::Prepare(impl_->conn, "list events",
+  EF_ASSIGN_OR_RETURN(SqlStatement q, SqlStatement::Prepare(impl_->conn, "list events",
                                                       "SELECT fleet, received_ms, json FROM events "
                                                       "WHERE (?1 IS NULL OR device = ?1) "
                                                       "ORDER BY ts DESC, id DESC LIMIT ?2"));
-  q.OptionalText(1, query.device).Int(2, static_cast<std::int64_t>(query.limit));
+  q.Bind(1, query.device).Bind(2, static_cast<std::int64_t>(query.limit));
   return ReadMessages(q);
 }
 
