@@ -71,6 +71,7 @@ Status SqliteDb::Exec(std::string_view operation, const char* sql) const {
   return Ok();
 }
 
+std::int64_t SqliteDb::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_.get()); }
 int SqliteDb::Changes() const { return sqlite3_changes(db_.get()); }
 
 Result<std::int64_t> SqliteDb::QueryInt(std::string operation, std::string_view sql) const {
@@ -126,13 +127,13 @@ Status SqliteDb::Migrate(std::span<const SqlMigration> migrations, const char* s
 SqlStatement::SqlStatement(const SqliteDb& db, std::string operation, sqlite3_stmt* stmt)
     : db_(&db), operation_(std::move(operation)), stmt_(stmt) {}
 
-Result<SqlStatement> SqlStatement::Prepare(const SqliteDb& db, std::string operation,
+Result<SqlStatement> SqlStatement::Prepare(const SqliteDb& db, std::string_view operation,
                                            std::string_view sql) {
   sqlite3_stmt* raw = nullptr;
   const int rc = sqlite3_prepare_v3(db.handle(), sql.data(), static_cast<int>(sql.size()),
                                     SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
-  SqlStatement stmt(db, std::move(operation), raw);
-  if (rc != SQLITE_OK) return db.SqlError(stmt.operation_ + ": prepare", rc);
+  SqlStatement stmt(db, std::string(operation), raw);
+  if (rc != SQLITE_OK) return db.SqlError(stmt.operation_, rc);
   return stmt;
 }
 
@@ -206,9 +207,9 @@ std::optional<std::int64_t> SqlStatement::ColumnOptionalInt(int column) const {
 
 // ---- SqlTransaction ----
 
-Result<SqlTransaction> SqlTransaction::Begin(const SqliteDb& db, std::string operation) {
-  EF_RETURN_IF_ERROR(db.Exec(operation + ": begin", "BEGIN IMMEDIATE"));
-  return SqlTransaction(db, std::move(operation));
+Result<SqlTransaction> SqlTransaction::Begin(const SqliteDb& db, std::string_view operation) {
+  EF_RETURN_IF_ERROR(db.Exec(std::string(operation) + ": begin", "BEGIN IMMEDIATE"));
+  return SqlTransaction(db, std::string(operation));
 }
 
 SqlTransaction::SqlTransaction(SqlTransaction&& other) noexcept

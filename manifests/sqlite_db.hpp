@@ -52,6 +52,8 @@ class SqliteDb final {
   Unexpected Refuse(ErrorCode code, std::string_view operation, std::string_view why) const;
   // For SQL without parameters that we own (pragmas, transaction control, migrations).
   Status Exec(std::string_view operation, const char* sql) const;
+  // The rowid of the last INSERT on this connection.
+  std::int64_t LastInsertRowId() const;
   // Rows changed by the last INSERT/UPDATE/DELETE (0 for an INSERT OR IGNORE that ignored).
   int Changes() const;
   // The first column of the first row as an integer (0 when there is no row).
@@ -79,7 +81,7 @@ class SqliteDb final {
 // reported by the next Step.
 class SqlStatement final {
  public:
-  static Result<SqlStatement> Prepare(const SqliteDb& db, std::string operation,
+  static Result<SqlStatement> Prepare(const SqliteDb& db, std::string_view operation,
                                       std::string_view sql);
 
   // Integers (as int64; unsigned values above INT64_MAX are the caller's to refuse), floating
@@ -135,7 +137,7 @@ class SqlStatement final {
 // BEGIN IMMEDIATE ... COMMIT; rolls back unless committed.
 class SqlTransaction final {
  public:
-  static Result<SqlTransaction> Begin(const SqliteDb& db, std::string operation);
+  static Result<SqlTransaction> Begin(const SqliteDb& db, std::string_view operation);
   SqlTransaction(SqlTransaction&& other) noexcept;
   SqlTransaction& operator=(SqlTransaction&&) = delete;
   SqlTransaction(const SqlTransaction&) = delete;

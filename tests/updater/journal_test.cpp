@@ -406,7 +406,7 @@ TEST_F(JournalTest, RefusesADatabaseFromANewerSchema) {
   EXPECT_EQ(journal.error().message,
             db_path().string() + ": open: schema version 99 is newer than this build supports (" +
                 std::to_string(Journal::LatestSchemaVersion()) +
-                "); refusing to touch a journal written by a newer agent");
+                "); refusing to touch a file written by a newer build");
 }
 
 TEST_F(JournalTest, AFileThatIsNotADatabaseGivesAClearError) {
