@@ -259,11 +259,15 @@ TEST_F(AgentMqttE2E, GroupDesiredStateInstallsV2AndEveryStepReachesTheCollector)
   std::vector<std::string> journal_steps;
   for (const auto& t : d2["transitions"]) journal_steps.push_back(t.value("to", ""));
   ASSERT_GE(journal_steps.size(), 8u) << d2.dump(1);
-  std::vector<std::string> collected;
+  // Each event names the state it left ("from"), so the chain from "" rebuilds the agent's
+  // order even where steps a millisecond apart share a timestamp in the collector.
+  std::map<std::string, std::vector<std::string>> next;  // from -> events that left it
+  std::size_t step_events = 0;
   bool parity_report = false;
   WaitFor("every step of deployment " + std::to_string(dep_id) + " in the collector", seconds(30),
           [&] {
-            collected.clear();
+            next.clear();
+            step_events = 0;
             parity_report = false;
             for (const auto& e : CollectorEvents()) {
               if (e.value("deployment", std::int64_t{0}) != dep_id) continue;
@@ -271,15 +275,19 @@ TEST_F(AgentMqttE2E, GroupDesiredStateInstallsV2AndEveryStepReachesTheCollector)
                 parity_report = true;
                 continue;
               }
-              collected.push_back(e.value("event", ""));
+              next[e.value("from", "")].push_back(e.value("event", ""));
+              ++step_events;
             }
-            return collected.size() >= journal_steps.size() && parity_report;
+            return step_events >= journal_steps.size() && parity_report;
           });
-  // Steps a millisecond apart share a timestamp, so the collector's order among them is not
-  // the agent's; every step must be there exactly once.
-  std::sort(collected.begin(), collected.end());
-  std::sort(journal_steps.begin(), journal_steps.end());
-  EXPECT_EQ(collected, journal_steps) << "collector events vs journal transitions";
+  std::vector<std::string> chain;
+  for (std::string state; next.count(state) && chain.size() <= step_events;) {
+    ASSERT_EQ(next[state].size(), 1u) << "several events left state '" << state << "'";
+    state = next[state].front();
+    chain.push_back(state);
+  }
+  EXPECT_EQ(step_events, journal_steps.size()) << "events in the collector vs journal steps";
+  EXPECT_EQ(chain, journal_steps) << "collector events vs journal transitions, in order";
   EXPECT_TRUE(parity_report) << "the parity report event did not reach the collector";
   for (const auto& e : CollectorEvents()) {
     if (e.value("deployment", std::int64_t{0}) == dep_id) {
