@@ -418,7 +418,10 @@ TEST_F(AgentMqttE2E, HostilePayloadsAreLoggedAndIgnored) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ConfigureMqtt(1.0);
   v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
-  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), nullptr);
+  // The short watch window keeps the final deployment (proof the agent still acts) quick.
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), [](json& b, const fs::path&) {
+    b["watch"] = testing::ShortWatch();
+  });
   server_.Add("/v2.efb", v2.bytes);
   ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
   StartAgent();
