@@ -88,7 +88,13 @@ struct FleetLink::Impl {
     std::ifstream in(GoldenFile());
     if (!in) return;
     auto doc = nlohmann::json::parse(in, nullptr, false);
-    if (!doc.is_array()) return;
+    if (!doc.is_array()) {
+      // Only a cache of parity results: telemetry goes on without golden accuracy until the
+      // next parity run rewrites it.
+      spdlog::warn("event=golden_accuracy_unreadable file={} reason=\"not a JSON array\"",
+                   LogValue(GoldenFile().string()));
+      return;
+    }
     std::lock_guard lock(golden_mu);
     for (const auto& e : doc) {
       if (e.is_object() && e.value("model", "").size() && e.contains("accuracy") &&
@@ -331,6 +337,10 @@ Result<std::unique_ptr<FleetLink>> FleetLink::Start(const AgentConfig& config,
     impl->journal.emplace(std::move(journal).value());
   }
   impl->LoadGolden();
+  // A status queued by an earlier run (e.g. "offline" at a clean stop while the broker was down)
+  // would otherwise be published after this run's birth record and leave the device looking
+  // offline; a fresh one supersedes it in the outbox.
+  impl->QueueStatus(true);
 
   const auto& mq = config.mqtt;
   telemetry::MqttOptions options;

@@ -412,6 +412,39 @@ TEST_F(AgentMqttE2E, BrokerOutageAndSigkillLoseNoWindow) {
   EXPECT_EQ(logged_sum, 10000u);
 }
 
+// A clean stop while the broker is down queues the status "offline"; the next run must not
+// publish that stale status after its own birth record (the outbox is FIFO behind the birth):
+// once the new run's telemetry has arrived, the broker's retained status and the collector say
+// online.
+TEST_F(AgentMqttE2E, CleanStopDuringAnOutageDoesNotLeaveTheDeviceOffline) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ConfigureMqtt(0.5);
+  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
+  ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  StartAgent();
+  ASSERT_TRUE(WaitFor("box-1 online in the collector", seconds(30), [&] {
+    json d = CollectorDevice("box-1");
+    return d.is_object() && d.value("online", false);
+  }));
+
+  broker_->Stop();
+  StopAgent();  // its "offline" status stays queued: no broker to take it
+  StartAgent();
+  std::this_thread::sleep_for(milliseconds(1200));  // windows of the new run queue up offline
+  const std::size_t windows_before = CollectorWindows().size();
+  broker_->Start();
+  // Telemetry queued after the new run started arrives after anything queued before it.
+  ASSERT_TRUE(WaitFor("the new run's telemetry in the collector", seconds(30), [&] {
+    return CollectorWindows().size() >= windows_before + 2;
+  }));
+  json status = RetainedStatus();
+  ASSERT_TRUE(status.is_object()) << "no retained status";
+  EXPECT_TRUE(status.value("online", false)) << status.dump(1);
+  json device = CollectorDevice("box-1");
+  EXPECT_TRUE(device.value("online", false)) << device.dump(1);
+}
+
 // Acceptance 4: malformed or hostile payloads on the desired topics are logged and ignored, and
 // the agent keeps serving the model it has.
 TEST_F(AgentMqttE2E, HostilePayloadsAreLoggedAndIgnored) {
