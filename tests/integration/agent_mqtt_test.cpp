@@ -169,6 +169,21 @@ class AgentMqttE2E : public AgentE2E {
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 
+  // A plain broker, the collector, and the agent serving v1 (installed offline) with telemetry
+  // windows of `window_s`, online in the collector.
+  void ServeV1WithCollector(double window_s) {
+    ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+    ConfigureMqtt(window_s);
+    v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
+    ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
+    ASSERT_NO_FATAL_FAILURE(StartCollector());
+    StartAgent();
+    ASSERT_TRUE(WaitFor("box-1 online in the collector", seconds(30), [&] {
+      json d = CollectorDevice("box-1");
+      return d.is_object() && d.value("online", false);
+    }));
+  }
+
   // `n` PNG inferences over one keep-alive connection, paced over at least `span` so that
   // they fall into several telemetry windows; returns how many answered 200.
   int Serve(int n, milliseconds span = milliseconds(0)) {
@@ -349,16 +364,7 @@ TEST_F(AgentMqttE2E, WrongCaIsRefusedAndTheAgentKeepsServing) {
 // windows, and the agent is SIGKILLed in the middle of the outage; when the broker returns the
 // collector holds every window exactly once and the counts add up to what was served.
 TEST_F(AgentMqttE2E, BrokerOutageAndSigkillLoseNoWindow) {
-  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
-  ConfigureMqtt(0.25);
-  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
-  ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
-  ASSERT_NO_FATAL_FAILURE(StartCollector());
-  StartAgent();
-  ASSERT_TRUE(WaitFor("box-1 online in the collector", seconds(30), [&] {
-    json d = CollectorDevice("box-1");
-    return d.is_object() && d.value("online", false);
-  }));
+  ASSERT_NO_FATAL_FAILURE(ServeV1WithCollector(0.25));
 
   broker_->Stop();
   int served = Serve(5000, seconds(2));
@@ -417,16 +423,7 @@ TEST_F(AgentMqttE2E, BrokerOutageAndSigkillLoseNoWindow) {
 // once the new run's telemetry has arrived, the broker's retained status and the collector say
 // online.
 TEST_F(AgentMqttE2E, CleanStopDuringAnOutageDoesNotLeaveTheDeviceOffline) {
-  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
-  ConfigureMqtt(0.5);
-  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
-  ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
-  ASSERT_NO_FATAL_FAILURE(StartCollector());
-  StartAgent();
-  ASSERT_TRUE(WaitFor("box-1 online in the collector", seconds(30), [&] {
-    json d = CollectorDevice("box-1");
-    return d.is_object() && d.value("online", false);
-  }));
+  ASSERT_NO_FATAL_FAILURE(ServeV1WithCollector(0.5));
 
   broker_->Stop();
   StopAgent();  // its "offline" status stays queued: no broker to take it
