@@ -1,11 +1,13 @@
 // edgefleet: the operator's command line (keys, trust roots, bundles, the fleet collector and
-// its device table, serving bundles; later rollout). Exit codes: 0 success, 1 the operation
-// failed (the message says why), 2 bad usage.
+// its device table, serving bundles, rollouts). Exit codes: 0 success, 1 the operation failed
+// (the message says why), 2 bad usage; `rollout start|resume|abort` also 2 when the rollout
+// halted and 3 when it was aborted (deploy/rollout.hpp).
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
 #include "deploy/commands.hpp"
+#include "deploy/rollout.hpp"
 
 namespace {
 
@@ -24,6 +26,12 @@ int main(int argc, char** argv) {
   CLI::App app{"edgefleet: build, sign and ship model bundles to fleets of edge boxes"};
   app.require_subcommand(1);
   std::function<Status()> run;
+  int exit_code = 0;  // a rollout's outcome when `run` succeeded
+  auto with_exit_code = [&](edgefleet::Result<int> result) -> Status {
+    if (!result) return edgefleet::Unexpected(result.error());
+    exit_code = *result;
+    return edgefleet::Ok();
+  };
 
   deploy::KeygenOptions keygen;
   auto* keygen_cmd = app.add_subcommand("keygen", "Make an Ed25519 key pair (<out>.key, <out>.pub)");
@@ -157,10 +165,97 @@ int main(int argc, char** argv) {
     run = [&] { return deploy::Serve(serve); };
   });
 
+  auto* rollout_cmd = app.add_subcommand(
+      "rollout", "Push a bundle to a group in waves over MQTT; watch, halt and restore");
+  rollout_cmd->require_subcommand(1);
+  deploy::RolloutStartOptions start;
+  auto* start_cmd = rollout_cmd->add_subcommand(
+      "start", "Start a rollout and drive it to the end (exit 0 completed, 2 halted, 3 aborted)");
+  start_cmd->add_option("--model", start.model, "Model name (must match the bundle)")->required();
+  start_cmd->add_option("--bundle", start.bundle, "URL the devices download the bundle from")
+      ->required();
+  start_cmd->add_option("--group", start.group, "Device group")->required();
+  start_cmd->add_option("--waves", start.waves, "Cumulative waves (default 10%,50%,100%)");
+  start_cmd->add_option("--fleet", start.fleet, "Fleet name")->required()->envname(
+      "EDGEFLEET_FLEET");
+  start_cmd->add_option("--broker", start.connection.broker, "MQTT broker HOST:PORT")
+      ->required()
+      ->envname("EDGEFLEET_BROKER");
+  start_cmd->add_option("--deploy-key", start.deploy_keys, "Private key file(s) of the deploy role")
+      ->required();
+  start_cmd->add_option("--db", start.db, "Rollout database (SQLite; created if missing)")
+      ->required()
+      ->envname("EDGEFLEET_ROLLOUT_DB");
+  start_cmd->add_option("--success-threshold", start.success_threshold,
+                        "Share of released devices that must succeed before the next wave "
+                        "(default 90%)");
+  start_cmd->add_option("--error-threshold", start.error_threshold,
+                        "Halt and restore when failures pass this share (default 10%)");
+  start_cmd->add_option("--wave-timeout", start.wave_timeout,
+                        "A wave's devices without a verdict by then count as failed (default 10m)");
+  start_cmd->add_option("--expires", start.expires,
+                        "Lifetime of each signed desired-state document (default 30d)");
+  start_cmd->add_option("--success-on", start.success_on,
+                        "committed (default: after the watch window) or activated");
+  start_cmd->add_option("--discover", start.discover,
+                        "How long to collect the devices' retained statuses (default 2s)");
+  start_cmd->add_option("--id", start.id, "Rollout id (default <model>-<version>-<UTC time>)");
+  start_cmd->add_option("--trust", start.trust,
+                        "Trust root: verify the bundle's release signatures before starting");
+  start_cmd->add_option("--ca-file", start.connection.ca_file, "CA certificate: connect with TLS");
+  start_cmd->add_option("--cert-file", start.connection.cert_file,
+                        "Client certificate (CN operator)");
+  start_cmd->add_option("--key-file", start.connection.key_file,
+                        "Client certificate's private key");
+  start_cmd->add_option("--username", start.connection.username, "MQTT username");
+  start_cmd->add_option("--password-file", start.connection.password_file,
+                        "File whose first line is the MQTT password");
+  start_cmd->callback(
+      [&] { run = [&] { return with_exit_code(deploy::RolloutStart(start, std::cout)); }; });
+
+  deploy::RolloutCommandOptions rollout_opts;
+  auto add_common = [&](CLI::App* cmd, bool json) {
+    cmd->add_option("id", rollout_opts.id, "Rollout id (default: the newest)");
+    cmd->add_option("--db", rollout_opts.db, "Rollout database")
+        ->required()
+        ->envname("EDGEFLEET_ROLLOUT_DB");
+    if (json) cmd->add_flag("--json", rollout_opts.json, "Print JSON");
+  };
+  auto* status_cmd = rollout_cmd->add_subcommand("status", "A rollout's waves and devices");
+  add_common(status_cmd, true);
+  status_cmd->callback(
+      [&] { run = [&] { return deploy::RolloutStatus(rollout_opts, std::cout); }; });
+  auto* list_cmd = rollout_cmd->add_subcommand("list", "Every rollout in the database");
+  list_cmd->add_option("--db", rollout_opts.db, "Rollout database")
+      ->required()
+      ->envname("EDGEFLEET_ROLLOUT_DB");
+  list_cmd->add_flag("--json", rollout_opts.json, "Print JSON");
+  list_cmd->callback([&] { run = [&] { return deploy::RolloutList(rollout_opts, std::cout); }; });
+  auto* pause_cmd = rollout_cmd->add_subcommand("pause", "Release no further wave");
+  add_common(pause_cmd, false);
+  pause_cmd->callback([&] { run = [&] { return deploy::RolloutPause(rollout_opts, std::cout); }; });
+  auto* resume_cmd = rollout_cmd->add_subcommand(
+      "resume", "Continue a paused or interrupted rollout (drives it when no process does)");
+  add_common(resume_cmd, false);
+  resume_cmd->add_option("--password-file", rollout_opts.password_file,
+                         "File whose first line is the MQTT password");
+  resume_cmd->callback([&] {
+    run = [&] { return with_exit_code(deploy::RolloutResume(rollout_opts, std::cout)); };
+  });
+  auto* abort_cmd = rollout_cmd->add_subcommand(
+      "abort", "Stop and restore the previous desired state on every released device");
+  add_common(abort_cmd, false);
+  abort_cmd->add_option("--password-file", rollout_opts.password_file,
+                        "File whose first line is the MQTT password");
+  abort_cmd->callback([&] {
+    run = [&] { return with_exit_code(deploy::RolloutAbort(rollout_opts, std::cout)); };
+  });
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;  // --help is a "parse error" with exit code 0
   }
-  return Report(run());
+  const int status = Report(run());
+  return status != 0 ? status : exit_code;
 }

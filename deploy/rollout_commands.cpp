@@ -1,0 +1,1293 @@
+// rollout start/resume/abort/pause/status/list.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "deploy/commands.hpp"
+#include "deploy/files.hpp"
+#include "deploy/rollout.hpp"
+#include "deploy/rollout_plan.hpp"
+#include "deploy/rollout_store.hpp"
+#include "manifests/crypto.hpp"
+#include "manifests/desired_state.hpp"
+#include "manifests/envelope.hpp"
+#include "manifests/log_value.hpp"
+#include "manifests/time.hpp"
+#include "manifests/trust.hpp"
+#include "telemetry/mqtt_client.hpp"
+#include "telemetry/outbox.hpp"
+#include "telemetry/payloads.hpp"
+#include "updater/bundle_reader.hpp"
+
+namespace edgefleet::deploy {
+namespace {
+
+namespace fs = std::filesystem;
+using manifests::LogValue;
+using nlohmann::json;
+
+constexpr std::uint64_t kMaxBundleBytes = 8ull << 30;  // what start downloads to inspect
+constexpr std::int64_t kLeaseStaleMs = 5000;
+constexpr std::size_t kMaxFailuresListed = 20;
+
+std::int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool ValidId(const std::string& id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+  });
+}
+
+// ---- the bundle: downloaded once, so what the devices will fetch is what start checked ----
+
+struct Download {
+  std::FILE* file = nullptr;
+  manifests::Sha256 hash;
+  std::uint64_t bytes = 0;
+  bool too_large = false;
+  bool write_failed = false;
+};
+
+std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) {
+  auto* d = static_cast<Download*>(user);
+  const std::size_t n = size * count;
+  if (d->bytes + n > kMaxBundleBytes) {
+    d->too_large = true;
+    return 0;
+  }
+  if (std::fwrite(data, 1, n, d->file) != n) {
+    d->write_failed = true;
+    return 0;
+  }
+  d->hash.Update(std::string_view(data, n));
+  d->bytes += n;
+  return n;
+}
+
+struct FetchedBundle {
+  std::uint64_t size = 0;
+  std::string sha256;
+};
+
+Result<FetchedBundle> FetchBundle(const std::string& url, const fs::path& dest,
+                                  const RolloutConnectionOptions& /*unused*/) {
+  static std::once_flag curl_once;
+  std::call_once(curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
+  if (!curl) return Fail(ErrorCode::kInternal, "curl_easy_init failed");
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> file(std::fopen(dest.c_str(), "wb"),
+                                                          &std::fclose);
+  if (!file) return Fail(ErrorCode::kIo, dest.string() + ": cannot create");
+  Download d;
+  d.file = file.get();
+  char error[CURL_ERROR_SIZE] = {0};
+  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https,file");
+  curl_easy_setopt(curl.get(), CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, &OnBody);
+  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &d);
+  curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT, 15L);
+  curl_easy_setopt(curl.get(), CURLOPT_LOW_SPEED_LIMIT, 1000L);
+  curl_easy_setopt(curl.get(), CURLOPT_LOW_SPEED_TIME, 60L);
+  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+  const CURLcode rc = curl_easy_perform(curl.get());
+  if (d.too_large) {
+    return Fail(ErrorCode::kLimit, "--bundle " + url + ": larger than " +
+                                       std::to_string(kMaxBundleBytes) + " bytes");
+  }
+  if (d.write_failed) return Fail(ErrorCode::kIo, dest.string() + ": write failed");
+  if (rc != CURLE_OK) {
+    return Fail(ErrorCode::kIo, "--bundle " + url + ": cannot download: " +
+                                    (error[0] ? std::string(error) : curl_easy_strerror(rc)));
+  }
+  if (std::fflush(file.get()) != 0) return Fail(ErrorCode::kIo, dest.string() + ": write failed");
+  if (d.bytes == 0) return Fail(ErrorCode::kParse, "--bundle " + url + ": empty response");
+  return FetchedBundle{d.bytes, d.hash.FinishHex()};
+}
+
+// ---- signing desired state ----
+
+struct Signer {
+  std::vector<manifests::PrivateKey> keys;
+  std::string fleet;
+  std::int64_t expires_s = 0;
+};
+
+Result<Signer> LoadSigner(const std::vector<std::string>& files, const std::string& fleet,
+                          std::int64_t expires_s) {
+  if (files.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "--deploy-key: at least one key of the deploy role");
+  }
+  Signer s;
+  s.fleet = fleet;
+  s.expires_s = expires_s;
+  for (const std::string& f : files) {
+    EF_ASSIGN_OR_RETURN(auto key, manifests::LoadPrivateKey(f));
+    s.keys.push_back(std::move(key));
+  }
+  return s;
+}
+
+// The signed desired-state document for `kind` ("device"|"group") `name`.
+Result<std::string> SignDesired(const Signer& signer, const std::string& kind,
+                                const std::string& name, std::uint64_t serial,
+                                const json& models) {
+  const auto now = manifests::Now();
+  json body = {{"type", "edgefleet/desired-state"},
+               {"spec_version", 1},
+               {"fleet", signer.fleet},
+               {"target", {{kind, name}}},
+               {"serial", serial},
+               {"created", manifests::FormatTimestamp(now)},
+               {"expires", manifests::FormatTimestamp(now + std::chrono::seconds(signer.expires_s))},
+               {"models", models}};
+  const std::string source = "desired state for " + kind + "/" + name;
+  EF_ASSIGN_OR_RETURN(auto parsed, manifests::DesiredState::FromJson(body, source));
+  manifests::SignedEnvelope env;
+  env.signed_body = parsed.ToJson();
+  for (const auto& key : signer.keys) EF_RETURN_IF_ERROR(env.Sign(key));
+  std::string text = env.ToJson().dump();
+  if (text.size() > telemetry::kMaxPayloadBytes) {
+    return Fail(ErrorCode::kLimit, source + ": " + std::to_string(text.size()) +
+                                       " bytes, above the agents' limit of " +
+                                       std::to_string(telemetry::kMaxPayloadBytes));
+  }
+  return text;
+}
+
+// `models` with the entry named like `entry` replaced by it (or appended), allow_downgrade set
+// on it as given.
+json WithModel(const json& models, json entry, bool allow_downgrade) {
+  entry["allow_downgrade"] = allow_downgrade;
+  json out = json::array();
+  bool replaced = false;
+  if (models.is_array()) {
+    for (const json& m : models) {
+      if (m.is_object() && m.value("name", "") == entry.value("name", "")) {
+        out.push_back(entry);
+        replaced = true;
+      } else {
+        out.push_back(m);
+      }
+    }
+  }
+  if (!replaced) out.push_back(entry);
+  return out;
+}
+
+// What a retained desired document says, read without checking signatures (the rollout only
+// needs what the devices were told; the agents do the checking).
+struct PreviousDoc {
+  json models;  // null when there is no usable document
+  std::uint64_t serial = 0;
+  std::string created;
+};
+PreviousDoc ReadPreviousDoc(const std::string& text) {
+  PreviousDoc doc;
+  const json j = json::parse(text, nullptr, false);
+  if (!j.is_object() || !j.contains("signed") || !j["signed"].is_object()) return doc;
+  const json& s = j["signed"];
+  if (s.contains("serial") && s["serial"].is_number_unsigned()) {
+    doc.serial = s["serial"].get<std::uint64_t>();
+  }
+  if (s.contains("created") && s["created"].is_string()) doc.created = s["created"];
+  if (s.contains("models") && s["models"].is_array()) doc.models = s["models"];
+  return doc;
+}
+
+// ---- the MQTT side: messages from the network thread to the driver's loop ----
+
+struct Inbox {
+  std::mutex mu;
+  std::deque<telemetry::MqttMessage> messages;  // guarded by mu
+  std::string last_connection_reason;           // guarded by mu
+  std::atomic<bool> up{false};
+};
+
+struct Link {
+  std::unique_ptr<Inbox> inbox;
+  std::unique_ptr<telemetry::Outbox> outbox;
+  std::unique_ptr<telemetry::MqttClient> client;
+  fs::path outbox_path;
+};
+
+Result<std::string> ReadPassword(const std::string& file) {
+  if (file.empty()) return std::string();
+  EF_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(file, 4096));
+  const auto nl = text.find('\n');
+  if (nl != std::string::npos) text.resize(nl);
+  return text;
+}
+
+Result<telemetry::MqttOptions> MqttOptionsFor(const RolloutConnection& c,
+                                              const std::string& client_id, bool clean) {
+  EF_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort("--broker", c.broker, 1));
+  telemetry::MqttOptions o;
+  o.host = hp.host;
+  o.port = hp.port;
+  o.client_id = client_id;
+  o.username = c.username;
+  EF_ASSIGN_OR_RETURN(o.password, ReadPassword(c.password_file));
+  o.ca_file = c.ca_file;
+  o.cert_file = c.cert_file;
+  o.key_file = c.key_file;
+  o.reconnect_min = std::chrono::milliseconds(200);
+  o.reconnect_max = std::chrono::milliseconds(5000);
+  o.clean_session = clean;
+  return o;
+}
+
+std::string ClientId(const std::string& rollout_id) { return "edgefleet-rollout-" + rollout_id; }
+
+Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
+                      const std::string& group, const std::string& rollout_id,
+                      const fs::path& db) {
+  Link link;
+  link.inbox = std::make_unique<Inbox>();
+  link.outbox_path = db.string() + "." + rollout_id + ".outbox";
+  EF_ASSIGN_OR_RETURN(link.outbox, telemetry::Outbox::Open(link.outbox_path, {}));
+  EF_ASSIGN_OR_RETURN(telemetry::MqttOptions o, MqttOptionsFor(c, ClientId(rollout_id), false));
+  const std::string root = std::string(telemetry::kTopicRoot) + "/" + fleet;
+  o.subscriptions = {root + "/device/+/status", root + "/device/+/events",
+                     root + "/device/+/desired", telemetry::GroupDesiredTopic(fleet, group)};
+  Inbox* inbox = link.inbox.get();
+  telemetry::MqttHandlers h;
+  h.on_message = [inbox](const telemetry::MqttMessage& m) {
+    std::lock_guard lock(inbox->mu);
+    inbox->messages.push_back(m);
+  };
+  h.on_connection = [inbox](bool up, const std::string& reason) {
+    inbox->up = up;
+    std::lock_guard lock(inbox->mu);
+    inbox->last_connection_reason = reason;
+  };
+  EF_ASSIGN_OR_RETURN(link.client,
+                      telemetry::MqttClient::Start(std::move(o), link.outbox.get(), std::move(h)));
+  return link;
+}
+
+// Waits for the first connection (or a stop signal); kIo naming the broker and why otherwise.
+Status WaitConnected(Link& link, const std::string& broker, const sigset_t& stop,
+                     std::chrono::seconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!link.inbox->up) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::lock_guard lock(link.inbox->mu);
+      return Fail(ErrorCode::kIo, "--broker " + broker + ": not connected after " +
+                                      std::to_string(limit.count()) + " s (" +
+                                      (link.inbox->last_connection_reason.empty()
+                                           ? std::string("no answer")
+                                           : link.inbox->last_connection_reason) +
+                                      ")");
+    }
+    timespec t{0, 100'000'000};
+    if (sigtimedwait(&stop, nullptr, &t) > 0) {
+      return Fail(ErrorCode::kIo, "interrupted while connecting to " + broker);
+    }
+  }
+  return Ok();
+}
+
+// Ends the broker's persistent session of this rollout (a clean-session connection with the same
+// client id), so the broker stops queueing the fleet's events for a rollout that is over.
+void DropSession(const RolloutConnection& c, const std::string& rollout_id) {
+  auto o = MqttOptionsFor(c, ClientId(rollout_id), true);
+  if (!o) return;
+  auto inbox = std::make_shared<std::atomic<bool>>(false);
+  telemetry::MqttHandlers h;
+  h.on_connection = [inbox](bool up, const std::string&) {
+    if (up) *inbox = true;
+  };
+  auto client = telemetry::MqttClient::Start(std::move(*o), nullptr, std::move(h));
+  if (!client) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!*inbox && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  (*client)->Stop();
+}
+
+std::string RolloutTopic(const std::string& fleet, const std::string& id) {
+  return std::string(telemetry::kTopicRoot) + "/" + fleet + "/rollout/" + id + "/status";
+}
+
+// ---- progress report ----
+
+std::size_t MaxWave(const std::vector<RolloutDevice>& devices) {
+  std::size_t w = 0;
+  for (const auto& d : devices) w = std::max(w, d.wave);
+  return w;
+}
+
+Tally Count(const std::vector<RolloutDevice>& devices, std::size_t up_to_wave) {
+  Tally t;
+  for (const RolloutDevice& d : devices) {
+    if (d.wave > up_to_wave || d.wave == 0) continue;
+    ++t.released;
+    if (d.outcome == "succeeded") {
+      ++t.succeeded;
+    } else if (d.outcome == "failed") {
+      ++t.failed;
+    } else {
+      ++t.updating;
+    }
+  }
+  return t;
+}
+
+// The rollout status message (topic rollout/<id>/status; `status --json` adds the devices).
+json StatusJson(const RolloutRecord& r, const std::vector<RolloutDevice>& devices) {
+  const std::size_t waves = MaxWave(devices);
+  json wave_list = json::array();
+  for (std::size_t w = 1; w <= waves; ++w) {
+    std::size_t n = 0, ok = 0, bad = 0;
+    double percent = 0;
+    for (const RolloutDevice& d : devices) {
+      if (d.wave != w) continue;
+      ++n;
+      ok += d.outcome == "succeeded";
+      bad += d.outcome == "failed";
+    }
+    if (w - 1 < r.waves.size()) percent = r.waves[w - 1];
+    std::string state = "waiting";
+    if (w < r.wave || (w == r.wave && r.state == RolloutState::kCompleted)) {
+      state = "done";
+    } else if (w == r.wave) {
+      state = (r.state == RolloutState::kHalted || r.state == RolloutState::kAborted) ? "halted"
+                                                                                       : "running";
+    }
+    wave_list.push_back({{"percent", percent},
+                         {"devices", n},
+                         {"succeeded", ok},
+                         {"failed", bad},
+                         {"pending", n - ok - bad},
+                         {"state", state}});
+  }
+  std::map<std::string, std::size_t> by_state;
+  json failures = json::array();
+  for (const RolloutDevice& d : devices) {
+    ++by_state[std::string(ToString(d.state))];
+    if (d.outcome == "failed" && failures.size() < kMaxFailuresListed) {
+      failures.push_back({{"device", d.device}, {"reason", d.detail}});
+    }
+  }
+  auto n = [&](DeviceState s) { return by_state[std::string(ToString(s))]; };
+  return {{"id", r.id},
+          {"ts", NowMs()},
+          {"fleet", r.fleet},
+          {"group", r.group},
+          {"model", r.model},
+          {"version", r.version},
+          {"bundle", r.bundle_url},
+          {"state", ToString(r.state)},
+          {"reason", r.reason},
+          {"started_ts", r.started_ms},
+          {"finished_ts", r.finished_ms},
+          {"success_threshold", r.thresholds.success},
+          {"error_threshold", r.thresholds.error},
+          {"wave", r.wave},
+          {"waves", wave_list},
+          {"devices",
+           {{"total", devices.size()},
+            {"succeeded", n(DeviceState::kSucceeded)},
+            {"failed", n(DeviceState::kFailed)},
+            {"updating", n(DeviceState::kUpdating)},
+            {"waiting", n(DeviceState::kWaiting)},
+            {"restoring", n(DeviceState::kRestoring)},
+            {"restored", n(DeviceState::kRestored)}}},
+          {"failures", failures}};
+}
+
+// ---- the driver ----
+
+class Driver final {
+ public:
+  Driver(RolloutStore& store, RolloutRecord rollout, std::vector<RolloutDevice> devices,
+         Signer signer, Link& link, std::ostream& out)
+      : store_(store),
+        r_(std::move(rollout)),
+        devices_(std::move(devices)),
+        signer_(std::move(signer)),
+        link_(link),
+        out_(out) {}
+
+  void SetStatuses(std::map<std::string, telemetry::StatusMessage> statuses) {
+    statuses_ = std::move(statuses);
+  }
+
+  // Publishes again what an earlier driver may not have delivered (same bytes: the devices see
+  // "already applied").
+  Status Republish() {
+    std::vector<telemetry::OutgoingMessage> msgs;
+    for (const RolloutDevice& d : devices_) {
+      if (!d.doc.empty() && d.restore_doc.empty()) msgs.push_back(DesiredMessage(d.device, d.doc));
+      if (!d.restore_doc.empty()) msgs.push_back(DesiredMessage(d.device, d.restore_doc));
+    }
+    if (msgs.empty()) return Ok();
+    EF_RETURN_IF_ERROR(link_.outbox->Append(msgs));
+    link_.client->Wake();
+    return Ok();
+  }
+
+  Result<int> Run(const sigset_t& stop) {
+    const std::int64_t pid = getpid();
+    EF_RETURN_IF_ERROR(store_.AcquireLease(r_.id, pid, NowMs(), kLeaseStaleMs));
+    Result<int> result = Loop(stop);
+    (void)store_.ReleaseLease(r_.id, pid);
+    return result;
+  }
+
+ private:
+  telemetry::OutgoingMessage DesiredMessage(const std::string& device, const std::string& doc) {
+    telemetry::OutgoingMessage m;
+    m.topic = telemetry::DeviceTopic(r_.fleet, device, "desired");
+    m.payload = doc;
+    m.retain = true;
+    m.supersede = true;
+    return m;
+  }
+
+  void Say(const std::string& line) { out_ << "rollout=" << r_.id << " " << line << std::endl; }
+
+  std::string WaveLine() const {
+    const Tally t = Count(devices_, r_.wave);
+    std::ostringstream s;
+    s << "wave=" << r_.wave << "/" << Waves() << " percent="
+      << (r_.wave >= 1 && r_.wave <= r_.waves.size() ? r_.waves[r_.wave - 1] : 0)
+      << " released=" << t.released << " succeeded=" << t.succeeded << " failed=" << t.failed
+      << " pending=" << t.updating << " state=" << ToString(r_.state);
+    return s.str();
+  }
+
+  std::size_t Waves() const { return MaxWave(devices_); }
+
+  void Changed(RolloutDevice& d, DeviceState state, const std::string& detail) {
+    d.state = state;
+    d.detail = detail;
+    d.updated_ms = NowMs();
+    dirty_ = true;
+  }
+
+  void OnMessage(const telemetry::MqttMessage& m) {
+    auto parts = telemetry::ParseTopic(m.topic);
+    if (!parts || parts->fleet != r_.fleet || parts->kind != "device" || m.payload.empty()) return;
+    if (parts->leaf == "status") {
+      auto status = telemetry::ParseStatus(m.payload);
+      if (!status) return;
+      auto it = statuses_.find(parts->name);
+      if (it == statuses_.end() || it->second.ts <= status->ts) statuses_[parts->name] = *status;
+      return;
+    }
+    if (parts->leaf != "events") return;
+    auto ev = telemetry::ParseEvent(m.payload);
+    if (!ev) return;
+    auto it = std::find_if(devices_.begin(), devices_.end(),
+                           [&](const RolloutDevice& d) { return d.device == parts->name; });
+    if (it == devices_.end()) return;
+    OnEvent(*it, *ev);
+  }
+
+  static bool IsFailure(const std::string& e) {
+    return e == "failed" || e == "rolled_back" || e == "rejected";
+  }
+
+  void OnEvent(RolloutDevice& d, const telemetry::EventMessage& ev) {
+    if (!ev.model.empty() && ev.model != r_.model) return;
+    const std::string reason = ev.reason.empty() ? ev.event : ev.event + ": " + ev.reason;
+    if (d.serial != 0 && ev.serial == d.serial && d.outcome.empty()) {
+      const bool success = ev.event == "committed" ||
+                           (r_.success_on == "activated" && ev.event == "watching");
+      if (success) {
+        d.outcome = "succeeded";
+        if (d.state == DeviceState::kUpdating) {
+          Changed(d, DeviceState::kSucceeded, ev.event);
+        } else {
+          d.detail = ev.event;
+          dirty_ = true;
+        }
+      } else if (IsFailure(ev.event)) {
+        d.outcome = "failed";
+        if (d.state == DeviceState::kUpdating) {
+          Changed(d, DeviceState::kFailed, reason);
+        } else {
+          d.detail = reason;
+          dirty_ = true;
+        }
+      } else if (d.state == DeviceState::kUpdating) {
+        Changed(d, DeviceState::kUpdating, ev.event);
+      }
+      Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " event=" + ev.event +
+          (ev.reason.empty() ? "" : " reason=" + LogValue(ev.reason)));
+      return;
+    }
+    if (d.restore_serial != 0 && ev.serial == d.restore_serial &&
+        d.state == DeviceState::kRestoring && IsFailure(ev.event)) {
+      Changed(d, DeviceState::kFailed, "restore " + reason);
+      Say("device=" + d.device + " restore_failed=" + LogValue(reason));
+    }
+  }
+
+  // The rollout model's active slot on `device` from its newest status, if any.
+  std::optional<telemetry::SlotInfo> Active(const std::string& device) const {
+    auto it = statuses_.find(device);
+    if (it == statuses_.end()) return std::nullopt;
+    for (const auto& m : it->second.models) {
+      if (m.name == r_.model) return m.active;
+    }
+    return std::nullopt;
+  }
+
+  std::string BundleSha() const {
+    return r_.desired_model.at("bundle").at("sha256").get<std::string>();
+  }
+
+  void CheckStatuses() {
+    for (RolloutDevice& d : devices_) {
+      const auto active = Active(d.device);
+      if (d.state == DeviceState::kUpdating && r_.success_on == "activated" && active &&
+          active->version == r_.version && active->sha256 == BundleSha()) {
+        d.outcome = "succeeded";
+        Changed(d, DeviceState::kSucceeded, "activated");
+        Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " event=activated");
+      }
+      // Restored: the previous version serves again and the rollout's own deployment is over
+      // (a device still mid-update applies the restore document after it).
+      if (d.state == DeviceState::kRestoring && !d.outcome.empty() && active &&
+          active->version == d.prev_version) {
+        Changed(d, DeviceState::kRestored, "runs " + d.prev_version + " again");
+        Say("device=" + d.device + " restored=" + d.prev_version);
+      }
+    }
+  }
+
+  Status Release(std::size_t wave) {
+    r_.wave = wave;
+    r_.wave_started_ms = NowMs();
+    std::vector<telemetry::OutgoingMessage> msgs;
+    const json entry = r_.desired_model;
+    for (RolloutDevice& d : devices_) {
+      if (d.wave != wave) continue;
+      EF_ASSIGN_OR_RETURN(d.serial, store_.NextSerial(r_.fleet, "device/" + d.device,
+                                                      d.prev_serial, NowMs()));
+      EF_ASSIGN_OR_RETURN(d.doc, SignDesired(signer_, "device", d.device, d.serial,
+                                             WithModel(d.prev_models, entry, false)));
+      const auto active = Active(d.device);
+      if (active && active->version == r_.version && active->sha256 == BundleSha()) {
+        d.outcome = "succeeded";
+        Changed(d, DeviceState::kSucceeded, "already active");
+      } else {
+        Changed(d, DeviceState::kUpdating, "published");
+      }
+      msgs.push_back(DesiredMessage(d.device, d.doc));
+    }
+    EF_RETURN_IF_ERROR(Save());  // what was published is on disk before it is sent
+    EF_RETURN_IF_ERROR(link_.outbox->Append(msgs));
+    link_.client->Wake();
+    Say(WaveLine());
+    for (const RolloutDevice& d : devices_) {
+      if (d.wave == wave) {
+        Say("device=" + d.device + " wave=" + std::to_string(wave) + " event=" +
+            (d.state == DeviceState::kSucceeded ? "already_active" : "released") +
+            " serial=" + std::to_string(d.serial));
+      }
+    }
+    return Ok();
+  }
+
+  Status Complete(const std::string& reason) {
+    const PreviousDoc group = ReadPreviousDoc(r_.group_doc);
+    EF_ASSIGN_OR_RETURN(r_.group_serial, store_.NextSerial(r_.fleet, "group/" + r_.group,
+                                                           group.serial, NowMs()));
+    EF_ASSIGN_OR_RETURN(std::string doc,
+                        SignDesired(signer_, "group", r_.group, r_.group_serial,
+                                    WithModel(group.models, r_.desired_model, false)));
+    r_.state = RolloutState::kCompleted;
+    r_.reason = reason;
+    r_.finished_ms = NowMs();
+    dirty_ = true;
+    EF_RETURN_IF_ERROR(Save());
+    telemetry::OutgoingMessage m;
+    m.topic = telemetry::GroupDesiredTopic(r_.fleet, r_.group);
+    m.payload = doc;
+    m.retain = true;
+    m.supersede = true;
+    EF_RETURN_IF_ERROR(link_.outbox->Append(m));
+    link_.client->Wake();
+    Say("group=" + r_.group + " event=group_desired_published serial=" +
+        std::to_string(r_.group_serial));
+    return Ok();
+  }
+
+  // Halt or abort: the previous desired state goes back to every released device.
+  Status Restore(RolloutState state, const std::string& reason) {
+    r_.state = state;
+    r_.reason = reason;
+    r_.finished_ms = NowMs();
+    dirty_ = true;
+    Say("state=" + std::string(ToString(state)) + " reason=" + LogValue(reason) +
+        " restoring=previous_desired_state");
+    std::vector<telemetry::OutgoingMessage> msgs;
+    for (RolloutDevice& d : devices_) {
+      if (d.state == DeviceState::kWaiting) continue;
+      if (!d.prev_models.is_array()) {
+        Changed(d, DeviceState::kRestored, "no previous desired state; left as it is");
+        continue;
+      }
+      json prev_entry;
+      for (const json& m : d.prev_models) {
+        if (m.is_object() && m.value("name", "") == r_.model) prev_entry = m;
+      }
+      json models = prev_entry.is_null() ? d.prev_models : WithModel(d.prev_models, prev_entry, true);
+      EF_ASSIGN_OR_RETURN(d.restore_serial, store_.NextSerial(r_.fleet, "device/" + d.device,
+                                                              d.serial, NowMs()));
+      EF_ASSIGN_OR_RETURN(d.restore_doc, SignDesired(signer_, "device", d.device,
+                                                     d.restore_serial, models));
+      if (d.outcome.empty() && d.state == DeviceState::kUpdating) {
+        // No verdict yet: whatever comes for the rollout's document still counts, see OnEvent.
+      }
+      Changed(d, DeviceState::kRestoring, d.detail);
+      msgs.push_back(DesiredMessage(d.device, d.restore_doc));
+    }
+    EF_RETURN_IF_ERROR(Save());
+    if (!msgs.empty()) {
+      EF_RETURN_IF_ERROR(link_.outbox->Append(msgs));
+      link_.client->Wake();
+    }
+    return Ok();
+  }
+
+  bool Restoring() const {
+    return std::any_of(devices_.begin(), devices_.end(),
+                       [](const auto& d) { return d.state == DeviceState::kRestoring; });
+  }
+
+  Status Save() {
+    r_.updated_ms = NowMs();
+    EF_RETURN_IF_ERROR(store_.Save(r_, devices_));
+    return Ok();
+  }
+
+  Status PublishStatus() {
+    telemetry::OutgoingMessage m;
+    m.topic = RolloutTopic(r_.fleet, r_.id);
+    m.payload = StatusJson(r_, devices_).dump();
+    m.retain = true;
+    m.supersede = true;
+    EF_RETURN_IF_ERROR(link_.outbox->Append(m));
+    link_.client->Wake();
+    return Ok();
+  }
+
+  // One step: control requests, timeouts, decisions.
+  Status Step() {
+    EF_ASSIGN_OR_RETURN(const std::string control, store_.TakeControl(r_.id));
+    if (control == "pause" && r_.state == RolloutState::kRunning) {
+      r_.state = RolloutState::kPaused;
+      dirty_ = true;
+      Say("state=paused (no further wave is released; `resume` continues)");
+    } else if (control == "resume" && r_.state == RolloutState::kPaused) {
+      r_.state = RolloutState::kRunning;
+      dirty_ = true;
+      Say("state=running (resumed)");
+    } else if (control == "abort" && !IsFinal(r_.state)) {
+      EF_RETURN_IF_ERROR(Restore(RolloutState::kAborted, "aborted by the operator"));
+    }
+    if (IsFinal(r_.state)) {
+      if (Restoring() && NowMs() - r_.finished_ms > r_.wave_timeout_s * 1000) {
+        restore_timed_out_ = true;
+      }
+      return Ok();
+    }
+    if (r_.wave == 0) {
+      if (r_.state == RolloutState::kRunning) return Release(1);
+      return Ok();
+    }
+    bool timed_out = false;
+    if (NowMs() - r_.wave_started_ms > r_.wave_timeout_s * 1000) {
+      for (RolloutDevice& d : devices_) {
+        if (d.wave <= r_.wave && d.wave > 0 && d.outcome.empty()) {
+          d.outcome = "failed";
+          Changed(d, DeviceState::kFailed,
+                  "no verdict within " + std::to_string(r_.wave_timeout_s) +
+                      " s (last: " + d.detail + ")");
+          Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " event=timed_out");
+        }
+      }
+      timed_out = true;
+    }
+    const Decision decision = Decide(Count(devices_, r_.wave), r_.thresholds, r_.wave, Waves(),
+                                     r_.state == RolloutState::kPaused, timed_out);
+    switch (decision.verdict) {
+      case Verdict::kWait:
+        break;
+      case Verdict::kNextWave:
+        Say(WaveLine() + " event=wave_succeeded");
+        return Release(r_.wave + 1);
+      case Verdict::kComplete:
+        return Complete(decision.reason);
+      case Verdict::kHalt:
+        return Restore(RolloutState::kHalted, decision.reason);
+    }
+    return Ok();
+  }
+
+  std::vector<telemetry::MqttMessage> Drain() {
+    std::lock_guard lock(link_.inbox->mu);
+    std::vector<telemetry::MqttMessage> out(link_.inbox->messages.begin(),
+                                            link_.inbox->messages.end());
+    link_.inbox->messages.clear();
+    return out;
+  }
+
+  Result<int> Loop(const sigset_t& stop) {
+    const std::int64_t pid = getpid();
+    std::int64_t last_beat = 0, last_publish = 0, last_line = NowMs();
+    dirty_ = true;
+    while (true) {
+      for (const auto& m : Drain()) OnMessage(m);
+      CheckStatuses();
+      EF_RETURN_IF_ERROR(Step());
+      const std::int64_t now = NowMs();
+      if (dirty_) {
+        EF_RETURN_IF_ERROR(Save());
+        if (now - last_publish >= 500 || (IsFinal(r_.state) && !Restoring())) {
+          EF_RETURN_IF_ERROR(PublishStatus());
+          last_publish = now;
+          dirty_ = false;
+        }
+      }
+      if (now - last_beat >= 1000) {
+        EF_RETURN_IF_ERROR(store_.Heartbeat(r_.id, pid, now));
+        last_beat = now;
+      }
+      if (!IsFinal(r_.state) && now - last_line >= 10000) {
+        Say(WaveLine());
+        last_line = now;
+      }
+      if (IsFinal(r_.state) && (!Restoring() || restore_timed_out_)) break;
+      timespec t{0, 200'000'000};
+      const int signo = sigtimedwait(&stop, nullptr, &t);
+      if (signo > 0) {
+        EF_RETURN_IF_ERROR(Save());
+        (void)PublishStatus();
+        Flush(std::chrono::seconds(3));
+        Say("event=interrupted state=" + std::string(ToString(r_.state)));
+        return Fail(ErrorCode::kIo,
+                    "interrupted; rollout " + r_.id + " stays " + std::string(ToString(r_.state)) +
+                        " (devices already released keep updating): `edgefleet rollout resume " +
+                        r_.id + " --db " + store_.path().string() + "` continues it");
+      }
+    }
+    if (dirty_) {
+      EF_RETURN_IF_ERROR(Save());
+      EF_RETURN_IF_ERROR(PublishStatus());
+    }
+    const bool flushed = Flush(std::chrono::seconds(10));
+    for (const RolloutDevice& d : devices_) {
+      Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " state=" +
+          std::string(ToString(d.state)) + " outcome=" + (d.outcome.empty() ? "-" : d.outcome) +
+          " detail=" + LogValue(d.detail.empty() ? "-" : d.detail));
+    }
+    if (restore_timed_out_) {
+      Say("event=restore_unconfirmed devices still restoring after " +
+          std::to_string(r_.wave_timeout_s) + " s; `resume` waits for them again");
+    }
+    if (!flushed) Say("event=publish_pending (the broker has not acknowledged everything yet)");
+    Say("state=" + std::string(ToString(r_.state)) + " reason=" + LogValue(r_.reason));
+    finished_ = flushed && !restore_timed_out_;
+    switch (r_.state) {
+      case RolloutState::kCompleted:
+        return kRolloutCompleted;
+      case RolloutState::kAborted:
+        return kRolloutAborted;
+      default:
+        return kRolloutHalted;
+    }
+  }
+
+  // Waits until the broker acknowledged everything queued (or the limit).
+  bool Flush(std::chrono::seconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto stats = link_.outbox->Stats();
+      if (stats && stats->pending == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+
+ public:
+  bool finished() const { return finished_; }
+
+ private:
+  RolloutStore& store_;
+  RolloutRecord r_;
+  std::vector<RolloutDevice> devices_;
+  Signer signer_;
+  Link& link_;
+  std::ostream& out_;
+  std::map<std::string, telemetry::StatusMessage> statuses_;
+  bool dirty_ = false;
+  bool restore_timed_out_ = false;
+  bool finished_ = false;
+};
+
+// SIGINT/SIGTERM are taken by sigtimedwait in the driver's loop; blocked before any thread starts
+// so the MQTT thread inherits the mask.
+struct StopSignals {
+  sigset_t set;
+  StopSignals() {
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+  }
+  ~StopSignals() { pthread_sigmask(SIG_UNBLOCK, &set, nullptr); }
+};
+
+// Collects retained statuses and desired documents for `span`.
+struct Discovery {
+  std::map<std::string, telemetry::StatusMessage> statuses;
+  std::map<std::string, std::string> device_docs;  // device -> retained desired document
+  std::string group_doc;
+};
+
+Discovery Discover(Link& link, const std::string& fleet, const std::string& group,
+                   std::chrono::milliseconds span) {
+  Discovery d;
+  const auto deadline = std::chrono::steady_clock::now() + span;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::deque<telemetry::MqttMessage> batch;
+    {
+      std::lock_guard lock(link.inbox->mu);
+      batch.swap(link.inbox->messages);
+    }
+    for (const auto& m : batch) {
+      auto parts = telemetry::ParseTopic(m.topic);
+      if (!parts || parts->fleet != fleet || m.payload.empty()) continue;
+      if (parts->kind == "device" && parts->leaf == "status") {
+        auto s = telemetry::ParseStatus(m.payload);
+        if (!s) continue;
+        auto it = d.statuses.find(parts->name);
+        if (it == d.statuses.end() || it->second.ts <= s->ts) d.statuses[parts->name] = *s;
+      } else if (parts->kind == "device" && parts->leaf == "desired") {
+        d.device_docs[parts->name] = m.payload;
+      } else if (parts->kind == "group" && parts->leaf == "desired" && parts->name == group) {
+        d.group_doc = m.payload;
+      }
+      // Events before the rollout exists are not ours; they are dropped here.
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return d;
+}
+
+Result<std::int64_t> Seconds(const std::string& flag, const std::string& text) {
+  auto d = ParseDuration(text);
+  if (!d) return Fail(ErrorCode::kInvalidArgument, flag + ": " + d.error().message);
+  return static_cast<std::int64_t>(d->count());
+}
+
+std::string DefaultId(const std::string& model, const std::string& version) {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  std::string id = model + "-" + version + "-" + buf;
+  for (char& c : id) {
+    if (!ValidId(std::string(1, c))) c = '_';
+  }
+  return id.substr(0, 64);
+}
+
+RolloutConnection ConnectionFrom(const RolloutStartOptions& o) {
+  RolloutConnection c;
+  c.broker = o.connection.broker;
+  c.ca_file = o.connection.ca_file.string();
+  c.cert_file = o.connection.cert_file.string();
+  c.key_file = o.connection.key_file.string();
+  c.username = o.connection.username;
+  c.password_file = o.connection.password_file.string();
+  for (const auto& k : o.deploy_keys) c.deploy_keys.push_back(fs::absolute(k).string());
+  return c;
+}
+
+// Drives an existing rollout from the database (resume, abort without a live driver).
+Result<int> DriveStored(RolloutStore& store, const RolloutRecord& r, std::ostream& out,
+                        const std::filesystem::path& password_file) {
+  StopSignals signals;
+  RolloutConnection c = r.connection;
+  if (!password_file.empty()) c.password_file = password_file.string();
+  EF_ASSIGN_OR_RETURN(Signer signer, LoadSigner(c.deploy_keys, r.fleet, r.expires_s));
+  EF_ASSIGN_OR_RETURN(auto devices, store.Devices(r.id));
+  EF_ASSIGN_OR_RETURN(Link link, OpenLink(c, r.fleet, r.group, r.id, store.path()));
+  EF_RETURN_IF_ERROR(WaitConnected(link, c.broker, signals.set, std::chrono::seconds(15)));
+  Discovery found = Discover(link, r.fleet, r.group, std::chrono::milliseconds(1000));
+  Driver driver(store, r, std::move(devices), std::move(signer), link, out);
+  driver.SetStatuses(std::move(found.statuses));
+  EF_RETURN_IF_ERROR(driver.Republish());
+  auto result = driver.Run(signals.set);
+  link.client->Stop();
+  if (result && driver.finished()) {
+    DropSession(c, r.id);
+    std::error_code ec;
+    fs::remove(link.outbox_path, ec);
+    fs::remove(link.outbox_path.string() + "-wal", ec);
+    fs::remove(link.outbox_path.string() + "-shm", ec);
+  }
+  return result;
+}
+
+bool DriverAlive(const RolloutRecord& r) {
+  return r.driver_pid != 0 && r.driver_pid != getpid() &&
+         NowMs() - r.driver_heartbeat_ms < kLeaseStaleMs && ProcessAlive(r.driver_pid);
+}
+
+}  // namespace
+
+Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
+  // Every flag first: nothing is downloaded, published or written for a bad command line.
+  if (o.model.empty()) return Fail(ErrorCode::kInvalidArgument, "--model: required");
+  if (o.group.empty()) return Fail(ErrorCode::kInvalidArgument, "--group: required");
+  if (o.fleet.empty()) return Fail(ErrorCode::kInvalidArgument, "--fleet: required");
+  if (o.success_on != "committed" && o.success_on != "activated") {
+    return Fail(ErrorCode::kInvalidArgument,
+                "--success-on: expected committed or activated, found '" + o.success_on + "'");
+  }
+  if (!o.id.empty() && !ValidId(o.id)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "--id: 1 to 64 of A-Z a-z 0-9 . _ -, found '" + o.id + "'");
+  }
+  EF_ASSIGN_OR_RETURN(auto waves, ParseWaves(o.waves));
+  Thresholds thresholds;
+  EF_ASSIGN_OR_RETURN(thresholds.success,
+                      ParsePercent("--success-threshold", o.success_threshold));
+  EF_ASSIGN_OR_RETURN(thresholds.error, ParsePercent("--error-threshold", o.error_threshold));
+  if (thresholds.success <= 0) {
+    return Fail(ErrorCode::kInvalidArgument, "--success-threshold: must be above 0%");
+  }
+  EF_ASSIGN_OR_RETURN(const std::int64_t wave_timeout_s, Seconds("--wave-timeout", o.wave_timeout));
+  EF_ASSIGN_OR_RETURN(const std::int64_t expires_s, Seconds("--expires", o.expires));
+  EF_ASSIGN_OR_RETURN(const std::int64_t discover_s, Seconds("--discover", o.discover));
+  EF_ASSIGN_OR_RETURN(HostPort broker, ParseHostPort("--broker", o.connection.broker, 1));
+  (void)broker;
+  const RolloutConnection connection = ConnectionFrom(o);
+  EF_ASSIGN_OR_RETURN(Signer signer, LoadSigner(connection.deploy_keys, o.fleet, expires_s));
+
+  // The bundle, as the devices will download it.
+  const fs::path scratch = o.db.string() + ".download";
+  auto fetched = FetchBundle(o.bundle, scratch, o.connection);
+  auto cleanup = [&] {
+    std::error_code ec;
+    fs::remove(scratch, ec);
+  };
+  if (!fetched) {
+    cleanup();
+    return Unexpected(fetched.error());
+  }
+  auto contents = o.trust.empty()
+                      ? updater::ReadBundleManifest(scratch)
+                      : [&]() -> Result<updater::BundleContents> {
+    EF_ASSIGN_OR_RETURN(auto trust, manifests::TrustRoot::Load(o.trust, manifests::Now()));
+    return updater::VerifyBundleFile(scratch, trust);
+  }();
+  cleanup();
+  if (!contents) {
+    return Fail(contents.error().code, "--bundle " + o.bundle + ": " + contents.error().message);
+  }
+  if (contents->manifest.name != o.model) {
+    return Fail(ErrorCode::kInvalidArgument, "--bundle " + o.bundle + ": holds model '" +
+                                                 contents->manifest.name + "', not --model '" +
+                                                 o.model + "'");
+  }
+  json requirements = json::array();
+  for (json v : contents->envelope.signed_body.at("variants")) {
+    v.erase("file");
+    requirements.push_back(std::move(v));
+  }
+  const std::string version = contents->manifest.version.ToString();
+  const json desired_model = {{"name", o.model},
+                              {"version", version},
+                              {"bundle",
+                               {{"url", o.bundle},
+                                {"size", fetched->size},
+                                {"sha256", fetched->sha256}}},
+                              {"allow_downgrade", false},
+                              {"requirements", requirements}};
+  out << "rollout: bundle " << o.bundle << ": " << o.model << " " << version << ", "
+      << fetched->size << " bytes, sha256 " << fetched->sha256.substr(0, 16) << "…"
+      << (o.trust.empty() ? "" : ", release signatures verified") << std::endl;
+
+  EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db));
+  const std::string id = o.id.empty() ? DefaultId(o.model, version) : o.id;
+  if (auto existing = store.Get(id)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                o.db.string() + ": a rollout with id '" + id + "' exists already (" +
+                    std::string(ToString(existing->state)) + "); choose another --id");
+  }
+
+  StopSignals signals;
+  EF_ASSIGN_OR_RETURN(Link link, OpenLink(connection, o.fleet, o.group, id, o.db));
+  auto stop_link = [&] { link.client->Stop(); };
+  if (Status up = WaitConnected(link, connection.broker, signals.set, std::chrono::seconds(15));
+      !up) {
+    stop_link();
+    return Unexpected(up.error());
+  }
+  Discovery found = Discover(link, o.fleet, o.group, std::chrono::seconds(discover_s));
+
+  // The group's devices, sorted by name (the canary is the first wave's).
+  std::vector<std::string> names;
+  for (const auto& [name, status] : found.statuses) {
+    if (std::find(status.groups.begin(), status.groups.end(), o.group) != status.groups.end()) {
+      names.push_back(name);
+    }
+  }
+  if (names.empty()) {
+    stop_link();
+    return Fail(ErrorCode::kNotFound,
+                "--group " + o.group + ": no device reported a status naming this group on " +
+                    std::string(telemetry::kTopicRoot) + "/" + o.fleet + "/device/+/status within " +
+                    std::to_string(discover_s) + " s (" + std::to_string(found.statuses.size()) +
+                    " device(s) seen in fleet " + o.fleet + ")");
+  }
+  const std::vector<WavePlan> plan = PlanWaves(waves, names.size());
+  const PreviousDoc group_prev = ReadPreviousDoc(found.group_doc);
+  std::vector<RolloutDevice> devices;
+  std::size_t wave = 0;  // index into plan of the wave that releases device i
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    while (i >= plan[wave].cumulative) ++wave;  // plan's last cumulative is names.size()
+    RolloutDevice d;
+    d.device = names[i];
+    d.wave = wave + 1;
+    const auto doc_it = found.device_docs.find(d.device);
+    const PreviousDoc device_prev =
+        doc_it == found.device_docs.end() ? PreviousDoc{} : ReadPreviousDoc(doc_it->second);
+    d.prev_serial = device_prev.serial;
+    // The device follows the newer of its own and its group's documents.
+    const PreviousDoc& effective =
+        (!device_prev.models.is_null() &&
+         (group_prev.models.is_null() || device_prev.created >= group_prev.created))
+            ? device_prev
+            : group_prev;
+    d.prev_models = effective.models;
+    const auto& status = found.statuses.at(d.device);
+    for (const auto& m : status.models) {
+      if (m.name == o.model && m.active) d.prev_version = m.active->version;
+    }
+    d.updated_ms = NowMs();
+    devices.push_back(std::move(d));
+  }
+
+  RolloutRecord r;
+  r.id = id;
+  r.fleet = o.fleet;
+  r.group = o.group;
+  r.model = o.model;
+  r.version = version;
+  r.bundle_url = o.bundle;
+  r.desired_model = desired_model;
+  r.waves = waves;
+  r.thresholds = thresholds;
+  r.wave_timeout_s = wave_timeout_s;
+  r.expires_s = expires_s;
+  r.success_on = o.success_on;
+  r.connection = connection;
+  r.group_doc = found.group_doc;
+  r.started_ms = NowMs();
+  r.updated_ms = r.started_ms;
+  if (Status created = store.Create(r, devices); !created) {
+    stop_link();
+    return Unexpected(created.error());
+  }
+  out << "rollout=" << id << " model=" << o.model << " version=" << version
+      << " group=" << o.group << " devices=" << devices.size() << " waves=";
+  for (std::size_t w = 0; w < plan.size(); ++w) {
+    out << (w ? "," : "") << plan[w].cumulative << "@" << FormatPercent(plan[w].percent / 100);
+  }
+  out << " success_threshold=" << FormatPercent(thresholds.success)
+      << " error_threshold=" << FormatPercent(thresholds.error) << " canary=";
+  for (const RolloutDevice& d : devices) {
+    if (d.wave == 1) out << (d.device == devices.front().device ? "" : ",") << d.device;
+  }
+  out << std::endl;
+
+  Driver driver(store, r, devices, std::move(signer), link, out);
+  driver.SetStatuses(std::move(found.statuses));
+  auto result = driver.Run(signals.set);
+  stop_link();
+  if (result && driver.finished()) {
+    DropSession(connection, id);
+    std::error_code ec;
+    fs::remove(link.outbox_path, ec);
+    fs::remove(link.outbox_path.string() + "-wal", ec);
+    fs::remove(link.outbox_path.string() + "-shm", ec);
+  }
+  return result;
+}
+
+Result<int> RolloutResume(const RolloutCommandOptions& o, std::ostream& out) {
+  EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db));
+  EF_ASSIGN_OR_RETURN(RolloutRecord r, store.Get(o.id));
+  if (DriverAlive(r)) {
+    EF_RETURN_IF_ERROR(store.RequestControl(r.id, "resume"));
+    out << "rollout=" << r.id << " resume requested from the running driver (pid "
+        << r.driver_pid << ")" << std::endl;
+    return kRolloutCompleted;
+  }
+  EF_ASSIGN_OR_RETURN(auto devices, store.Devices(r.id));
+  const bool restoring = std::any_of(devices.begin(), devices.end(), [](const auto& d) {
+    return d.state == DeviceState::kRestoring;
+  });
+  if (IsFinal(r.state) && !restoring) {
+    out << "rollout=" << r.id << " state=" << ToString(r.state) << " reason=" << LogValue(r.reason)
+        << " (finished; nothing to resume)" << std::endl;
+    return r.state == RolloutState::kCompleted ? kRolloutCompleted
+           : r.state == RolloutState::kAborted ? kRolloutAborted
+                                                : kRolloutHalted;
+  }
+  if (r.state == RolloutState::kPaused) EF_RETURN_IF_ERROR(store.RequestControl(r.id, "resume"));
+  out << "rollout=" << r.id << " event=resuming state=" << ToString(r.state) << " wave=" << r.wave
+      << std::endl;
+  return DriveStored(store, r, out, o.password_file);
+}
+
+Result<int> RolloutAbort(const RolloutCommandOptions& o, std::ostream& out) {
+  EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db));
+  EF_ASSIGN_OR_RETURN(RolloutRecord r, store.Get(o.id));
+  if (IsFinal(r.state)) {
+    return Fail(ErrorCode::kInvalidArgument, "rollout " + r.id + " is " +
+                                                 std::string(ToString(r.state)) +
+                                                 " already; nothing to abort");
+  }
+  EF_RETURN_IF_ERROR(store.RequestControl(r.id, "abort"));
+  if (DriverAlive(r)) {
+    out << "rollout=" << r.id << " abort requested from the running driver (pid " << r.driver_pid
+        << "); it restores the previous desired state" << std::endl;
+    return kRolloutAborted;
+  }
+  return DriveStored(store, r, out, o.password_file);
+}
+
+Status RolloutPause(const RolloutCommandOptions& o, std::ostream& out) {
+  EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db));
+  EF_ASSIGN_OR_RETURN(RolloutRecord r, store.Get(o.id));
+  if (r.state != RolloutState::kRunning) {
+    return Fail(ErrorCode::kInvalidArgument, "rollout " + r.id + " is " +
+                                                 std::string(ToString(r.state)) +
+                                                 ", not running; nothing to pause");
+  }
+  if (DriverAlive(r)) {
+    EF_RETURN_IF_ERROR(store.RequestControl(r.id, "pause"));
+    out << "rollout=" << r.id << " pause requested from the running driver (pid " << r.driver_pid
+        << ")" << std::endl;
+    return Ok();
+  }
+  r.state = RolloutState::kPaused;
+  r.updated_ms = NowMs();
+  EF_RETURN_IF_ERROR(store.Save(r, {}));
+  out << "rollout=" << r.id << " state=paused (no driver is running; `resume` drives it again)"
+      << std::endl;
+  return Ok();
+}
+
+Status RolloutStatus(const RolloutCommandOptions& o, std::ostream& out) {
+  EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db, true));
+  EF_ASSIGN_OR_RETURN(RolloutRecord r, store.Get(o.id));
+  EF_ASSIGN_OR_RETURN(auto devices, store.Devices(r.id));
+  json status = StatusJson(r, devices);
+  const bool driven = DriverAlive(r);
+  if (o.json) {
+    status["driver_pid"] = driven ? r.driver_pid : 0;
+    json list = json::array();
+    for (const RolloutDevice& d : devices) {
+      list.push_back({{"device", d.device},
+                      {"wave", d.wave},
+                      {"state", ToString(d.state)},
+                      {"outcome", d.outcome},
+                      {"detail", d.detail},
+                      {"serial", d.serial},
+                      {"previous_version", d.prev_version},
+                      {"restore_serial", d.restore_serial}});
+    }
+    status["device_list"] = list;
+    out << status.dump(2) << "\n";
+    return Ok();
+  }
+  out << "rollout " << r.id << ": " << r.model << " " << r.version << " -> group " << r.group
+      << " (fleet " << r.fleet << "): " << ToString(r.state)
+      << (driven ? " (driven by pid " + std::to_string(r.driver_pid) + ")" : "") << "\n";
+  if (!r.reason.empty()) out << "  reason     " << r.reason << "\n";
+  out << "  bundle     " << r.bundle_url << "\n"
+      << "  thresholds success " << FormatPercent(r.thresholds.success) << ", error "
+      << FormatPercent(r.thresholds.error) << "; wave timeout " << r.wave_timeout_s << " s\n";
+  std::size_t w = 1;
+  for (const json& wave : status["waves"]) {
+    out << "  wave " << w++ << " (" << wave["percent"].get<double>() << "%): "
+        << wave["devices"].get<std::size_t>() << " device(s), " << wave["succeeded"] << " succeeded, "
+        << wave["failed"] << " failed, " << wave["pending"] << " pending ["
+        << wave["state"].get<std::string>() << "]\n";
+  }
+  for (const RolloutDevice& d : devices) {
+    out << "  " << d.device << "  wave " << d.wave << "  " << ToString(d.state)
+        << (d.outcome.empty() ? "" : " (" + d.outcome + ")")
+        << (d.detail.empty() ? "" : "  " + d.detail) << "\n";
+  }
+  return Ok();
+}
+
+Status RolloutList(const RolloutCommandOptions& o, std::ostream& out) {
+  EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db, true));
+  EF_ASSIGN_OR_RETURN(auto rollouts, store.List());
+  json list = json::array();
+  for (const RolloutRecord& r : rollouts) {
+    EF_ASSIGN_OR_RETURN(auto devices, store.Devices(r.id));
+    const Tally t = Count(devices, MaxWave(devices));
+    if (o.json) {
+      list.push_back({{"id", r.id},
+                      {"model", r.model},
+                      {"version", r.version},
+                      {"group", r.group},
+                      {"fleet", r.fleet},
+                      {"state", ToString(r.state)},
+                      {"reason", r.reason},
+                      {"devices", devices.size()},
+                      {"succeeded", t.succeeded},
+                      {"failed", t.failed},
+                      {"started_ms", r.started_ms},
+                      {"finished_ms", r.finished_ms}});
+    } else {
+      out << r.id << "  " << r.model << " " << r.version << " -> " << r.group << "  "
+          << ToString(r.state) << "  " << t.succeeded << "/" << devices.size() << " succeeded, "
+          << t.failed << " failed" << (r.reason.empty() ? "" : "  " + r.reason) << "\n";
+    }
+  }
+  if (o.json) out << list.dump(2) << "\n";
+  return Ok();
+}
+
+}  // namespace edgefleet::deploy
