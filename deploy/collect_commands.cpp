@@ -215,8 +215,8 @@ Status Collect(const CollectOptions& options) {
   const CollectorCounters c = collector->Counters();
   spdlog::info(
       "event=collector_stopped stored_status={} stored_telemetry={} stored_events={} "
-      "duplicates={} stale={} rejected={} lost={}",
-      c.status, c.telemetry, c.events, c.duplicates, c.stale, c.rejected, c.lost);
+      "stored_rollouts={} duplicates={} stale={} rejected={} lost={}",
+      c.status, c.telemetry, c.events, c.rollouts, c.duplicates, c.stale, c.rejected, c.lost);
   pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   return Ok();
 }

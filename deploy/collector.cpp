@@ -8,10 +8,15 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "manifests/json_fields.hpp"
 #include "manifests/log_value.hpp"
 #include "telemetry/payloads.hpp"
 
@@ -19,6 +24,7 @@ namespace edgefleet::deploy {
 namespace {
 
 using manifests::LogValue;
+using nlohmann::json;
 
 // A window counts at most this many requests (4.3 billion: 430 million per second over a 10 s
 // window). Larger claims are refused so the running sums can never overflow 64 bits.
@@ -64,6 +70,153 @@ std::int64_t NowMs() {
       .count();
 }
 
+// Rollout status fields (see collector.hpp).
+constexpr std::string_view kRolloutStates[] = {"running", "paused", "completed", "halted",
+                                               "aborted"};
+constexpr std::string_view kWaveStates[] = {"waiting", "running", "done", "halted"};
+
+template <std::size_t N>
+bool OneOf(const std::string& value, const std::string_view (&allowed)[N]) {
+  return std::find(std::begin(allowed), std::end(allowed), value) != std::end(allowed);
+}
+
+template <std::size_t N>
+std::string Listed(const std::string_view (&allowed)[N]) {
+  std::string out;
+  for (std::string_view a : allowed) out += (out.empty() ? "" : "|") + std::string(a);
+  return out;
+}
+
+// A non-negative integer count.
+std::optional<std::uint64_t> ReadCount(manifests::FieldReader& r, const json& obj,
+                                       std::string_view key, const std::string& path) {
+  std::optional<std::int64_t> v = r.Integer(obj, key, path);
+  if (!v) return std::nullopt;
+  if (*v < 0) {
+    r.Problem(path, "expected a count (0 or more), found " + std::to_string(*v));
+    return std::nullopt;
+  }
+  return static_cast<std::uint64_t>(*v);
+}
+
+template <std::size_t N>
+std::optional<std::string> ReadEnum(manifests::FieldReader& r, const json& obj,
+                                    std::string_view key, const std::string& path,
+                                    const std::string_view (&allowed)[N]) {
+  std::optional<std::string> v = r.String(obj, key, path);
+  if (!v) return std::nullopt;
+  if (!OneOf(*v, allowed)) {
+    r.Problem(path, "expected " + Listed(allowed) + ", found " + manifests::QuoteForMessage(*v));
+    return std::nullopt;
+  }
+  return v;
+}
+
+// Calls read(item, path) for each element of the array at `key` that is an object; records a
+// problem for the others.
+template <typename Read>
+void ForEachObject(manifests::FieldReader& r, const json& array, std::string_view key, Read read) {
+  for (std::size_t i = 0; i < array.size(); ++i) {
+    const std::string path = manifests::Index(key, i);
+    if (array[i].is_object()) {
+      read(array[i], path);
+    } else {
+      r.Problem(path,
+                "expected an object, found " + std::string(manifests::JsonTypeName(array[i])));
+    }
+  }
+}
+
+void ReadRolloutStatus(manifests::FieldReader& r, const json& doc, RolloutStatus& m) {
+  using manifests::Child;
+  if (auto v = r.String(doc, "id", "id")) {
+    if (IsRolloutId(*v)) {
+      m.id = *v;
+    } else {
+      r.Problem("id", "expected 1 to 64 characters from [A-Za-z0-9._-], found " +
+                          manifests::QuoteForMessage(*v));
+    }
+  }
+  if (auto v = r.Integer(doc, "ts", "ts")) m.ts = *v;
+  if (auto v = manifests::ReadName(r, doc, "fleet", "fleet")) m.fleet = *v;
+  if (auto v = manifests::ReadName(r, doc, "group", "group")) m.group = *v;
+  if (auto v = manifests::ReadName(r, doc, "model", "model")) m.model = *v;
+  if (auto v = r.String(doc, "version", "version")) m.version = *v;
+  if (auto v = r.String(doc, "bundle", "bundle")) m.bundle = *v;
+  if (auto v = ReadEnum(r, doc, "state", "state", kRolloutStates)) m.state = *v;
+  if (auto v = r.String(doc, "reason", "reason")) m.reason = *v;
+  if (auto v = r.Integer(doc, "started_ts", "started_ts")) m.started_ts = *v;
+  if (auto v = r.Integer(doc, "finished_ts", "finished_ts")) m.finished_ts = *v;
+  for (auto [key, out] : {std::pair{"success_threshold", &m.success_threshold},
+                          std::pair{"error_threshold", &m.error_threshold}}) {
+    if (auto v = r.Number(doc, key, key)) {
+      if (*v < 0 || *v > 1) {
+        r.Problem(key, "expected a fraction from 0 to 1, found " + std::to_string(*v));
+      } else {
+        *out = *v;
+      }
+    }
+  }
+  if (auto v = ReadCount(r, doc, "wave", "wave")) m.wave = *v;
+  if (const json* waves = r.Array(doc, "waves", "waves")) {
+    ForEachObject(r, *waves, "waves", [&](const json& w, const std::string& path) {
+      RolloutWave wave;
+      const std::pair<const char*, std::uint64_t*> counts[] = {{"percent", &wave.percent},
+                                                               {"devices", &wave.devices},
+                                                               {"succeeded", &wave.succeeded},
+                                                               {"failed", &wave.failed},
+                                                               {"pending", &wave.pending}};
+      for (const auto& [key, out] : counts) {
+        if (auto v = ReadCount(r, w, key, Child(path, key))) *out = *v;
+      }
+      if (auto v = ReadEnum(r, w, "state", Child(path, "state"), kWaveStates)) wave.state = *v;
+      m.waves.push_back(std::move(wave));
+    });
+  }
+  if (const json* devices = r.Object(doc, "devices", "devices")) {
+    RolloutDeviceCounts& d = m.devices;
+    const std::pair<const char*, std::uint64_t*> counts[] = {
+        {"total", &d.total},       {"succeeded", &d.succeeded}, {"failed", &d.failed},
+        {"updating", &d.updating}, {"waiting", &d.waiting},     {"restored", &d.restored}};
+    for (const auto& [key, out] : counts) {
+      if (auto v = ReadCount(r, *devices, key, Child("devices", key))) *out = *v;
+    }
+  }
+  if (const json* failures = r.Array(doc, "failures", "failures")) {
+    if (failures->size() > kMaxRolloutFailures) {
+      r.Problem("failures", "expected at most " + std::to_string(kMaxRolloutFailures) +
+                                " entries, found " + std::to_string(failures->size()));
+    } else {
+      ForEachObject(r, *failures, "failures", [&](const json& f, const std::string& path) {
+        RolloutFailure failure;
+        if (auto v = r.String(f, "device", Child(path, "device"))) failure.device = *v;
+        if (auto v = r.String(f, "reason", Child(path, "reason"))) failure.reason = *v;
+        m.failures.push_back(std::move(failure));
+      });
+    }
+  }
+}
+
+// The <fleet> and <id> of "edgefleet/v1/<fleet>/rollout/<id>/status"; nullopt for any other
+// topic (a malformed one included: it is refused as not one of ours).
+std::optional<std::pair<std::string, std::string>> SplitRolloutTopic(std::string_view topic) {
+  std::vector<std::string_view> levels;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t slash = topic.find('/', start);
+    levels.push_back(topic.substr(start, slash == std::string_view::npos ? slash : slash - start));
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  if (levels.size() != 6 ||
+      topic.substr(0, telemetry::kTopicRoot.size() + 1) !=
+          std::string(telemetry::kTopicRoot) + "/" ||
+      levels[3] != "rollout" || levels[5] != "status") {
+    return std::nullopt;
+  }
+  return std::pair{std::string(levels[2]), std::string(levels[4])};
+}
+
 struct RawMessage {
   std::string topic;
   std::string payload;
@@ -72,6 +225,38 @@ struct RawMessage {
 
 }  // namespace
 
+std::string RolloutStatusTopic(std::string_view fleet, std::string_view id) {
+  return std::string(telemetry::kTopicRoot) + "/" + std::string(fleet) + "/rollout/" +
+         std::string(id) + "/status";
+}
+
+bool IsRolloutId(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+Result<RolloutStatus> ParseRolloutStatus(std::string_view payload) {
+  constexpr std::string_view kSource = "rollout status";
+  try {
+    EF_ASSIGN_OR_RETURN(json doc,
+                        manifests::ParseJsonText(payload, kSource, telemetry::kMaxPayloadBytes));
+    manifests::FieldReader reader{std::string(kSource)};
+    if (!doc.is_object()) {
+      reader.Problem("", "expected an object, found " + std::string(manifests::JsonTypeName(doc)));
+      return Unexpected(reader.ToStatus().error());
+    }
+    RolloutStatus m;
+    ReadRolloutStatus(reader, doc, m);
+    EF_RETURN_IF_ERROR(reader.ToStatus());
+    return m;
+  } catch (const json::exception& e) {
+    return Fail(ErrorCode::kParse, std::string(kSource) + ": " + e.what());
+  }
+}
+
 Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view payload,
                                         std::int64_t received_ms) {
   if (payload.size() > telemetry::kMaxPayloadBytes) {
@@ -79,12 +264,34 @@ Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view
                                        " bytes, more than the " +
                                        std::to_string(telemetry::kMaxPayloadBytes) + " allowed");
   }
+  if (auto rollout = SplitRolloutTopic(topic)) {
+    const auto& [fleet, id] = *rollout;
+    if (!manifests::IsValidName(fleet) || !IsRolloutId(id)) {
+      return Fail(ErrorCode::kInvalidArgument, "topic: not a rollout status topic (fleet " +
+                                                   manifests::QuoteForMessage(fleet) + ", id " +
+                                                   manifests::QuoteForMessage(id) + ")");
+    }
+    EF_ASSIGN_OR_RETURN(RolloutStatus m, ParseRolloutStatus(payload));
+    if (m.id != id) {
+      return Refuse("id", "payload says '" + m.id + "' but the topic is rollout '" + id + "'");
+    }
+    if (m.fleet != fleet) {
+      return Refuse("fleet",
+                    "payload says '" + m.fleet + "' but the topic is fleet '" + fleet + "'");
+    }
+    IncomingMessage in;
+    in.fleet = fleet;
+    in.received_ms = received_ms;
+    in.json = std::string(payload);
+    in.message = std::move(m);
+    return in;
+  }
   Result<telemetry::TopicParts> parts = telemetry::ParseTopic(topic);
   if (!parts) return Fail(ErrorCode::kInvalidArgument, parts.error().message);
   if (parts->kind != "device" ||
       (parts->leaf != "status" && parts->leaf != "telemetry" && parts->leaf != "events")) {
     return Fail(ErrorCode::kInvalidArgument,
-                "topic: not a device status, telemetry or events topic");
+                "topic: not a device status, telemetry or events topic, or a rollout status");
   }
   IncomingMessage in;
   in.fleet = parts->fleet;
@@ -127,8 +334,8 @@ struct Collector::Impl {
   bool closing = false;               // guarded by mu: Stop began, do not wait for space
   bool stopping = false;              // guarded by mu: the network is down, drain and exit
 
-  std::atomic<std::uint64_t> status{0}, telemetry{0}, events{0}, duplicates{0}, stale{0},
-      rejected{0}, store_retries{0}, lost{0};
+  std::atomic<std::uint64_t> status{0}, telemetry{0}, events{0}, rollouts{0}, duplicates{0},
+      stale{0}, rejected{0}, store_retries{0}, lost{0};
 
   Impl(CollectorOptions o, CollectorStore s) : options(std::move(o)), store(std::move(s)) {}
 
@@ -158,6 +365,7 @@ struct Collector::Impl {
     }
     auto& counter = std::holds_alternative<telemetry::TelemetryWindow>(in.message) ? telemetry
                     : std::holds_alternative<telemetry::EventMessage>(in.message)  ? events
+                    : std::holds_alternative<RolloutStatus>(in.message)            ? rollouts
                                                                                    : status;
     counter.fetch_add(1, std::memory_order_relaxed);
   }
@@ -261,6 +469,7 @@ Result<std::unique_ptr<Collector>> Collector::Start(CollectorOptions options,
   for (const char* leaf : {"status", "telemetry", "events"}) {
     options.mqtt.subscriptions.push_back(telemetry::DeviceTopic(fleet, "+", leaf));
   }
+  options.mqtt.subscriptions.push_back(RolloutStatusTopic(fleet, "+"));
   options.mqtt.max_incoming_bytes = telemetry::kMaxPayloadBytes;
   // Back on the broker soon after it is: messages published while the collector is away are
   // lost (the client has a clean session), and after an outage the agents flush their outboxes
@@ -319,6 +528,7 @@ CollectorCounters Collector::Counters() const {
   c.status = load(s.status);
   c.telemetry = load(s.telemetry);
   c.events = load(s.events);
+  c.rollouts = load(s.rollouts);
   c.duplicates = load(s.duplicates);
   c.stale = load(s.stale);
   c.rejected = load(s.rejected);

@@ -1,12 +1,26 @@
 // The collector's intake: an MQTT subscriber (telemetry::MqttClient, no outbox) on the fleet's
-// device status, telemetry and events topics, a bounded queue, and one writer thread that checks
-// each message (ClassifyMessage) and stores a burst of them in one transaction
-// (CollectorStore::Apply), so thousands of windows per second cost a few commits.
+// device status, telemetry and events topics and its rollout status topics, a bounded queue, and
+// one writer thread that checks each message (ClassifyMessage) and stores a burst of them in one
+// transaction (CollectorStore::Apply), so thousands of windows per second cost a few commits.
 //
 // A message that is not one of ours (unknown topic, not JSON, over 64 KiB, wrong types, a
 // payload whose "device" is not the topic's device) is refused: one log line
 // `event=message_rejected topic=... error=...` and a counter; the collector carries on. The
 // device is always the topic's: the broker's ACL lets a device publish only under its own name.
+//
+// Rollout status: edgefleet/v1/<fleet>/rollout/<id>/status, retained, QoS 1, published by
+// `edgefleet rollout` (the broker's ACL grants these topics to the operator identity only). The
+// payload is a JSON object of at most 64 KiB (keys other than these are kept but not read):
+//   {"id": "digits-1.1.0-20261121T093000Z" ([A-Za-z0-9._-]{1,64}, the topic's <id>),
+//    "ts": <Unix ms, the publisher's clock: the newest wins>, "fleet" (the topic's), "group",
+//    "model", "version", "bundle" (URL), "state": running|paused|completed|halted|aborted,
+//    "reason" (may be empty), "started_ts", "finished_ts" (0 while it runs),
+//    "success_threshold", "error_threshold" (0..1), "wave" (current, 1-based; 0 before the first),
+//    "waves": [{"percent", "devices", "succeeded", "failed", "pending",
+//               "state": waiting|running|done|halted}],
+//    "devices": {"total", "succeeded", "failed", "updating", "waiting", "restored"},
+//    "failures": [{"device", "reason"}] (at most 20)}
+// Counts are non-negative integers.
 //
 // Thread safety: Start/Stop/Counters may be called from any thread; Stop is idempotent.
 #pragma once
@@ -23,10 +37,21 @@
 
 namespace edgefleet::deploy {
 
+// "edgefleet/v1/<fleet>/rollout/<id>/status".
+std::string RolloutStatusTopic(std::string_view fleet, std::string_view id);
+// A rollout id: [A-Za-z0-9._-]{1,64}.
+bool IsRolloutId(std::string_view id);
+
+// Parses a rollout status payload (see above). Fails with kLimit over
+// telemetry::kMaxPayloadBytes, kParse naming every field that is missing, of the wrong type or
+// out of range.
+Result<RolloutStatus> ParseRolloutStatus(std::string_view payload);
+
 // Parses one incoming message and checks it against its topic. Fails with kInvalidArgument when
-// the topic is not a device status/telemetry/events topic, kLimit when the payload is over
-// telemetry::kMaxPayloadBytes, kParse (the parser's field-precise message, or the field whose
-// value cannot be true) otherwise.
+// the topic is not a device status/telemetry/events topic or a rollout status topic, kLimit when
+// the payload is over telemetry::kMaxPayloadBytes, kParse (the parser's field-precise message,
+// or the field whose value cannot be true, such as an id or fleet that is not the topic's)
+// otherwise.
 Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view payload,
                                         std::int64_t received_ms);
 
@@ -35,8 +60,9 @@ struct CollectorCounters {
   std::uint64_t status = 0;
   std::uint64_t telemetry = 0;
   std::uint64_t events = 0;
+  std::uint64_t rollouts = 0;       // rollout statuses that became the rollout's current one
   std::uint64_t duplicates = 0;     // ids stored before (at-least-once redelivery)
-  std::uint64_t stale = 0;          // statuses older than the device's current one
+  std::uint64_t stale = 0;          // statuses older than the device's (rollout's) current one
   std::uint64_t rejected = 0;       // refused messages (see above)
   std::uint64_t store_retries = 0;  // batches written again after a database error
   std::uint64_t lost = 0;           // messages dropped at shutdown while the database failed

@@ -23,6 +23,38 @@ namespace {
 using nlohmann::json;
 
 constexpr std::size_t kMaxLimit = 100000;
+constexpr std::size_t kMaxRolloutLimit = 1000;
+// /metrics reports the newest this many rollouts (old ones stay in the database and the API).
+constexpr std::size_t kMetricsRollouts = 1000;
+constexpr std::int64_t kMaxBucketS = 86400;
+
+// deploy/dashboard/*, embedded by deploy/dashboard/embed.cmake.
+struct DashboardAsset {
+  std::string_view name;
+  std::string_view bytes;
+};
+constexpr DashboardAsset kDashboardAssets[] = {
+#include "deploy/dashboard_assets.inc"
+};
+
+constexpr const DashboardAsset* FindAsset(std::string_view name) {
+  for (const DashboardAsset& a : kDashboardAssets) {
+    if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+static_assert(FindAsset("index.html") != nullptr, "deploy/dashboard/index.html is not embedded");
+
+std::string_view ContentType(std::string_view name) {
+  const auto ends = [&](std::string_view suffix) {
+    return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix;
+  };
+  if (ends(".html")) return "text/html; charset=utf-8";
+  if (ends(".js")) return "text/javascript; charset=utf-8";
+  if (ends(".css")) return "text/css; charset=utf-8";
+  if (ends(".svg")) return "image/svg+xml";
+  return "application/octet-stream";
+}
 
 // Prometheus label values escape backslash, double quote and newline.
 std::string Label(std::string_view value) {
@@ -95,9 +127,9 @@ class Query final {
     }
     return std::optional<std::int64_t>(value);
   }
-  Result<std::size_t> Limit() const {
-    EF_ASSIGN_OR_RETURN(auto limit, Int("limit", 1, kMaxLimit));
-    return static_cast<std::size_t>(limit.value_or(100));
+  Result<std::size_t> Limit(std::size_t max = kMaxLimit, std::size_t fallback = 100) const {
+    EF_ASSIGN_OR_RETURN(auto limit, Int("limit", 1, static_cast<std::int64_t>(max)));
+    return static_cast<std::size_t>(limit.value_or(static_cast<std::int64_t>(fallback)));
   }
 
  private:
@@ -147,8 +179,56 @@ Result<json> ApiEvents(const FleetView& view, const Query& q) {
   return json{{"events", std::move(list)}};
 }
 
+Result<json> ApiRollouts(const FleetView& view, const Query& q) {
+  EF_ASSIGN_OR_RETURN(const std::size_t limit, q.Limit(kMaxRolloutLimit, 50));
+  EF_ASSIGN_OR_RETURN(std::vector<StoredMessage> rollouts, view.Rollouts(limit));
+  json list = json::array();
+  for (const StoredMessage& m : rollouts) list.push_back(MessageJson(m));
+  return json{{"rollouts", std::move(list)}};
+}
+
+json FractionOrNull(std::uint64_t part, std::uint64_t whole) {
+  return whole == 0 ? json(nullptr) : json(static_cast<double>(part) / static_cast<double>(whole));
+}
+
+Result<json> ApiSeries(const FleetView& view, const Query& q) {
+  SeriesQuery query;
+  query.model = q.Text("model");
+  EF_ASSIGN_OR_RETURN(query.since_ms, q.Int("since_ms", std::numeric_limits<std::int64_t>::min(),
+                                            std::numeric_limits<std::int64_t>::max()));
+  EF_ASSIGN_OR_RETURN(const auto bucket_s, q.Int("bucket_s", 1, kMaxBucketS));
+  query.bucket_ms = bucket_s.value_or(10) * 1000;
+  EF_ASSIGN_OR_RETURN(SeriesBuckets buckets, view.Series(query));
+  json series = json::array();
+  for (const SeriesStats& b : buckets.buckets) {
+    if (series.empty() || series.back()["model"] != b.model ||
+        series.back()["version"] != b.version) {
+      series.push_back({{"model", b.model}, {"version", b.version}, {"points", json::array()}});
+    }
+    const bool timed = b.latency.count > 0;
+    series.back()["points"].push_back(
+        {{"t", b.last_ts},
+         {"count", b.requests},
+         {"errors", b.errors},
+         {"p50", timed ? json(b.latency.p50) : json(nullptr)},
+         {"p95", timed ? json(b.latency.p95) : json(nullptr)},
+         {"p99", timed ? json(b.latency.p99) : json(nullptr)},
+         {"labeled", b.labeled},
+         {"correct", b.correct},
+         {"accuracy", FractionOrNull(b.correct, b.labeled)},
+         {"golden_accuracy", b.golden_accuracy ? json(*b.golden_accuracy) : json(nullptr)}});
+  }
+  return json{{"since_ms", buckets.since_ms},
+              {"bucket_s", query.bucket_ms / 1000},
+              {"series", std::move(series)}};
+}
+
 json CountersJson(const CollectorCounters& c) {
-  return {{"messages", {{"status", c.status}, {"telemetry", c.telemetry}, {"events", c.events}}},
+  return {{"messages",
+           {{"status", c.status},
+            {"telemetry", c.telemetry},
+            {"events", c.events},
+            {"rollouts", c.rollouts}}},
           {"duplicates", c.duplicates},
           {"stale", c.stale},
           {"rejected", c.rejected},
@@ -201,9 +281,7 @@ Result<json> ApiSummary(const FleetView& view, const Query& q, const CollectorCo
                       {"latency_ms", LatencyJson(m.sum.latency)},
                       {"labeled", m.sum.labeled},
                       {"correct", m.sum.correct},
-                      {"accuracy", m.sum.labeled == 0 ? json(nullptr)
-                                                      : json(static_cast<double>(m.sum.correct) /
-                                                             static_cast<double>(m.sum.labeled))}});
+                      {"accuracy", FractionOrNull(m.sum.correct, m.sum.labeled)}});
   }
   return json{
       {"window", window.value_or("all")},
@@ -218,6 +296,12 @@ Result<json> ApiSummary(const FleetView& view, const Query& q, const CollectorCo
 Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters& counters) {
   EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
   EF_ASSIGN_OR_RETURN(std::vector<SeriesStats> totals, view.Totals());
+  EF_ASSIGN_OR_RETURN(std::vector<StoredMessage> stored_rollouts, view.Rollouts(kMetricsRollouts));
+  std::vector<RolloutStatus> rollouts;
+  for (const StoredMessage& m : stored_rollouts) {
+    // Checked when it arrived; a row that no longer parses (a newer build wrote it) is skipped.
+    if (Result<RolloutStatus> r = ParseRolloutStatus(m.json)) rollouts.push_back(std::move(*r));
+  }
   std::string out;
   auto family = [&](std::string_view metric, std::string_view type, std::string_view help) {
     out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", metric, help, metric, type);
@@ -278,11 +362,13 @@ Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters
   out += fmt::format("edgefleet_collector_messages_total{{kind=\"telemetry\"}} {}\n",
                      counters.telemetry);
   out += fmt::format("edgefleet_collector_messages_total{{kind=\"events\"}} {}\n", counters.events);
+  out += fmt::format("edgefleet_collector_messages_total{{kind=\"rollouts\"}} {}\n",
+                     counters.rollouts);
   const std::tuple<const char*, const char*, const char*, std::uint64_t> singles[] = {
       {"edgefleet_collector_duplicates_total", "counter",
        "Messages whose id was already stored (at-least-once redelivery).", counters.duplicates},
       {"edgefleet_collector_stale_total", "counter",
-       "Status messages older than the device's current status.", counters.stale},
+       "Status messages older than the device's (rollout's) current status.", counters.stale},
       {"edgefleet_collector_rejected_total", "counter",
        "Messages refused: unknown topic, malformed, too large, or another device's name.",
        counters.rejected},
@@ -294,6 +380,31 @@ Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters
   for (const auto& [metric, type, help, value] : singles) {
     family(metric, type, help);
     out += fmt::format("{} {}\n", metric, value);
+  }
+
+  family("edgefleet_rollout_devices", "gauge",
+         "Devices of a rollout by their state in it, as `edgefleet rollout` last reported.");
+  for (const RolloutStatus& r : rollouts) {
+    const RolloutDeviceCounts& d = r.devices;
+    const std::pair<const char*, std::uint64_t> states[] = {{"succeeded", d.succeeded},
+                                                            {"failed", d.failed},
+                                                            {"updating", d.updating},
+                                                            {"waiting", d.waiting},
+                                                            {"restored", d.restored}};
+    for (const auto& [state, value] : states) {
+      out += fmt::format(
+          "edgefleet_rollout_devices{{rollout=\"{}\",model=\"{}\",version=\"{}\",state=\"{}\"}} "
+          "{}\n",
+          Label(r.id), Label(r.model), Label(r.version), state, value);
+    }
+  }
+  family("edgefleet_rollout_info", "gauge",
+         "1 per rollout, labeled with its model, version, group and state.");
+  for (const RolloutStatus& r : rollouts) {
+    out += fmt::format(
+        "edgefleet_rollout_info{{rollout=\"{}\",model=\"{}\",version=\"{}\",group=\"{}\","
+        "state=\"{}\"}} 1\n",
+        Label(r.id), Label(r.model), Label(r.version), Label(r.group), Label(r.state));
   }
   return out;
 }
@@ -330,6 +441,7 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
   using Res = httplib::Response&;
   auto reply = [](Res res, int status, const json& body) {
     res.status = status;
+    res.set_header("X-Content-Type-Options", "nosniff");
     res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
                     "application/json");
   };
@@ -359,6 +471,29 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
   server.Get("/api/summary", api({"window"}, [](Impl& s, const Query& q) {
                return ApiSummary(*s.view, q, s.counters());
              }));
+  server.Get("/api/rollouts",
+             api({"limit"}, [](Impl& s, const Query& q) { return ApiRollouts(*s.view, q); }));
+  server.Get("/api/series", api({"model", "since_ms", "bucket_s"},
+                                [](Impl& s, const Query& q) { return ApiSeries(*s.view, q); }));
+  // The dashboard: static files built into the binary; its script reads /api/* only.
+  auto asset = [](Res res, const DashboardAsset& a) {
+    res.set_header("Content-Security-Policy", "default-src 'self'");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Referrer-Policy", "no-referrer");
+    res.set_header("Cache-Control", "no-cache");
+    res.set_content(std::string(a.bytes), std::string(ContentType(a.name)));
+  };
+  for (const char* path : {"/", "/dashboard"}) {
+    server.Get(path, [asset](Req, Res res) { asset(res, *FindAsset("index.html")); });
+  }
+  server.Get(R"(/assets/([A-Za-z0-9._-]+))", [asset](Req req, Res res) {
+    const DashboardAsset* a = FindAsset(req.matches[1].str());
+    if (a == nullptr) {
+      res.status = 404;  // the error handler writes the body
+      return;
+    }
+    asset(res, *a);
+  });
   server.Get("/metrics", [self](Req req, Res res) {
     Result<std::string> text = RenderMetrics(*self->view, self->counters());
     if (!text) {
@@ -374,8 +509,8 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
     if (res.status == 404) {
       reply(res, 404,
             {{"error", "no such endpoint '" + req.path +
-                           "' (GET /metrics, /api/devices, /api/telemetry, /api/events, "
-                           "/api/summary)"}});
+                           "' (GET /, /assets/<file>, /metrics, /api/devices, /api/telemetry, "
+                           "/api/events, /api/summary, /api/series, /api/rollouts)"}});
     }
   });
 

@@ -13,8 +13,14 @@
 //   edgefleet_fleet_requests_total, edgefleet_fleet_errors_total,
 //   edgefleet_fleet_latency_seconds_bucket{le} / _sum / _count (successful requests),
 //   edgefleet_fleet_feedback_labeled_total, edgefleet_fleet_feedback_correct_total
-//   the collector itself: edgefleet_collector_messages_total{kind="status|telemetry|events"}
-//   (stored), _duplicates_total, _stale_total, _rejected_total, _queue_depth, _connected.
+//   the collector itself: edgefleet_collector_messages_total{kind="status|telemetry|events|
+//   rollouts"} (stored), _duplicates_total, _stale_total, _rejected_total, _queue_depth,
+//   _connected.
+//   per rollout (the newest 1000 by start), as `edgefleet rollout` last reported it:
+//   edgefleet_rollout_devices{rollout,model,version,state} gauge, devices per
+//     state = succeeded|failed|updating|waiting|restored
+//   edgefleet_rollout_info{rollout,model,version,group,state} 1 (state: running|paused|
+//     completed|halted|aborted)
 //
 // GET /api/devices
 //   {"devices": [{"device", "fleet", "online", "last_seen_ms", "offline_since_ms", "status_ts",
@@ -32,10 +38,30 @@
 //                whose status has it in the active slot), "requests", "errors",
 //                "latency_ms": {"count", "p50", "p90", "p99", "max"} (merged from the summed
 //                buckets), "labeled", "correct", "accuracy": correct/labeled|null}],
-//    "collector": {"messages": {"status", "telemetry", "events"}, "duplicates", "stale",
-//                  "rejected", "queued", "connected"}}
+//    "collector": {"messages": {"status", "telemetry", "events", "rollouts"}, "duplicates",
+//                  "stale", "rejected", "queued", "connected"}}
 //   Without `window` the sums cover every window stored; with it, each device's windows ending
 //   within that duration (90d/12h/30m/45s) before its newest one.
+// GET /api/series?model=&since_ms=&bucket_s=
+//   {"since_ms", "bucket_s",
+//    "series": [{"model", "version",
+//                "points": [{"t" (bucket start: ts rounded down to bucket_s), "count", "errors",
+//                            "p50", "p95", "p99" (ms, merged from the summed buckets; null
+//                            without successful requests), "labeled", "correct",
+//                            "accuracy": correct/labeled|null,
+//                            "golden_accuracy": mean of the windows' values|null}]}]}
+//   Every device's windows of a model version summed per bucket of window end times (ts);
+//   sorted by model, version and t. bucket_s 1..86400, default 10; since_ms defaults to the
+//   newest window's ts minus 15 minutes. More than 20000 points: 400.
+// GET /api/rollouts?limit=
+//   {"rollouts": [<rollout status as published> + "fleet", "received_ms"]}, the newest
+//   started first (started_ts, then id); limit 1..1000, default 50. The status format is in
+//   deploy/collector.hpp.
+//
+// GET / and /dashboard: the dashboard page (deploy/dashboard/index.html); GET /assets/<file>:
+//   its script and style sheet (deploy/dashboard/*, built into the binary). Served with
+//   Content-Security-Policy: default-src 'self' and X-Content-Type-Options: nosniff; the page
+//   polls the JSON API above every 2 s and builds its DOM with textContent only.
 //
 // Thread safety: the server answers on its own threads; it reads through the FleetView (which
 // has its own lock) and the counters function, which must be callable from any thread.

@@ -2,10 +2,10 @@
 
 #include "manifests/sqlite_db.hpp"
 
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string_view>
@@ -64,7 +64,7 @@ struct StoreImpl {
   explicit StoreImpl(SqliteDb db) : conn(std::move(db)) {}
   SqliteDb conn;
   std::optional<SqlStatement> insert_window, add_totals, insert_event, read_status, put_status,
-      put_will, touch;
+      put_will, touch, read_rollout, put_rollout;
 };
 }  // namespace detail
 
@@ -141,6 +141,20 @@ Status PrepareWriter(detail::StoreImpl& s) {
                          "VALUES (?1, ?2, 1, ?3) ON CONFLICT (device) DO UPDATE SET "
                          "fleet = excluded.fleet, "
                          "last_seen_ms = MAX(COALESCE(last_seen_ms, 0), excluded.last_seen_ms)"));
+  EF_ASSIGN_OR_RETURN(s.read_rollout, SqlStatement::Prepare(c, "read rollout",
+                                                            "SELECT ts, json FROM rollouts "
+                                                            "WHERE fleet = ?1 AND id = ?2"));
+  EF_ASSIGN_OR_RETURN(
+      s.put_rollout,
+      SqlStatement::Prepare(
+          c, "store rollout",
+          "INSERT INTO rollouts (fleet, id, ts, received_ms, started_ts, finished_ts, grp, model, "
+          "version, state, json) VALUES (" +
+              Parameters(1, 11) +
+              ") ON CONFLICT (fleet, id) DO UPDATE SET ts = excluded.ts, "
+              "received_ms = excluded.received_ms, started_ts = excluded.started_ts, "
+              "finished_ts = excluded.finished_ts, grp = excluded.grp, model = excluded.model, "
+              "version = excluded.version, state = excluded.state, json = excluded.json"));
   return Ok();
 }
 
@@ -258,6 +272,38 @@ Result<ApplyOutcome> StoreStatus(detail::StoreImpl& s, const IncomingMessage& in
   return ApplyOutcome::kStored;
 }
 
+// The newest status by the publisher's clock wins; the same message again (a retained message
+// delivered on every resubscription) is a duplicate.
+Result<ApplyOutcome> StoreRollout(detail::StoreImpl& s, const IncomingMessage& in,
+                                  const RolloutStatus& r) {
+  {
+    SqlStatement& q = *s.read_rollout;
+    q.Bind(1, in.fleet).Bind(2, r.id);
+    EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+    if (row) {
+      const std::int64_t stored_ts = q.ColumnInt(0);
+      const bool same = q.ColumnText(1) == in.json;
+      q.Reset();
+      if (r.ts < stored_ts) return ApplyOutcome::kStale;
+      if (r.ts == stored_ts && same) return ApplyOutcome::kDuplicate;
+    }
+  }
+  SqlStatement& q = *s.put_rollout;
+  q.Bind(1, in.fleet)
+      .Bind(2, r.id)
+      .Bind(3, r.ts)
+      .Bind(4, in.received_ms)
+      .Bind(5, r.started_ts)
+      .Bind(6, r.finished_ts)
+      .Bind(7, r.group)
+      .Bind(8, r.model)
+      .Bind(9, r.version)
+      .Bind(10, r.state)
+      .Bind(11, in.json);
+  EF_RETURN_IF_ERROR(q.Run());
+  return ApplyOutcome::kStored;
+}
+
 }  // namespace
 
 CollectorStore::CollectorStore(std::unique_ptr<detail::StoreImpl> impl) : impl_(std::move(impl)) {}
@@ -329,6 +375,8 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
     } else if (const auto* e = std::get_if<telemetry::EventMessage>(&in.message)) {
       device = &e->device;
       outcome = StoreEvent(s, in, *e);
+    } else if (const auto* r = std::get_if<RolloutStatus>(&in.message)) {
+      outcome = StoreRollout(s, in, *r);  // not a device: no last_seen
     } else {
       const auto& m = std::get<telemetry::StatusMessage>(in.message);
       if (!IsLastWill(m)) device = &m.device;
@@ -364,8 +412,9 @@ struct ViewImpl {
 
 namespace {
 
-// Columns shared by Totals() and Recent(): device, model, version, last_slot, last_ts, windows,
-// requests, errors, labeled, correct, latency_count, latency_sum_ms, latency_max_ms, b00..b16.
+// Columns shared by Totals(), Recent() and Series(): device, model, version, last_slot, last_ts,
+// windows, requests, errors, labeled, correct, latency_count, latency_sum_ms, latency_max_ms,
+// b00..b16, golden accuracy (NULL when none).
 SeriesStats ReadSeries(const SqlStatement& q) {
   SeriesStats s;
   s.device = q.ColumnText(0);
@@ -386,21 +435,38 @@ SeriesStats ReadSeries(const SqlStatement& q) {
   s.latency.max_ms = q.ColumnReal(12);
   for (int i = 0; i < kBuckets; ++i) s.latency.buckets[static_cast<std::size_t>(i)] = u(13 + i);
   s.latency.UpdatePercentiles();
+  if (!q.IsNull(13 + kBuckets)) s.golden_accuracy = q.ColumnReal(13 + kBuckets);
   return s;
 }
 
+// `bind` binds the statement's parameters; more than `max_rows` rows fail with kInvalidArgument.
 Result<std::vector<SeriesStats>> QuerySeries(const SqliteDb& conn, std::string operation,
                                              const std::string& sql,
-                                             std::optional<std::int64_t> span_ms) {
+                                             const std::function<void(SqlStatement&)>& bind,
+                                             std::size_t max_rows = SIZE_MAX) {
   EF_ASSIGN_OR_RETURN(SqlStatement q, SqlStatement::Prepare(conn, std::move(operation), sql));
-  if (span_ms) q.Bind(1, *span_ms);
+  bind(q);
   std::vector<SeriesStats> out;
   while (true) {
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
     if (!row) break;
+    if (out.size() == max_rows) {
+      q.Reset();
+      return Fail(ErrorCode::kInvalidArgument, "more than " + std::to_string(max_rows) +
+                                                   " points: use a larger bucket or a later start");
+    }
     out.push_back(ReadSeries(q));
   }
   return out;
+}
+
+// ", SUM(w.b00), ..., SUM(w.b16)".
+std::string BucketSums() {
+  std::string sums;
+  for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
+    sums += ", SUM(w." + BucketColumn(i) + ")";
+  }
+  return sums;
 }
 
 Result<std::vector<StoredMessage>> ReadMessages(SqlStatement& q) {
@@ -489,26 +555,72 @@ Result<std::vector<SeriesStats>> FleetView::Totals() const {
   return QuerySeries(impl_->conn, "read totals",
                      "SELECT device, model, version, last_slot, last_ts, windows, requests, "
                      "errors, labeled, correct, latency_count, latency_sum_ms, latency_max_ms, " +
-                         BucketColumns() + " FROM totals ORDER BY device, model, version",
-                     std::nullopt);
+                         BucketColumns() + ", NULL FROM totals ORDER BY device, model, version",
+                     [](SqlStatement&) {});
 }
 
 Result<std::vector<SeriesStats>> FleetView::Recent(std::chrono::milliseconds span) const {
   std::lock_guard lock(impl_->mu);
-  std::string sums;
-  for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
-    sums += ", SUM(w." + BucketColumn(i) + ")";
-  }
   return QuerySeries(
       impl_->conn, "read recent windows",
       "SELECT t.device, t.model, t.version, t.last_slot, t.last_ts, COUNT(*), SUM(w.count), "
       "SUM(w.errors), SUM(w.labeled), SUM(w.correct), SUM(w.latency_count), "
       "SUM(w.latency_sum_ms), MAX(w.latency_max_ms)" +
-          sums +
-          " FROM totals t JOIN windows w ON w.device = t.device AND w.model = t.model AND "
-          "w.version = t.version AND w.ts >= t.last_ts - ?1 "
+          BucketSums() +
+          ", AVG(w.golden_accuracy) FROM totals t JOIN windows w ON w.device = t.device AND "
+          "w.model = t.model AND w.version = t.version AND w.ts >= t.last_ts - ?1 "
           "GROUP BY t.device, t.model, t.version ORDER BY t.device, t.model, t.version",
-      span.count());
+      [&](SqlStatement& q) { q.Bind(1, span.count()); });
+}
+
+Result<SeriesBuckets> FleetView::Series(const SeriesQuery& query) const {
+  if (query.bucket_ms <= 0) {
+    return Fail(ErrorCode::kInvalidArgument, "bucket: must be positive");
+  }
+  std::lock_guard lock(impl_->mu);
+  SeriesBuckets out;
+  if (query.since_ms) {
+    out.since_ms = *query.since_ms;
+  } else {
+    EF_ASSIGN_OR_RETURN(SqlStatement newest,
+                        SqlStatement::Prepare(impl_->conn, "read newest window",
+                                              "SELECT MAX(ts) FROM windows "
+                                              "WHERE (?1 IS NULL OR model = ?1)"));
+    newest.Bind(1, query.model);
+    EF_ASSIGN_OR_RETURN(const bool row, newest.Step());
+    const std::optional<std::int64_t> ts = row ? newest.ColumnOptionalInt(0) : std::nullopt;
+    if (row) newest.Reset();
+    if (!ts) return out;  // no windows yet
+    out.since_ms =
+        *ts -
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::minutes(15)).count();
+  }
+  // A window's bucket starts at floor(ts / bucket) * bucket (SQLite's % truncates toward zero).
+  EF_ASSIGN_OR_RETURN(
+      out.buckets,
+      QuerySeries(
+          impl_->conn, "read series",
+          "SELECT '', w.model, w.version, '', w.ts - (((w.ts % ?3) + ?3) % ?3) AS t, COUNT(*), "
+          "SUM(w.count), SUM(w.errors), SUM(w.labeled), SUM(w.correct), SUM(w.latency_count), "
+          "SUM(w.latency_sum_ms), MAX(w.latency_max_ms)" +
+              BucketSums() +
+              ", AVG(w.golden_accuracy) FROM windows w WHERE (?1 IS NULL OR w.model = ?1) "
+              "AND w.ts >= ?2 GROUP BY w.model, w.version, t ORDER BY w.model, w.version, t",
+          [&](SqlStatement& q) {
+            q.Bind(1, query.model).Bind(2, out.since_ms).Bind(3, query.bucket_ms);
+          },
+          query.max_points));
+  return out;
+}
+
+Result<std::vector<StoredMessage>> FleetView::Rollouts(std::size_t limit) const {
+  std::lock_guard lock(impl_->mu);
+  EF_ASSIGN_OR_RETURN(SqlStatement q,
+                      SqlStatement::Prepare(impl_->conn, "list rollouts",
+                                            "SELECT fleet, received_ms, json FROM rollouts "
+                                            "ORDER BY started_ts DESC, id DESC LIMIT ?1"));
+  q.Bind(1, static_cast<std::int64_t>(limit));
+  return ReadMessages(q);
 }
 
 Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) const {

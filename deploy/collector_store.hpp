@@ -1,8 +1,9 @@
-// The collector's database (SQLite, WAL): devices, telemetry windows, events and running totals
-// per device, model and version (schema: deploy/collector_migrations/NNNN_*.sql, numbered
-// migrations embedded at build time). `edgefleet collect` writes it through one CollectorStore;
-// the HTTP API and `edgefleet devices` read it through FleetView, which opens the file read-only
-// and may run in other processes at the same time (WAL: readers never block the writer).
+// The collector's database (SQLite, WAL): devices, telemetry windows, events, running totals
+// per device, model and version, and the rollouts `edgefleet rollout` reports (schema:
+// deploy/collector_migrations/NNNN_*.sql, numbered migrations embedded at build time). `edgefleet
+// collect` writes it through one CollectorStore; the HTTP API and `edgefleet devices` read it
+// through FleetView, which opens the file read-only and may run in other processes at the same time
+// (WAL: readers never block the writer).
 //
 // What a write does (CollectorStore::Apply, one transaction per batch):
 // - windows and events: INSERT OR IGNORE by message id; an id already stored is a duplicate and
@@ -13,7 +14,10 @@
 //   composed by the agent when it connects, so its ts is older than the birth that follows; the
 //   broker publishes it when the connection dies, in order with the births on the same topic, so
 //   it always marks the device offline and keeps the stored status (agent version, models).
-// - every message but the last will sets the device's last_seen_ms to the collector's clock.
+// - every device message but the last will sets the device's last_seen_ms to the collector's
+//   clock.
+// - rollout status: one row per fleet and rollout id; the newest by the publisher's clock wins,
+//   an older one is stale and changes nothing, the same message again is a duplicate.
 //
 // Thread safety: a CollectorStore is for one thread (the collector's writer). FleetView's
 // methods may be called from any thread; one mutex guards its connection.
@@ -35,19 +39,65 @@
 
 namespace edgefleet::deploy {
 
-// One message from a device, parsed and checked (deploy/collector.hpp: ClassifyMessage).
+// A rollout's progress as `edgefleet rollout` publishes it, retained, on
+// edgefleet/v1/<fleet>/rollout/<id>/status (parsed and checked by deploy/collector.hpp:
+// ParseRolloutStatus). Times are Unix ms on the publisher's clock.
+struct RolloutWave {
+  std::uint64_t percent = 0;  // of the group's devices, cumulative
+  std::uint64_t devices = 0;
+  std::uint64_t succeeded = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t pending = 0;
+  std::string state;  // waiting, running, done, halted
+};
+struct RolloutDeviceCounts {
+  std::uint64_t total = 0;
+  std::uint64_t succeeded = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t updating = 0;
+  std::uint64_t waiting = 0;
+  std::uint64_t restored = 0;
+};
+struct RolloutFailure {
+  std::string device;
+  std::string reason;
+};
+struct RolloutStatus {
+  std::string id;  // [A-Za-z0-9._-]{1,64}, the topic's <id>
+  std::int64_t ts = 0;
+  std::string fleet;
+  std::string group;
+  std::string model;
+  std::string version;
+  std::string bundle;
+  std::string state;  // running, paused, completed, halted, aborted
+  std::string reason;
+  std::int64_t started_ts = 0;
+  std::int64_t finished_ts = 0;  // 0 while it runs
+  double success_threshold = 0;
+  double error_threshold = 0;
+  std::uint64_t wave = 0;  // current wave, 1-based; 0 before the first
+  std::vector<RolloutWave> waves;
+  RolloutDeviceCounts devices;
+  std::vector<RolloutFailure> failures;  // at most kMaxRolloutFailures
+};
+inline constexpr std::size_t kMaxRolloutFailures = 20;
+
+// One message from a device or from `edgefleet rollout`, parsed and checked
+// (deploy/collector.hpp: ClassifyMessage).
 struct IncomingMessage {
   std::string fleet;             // from the topic
   std::int64_t received_ms = 0;  // collector clock
   std::string json;              // the payload as published
-  std::variant<telemetry::StatusMessage, telemetry::TelemetryWindow, telemetry::EventMessage>
-      message;  // its device is the topic's device
+  std::variant<telemetry::StatusMessage, telemetry::TelemetryWindow, telemetry::EventMessage,
+               RolloutStatus>
+      message;  // a device message's device is the topic's device; a rollout's id the topic's
 };
 
 enum class ApplyOutcome {
-  kStored,     // a new window or event, or a status that became the device's current one
+  kStored,     // a new window or event, or a status that became the device's (rollout's) current
   kDuplicate,  // its id was stored before (or is the current status)
-  kStale,      // a status older than the device's current one
+  kStale,      // a status older than the device's (rollout's) current one
 };
 
 namespace detail {
@@ -103,7 +153,8 @@ struct SeriesStats {
   std::uint64_t errors = 0;
   std::uint64_t labeled = 0;
   std::uint64_t correct = 0;
-  telemetry::LatencySnapshot latency;  // buckets, sum and count added; percentiles recomputed
+  telemetry::LatencySnapshot latency;     // buckets, sum and count added; percentiles recomputed
+  std::optional<double> golden_accuracy;  // mean over the windows that carry one (not Totals())
 };
 
 struct StoredMessage {
@@ -122,6 +173,20 @@ struct WindowQuery {
 struct EventQuery {
   std::optional<std::string> device;
   std::size_t limit = 100;
+};
+
+// Every device's windows of a model version summed per time bucket (by the window's end, ts).
+struct SeriesQuery {
+  std::optional<std::string> model;
+  std::optional<std::int64_t> since_ms;  // windows ending at or after; default: newest - 15 min
+  std::int64_t bucket_ms = 10000;        // positive
+  std::size_t max_points = 20000;        // more buckets than this fail with kInvalidArgument
+};
+struct SeriesBuckets {
+  std::int64_t since_ms = 0;  // the one used (0 when there are no windows and none was given)
+  // Sorted by model, version and bucket. device is empty (every device), last_ts is the bucket's
+  // start (a multiple of bucket_ms), last_slot is empty.
+  std::vector<SeriesStats> buckets;
 };
 
 namespace detail {
@@ -149,6 +214,11 @@ class FleetView final {
   // Newest first (by ts, then id).
   Result<std::vector<StoredMessage>> Windows(const WindowQuery& query) const;
   Result<std::vector<StoredMessage>> Events(const EventQuery& query) const;
+  // Per model, version and time bucket; fails with kInvalidArgument when there would be more
+  // than max_points buckets.
+  Result<SeriesBuckets> Series(const SeriesQuery& query) const;
+  // The newest `limit` rollouts by started_ts (then id), newest first; their newest status each.
+  Result<std::vector<StoredMessage>> Rollouts(std::size_t limit) const;
 
  private:
   explicit FleetView(std::unique_ptr<detail::ViewImpl> impl);

@@ -6,6 +6,7 @@
 # Usage: cmake -DOUTPUT=<file.inc> -DSOURCES=<a.sql|b.sql|...> -P embed.cmake
 # Fails when the numbers are not 1..N without gaps or a file contains the raw-string delimiter.
 cmake_minimum_required(VERSION 3.25)
+include(${CMAKE_CURRENT_LIST_DIR}/../../cmake/write_if_changed.cmake)
 string(REPLACE "|" ";" sources "${SOURCES}")
 set(by_version "")
 foreach(source IN LISTS sources)
@@ -34,11 +35,5 @@ foreach(version RANGE 1 ${count})
   get_filename_component(name "${file_${version}}" NAME)
   string(APPEND body "{${version}, \"${name}\", R\"efsql(${sql})efsql\"},\n")
 endforeach()
-# Only rewrite on change, so an unchanged migration set does not rebuild journal.cpp.
-if(EXISTS "${OUTPUT}")
-  file(READ "${OUTPUT}" old)
-  if(old STREQUAL body)
-    return()
-  endif()
-endif()
-file(WRITE "${OUTPUT}" "${body}")
+# Rewritten only on change, so an unchanged migration set does not rebuild journal.cpp.
+edgefleet_write_if_changed("${OUTPUT}" "${body}")
