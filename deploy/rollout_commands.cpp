@@ -576,7 +576,10 @@ class Driver final {
       // (a device still mid-update applies the restore document after it).
       if (d.state == DeviceState::kRestoring && !d.outcome.empty() && active &&
           active->version == d.prev_version) {
-        Changed(d, DeviceState::kRestored, "runs " + d.prev_version + " again");
+        // The detail keeps why the device failed (if it did): that is what the operator needs.
+        Changed(d, DeviceState::kRestored,
+                d.detail + (d.detail.empty() ? "" : "; ") + "restored: runs " + d.prev_version +
+                    " again");
         Say("device=" + d.device + " restored=" + d.prev_version);
       }
     }

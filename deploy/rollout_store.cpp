@@ -216,7 +216,8 @@ Result<RolloutStore> RolloutStore::Open(const fs::path& path, bool read_only) {
   }
   if (!read_only) {
     EF_RETURN_IF_ERROR(db.Exec("set journal_mode", "PRAGMA journal_mode=WAL"));
-    EF_RETURN_IF_ERROR(db.Migrate(kMigrations, "PRAGMA application_id = 1162170959"));
+    static const std::string stamp = "PRAGMA application_id = " + std::to_string(kApplicationId);
+    EF_RETURN_IF_ERROR(db.Migrate(kMigrations, stamp.c_str()));
   }
   return RolloutStore(std::move(db));
 }

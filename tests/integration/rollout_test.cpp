@@ -1,0 +1,301 @@
+// `edgefleet rollout` end to end (issue 6, acceptance 3): the real CLI against a real mosquitto
+// broker and real `edgefleet-agent` processes (3 here, 50 in the fleet-sized test), bundles made by
+// the real CLI and served over loopback HTTP. Checks what the rollout says against what the
+// agents run (`edgefleet-agent status`) and what the broker holds (mosquitto_sub).
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "manifests/crypto.hpp"
+#include "tests/integration/agent_harness.hpp"
+#include "tests/support/background_process.hpp"
+#include "tests/support/mosquitto_broker.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+
+namespace edgefleet {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+struct Box {
+  std::string name;
+  fs::path config, state, log;
+  std::unique_ptr<testing::BackgroundProcess> process;
+};
+
+class RolloutE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::MakeFleet(tmp_.path(), fleet_);
+    deploy_key_ = tmp_ / "deploy.key";
+    ASSERT_TRUE(manifests::SavePrivateKey(*fleet_.deploy, deploy_key_));
+    broker_ = std::make_unique<testing::MosquittoBroker>(tmp_ / "broker");
+    ASSERT_TRUE(broker_->running());
+    const fs::path work = tmp_ / "bundles";
+    fs::create_directories(work);
+    auto short_watch = [](json& b, const fs::path&) { b["watch"] = testing::ShortWatch(); };
+    v1_ = testing::MakeBundle(fleet_, "v1", work, short_watch);
+    v2_ = testing::MakeBundle(fleet_, "v2", work, short_watch);
+    broken_ = testing::MakeBundle(fleet_, "broken", work, short_watch);
+    for (const testing::Bundle* b : {&v1_, &v2_, &broken_}) {
+      server_.Add("/digits-" + b->version + ".efb", b->bytes);
+    }
+  }
+
+  void TearDown() override {
+    if (HasFailure()) {
+      for (const Box& b : boxes_) {
+        std::cerr << "---- " << b.name << " log tail\n" << testing::Tail(b.log, 15);
+      }
+    }
+    for (Box& b : boxes_) b.process.reset();
+  }
+
+  std::string Url(const testing::Bundle& b) { return server_.Url("/digits-" + b.version + ".efb"); }
+
+  void WriteBoxConfig(const Box& b, const json& download_extra = json::object()) {
+    json download = {{"connect_timeout_s", 5}, {"max_attempts", 20}, {"backoff_initial_ms", 100},
+                     {"backoff_max_ms", 400}};
+    for (const auto& [k, v] : download_extra.items()) download[k] = v;
+    json config = {{"device", b.name},
+                   {"fleet", "demo"},
+                   {"groups", {"lab"}},
+                   {"state_dir", b.state.string()},
+                   {"trust_root", fleet_.root_json.string()},
+                   {"backends", {"opencv"}},
+                   {"api", {{"host", "127.0.0.1"}, {"port", 0}}},
+                   {"download", download},
+                   {"runtime", {{"threads", 1}, {"parallel_runs", 1}}},
+                   {"watch", {{"max_extension_factor", 1}}},
+                   {"mqtt",
+                    {{"host", "127.0.0.1"},
+                     {"port", broker_->port()},
+                     {"keepalive_s", 5},
+                     {"reconnect_min_ms", 100},
+                     {"reconnect_max_ms", 500}}},
+                   {"telemetry", {{"window_s", 2}}}};
+    testing::WriteFile(b.config, config.dump(2));
+  }
+
+  void AddBoxes(int n) {
+    for (int i = 1; i <= n; ++i) {
+      Box b;
+      char name[16];
+      std::snprintf(name, sizeof name, n >= 10 ? "box-%02d" : "box-%d", i);
+      b.name = name;
+      const fs::path dir = tmp_ / b.name;
+      fs::create_directories(dir);
+      b.config = dir / "agent.json";
+      b.state = dir / "state";
+      b.log = dir / "agent.log";
+      WriteBoxConfig(b);
+      boxes_.push_back(std::move(b));
+    }
+    for (Box& b : boxes_) Start(b);
+    for (Box& b : boxes_) ASSERT_TRUE(WaitUp(b)) << b.name;
+  }
+
+  void Start(Box& b) {
+    fs::remove(b.state / "api.port");
+    b.process = std::make_unique<testing::BackgroundProcess>(
+        std::vector<std::string>{EDGEFLEET_AGENT, "run", "--config", b.config.string()}, b.log);
+  }
+
+  // Up: the API answers (its port file is written once it listens) and the broker has the
+  // device's retained birth status (the rollout finds devices by it).
+  bool WaitUp(Box& b) {
+    return WaitFor(b.name + " up", seconds(60), [&] {
+      std::error_code ec;
+      return b.process->Running() && fs::exists(b.state / "api.port", ec) &&
+             Retained("edgefleet/v1/demo/device/" + b.name + "/status").value("online", false);
+    });
+  }
+
+  bool WaitFor(const std::string& what, milliseconds timeout, const std::function<bool()>& pred) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(milliseconds(200));
+    }
+    if (pred()) return true;
+    ADD_FAILURE() << "timed out after " << timeout.count() << " ms waiting for: " << what;
+    return false;
+  }
+
+  std::vector<std::string> RolloutArgs(const testing::Bundle& b, const std::string& waves,
+                                       const std::string& id) {
+    return {EDGEFLEET_CLI, "rollout", "start", "--model", "digits", "--bundle", Url(b),
+            "--group", "lab", "--waves", waves, "--fleet", "demo", "--broker",
+            "127.0.0.1:" + std::to_string(broker_->port()), "--deploy-key", deploy_key_.string(),
+            "--db", Db().string(), "--id", id, "--trust", fleet_.root_json.string(),
+            "--wave-timeout", "3m", "--discover", "1s"};
+  }
+
+  testing::ProcessResult Rollout(const testing::Bundle& b, const std::string& waves,
+                                 const std::string& id, seconds limit = seconds(240)) {
+    auto r = testing::RunProcess(RolloutArgs(b, waves, id), limit);
+    EXPECT_FALSE(r.timed_out) << id << ": rollout did not finish within " << limit.count() << " s";
+    return r;
+  }
+
+  fs::path Db() const { return tmp_ / "rollouts.db"; }
+
+  json RolloutStatus(const std::string& id) {
+    auto r = testing::RunProcess(
+        {EDGEFLEET_CLI, "rollout", "status", id, "--db", Db().string(), "--json"}, seconds(30));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    json doc = json::parse(r.out, nullptr, false);
+    return doc.is_discarded() ? json::object() : doc;
+  }
+
+  static json Device(const json& status, const std::string& name) {
+    for (const json& d : status.value("device_list", json::array())) {
+      if (d.value("device", "") == name) return d;
+    }
+    ADD_FAILURE() << "device " << name << " not in the rollout's list";
+    return json::object();
+  }
+
+  json AgentStatus(const Box& b) {
+    auto r = testing::RunProcess(
+        {EDGEFLEET_AGENT, "status", "--config", b.config.string(), "--json"}, seconds(30));
+    json doc = json::parse(r.out, nullptr, false);
+    return doc.is_discarded() ? json::object() : doc;
+  }
+
+  std::string ActiveVersion(const Box& b) {
+    for (const json& m : AgentStatus(b).value("models", json::array())) {
+      if (m.value("name", "") == "digits" && m.contains("active") && m["active"].is_object()) {
+        return m["active"].value("version", "");
+      }
+    }
+    return "";
+  }
+
+  // Versions of every deployment the agent's journal recorded.
+  std::vector<std::string> DeployedVersions(const Box& b) {
+    std::vector<std::string> out;
+    for (const json& d : AgentStatus(b).value("deployments", json::array())) {
+      out.push_back(d.value("version", ""));
+    }
+    return out;
+  }
+
+  json Retained(const std::string& topic) {
+    auto r = testing::RunProcess({"mosquitto_sub", "-h", "127.0.0.1", "-p",
+                                  std::to_string(broker_->port()), "-t", topic, "-C", "1", "-W",
+                                  "2", "--retained-only"},
+                                 seconds(10));
+    json doc = json::parse(r.out, nullptr, false);
+    return doc.is_discarded() ? json() : doc;
+  }
+
+  testing::TempDir tmp_;
+  testing::Fleet fleet_;
+  fs::path deploy_key_;
+  std::unique_ptr<testing::MosquittoBroker> broker_;
+  testing::BundleServer server_;
+  testing::Bundle v1_, v2_, broken_;
+  std::vector<Box> boxes_;
+};
+
+bool Contains(const std::string& text, const std::string& needle) {
+  return text.find(needle) != std::string::npos;
+}
+
+TEST_F(RolloutE2E, WavesCompleteThenABrokenCanaryHaltsAndRestores) {
+  ASSERT_NO_FATAL_FAILURE(AddBoxes(3));
+
+  auto first = Rollout(v1_, "100%", "v1");
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  for (const Box& b : boxes_) EXPECT_EQ(ActiveVersion(b), "1.0.0") << b.name;
+
+  auto second = Rollout(v2_, "10%,50%,100%", "v2");
+  ASSERT_EQ(second.exit_code, 0) << second.out << second.err;
+  EXPECT_TRUE(Contains(second.out, "rollout=v2 state=completed")) << second.out;
+  // Wave by wave: box-2 is released only after box-1's wave succeeded, box-3 after box-2's.
+  const auto pos = [&](const std::string& needle) { return second.out.find(needle); };
+  const auto r1 = pos("device=box-1 wave=1 event=released");
+  const auto c1 = pos("device=box-1 wave=1 event=committed");
+  const auto r2 = pos("device=box-2 wave=2 event=released");
+  const auto c2 = pos("device=box-2 wave=2 event=committed");
+  const auto r3 = pos("device=box-3 wave=3 event=released");
+  ASSERT_NE(r1, std::string::npos) << second.out;
+  ASSERT_NE(r3, std::string::npos) << second.out;
+  EXPECT_LT(r1, c1);
+  EXPECT_LT(c1, r2);
+  EXPECT_LT(r2, c2);
+  EXPECT_LT(c2, r3);
+  json status = RolloutStatus("v2");
+  EXPECT_EQ(status.value("state", ""), "completed");
+  ASSERT_EQ(status["waves"].size(), 3u);
+  for (const json& w : status["waves"]) {
+    EXPECT_EQ(w["devices"], 1);
+    EXPECT_EQ(w["succeeded"], 1);
+    EXPECT_EQ(w["state"], "done");
+  }
+  for (const Box& b : boxes_) EXPECT_EQ(ActiveVersion(b), "1.1.0") << b.name;
+  // Devices that join the group later get 1.1.0 from the group's document.
+  json group_doc = Retained("edgefleet/v1/demo/group/lab/desired");
+  ASSERT_TRUE(group_doc.is_object());
+  EXPECT_EQ(group_doc["signed"]["models"][0]["version"], "1.1.0");
+  EXPECT_GT(group_doc["signed"].value("serial", 0ull), 0ull);
+
+  auto third = Rollout(broken_, "10%,50%,100%", "v3");
+  EXPECT_EQ(third.exit_code, 2) << third.out << third.err;
+  status = RolloutStatus("v3");
+  EXPECT_EQ(status.value("state", ""), "halted");
+  EXPECT_TRUE(Contains(status.value("reason", ""), "error threshold")) << status.dump(1);
+  const json canary = Device(status, "box-1");
+  EXPECT_EQ(canary.value("outcome", ""), "failed");
+  EXPECT_TRUE(Contains(canary.value("detail", ""), "parity")) << canary.dump();
+  EXPECT_EQ(canary.value("state", ""), "restored");
+  for (const char* name : {"box-2", "box-3"}) {
+    const json d = Device(status, name);
+    EXPECT_EQ(d.value("state", ""), "waiting") << name;
+    EXPECT_EQ(d.value("serial", 1), 0) << name << ": released although the canary failed";
+  }
+  for (const Box& b : boxes_) EXPECT_EQ(ActiveVersion(b), "1.1.0") << b.name;
+  for (std::size_t i : {1u, 2u}) {
+    const auto versions = DeployedVersions(boxes_[i]);
+    EXPECT_FALSE(versions.empty()) << boxes_[i].name;
+    EXPECT_EQ(std::count(versions.begin(), versions.end(), "1.2.0"), 0) << boxes_[i].name;
+  }
+  // The canary's retained desired state is the previous one again, re-signed with a new serial.
+  json restored = Retained("edgefleet/v1/demo/device/box-1/desired");
+  ASSERT_TRUE(restored.is_object());
+  EXPECT_EQ(restored["signed"]["models"][0]["version"], "1.1.0");
+  EXPECT_EQ(restored["signed"]["serial"], canary["restore_serial"]);
+  // The rollout's own status topic (read by the collector) says the same.
+  json published = Retained("edgefleet/v1/demo/rollout/v3/status");
+  EXPECT_EQ(published.value("state", ""), "halted");
+  EXPECT_EQ(published["devices"].value("restored", -1), 1) << published.dump();
+  ASSERT_EQ(published["failures"].size(), 1u) << published.dump();
+  EXPECT_EQ(published["failures"][0]["device"], "box-1");
+
+  auto list = testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()},
+                                  seconds(30));
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(Contains(list.out, "v1  digits 1.0.0 -> lab  completed")) << list.out;
+  EXPECT_TRUE(Contains(list.out, "v2  digits 1.1.0 -> lab  completed")) << list.out;
+  EXPECT_TRUE(Contains(list.out, "v3  digits 1.2.0 -> lab  halted")) << list.out;
+}
+
+}  // namespace
+}  // namespace edgefleet
