@@ -543,10 +543,23 @@ class Driver final {
       return;
     }
     if (d.restore_serial != 0 && ev.serial == d.restore_serial &&
-        d.state == DeviceState::kRestoring && IsFailure(ev.event)) {
-      Changed(d, DeviceState::kFailed, "restore " + reason);
-      Say("device=" + d.device + " restore_failed=" + LogValue(reason));
+        d.state == DeviceState::kRestoring) {
+      if (IsFailure(ev.event)) {
+        Changed(d, DeviceState::kFailed, d.detail + "; restore " + reason);
+        Say("device=" + d.device + " restore_failed=" + LogValue(reason));
+      } else if (ev.event == "committed") {
+        RestoredNow(d);
+      }
     }
+  }
+
+  void RestoredNow(RolloutDevice& d) {
+    // The detail keeps why the device failed (if it did): that is what the operator needs.
+    Changed(d, DeviceState::kRestored,
+            d.detail + (d.detail.empty() ? "" : "; ") + "restored: runs " +
+                (d.prev_version.empty() ? std::string("its previous models") : d.prev_version) +
+                " again");
+    Say("device=" + d.device + " restored=" + (d.prev_version.empty() ? "-" : d.prev_version));
   }
 
   // The rollout model's active slot on `device` from its newest status, if any.
@@ -572,15 +585,16 @@ class Driver final {
         Changed(d, DeviceState::kSucceeded, "activated");
         Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " event=activated");
       }
-      // Restored: the previous version serves again and the rollout's own deployment is over
-      // (a device still mid-update applies the restore document after it).
-      if (d.state == DeviceState::kRestoring && !d.outcome.empty() && active &&
-          active->version == d.prev_version) {
-        // The detail keeps why the device failed (if it did): that is what the operator needs.
-        Changed(d, DeviceState::kRestored,
-                d.detail + (d.detail.empty() ? "" : "; ") + "restored: runs " + d.prev_version +
-                    " again");
-        Say("device=" + d.device + " restored=" + d.prev_version);
+      // Restored without a new deployment: a device that failed the rollout's version (refused,
+      // failed or rolled back by itself) still or again serves the previous one, and the agent
+      // ignores the restore document as "already active"; likewise when the previous version
+      // is the rollout's own. A device that took the new version is restored only by the
+      // committed event of the restore document (OnEvent): its status shows the old version
+      // already while it watches it, and a watch can still roll back.
+      if (d.state == DeviceState::kRestoring &&
+          ((d.outcome == "failed" && active && active->version == d.prev_version) ||
+           d.prev_version == r_.version)) {
+        RestoredNow(d);
       }
     }
   }

@@ -203,7 +203,7 @@ class RolloutE2E : public ::testing::Test {
                                   "2", "--retained-only"},
                                  seconds(10));
     json doc = json::parse(r.out, nullptr, false);
-    return doc.is_discarded() ? json() : doc;
+    return doc.is_discarded() ? json::object() : doc;
   }
 
   testing::TempDir tmp_;
@@ -219,6 +219,13 @@ bool Contains(const std::string& text, const std::string& needle) {
   return text.find(needle) != std::string::npos;
 }
 
+// A log that a child process may not have created yet.
+[[maybe_unused]] std::string ReadIfThere(const fs::path& path) {
+  std::error_code ec;
+  return fs::exists(path, ec) ? testing::ReadFile(path) : std::string();
+}
+
+#ifndef EDGEFLEET_FLEET_SCALE
 TEST_F(RolloutE2E, WavesCompleteThenABrokenCanaryHaltsAndRestores) {
   ASSERT_NO_FATAL_FAILURE(AddBoxes(3));
 
@@ -296,6 +303,119 @@ TEST_F(RolloutE2E, WavesCompleteThenABrokenCanaryHaltsAndRestores) {
   EXPECT_TRUE(Contains(list.out, "v2  digits 1.1.0 -> lab  completed")) << list.out;
   EXPECT_TRUE(Contains(list.out, "v3  digits 1.2.0 -> lab  halted")) << list.out;
 }
+#endif
+
+}  // namespace
+}  // namespace edgefleet
+
+namespace edgefleet {
+namespace {
+
+#ifndef EDGEFLEET_FLEET_SCALE
+// pause holds the next wave; SIGINT leaves the rollout in the database; resume (a new process)
+// drives it to the end from there.
+TEST_F(RolloutE2E, PausedThenInterruptedRolloutResumesFromTheDatabase) {
+  ASSERT_NO_FATAL_FAILURE(AddBoxes(3));
+  auto first = Rollout(v1_, "100%", "v1");
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+
+  const fs::path log = tmp_ / "rollout-v2.log";
+  testing::BackgroundProcess driver(RolloutArgs(v2_, "10%,50%,100%", "v2"), log);
+  ASSERT_TRUE(WaitFor("the canary released", seconds(60), [&] {
+    return Contains(ReadIfThere(log), "device=box-1 wave=1 event=released");
+  }));
+  auto pause = testing::RunProcess({EDGEFLEET_CLI, "rollout", "pause", "v2", "--db", Db().string()},
+                                   seconds(30));
+  ASSERT_EQ(pause.exit_code, 0) << pause.out << pause.err;
+  EXPECT_TRUE(Contains(pause.out, "pause requested from the running driver")) << pause.out;
+  ASSERT_TRUE(WaitFor("paused, canary committed", seconds(60), [&] {
+    json s = RolloutStatus("v2");
+    return s.value("state", "") == "paused" && Device(s, "box-1").value("outcome", "") == "succeeded";
+  }));
+  // The canary succeeded, yet nothing more is released while paused.
+  std::this_thread::sleep_for(seconds(3));
+  json status = RolloutStatus("v2");
+  EXPECT_EQ(status.value("state", ""), "paused");
+  EXPECT_EQ(Device(status, "box-2").value("state", ""), "waiting");
+  EXPECT_EQ(ActiveVersion(boxes_[1]), "1.0.0");
+
+  driver.Signal(SIGINT);
+  EXPECT_EQ(driver.Wait(seconds(30)), std::optional<int>(1));
+  const std::string driver_log = testing::ReadFile(log);
+  EXPECT_TRUE(Contains(driver_log, "edgefleet rollout resume v2")) << driver_log;
+  status = RolloutStatus("v2");
+  EXPECT_EQ(status.value("state", ""), "paused");
+  EXPECT_EQ(status.value("driver_pid", -1), 0) << "the lease outlived its process";
+
+  auto resume = testing::RunProcess(
+      {EDGEFLEET_CLI, "rollout", "resume", "v2", "--db", Db().string()}, seconds(240));
+  EXPECT_EQ(resume.exit_code, 0) << resume.out << resume.err;
+  EXPECT_TRUE(Contains(resume.out, "rollout=v2 state=completed")) << resume.out;
+  status = RolloutStatus("v2");
+  EXPECT_EQ(status.value("state", ""), "completed");
+  for (const Box& b : boxes_) EXPECT_EQ(ActiveVersion(b), "1.1.0") << b.name;
+  // Resuming a finished rollout changes nothing and says so.
+  auto again = testing::RunProcess(
+      {EDGEFLEET_CLI, "rollout", "resume", "v2", "--db", Db().string()}, seconds(30));
+  EXPECT_EQ(again.exit_code, 0);
+  EXPECT_TRUE(Contains(again.out, "nothing to resume")) << again.out;
+}
+
+#else
+// Acceptance 3: 50 real agents against one broker. v1 goes out in waves and completes; then one
+// canary device cannot take v2 (its disk reserve is set beyond any disk: a real refusal at the
+// download step), so 1 of the 5 canaries fails (20% > the 10% error threshold): the rollout halts,
+// the 4 canaries that took v2 are restored to v1, and no device after the canary wave is touched.
+TEST_F(RolloutE2E, FiftyAgentsRolloutCompletesAndAFailingCanaryHaltsAndRestores) {
+  ASSERT_NO_FATAL_FAILURE(AddBoxes(50));
+  auto first = Rollout(v1_, "10%,50%,100%", "v1", seconds(400));
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  json status = RolloutStatus("v1");
+  EXPECT_EQ(status.value("state", ""), "completed");
+  ASSERT_EQ(status["waves"].size(), 3u);
+  EXPECT_EQ(status["waves"][0]["devices"], 5);
+  EXPECT_EQ(status["waves"][1]["devices"], 20);
+  EXPECT_EQ(status["waves"][2]["devices"], 25);
+  for (const Box& b : boxes_) EXPECT_EQ(ActiveVersion(b), "1.0.0") << b.name;
+
+  Box& faulty = boxes_[2];  // box-03, in the canary wave
+  faulty.process->Signal(SIGTERM);
+  ASSERT_EQ(faulty.process->Wait(seconds(30)), std::optional<int>(0));
+  WriteBoxConfig(faulty, {{"reserve_bytes", 1ull << 50}});  // 1 PiB, the config's maximum
+  Start(faulty);
+  ASSERT_TRUE(WaitUp(faulty));
+
+  auto second = Rollout(v2_, "10%,50%,100%", "v2", seconds(400));
+  EXPECT_EQ(second.exit_code, 2) << second.out << second.err;
+  if (HasFailure()) std::cerr << second.out << second.err;
+  status = RolloutStatus("v2");
+  EXPECT_EQ(status.value("state", ""), "halted");
+  EXPECT_TRUE(Contains(status.value("reason", ""), "20%")) << status.value("reason", "");
+  const json bad = Device(status, "box-03");
+  EXPECT_EQ(bad.value("outcome", ""), "failed");
+  EXPECT_TRUE(Contains(bad.value("detail", ""), "disk")) << bad.dump();
+  int restored = 0;
+  for (const Box& b : boxes_) {
+    const json d = Device(status, b.name);
+    if (d.value("wave", 0) == 1) {
+      EXPECT_EQ(d.value("state", ""), "restored") << d.dump();
+      restored += d.value("outcome", "") == "succeeded";
+    } else {
+      EXPECT_EQ(d.value("state", ""), "waiting") << d.dump();
+      EXPECT_EQ(d.value("serial", 1), 0) << d.dump();
+    }
+    EXPECT_EQ(ActiveVersion(b), "1.0.0") << b.name;
+  }
+  EXPECT_EQ(restored, 4) << "the four canaries that took v2 went back to v1";
+  // Their retained desired state names v1 again (allowed to go down from 1.1.0).
+  json doc = Retained("edgefleet/v1/demo/device/box-01/desired");
+  EXPECT_EQ(doc["signed"]["models"][0]["version"], "1.0.0");
+  EXPECT_EQ(doc["signed"]["models"][0]["allow_downgrade"], true);
+  // The group's document still says v1 (only a completed rollout writes it).
+  EXPECT_EQ(Retained("edgefleet/v1/demo/group/lab/desired")["signed"]["models"][0]["version"],
+            "1.0.0");
+}
+#endif
 
 }  // namespace
 }  // namespace edgefleet
