@@ -151,6 +151,44 @@ TEST_F(CollectorStoreTest, RecentIsRelativeToEachSeriesNewestWindow) {
   EXPECT_EQ(recent->front().last_ts, day_ago);
 }
 
+TEST_F(CollectorStoreTest, SeriesBucketsByWindowEndAndRefusesTooManyPoints) {
+  // 2001 windows one second apart, ending at 2 s .. 2002 s.
+  std::vector<IncomingMessage> batch;
+  for (int i = 0; i < 2001; ++i) {
+    batch.push_back(In("telemetry", telemetry::EncodeTelemetry(Window(2000 + i * 1000, 1))));
+  }
+  Apply(batch);
+  SeriesQuery query;
+  query.since_ms = 0;
+  query.bucket_ms = 1000;
+  query.max_points = 2000;
+  auto series = view_->Series(query);
+  ASSERT_FALSE(series);
+  EXPECT_EQ(series.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(series.error().message.find("more than 2000 points"), std::string::npos)
+      << series.error().message;
+  query.bucket_ms = 3000;
+  series = view_->Series(query);
+  ASSERT_TRUE(series) << series.error().message;
+  ASSERT_EQ(series->buckets.size(), 668u);  // 0 (ts 2000), 3000, ..., 2001000
+  EXPECT_EQ(series->since_ms, 0);
+  EXPECT_EQ(series->buckets[0].last_ts, 0) << "rounded down to the bucket's start";
+  EXPECT_EQ(series->buckets[0].requests, 1u);
+  EXPECT_EQ(series->buckets[1].last_ts, 3000);
+  EXPECT_EQ(series->buckets[1].requests, 3u);  // ts 3000, 4000, 5000
+  EXPECT_EQ(series->buckets[1].windows, 3u);
+  EXPECT_TRUE(series->buckets[1].device.empty());
+  EXPECT_EQ(series->buckets.back().last_ts, 2001000);
+  EXPECT_EQ(series->buckets.back().requests, 2u);
+  // Without a start: the newest window's ts minus 15 minutes (windows from 1102000 on).
+  query.since_ms.reset();
+  series = view_->Series(query);
+  ASSERT_TRUE(series) << series.error().message;
+  EXPECT_EQ(series->since_ms, 2002000 - 900000);
+  EXPECT_EQ(series->buckets.front().last_ts, 1101000);
+  EXPECT_EQ(series->buckets.front().requests, 2u);  // ts 1102000, 1103000
+}
+
 TEST_F(CollectorStoreTest, ClassifyRefusesWhatIsNotOurs) {
   const std::string window = telemetry::EncodeTelemetry(Window(5000, 1));
   struct Case {
