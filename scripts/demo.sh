@@ -306,7 +306,7 @@ begin "summary"
 "$ef" rollout list --db "$work/rollouts.db" --json >"$work/rollouts.json"
 echo
 echo "== summary (reached $(elapsed "$t_start") s after the packages were installed; build $(python3 -c "print(f'{$t_built - $t_start:.1f}')") s)"
-"${helper[@]}" summary "$work/collector.db" "http://127.0.0.1:$http_port" "$work/rollouts.json" digits
+"${helper[@]}" summary "$work/collector.db" "$work/collector-at-summary.db" "$work/rollouts.json" digits
 echo "  canary failure: $canary refused digits 1.2.0: $reason"
 echo "  dashboard: $dashboard"
 echo "  work directory: $work (logs/, collector.db, rollouts.db, box-N/state/)"

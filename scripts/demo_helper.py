@@ -16,15 +16,16 @@ so demo.sh only claims what one of these confirmed. Python 3 standard library on
   waves PROGRESS_LOG                          devices per wave from a rollout's progress lines
   wait-collector URL SECONDS MODEL [--active DEVICE=V]... [--failed DEVICE=V]... [--rollouts N]
                                               until the collector's API shows all of these
-  summary DB URL ROLLOUT_LIST_JSON MODEL      the summary table from the collector database
+  summary DB SNAPSHOT ROLLOUT_LIST_JSON MODEL the summary table, from a copy of the collector
+                                              database taken at once (SNAPSHOT)
 """
 import json
+import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 TERMINAL = ("committed", "failed", "rolled_back", "abandoned", "rejected")
@@ -203,19 +204,14 @@ def wait_collector(url, seconds, model, *args):
                 if not any(e["device"] == d and e["version"] == v and e["event"] == "failed"
                            for e in events):
                     problem = f"no failed event of {model} {v} from {d}"
-            said = "no rollouts (it does not serve /api/rollouts)"
+            said = "its events"
             if rollouts:
-                try:
-                    stored = get_json(f"{base}/api/rollouts").get("rollouts", [])
-                except urllib.error.HTTPError as e:
-                    stored = None if e.code == 404 else []
-                if stored is not None:
-                    final = [r for r in stored
-                             if r.get("state") in ("completed", "halted", "aborted")]
-                    if len(final) < rollouts:
-                        problem = f"{len(final)} of {rollouts} rollouts stored in a final state"
-                    said = "the rollouts " + ", ".join(
-                        f"{r.get('id')} {r.get('state')}" for r in final)
+                stored = get_json(f"{base}/api/rollouts").get("rollouts", [])
+                final = [r for r in stored if r.get("state") in ("completed", "halted", "aborted")]
+                if len(final) < rollouts:
+                    problem = f"{len(final)} of {rollouts} rollouts stored in a final state"
+                said = "the rollouts " + ", ".join(f"{r.get('id')} {r.get('state')}"
+                                                   for r in final)
             if not problem:
                 print(said)
                 return
@@ -225,26 +221,29 @@ def wait_collector(url, seconds, model, *args):
     die(f"the collector did not catch up within {seconds} s: {problem}")
 
 
-def summary(db, url, rollout_list_json, model):
-    cutoff_ms = int(time.time() * 1000)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    devices = devices_by_name(url)
-    print(f"  fleet as the collector stores it ({db}; telemetry received up to "
-          f"received_ms={cutoff_ms}):")
+def summary(db, snapshot, rollout_list_json, model):
+    # One consistent copy of the collector's database (SQLite's online backup) is what the whole
+    # table is computed from, so it can be checked afterwards; received_ms names the cut-off.
+    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn = sqlite3.connect(snapshot)
+    src.backup(conn)
+    src.close()
+    cutoff_ms = conn.execute("SELECT max(received_ms) FROM windows").fetchone()[0] or 0
+    print(f"  fleet as the collector stored it ({os.path.basename(snapshot)}, a copy of "
+          f"{os.path.basename(db)} taken now; telemetry received up to received_ms={cutoff_ms}):")
     header = (f"  {'device':<8} {'online':<6} {model + ' active':<16} {'requests':>8} "
               f"{'errors':>6} {'labeled':>7} {'correct':>7} {'accuracy':>8}  deployments")
     print(header)
-    for name in sorted(devices):
-        d = devices[name]
-        models = (d.get("status") or {}).get("models", [])
+    for name, online, status_json in conn.execute(
+            "SELECT device, online, status_json FROM devices ORDER BY device").fetchall():
+        models = (json.loads(status_json) if status_json else {}).get("models", [])
         act = next((m["active"] for m in models if m["name"] == model and m.get("active")), None)
         active = f"{act['version']} (slot {act['slot']})" if act else "none"
         requests, errors, labeled, correct = conn.execute(
             "SELECT coalesce(sum(count),0), coalesce(sum(errors),0), coalesce(sum(labeled),0),"
-            " coalesce(sum(correct),0) FROM windows WHERE device=? AND model=? AND"
-            " received_ms<=?", (name, model, cutoff_ms)).fetchone()
+            " coalesce(sum(correct),0) FROM windows WHERE device=? AND model=?",
+            (name, model)).fetchone()
         accuracy = f"{100.0 * correct / labeled:.1f}%" if labeled else "-"
-        deps = []
         rows = conn.execute(
             "SELECT deployment, version, event FROM events WHERE device=? AND model=? AND"
             " event NOT IN ('parity_report') AND deployment>0 ORDER BY ts, received_ms",
@@ -255,8 +254,9 @@ def summary(db, url, rollout_list_json, model):
             if prev is None or prev[1] not in TERMINAL:
                 final[dep] = (version, event)
         deps = [f"{v} {e}" for _, (v, e) in sorted(final.items())]
-        print(f"  {name:<8} {'yes' if d.get('online') else 'no':<6} {active:<16} {requests:>8} "
+        print(f"  {name:<8} {'yes' if online else 'no':<6} {active:<16} {requests:>8} "
               f"{errors:>6} {labeled:>7} {correct:>7} {accuracy:>8}  {', '.join(deps) or '-'}")
+    conn.close()
     with open(rollout_list_json) as f:
         text = f.read().strip()
     try:
@@ -264,12 +264,11 @@ def summary(db, url, rollout_list_json, model):
         items = parsed if isinstance(parsed, list) else parsed.get("rollouts", [parsed])
     except ValueError:
         items = [json.loads(line) for line in text.splitlines() if line.strip()]
-    print("  rollouts (edgefleet rollout list):")
-    for r in items:
-        reason = f' reason="{r["reason"]}"' if r.get("reason") else ""
+    print("  rollouts (edgefleet rollout list, oldest first):")
+    for r in sorted(items, key=lambda r: r.get("started_ms", 0)):
         print(f"    {r.get('id')}: {r.get('model')} {r.get('version')} to group {r.get('group')}"
-              f" {r.get('state')}{reason}")
-
+              f" {r.get('state')}: {r.get('succeeded')} of {r.get('devices')} succeeded,"
+              f" {r.get('failed')} failed ({r.get('reason')})")
 
 def main():
     if len(sys.argv) < 2:

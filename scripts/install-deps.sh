@@ -25,6 +25,7 @@ base=(
   libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
   python3 python3-jsonschema                # schema conformance test
   time                                      # /usr/bin/time -v for memory benchmarks
+  chromium nodejs                           # the dashboard's browser test (Playwright from npm)
 )
 models=(python3-torch python3-torchvision python3-sklearn python3-onnx python3-numpy python3-pil)
 
@@ -41,6 +42,12 @@ for pkg in "${want[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=("$pkg")
 done
+# npm installs the browser test's Playwright. Debian's nodejs needs Debian's npm package; a
+# nodejs that already brings npm (NodeSource's, which conflicts with that package) does not.
+if ! command -v npm >/dev/null; then
+  status=$(dpkg-query -W -f='${Status}' npm 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=(npm)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#want[@]} packages present"
   exit 0
