@@ -361,6 +361,48 @@ TEST_F(RolloutE2E, PausedThenInterruptedRolloutResumesFromTheDatabase) {
   EXPECT_TRUE(Contains(again.out, "nothing to resume")) << again.out;
 }
 
+// Bad input: each is refused with the reason named, exit 1, and nothing is published or recorded.
+TEST_F(RolloutE2E, BadInputIsRefusedBeforeAnythingIsPublished) {
+  ASSERT_NO_FATAL_FAILURE(AddBoxes(1));
+  std::string tampered = v1_.bytes;
+  tampered[tampered.size() / 2] = static_cast<char>(tampered[tampered.size() / 2] ^ 0x55);
+  server_.Add("/tampered.efb", tampered);
+  struct Case {
+    std::function<void(std::vector<std::string>&)> edit;
+    std::string says;
+  };
+  auto set = [](std::vector<std::string>& args, const std::string& flag, const std::string& v) {
+    auto it = std::find(args.begin(), args.end(), flag);
+    ASSERT_NE(it, args.end()) << flag;
+    *(it + 1) = v;
+  };
+  const std::vector<Case> cases = {
+      {[&](auto& a) { set(a, "--model", "other"); }, "holds model 'digits', not --model 'other'"},
+      {[&](auto& a) { set(a, "--group", "nolab"); }, "--group nolab: no device reported"},
+      {[&](auto& a) { set(a, "--bundle", server_.Url("/missing.efb")); }, "cannot download"},
+      {[&](auto& a) { set(a, "--bundle", server_.Url("/tampered.efb")); }, "tampered.efb"},
+      {[&](auto& a) { set(a, "--waves", "50%,10%,100%"); }, "must increase"},
+      {[&](auto& a) { set(a, "--deploy-key", (tmp_ / "nokey").string()); }, "nokey"},
+      {[&](auto& a) { set(a, "--broker", "127.0.0.1:1"); }, "--broker 127.0.0.1:1: not connected"},
+  };
+  for (const Case& c : cases) {
+    auto args = RolloutArgs(v1_, "100%", "bad");
+    c.edit(args);
+    auto r = testing::RunProcess(args, seconds(60));
+    EXPECT_EQ(r.exit_code, 1) << c.says << "\n" << r.out << r.err;
+    EXPECT_TRUE(Contains(r.err, c.says)) << "expected: " << c.says << "\nfound: " << r.err;
+  }
+  EXPECT_TRUE(Retained("edgefleet/v1/demo/device/box-1/desired").empty());
+  EXPECT_TRUE(Retained("edgefleet/v1/demo/group/lab/desired").empty());
+  std::error_code ec;
+  if (fs::exists(Db(), ec)) {
+    auto list = testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()},
+                                    seconds(30));
+    EXPECT_EQ(list.out, "") << "a refused rollout was recorded";
+  }
+  EXPECT_EQ(DeployedVersions(boxes_[0]).size(), 0u);
+}
+
 #else
 // Acceptance 3: 50 real agents against one broker. v1 goes out in waves and completes; then one
 // canary device cannot take v2 (its disk reserve is set beyond any disk: a real refusal at the
