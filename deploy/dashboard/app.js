@@ -169,7 +169,8 @@
     }
     for (let i = 0; i <= 4; ++i) {
       const t = t0 + (t1 - t0) * i / 4;
-      axes.append(svg('text', {class: 'tick', x: x(t), y: H - B + 16, 'text-anchor': 'middle'},
+      const anchor = i === 0 ? 'start' : i === 4 ? 'end' : 'middle';  // stay inside the box
+      axes.append(svg('text', {class: 'tick', x: x(t), y: H - B + 16, 'text-anchor': anchor},
           clock(t)));
     }
     axes.append(svg('text', {class: 'axis-label', x: (L + W - R) / 2, y: H - 4,

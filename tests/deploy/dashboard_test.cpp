@@ -425,6 +425,53 @@ TEST_F(CollectorTest, DashboardPageAndAssetsAreServedWithSecurityHeaders) {
   StopCollectorCleanly();
 }
 
+// The page's script against a real collector, in Debian's headless chromium (skipped without
+// it): the DOM contract the browser test and operators rely on, and hostile text shown as text.
+TEST_F(CollectorTest, DashboardScriptRendersTheFleetInChromium) {
+  const fs::path chromium = "/usr/bin/chromium";
+  if (!fs::exists(chromium)) GTEST_SKIP() << "no " << chromium;
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  MustPublish(Topic("box-a", "status"), telemetry::EncodeStatus(Status("box-a", "1.1.0", now)),
+              true);
+  MustPublish(Topic("box-b", "status"), telemetry::EncodeStatus(Status("box-b", "1.0.0", now)),
+              true);
+  PublishLines(Topic("box-a", "telemetry"),
+               {telemetry::EncodeTelemetry(Window("box-a", "1.1.0", now - 20000, {1.0}, 0, 4, 3)),
+                telemetry::EncodeTelemetry(Window("box-a", "1.1.0", now, {2.0}, 0, 4, 4))});
+  auto failed = Event("box-b", "failed", now);
+  failed.reason = "<img src=x onerror=alert(1)>";
+  MustPublish(Topic("box-b", "events"), telemetry::EncodeEvent(failed));
+  MustPublish(RolloutTopic("r1"), Rollout("r1", now, now, "halted").dump(), true);
+  ASSERT_TRUE(WaitFor("everything stored", seconds(20), [&] {
+    return Counter("messages", "status") == 2 && Counter("messages", "telemetry") == 2 &&
+           Counter("messages", "events") == 1 && Counter("messages", "rollouts") == 1;
+  }));
+  ProcessResult r = RunProcess({chromium.string(), "--headless", "--no-sandbox", "--disable-gpu",
+                                "--virtual-time-budget=5000", "--dump-dom",
+                                "http://127.0.0.1:" + std::to_string(port_) + "/"},
+                               seconds(90));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string& dom = r.out;
+  for (const char* needle :
+       {"<tr data-device=\"box-a\" data-versions=\"digits=1.1.0\">",
+        "<tr data-device=\"box-b\" data-versions=\"digits=1.0.0\">", "digits 1.1.0 (B)",
+        "<td class=\"online\">online</td>", "<dd id=\"count-total\">2</dd>",
+        "<dd id=\"count-online\">2</dd>", "class=\"connected\">broker connected<",
+        "<path class=\"series\" data-series=\"digits@1.1.0\" data-stat=\"p50\"",
+        "<path class=\"series\" data-series=\"digits@1.1.0\" data-stat=\"accuracy\"",
+        "<div class=\"rollout\" data-rollout=\"r1\" data-state=\"halted\">",
+        "<div class=\"wave current\" data-wave=\"2\" data-state=\"running\">",
+        "<li data-device=\"box-b\">", "<tr data-event=\"failed\" class=\"bad\">",
+        "&lt;img src=x onerror=alert(1)&gt;"}) {
+    EXPECT_NE(dom.find(needle), std::string::npos) << needle << " not in the page:\n" << dom;
+  }
+  EXPECT_EQ(dom.find("<img"), std::string::npos) << "a reason became markup";
+  EXPECT_EQ(dom.find("no data yet"), std::string::npos) << "charts not drawn";
+  StopCollectorCleanly();
+}
+
 // deploy/grafana/edgefleet-dashboard.json queries only metrics a real collector serves.
 TEST_F(CollectorTest, GrafanaDashboardUsesOnlyMetricsTheCollectorServes) {
   const json dashboard =
