@@ -161,8 +161,14 @@ void ReadRolloutStatus(manifests::FieldReader& r, const json& doc, RolloutStatus
   if (const json* waves = r.Array(doc, "waves", "waves")) {
     ForEachObject(r, *waves, "waves", [&](const json& w, const std::string& path) {
       RolloutWave wave;
-      const std::pair<const char*, std::uint64_t*> counts[] = {{"percent", &wave.percent},
-                                                               {"devices", &wave.devices},
+      if (auto v = r.Number(w, "percent", Child(path, "percent"))) {
+        if (*v < 0 || *v > 100) {
+          r.Problem(Child(path, "percent"), "expected 0 to 100, found " + std::to_string(*v));
+        } else {
+          wave.percent = *v;
+        }
+      }
+      const std::pair<const char*, std::uint64_t*> counts[] = {{"devices", &wave.devices},
                                                                {"succeeded", &wave.succeeded},
                                                                {"failed", &wave.failed},
                                                                {"pending", &wave.pending}};

@@ -16,8 +16,8 @@
 //    "model", "version", "bundle" (URL), "state": running|paused|completed|halted|aborted,
 //    "reason" (may be empty), "started_ts", "finished_ts" (0 while it runs),
 //    "success_threshold", "error_threshold" (0..1), "wave" (current, 1-based; 0 before the first),
-//    "waves": [{"percent", "devices", "succeeded", "failed", "pending",
-//               "state": waiting|running|done|halted}],
+//    "waves": [{"percent" (cumulative share of the group, a number 0..100), "devices",
+//               "succeeded", "failed", "pending", "state": waiting|running|done|halted}],
 //    "devices": {"total", "succeeded", "failed", "updating", "waiting", "restored"},
 //    "failures": [{"device", "reason"}] (at most 20)}
 // Counts are non-negative integers.

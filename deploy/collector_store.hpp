@@ -43,7 +43,7 @@ namespace edgefleet::deploy {
 // edgefleet/v1/<fleet>/rollout/<id>/status (parsed and checked by deploy/collector.hpp:
 // ParseRolloutStatus). Times are Unix ms on the publisher's clock.
 struct RolloutWave {
-  std::uint64_t percent = 0;  // of the group's devices, cumulative
+  double percent = 0;  // of the group's devices, cumulative (0..100)
   std::uint64_t devices = 0;
   std::uint64_t succeeded = 0;
   std::uint64_t failed = 0;

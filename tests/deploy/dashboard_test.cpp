@@ -47,7 +47,7 @@ json Rollout(const std::string& id, std::int64_t ts, std::int64_t started_ts,
           {"error_threshold", 0.1},
           {"wave", 2},
           {"waves",
-           {{{"percent", 34},
+           {{{"percent", 33.3},
              {"devices", 1},
              {"succeeded", 1},
              {"failed", 0},
@@ -226,6 +226,7 @@ TEST_F(CollectorTest, HostileRolloutStatusesAreRefusedAndCounted) {
       {RolloutTopic(id), with([](json& r) { r["ts"] = "yesterday"; })},
       {RolloutTopic(id), with([](json& r) { r["state"] = "exploded"; })},
       {RolloutTopic(id), with([](json& r) { r["waves"][1]["failed"] = -1; })},
+      {RolloutTopic(id), with([](json& r) { r["waves"][0]["percent"] = 150; })},
       {RolloutTopic(id), with([](json& r) { r["devices"]["total"] = 3.5; })},
       {RolloutTopic(id), with([](json& r) { r["success_threshold"] = 2; })},
       {RolloutTopic(id), with([&](json& r) { r["failures"] = many_failures; })},
@@ -258,7 +259,8 @@ TEST_F(CollectorTest, HostileRolloutStatusesAreRefusedAndCounted) {
   for (const char* reason :
        {"payload says 'another-rollout' but the topic is rollout 'digits-1.1.0-x'",
         "payload says 'other' but the topic is fleet 'demo'", "ts", "exploded", "waves[1].failed",
-        "devices.total", "success_threshold", "at most 20", "model", "bad*id"}) {
+        "waves[0].percent: expected 0 to 100", "devices.total", "success_threshold", "at most 20",
+        "model", "bad*id"}) {
     EXPECT_NE(log.find(reason), std::string::npos) << "no refusal mentions " << reason << "\n"
                                                    << log;
   }
