@@ -56,12 +56,14 @@ mkdir -p "$work/pids" "$work/logs"
 
 # --- processes, cleanup and failures --------------------------------------------------------
 # Every background process: its pid in $work/pids/<name>.pid and in `started` (start order).
+# Each runs in its own session (setsid, same pid), so a Ctrl-C in the terminal reaches only this
+# script, which then stops them in order: agents before the broker, so their "offline" arrives.
 started=()
 declare -A pid_of=()
 start_bg() {  # NAME LOG COMMAND...
   local name=$1 log=$2
   shift 2
-  "$@" >"$log" 2>&1 &
+  setsid "$@" >"$log" 2>&1 &
   pid_of[$name]=$!
   started+=("$name")
   echo "${pid_of[$name]}" >"$work/pids/$name.pid"
@@ -160,6 +162,7 @@ step "bundles: digits 1.0.0 (tests/data/digits/v1), 1.1.0 (v2) and 1.2.0 (broken
 # --- broker, collector, bundle server ---------------------------------------------------------
 begin "mosquitto broker"
 mkdir -p "$work/mosquitto"
+mosquitto=$(command -v mosquitto || echo /usr/sbin/mosquitto)  # /usr/sbin: not in a user's PATH
 mqtt_port=
 for attempt in 1 2 3; do
   port=$("${helper[@]}" free-port)
@@ -174,7 +177,7 @@ for attempt in 1 2 3; do
     # As root, mosquitto would switch to the `mosquitto` user, which cannot write here.
     if [ "$(id -u)" -eq 0 ]; then echo "user root"; fi
   } >"$work/mosquitto/mosquitto.conf"
-  start_bg mosquitto "$work/logs/mosquitto.log" mosquitto -c "$work/mosquitto/mosquitto.conf"
+  start_bg mosquitto "$work/logs/mosquitto.log" "$mosquitto" -c "$work/mosquitto/mosquitto.conf"
   if "${helper[@]}" wait-tcp "$port" 10 2>/dev/null && alive mosquitto; then
     mqtt_port=$port
     break
@@ -258,6 +261,8 @@ alive traffic || fail "demo_traffic.py exited: $(tail -n 5 "$work/logs/traffic.l
 step "traffic: scripts/demo_traffic.py posts held-out digit PNGs to every agent's local API (about 10 requests/s each) and sends the true label as feedback (logs/traffic.log)"
 
 # --- rollouts -------------------------------------------------------------------------------
+# On screen each device's download, commit or failure; every step is in logs/rollout-ID.log.
+quiet_events='pending|verifying|unpacking|loading|parity|parity_report|activating'
 rollout() {  # ID VERSION EXPECTED_STATUS HEADLINE: `edgefleet rollout start`, progress indented
   begin "rollout $1"
   echo "[$((n + 1))] rollout $1: $4"
@@ -266,7 +271,8 @@ rollout() {  # ID VERSION EXPECTED_STATUS HEADLINE: `edgefleet rollout start`, p
   "$ef" rollout start --model digits --bundle "$bundles_url/digits-$2.efb" --group lab \
     --waves "$waves" --broker "127.0.0.1:$mqtt_port" --fleet demo \
     --deploy-key "$work/keys/deploy.key" --db "$work/rollouts.db" --id "$1" \
-    --wave-timeout 60s 2>&1 | tee "$work/logs/rollout-$1.log" | sed -u 's/^/      /' || rc=$?
+    --wave-timeout 60s 2>&1 | tee "$work/logs/rollout-$1.log" |
+    sed -u -E "/ event=($quiet_events) /d; s/^/      /" || rc=$?
   [ "$rc" -eq "$3" ] || fail "edgefleet rollout start exited $rc, expected $3; log: logs/rollout-$1.log"
   n=$((n + 1))
 }

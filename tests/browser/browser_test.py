@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -125,11 +126,20 @@ def main():
             shot_ok, detail = png_is_a_picture(screenshot)
             good &= ok(f"the screenshot {screenshot} is a real picture", shot_ok, detail)
 
-        if run.proc.poll() is None:
-            os.kill(run.proc.pid, signal.SIGINT)
+        if run.proc.poll() is None:  # Ctrl-C: SIGINT to the terminal's foreground group
+            os.killpg(run.proc.pid, signal.SIGINT)
         rc = run.wait(30)
         good &= ok("the demo exits within 30 s of SIGINT", rc is not None)
         good &= ok("it exits 0 (Ctrl-C is how the demo ends)", rc == 0, f"exit status {rc}")
+        try:
+            db = sqlite3.connect(f"file:{os.path.join(run.work, 'collector.db')}?mode=ro",
+                                 uri=True)
+            online = dict(db.execute("SELECT device, online FROM devices"))
+            db.close()
+        except sqlite3.Error as e:
+            online = str(e)
+        good &= ok("the agents stopped cleanly: the collector stored all three offline",
+                   online == {"box-1": 0, "box-2": 0, "box-3": 0}, str(online))
     finally:
         killed = run.stop()
     good &= ok("no process the demo started is left", not killed,
