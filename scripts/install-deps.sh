@@ -26,6 +26,8 @@ base=(
   python3 python3-jsonschema                # schema conformance test
   time                                      # /usr/bin/time -v for memory benchmarks
   chromium nodejs                           # the dashboard's browser test (Playwright from npm)
+  prometheus                                # tests only: promtool checks the scrape config and
+                                            # every Grafana query (the server is not started)
 )
 models=(python3-torch python3-torchvision python3-sklearn python3-onnx python3-numpy python3-pil)
 

@@ -2,7 +2,7 @@
 // the real `edgefleet collect` (stored, newest wins, hostile ones refused), /api/rollouts and
 // /api/series against numbers published here, the dashboard page and its assets with their
 // headers, and the Grafana dashboard and Prometheus config shipped in deploy/ checked against a
-// real collector's /metrics (and promtool, when installed).
+// real collector's /metrics, and promtool.
 #include <algorithm>
 #include <cmath>
 #include <regex>
@@ -427,11 +427,11 @@ TEST_F(CollectorTest, DashboardPageAndAssetsAreServedWithSecurityHeaders) {
   StopCollectorCleanly();
 }
 
-// The page's script against a real collector, in Debian's headless chromium (skipped without
-// it): the DOM contract the browser test and operators rely on, and hostile text shown as text.
+// The page's script against a real collector, in Debian's headless chromium (installed by
+// scripts/install-deps.sh): the DOM contract the browser test and operators rely on, and hostile text shown as text.
 TEST_F(CollectorTest, DashboardScriptRendersTheFleetInChromium) {
   const fs::path chromium = "/usr/bin/chromium";
-  if (!fs::exists(chromium)) GTEST_SKIP() << "no " << chromium;
+  ASSERT_TRUE(fs::exists(chromium)) << "no " << chromium << " (scripts/install-deps.sh installs it)";
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
   const std::int64_t now = NowMs();
@@ -511,10 +511,11 @@ TEST_F(CollectorTest, GrafanaDashboardUsesOnlyMetricsTheCollectorServes) {
 }
 
 // deploy/prometheus/prometheus.yml and every Grafana query pass promtool (Debian's prometheus
-// package; skipped without it).
+// package, installed by scripts/install-deps.sh for this test).
 TEST(PrometheusFiles, ConfigAndGrafanaQueriesPassPromtool) {
   const fs::path promtool = "/usr/bin/promtool";
-  if (!fs::exists(promtool)) GTEST_SKIP() << "no " << promtool << " (apt-get install prometheus)";
+  ASSERT_TRUE(fs::exists(promtool)) << "no " << promtool
+                                     << " (scripts/install-deps.sh installs Debian's prometheus)";
   testing::TempDir dir;
   const fs::path config = kSourceDir / "deploy" / "prometheus" / "prometheus.yml";
   ProcessResult r =
