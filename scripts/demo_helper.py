@@ -7,7 +7,7 @@ so demo.sh only claims what one of these confirmed. Python 3 standard library on
   free-port                                   a free TCP port on 127.0.0.1
   port-free PORT                              exit 0 when 127.0.0.1:PORT can be bound
   wait-tcp PORT SECONDS                       until 127.0.0.1:PORT accepts a connection
-  patch-watch BUNDLE_JSON WINDOW_S MIN_REQ    sets the manifest's watch window (demo speed)
+  patch-watch BUNDLE_JSON KEY=VALUE...        sets fields of the manifest's watch policy
   wait-online URL SECONDS DEVICE...           until the collector lists the devices online
   agent AGENT_BIN CONFIG MODEL [checks]       the agent's own journal (status --json):
       --active V        V (or none) is active              --committed V  a deployment of V committed
@@ -66,11 +66,12 @@ def wait_tcp(port, seconds):
     die(f"nothing accepted connections on 127.0.0.1:{port} within {seconds} s")
 
 
-def patch_watch(path, window_s, min_requests):
+def patch_watch(path, *settings):
     with open(path) as f:
         doc = json.load(f)
-    doc["watch"]["window_s"] = int(window_s)
-    doc["watch"]["min_requests"] = int(min_requests)
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        doc["watch"][key] = int(value) if value.isdigit() else float(value)
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
