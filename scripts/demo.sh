@@ -37,7 +37,8 @@ for bin in "$ef" "$agent"; do
   [ -x "$bin" ] || { echo "demo: FAILED: $bin is missing (build it first)" >&2; exit 1; }
 done
 t_built=$(date +%s.%N)
-elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(date +%s.%N)"; }
+secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$2"; }
+elapsed() { secs "$1" "$(date +%s.%N)"; }
 
 # --- the work directory ---------------------------------------------------------------------
 work=${EDGEFLEET_DEMO_DIR:-$(mktemp -d /tmp/edgefleet-demo-XXXXXX)}
@@ -314,12 +315,13 @@ step "collector: its API shows every box serving digits 1.1.0, the canary's fail
 begin "summary"
 "$ef" rollout list --db "$work/rollouts.db" --json >"$work/rollouts.json"
 echo
-echo "== summary (reached $(elapsed "$t_start") s after the packages were installed: build $(python3 -c "print(f'{$t_built - $t_start:.1f}')") s, demo $(elapsed "$t_built") s)"
+t_summary=$(date +%s.%N)
+echo "== summary (reached $(secs "$t_start" "$t_summary") s after the packages were installed: build $(secs "$t_start" "$t_built") s, demo $(secs "$t_built" "$t_summary") s)"
 "${helper[@]}" summary "$work/collector.db" "$work/collector-at-summary.db" "$work/rollouts.json" digits
 echo "  canary failure: $canary refused digits 1.2.0: $reason"
 echo "  dashboard: $dashboard"
 echo "  work directory: $work (logs/, collector.db, rollouts.db, box-N/state/)"
-echo "demo: summary reached in $(elapsed "$t_start") s"
+echo "demo: summary reached in $(secs "$t_start" "$t_summary") s"
 
 if [ "${EDGEFLEET_DEMO_EXIT:-0}" = 1 ]; then
   current="stopping"
