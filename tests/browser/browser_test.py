@@ -145,7 +145,8 @@ def main():
     good &= ok("no process the demo started is left", not killed,
                "; ".join(f"{pid} {cmd}" for pid, cmd in killed.items()))
 
-    return run.finish(good, f"screenshot kept: {screenshot}")
+    return run.finish(good, f"screenshot kept: {screenshot}", args.artifacts_dir,
+                      "fleet_dashboard_browser")
 
 
 if __name__ == "__main__":

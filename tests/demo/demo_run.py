@@ -64,13 +64,19 @@ class DemoRun:
             time.sleep(0.2)
         return None
 
-    def finish(self, passed, what):
+    def finish(self, passed, what, artifacts_dir=None, name="demo"):
         """The test's exit status: on success removes the run's files, else prints the tail of
-        the demo's output and keeps them (named) for a look."""
+        the demo's output, keeps them (named) for a look and copies the output to
+        ARTIFACTS_DIR/NAME-output.txt."""
         if not passed:
             print("\nThe demo's output ends with:\n")
             print(self.tail(80))
-            print(f"\n(whole output: {self.output_path}; work directory kept: {self.work})")
+            kept = self.output_path
+            if artifacts_dir:
+                os.makedirs(artifacts_dir, exist_ok=True)
+                kept = os.path.join(artifacts_dir, f"{name}-output.txt")
+                shutil.copyfile(self.output_path, kept)
+            print(f"\n(whole output: {kept}; work directory kept: {self.work})")
             return 1
         print(f"\nall checks passed; {what}")
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -6,9 +6,10 @@ checks what it printed against the collector's database (read-only: devices.stat
 windows, rollouts), the agents' own journals (`edgefleet-agent status --json`) and the rollout
 database (`edgefleet rollout list --json`), and that no process it started is left.
 Each check prints `ok` or `FAIL`; any FAIL exits 1 with the tail of the demo's output (the whole
-output and work directory are kept and named). Python 3 standard library only.
+output, also copied to --artifacts-dir, and the work directory are kept and named).
+Python 3 standard library only.
 
-  demo_test.py --source-dir DIR --build-dir DIR [--max-seconds 180]
+  demo_test.py --source-dir DIR --build-dir DIR [--max-seconds 180] [--artifacts-dir DIR]
 """
 import argparse
 import json
@@ -243,6 +244,7 @@ def main():
     parser.add_argument("--source-dir", required=True)
     parser.add_argument("--build-dir", required=True)
     parser.add_argument("--max-seconds", type=float, default=180)
+    parser.add_argument("--artifacts-dir", help="where the demo's output goes when a check fails")
     args = parser.parse_args()
     ef = os.path.join(args.build_dir, "deploy", "edgefleet")
     agent = os.path.join(args.build_dir, "agent", "edgefleet-agent")
@@ -267,7 +269,8 @@ def main():
 
     if c.failures:
         print(f"\n{len(c.failures)} check(s) failed: {'; '.join(c.failures)}")
-    return run.finish(not c.failures, f"the demo took {run.elapsed:.1f} s")
+    return run.finish(not c.failures, f"the demo took {run.elapsed:.1f} s", args.artifacts_dir,
+                      "fleet_demo")
 
 
 if __name__ == "__main__":
