@@ -19,7 +19,6 @@
 set -eEuo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
-helper=(python3 "$src/scripts/demo_helper.py")
 
 t_start=$(date +%s.%N)
 if [ -n "${EDGEFLEET_DEMO_BUILD_DIR:-}" ]; then
@@ -37,7 +36,10 @@ for bin in "$ef" "$agent"; do
   [ -x "$bin" ] || { echo "demo: FAILED: $bin is missing (build it first)" >&2; exit 1; }
 done
 t_built=$(date +%s.%N)
-secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$2"; }
+py=/usr/bin/python3  # Debian's (install-deps.sh); the helpers use its standard library only
+[ -x "$py" ] || py=python3
+helper=("$py" "$src/scripts/demo_helper.py")
+secs() { "$py" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$2"; }
 elapsed() { secs "$1" "$(date +%s.%N)"; }
 
 # --- the work directory ---------------------------------------------------------------------
@@ -258,7 +260,7 @@ step "agents: box-1, box-2, box-3 run (fleet demo, group lab; each with its own 
 begin "traffic"
 traffic_args=()
 for d in "${devices[@]}"; do traffic_args+=("$d=$work/$d/state/api.port"); done
-start_bg traffic "$work/logs/traffic.log" python3 "$src/scripts/demo_traffic.py" \
+start_bg traffic "$work/logs/traffic.log" "$py" "$src/scripts/demo_traffic.py" \
   --images "$src/tests/data/digits/heldout_png" --rate 10 --report 5 "${traffic_args[@]}"
 sleep 0.5
 alive traffic || fail "demo_traffic.py exited: $(tail -n 5 "$work/logs/traffic.log")"
