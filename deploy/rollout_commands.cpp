@@ -90,8 +90,7 @@ struct FetchedBundle {
   std::string sha256;
 };
 
-Result<FetchedBundle> FetchBundle(const std::string& url, const fs::path& dest,
-                                  const RolloutConnectionOptions& /*unused*/) {
+Result<FetchedBundle> FetchBundle(const std::string& url, const fs::path& dest) {
   static std::once_flag curl_once;
   std::call_once(curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
@@ -315,15 +314,15 @@ Status WaitConnected(Link& link, const std::string& broker, const sigset_t& stop
 void DropSession(const RolloutConnection& c, const std::string& rollout_id) {
   auto o = MqttOptionsFor(c, ClientId(rollout_id), true);
   if (!o) return;
-  auto inbox = std::make_shared<std::atomic<bool>>(false);
+  auto connected = std::make_shared<std::atomic<bool>>(false);
   telemetry::MqttHandlers h;
-  h.on_connection = [inbox](bool up, const std::string&) {
-    if (up) *inbox = true;
+  h.on_connection = [connected](bool up, const std::string&) {
+    if (up) *connected = true;
   };
   auto client = telemetry::MqttClient::Start(std::move(*o), nullptr, std::move(h));
   if (!client) return;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!*inbox && std::chrono::steady_clock::now() < deadline) {
+  while (!*connected && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   (*client)->Stop();
@@ -344,7 +343,7 @@ std::size_t MaxWave(const std::vector<RolloutDevice>& devices) {
 Tally Count(const std::vector<RolloutDevice>& devices, std::size_t up_to_wave) {
   Tally t;
   for (const RolloutDevice& d : devices) {
-    if (d.wave > up_to_wave || d.wave == 0) continue;
+    if (d.wave > up_to_wave) continue;
     ++t.released;
     if (d.outcome == "succeeded") {
       ++t.succeeded;
@@ -431,11 +430,17 @@ class Driver final {
         devices_(std::move(devices)),
         signer_(std::move(signer)),
         link_(link),
-        out_(out) {}
+        out_(out),
+        changed_(devices_.size(), false) {
+    for (std::size_t i = 0; i < devices_.size(); ++i) index_[devices_[i].device] = i;
+  }
 
+  // What discovery collected: the newest statuses, and the messages it did not consume (events
+  // a persistent session queued while no driver ran: verdicts that must not be lost).
   void SetStatuses(std::map<std::string, telemetry::StatusMessage> statuses) {
     statuses_ = std::move(statuses);
   }
+  void Feed(std::vector<telemetry::MqttMessage> messages) { early_ = std::move(messages); }
 
   // Publishes again what an earlier driver may not have delivered (same bytes: the devices see
   // "already applied").
@@ -483,11 +488,29 @@ class Driver final {
 
   std::size_t Waves() const { return MaxWave(devices_); }
 
+  // Something to store and to publish: the rollout's own fields...
+  void MarkRollout() { save_pending_ = publish_pending_ = true; }
+  // ... or a device's (only changed device rows are written).
+  void Touch(RolloutDevice& d) {
+    changed_[static_cast<std::size_t>(&d - devices_.data())] = true;
+    d.updated_ms = NowMs();
+    MarkRollout();
+  }
+
   void Changed(RolloutDevice& d, DeviceState state, const std::string& detail) {
     d.state = state;
     d.detail = detail;
-    d.updated_ms = NowMs();
-    dirty_ = true;
+    Touch(d);
+  }
+
+  // The verdict on the rollout's document. A device still updating moves to `state`; one that is
+  // already being restored (halted before its verdict came) keeps restoring.
+  void SetOutcome(RolloutDevice& d, const char* outcome, DeviceState state,
+                  const std::string& detail) {
+    d.outcome = outcome;
+    if (d.state == DeviceState::kUpdating) d.state = state;
+    d.detail = detail;
+    Touch(d);
   }
 
   void OnMessage(const telemetry::MqttMessage& m) {
@@ -501,12 +524,10 @@ class Driver final {
       return;
     }
     if (parts->leaf != "events") return;
+    const auto it = index_.find(parts->name);
+    if (it == index_.end()) return;
     auto ev = telemetry::ParseEvent(m.payload);
-    if (!ev) return;
-    auto it = std::find_if(devices_.begin(), devices_.end(),
-                           [&](const RolloutDevice& d) { return d.device == parts->name; });
-    if (it == devices_.end()) return;
-    OnEvent(*it, *ev);
+    if (ev) OnEvent(devices_[it->second], *ev);
   }
 
   static bool IsFailure(const std::string& e) {
@@ -520,21 +541,9 @@ class Driver final {
       const bool success = ev.event == "committed" ||
                            (r_.success_on == "activated" && ev.event == "watching");
       if (success) {
-        d.outcome = "succeeded";
-        if (d.state == DeviceState::kUpdating) {
-          Changed(d, DeviceState::kSucceeded, ev.event);
-        } else {
-          d.detail = ev.event;
-          dirty_ = true;
-        }
+        SetOutcome(d, "succeeded", DeviceState::kSucceeded, ev.event);
       } else if (IsFailure(ev.event)) {
-        d.outcome = "failed";
-        if (d.state == DeviceState::kUpdating) {
-          Changed(d, DeviceState::kFailed, reason);
-        } else {
-          d.detail = reason;
-          dirty_ = true;
-        }
+        SetOutcome(d, "failed", DeviceState::kFailed, reason);
       } else if (d.state == DeviceState::kUpdating) {
         Changed(d, DeviceState::kUpdating, ev.event);
       }
@@ -581,8 +590,7 @@ class Driver final {
       const auto active = Active(d.device);
       if (d.state == DeviceState::kUpdating && r_.success_on == "activated" && active &&
           active->version == r_.version && active->sha256 == BundleSha()) {
-        d.outcome = "succeeded";
-        Changed(d, DeviceState::kSucceeded, "activated");
+        SetOutcome(d, "succeeded", DeviceState::kSucceeded, "activated");
         Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " event=activated");
       }
       // Restored without a new deployment: a device that failed the rollout's version (refused,
@@ -602,6 +610,7 @@ class Driver final {
   Status Release(std::size_t wave) {
     r_.wave = wave;
     r_.wave_started_ms = NowMs();
+    MarkRollout();
     std::vector<telemetry::OutgoingMessage> msgs;
     const json entry = r_.desired_model;
     for (RolloutDevice& d : devices_) {
@@ -643,7 +652,7 @@ class Driver final {
     r_.state = RolloutState::kCompleted;
     r_.reason = reason;
     r_.finished_ms = NowMs();
-    dirty_ = true;
+    MarkRollout();
     EF_RETURN_IF_ERROR(Save());
     telemetry::OutgoingMessage m;
     m.topic = telemetry::GroupDesiredTopic(r_.fleet, r_.group);
@@ -662,7 +671,7 @@ class Driver final {
     r_.state = state;
     r_.reason = reason;
     r_.finished_ms = NowMs();
-    dirty_ = true;
+    MarkRollout();
     Say("state=" + std::string(ToString(state)) + " reason=" + LogValue(reason) +
         " restoring=previous_desired_state");
     std::vector<telemetry::OutgoingMessage> msgs;
@@ -681,9 +690,6 @@ class Driver final {
                                                               d.serial, NowMs()));
       EF_ASSIGN_OR_RETURN(d.restore_doc, SignDesired(signer_, "device", d.device,
                                                      d.restore_serial, models));
-      if (d.outcome.empty() && d.state == DeviceState::kUpdating) {
-        // No verdict yet: whatever comes for the rollout's document still counts, see OnEvent.
-      }
       Changed(d, DeviceState::kRestoring, d.detail);
       msgs.push_back(DesiredMessage(d.device, d.restore_doc));
     }
@@ -700,13 +706,21 @@ class Driver final {
                        [](const auto& d) { return d.state == DeviceState::kRestoring; });
   }
 
+  // Writes the rollout and the devices changed since the last Save.
   Status Save() {
     r_.updated_ms = NowMs();
-    EF_RETURN_IF_ERROR(store_.Save(r_, devices_));
+    std::vector<RolloutDevice> changed;
+    for (std::size_t i = 0; i < devices_.size(); ++i) {
+      if (changed_[i]) changed.push_back(devices_[i]);
+    }
+    EF_RETURN_IF_ERROR(store_.Save(r_, changed));
+    std::fill(changed_.begin(), changed_.end(), false);
+    save_pending_ = false;
     return Ok();
   }
 
   Status PublishStatus() {
+    publish_pending_ = false;
     telemetry::OutgoingMessage m;
     m.topic = RolloutTopic(r_.fleet, r_.id);
     m.payload = StatusJson(r_, devices_).dump();
@@ -722,11 +736,11 @@ class Driver final {
     EF_ASSIGN_OR_RETURN(const std::string control, store_.TakeControl(r_.id));
     if (control == "pause" && r_.state == RolloutState::kRunning) {
       r_.state = RolloutState::kPaused;
-      dirty_ = true;
+      MarkRollout();
       Say("state=paused (no further wave is released; `resume` continues)");
     } else if (control == "resume" && r_.state == RolloutState::kPaused) {
       r_.state = RolloutState::kRunning;
-      dirty_ = true;
+      MarkRollout();
       Say("state=running (resumed)");
     } else if (control == "abort" && !IsFinal(r_.state)) {
       EF_RETURN_IF_ERROR(Restore(RolloutState::kAborted, "aborted by the operator"));
@@ -744,11 +758,10 @@ class Driver final {
     bool timed_out = false;
     if (NowMs() - r_.wave_started_ms > r_.wave_timeout_s * 1000) {
       for (RolloutDevice& d : devices_) {
-        if (d.wave <= r_.wave && d.wave > 0 && d.outcome.empty()) {
-          d.outcome = "failed";
-          Changed(d, DeviceState::kFailed,
-                  "no verdict within " + std::to_string(r_.wave_timeout_s) +
-                      " s (last: " + d.detail + ")");
+        if (d.wave <= r_.wave && d.outcome.empty()) {
+          SetOutcome(d, "failed", DeviceState::kFailed,
+                     "no verdict within " + std::to_string(r_.wave_timeout_s) + " s (last: " +
+                         d.detail + ")");
           Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " event=timed_out");
         }
       }
@@ -781,19 +794,19 @@ class Driver final {
   Result<int> Loop(const sigset_t& stop) {
     const std::int64_t pid = getpid();
     std::int64_t last_beat = 0, last_publish = 0, last_line = NowMs();
-    dirty_ = true;
+    for (const auto& m : early_) OnMessage(m);
+    early_.clear();
+    MarkRollout();
     while (true) {
       for (const auto& m : Drain()) OnMessage(m);
       CheckStatuses();
       EF_RETURN_IF_ERROR(Step());
       const std::int64_t now = NowMs();
-      if (dirty_) {
-        EF_RETURN_IF_ERROR(Save());
-        if (now - last_publish >= 500 || (IsFinal(r_.state) && !Restoring())) {
-          EF_RETURN_IF_ERROR(PublishStatus());
-          last_publish = now;
-          dirty_ = false;
-        }
+      if (save_pending_) EF_RETURN_IF_ERROR(Save());
+      // Progress is published at most twice a second (and at the end).
+      if (publish_pending_ && now - last_publish >= 500) {
+        EF_RETURN_IF_ERROR(PublishStatus());
+        last_publish = now;
       }
       if (now - last_beat >= 1000) {
         EF_RETURN_IF_ERROR(store_.Heartbeat(r_.id, pid, now));
@@ -817,10 +830,8 @@ class Driver final {
                         r_.id + " --db " + store_.path().string() + "` continues it");
       }
     }
-    if (dirty_) {
-      EF_RETURN_IF_ERROR(Save());
-      EF_RETURN_IF_ERROR(PublishStatus());
-    }
+    if (save_pending_) EF_RETURN_IF_ERROR(Save());
+    if (publish_pending_) EF_RETURN_IF_ERROR(PublishStatus());
     const bool flushed = Flush(std::chrono::seconds(10));
     for (const RolloutDevice& d : devices_) {
       Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " state=" +
@@ -865,8 +876,12 @@ class Driver final {
   Signer signer_;
   Link& link_;
   std::ostream& out_;
+  std::vector<bool> changed_;                     // devices_ rows not yet saved
+  std::map<std::string, std::size_t> index_;       // device name -> devices_ index
+  std::vector<telemetry::MqttMessage> early_;      // queued before the loop started
   std::map<std::string, telemetry::StatusMessage> statuses_;
-  bool dirty_ = false;
+  bool save_pending_ = false;
+  bool publish_pending_ = false;
   bool restore_timed_out_ = false;
   bool finished_ = false;
 };
@@ -885,11 +900,13 @@ struct StopSignals {
   ~StopSignals() { pthread_sigmask(SIG_UNBLOCK, &set, nullptr); }
 };
 
-// Collects retained statuses and desired documents for `span`.
+// Collects retained statuses and desired documents (and keeps events) for `span`.
 struct Discovery {
   std::map<std::string, telemetry::StatusMessage> statuses;
   std::map<std::string, std::string> device_docs;  // device -> retained desired document
   std::string group_doc;
+  // Events, in arrival order: for `resume`, the verdicts the broker queued while no driver ran.
+  std::vector<telemetry::MqttMessage> events;
 };
 
 Discovery Discover(Link& link, const std::string& fleet, const std::string& group,
@@ -914,8 +931,9 @@ Discovery Discover(Link& link, const std::string& fleet, const std::string& grou
         d.device_docs[parts->name] = m.payload;
       } else if (parts->kind == "group" && parts->leaf == "desired" && parts->name == group) {
         d.group_doc = m.payload;
+      } else if (parts->kind == "device" && parts->leaf == "events") {
+        d.events.push_back(m);
       }
-      // Events before the rollout exists are not ours; they are dropped here.
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
@@ -953,6 +971,27 @@ RolloutConnection ConnectionFrom(const RolloutStartOptions& o) {
   return c;
 }
 
+// Runs the driver to the end (or a stop signal), then stops the link; a rollout that is over
+// also gives up its broker session and outbox file.
+Result<int> Drive(RolloutStore& store, const RolloutRecord& r, std::vector<RolloutDevice> devices,
+                  Signer signer, Link& link, Discovery found, const RolloutConnection& c,
+                  const StopSignals& signals, std::ostream& out) {
+  Driver driver(store, r, std::move(devices), std::move(signer), link, out);
+  driver.SetStatuses(std::move(found.statuses));
+  driver.Feed(std::move(found.events));
+  EF_RETURN_IF_ERROR(driver.Republish());
+  auto result = driver.Run(signals.set);
+  link.client->Stop();
+  if (result && driver.finished()) {
+    DropSession(c, r.id);
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm"}) {
+      fs::remove(link.outbox_path.string() + suffix, ec);
+    }
+  }
+  return result;
+}
+
 // Drives an existing rollout from the database (resume, abort without a live driver).
 Result<int> DriveStored(RolloutStore& store, const RolloutRecord& r, std::ostream& out,
                         const std::filesystem::path& password_file) {
@@ -964,19 +1003,8 @@ Result<int> DriveStored(RolloutStore& store, const RolloutRecord& r, std::ostrea
   EF_ASSIGN_OR_RETURN(Link link, OpenLink(c, r.fleet, r.group, r.id, store.path()));
   EF_RETURN_IF_ERROR(WaitConnected(link, c.broker, signals.set, std::chrono::seconds(15)));
   Discovery found = Discover(link, r.fleet, r.group, std::chrono::milliseconds(1000));
-  Driver driver(store, r, std::move(devices), std::move(signer), link, out);
-  driver.SetStatuses(std::move(found.statuses));
-  EF_RETURN_IF_ERROR(driver.Republish());
-  auto result = driver.Run(signals.set);
-  link.client->Stop();
-  if (result && driver.finished()) {
-    DropSession(c, r.id);
-    std::error_code ec;
-    fs::remove(link.outbox_path, ec);
-    fs::remove(link.outbox_path.string() + "-wal", ec);
-    fs::remove(link.outbox_path.string() + "-shm", ec);
-  }
-  return result;
+  return Drive(store, r, std::move(devices), std::move(signer), link, std::move(found), c, signals,
+               out);
 }
 
 bool DriverAlive(const RolloutRecord& r) {
@@ -1010,14 +1038,15 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   EF_ASSIGN_OR_RETURN(const std::int64_t wave_timeout_s, Seconds("--wave-timeout", o.wave_timeout));
   EF_ASSIGN_OR_RETURN(const std::int64_t expires_s, Seconds("--expires", o.expires));
   EF_ASSIGN_OR_RETURN(const std::int64_t discover_s, Seconds("--discover", o.discover));
-  EF_ASSIGN_OR_RETURN(HostPort broker, ParseHostPort("--broker", o.connection.broker, 1));
-  (void)broker;
+  if (auto broker = ParseHostPort("--broker", o.connection.broker, 1); !broker) {
+    return Unexpected(broker.error());
+  }
   const RolloutConnection connection = ConnectionFrom(o);
   EF_ASSIGN_OR_RETURN(Signer signer, LoadSigner(connection.deploy_keys, o.fleet, expires_s));
 
   // The bundle, as the devices will download it.
   const fs::path scratch = o.db.string() + ".download";
-  auto fetched = FetchBundle(o.bundle, scratch, o.connection);
+  auto fetched = FetchBundle(o.bundle, scratch);
   auto cleanup = [&] {
     std::error_code ec;
     fs::remove(scratch, ec);
@@ -1128,7 +1157,7 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   r.version = version;
   r.bundle_url = o.bundle;
   r.desired_model = desired_model;
-  r.waves = waves;
+  for (const WavePlan& w : plan) r.waves.push_back(w.percent);  // the waves that release someone
   r.thresholds = thresholds;
   r.wave_timeout_s = wave_timeout_s;
   r.expires_s = expires_s;
@@ -1153,18 +1182,8 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   }
   out << std::endl;
 
-  Driver driver(store, r, devices, std::move(signer), link, out);
-  driver.SetStatuses(std::move(found.statuses));
-  auto result = driver.Run(signals.set);
-  stop_link();
-  if (result && driver.finished()) {
-    DropSession(connection, id);
-    std::error_code ec;
-    fs::remove(link.outbox_path, ec);
-    fs::remove(link.outbox_path.string() + "-wal", ec);
-    fs::remove(link.outbox_path.string() + "-shm", ec);
-  }
-  return result;
+  return Drive(store, r, std::move(devices), std::move(signer), link, std::move(found),
+               connection, signals, out);
 }
 
 Result<int> RolloutResume(const RolloutCommandOptions& o, std::ostream& out) {

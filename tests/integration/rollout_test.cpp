@@ -229,9 +229,17 @@ bool Contains(const std::string& text, const std::string& needle) {
 TEST_F(RolloutE2E, WavesCompleteThenABrokenCanaryHaltsAndRestores) {
   ASSERT_NO_FATAL_FAILURE(AddBoxes(3));
 
-  auto first = Rollout(v1_, "100%", "v1");
+  // 1% and 2% of 3 devices are both the canary: the 2% wave is dropped, and what is reported is
+  // the waves that release someone, with their own percentages.
+  auto first = Rollout(v1_, "1%,2%,100%", "v1");
   ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
   for (const Box& b : boxes_) EXPECT_EQ(ActiveVersion(b), "1.0.0") << b.name;
+  json waves = RolloutStatus("v1")["waves"];
+  ASSERT_EQ(waves.size(), 2u) << waves.dump();
+  EXPECT_EQ(waves[0]["percent"], 1);
+  EXPECT_EQ(waves[0]["devices"], 1);
+  EXPECT_EQ(waves[1]["percent"], 100);
+  EXPECT_EQ(waves[1]["devices"], 2);
 
   auto second = Rollout(v2_, "10%,50%,100%", "v2");
   ASSERT_EQ(second.exit_code, 0) << second.out << second.err;
@@ -359,6 +367,40 @@ TEST_F(RolloutE2E, PausedThenInterruptedRolloutResumesFromTheDatabase) {
       {EDGEFLEET_CLI, "rollout", "resume", "v2", "--db", Db().string()}, seconds(30));
   EXPECT_EQ(again.exit_code, 0);
   EXPECT_TRUE(Contains(again.out, "nothing to resume")) << again.out;
+}
+
+// The command is stopped right after the canary's release; the canary commits while no driver
+// runs. `resume` must still see that verdict (the broker queued the event for the rollout's
+// persistent session) instead of waiting out the wave timeout.
+TEST_F(RolloutE2E, AVerdictReportedWhileTheCommandIsDownIsNotLost) {
+  ASSERT_NO_FATAL_FAILURE(AddBoxes(3));
+  auto first = Rollout(v1_, "100%", "v1");
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+
+  const fs::path log = tmp_ / "rollout-v2.log";
+  testing::BackgroundProcess driver(RolloutArgs(v2_, "10%,50%,100%", "v2"), log);
+  ASSERT_TRUE(WaitFor("the canary released", seconds(60), [&] {
+    return Contains(ReadIfThere(log), "device=box-1 wave=1 event=released");
+  }));
+  driver.Signal(SIGINT);
+  ASSERT_EQ(driver.Wait(seconds(30)), std::optional<int>(1));
+  EXPECT_EQ(Device(RolloutStatus("v2"), "box-1").value("outcome", "x"), "");
+  ASSERT_TRUE(WaitFor("box-1 committed 1.1.0 with no driver running", seconds(60), [&] {
+    for (const json& d : AgentStatus(boxes_[0]).value("deployments", json::array())) {
+      if (d.value("version", "") == "1.1.0" && d.value("state", "") == "committed") return true;
+    }
+    return false;
+  }));
+  // Well below the 3 min wave timeout: the verdict has to come from the queued event.
+  auto resume = testing::RunProcess(
+      {EDGEFLEET_CLI, "rollout", "resume", "v2", "--db", Db().string()}, seconds(90));
+  EXPECT_FALSE(resume.timed_out) << resume.out;
+  EXPECT_EQ(resume.exit_code, 0) << resume.out << resume.err;
+  EXPECT_TRUE(Contains(resume.out, "device=box-1 wave=1 event=committed")) << resume.out;
+  const json status = RolloutStatus("v2");
+  EXPECT_EQ(status.value("state", ""), "completed");
+  EXPECT_EQ(Device(status, "box-1").value("detail", ""), "committed");
+  for (const Box& b : boxes_) EXPECT_EQ(ActiveVersion(b), "1.1.0") << b.name;
 }
 
 // Bad input: each is refused with the reason named, exit 1, and nothing is published or recorded.
