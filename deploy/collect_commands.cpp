@@ -1,8 +1,5 @@
 // collect, devices.
-#include <pthread.h>
-#include <signal.h>
 
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -21,6 +18,7 @@
 #include "deploy/collector_store.hpp"
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
+#include "deploy/stop_signals.hpp"
 #include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {
@@ -29,24 +27,6 @@ namespace {
 using manifests::LogValue;
 using nlohmann::json;
 
-
-const char* SignalName(int signo) {
-  switch (signo) {
-    case SIGTERM:
-      return "TERM";
-    case SIGINT:
-      return "INT";
-    default:
-      return "OTHER";
-  }
-}
-
-void UseKeyValueLog() {
-  auto logger = spdlog::stderr_logger_mt("edgefleet-collect");
-  logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
-  spdlog::set_default_logger(logger);
-  spdlog::flush_on(spdlog::level::info);
-}
 
 // ---- devices ----
 
@@ -163,14 +143,8 @@ Status Collect(const CollectOptions& options) {
     return Fail(ErrorCode::kInvalidArgument, "--client-id: must not be empty");
   }
 
-  // Every thread started below inherits this mask, so the signals reach only sigtimedwait here.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  UseKeyValueLog();
+  const StopSignals stop;  // before any thread starts
+  UseKeyValueLog("edgefleet-collect");
 
   EF_ASSIGN_OR_RETURN(CollectorStore store, CollectorStore::Open(options.db));
   EF_ASSIGN_OR_RETURN(FleetView view, FleetView::Open(options.db));
@@ -205,11 +179,8 @@ Status Collect(const CollectOptions& options) {
                LogValue(options.db.string()), options.ca_file.empty() ? "off" : "on");
 
   int signo = 0;
-  while (signo <= 0) {
-    const timespec timeout{1, 0};
-    signo = sigtimedwait(&stop_signals, nullptr, &timeout);
-  }
-  spdlog::info("event=stopping signal={}", SignalName(signo));
+  while (signo == 0) signo = stop.Wait(std::chrono::seconds(1));
+  spdlog::info("event=stopping signal={}", StopSignals::Name(signo));
   server->Stop();
   collector->Stop();
   const CollectorCounters c = collector->Counters();
@@ -217,7 +188,6 @@ Status Collect(const CollectOptions& options) {
       "event=collector_stopped stored_status={} stored_telemetry={} stored_events={} "
       "stored_rollouts={} duplicates={} stale={} rejected={} lost={}",
       c.status, c.telemetry, c.events, c.rollouts, c.duplicates, c.stale, c.rejected, c.lost);
-  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   return Ok();
 }
 

@@ -1,6 +1,4 @@
 // rollout start/resume/abort/pause/status/list.
-#include <pthread.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -23,6 +21,7 @@
 #include "deploy/rollout.hpp"
 #include "deploy/rollout_plan.hpp"
 #include "deploy/rollout_store.hpp"
+#include "deploy/stop_signals.hpp"
 #include "manifests/crypto.hpp"
 #include "manifests/desired_state.hpp"
 #include "manifests/envelope.hpp"
@@ -288,7 +287,7 @@ Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
 }
 
 // Waits for the first connection (or a stop signal); kIo naming the broker and why otherwise.
-Status WaitConnected(Link& link, const std::string& broker, const sigset_t& stop,
+Status WaitConnected(Link& link, const std::string& broker, const StopSignals& stop,
                      std::chrono::seconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (!link.inbox->up) {
@@ -301,8 +300,7 @@ Status WaitConnected(Link& link, const std::string& broker, const sigset_t& stop
                                            : link.inbox->last_connection_reason) +
                                       ")");
     }
-    timespec t{0, 100'000'000};
-    if (sigtimedwait(&stop, nullptr, &t) > 0) {
+    if (stop.Wait(std::chrono::milliseconds(100)) != 0) {
       return Fail(ErrorCode::kIo, "interrupted while connecting to " + broker);
     }
   }
@@ -456,7 +454,7 @@ class Driver final {
     return Ok();
   }
 
-  Result<int> Run(const sigset_t& stop) {
+  Result<int> Run(const StopSignals& stop) {
     const std::int64_t pid = getpid();
     EF_RETURN_IF_ERROR(store_.AcquireLease(r_.id, pid, NowMs(), kLeaseStaleMs));
     Result<int> result = Loop(stop);
@@ -791,7 +789,7 @@ class Driver final {
     return out;
   }
 
-  Result<int> Loop(const sigset_t& stop) {
+  Result<int> Loop(const StopSignals& stop) {
     const std::int64_t pid = getpid();
     std::int64_t last_beat = 0, last_publish = 0, last_line = NowMs();
     for (const auto& m : early_) OnMessage(m);
@@ -817,9 +815,7 @@ class Driver final {
         last_line = now;
       }
       if (IsFinal(r_.state) && (!Restoring() || restore_timed_out_)) break;
-      timespec t{0, 200'000'000};
-      const int signo = sigtimedwait(&stop, nullptr, &t);
-      if (signo > 0) {
+      if (stop.Wait(std::chrono::milliseconds(200)) != 0) {
         EF_RETURN_IF_ERROR(Save());
         (void)PublishStatus();
         Flush(std::chrono::seconds(3));
@@ -884,20 +880,6 @@ class Driver final {
   bool publish_pending_ = false;
   bool restore_timed_out_ = false;
   bool finished_ = false;
-};
-
-// SIGINT/SIGTERM are taken by sigtimedwait in the driver's loop; blocked before any thread starts
-// so the MQTT thread inherits the mask.
-struct StopSignals {
-  sigset_t set;
-  StopSignals() {
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-  }
-  ~StopSignals() { pthread_sigmask(SIG_UNBLOCK, &set, nullptr); }
 };
 
 // Collects retained statuses and desired documents (and keeps events) for `span`.
@@ -980,7 +962,7 @@ Result<int> Drive(RolloutStore& store, const RolloutRecord& r, std::vector<Rollo
   driver.SetStatuses(std::move(found.statuses));
   driver.Feed(std::move(found.events));
   EF_RETURN_IF_ERROR(driver.Republish());
-  auto result = driver.Run(signals.set);
+  auto result = driver.Run(signals);
   link.client->Stop();
   if (result && driver.finished()) {
     DropSession(c, r.id);
@@ -1001,7 +983,7 @@ Result<int> DriveStored(RolloutStore& store, const RolloutRecord& r, std::ostrea
   EF_ASSIGN_OR_RETURN(Signer signer, LoadSigner(c.deploy_keys, r.fleet, r.expires_s));
   EF_ASSIGN_OR_RETURN(auto devices, store.Devices(r.id));
   EF_ASSIGN_OR_RETURN(Link link, OpenLink(c, r.fleet, r.group, r.id, store.path()));
-  EF_RETURN_IF_ERROR(WaitConnected(link, c.broker, signals.set, std::chrono::seconds(15)));
+  EF_RETURN_IF_ERROR(WaitConnected(link, c.broker, signals, std::chrono::seconds(15)));
   Discovery found = Discover(link, r.fleet, r.group, std::chrono::milliseconds(1000));
   return Drive(store, r, std::move(devices), std::move(signer), link, std::move(found), c, signals,
                out);
@@ -1099,7 +1081,7 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   StopSignals signals;
   EF_ASSIGN_OR_RETURN(Link link, OpenLink(connection, o.fleet, o.group, id, o.db));
   auto stop_link = [&] { link.client->Stop(); };
-  if (Status up = WaitConnected(link, connection.broker, signals.set, std::chrono::seconds(15));
+  if (Status up = WaitConnected(link, connection.broker, signals, std::chrono::seconds(15));
       !up) {
     stop_link();
     return Unexpected(up.error());

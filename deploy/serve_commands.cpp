@@ -1,13 +1,10 @@
 // serve: the files of one directory over HTTP(S), streamed from disk with single-range support,
 // so boxes can download (and resume) bundles from the operator's machine.
 #include <fcntl.h>
-#include <pthread.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <httplib.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -25,6 +22,7 @@
 
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
+#include "deploy/stop_signals.hpp"
 #include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {
@@ -270,18 +268,8 @@ Status Serve(const ServeOptions& options) {
     server = std::make_unique<httplib::Server>();
   }
 
-  // Every thread started below inherits this mask, so the signals reach only sigtimedwait here.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  auto logger = spdlog::stderr_logger_mt("edgefleet-serve");
-  logger->set_pattern("ts=%Y-%m-%dT%H:%M:%S.%eZ level=%l %v", spdlog::pattern_time_type::utc);
-  spdlog::set_default_logger(logger);
-  spdlog::flush_on(spdlog::level::info);
+  const StopSignals stop;  // before the listener thread starts
+  UseKeyValueLog("edgefleet-serve");
 
   auto handler = [root](const httplib::Request& req, httplib::Response& res) {
     // httplib 0.11 applies the request's Range to whatever response it gets: it cuts string
@@ -309,7 +297,6 @@ Status Serve(const ServeOptions& options) {
     port = -1;
   }
   if (port <= 0) {
-    pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
     return Fail(ErrorCode::kIo, "--http: cannot listen on " + options.http);
   }
   std::thread listener([&server] { server->listen_after_bind(); });
@@ -318,7 +305,6 @@ Status Serve(const ServeOptions& options) {
     if (!written) {
       server->stop();
       listener.join();
-      pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
       return written;
     }
   }
@@ -326,15 +312,11 @@ Status Serve(const ServeOptions& options) {
                options.tls_cert.empty() ? "off" : "on");
 
   int signo = 0;
-  while (signo <= 0) {
-    const timespec timeout{1, 0};
-    signo = sigtimedwait(&stop_signals, nullptr, &timeout);
-  }
-  spdlog::info("event=stopping signal={}", signo == SIGINT ? "INT" : "TERM");
+  while (signo == 0) signo = stop.Wait(std::chrono::seconds(1));
+  spdlog::info("event=stopping signal={}", StopSignals::Name(signo));
   server->stop();
   listener.join();
   spdlog::info("event=serve_stopped");
-  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   return Ok();
 }
 
