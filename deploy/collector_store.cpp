@@ -335,25 +335,8 @@ Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
   // collector has already acknowledged those messages to the broker when it writes them, so
   // FULL would not make them durable either; it would only halve the write rate.
   EF_RETURN_IF_ERROR(c.Exec("set synchronous=NORMAL", "PRAGMA synchronous=NORMAL"));
-  EF_ASSIGN_OR_RETURN(const std::int64_t app_id,
-                      c.QueryInt("read application_id", "PRAGMA application_id"));
-  if (app_id != 0 && app_id != kApplicationId) {
-    return Fail(ErrorCode::kIntegrity, path.string() +
-                                           ": not a collector database (application_id " +
-                                           std::to_string(app_id) + "); refusing to write into it");
-  }
-  if (app_id == 0) {
-    EF_ASSIGN_OR_RETURN(const std::int64_t tables,
-                        c.QueryInt("inspect", "SELECT COUNT(*) FROM sqlite_schema"));
-    if (tables != 0) {
-      return Fail(ErrorCode::kIntegrity, path.string() +
-                                             ": not a collector database (it holds other tables); "
-                                             "refusing to write into it");
-    }
-  }
-  EF_RETURN_IF_ERROR(
-      c.Migrate(kMigrations,
-                ("PRAGMA application_id = " + std::to_string(kApplicationId)).c_str()));
+  EF_RETURN_IF_ERROR(c.CheckApplicationId(kApplicationId, "collector"));
+  EF_RETURN_IF_ERROR(c.Migrate(kMigrations, kApplicationId));
   EF_RETURN_IF_ERROR(PrepareWriter(*impl));
   return CollectorStore(std::move(impl));
 }
@@ -502,13 +485,9 @@ Result<FleetView> FleetView::Open(const fs::path& path) {
   EF_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, SqliteDb::Mode::kReadOnly));
   auto impl = std::make_unique<detail::ViewImpl>(std::move(db));
   const SqliteDb& c = impl->conn;
-  EF_ASSIGN_OR_RETURN(const std::int64_t app_id,
-                      c.QueryInt("read application_id", "PRAGMA application_id"));
-  if (app_id != kApplicationId) {
-    return Fail(ErrorCode::kIntegrity, path.string() +
-                                           ": not a collector database "
-                                           "(application_id " +
-                                           std::to_string(app_id) + ")");
+  EF_ASSIGN_OR_RETURN(const bool empty, c.CheckApplicationId(kApplicationId, "collector"));
+  if (empty) {
+    return Fail(ErrorCode::kIntegrity, path.string() + ": not a collector database (an empty file)");
   }
   EF_ASSIGN_OR_RETURN(
       const std::int64_t version,

@@ -196,28 +196,13 @@ Result<RolloutStore> RolloutStore::Open(const fs::path& path, bool read_only) {
   EF_ASSIGN_OR_RETURN(SqliteDb db,
                       SqliteDb::Open(path, read_only ? SqliteDb::Mode::kReadOnly
                                                      : SqliteDb::Mode::kReadWriteCreate));
-  EF_ASSIGN_OR_RETURN(const std::int64_t app_id,
-                      db.QueryInt("read application_id", "PRAGMA application_id"));
-  if (app_id != 0 && app_id != kApplicationId) {
-    return Fail(ErrorCode::kIntegrity, path.string() + ": not a rollout database (application_id " +
-                                           std::to_string(app_id) + ")");
-  }
-  if (app_id == 0) {
-    EF_ASSIGN_OR_RETURN(const std::int64_t tables,
-                        db.QueryInt("inspect", "SELECT COUNT(*) FROM sqlite_schema"));
-    if (tables != 0) {
-      return Fail(ErrorCode::kIntegrity,
-                  path.string() + ": not a rollout database (it has other tables); refusing to "
-                                  "write into it");
-    }
-    if (read_only) {
-      return Fail(ErrorCode::kNotFound, path.string() + ": an empty file, no rollouts yet");
-    }
+  EF_ASSIGN_OR_RETURN(const bool empty, db.CheckApplicationId(kApplicationId, "rollout"));
+  if (read_only && empty) {
+    return Fail(ErrorCode::kNotFound, path.string() + ": an empty file, no rollouts yet");
   }
   if (!read_only) {
     EF_RETURN_IF_ERROR(db.Exec("set journal_mode", "PRAGMA journal_mode=WAL"));
-    static const std::string stamp = "PRAGMA application_id = " + std::to_string(kApplicationId);
-    EF_RETURN_IF_ERROR(db.Migrate(kMigrations, stamp.c_str()));
+    EF_RETURN_IF_ERROR(db.Migrate(kMigrations, kApplicationId));
   }
   return RolloutStore(std::move(db));
 }

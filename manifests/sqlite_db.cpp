@@ -93,7 +93,28 @@ Result<int> SqliteDb::SchemaVersion() const {
   return static_cast<int>(version);
 }
 
-Status SqliteDb::Migrate(std::span<const SqlMigration> migrations, const char* stamp_sql) const {
+Result<bool> SqliteDb::CheckApplicationId(std::int32_t application_id,
+                                          std::string_view kind) const {
+  EF_ASSIGN_OR_RETURN(const std::int64_t found,
+                      QueryInt("read application_id", "PRAGMA application_id"));
+  if (found == application_id) return false;
+  const std::string not_ours = path_.string() + ": not a " + std::string(kind) + " database";
+  if (found != 0) {
+    return Fail(ErrorCode::kIntegrity, not_ours + " (application_id " + std::to_string(found) +
+                                           "); refusing to write into it");
+  }
+  EF_ASSIGN_OR_RETURN(const std::int64_t tables,
+                      QueryInt("inspect", "SELECT COUNT(*) FROM sqlite_schema"));
+  if (tables != 0) {
+    return Fail(ErrorCode::kIntegrity, not_ours + " (it holds other tables); refusing to write "
+                                                  "into it");
+  }
+  return true;
+}
+
+Status SqliteDb::Migrate(std::span<const SqlMigration> migrations,
+                         std::int32_t application_id) const {
+  const std::string stamp = "PRAGMA application_id = " + std::to_string(application_id);
   EF_ASSIGN_OR_RETURN(const int found, SchemaVersion());
   const int latest = migrations.empty() ? 0 : migrations.back().version;
   if (found > latest) {
@@ -116,7 +137,7 @@ Status SqliteDb::Migrate(std::span<const SqlMigration> migrations, const char* s
                                               "applied_ms) VALUES (?1, ?2, ?3)"));
     insert.Bind(1, migration.version).Bind(2, migration.name).Bind(3, NowMs());
     EF_RETURN_IF_ERROR(insert.Run());
-    if (stamp_sql != nullptr) EF_RETURN_IF_ERROR(Exec(operation, stamp_sql));
+    if (application_id != 0) EF_RETURN_IF_ERROR(Exec(operation, stamp.c_str()));
     EF_RETURN_IF_ERROR(txn.Commit());
   }
   return Ok();

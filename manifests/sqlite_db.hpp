@@ -61,11 +61,16 @@ class SqliteDb final {
 
   // The highest applied migration (0 for a new file); creates schema_version when missing.
   Result<int> SchemaVersion() const;
-  // Applies the migrations above the file's version, each in its own transaction together with
-  // `stamp_sql` (e.g. "PRAGMA application_id = ..."; may be null). Refuses (kUnsupported) a file
-  // whose version is newer than the last migration: a newer build wrote it. Another process
-  // that migrated between our read and our lock is noticed and not repeated.
-  Status Migrate(std::span<const SqlMigration> migrations, const char* stamp_sql = nullptr) const;
+  // Whether the file is a `kind` database (e.g. "collector"), told by the SQLite header's
+  // application_id: true for a new file (id 0 and no tables: ours to create), false for one
+  // carrying `application_id`; kIntegrity "<file>: not a <kind> database (...)" for any other,
+  // so one tool's --db pointed at another tool's file is refused before anything is written.
+  Result<bool> CheckApplicationId(std::int32_t application_id, std::string_view kind) const;
+  // Applies the migrations above the file's version, each in its own transaction, stamping
+  // `application_id` (when not 0) with it. Refuses (kUnsupported) a file whose version is newer
+  // than the last migration: a newer build wrote it. Another process that migrated between our
+  // read and our lock is noticed and not repeated.
+  Status Migrate(std::span<const SqlMigration> migrations, std::int32_t application_id = 0) const;
 
  private:
   struct Close {
