@@ -65,6 +65,10 @@ CREATE TABLE serials (
 ) STRICT;
 )sql"}};
 
+Unexpected NoSuchRollout(const SqliteDb& db, const std::string& id) {
+  return Fail(ErrorCode::kNotFound, db.path().string() + ": no rollout with id '" + id + "'");
+}
+
 std::int64_t AsInt(std::uint64_t v) {
   return static_cast<std::int64_t>(std::min<std::uint64_t>(v, INT64_MAX));
 }
@@ -252,9 +256,8 @@ Result<RolloutRecord> RolloutStore::Get(const std::string& id) const {
   if (!id.empty()) q.Bind(1, id);
   EF_ASSIGN_OR_RETURN(const bool row, q.Step());
   if (!row) {
-    return Fail(ErrorCode::kNotFound,
-                db_.path().string() + (id.empty() ? ": no rollouts yet"
-                                                  : ": no rollout with id '" + id + "'"));
+    if (id.empty()) return Fail(ErrorCode::kNotFound, db_.path().string() + ": no rollouts yet");
+    return NoSuchRollout(db_, id);
   }
   return ReadRollout(db_, q);
 }
@@ -342,7 +345,7 @@ Status RolloutStore::RequestControl(const std::string& id, const std::string& co
   s.Bind(1, id).Bind(2, control);
   EF_RETURN_IF_ERROR(s.Run());
   if (db_.Changes() == 0) {
-    return Fail(ErrorCode::kNotFound, db_.path().string() + ": no rollout with id '" + id + "'");
+    return NoSuchRollout(db_, id);
   }
   return Ok();
 }
@@ -377,7 +380,7 @@ Status RolloutStore::AcquireLease(const std::string& id, std::int64_t pid, std::
   q.Bind(1, id);
   EF_ASSIGN_OR_RETURN(const bool row, q.Step());
   if (!row) {
-    return Fail(ErrorCode::kNotFound, db_.path().string() + ": no rollout with id '" + id + "'");
+    return NoSuchRollout(db_, id);
   }
   const std::int64_t holder = q.ColumnInt(0);
   const std::int64_t beat = q.ColumnInt(1);
