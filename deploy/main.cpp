@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
   auto* status_cmd = rollout_cmd->add_subcommand("status", "A rollout's waves and devices");
   add_common(status_cmd, true);
   status_cmd->callback(
-      [&] { run = [&] { return deploy::RolloutStatus(rollout_opts, std::cout); }; });
+      [&] { run = [&] { return deploy::PrintRolloutStatus(rollout_opts, std::cout); }; });
   auto* list_cmd = rollout_cmd->add_subcommand("list", "Every rollout in the database");
   list_cmd->add_option("--db", rollout_opts.db, "Rollout database")
       ->required()

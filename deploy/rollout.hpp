@@ -79,7 +79,7 @@ Result<int> RolloutResume(const RolloutCommandOptions& options, std::ostream& ou
 Result<int> RolloutAbort(const RolloutCommandOptions& options, std::ostream& out);
 // pause: no further wave is released (the safety halt still applies).
 Status RolloutPause(const RolloutCommandOptions& options, std::ostream& out);
-Status RolloutStatus(const RolloutCommandOptions& options, std::ostream& out);
+Status PrintRolloutStatus(const RolloutCommandOptions& options, std::ostream& out);
 Status RolloutList(const RolloutCommandOptions& options, std::ostream& out);
 
 }  // namespace edgefleet::deploy

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "deploy/collector.hpp"
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
 #include "deploy/rollout.hpp"
@@ -48,14 +49,6 @@ std::int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-bool ValidId(const std::string& id) {
-  if (id.empty() || id.size() > 64) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
-  });
 }
 
 // ---- the bundle: downloaded once, so what the devices will fetch is what start checked ----
@@ -324,10 +317,6 @@ void DropSession(const RolloutConnection& c, const std::string& rollout_id) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   (*client)->Stop();
-}
-
-std::string RolloutTopic(const std::string& fleet, const std::string& id) {
-  return std::string(telemetry::kTopicRoot) + "/" + fleet + "/rollout/" + id + "/status";
 }
 
 // ---- progress report ----
@@ -720,7 +709,7 @@ class Driver final {
   Status PublishStatus() {
     publish_pending_ = false;
     telemetry::OutgoingMessage m;
-    m.topic = RolloutTopic(r_.fleet, r_.id);
+    m.topic = RolloutStatusTopic(r_.fleet, r_.id);
     m.payload = StatusJson(r_, devices_).dump();
     m.retain = true;
     m.supersede = true;
@@ -936,7 +925,7 @@ std::string DefaultId(const std::string& model, const std::string& version) {
   std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
   std::string id = model + "-" + version + "-" + buf;
   for (char& c : id) {
-    if (!ValidId(std::string(1, c))) c = '_';
+    if (!IsRolloutId(std::string_view(&c, 1))) c = '_';
   }
   return id.substr(0, 64);
 }
@@ -1005,7 +994,7 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
     return Fail(ErrorCode::kInvalidArgument,
                 "--success-on: expected committed or activated, found '" + o.success_on + "'");
   }
-  if (!o.id.empty() && !ValidId(o.id)) {
+  if (!o.id.empty() && !IsRolloutId(o.id)) {
     return Fail(ErrorCode::kInvalidArgument,
                 "--id: 1 to 64 of A-Z a-z 0-9 . _ -, found '" + o.id + "'");
   }
@@ -1233,7 +1222,7 @@ Status RolloutPause(const RolloutCommandOptions& o, std::ostream& out) {
   return Ok();
 }
 
-Status RolloutStatus(const RolloutCommandOptions& o, std::ostream& out) {
+Status PrintRolloutStatus(const RolloutCommandOptions& o, std::ostream& out) {
   EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db, true));
   EF_ASSIGN_OR_RETURN(RolloutRecord r, store.Get(o.id));
   EF_ASSIGN_OR_RETURN(auto devices, store.Devices(r.id));
