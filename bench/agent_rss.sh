@@ -11,7 +11,7 @@
 # with the agent still running, VmRSS, VmHWM, RssAnon and RssFile from /proc/<pid>/status.
 # Verdict on the medians over the runs: PASS when both VmRSS and VmHWM are below 40 MiB; exits 1
 # on FAIL. A BUILD_DIR with a CMake cache is built first (targets edgefleet, edgefleet-agent);
-# build/release is configured (RelWithDebInfo) when missing, like the other benchmarks.
+# build/release is configured (Release: -O2) when missing, like the other benchmarks.
 # EDGEFLEET_RSS_TOP=N also prints the N largest resident mappings of the last run (smaps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ runs=${3:-3}
 limit_kib=$((40 * 1024))
 
 if [ "$build" = build/release ] && [ ! -f "$build/CMakeCache.txt" ]; then
-  cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 if [ -f "$build/CMakeCache.txt" ]; then
   cmake --build "$build" --target edgefleet edgefleet-agent >/dev/null

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs_digits=${1:-1000}
 runs_mobilenet=${2:-150}
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release --target inference_overhead >/dev/null
 bin=build/release/bench/inference_overhead
 work=$(mktemp -d /tmp/edgefleet-bench-XXXXXX)

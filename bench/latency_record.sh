@@ -5,7 +5,7 @@
 #
 #   bench/latency_record.sh [path/to/latency_record=build/release/bench/latency_record]
 #
-# Builds nothing: build the latency_record target first (RelWithDebInfo). Runs 5 repetitions
+# Builds nothing: build the latency_record target first (Release: -O2). Runs 5 repetitions
 # and checks the median of each Record row against the budget of < 100 ns per sample: the CPU
 # time one Record call costs the thread that makes it (with 2 threads, cache-line contention
 # included). Wall-clock time per call is printed too; on a shared machine it also counts time

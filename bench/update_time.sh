@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb=${1:-100}
 runs=${2:-3}
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release --target edgefleet edgefleet-agent >/dev/null
 ef=$PWD/build/release/deploy/edgefleet
 agent=$PWD/build/release/agent/edgefleet-agent

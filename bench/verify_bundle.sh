@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 size_mib=${1:-1024}
 runs=${2:-5}
 
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release --target edgefleet >/dev/null
 ef=$PWD/build/release/deploy/edgefleet
 
