@@ -170,13 +170,15 @@ Status Collect(const CollectOptions& options) {
                       CollectorHttp::Start(http.host, http.port, view, [counters_source] {
                         return counters_source->Counters();
                       }));
+  spdlog::info("event=collector_started http_port={} broker={} fleet={} db={} tls={}",
+               server->port(), LogValue(options.broker), LogValue(options.fleet),
+               LogValue(options.db.string()), options.ca_file.empty() ? "off" : "on");
+  // The port file comes last: whoever waits for it finds the collector serving and its start
+  // logged.
   if (options.port_file) {
     EF_RETURN_IF_ERROR(
         WriteFileAtomically(*options.port_file, std::to_string(server->port()) + "\n"));
   }
-  spdlog::info("event=collector_started http_port={} broker={} fleet={} db={} tls={}",
-               server->port(), LogValue(options.broker), LogValue(options.fleet),
-               LogValue(options.db.string()), options.ca_file.empty() ? "off" : "on");
 
   int signo = 0;
   while (signo == 0) signo = stop.Wait(std::chrono::seconds(1));

@@ -300,6 +300,10 @@ Status Serve(const ServeOptions& options) {
     return Fail(ErrorCode::kIo, "--http: cannot listen on " + options.http);
   }
   std::thread listener([&server] { server->listen_after_bind(); });
+  spdlog::info("event=serve_started http_port={} dir={} tls={}", port, LogValue(root.string()),
+               options.tls_cert.empty() ? "off" : "on");
+  // The port file comes last: whoever waits for it finds the server listening and its start
+  // logged.
   if (options.port_file) {
     Status written = WriteFileAtomically(*options.port_file, std::to_string(port) + "\n");
     if (!written) {
@@ -308,8 +312,6 @@ Status Serve(const ServeOptions& options) {
       return written;
     }
   }
-  spdlog::info("event=serve_started http_port={} dir={} tls={}", port, LogValue(root.string()),
-               options.tls_cert.empty() ? "off" : "on");
 
   int signo = 0;
   while (signo == 0) signo = stop.Wait(std::chrono::seconds(1));
