@@ -39,6 +39,16 @@ struct Box {
   std::unique_ptr<testing::BackgroundProcess> process;
 };
 
+bool Contains(const std::string& text, const std::string& needle) {
+  return text.find(needle) != std::string::npos;
+}
+
+// A log that a child process may not have created yet.
+std::string ReadIfThere(const fs::path& path) {
+  std::error_code ec;
+  return fs::exists(path, ec) ? testing::ReadFile(path) : std::string();
+}
+
 class RolloutE2E : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -156,6 +166,21 @@ class RolloutE2E : public ::testing::Test {
 
   fs::path Db() const { return tmp_ / "rollouts.db"; }
 
+  // Three boxes on v1, then `rollout start` of v2 in waves of one box in the background, up to
+  // the canary's release; the driver's output goes to `log`.
+  [[maybe_unused]] std::unique_ptr<testing::BackgroundProcess> StartV2UpToTheCanary(
+      const fs::path& log) {
+    AddBoxes(3);
+    auto first = Rollout(v1_, "100%", "v1");
+    EXPECT_EQ(first.exit_code, 0) << first.out << first.err;
+    auto driver = std::make_unique<testing::BackgroundProcess>(
+        RolloutArgs(v2_, "10%,50%,100%", "v2"), log);
+    EXPECT_TRUE(WaitFor("the canary released", seconds(60), [&] {
+      return Contains(ReadIfThere(log), "device=box-1 wave=1 event=released");
+    }));
+    return driver;
+  }
+
   json RolloutStatus(const std::string& id) {
     auto r = testing::RunProcess(
         {EDGEFLEET_CLI, "rollout", "status", id, "--db", Db().string(), "--json"}, seconds(30));
@@ -215,15 +240,6 @@ class RolloutE2E : public ::testing::Test {
   std::vector<Box> boxes_;
 };
 
-bool Contains(const std::string& text, const std::string& needle) {
-  return text.find(needle) != std::string::npos;
-}
-
-// A log that a child process may not have created yet.
-[[maybe_unused]] std::string ReadIfThere(const fs::path& path) {
-  std::error_code ec;
-  return fs::exists(path, ec) ? testing::ReadFile(path) : std::string();
-}
 
 #ifndef EDGEFLEET_FLEET_SCALE
 TEST_F(RolloutE2E, WavesCompleteThenABrokenCanaryHaltsAndRestores) {
@@ -323,15 +339,10 @@ namespace {
 // pause holds the next wave; SIGINT leaves the rollout in the database; resume (a new process)
 // drives it to the end from there.
 TEST_F(RolloutE2E, PausedThenInterruptedRolloutResumesFromTheDatabase) {
-  ASSERT_NO_FATAL_FAILURE(AddBoxes(3));
-  auto first = Rollout(v1_, "100%", "v1");
-  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
-
   const fs::path log = tmp_ / "rollout-v2.log";
-  testing::BackgroundProcess driver(RolloutArgs(v2_, "10%,50%,100%", "v2"), log);
-  ASSERT_TRUE(WaitFor("the canary released", seconds(60), [&] {
-    return Contains(ReadIfThere(log), "device=box-1 wave=1 event=released");
-  }));
+  auto driver_process = StartV2UpToTheCanary(log);
+  ASSERT_FALSE(HasFailure());
+  testing::BackgroundProcess& driver = *driver_process;
   auto pause = testing::RunProcess({EDGEFLEET_CLI, "rollout", "pause", "v2", "--db", Db().string()},
                                    seconds(30));
   ASSERT_EQ(pause.exit_code, 0) << pause.out << pause.err;
@@ -373,15 +384,10 @@ TEST_F(RolloutE2E, PausedThenInterruptedRolloutResumesFromTheDatabase) {
 // runs. `resume` must still see that verdict (the broker queued the event for the rollout's
 // persistent session) instead of waiting out the wave timeout.
 TEST_F(RolloutE2E, AVerdictReportedWhileTheCommandIsDownIsNotLost) {
-  ASSERT_NO_FATAL_FAILURE(AddBoxes(3));
-  auto first = Rollout(v1_, "100%", "v1");
-  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
-
   const fs::path log = tmp_ / "rollout-v2.log";
-  testing::BackgroundProcess driver(RolloutArgs(v2_, "10%,50%,100%", "v2"), log);
-  ASSERT_TRUE(WaitFor("the canary released", seconds(60), [&] {
-    return Contains(ReadIfThere(log), "device=box-1 wave=1 event=released");
-  }));
+  auto driver_process = StartV2UpToTheCanary(log);
+  ASSERT_FALSE(HasFailure());
+  testing::BackgroundProcess& driver = *driver_process;
   driver.Signal(SIGINT);
   ASSERT_EQ(driver.Wait(seconds(30)), std::optional<int>(1));
   EXPECT_EQ(Device(RolloutStatus("v2"), "box-1").value("outcome", "x"), "");
