@@ -114,7 +114,10 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
   }
 
   if (const json* api = r.Object(doc, "api", "api", /*required=*/false)) {
-    r.RejectUnknown(*api, {"host", "port"}, "api");
+    r.RejectUnknown(*api, {"host", "port", "shared_memory"}, "api");
+    if (auto v = r.Bool(*api, "shared_memory", "api.shared_memory", false)) {
+      config.api.shared_memory = *v;
+    }
     if (auto v = r.String(*api, "host", "api.host", false)) {
       if (v->empty())
         r.Problem("api.host", "expected a host address, found \"\"");

@@ -18,6 +18,7 @@ namespace edgefleet::agent {
 struct ApiConfig {
   std::string host = "127.0.0.1";
   int port = 0;
+  bool shared_memory = true;  // inputs from POSIX shared memory (agent/shared_memory.hpp)
 };
 
 struct DesiredStateConfig {

@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "agent/log_value.hpp"
+#include "agent/shared_memory.hpp"
 #include "runtime/preprocess.hpp"
 #include "runtime/tensor.hpp"
 #include "telemetry/accuracy_tracker.hpp"
@@ -475,11 +476,15 @@ std::string LabelValue(std::string_view v) {
 
 struct LocalApi::Impl {
   Impl(runtime::ModelHost& h, LocalApiOptions o)
-      : host(h), options(std::move(o)), metrics(options.feedback_capacity) {}
+      : host(h),
+        options(std::move(o)),
+        metrics(options.feedback_capacity),
+        shared_memory(options.max_shared_memory_regions) {}
 
   runtime::ModelHost& host;
   const LocalApiOptions options;
   MetricsRegistry metrics;
+  SharedMemoryRegistry shared_memory;
   httplib::Server server;
   std::thread listener;
   int port = 0;
@@ -501,6 +506,8 @@ struct LocalApi::Impl {
   void HandleInfer(const httplib::Request& req, httplib::Response& res,
                    const httplib::ContentReader& reader, bool versioned);
   void HandleFeedback(const httplib::Request& req, httplib::Response& res,
+                      const httplib::ContentReader& reader);
+  void HandleRegister(const httplib::Request& req, httplib::Response& res,
                       const httplib::ContentReader& reader);
   std::optional<HttpError> ReadBody(httplib::Response& res, const httplib::ContentReader& reader,
                                     std::string* body) const;
@@ -744,14 +751,49 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
         return fail(400, fmt::format("input '{}': missing \"datatype\"", input_name));
       }
       std::optional<std::uint64_t> binary_size;
+      std::optional<std::string> shm_region;
+      std::optional<std::uint64_t> shm_size;
+      std::uint64_t shm_offset = 0;
       if (auto p = item.find("parameters"); p != item.end() && p->is_object()) {
-        if (auto b = p->find("binary_data_size"); b != p->end()) {
-          if (!b->is_number_unsigned()) {
-            return fail(400, fmt::format("input '{}': \"binary_data_size\" must be a "
-                                         "non-negative integer",
+        auto unsigned_param = [&](const char* key, std::optional<std::uint64_t>* into) {
+          auto b = p->find(key);
+          if (b == p->end()) return true;
+          if (!b->is_number_unsigned()) return false;
+          *into = b->get<std::uint64_t>();
+          return true;
+        };
+        std::optional<std::uint64_t> offset;
+        const std::pair<const char*, std::optional<std::uint64_t>*> sizes[] = {
+            {"binary_data_size", &binary_size},
+            {"shared_memory_byte_size", &shm_size},
+            {"shared_memory_offset", &offset}};
+        for (const auto& [key, into] : sizes) {
+          if (!unsigned_param(key, into)) {
+            return fail(400, fmt::format("input '{}': \"{}\" must be a non-negative integer",
+                                         input_name, key));
+          }
+        }
+        shm_offset = offset.value_or(0);
+        if (auto r = p->find("shared_memory_region"); r != p->end()) {
+          if (!r->is_string()) {
+            return fail(400, fmt::format("input '{}': \"shared_memory_region\" must be a "
+                                         "string",
                                          input_name));
           }
-          binary_size = b->get<std::uint64_t>();
+          shm_region = r->get<std::string>();
+        }
+      }
+      if (shm_region) {
+        if (!options.shared_memory) {
+          return fail(400, fmt::format("input '{}': shared memory inputs are off in this "
+                                       "agent's config (api.shared_memory)",
+                                       input_name));
+        }
+        if (!shm_size || binary_size || v != item.end()) {
+          return fail(400, fmt::format("input '{}': a shared memory input needs "
+                                       "\"shared_memory_byte_size\" and neither \"data\" nor "
+                                       "\"binary_data_size\"",
+                                       input_name));
         }
       }
       if (binary_size && !binary_ext) {
@@ -759,7 +801,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
                                      "Inference-Header-Content-Length header",
                                      input_name));
       }
-      if (v == item.end() && !binary_size) {
+      if (v == item.end() && !binary_size && !shm_region) {
         return fail(400, fmt::format("input '{}': missing \"data\"", input_name));
       }
       auto info = std::find_if(declared.begin(), declared.end(),
@@ -804,7 +846,18 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
             400, fmt::format("input '{}': shape {} but the model takes {}", input_name,
                              runtime::ShapeToString(t.shape), runtime::ShapeToString(info->shape)));
       }
-      if (binary_size) {
+      if (shm_region) {
+        const std::uint64_t need = *count * runtime::ElementSize(t.dtype);
+        if (*shm_size != need) {
+          return fail(400, fmt::format("input '{}': shared_memory_byte_size {} but shape {} of "
+                                       "{} needs {} bytes",
+                                       input_name, *shm_size, runtime::ShapeToString(t.shape),
+                                       DatatypeName(t.dtype), need));
+        }
+        if (auto read = shared_memory.Read(*shm_region, shm_offset, need, &t.data); !read) {
+          return fail(400, fmt::format("input '{}': {}", input_name, read.error().message));
+        }
+      } else if (binary_size) {
         const std::uint64_t need = *count * runtime::ElementSize(t.dtype);
         if (*binary_size != need || binary.size() - binary_used < need) {
           return fail(400, fmt::format("input '{}': binary_data_size {} but shape {} of {} "
@@ -837,6 +890,12 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
           return fail(400, "each requested output must be an object with a string \"name\"");
         }
         const std::string output_name = on->get<std::string>();
+        if (auto p = o.find("parameters");
+            p != o.end() && p->is_object() && p->contains("shared_memory_region")) {
+          return fail(400, fmt::format("output '{}': output to shared memory is not supported; "
+                                       "outputs come back in the response",
+                                       output_name));
+        }
         const auto& outs = session.outputs();
         if (std::none_of(outs.begin(), outs.end(),
                          [&](const runtime::TensorInfo& i) { return i.name == output_name; })) {
@@ -920,6 +979,35 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
   spdlog::debug("event=infer model={} version={} slot={} id={} ms={:.3f} infer_ms={:.3f}",
                 LogValue(name), LogValue(served_version), runtime::ToString(instance->slot),
                 LogValue(request_id), total_ms, infer_ms);
+}
+
+void LocalApi::Impl::HandleRegister(const httplib::Request& req, httplib::Response& res,
+                                    const httplib::ContentReader& reader) {
+  const std::string name = req.matches[1];
+  std::string body;
+  if (auto error = ReadBody(res, reader, &body)) {
+    return ReplyError(res, error->status, error->message);
+  }
+  if (!JsonDepthWithin(body, options.max_json_depth)) {
+    return ReplyError(res, 400, "malformed JSON");
+  }
+  const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  auto key = doc.is_object() ? doc.find("key") : doc.end();
+  auto size = doc.is_object() ? doc.find("byte_size") : doc.end();
+  auto offset = doc.is_object() ? doc.find("offset") : doc.end();
+  if (!doc.is_object() || key == doc.end() || !key->is_string() || size == doc.end() ||
+      !size->is_number_unsigned() || (offset != doc.end() && !offset->is_number_unsigned())) {
+    return ReplyError(res, 400,
+                      "register: expected {\"key\": \"/name\", \"byte_size\": <bytes>, "
+                      "\"offset\": <bytes, optional>}");
+  }
+  const std::uint64_t at = offset == doc.end() ? 0 : offset->get<std::uint64_t>();
+  auto done = shared_memory.Register(name, key->get<std::string>(), at,
+                                     size->get<std::uint64_t>());
+  if (!done) return ReplyError(res, 400, done.error().message);
+  spdlog::info("event=shm_registered region={} key={} offset={} byte_size={}", LogValue(name),
+               LogValue(key->get<std::string>()), at, size->get<std::uint64_t>());
+  Reply(res, 200, json::object());
 }
 
 void LocalApi::Impl::HandleFeedback(const httplib::Request& req, httplib::Response& res,
@@ -1125,7 +1213,11 @@ void LocalApi::Impl::Install() {
       "/v2", guard([this](Req, Res res) {
         Reply(
             res, 200,
-            {{"name", "edgefleet"}, {"version", EDGEFLEET_VERSION}, {"extensions", json::array()}});
+            {{"name", "edgefleet"},
+             {"version", EDGEFLEET_VERSION},
+             {"extensions", options.shared_memory ? json{"binary_tensor_data",
+                                                         "system_shared_memory"}
+                                                  : json{"binary_tensor_data"}}});
       }));
   server.Get("/v2/health/live", guard([this](Req, Res res) { Reply(res, 200, {{"live", true}}); }));
   server.Get("/v2/health/ready", guard([this](Req, Res res) {
@@ -1150,6 +1242,40 @@ void LocalApi::Impl::Install() {
   server.Post(model + "/feedback", guard_reader([this](Req req, Res res, Reader reader) {
                 HandleFeedback(req, res, reader);
               }));
+  if (options.shared_memory) {
+    const std::string region = R"(/v2/systemsharedmemory/region/([^/]+))";
+    auto list = [](const std::vector<SharedMemoryRegionInfo>& regions) {
+      json out = json::array();
+      for (const auto& r : regions) {
+        out.push_back(
+            {{"name", r.name}, {"key", r.key}, {"offset", r.offset}, {"byte_size", r.byte_size}});
+      }
+      return out;
+    };
+    server.Get("/v2/systemsharedmemory/status", guard([this, list](Req, Res res) {
+                 Reply(res, 200, list(shared_memory.List()));
+               }));
+    server.Get(region + "/status", guard([this, list](Req req, Res res) {
+                 auto found = shared_memory.Find(req.matches[1]);
+                 if (!found) return ReplyError(res, 404, found.error().message);
+                 Reply(res, 200, list({*found}));
+               }));
+    server.Post(region + "/register", guard_reader([this](Req req, Res res, Reader reader) {
+                  HandleRegister(req, res, reader);
+                }));
+    server.Post(region + "/unregister", guard([this](Req req, Res res) {
+                  auto done = shared_memory.Unregister(req.matches[1]);
+                  if (!done) return ReplyError(res, 404, done.error().message);
+                  spdlog::info("event=shm_unregistered region={}",
+                               LogValue(std::string(req.matches[1])));
+                  Reply(res, 200, json::object());
+                }));
+    server.Post("/v2/systemsharedmemory/unregister", guard([this](Req, Res res) {
+                  shared_memory.UnregisterAll();
+                  spdlog::info("event=shm_unregistered region=all");
+                  Reply(res, 200, json::object());
+                }));
+  }
   server.Get("/metrics", guard([this](Req, Res res) {
                res.status = 200;
                res.set_content(Metrics(), "text/plain; version=0.0.4; charset=utf-8");

@@ -16,7 +16,15 @@
 //                                              of Inference-Header-Content-Length bytes, then
 //                                              the raw bytes of inputs that give
 //                                              parameters.binary_data_size)
+//                                              or inputs read from a registered shared
+//                                              memory region (parameters.shared_memory_region,
+//                                              shared_memory_byte_size, shared_memory_offset)
 //   POST /v2/models/<name>/feedback            {"id": "<request id>", "label": <int>}
+//   GET  /v2/systemsharedmemory/status         registered regions (when shared_memory is on)
+//   GET  /v2/systemsharedmemory/region/<r>/status
+//   POST /v2/systemsharedmemory/region/<r>/register  {"key": "/shm_name", "offset": 0,
+//                                              "byte_size": <n>}
+//   POST /v2/systemsharedmemory/region/<r>/unregister, /v2/systemsharedmemory/unregister (all)
 //   GET  /metrics                              Prometheus text, metric names edgefleet_*
 // Statuses: 400 malformed or mistyped, 404 unknown model/version/route/request id, 409 feedback
 // already given for that id, 413 body over max_body_bytes, 415 unsupported Content-Type,
@@ -58,6 +66,10 @@ struct LocalApiOptions {
   int keep_alive_timeout_s = 5;
   std::size_t keep_alive_max_requests = 1000;
   std::size_t feedback_capacity = 10000;  // request ids remembered per model version
+  // Inputs from POSIX shared memory (agent/shared_memory.hpp): the /v2/systemsharedmemory routes
+  // and the shared_memory_* input parameters. Off: those routes are 404 and such inputs 400.
+  bool shared_memory = true;
+  std::size_t max_shared_memory_regions = 64;
   // Models the box is configured to serve; readiness waits for each to have an active slot.
   // Empty: every model the host knows, and at least one.
   std::vector<std::string> models;

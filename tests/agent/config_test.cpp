@@ -17,6 +17,7 @@ TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
   EXPECT_EQ(c->backends, std::vector<std::string>{"opencv"});
   EXPECT_EQ(c->api.host, "127.0.0.1");
   EXPECT_EQ(c->api.port, 0);
+  EXPECT_TRUE(c->api.shared_memory);
   EXPECT_EQ(c->desired_state.poll_ms, 1000);
   EXPECT_TRUE(c->desired_state.file.empty());
   EXPECT_EQ(c->download.max_attempts, 5);
@@ -28,7 +29,7 @@ TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
 TEST(ConfigTest, FullExample) {
   auto c = ParseConfig(R"({"device": "box-1", "fleet": "demo", "groups": ["lab"],
  "state_dir": "state", "trust_root": "root.json", "backends": ["opencv"],
- "api": {"host": "127.0.0.1", "port": 8000},
+ "api": {"host": "127.0.0.1", "port": 8000, "shared_memory": false},
  "desired_state": {"file": "desired.json", "url": "", "poll_ms": 250},
  "download": {"connect_timeout_s": 10, "low_speed_bytes_per_s": 5000, "low_speed_time_s": 60,
               "max_bytes_per_s": 0, "reserve_bytes": 67108864, "max_attempts": 5,
@@ -40,6 +41,7 @@ TEST(ConfigTest, FullExample) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->groups, std::vector<std::string>{"lab"});
   EXPECT_EQ(c->api.port, 8000);
+  EXPECT_FALSE(c->api.shared_memory);
   EXPECT_EQ(c->desired_state.file, "/etc/edgefleet/desired.json");
   EXPECT_EQ(c->desired_state.poll_ms, 250);
   EXPECT_EQ(c->download.ca_file, "/etc/edgefleet/ca.pem");
@@ -48,7 +50,7 @@ TEST(ConfigTest, FullExample) {
 
 TEST(ConfigTest, EveryProblemWithItsPath) {
   auto c = ParseConfig(R"({"fleet":"demo","state_dir":"s","trust_root":"r","colour":1,
-    "api":{"port":70000,"tls":true},"download":{"max_attempts":0},
+    "api":{"port":70000,"tls":true,"shared_memory":"yes"},"download":{"max_attempts":0},
     "desired_state":{"file":"a","url":"http://x/y"},"backends":["tflite"]})",
                        kPath);
   ASSERT_FALSE(c);
@@ -57,6 +59,7 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
   EXPECT_NE(m.find("device: missing required field"), std::string::npos) << m;
   EXPECT_NE(m.find("colour: unknown field"), std::string::npos) << m;
   EXPECT_NE(m.find("api.tls: unknown field"), std::string::npos) << m;
+  EXPECT_NE(m.find("api.shared_memory"), std::string::npos) << m;
   EXPECT_NE(m.find("api.port: expected an integer in [0, 65535], found 70000"), std::string::npos)
       << m;
   EXPECT_NE(m.find("download.max_attempts"), std::string::npos) << m;

@@ -2,11 +2,16 @@
 // with the OpenCV backend serving tests/data/digits, and httplib's real client.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -342,6 +347,191 @@ TEST_F(LocalApiDigits, BinaryTensorExtensionMatchesJsonTensors) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 400);
   EXPECT_NE(res->body.find("Inference-Header-Content-Length"), std::string::npos) << res->body;
+}
+
+// A POSIX shared memory object the test owns: created fresh, unlinked at the end.
+class ShmObject {
+ public:
+  explicit ShmObject(std::size_t size)
+      : key_("/edgefleet-test-" + std::to_string(::getpid()) + "-" + std::to_string(Next())) {
+    fd_ = ::shm_open(key_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd_ < 0 || ::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
+      ADD_FAILURE() << "shm " << key_ << ": " << std::strerror(errno);
+    }
+  }
+  ~ShmObject() {
+    if (fd_ >= 0) ::close(fd_);
+    ::shm_unlink(key_.c_str());
+  }
+  void Write(std::size_t offset, const void* data, std::size_t n) {
+    ASSERT_EQ(::pwrite(fd_, data, n, static_cast<off_t>(offset)), static_cast<ssize_t>(n));
+  }
+  void Truncate(std::size_t size) { ASSERT_EQ(::ftruncate(fd_, static_cast<off_t>(size)), 0); }
+  const std::string& key() const { return key_; }
+
+ private:
+  static int Next() {
+    static std::atomic<int> n{0};
+    return n++;
+  }
+  std::string key_;
+  int fd_ = -1;
+};
+
+json ShmInput(std::int64_t rows, const std::string& region, std::uint64_t size,
+              std::uint64_t offset = 0) {
+  return {{"inputs",
+           {{{"name", "input"},
+             {"shape", {rows, 1, 8, 8}},
+             {"datatype", "FP32"},
+             {"parameters",
+              {{"shared_memory_region", region},
+               {"shared_memory_byte_size", size},
+               {"shared_memory_offset", offset}}}}}}};
+}
+
+TEST_F(LocalApiDigits, SharedMemoryInputsMatchJsonTensors) {
+  auto batch = runtime::ReadTensorProto(kDigits / "v1/golden/heldout/input_0.pb");
+  ASSERT_TRUE(batch) << batch.error().message;
+  const std::size_t rows = 16;
+  const std::size_t row_bytes = 64 * sizeof(float);
+  const std::size_t bytes = rows * row_bytes;
+  ShmObject shm(8 + bytes);  // the region starts 8 bytes in, to exercise offsets
+  shm.Write(8, batch->data.data(), bytes);
+  auto post = [&](const std::string& path, const json& body) {
+    return client_->Post(path.c_str(), body.dump(), "application/json");
+  };
+  auto expect_error = [&](const httplib::Result& res, int status, const std::string& part) {
+    ASSERT_TRUE(res) << Describe(res);
+    EXPECT_EQ(res->status, status) << res->body;
+    EXPECT_NE(ParseBody(res)["error"].get<std::string>().find(part), std::string::npos)
+        << res->body;
+  };
+
+  auto res = post("/v2/systemsharedmemory/region/frames/register",
+                  {{"key", shm.key()}, {"offset", 8}, {"byte_size", bytes}});
+  ASSERT_TRUE(res) << Describe(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  res = client_->Get("/v2/systemsharedmemory/status");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(ParseBody(res),
+            json::array({{{"name", "frames"}, {"key", shm.key()}, {"offset", 8},
+                          {"byte_size", bytes}}}));
+  res = client_->Get("/v2");
+  ASSERT_TRUE(res);
+  EXPECT_NE(res->body.find("system_shared_memory"), std::string::npos) << res->body;
+
+  // All 16 rows from the region give the logits the same rows give as JSON numbers.
+  res = InferJson(ShmInput(rows, "frames", bytes));
+  ASSERT_TRUE(res) << Describe(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const json out = ParseBody(res)["outputs"][0];
+  ASSERT_EQ(out["shape"], json::array({16, 10}));
+  for (std::size_t row = 0; row < rows; ++row) {
+    auto one = InferJson(RowRequest(*batch, row));
+    ASSERT_TRUE(one) << Describe(one);
+    const json data = ParseBody(one)["outputs"][0]["data"];
+    for (std::size_t k = 0; k < 10; ++k) {
+      EXPECT_FLOAT_EQ(data[k].get<float>(), out["data"][row * 10 + k].get<float>());
+    }
+  }
+  // One row at an offset inside the region is that row.
+  res = InferJson(ShmInput(1, "frames", row_bytes, 5 * row_bytes));
+  ASSERT_TRUE(res) << Describe(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  auto row5 = InferJson(RowRequest(*batch, 5));
+  ASSERT_TRUE(row5);
+  EXPECT_EQ(ParseBody(res)["outputs"][0]["data"], ParseBody(row5)["outputs"][0]["data"]);
+
+  // Mistakes and hostile registrations name what is wrong; nothing outside /dev/shm opens.
+  expect_error(InferJson(ShmInput(1, "nope", row_bytes)), 400, "no shared memory region 'nope'");
+  expect_error(InferJson(ShmInput(1, "frames", row_bytes + 4)), 400, "needs 256 bytes");
+  expect_error(InferJson(ShmInput(1, "frames", row_bytes, bytes)), 400, "passes the region");
+  json with_data = ShmInput(1, "frames", row_bytes);
+  with_data["inputs"][0]["data"] = std::vector<float>(64, 0.f);
+  expect_error(InferJson(with_data), 400, "neither \"data\"");
+  json shm_output = RowRequest(*batch, 0);
+  shm_output["outputs"] = {
+      {{"name", "logits"}, {"parameters", {{"shared_memory_region", "frames"}}}}};
+  expect_error(InferJson(shm_output), 400, "output to shared memory is not supported");
+  const std::string reg = "/v2/systemsharedmemory/region/other/register";
+  expect_error(post("/v2/systemsharedmemory/region/frames/register",
+                    {{"key", shm.key()}, {"byte_size", 4}}),
+               400, "already registered");
+  expect_error(post(reg, {{"key", "/../../etc/passwd"}, {"byte_size", 4}}), 400, "key");
+  expect_error(post(reg, {{"key", "etc"}, {"byte_size", 4}}), 400, "key");
+  expect_error(post(reg, {{"key", "/edgefleet-test-missing"}, {"byte_size", 4}}), 400,
+               "cannot open shared memory /edgefleet-test-missing");
+  expect_error(post(reg, {{"key", shm.key()}, {"offset", 8}, {"byte_size", bytes + 1}}), 400,
+               "passes the end");
+  expect_error(post(reg, {{"key", shm.key()}, {"byte_size", -1}}), 400, "expected {\"key\"");
+  expect_error(post("/v2/systemsharedmemory/region/bad%20name/register",
+                    {{"key", shm.key()}, {"byte_size", 4}}),
+               400, "region name");
+
+  // A client that shrinks its object gets an error, not a crashed agent (reads are pread, not
+  // mmap), and the server keeps serving.
+  shm.Truncate(8 + row_bytes);
+  expect_error(InferJson(ShmInput(rows, "frames", bytes)), 400, "read ");
+  res = InferJson(ShmInput(1, "frames", row_bytes));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+
+  res = client_->Post("/v2/systemsharedmemory/region/frames/unregister");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  expect_error(InferJson(ShmInput(1, "frames", row_bytes)), 400, "no shared memory region");
+  expect_error(client_->Post("/v2/systemsharedmemory/region/frames/unregister"), 404,
+               "no shared memory region 'frames'");
+  expect_error(client_->Get("/v2/systemsharedmemory/region/frames/status"), 404,
+               "no shared memory region");
+}
+
+TEST(LocalApiSharedMemory, RegionLimitAndTheOffSwitch) {
+  ShmObject shm(1024);
+  for (bool on : {true, false}) {
+    Served served;
+    served.Load("v1", runtime::Slot::kA);
+    ASSERT_TRUE(served.host().Activate("digits", runtime::Slot::kA));
+    agent::LocalApiOptions options;
+    options.shared_memory = on;
+    options.max_shared_memory_regions = 2;
+    served.Start(options);
+    auto client = served.Client();
+    auto reg = [&](const std::string& name) {
+      return client->Post(("/v2/systemsharedmemory/region/" + name + "/register").c_str(),
+                          json{{"key", shm.key()}, {"byte_size", 1024}}.dump(),
+                          "application/json");
+    };
+    auto res = reg("a");
+    ASSERT_TRUE(res);
+    if (!on) {
+      EXPECT_EQ(res->status, 404) << res->body;
+      json request = ShmInput(1, "a", 256);
+      res = client->Post("/v2/models/digits/infer", request.dump(), "application/json");
+      ASSERT_TRUE(res);
+      EXPECT_EQ(res->status, 400) << res->body;
+      EXPECT_NE(res->body.find("api.shared_memory"), std::string::npos) << res->body;
+      continue;
+    }
+    EXPECT_EQ(res->status, 200) << res->body;
+    res = reg("b");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+    res = reg("c");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 400) << res->body;
+    EXPECT_NE(res->body.find("2 regions are registered"), std::string::npos) << res->body;
+    res = client->Post("/v2/systemsharedmemory/unregister");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+    res = client->Get("/v2/systemsharedmemory/status");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(ParseBody(res), json::array());
+    res = reg("c");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << res->body;
+  }
 }
 
 struct Hostile {
