@@ -5,9 +5,16 @@
 //
 //   inference_overhead <model.onnx> <input shape, e.g. 1x3x224x224> [runs=300] [threads=1]
 //
-// Limits (exit 1 on a breach): median(host) <= 1.03 x median(direct);
-// median(HTTP) <= median(direct) + 0.5 ms. HTTP requests use one keep-alive connection and the
-// KServe binary tensor extension (the JSON of 150k numbers alone would cost milliseconds).
+// Two HTTP paths, both on one keep-alive connection: the KServe binary tensor extension (the
+// input bytes in the request body; the JSON of 150k numbers alone would cost milliseconds), and
+// the system shared memory extension (the client copies each input into a registered POSIX shm
+// region, which the request names; the copy is inside the timed request).
+// Limits (exit 1 on a breach): median(host) <= 1.03 x median(direct); the better HTTP path's
+// median <= median(direct) + 0.5 ms. Both HTTP paths are printed with their own verdict.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
@@ -15,6 +22,7 @@
 #include <thread>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <sstream>
 #include <string>
@@ -135,6 +143,41 @@ int main(int argc, char** argv) {
   const httplib::Headers http_headers = {
       {"Inference-Header-Content-Length", std::to_string(header_text.size())}};
 
+  // The shared memory path: one region holding one input, as a camera app would keep a frame.
+  const std::string shm_key = "/edgefleet-bench-" + std::to_string(::getpid());
+  const std::size_t input_bytes = count * sizeof(float);
+  const int shm_fd = ::shm_open(shm_key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (shm_fd < 0 || ::ftruncate(shm_fd, static_cast<off_t>(input_bytes)) != 0) {
+    return Fail("cannot create shared memory " + shm_key);
+  }
+  void* shm_map = ::mmap(nullptr, input_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
+  ::close(shm_fd);
+  struct ShmCleanup {
+    std::string key;
+    void* map;
+    std::size_t bytes;
+    ~ShmCleanup() {
+      if (map != MAP_FAILED) ::munmap(map, bytes);
+      ::shm_unlink(key.c_str());
+    }
+  } shm_cleanup{shm_key, shm_map, input_bytes};
+  if (shm_map == MAP_FAILED) return Fail("cannot map shared memory " + shm_key);
+  {
+    auto res = client.Post("/v2/systemsharedmemory/region/input/register",
+                           nlohmann::json{{"key", shm_key}, {"byte_size", input_bytes}}.dump(),
+                           "application/json");
+    if (!res || res->status != 200) return Fail("cannot register the shared memory region");
+  }
+  const std::string shm_body =
+      nlohmann::json{{"inputs",
+                      {{{"name", "input"},
+                        {"shape", shape},
+                        {"datatype", "FP32"},
+                        {"parameters",
+                         {{"shared_memory_region", "input"},
+                          {"shared_memory_byte_size", input_bytes}}}}}}}
+          .dump();
+
   auto run_direct = [&] {
     net.setInput(blob, "input");
     cv::Mat out = net.forward();
@@ -145,8 +188,15 @@ int main(int argc, char** argv) {
     auto res = client.Post("/v2/models/bench/infer", http_headers, body, "application/octet-stream");
     return res && res->status == 200;
   };
+  auto run_shm = [&] {
+    std::memcpy(shm_map, values.data(), input_bytes);  // the client writes its frame
+    auto res = client.Post("/v2/models/bench/infer", shm_body, "application/json");
+    return res && res->status == 200;
+  };
   for (int i = 0; i < 10; ++i) {  // warm-up: allocations, caches, the connection
-    if (!run_direct() || !run_host() || !run_http()) return Fail("warm-up inference failed");
+    if (!run_direct() || !run_host() || !run_http() || !run_shm()) {
+      return Fail("warm-up inference failed");
+    }
   }
   // Blocks of kBlock runs per path, the blocks interleaved (direct, host, HTTP, direct, ...):
   // drift in machine load hits all three alike, and within a block each path runs in its steady
@@ -154,7 +204,7 @@ int main(int argc, char** argv) {
   // weights and activations in the core's cache; alternating single runs would give the
   // same-thread paths that cache and the HTTP worker thread a cold one).
   constexpr int kBlock = 10;
-  std::vector<double> direct, hosted, http;
+  std::vector<double> direct, hosted, http, shm;
   auto timed = [](auto&& run, std::vector<double>& into) {
     auto t = Clock::now();
     if (!run()) return false;
@@ -170,6 +220,9 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < kBlock; ++i) {
       if (!timed(run_http, http)) return Fail("HTTP inference failed");
+    }
+    for (int i = 0; i < kBlock; ++i) {
+      if (!timed(run_shm, shm)) return Fail("HTTP shared memory inference failed");
     }
   }
   if (std::getenv("EDGEFLEET_BENCH_VERBOSE") != nullptr) {
@@ -222,21 +275,27 @@ int main(int argc, char** argv) {
       for (double x : v) sum += x;
       return sum / static_cast<double>(v.size());
     };
-    std::printf("means: direct %.3f host %.3f http %.3f ms\n", mean(direct), mean(hosted),
-                mean(http));
+    std::printf("means: direct %.3f host %.3f http %.3f shm %.3f ms\n", mean(direct),
+                mean(hosted), mean(http), mean(shm));
   }
   (*api)->Stop();
 
-  const double d = Median(direct), h = Median(hosted), w = Median(http);
+  const double d = Median(direct), h = Median(hosted), w = Median(http), m = Median(shm);
   const bool host_ok = h <= 1.03 * d;
-  const bool http_ok = w <= d + 0.5;
+  const bool http_ok = std::min(w, m) <= d + 0.5;
   std::printf("model %s input %s, %zu runs per path in interleaved blocks of %d, %d thread(s)\n",
               model.c_str(), argv[2], direct.size(), kBlock, threads);
   std::printf("%-22s %10s %10s\n", "path", "median_ms", "p90_ms");
   std::printf("%-22s %10.3f %10.3f\n", "direct cv::dnn", d, Percentile(direct, 0.9));
   std::printf("%-22s %10.3f %10.3f\n", "model host", h, Percentile(hosted, 0.9));
   std::printf("%-22s %10.3f %10.3f\n", "HTTP (binary tensor)", w, Percentile(http, 0.9));
+  std::printf("%-22s %10.3f %10.3f\n", "HTTP (shared memory)", m, Percentile(shm, 0.9));
   std::printf("host/direct = %.3fx (limit 1.03x): %s\n", h / d, host_ok ? "PASS" : "FAIL");
-  std::printf("HTTP - direct = %+.3f ms (limit +0.5 ms): %s\n", w - d, http_ok ? "PASS" : "FAIL");
+  std::printf("HTTP binary - direct = %+.3f ms (limit +0.5 ms): %s\n", w - d,
+              w <= d + 0.5 ? "pass" : "over");
+  std::printf("HTTP shm - direct = %+.3f ms (limit +0.5 ms): %s\n", m - d,
+              m <= d + 0.5 ? "pass" : "over");
+  std::printf("best HTTP path - direct = %+.3f ms (limit +0.5 ms): %s\n", std::min(w, m) - d,
+              http_ok ? "PASS" : "FAIL");
   return host_ok && http_ok ? 0 : 1;
 }
