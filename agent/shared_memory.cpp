@@ -58,8 +58,9 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
                 "region '" + name + "': byte_size must be positive and offset + byte_size must "
                 "not overflow");
   }
-  {
-    std::lock_guard lock(mu_);
+  // Caller holds mu_. Checked before opening the object and again before adding it: another
+  // request may take the name or the last slot meanwhile.
+  auto check_room = [&]() -> Status {
     if (regions_.count(name) != 0) {
       return Fail(ErrorCode::kInvalidArgument, "region '" + name + "' is already registered");
     }
@@ -67,6 +68,11 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
       return Fail(ErrorCode::kLimit, "region '" + name + "': " + std::to_string(max_regions_) +
                                          " regions are registered, the most allowed");
     }
+    return Ok();
+  };
+  {
+    std::lock_guard lock(mu_);
+    EF_RETURN_IF_ERROR(check_room());
   }
   auto region = std::make_shared<Region>();
   region->info = {name, key, offset, byte_size};
@@ -95,14 +101,7 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
                     std::to_string(size) + " bytes)");
   }
   std::lock_guard lock(mu_);
-  // Checked again: another request may have taken the name or the last slot meanwhile.
-  if (regions_.count(name) != 0) {
-    return Fail(ErrorCode::kInvalidArgument, "region '" + name + "' is already registered");
-  }
-  if (regions_.size() >= max_regions_) {
-    return Fail(ErrorCode::kLimit, "region '" + name + "': " + std::to_string(max_regions_) +
-                                       " regions are registered, the most allowed");
-  }
+  EF_RETURN_IF_ERROR(check_room());
   regions_.emplace(name, std::move(region));
   return Ok();
 }
