@@ -1005,7 +1005,7 @@ void LocalApi::Impl::HandleRegister(const httplib::Request& req, httplib::Respon
   auto done = shared_memory.Register(name, key->get<std::string>(), at,
                                      size->get<std::uint64_t>());
   if (!done) return ReplyError(res, 400, done.error().message);
-  spdlog::info("event=shm_registered region={} key={} offset={} byte_size={}", LogValue(name),
+  spdlog::debug("event=shm_registered region={} key={} offset={} byte_size={}", LogValue(name),
                LogValue(key->get<std::string>()), at, size->get<std::uint64_t>());
   Reply(res, 200, json::object());
 }
@@ -1243,6 +1243,8 @@ void LocalApi::Impl::Install() {
                 HandleFeedback(req, res, reader);
               }));
   if (options.shared_memory) {
+    // Registrations log at debug, as client mistakes do: a client looping register/unregister
+    // must not be able to flood the agent's log.
     const std::string region = R"(/v2/systemsharedmemory/region/([^/]+))";
     auto list = [](const std::vector<SharedMemoryRegionInfo>& regions) {
       json out = json::array();
@@ -1266,13 +1268,13 @@ void LocalApi::Impl::Install() {
     server.Post(region + "/unregister", guard([this](Req req, Res res) {
                   auto done = shared_memory.Unregister(req.matches[1]);
                   if (!done) return ReplyError(res, 404, done.error().message);
-                  spdlog::info("event=shm_unregistered region={}",
+                  spdlog::debug("event=shm_unregistered region={}",
                                LogValue(std::string(req.matches[1])));
                   Reply(res, 200, json::object());
                 }));
     server.Post("/v2/systemsharedmemory/unregister", guard([this](Req, Res res) {
                   shared_memory.UnregisterAll();
-                  spdlog::info("event=shm_unregistered region=all");
+                  spdlog::debug("event=shm_unregistered region=all");
                   Reply(res, 200, json::object());
                 }));
   }
