@@ -50,13 +50,15 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
   }
   if (!IsSharedMemoryKey(key)) {
     return Fail(ErrorCode::kInvalidArgument,
-                "region '" + name + "': key: expected \"/name\" (one leading slash, no other, "
-                "at most 255 characters)");
+                "region '" + name +
+                    "': key: expected \"/name\" (one leading slash, no other, "
+                    "at most 255 characters)");
   }
   if (byte_size == 0 || offset > std::numeric_limits<std::uint64_t>::max() - byte_size) {
     return Fail(ErrorCode::kInvalidArgument,
-                "region '" + name + "': byte_size must be positive and offset + byte_size must "
-                "not overflow");
+                "region '" + name +
+                    "': byte_size must be positive and offset + byte_size must "
+                    "not overflow");
   }
   // Caller holds mu_. Checked before opening the object and again before adding it: another
   // request may take the name or the last slot meanwhile.
@@ -80,9 +82,9 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
   region->fd = ::shm_open(key.c_str(), O_RDONLY, 0);
   if (region->fd < 0) {
     const int err = errno;
-    return Fail(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
-                "region '" + name + "': cannot open shared memory " + key + ": " +
-                    std::strerror(err));
+    return Fail(
+        err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+        "region '" + name + "': cannot open shared memory " + key + ": " + std::strerror(err));
   }
   struct stat st {};
   if (::fstat(region->fd, &st) != 0) {
@@ -90,15 +92,15 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
                 "region '" + name + "': cannot stat " + key + ": " + std::strerror(errno));
   }
   if (!S_ISREG(st.st_mode)) {
-    return Fail(ErrorCode::kInvalidArgument, "region '" + name + "': " + key +
-                                                 " is not a shared memory object");
+    return Fail(ErrorCode::kInvalidArgument,
+                "region '" + name + "': " + key + " is not a shared memory object");
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
   if (offset + byte_size > size) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "region '" + name + "': offset " + std::to_string(offset) + " + byte_size " +
-                    std::to_string(byte_size) + " passes the end of " + key + " (" +
-                    std::to_string(size) + " bytes)");
+    return Fail(ErrorCode::kInvalidArgument, "region '" + name + "': offset " +
+                                                 std::to_string(offset) + " + byte_size " +
+                                                 std::to_string(byte_size) + " passes the end of " +
+                                                 key + " (" + std::to_string(size) + " bytes)");
   }
   std::lock_guard lock(mu_);
   EF_RETURN_IF_ERROR(check_room());
@@ -136,8 +138,8 @@ Result<SharedMemoryRegionInfo> SharedMemoryRegistry::Find(const std::string& nam
   return it->second->info;
 }
 
-Status SharedMemoryRegistry::Read(const std::string& name, std::uint64_t offset,
-                                  std::uint64_t size, std::vector<std::byte>* out) const {
+Status SharedMemoryRegistry::Read(const std::string& name, std::uint64_t offset, std::uint64_t size,
+                                  std::vector<std::byte>* out) const {
   std::shared_ptr<const Region> region;
   {
     std::lock_guard lock(mu_);

@@ -1,15 +1,15 @@
 // The local inference API end to end: a real LocalApi on a free loopback port, a real ModelHost
 // with the OpenCV backend serving tests/data/digits, and httplib's real client.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -335,8 +335,7 @@ TEST_F(LocalApiDigits, BinaryTensorExtensionMatchesJsonTensors) {
   res = binary_request(rows, bytes - 4, bytes - 4);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 400);
-  EXPECT_NE(ParseBody(res)["error"].get<std::string>().find("needs 4096 bytes"),
-            std::string::npos)
+  EXPECT_NE(ParseBody(res)["error"].get<std::string>().find("needs 4096 bytes"), std::string::npos)
       << res->body;
   res = binary_request(rows, bytes, bytes + 8);
   ASSERT_TRUE(res);
@@ -347,6 +346,70 @@ TEST_F(LocalApiDigits, BinaryTensorExtensionMatchesJsonTensors) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 400);
   EXPECT_NE(res->body.find("Inference-Header-Content-Length"), std::string::npos) << res->body;
+}
+
+// Binary outputs (the binary tensor extension, response side): the same logits as JSON numbers,
+// as raw little-endian float32 after a JSON header of Inference-Header-Content-Length bytes.
+TEST_F(LocalApiDigits, BinaryOutputsCarryTheSameValuesAsJson) {
+  auto batch = runtime::ReadTensorProto(kDigits / "v1/golden/heldout/input_0.pb");
+  ASSERT_TRUE(batch) << batch.error().message;
+  const json plain_request = RowRequest(*batch, 3);
+  auto plain = InferJson(plain_request);
+  ASSERT_TRUE(plain) << Describe(plain);
+  ASSERT_EQ(plain->status, 200) << plain->body;
+  const json expected = ParseBody(plain)["outputs"][0]["data"];
+  ASSERT_EQ(expected.size(), 10u);
+
+  json all = plain_request;
+  all["parameters"] = {{"binary_data_output", true}};
+  json one = plain_request;
+  one["outputs"] = {{{"name", "logits"}, {"parameters", {{"binary_data", true}}}}};
+  for (const json& request : {all, one}) {
+    auto res = InferJson(request);
+    ASSERT_TRUE(res) << Describe(res);
+    ASSERT_EQ(res->status, 200) << res->body;
+    EXPECT_EQ(res->get_header_value("Content-Type"), "application/octet-stream");
+    const std::string length = res->get_header_value("Inference-Header-Content-Length");
+    ASSERT_FALSE(length.empty());
+    const std::size_t header_size = std::stoul(length);
+    ASSERT_LE(header_size, res->body.size());
+    const json header = json::parse(res->body.substr(0, header_size), nullptr, false);
+    ASSERT_TRUE(header.is_object()) << res->body.substr(0, header_size);
+    const json& out = header["outputs"][0];
+    EXPECT_EQ(out["name"], "logits");
+    EXPECT_EQ(out["shape"], json::array({1, 10}));
+    EXPECT_EQ(out["datatype"], "FP32");
+    EXPECT_FALSE(out.contains("data"));
+    ASSERT_EQ(out["parameters"]["binary_data_size"], 40);
+    ASSERT_EQ(res->body.size(), header_size + 40);
+    std::vector<float> values(10);
+    std::memcpy(values.data(), res->body.data() + header_size, 40);
+    for (std::size_t k = 0; k < 10; ++k) EXPECT_FLOAT_EQ(values[k], expected[k].get<float>());
+    EXPECT_EQ(header["parameters"]["top1_class"], ParseBody(plain)["parameters"]["top1_class"]);
+  }
+  json wrong = plain_request;
+  wrong["parameters"] = {{"binary_data_output", 1}};
+  auto res = InferJson(wrong);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(res->body.find("binary_data_output"), std::string::npos) << res->body;
+  wrong = plain_request;
+  wrong["outputs"] = {{{"name", "logits"}, {"parameters", {{"binary_data", "yes"}}}}};
+  res = InferJson(wrong);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(
+      ParseBody(res)["error"].get<std::string>().find("\"binary_data\" must be true or false"),
+      std::string::npos)
+      << res->body;
+  wrong = plain_request;
+  wrong["parameters"] = json::array();
+  res = InferJson(wrong);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_NE(ParseBody(res)["error"].get<std::string>().find("\"parameters\" must be an object"),
+            std::string::npos)
+      << res->body;
 }
 
 // A POSIX shared memory object the test owns: created fresh, unlinked at the end.
@@ -414,9 +477,9 @@ TEST_F(LocalApiDigits, SharedMemoryInputsMatchJsonTensors) {
   ASSERT_EQ(res->status, 200) << res->body;
   res = client_->Get("/v2/systemsharedmemory/status");
   ASSERT_TRUE(res);
-  EXPECT_EQ(ParseBody(res),
-            json::array({{{"name", "frames"}, {"key", shm.key()}, {"offset", 8},
-                          {"byte_size", bytes}}}));
+  EXPECT_EQ(
+      ParseBody(res),
+      json::array({{{"name", "frames"}, {"key", shm.key()}, {"offset", 8}, {"byte_size", bytes}}}));
   res = client_->Get("/v2");
   ASSERT_TRUE(res);
   EXPECT_NE(res->body.find("system_shared_memory"), std::string::npos) << res->body;
@@ -455,9 +518,9 @@ TEST_F(LocalApiDigits, SharedMemoryInputsMatchJsonTensors) {
       {{"name", "logits"}, {"parameters", {{"shared_memory_region", "frames"}}}}};
   expect_error(InferJson(shm_output), 400, "output to shared memory is not supported");
   const std::string reg = "/v2/systemsharedmemory/region/other/register";
-  expect_error(post("/v2/systemsharedmemory/region/frames/register",
-                    {{"key", shm.key()}, {"byte_size", 4}}),
-               400, "already registered");
+  expect_error(
+      post("/v2/systemsharedmemory/region/frames/register", {{"key", shm.key()}, {"byte_size", 4}}),
+      400, "already registered");
   expect_error(post(reg, {{"key", "/../../etc/passwd"}, {"byte_size", 4}}), 400, "key");
   expect_error(post(reg, {{"key", "etc"}, {"byte_size", 4}}), 400, "key");
   expect_error(post(reg, {{"key", "/edgefleet-test-missing"}, {"byte_size", 4}}), 400,
@@ -500,8 +563,7 @@ TEST(LocalApiSharedMemory, RegionLimitAndTheOffSwitch) {
     auto client = served.Client();
     auto reg = [&](const std::string& name) {
       return client->Post(("/v2/systemsharedmemory/region/" + name + "/register").c_str(),
-                          json{{"key", shm.key()}, {"byte_size", 1024}}.dump(),
-                          "application/json");
+                          json{{"key", shm.key()}, {"byte_size", 1024}}.dump(), "application/json");
     };
     auto res = reg("a");
     ASSERT_TRUE(res);
