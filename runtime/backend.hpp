@@ -32,14 +32,24 @@ struct OperatorSupport {
   int max_opset = 1;
 };
 
+// A node shape the backend cannot run safely although it runs the operator: at most
+// `max_outputs` non-empty outputs for `op` (e.g. OpenCV 4.6's Dropout with its mask output).
+struct OutputLimit {
+  std::string domain;  // "" for ai.onnx
+  std::string op;
+  std::size_t max_outputs = 1;
+  std::string why;
+};
+
 struct BackendCapabilities {
-  std::string name;             // "opencv"
-  manifests::SemVer version;    // of the backend library, e.g. 4.6.0
+  std::string name;                  // "opencv"
+  manifests::SemVer version;         // of the backend library, e.g. 4.6.0
   std::vector<std::string> formats;  // "onnx"
-  int min_opset = 1;            // default-domain opsets the backend imports
+  int min_opset = 1;                 // default-domain opsets the backend imports
   int max_opset = 1;
   std::vector<OperatorSupport> operators;
-  std::vector<std::string> targets;  // "cpu"
+  std::vector<OutputLimit> output_limits;  // checked per node by CheckGraph and at load
+  std::vector<std::string> targets;        // "cpu"
 
   // True when `op` of `domain` is claimed at `opset`.
   bool Supports(std::string_view domain, std::string_view op, int opset) const;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <exception>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <new>
 #include <optional>
@@ -169,6 +170,58 @@ std::optional<std::string> NewerThanLibonnx(const onnx::ModelProto& model) {
   return std::nullopt;
 }
 
+GraphNode ToGraphNode(const onnx::NodeProto& node) {
+  GraphNode out;
+  out.name = node.name();
+  out.domain = std::string(NormalizeDomain(node.domain()));
+  out.op_type = node.op_type();
+  // An empty input or output name is ONNX's way of leaving out an optional one; it is not there.
+  auto present = [](const auto& names) {
+    return static_cast<std::size_t>(
+        std::count_if(names.begin(), names.end(), [](const auto& name) { return !name.empty(); }));
+  };
+  out.input_count = present(node.input());
+  out.output_count = present(node.output());
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<GraphNode>> OnnxNodes(std::string_view model_bytes, std::string_view source) {
+  if (model_bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+    return Fail(ErrorCode::kLimit, std::string(source) + ": over protobuf's 2 GiB limit");
+  }
+  onnx::ModelProto model;
+  if (!model.ParseFromArray(model_bytes.data(), static_cast<int>(model_bytes.size()))) {
+    return Fail(ErrorCode::kParse, std::string(source) + ": not an ONNX model (bad protobuf)");
+  }
+  std::vector<GraphNode> nodes;
+  for (const auto& node : model.graph().node()) nodes.push_back(ToGraphNode(node));
+  return nodes;
+}
+
+std::vector<std::string> OutputLimitProblems(const std::vector<GraphNode>& nodes,
+                                             const std::vector<OutputLimit>& limits,
+                                             std::string_view backend_label) {
+  std::vector<std::string> problems;
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    for (const auto& limit : limits) {
+      const GraphNode& node = nodes[i];
+      if (node.domain != limit.domain || node.op_type != limit.op ||
+          node.output_count <= limit.max_outputs) {
+        continue;
+      }
+      problems.push_back(DescribeNode(node, i) + ": " + OperatorKey(node.domain, node.op_type) +
+                         " with " + std::to_string(node.output_count) +
+                         " outputs is not supported by " + std::string(backend_label) +
+                         " (at most " + std::to_string(limit.max_outputs) + ": " + limit.why + ")");
+    }
+  }
+  return problems;
+}
+
+namespace {
+
 Result<GraphInfo> Describe(const onnx::ModelProto& model, const std::string& file) {
   GraphInfo info;
   info.ir_version = model.ir_version();
@@ -176,16 +229,7 @@ Result<GraphInfo> Describe(const onnx::ModelProto& model, const std::string& fil
     info.opset_imports[std::string(NormalizeDomain(import.domain()))] = import.version();
   }
   const auto& graph = model.graph();
-  for (const auto& node : graph.node()) {
-    GraphNode out;
-    out.name = node.name();
-    out.domain = std::string(NormalizeDomain(node.domain()));
-    out.op_type = node.op_type();
-    // An empty input name is ONNX's way of leaving out an optional input; it is not an input.
-    out.input_count = static_cast<std::size_t>(std::count_if(
-        node.input().begin(), node.input().end(), [](const auto& name) { return !name.empty(); }));
-    info.nodes.push_back(std::move(out));
-  }
+  for (const auto& node : graph.node()) info.nodes.push_back(ToGraphNode(node));
   std::set<std::string> initializers;
   for (const auto& init : graph.initializer()) initializers.insert(init.name());
   for (const auto& input : graph.input()) {
@@ -444,6 +488,9 @@ Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,
     unsupported.push_back(DescribeNode(node, i) + ": " + key + " at opset " +
                           std::to_string(opset) + " is not supported by " + label + " (" +
                           ClaimedOpsets(backend, node.domain, node.op_type) + ")");
+  }
+  for (auto& problem : OutputLimitProblems(graph.nodes, backend.output_limits, label)) {
+    unsupported.push_back(std::move(problem));
   }
   for (const auto& [key, count] : refused_per_op) {
     if (count > kMaxNodesNamedPerOp) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "manifests/manifest.hpp"
@@ -38,7 +39,18 @@ struct GraphNode {
   std::string domain;  // "" for ai.onnx
   std::string op_type;
   std::size_t input_count = 0;
+  std::size_t output_count = 0;  // non-empty outputs
 };
+
+// The main graph's nodes of an ONNX model in memory, without the checker (which InspectOnnx runs):
+// for a backend's own checks at load. kParse when the bytes are not a ModelProto.
+Result<std::vector<GraphNode>> OnnxNodes(std::string_view model_bytes, std::string_view source);
+
+// The nodes of `graph` that break one of `limits`, one message each ("node 'd' (#0): Dropout with
+// 2 outputs ..."), for CheckGraph and for backends that check at load.
+std::vector<std::string> OutputLimitProblems(const std::vector<GraphNode>& nodes,
+                                             const std::vector<OutputLimit>& limits,
+                                             std::string_view backend_label);
 
 struct GraphInfo {
   std::int64_t ir_version = 0;

@@ -22,12 +22,13 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/compat.hpp"
+
 namespace edgefleet::runtime {
 namespace {
 
 // cv::Mat takes at most 32 dimensions (CV_MAX_DIM, from the C API headers).
 constexpr int kMaxRank = 32;
-
 
 // The default-domain opsets we claim. OpenCV 4.6's ONNX importer has no opset gate: it logs the
 // model's opset and imports any number (measured: the digits model relabelled opset 1, 7, 9, 13,
@@ -240,6 +241,17 @@ std::vector<std::int64_t> OutputShape(const cv::Mat& m, const std::vector<std::i
 // one copy of the weights per net, so a model too large to hold twice is loaded with
 // parallel_runs = 1, which is exactly the locked design. The free list replaces one mutex per
 // net with try_lock polling: a waiting request sleeps and is woken by the first net returned.
+// Operators OpenCV 4.6 runs, but not with every output ONNX allows. Found by running ONNX's
+// conformance cases under valgrind (tests/runtime/op_table_test.cpp runs them all).
+const std::vector<OutputLimit>& OutputLimits() {
+  static const std::vector<OutputLimit> limits = {
+      {"", "Dropout", 1,
+       "OpenCV imports Dropout as a pass-through layer with one input per output and writes past "
+       "its buffers for the mask output (libonnx-testdata test_dropout_default_mask)"},
+  };
+  return limits;
+}
+
 class OpenCvSession final : public Session {
  public:
   static Result<std::unique_ptr<Session>> Create(const std::filesystem::path& model_file,
@@ -267,6 +279,20 @@ class OpenCvSession final : public Session {
     }
     for (const auto& out : session->outputs_) session->output_names_.push_back(out.name);
     EF_ASSIGN_OR_RETURN(const std::string bytes, ReadModelFile(model_file));
+    // Node shapes OpenCV imports but cannot run safely are refused before OpenCV sees them, on
+    // every load path (the agent has refused them in CheckGraph already; this also covers
+    // parity runs and the conformance measurement, which load directly).
+    // Bytes that are not a ModelProto are left to OpenCV's importer, which refuses them.
+    auto nodes = OnnxNodes(bytes, where);
+    if (auto problems = nodes ? OutputLimitProblems(*nodes, OutputLimits(), "opencv " CV_VERSION)
+                              : std::vector<std::string>();
+        !problems.empty()) {
+      std::string message = where + ": ";
+      for (std::size_t i = 0; i < problems.size(); ++i) {
+        message += (i == 0 ? "" : "; ") + problems[i];
+      }
+      return Fail(ErrorCode::kUnsupported, message);
+    }
 
     ApplyThreads(options.threads);
     try {
@@ -392,10 +418,9 @@ class OpenCvSession final : public Session {
       auto valid = t.Validate();
       if (!valid) return Fail(ErrorCode::kInvalidArgument, what() + ": " + valid.error().message);
       if (t.shape.size() > static_cast<std::size_t>(kMaxRank)) {
-        return Fail(ErrorCode::kInvalidArgument, what() + ": rank " +
-                                                     std::to_string(t.shape.size()) +
-                                                     " is more than opencv's " +
-                                                     std::to_string(kMaxRank));
+        return Fail(ErrorCode::kInvalidArgument,
+                    what() + ": rank " + std::to_string(t.shape.size()) +
+                        " is more than opencv's " + std::to_string(kMaxRank));
       }
       std::array<int, kMaxRank> sizes{};
       int rank = 0;
@@ -489,6 +514,7 @@ class OpenCvBackend final : public Backend {
     caps_.min_opset = kMinOpset;
     caps_.max_opset = kMaxOpset;
     caps_.targets = {"cpu"};
+    caps_.output_limits = OutputLimits();
     caps_.operators = std::vector<OperatorSupport>{
 #include "runtime/opencv/supported_ops.inc"
     };

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "manifests/json_fields.hpp"
+#include "runtime/compat.hpp"
+#include "runtime/node_cases.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace edgefleet::runtime {
@@ -354,6 +356,30 @@ TEST_P(Concurrency, FourThreadsMatchSerial) {
 }
 
 INSTANTIATE_TEST_SUITE_P(PoolSizes, Concurrency, ::testing::Values(1, 2, 4));
+
+// OpenCV 4.6 writes past its buffers when a Dropout node has its mask output (valgrind on the
+// conformance case below: an invalid write of 4 bytes after a 96-byte blob; in the test process it
+// crashed once the heap layout changed). The backend refuses such a node before OpenCV imports it,
+// naming the node, and the agent's graph check refuses it before loading (CheckGraph).
+TEST(OpenCvBackend, RefusesDropoutWithItsMaskBeforeOpenCvRunsIt) {
+  auto backend = MakeBackend();
+  const std::filesystem::path node_dir = EDGEFLEET_ONNX_TESTDATA_DIR "/node";
+  auto masked = RunNodeCase(*backend, node_dir / "test_dropout_default_mask");
+  EXPECT_EQ(masked.outcome, NodeCaseOutcome::kLoadFailed) << masked.detail;
+  EXPECT_NE(masked.detail.find("Dropout with 2 outputs is not supported by opencv 4.6.0"),
+            std::string::npos)
+      << masked.detail;
+  // Without the mask the same operator runs and matches.
+  auto plain = RunNodeCase(*backend, node_dir / "test_dropout_default");
+  EXPECT_EQ(plain.outcome, NodeCaseOutcome::kPass) << plain.detail;
+
+  GraphNode two{"drop", "", "Dropout", 1, 2};
+  GraphNode one{"", "", "Dropout", 1, 1};
+  const auto problems =
+      OutputLimitProblems({one, two}, backend->capabilities().output_limits, "opencv 4.6.0");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].rfind("node 'drop' (#1): Dropout with 2 outputs", 0), 0u) << problems[0];
+}
 
 }  // namespace
 }  // namespace edgefleet::runtime
