@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "deploy/commands.hpp"
+#include "deploy/http_listen.hpp"
 #include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {
@@ -525,7 +526,7 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
                                     " (address in use, or not an address of this host)");
   }
   impl->port = bound;
-  impl->thread = std::thread([self] { self->server.listen_after_bind(); });
+  EF_ASSIGN_OR_RETURN(impl->thread, ListenInBackground(self->server));
   return std::unique_ptr<CollectorHttp>(new CollectorHttp(std::move(impl)));
 }
 

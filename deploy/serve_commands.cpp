@@ -22,6 +22,7 @@
 
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
+#include "deploy/http_listen.hpp"
 #include "deploy/stop_signals.hpp"
 #include "manifests/log_value.hpp"
 
@@ -32,7 +33,6 @@ namespace fs = std::filesystem;
 using manifests::LogValue;
 
 constexpr std::size_t kChunkBytes = 64 * 1024;
-
 
 // An open regular file, closed in the destructor; shared by a response's content provider.
 class OpenFile final {
@@ -299,7 +299,7 @@ Status Serve(const ServeOptions& options) {
   if (port <= 0) {
     return Fail(ErrorCode::kIo, "--http: cannot listen on " + options.http);
   }
-  std::thread listener([&server] { server->listen_after_bind(); });
+  EF_ASSIGN_OR_RETURN(std::thread listener, ListenInBackground(*server));
   spdlog::info("event=serve_started http_port={} dir={} tls={}", port, LogValue(root.string()),
                options.tls_cert.empty() ? "off" : "on");
   // The port file comes last: whoever waits for it finds the server listening and its start
