@@ -228,6 +228,17 @@ std::vector<std::int64_t> OutputShape(const cv::Mat& m, const std::vector<std::i
   return shape;
 }
 
+// Operators OpenCV 4.6 runs, but not with every output ONNX allows. Found by running ONNX's
+// conformance cases under valgrind (tests/runtime/op_table_test.cpp runs them all).
+const std::vector<OutputLimit>& OutputLimits() {
+  static const std::vector<OutputLimit> limits = {
+      {"", "Dropout", 1,
+       "OpenCV imports Dropout as a pass-through layer with one input per output and writes past "
+       "its buffers for the mask output (libonnx-testdata test_dropout_default_mask)"},
+  };
+  return limits;
+}
+
 // How concurrent Run calls are served: a pool of `parallel_runs` nets, each a separate
 // cv::dnn::Net loaded from the same bytes. A request takes a free net from the free list (and
 // waits on the condition variable when all are busy), so no net is ever run by two threads, and
@@ -241,17 +252,6 @@ std::vector<std::int64_t> OutputShape(const cv::Mat& m, const std::vector<std::i
 // one copy of the weights per net, so a model too large to hold twice is loaded with
 // parallel_runs = 1, which is exactly the locked design. The free list replaces one mutex per
 // net with try_lock polling: a waiting request sleeps and is woken by the first net returned.
-// Operators OpenCV 4.6 runs, but not with every output ONNX allows. Found by running ONNX's
-// conformance cases under valgrind (tests/runtime/op_table_test.cpp runs them all).
-const std::vector<OutputLimit>& OutputLimits() {
-  static const std::vector<OutputLimit> limits = {
-      {"", "Dropout", 1,
-       "OpenCV imports Dropout as a pass-through layer with one input per output and writes past "
-       "its buffers for the mask output (libonnx-testdata test_dropout_default_mask)"},
-  };
-  return limits;
-}
-
 class OpenCvSession final : public Session {
  public:
   static Result<std::unique_ptr<Session>> Create(const std::filesystem::path& model_file,
@@ -433,7 +433,7 @@ class OpenCvSession final : public Session {
       }
       if (rank == 0) sizes[static_cast<std::size_t>(rank++)] = 1;  // a scalar; no rank-0 Mat
       try {
-        if (t.dtype == DType::kFloat32) {
+        if (t.dtype == DType::kFloat32 && !t.data.empty()) {
           // No copy: a header over the caller's data. setInput only reads it (it copies into the
           // net's own input buffer), and the tensor outlives the Run that reads it.
           blobs.emplace_back(rank, sizes.data(), CV_32F,
