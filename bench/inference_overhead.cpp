@@ -150,8 +150,11 @@ int main(int argc, char** argv) {
   const std::string shm_key = "/edgefleet-bench-" + std::to_string(::getpid());
   const std::size_t input_bytes = count * sizeof(float);
   const int shm_fd = ::shm_open(shm_key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-  if (shm_fd < 0 || ::ftruncate(shm_fd, static_cast<off_t>(input_bytes)) != 0) {
-    return Fail("cannot create shared memory " + shm_key);
+  if (shm_fd < 0) return Fail("cannot create shared memory " + shm_key);
+  if (::ftruncate(shm_fd, static_cast<off_t>(input_bytes)) != 0) {
+    ::close(shm_fd);
+    ::shm_unlink(shm_key.c_str());
+    return Fail("cannot size shared memory " + shm_key);
   }
   void* shm_map = ::mmap(nullptr, input_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, shm_fd, 0);
   ::close(shm_fd);
