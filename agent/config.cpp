@@ -181,7 +181,14 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
   }
 
   if (const json* w = r.Object(doc, "watch", "watch", false)) {
-    r.RejectUnknown(*w, {"max_extension_factor"}, "watch");
+    r.RejectUnknown(*w, {"max_extension_factor", "min_p95_increase_ms"}, "watch");
+    if (auto v = r.Number(*w, "min_p95_increase_ms", "watch.min_p95_increase_ms", false)) {
+      if (*v < 0 || *v > 60000)
+        r.Problem("watch.min_p95_increase_ms",
+                  "expected a number in [0, 60000], found " + std::to_string(*v));
+      else
+        config.watch.min_p95_increase_ms = *v;
+    }
     if (auto v = r.Number(*w, "max_extension_factor", "watch.max_extension_factor", false)) {
       if (*v < 1 || *v > 1000)
         r.Problem("watch.max_extension_factor",

@@ -48,6 +48,8 @@ struct RuntimeConfig {
 
 struct WatchConfig {
   double max_extension_factor = 10;
+  // A p95 latency breach also needs the candidate this many ms above the previous model.
+  double min_p95_increase_ms = 1.0;
 };
 
 // The fleet link (issue 5): MQTT for status, telemetry, events and desired state. Off when host

@@ -658,6 +658,16 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
   return result;
 }
 
+std::optional<std::string> LatencyBreach(double p95_ms, double previous_p95_ms, double factor,
+                                         double min_increase_ms) {
+  if (p95_ms <= factor * previous_p95_ms || p95_ms - previous_p95_ms < min_increase_ms) {
+    return std::nullopt;
+  }
+  return fmt::format("p95 latency {} ms > {} x previous {} ms (and {} ms above it, floor {} ms)",
+                     Fmt(p95_ms), Fmt(factor), Fmt(previous_p95_ms),
+                     Fmt(p95_ms - previous_p95_ms), Fmt(min_increase_ms));
+}
+
 std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
   const std::string& model = run.dep.request.model;
   const std::string& version = run.dep.request.version;
@@ -715,10 +725,12 @@ std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
       if (error_rate > policy.max_error_rate) {
         breach = fmt::format("server-error rate {} > {}", Fmt(error_rate),
                              Fmt(policy.max_error_rate));
-      } else if (previous_p95 && lat.count > 0 &&
-                 lat.p95 > policy.max_p95_latency_factor * *previous_p95) {
-        breach = fmt::format("p95 latency {} ms > {} x previous {} ms", Fmt(lat.p95),
-                             Fmt(policy.max_p95_latency_factor), Fmt(*previous_p95));
+      } else if (auto slow = previous_p95 && lat.count > 0
+                                 ? LatencyBreach(lat.p95, *previous_p95,
+                                                 policy.max_p95_latency_factor,
+                                                 ctx_.config->watch.min_p95_increase_ms)
+                                 : std::nullopt) {
+        breach = *slow;
       } else if (policy.min_online_accuracy && labeled >= 10 &&
                  accuracy < *policy.min_online_accuracy) {
         breach = fmt::format("online accuracy {} < {} ({} of {} labeled)", Fmt(accuracy),

@@ -65,6 +65,13 @@ const std::vector<TransitionRule>& TransitionTable();
 // The next state, or nullopt when the table has no such move.
 std::optional<DeploymentState> NextState(DeploymentState from, Event event);
 
+// The watch's latency rule: a breach when the candidate's p95 is above `factor` x the previous
+// model's AND at least `min_increase_ms` above it. The floor keeps scheduler noise on a
+// sub-millisecond model (0.2 ms -> 0.5 ms is 2.5x) from rolling back a good candidate. Returns
+// the breach text, or nullopt.
+std::optional<std::string> LatencyBreach(double p95_ms, double previous_p95_ms, double factor,
+                                         double min_increase_ms);
+
 // Maps the updater's slot enum to the runtime's and back.
 runtime::Slot ToRuntimeSlot(updater::Slot slot);
 

@@ -24,6 +24,7 @@ TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
   EXPECT_EQ(c->download.reserve_bytes, 67108864);
   EXPECT_EQ(c->runtime.parallel_runs, 2);
   EXPECT_DOUBLE_EQ(c->watch.max_extension_factor, 10);
+  EXPECT_DOUBLE_EQ(c->watch.min_p95_increase_ms, 1.0);
 }
 
 TEST(ConfigTest, FullExample) {
@@ -36,12 +37,13 @@ TEST(ConfigTest, FullExample) {
               "backoff_initial_ms": 500, "backoff_max_ms": 30000,
               "ca_file": "ca.pem", "client_cert": "", "client_key": ""},
  "runtime": {"threads": 1, "parallel_runs": 2},
- "watch": {"max_extension_factor": 10}})",
+ "watch": {"max_extension_factor": 10, "min_p95_increase_ms": 2.5}})",
                        kPath);
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->groups, std::vector<std::string>{"lab"});
   EXPECT_EQ(c->api.port, 8000);
   EXPECT_FALSE(c->api.shared_memory);
+  EXPECT_DOUBLE_EQ(c->watch.min_p95_increase_ms, 2.5);
   EXPECT_EQ(c->desired_state.file, "/etc/edgefleet/desired.json");
   EXPECT_EQ(c->desired_state.poll_ms, 250);
   EXPECT_EQ(c->download.ca_file, "/etc/edgefleet/ca.pem");
@@ -50,7 +52,8 @@ TEST(ConfigTest, FullExample) {
 
 TEST(ConfigTest, EveryProblemWithItsPath) {
   auto c = ParseConfig(R"({"fleet":"demo","state_dir":"s","trust_root":"r","colour":1,
-    "api":{"port":70000,"tls":true,"shared_memory":"yes"},"download":{"max_attempts":0},
+    "api":{"port":70000,"tls":true,"shared_memory":"yes"},
+    "watch":{"min_p95_increase_ms":-1},"download":{"max_attempts":0},
     "desired_state":{"file":"a","url":"http://x/y"},"backends":["tflite"]})",
                        kPath);
   ASSERT_FALSE(c);
@@ -60,6 +63,9 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
   EXPECT_NE(m.find("colour: unknown field"), std::string::npos) << m;
   EXPECT_NE(m.find("api.tls: unknown field"), std::string::npos) << m;
   EXPECT_NE(m.find("api.shared_memory"), std::string::npos) << m;
+  EXPECT_NE(m.find("watch.min_p95_increase_ms: expected a number in [0, 60000]"),
+            std::string::npos)
+      << m;
   EXPECT_NE(m.find("api.port: expected an integer in [0, 65535], found 70000"), std::string::npos)
       << m;
   EXPECT_NE(m.find("download.max_attempts"), std::string::npos) << m;

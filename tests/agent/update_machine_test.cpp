@@ -1,6 +1,7 @@
 #include "agent/update_machine.hpp"
 
 #include <set>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -55,6 +56,20 @@ TEST(TransitionTableTest, TableIsAFunctionAndLeavesTerminalStatesAlone) {
     EXPECT_FALSE(updater::IsTerminal(rule.from)) << updater::ToString(rule.from);
     EXPECT_NE(ToString(rule.event), "unknown");
   }
+}
+
+// The watch's latency rule needs both the factor and the absolute floor: a sub-millisecond model
+// whose p95 doubles on scheduler noise is not rolled back, a real slowdown is.
+TEST(LatencyBreachTest, FactorAndFloorMustBothBeExceeded) {
+  EXPECT_FALSE(LatencyBreach(0.5, 0.2, 2.0, 1.0));   // 2.5x, but only 0.3 ms more
+  EXPECT_FALSE(LatencyBreach(30.0, 20.0, 2.0, 1.0));  // 10 ms more, but only 1.5x
+  EXPECT_FALSE(LatencyBreach(2.0, 1.0, 2.0, 0.5));    // exactly the factor is not above it
+  auto slow = LatencyBreach(2.5, 0.2, 2.0, 1.0);
+  ASSERT_TRUE(slow);
+  EXPECT_NE(slow->find("p95 latency 2.5 ms > 2 x previous 0.2 ms"), std::string::npos) << *slow;
+  EXPECT_NE(slow->find("floor 1 ms"), std::string::npos) << *slow;
+  EXPECT_TRUE(LatencyBreach(45.0, 20.0, 2.0, 1.0));
+  EXPECT_TRUE(LatencyBreach(0.5, 0.2, 2.0, 0.0));  // floor 0: the factor alone, as before
 }
 
 }  // namespace
