@@ -3,6 +3,7 @@
 #include <fstream>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +36,21 @@ void ReadInt(FieldReader& r, const json& obj, std::string_view key, std::string_
   if (*v < min || *v > max) {
     r.Problem(path, "expected an integer in [" + std::to_string(min) + ", " + std::to_string(max) +
                         "], found " + std::to_string(*v));
+    return;
+  }
+  out = *v;
+}
+
+// Reads an optional number within [min, max] into `out` (keeps the default when absent).
+void ReadNumber(FieldReader& r, const json& obj, std::string_view key, std::string_view parent,
+                double min, double max, double& out) {
+  const std::string path = Child(parent, key);
+  auto v = r.Number(obj, key, path, /*required=*/false);
+  if (!v) return;
+  if (*v < min || *v > max) {
+    std::ostringstream text;  // 2.5 and 1000 as written, not 2.500000
+    text << "expected a number in [" << min << ", " << max << "], found " << *v;
+    r.Problem(path, text.str());
     return;
   }
   out = *v;
@@ -182,20 +198,8 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
 
   if (const json* w = r.Object(doc, "watch", "watch", false)) {
     r.RejectUnknown(*w, {"max_extension_factor", "min_p95_increase_ms"}, "watch");
-    if (auto v = r.Number(*w, "min_p95_increase_ms", "watch.min_p95_increase_ms", false)) {
-      if (*v < 0 || *v > 60000)
-        r.Problem("watch.min_p95_increase_ms",
-                  "expected a number in [0, 60000], found " + std::to_string(*v));
-      else
-        config.watch.min_p95_increase_ms = *v;
-    }
-    if (auto v = r.Number(*w, "max_extension_factor", "watch.max_extension_factor", false)) {
-      if (*v < 1 || *v > 1000)
-        r.Problem("watch.max_extension_factor",
-                  "expected a number in [1, 1000], found " + std::to_string(*v));
-      else
-        config.watch.max_extension_factor = *v;
-    }
+    ReadNumber(r, *w, "min_p95_increase_ms", "watch", 0, 60000, config.watch.min_p95_increase_ms);
+    ReadNumber(r, *w, "max_extension_factor", "watch", 1, 1000, config.watch.max_extension_factor);
   }
 
   if (const json* mq = r.Object(doc, "mqtt", "mqtt", false)) {

@@ -53,7 +53,7 @@ TEST(ConfigTest, FullExample) {
 TEST(ConfigTest, EveryProblemWithItsPath) {
   auto c = ParseConfig(R"({"fleet":"demo","state_dir":"s","trust_root":"r","colour":1,
     "api":{"port":70000,"tls":true,"shared_memory":"yes"},
-    "watch":{"min_p95_increase_ms":-1},"download":{"max_attempts":0},
+    "watch":{"min_p95_increase_ms":-1,"max_extension_factor":0.5},"download":{"max_attempts":0},
     "desired_state":{"file":"a","url":"http://x/y"},"backends":["tflite"]})",
                        kPath);
   ASSERT_FALSE(c);
@@ -63,7 +63,10 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
   EXPECT_NE(m.find("colour: unknown field"), std::string::npos) << m;
   EXPECT_NE(m.find("api.tls: unknown field"), std::string::npos) << m;
   EXPECT_NE(m.find("api.shared_memory"), std::string::npos) << m;
-  EXPECT_NE(m.find("watch.min_p95_increase_ms: expected a number in [0, 60000]"),
+  EXPECT_NE(m.find("watch.min_p95_increase_ms: expected a number in [0, 60000], found -1"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("watch.max_extension_factor: expected a number in [1, 1000], found 0.5"),
             std::string::npos)
       << m;
   EXPECT_NE(m.find("api.port: expected an integer in [0, 65535], found 70000"), std::string::npos)
