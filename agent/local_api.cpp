@@ -509,6 +509,8 @@ struct LocalApi::Impl {
                       const httplib::ContentReader& reader);
   void HandleRegister(const httplib::Request& req, httplib::Response& res,
                       const httplib::ContentReader& reader);
+  // A request's JSON, after the depth check (the parser recurses once per level).
+  std::optional<HttpError> ParseJson(std::string_view text, json* doc) const;
   std::optional<HttpError> ReadBody(const httplib::Request& req, httplib::Response& res,
                                     const httplib::ContentReader& reader, std::string* body) const;
   std::string Metrics() const;
@@ -623,6 +625,15 @@ void LocalApi::Impl::HandleModelReady(const httplib::Request& req, httplib::Resp
   Reply(res, 200, {{"name", name}, {"version", instance->version.ToString()}, {"ready", true}});
 }
 
+std::optional<HttpError> LocalApi::Impl::ParseJson(std::string_view text, json* doc) const {
+  if (!JsonDepthWithin(text, options.max_json_depth)) {
+    return HttpError{400, fmt::format("JSON nested deeper than {} levels", options.max_json_depth)};
+  }
+  *doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc->is_discarded()) return HttpError{400, "malformed JSON"};
+  return std::nullopt;
+}
+
 std::optional<HttpError> LocalApi::Impl::ReadBody(const httplib::Request& req,
                                                   httplib::Response& res,
                                                   const httplib::ContentReader& reader,
@@ -724,11 +735,8 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
       json_text = std::string_view(body).substr(0, length);
       binary = std::string_view(body).substr(length);
     }
-    if (!JsonDepthWithin(json_text, options.max_json_depth)) {
-      return fail(400, fmt::format("JSON nested deeper than {} levels", options.max_json_depth));
-    }
-    json doc = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-    if (doc.is_discarded()) return fail(400, "malformed JSON");
+    json doc;
+    if (auto error = ParseJson(json_text, &doc)) return fail(error->status, error->message);
     if (!doc.is_object()) return fail(400, "the request must be a JSON object");
     if (auto it = doc.find("id"); it != doc.end()) {
       if (!it->is_string() || !IsUsableRequestId(it->get_ref<const std::string&>())) {
@@ -1032,10 +1040,8 @@ void LocalApi::Impl::HandleRegister(const httplib::Request& req, httplib::Respon
   if (auto error = ReadBody(req, res, reader, &body)) {
     return ReplyError(res, error->status, error->message);
   }
-  if (!JsonDepthWithin(body, options.max_json_depth)) {
-    return ReplyError(res, 400, "malformed JSON");
-  }
-  const json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  json doc;
+  if (auto error = ParseJson(body, &doc)) return ReplyError(res, error->status, error->message);
   auto key = doc.is_object() ? doc.find("key") : doc.end();
   auto size = doc.is_object() ? doc.find("byte_size") : doc.end();
   auto offset = doc.is_object() ? doc.find("offset") : doc.end();
@@ -1065,11 +1071,9 @@ void LocalApi::Impl::HandleFeedback(const httplib::Request& req, httplib::Respon
   if (auto error = ReadBody(req, res, reader, &body)) {
     return ReplyError(res, error->status, error->message);
   }
-  if (!JsonDepthWithin(body, options.max_json_depth)) {
-    return ReplyError(res, 400, "JSON nested too deep");
-  }
-  json doc = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) {
+  json doc;
+  if (auto error = ParseJson(body, &doc)) return ReplyError(res, error->status, error->message);
+  if (!doc.is_object()) {
     return ReplyError(res, 400, "the request must be a JSON object");
   }
   auto id = doc.find("id");

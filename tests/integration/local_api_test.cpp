@@ -528,6 +528,10 @@ TEST_F(LocalApiDigits, SharedMemoryInputsMatchJsonTensors) {
   expect_error(post(reg, {{"key", shm.key()}, {"offset", 8}, {"byte_size", bytes + 1}}), 400,
                "passes the end");
   expect_error(post(reg, {{"key", shm.key()}, {"byte_size", -1}}), 400, "expected {\"key\"");
+  expect_error(client_->Post(reg.c_str(), "{\"key\":", "application/json"), 400, "malformed JSON");
+  expect_error(client_->Post(reg.c_str(), std::string(40, '[') + std::string(40, ']'),
+                             "application/json"),
+               400, "JSON nested deeper than 32 levels");
   expect_error(post("/v2/systemsharedmemory/region/bad%20name/register",
                     {{"key", shm.key()}, {"byte_size", 4}}),
                400, "region name");
