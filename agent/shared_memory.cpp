@@ -79,7 +79,9 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
   auto region = std::make_shared<Region>();
   region->info = {name, key, offset, byte_size};
   // Read-only: the agent never writes a client's memory. glibc adds O_NOFOLLOW and O_CLOEXEC.
-  region->fd = ::shm_open(key.c_str(), O_RDONLY, 0);
+  // O_NONBLOCK: a FIFO someone made under /dev/shm would otherwise hold this worker in open()
+  // until a writer came; it opens at once and fails the regular-file check below.
+  region->fd = ::shm_open(key.c_str(), O_RDONLY | O_NONBLOCK, 0);
   if (region->fd < 0) {
     const int err = errno;
     return Fail(

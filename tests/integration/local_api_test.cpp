@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -527,6 +528,12 @@ TEST_F(LocalApiDigits, SharedMemoryInputsMatchJsonTensors) {
                "cannot open shared memory /edgefleet-test-missing");
   expect_error(post(reg, {{"key", shm.key()}, {"offset", 8}, {"byte_size", bytes + 1}}), 400,
                "passes the end");
+  // A FIFO under /dev/shm: refused at once (opening it blocking would hold a worker until a
+  // writer came, and this request would time out).
+  const std::string fifo = shm.key() + "-fifo";
+  ASSERT_EQ(::mkfifo(("/dev/shm" + fifo).c_str(), 0600), 0) << std::strerror(errno);
+  expect_error(post(reg, {{"key", fifo}, {"byte_size", 4}}), 400, "is not a shared memory object");
+  ::unlink(("/dev/shm" + fifo).c_str());
   expect_error(post(reg, {{"key", shm.key()}, {"byte_size", -1}}), 400, "expected {\"key\"");
   expect_error(client_->Post(reg.c_str(), "{\"key\":", "application/json"), 400, "malformed JSON");
   expect_error(client_->Post(reg.c_str(), std::string(40, '[') + std::string(40, ']'),
