@@ -373,6 +373,15 @@ TEST(OpenCvBackend, RefusesDropoutWithItsMaskBeforeOpenCvRunsIt) {
   auto plain = RunNodeCase(*backend, node_dir / "test_dropout_default");
   EXPECT_EQ(plain.outcome, NodeCaseOutcome::kPass) << plain.detail;
 
+  // The agent's graph check (after download, before loading) names the node too.
+  auto graph = InspectOnnx(node_dir / "test_dropout_default_mask" / "model.onnx");
+  ASSERT_TRUE(graph) << graph.error().message;
+  auto checked = CheckGraph(*graph, manifests::Variant{}, backend->capabilities(), "masked");
+  ASSERT_FALSE(checked);
+  EXPECT_NE(checked.error().message.find("Dropout with 2 outputs is not supported by opencv"),
+            std::string::npos)
+      << checked.error().message;
+
   GraphNode two{"drop", "", "Dropout", 1, 2};
   GraphNode one{"", "", "Dropout", 1, 1};
   const auto problems =
