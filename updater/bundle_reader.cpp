@@ -8,6 +8,7 @@
 
 #include "manifests/bundle_layout.hpp"
 #include "manifests/crypto.hpp"
+#include "manifests/log_value.hpp"
 
 namespace edgefleet::updater {
 namespace {
@@ -16,7 +17,7 @@ using manifests::FileEntry;
 using manifests::kManifestFile;
 using manifests::kMaxManifestBytes;
 
-std::string Quote(std::string_view path) { return "'" + std::string(path) + "'"; }
+using manifests::QuoteName;
 
 // Counts the bytes on their way from the real source to the archive reader.
 class CountingSource final : public ByteSource {
@@ -39,22 +40,24 @@ class CountingSource final : public ByteSource {
 // bytes arrive.
 class BundleVisitor final : public EntryVisitor {
  public:
-  // Without `trust` only the manifest is read and parsed, unverified (ReadBundleManifest).
-  BundleVisitor(std::string_view source_name, const manifests::TrustRoot* trust, FileSink* sink)
-      : name_(source_name), trust_(trust), sink_(sink) {}
+  // Without `trust` the manifest is not verified (ReadBundleManifest); with `whole` false only
+  // the manifest is read (ReadBundleManifest, ReadVerifiedManifest).
+  BundleVisitor(std::string_view source_name, const manifests::TrustRoot* trust, bool whole,
+                FileSink* sink)
+      : name_(source_name), trust_(trust), whole_(whole), sink_(sink) {}
 
   Status BeginFile(std::string_view path, std::uint64_t size) override {
     payload_bytes_ += size;
     if (!manifest_) return BeginManifest(path, size);
     const auto it = index_.find(path);
     if (it == index_.end()) {
-      return Fail(ErrorCode::kIntegrity, name_ + ": extra file not in manifest: " + Quote(path));
+      return Fail(ErrorCode::kIntegrity, name_ + ": extra file not in manifest: " + QuoteName(path));
     }
     const FileEntry& entry = manifest_->files[it->second];
     // Refused here, before the data: an entry larger than signed is the endless-data attack.
     if (size != entry.size) {
       return Fail(ErrorCode::kIntegrity,
-                  name_ + ": entry " + Quote(path) + " is " + std::to_string(size) +
+                  name_ + ": entry " + QuoteName(path) + " is " + std::to_string(size) +
                       " bytes, the manifest declares " + std::to_string(entry.size));
     }
     current_ = it->second;
@@ -88,14 +91,14 @@ class BundleVisitor final : public EntryVisitor {
       if (ok && !sink_status) return sink_status;
     }
     if (!ok) {
-      return Fail(ErrorCode::kIntegrity, name_ + ": " + Quote(entry.path) + ": sha256 expected " +
+      return Fail(ErrorCode::kIntegrity, name_ + ": " + QuoteName(entry.path) + ": sha256 expected " +
                                              entry.sha256 + ", found " + found);
     }
     return Ok();
   }
 
-  // ReadBundleManifest needs nothing after manifest.json.
-  bool WantsMore() const override { return trust_ != nullptr || !manifest_; }
+  // ReadBundleManifest and ReadVerifiedManifest need nothing after manifest.json.
+  bool WantsMore() const override { return whole_ || !manifest_; }
 
   // After the whole archive: the manifest was there and nothing it lists is missing.
   Status Finish() const {
@@ -103,7 +106,7 @@ class BundleVisitor final : public EntryVisitor {
       return Fail(ErrorCode::kIntegrity,
                   name_ + ": no " + std::string(kManifestFile) + " (the archive holds no files)");
     }
-    if (trust_ == nullptr) return Ok();
+    if (!whole_) return Ok();
     std::size_t missing = 0;
     const FileEntry* first = nullptr;
     for (std::size_t i = 0; i < seen_.size(); ++i) {
@@ -112,7 +115,7 @@ class BundleVisitor final : public EntryVisitor {
       ++missing;
     }
     if (first == nullptr) return Ok();
-    std::string message = name_ + ": missing file listed in manifest: " + Quote(first->path);
+    std::string message = name_ + ": missing file listed in manifest: " + QuoteName(first->path);
     if (missing > 1) message += " (and " + std::to_string(missing - 1) + " more)";
     return Fail(ErrorCode::kIntegrity, std::move(message));
   }
@@ -135,7 +138,7 @@ class BundleVisitor final : public EntryVisitor {
   Status BeginManifest(std::string_view path, std::uint64_t size) {
     if (path != kManifestFile) {
       return Fail(ErrorCode::kIntegrity, name_ + ": " + std::string(kManifestFile) +
-                                             " must be the first entry, found " + Quote(path));
+                                             " must be the first entry, found " + QuoteName(path));
     }
     // Checked from the header, so an oversized manifest is never buffered.
     if (size > kMaxManifestBytes) {
@@ -185,6 +188,7 @@ class BundleVisitor final : public EntryVisitor {
 
   std::string name_;
   const manifests::TrustRoot* trust_;
+  bool whole_;
   FileSink* sink_;
 
   std::string manifest_text_;  // only manifest.json is buffered, and only up to its cap
@@ -202,10 +206,10 @@ class BundleVisitor final : public EntryVisitor {
 };
 
 Result<BundleContents> Run(ByteSource& source, std::string_view source_name,
-                           const manifests::TrustRoot* trust, const ArchiveLimits& limits,
-                           FileSink* sink) {
+                           const manifests::TrustRoot* trust, bool whole,
+                           const ArchiveLimits& limits, FileSink* sink) {
   CountingSource counting(source);
-  BundleVisitor visitor(source_name, trust, sink);
+  BundleVisitor visitor(source_name, trust, whole, sink);
   Status status = ReadSafeArchive(counting, limits, visitor, source_name);
   if (status) status = visitor.Finish();
   if (!status) {
@@ -220,20 +224,27 @@ Result<BundleContents> Run(ByteSource& source, std::string_view source_name,
 Result<BundleContents> VerifyBundle(ByteSource& source, std::string_view source_name,
                                     const manifests::TrustRoot& trust, const ArchiveLimits& limits,
                                     FileSink* sink) {
-  return Run(source, source_name, &trust, limits, sink);
+  return Run(source, source_name, &trust, true, limits, sink);
 }
 
 Result<BundleContents> VerifyBundleFile(const std::filesystem::path& path,
                                         const manifests::TrustRoot& trust,
                                         const ArchiveLimits& limits, FileSink* sink) {
   EF_ASSIGN_OR_RETURN(FileByteSource source, FileByteSource::Open(path));
-  return Run(source, path.filename().string(), &trust, limits, sink);
+  return Run(source, path.filename().string(), &trust, true, limits, sink);
 }
 
 Result<BundleContents> ReadBundleManifest(const std::filesystem::path& path,
                                           const ArchiveLimits& limits) {
   EF_ASSIGN_OR_RETURN(FileByteSource source, FileByteSource::Open(path));
-  return Run(source, path.filename().string(), nullptr, limits, nullptr);
+  return Run(source, path.filename().string(), nullptr, false, limits, nullptr);
+}
+
+Result<BundleContents> ReadVerifiedManifest(const std::filesystem::path& path,
+                                            const manifests::TrustRoot& trust,
+                                            const ArchiveLimits& limits) {
+  EF_ASSIGN_OR_RETURN(FileByteSource source, FileByteSource::Open(path));
+  return Run(source, path.filename().string(), &trust, false, limits, nullptr);
 }
 
 }  // namespace edgefleet::updater

@@ -59,4 +59,11 @@ Result<BundleContents> VerifyBundleFile(const std::filesystem::path& path,
 Result<BundleContents> ReadBundleManifest(const std::filesystem::path& path,
                                           const ArchiveLimits& limits = {});
 
+// Reads only manifest.json and checks its signatures against `trust` (release role) before the
+// body is interpreted, like VerifyBundle, without reading the files: what the agent learns from
+// a bundle (model name, version, sizes) before it writes anything on the bundle's behalf.
+Result<BundleContents> ReadVerifiedManifest(const std::filesystem::path& path,
+                                            const manifests::TrustRoot& trust,
+                                            const ArchiveLimits& limits = {});
+
 }  // namespace edgefleet::updater

@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "manifests/log_value.hpp"
 #include "manifests/semver.hpp"
 #include "manifests/sqlite_db.hpp"
 
@@ -49,7 +50,7 @@ constexpr std::array<std::pair<DeploymentState, std::string_view>, 13> kStateNam
     {DeploymentState::kAbandoned, "abandoned"},
 }};
 
-std::string Quote(std::string_view text) { return "'" + std::string(text) + "'"; }
+using manifests::QuoteName;
 
 }  // namespace
 
@@ -279,11 +280,11 @@ Result<Journal> Journal::Open(const std::filesystem::path& path) {
 }
 
 Result<ModelRecord> Journal::ReadModel(std::string_view model) const {
-  return SelectModel(impl_->db, model, "read model " + Quote(model));
+  return SelectModel(impl_->db, model, "read model " + QuoteName(model));
 }
 
 Result<Deployment> Journal::BeginDeployment(const DeploymentRequest& request) {
-  const std::string operation = "begin deployment " + Quote(request.model) + " " + request.version;
+  const std::string operation = "begin deployment " + QuoteName(request.model) + " " + request.version;
   if (request.model.empty()) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation, "model: empty name");
   }
@@ -445,7 +446,7 @@ Result<Deployment> Journal::Finish(std::int64_t id, DeploymentState to, std::str
 }
 
 Result<ModelRecord> Journal::RollBackToPrevious(std::string_view model) {
-  const std::string operation = "roll back " + Quote(model);
+  const std::string operation = "roll back " + QuoteName(model);
   EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(impl_->db, operation));
   {
     EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl_->db, operation,
@@ -519,7 +520,7 @@ Result<std::vector<Transition>> Journal::Transitions(std::int64_t id) const {
 }
 
 Result<std::optional<std::uint64_t>> Journal::LastSerial(std::string_view target) const {
-  const std::string operation = "read last serial of " + Quote(target);
+  const std::string operation = "read last serial of " + QuoteName(target);
   EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl_->db, operation,
                                                   "SELECT serial FROM serials WHERE target = ?1"));
   query.Bind(1, target);
@@ -531,7 +532,7 @@ Result<std::optional<std::uint64_t>> Journal::LastSerial(std::string_view target
 Result<Journal::SerialVerdict> Journal::AcceptSerial(std::string_view target,
                                                      std::uint64_t serial,
                                                      std::string_view digest) {
-  const std::string operation = "accept serial " + std::to_string(serial) + " for " + Quote(target);
+  const std::string operation = "accept serial " + std::to_string(serial) + " for " + QuoteName(target);
   if (serial > static_cast<std::uint64_t>(kMaxInt64)) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation, "serial above 2^63-1");
   }

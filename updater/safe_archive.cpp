@@ -14,74 +14,20 @@
 #include <utility>
 #include <vector>
 
+#include "manifests/log_value.hpp"
 #include "updater/utf8_locale.hpp"
 
 namespace edgefleet::updater {
 namespace {
+
+using manifests::IsValidUtf8;
+using manifests::QuoteName;
 
 // Large enough that libarchive's decompressors rarely wait on us, small enough that a box with
 // little RAM can read a multi-gigabyte bundle.
 constexpr std::size_t kReadBufferBytes = 256 * 1024;
 
 using ArchiveReader = std::unique_ptr<archive, decltype(&archive_read_free)>;
-
-// Quotes a path for a message. Control bytes are escaped so that a hostile name cannot forge
-// extra log lines, and over-long names are cut so the message stays readable.
-std::string Quote(std::string_view path) {
-  constexpr std::size_t kMaxShown = 120;
-  std::string out = "'";
-  for (std::size_t i = 0; i < path.size() && i < kMaxShown; ++i) {
-    const auto c = static_cast<unsigned char>(path[i]);
-    if (c < 0x20 || c == 0x7f) {
-      static constexpr char kHex[] = "0123456789abcdef";
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xf];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (path.size() > kMaxShown) out += "...";
-  out += "'";
-  return out;
-}
-
-// Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF.
-bool IsValidUtf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t len = 0;
-    std::uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xe0) == 0xc0) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
-}
 
 // Returns the normalised path, or why the path may never be unpacked. Directories may carry one
 // trailing '/', as tar writes them.
@@ -121,7 +67,7 @@ Result<std::string> NormalisePath(std::string_view raw, bool is_dir) {
 // What kind of entry this is, when it is one we refuse; nullopt for files and directories.
 std::optional<std::string> RefusedKind(archive_entry* entry) {
   if (const char* target = archive_entry_hardlink(entry); target != nullptr) {
-    return "hardlink (to " + Quote(target) + ")";
+    return "hardlink (to " + QuoteName(target) + ")";
   }
   switch (archive_entry_filetype(entry)) {
     case AE_IFREG:
@@ -129,7 +75,7 @@ std::optional<std::string> RefusedKind(archive_entry* entry) {
       break;
     case AE_IFLNK: {
       const char* target = archive_entry_symlink(entry);
-      return "symlink (to " + Quote(target != nullptr ? target : "") + ")";
+      return "symlink (to " + QuoteName(target != nullptr ? target : "") + ")";
     }
     case AE_IFCHR:
       return std::string("character device");
@@ -162,7 +108,7 @@ class PathRegistry {
     for (std::size_t slash = path.find('/'); slash != std::string::npos;
          slash = path.find('/', slash + 1)) {
       const std::string parent = path.substr(0, slash);
-      if (files_.contains(parent)) return "parent " + Quote(parent) + " is a file";
+      if (files_.contains(parent)) return "parent " + QuoteName(parent) + " is a file";
     }
     for (std::size_t slash = path.find('/'); slash != std::string::npos;
          slash = path.find('/', slash + 1)) {
@@ -336,9 +282,9 @@ class SafeReader {
                                         reason.find("Premature end") != std::string::npos);
     std::string where;
     if (!path.empty()) {
-      where = " while reading " + Quote(path);
+      where = " while reading " + QuoteName(path);
     } else if (entries_ > 0) {
-      where = " after entry " + Quote(current_);
+      where = " after entry " + QuoteName(current_);
     }
     return Fail(ErrorCode::kIntegrity, name_ + ": " +
                                            (truncated ? "truncated archive" : "corrupt archive") +
@@ -346,7 +292,7 @@ class SafeReader {
   }
 
   std::string Prefix(std::string_view path) const {
-    return name_ + ": entry " + Quote(path) + ": ";
+    return name_ + ": entry " + QuoteName(path) + ": ";
   }
 
   static std::string ErrorText(archive* a) {

@@ -25,5 +25,33 @@ TEST(LogValueTest, ControlBytesCannotForgeALine) {
   EXPECT_EQ(LogValue("\x7f"), "\"\\x7f\"");
 }
 
+TEST(LogValueTest, InvalidUtf8BecomesHexBytesAndTheResultIsValidUtf8) {
+  const std::string latin1 = "caf\xe9 model";  // Latin-1 e-acute: not UTF-8
+  const std::string shown = LogValue(latin1);
+  EXPECT_EQ(shown, "\"caf\\xe9 model\"");
+  EXPECT_TRUE(manifests::IsValidUtf8(shown));
+  EXPECT_EQ(manifests::EscapeText("\xc0\xaf"), "\\xc0\\xaf");  // overlong '/'
+  EXPECT_EQ(manifests::EscapeText("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
+}
+
+TEST(LogValueTest, BidiAndInvisibleCharactersAreShownAsCodePoints) {
+  // "model/\u202egpj.onnx" would display as "model/xnno.jpg" with the override raw.
+  EXPECT_EQ(manifests::QuoteName("model/\xe2\x80\xaegpj.onnx"), "'model/\\u202egpj.onnx'");
+  EXPECT_EQ(manifests::EscapeText("a\xe2\x81\xa6b\xe2\x80\x8bc\xef\xbb\xbf"),
+            "a\\u2066b\\u200bc\\ufeff");
+  EXPECT_EQ(manifests::EscapeText("\xc2\x85"), "\\u0085");  // C1 next line
+  // Letters outside ASCII are kept as they are.
+  EXPECT_EQ(manifests::QuoteName("mod\xc3\xa8le"), "'mod\xc3\xa8le'");
+}
+
+TEST(LogValueTest, QuoteNameEscapesItsQuoteAndBackslashAndCutsLongNames) {
+  EXPECT_EQ(manifests::QuoteName("it's\\x41"), "'it\\'s\\\\x41'");
+  const std::string shown = manifests::QuoteName(std::string(500, 'a'));
+  EXPECT_EQ(shown, "'" + std::string(120, 'a') + "...'");
+  // A cut never splits a character: 119 ASCII bytes then a 2-byte letter shows the letter whole.
+  const std::string name = std::string(119, 'a') + "\xc3\xa9" + "zzz";
+  EXPECT_EQ(manifests::QuoteName(name), "'" + std::string(119, 'a') + "\xc3\xa9...'");
+}
+
 }  // namespace
 }  // namespace edgefleet::agent
