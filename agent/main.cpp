@@ -24,6 +24,7 @@
 #include "agent/local_api.hpp"
 #include "agent/update_machine.hpp"
 #include "manifests/envelope.hpp"
+#include "manifests/log_value.hpp"
 #include "manifests/time.hpp"
 #include "manifests/trust.hpp"
 #include "runtime/model_host.hpp"
@@ -75,7 +76,7 @@ const char* SignalName(int signo) {
 }
 
 int Refuse(const std::string& message) {
-  std::cerr << "edgefleet-agent: error: " << message << "\n";
+  std::cerr << "edgefleet-agent: error: " << manifests::SafeText(message) << "\n";
   return 1;
 }
 
@@ -382,7 +383,7 @@ int StatusCommand(const std::filesystem::path& config_path, bool as_json) {
       if (!rec) return Refuse(rec.error().message);
       if (!rec->active && !rec->previous && rec->highest_version.empty()) continue;
       out["models"].push_back(
-          {{"name", name},
+          {{"name", manifests::SafeText(name)},
            {"active", InstalledJson(rec->active)},
            {"previous", InstalledJson(rec->previous)},
            {"highest", rec->highest_version.empty() ? json(nullptr) : json(rec->highest_version)}});
@@ -395,21 +396,23 @@ int StatusCommand(const std::filesystem::path& config_path, bool as_json) {
         transitions.push_back(
             {{"from", t.from ? json(std::string(updater::ToString(*t.from))) : json(nullptr)},
              {"to", std::string(updater::ToString(t.to))},
-             {"reason", t.reason},
+             {"reason", manifests::SafeText(t.reason)},
              {"at", manifests::FormatTimestamp(manifests::Timestamp(
                         std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::milliseconds(t.at_ms))))}});
       }
+      // Journals written before names were escaped may hold raw bytes: shown escaped.
       out["deployments"].push_back({{"id", d.id},
-                                    {"model", d.request.model},
-                                    {"version", d.request.version},
+                                    {"model", manifests::SafeText(d.request.model)},
+                                    {"version", manifests::SafeText(d.request.version)},
                                     {"state", std::string(updater::ToString(d.state))},
-                                    {"reason", d.reason},
+                                    {"reason", manifests::SafeText(d.reason)},
                                     {"transitions", transitions}});
     }
   }
   if (as_json) {
-    std::cout << out.dump(2) << "\n";
+    // Every string above went through SafeText; `replace` keeps a missed one from aborting.
+    std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     return 0;
   }
   for (const auto& m : out["models"]) {

@@ -1,4 +1,5 @@
 #include "agent/shared_memory.hpp"
+#include "manifests/log_value.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -113,7 +114,7 @@ Status SharedMemoryRegistry::Register(const std::string& name, const std::string
 Status SharedMemoryRegistry::Unregister(const std::string& name) {
   std::lock_guard lock(mu_);
   if (regions_.erase(name) == 0) {
-    return Fail(ErrorCode::kNotFound, "no shared memory region '" + name + "'");
+    return Fail(ErrorCode::kNotFound, "no shared memory region " + manifests::QuoteName(name));
   }
   return Ok();
 }
@@ -135,7 +136,7 @@ Result<SharedMemoryRegionInfo> SharedMemoryRegistry::Find(const std::string& nam
   std::lock_guard lock(mu_);
   auto it = regions_.find(name);
   if (it == regions_.end()) {
-    return Fail(ErrorCode::kNotFound, "no shared memory region '" + name + "'");
+    return Fail(ErrorCode::kNotFound, "no shared memory region " + manifests::QuoteName(name));
   }
   return it->second->info;
 }
@@ -147,7 +148,7 @@ Status SharedMemoryRegistry::Read(const std::string& name, std::uint64_t offset,
     std::lock_guard lock(mu_);
     auto it = regions_.find(name);
     if (it == regions_.end()) {
-      return Fail(ErrorCode::kNotFound, "no shared memory region '" + name + "'");
+      return Fail(ErrorCode::kNotFound, "no shared memory region " + manifests::QuoteName(name));
     }
     region = it->second;
   }

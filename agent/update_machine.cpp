@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/log_value.hpp"
+#include "agent/update_machine_internal.hpp"
 #include "manifests/canonical.hpp"
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
@@ -19,6 +20,7 @@
 #include "runtime/parity.hpp"
 #include "updater/bundle_reader.hpp"
 #include "updater/fetch.hpp"
+#include "updater/unpack.hpp"
 
 namespace edgefleet::agent {
 
@@ -28,11 +30,6 @@ using Clock = std::chrono::steady_clock;
 using updater::Deployment;
 using updater::Slot;
 
-std::string Fmt(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.3g", v);
-  return buf;
-}
 
 std::string Join(const std::vector<std::string>& lines, std::string_view sep) {
   std::string out;
@@ -143,19 +140,14 @@ Result<std::vector<Deployment>> ListDeployments(const updater::Journal& journal,
   return all;
 }
 
-struct UpdateMachine::Run {
-  Deployment dep;
-  std::optional<updater::InstalledModel> active;  // the journal's active when it began
-  bool offline = false;
-  manifests::Manifest manifest;
-  std::unique_ptr<updater::StagingSink> sink;
-  bool loaded = false;  // the candidate is in the host's slot
-  std::optional<double> parity_active_median_ms;
-};
 
 Status UpdateMachine::Step(Run& run, Event event, std::string_view reason) {
   const DeploymentState from = run.dep.state;
   const auto to = NextState(from, event);
+  // Reasons quote outside names with QuoteName already; SafeText also covers an error text
+  // from a library that carried raw bytes, so the journal never holds what cannot be shown.
+  const std::string safe_reason = manifests::SafeText(reason);
+  reason = safe_reason;
   if (!to) {
     return edgefleet::Fail(ErrorCode::kInternal,
                            fmt::format("deployment {}: no transition from {} on {}", run.dep.id,
@@ -231,10 +223,28 @@ Status UpdateMachine::Fail(Run& run, const Error& error) {
     (void)ctx_.host->Unload(run.dep.request.model, ToRuntimeSlot(run.dep.slot));
     run.loaded = false;
   }
+  DiscardCandidate(run);
   if (!recorded) {
-    spdlog::error("event=journal_error id={} error={}", run.dep.id, LogValue(recorded.error().message));
+    spdlog::error("event=journal_error id={} error={}", run.dep.id,
+                  LogValue(recorded.error().message));
   }
   return recorded;
+}
+
+// Nothing of a refused candidate stays on disk: its slot (the journal forgot any previous model
+// there when the deployment began), its staging, and the model's directory when it was the first.
+void UpdateMachine::DiscardCandidate(Run& run) {
+  const std::optional<Slot> active =
+      run.active ? std::optional<Slot>(run.active->slot) : std::nullopt;
+  const auto removed =
+      ctx_.slots->DiscardCandidate(run.dep.request.model,
+                                   run.unpacked ? std::optional<Slot>(run.dep.slot) : std::nullopt,
+                                   active);
+  run.unpacked = false;
+  if (!removed) {
+    spdlog::warn("event=discard_failed id={} error={}", run.dep.id,
+                 LogValue(removed.error().message));
+  }
 }
 
 Status UpdateMachine::LoadSlot(const std::string& model, Slot slot, const std::string& sha256,
@@ -331,249 +341,70 @@ Status UpdateMachine::RecoverAndLoad() {
   return Ok();
 }
 
-void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view source) {
-  const auto& cfg = *ctx_.config;
-  auto log_doc = [this](std::uint64_t serial, std::string_view target, std::string_view result,
-                        std::string_view reason) {
-    spdlog::info("event=desired_state serial={} target={} result={} reason={}", serial,
-                 LogValue(target), result, LogValue(reason));
-    if (result == "refused") EmitRejected(serial, target, "", "", reason);
-  };
-  auto envelope = manifests::SignedEnvelope::FromText(text, source,
-                                                      manifests::kMaxDesiredStateBytes);
-  if (!envelope) return log_doc(0, "", "refused", envelope.error().message);
-  if (auto ok = ctx_.trust->Verify(*envelope, manifests::Role::kDeploy); !ok) {
-    return log_doc(0, "", "refused", ok.error().message);
+Status MixAndMatch(const manifests::Manifest& manifest, const updater::DeploymentRequest& request,
+                   std::string_view bundle_name) {
+  if (manifest.name == request.model && manifest.version.ToString() == request.version) {
+    return Ok();
   }
-  auto ds = manifests::DesiredState::FromJson(envelope->signed_body, source);
-  if (!ds) return log_doc(0, "", "refused", ds.error().message);
-  const std::string target = ds->target_kind + "/" + ds->target;
-  if (auto ok = manifests::CheckNotExpired(ds->expires, manifests::Now(), source); !ok) {
-    return log_doc(ds->serial, target, "refused", ok.error().message);
-  }
-  if (ds->fleet != cfg.fleet) {
-    return log_doc(ds->serial, target, "refused",
-                   fmt::format("for fleet {}, this device is in fleet {}", ds->fleet, cfg.fleet));
-  }
-  const bool for_us =
-      (ds->target_kind == "device" && ds->target == cfg.device) ||
-      (ds->target_kind == "group" &&
-       std::find(cfg.groups.begin(), cfg.groups.end(), ds->target) != cfg.groups.end());
-  if (!for_us) {
-    return log_doc(ds->serial, target, "refused",
-                   fmt::format("not for this device ({})", cfg.device));
-  }
-  // The digest tells the same document read again (a restart, SIGHUP, the next poll) from other
-  // content replayed under an accepted serial.
-  const std::string digest = manifests::Sha256Hex(manifests::Canonical(envelope->signed_body));
-  auto verdict = ctx_.journal->AcceptSerial(target, ds->serial, digest);
-  if (!verdict) return log_doc(ds->serial, target, "refused", verdict.error().message);
-  bool reapplied = false;
-  if (*verdict == updater::Journal::SerialVerdict::kReplay) {
-    auto last = ctx_.journal->LastSerial(target);
-    return log_doc(ds->serial, target, "refused",
-                   fmt::format("replayed serial {}: the last accepted for {} is {}{}", ds->serial,
-                               target,
-                               last && last->has_value() ? std::to_string(**last) : "none",
-                               last && last->has_value() && **last == ds->serial
-                                   ? " with other content"
-                                   : ""));
-  }
-  if (*verdict == updater::Journal::SerialVerdict::kSameDocument) {
-    reapplied = true;
-    log_doc(ds->serial, target, "ignored", "already applied");
-  } else {
-    log_doc(ds->serial, target, "accepted", "");
-  }
-
-  std::vector<Deployment> history;
-  if (reapplied) {
-    auto listed = ListDeployments(*ctx_.journal, 1000);
-    if (listed) history = std::move(listed).value();
-  }
-  for (const auto& entry : ds->models) {
-    if (Cancelled()) return;
-    const std::string version = entry.version.ToString();
-    auto log_model = [&](std::string_view result, std::string_view reason) {
-      spdlog::info("event=desired_model serial={} model={} version={} result={} reason={}",
-                   ds->serial, LogValue(entry.name), LogValue(version), result, LogValue(reason));
-      if (result == "refused") EmitRejected(ds->serial, target, entry.name, version, reason);
-    };
-    auto record = ctx_.journal->ReadModel(entry.name);
-    if (!record) {
-      log_model("refused", record.error().message);
-      continue;
-    }
-    if (record->active && record->active->version == version) {
-      if (!reapplied) log_model("ignored", "already active");
-      continue;
-    }
-    if (!record->highest_version.empty() && !entry.allow_downgrade) {
-      auto highest = manifests::SemVer::Parse(record->highest_version);
-      if (highest && entry.version < *highest) {
-        log_model("refused", fmt::format("downgrade: {} is below the highest committed {} and the "
-                                         "desired state does not allow_downgrade",
-                                         version, record->highest_version));
-        continue;
-      }
-    }
-    if (reapplied) {
-      // The same document again (restart, SIGHUP): resume what was interrupted, never retry what
-      // already reached a verdict.
-      auto done = std::find_if(history.begin(), history.end(), [&](const Deployment& d) {
-        return d.request.target == target && d.request.serial == ds->serial &&
-               d.request.model == entry.name && d.request.version == version &&
-               d.state != DeploymentState::kAbandoned;
-      });
-      if (done != history.end()) {
-        log_model("ignored", fmt::format("deployment {} already {}", done->id,
-                                         updater::ToString(done->state)));
-        continue;
-      }
-    }
-    if (!entry.requirements.empty()) {
-      std::vector<const runtime::Backend*> backends(ctx_.backends.begin(), ctx_.backends.end());
-      auto choice = runtime::ChooseVariant(entry.requirements, backends);
-      if (!choice) {
-        log_model("refused", "requirements: " + choice.error().message);
-        continue;
-      }
-    }
-    Deploy(*ds, entry, target);
-  }
+  return edgefleet::Fail(
+      ErrorCode::kIntegrity,
+      fmt::format("{}: mix-and-match: the bundle holds {} {}, the deployment is for {} {}",
+                  manifests::QuoteName(bundle_name), manifest.name, manifest.version.ToString(),
+                  request.model, request.version));
 }
 
-void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::DesiredModel& entry,
-                           const std::string& target) {
-  const auto& cfg = *ctx_.config;
-  updater::DeploymentRequest request;
-  request.model = entry.name;
-  request.version = entry.version.ToString();
-  request.bundle_url = entry.bundle.url;
-  request.bundle_size = entry.bundle.size;
-  request.bundle_sha256 = entry.bundle.sha256;
-  request.serial = ds.serial;
-  request.target = target;
-  request.allow_downgrade = entry.allow_downgrade;
-
-  Run run;
-  auto record = ctx_.journal->ReadModel(entry.name);
-  if (!record) {
-    spdlog::error("event=journal_error error={}", LogValue(record.error().message));
-    return;
-  }
-  run.active = record->active;
-  auto dep = ctx_.journal->BeginDeployment(request);
-  if (!dep) {
-    spdlog::info("event=desired_model serial={} model={} version={} result=refused reason={}",
-                 ds.serial, LogValue(entry.name), LogValue(request.version), LogValue(dep.error().message));
-    EmitRejected(ds.serial, target, entry.name, request.version, dep.error().message);
-    return;
-  }
-  run.dep = std::move(dep).value();
-  spdlog::info("event=deployment id={} model={} version={} from=none to={} reason={}", run.dep.id,
-               LogValue(request.model), LogValue(request.version), updater::ToString(run.dep.state),
-               LogValue(fmt::format("desired state serial {} for {}", ds.serial, target)));
-  Emit(run, std::string(updater::ToString(run.dep.state)), "",
-       fmt::format("desired state serial {} for {}", ds.serial, target));
-
-  const auto dest = ctx_.slots->downloads_dir() / (entry.bundle.sha256 + ".efb");
-  if (!Step(run, Event::kStartDownload, entry.bundle.url)) return;
-
-  updater::FetchOptions options;
-  options.tls.ca_file = cfg.download.ca_file;
-  options.tls.client_cert = cfg.download.client_cert;
-  options.tls.client_key = cfg.download.client_key;
-  options.retry.max_attempts = static_cast<int>(cfg.download.max_attempts);
-  options.retry.base_delay = std::chrono::milliseconds(cfg.download.backoff_initial_ms);
-  options.retry.max_delay = std::chrono::milliseconds(cfg.download.backoff_max_ms);
-  options.connect_timeout = std::chrono::seconds(cfg.download.connect_timeout_s);
-  options.low_speed_limit = static_cast<std::uint64_t>(cfg.download.low_speed_bytes_per_s);
-  options.low_speed_time = std::chrono::seconds(cfg.download.low_speed_time_s);
-  options.max_bytes_per_second = static_cast<std::uint64_t>(cfg.download.max_bytes_per_s);
-  options.disk_reserve_bytes = static_cast<std::uint64_t>(cfg.download.reserve_bytes);
-  options.cancel = ctx_.cancel;
-  auto last_log = Clock::now() - std::chrono::seconds(2);
-  const std::int64_t id = run.dep.id;
-  updater::Journal* journal = ctx_.journal;
-  options.on_progress = [&last_log, id, journal](const updater::FetchProgress& p) {
-    const auto now = Clock::now();
-    if (now - last_log < std::chrono::seconds(1) && p.bytes != p.total) return;
-    last_log = now;
-    spdlog::info("event=download_progress id={} bytes={} total={} rate_bps={}", id, p.bytes,
-                 p.total, static_cast<std::uint64_t>(p.bytes_per_second));
-    (void)journal->RecordDownloadBytes(id, p.bytes);
-  };
-  auto fetcher = updater::Fetcher::Create(std::move(options));
-  if (!fetcher) {
-    (void)Fail(run, fetcher.error());
-    return;
-  }
-  auto fetched = fetcher->Fetch(
-      {entry.bundle.url, dest, entry.bundle.size, entry.bundle.sha256});
-  if (!fetched) {
-    if (Cancelled()) {
-      // Stays in downloading: the next start abandons it and keeps the .part for a resume.
-      spdlog::info("event=download_interrupted id={} error={}", id,
-                   LogValue(fetched.error().message));
-      return;
-    }
-    (void)Fail(run, fetched.error());
-    return;
-  }
-  if (!Step(run, Event::kDownloaded,
-            fmt::format("{} bytes, sha256 verified; {} fetched{}", entry.bundle.size,
-                        fetched->bytes_fetched,
-                        fetched->resumed
-                            ? fmt::format(", resumed from {}", fetched->resumed_from)
-                            : std::string())))
-    return;
-  (void)FromVerifying(run, dest, entry.version);
+updater::UnpackTarget UpdateMachine::Target(const Run& run, std::uint64_t extra_bytes) const {
+  updater::UnpackTarget target;
+  target.model = run.dep.request.model;
+  target.slot = run.dep.slot;
+  target.active = run.active ? std::optional<Slot>(run.active->slot) : std::nullopt;
+  target.reserve_bytes = static_cast<std::uint64_t>(ctx_.config->download.reserve_bytes);
+  target.extra_bytes = extra_bytes;
+  return target;
 }
 
 std::optional<DeploymentState> UpdateMachine::FromVerifying(
     Run& run, const std::filesystem::path& bundle,
-    const std::optional<manifests::SemVer>& expected) {
+    std::optional<Result<updater::Unpacked>> streamed) {
   const std::string& model = run.dep.request.model;
-  auto mismatch = [&](const manifests::Manifest& m) -> std::optional<Error> {
-    if (m.name != model || m.version.ToString() != run.dep.request.version) {
-      return Error{ErrorCode::kIntegrity,
-                   fmt::format("{}: mix-and-match: the bundle holds {} {}, the deployment is for "
-                               "{} {}",
-                               bundle.filename().string(), m.name, m.version.ToString(), model,
-                               run.dep.request.version)};
-    }
-    return std::nullopt;
-  };
   auto fail = [&](const Error& e) -> std::optional<DeploymentState> {
     if (!Fail(run, e)) return std::nullopt;
     return DeploymentState::kFailed;
   };
-  (void)expected;
+  const std::string matches = fmt::format("manifest names {} {}", model, run.dep.request.version);
 
-  // verifying: the manifest's claims before anything is unpacked (signatures are checked in the
-  // same streamed pass that unpacks, below, and the claims again on the verified manifest).
-  {
-    auto head = updater::ReadBundleManifest(bundle);
-    if (!head) return fail(head.error());
-    if (auto e = mismatch(head->manifest)) return fail(*e);
+  // verifying, then unpacking into the inactive slot's staging: staging starts once the signed
+  // manifest names this deployment and its total fits beside the reserve (updater/unpack.hpp).
+  std::optional<updater::Unpacked> unpacked;
+  if (streamed && *streamed) {
+    // Verified and staged while the download arrived; the journal catches up now.
+    unpacked = std::move(**streamed);
+    if (!Step(run, Event::kManifestMatches, matches)) return std::nullopt;
+  } else if (streamed && streamed->error().code != ErrorCode::kAborted) {
+    return fail(streamed->error());  // the same bytes, refused while they arrived
+  } else {
+    // Offline, or the streamed pass was abandoned (the download started over): one pass now.
+    bool journal_failed = false;
+    updater::UnpackTarget target = Target(run, 0);
+    target.on_verified = [&](const manifests::Manifest& m) -> Status {
+      EF_RETURN_IF_ERROR(MixAndMatch(m, run.dep.request, bundle.filename().string()));
+      Status recorded = Step(run, Event::kManifestMatches, matches);
+      journal_failed = !recorded;
+      return recorded;
+    };
+    auto source = updater::FileByteSource::Open(bundle);
+    if (!source) return fail(source.error());
+    auto result = updater::UnpackBundle(*source, bundle.filename().string(), *ctx_.trust,
+                                        *ctx_.slots, target);
+    if (journal_failed) return std::nullopt;
+    if (!result) return fail(result.error());
+    unpacked = std::move(result).value();
   }
-  if (!Step(run, Event::kManifestMatches,
-            fmt::format("manifest names {} {}", model, run.dep.request.version)))
-    return std::nullopt;
-
-  // unpacking into the inactive slot
-  auto sink = ctx_.slots->BeginStaging(
-      model, run.dep.slot,
-      run.active ? std::optional<Slot>(run.active->slot) : std::optional<Slot>());
-  if (!sink) return fail(sink.error());
-  run.sink = std::move(sink).value();
-  auto contents = updater::VerifyBundleFile(bundle, *ctx_.trust, {}, run.sink.get());
-  if (!contents) return fail(contents.error());
-  if (auto e = mismatch(contents->manifest)) return fail(*e);
+  run.sink = std::move(unpacked->staging);
   if (auto committed = run.sink->Commit(); !committed) return fail(committed.error());
   run.sink.reset();
-  run.manifest = contents->manifest;
+  run.unpacked = true;
+  run.manifest = std::move(unpacked->contents.manifest);
   const auto slot_dir = ctx_.slots->SlotPath(model, run.dep.slot);
   if (!Step(run, Event::kUnpacked,
             fmt::format("verified {} files into slot {}", run.manifest.files.size(),
@@ -658,117 +489,6 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
   return result;
 }
 
-std::optional<std::string> LatencyBreach(double p95_ms, double previous_p95_ms, double factor,
-                                         double min_increase_ms) {
-  if (p95_ms <= factor * previous_p95_ms || p95_ms - previous_p95_ms < min_increase_ms) {
-    return std::nullopt;
-  }
-  return fmt::format("p95 latency {} ms > {} x previous {} ms (and {} ms above it, floor {} ms)",
-                     Fmt(p95_ms), Fmt(factor), Fmt(previous_p95_ms),
-                     Fmt(p95_ms - previous_p95_ms), Fmt(min_increase_ms));
-}
-
-std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
-  const std::string& model = run.dep.request.model;
-  const std::string& version = run.dep.request.version;
-  if (!run.active) {
-    if (!Step(run, Event::kWatchPassed,
-              "first model: no previous model to compare with or roll back to"))
-      return std::nullopt;
-    return DeploymentState::kCommitted;
-  }
-  const manifests::WatchPolicy& policy = run.manifest.watch;
-  const VersionStats base = ctx_.api ? ctx_.api->Stats(model, version) : VersionStats{};
-  // The previous model's p95 from the requests it served in this run of the agent; without any,
-  // the parity run already judged latency (candidate vs active median) and the watch does not.
-  std::optional<double> previous_p95;
-  if (ctx_.api) {
-    const VersionStats prev = ctx_.api->Stats(model, run.active->version);
-    if (prev.latency.count > 0) previous_p95 = prev.latency.p95;
-  }
-  const auto start = Clock::now();
-  const double window_s = static_cast<double>(policy.window_s);
-  const double max_s = window_s * ctx_.config->watch.max_extension_factor;
-  auto last_log = Clock::now() - std::chrono::seconds(2);
-  while (true) {
-    if (Cancelled()) {
-      // Left in watching: the next start rolls back (an unwatched candidate never commits).
-      spdlog::info("event=watch_interrupted id={}", run.dep.id);
-      return std::nullopt;
-    }
-    const VersionStats now = ctx_.api ? ctx_.api->Stats(model, version) : VersionStats{};
-    const std::uint64_t requests = now.requests - base.requests;
-    const std::uint64_t errors = now.server_errors - base.server_errors;
-    telemetry::LatencySnapshot lat = now.latency;
-    for (std::size_t i = 0; i < lat.buckets.size(); ++i) lat.buckets[i] -= base.latency.buckets[i];
-    lat.count -= base.latency.count;
-    lat.sum_ms -= base.latency.sum_ms;
-    lat.UpdatePercentiles();
-    const std::uint64_t labeled = now.labeled - base.labeled;
-    const std::uint64_t correct = now.correct - base.correct;
-    const double error_rate = requests ? static_cast<double>(errors) / requests : 0.0;
-    const double accuracy = labeled ? static_cast<double>(correct) / labeled : 0.0;
-    const std::string accuracy_text = labeled ? Fmt(accuracy) : "none";
-    const double elapsed =
-        std::chrono::duration<double>(Clock::now() - start).count();
-    const std::string numbers = fmt::format(
-        "requests={} errors={} error_rate={} p95_ms={} previous_p95_ms={} accuracy={} labeled={}",
-        requests, errors, Fmt(error_rate), Fmt(lat.p95),
-        previous_p95 ? Fmt(*previous_p95) : "none", accuracy_text, labeled);
-    if (Clock::now() - last_log >= std::chrono::seconds(1)) {
-      last_log = Clock::now();
-      spdlog::info("event=watch id={} requests={} errors={} p95_ms={} accuracy={}", run.dep.id,
-                   requests, errors, Fmt(lat.p95), accuracy_text);
-    }
-    if (requests >= static_cast<std::uint64_t>(policy.min_requests)) {
-      std::string breach;
-      if (error_rate > policy.max_error_rate) {
-        breach = fmt::format("server-error rate {} > {}", Fmt(error_rate),
-                             Fmt(policy.max_error_rate));
-      } else if (auto slow = previous_p95 && lat.count > 0
-                                 ? LatencyBreach(lat.p95, *previous_p95,
-                                                 policy.max_p95_latency_factor,
-                                                 ctx_.config->watch.min_p95_increase_ms)
-                                 : std::nullopt) {
-        breach = *slow;
-      } else if (policy.min_online_accuracy && labeled >= 10 &&
-                 accuracy < *policy.min_online_accuracy) {
-        breach = fmt::format("online accuracy {} < {} ({} of {} labeled)", Fmt(accuracy),
-                             Fmt(*policy.min_online_accuracy), correct, labeled);
-      }
-      if (!breach.empty()) {
-        const std::string reason = "watch breach: " + breach + " (" + numbers + ")";
-        if (!Step(run, Event::kBreach, reason)) return std::nullopt;
-        const auto previous = ToRuntimeSlot(run.active->slot);
-        if (auto ok = ctx_.host->Activate(model, previous); !ok) {
-          spdlog::error("event=rollback_switch_failed id={} error={}", run.dep.id,
-                        LogValue(ok.error().message));
-        }
-        (void)ctx_.host->Unload(model, ToRuntimeSlot(run.dep.slot));
-        if (!Step(run, Event::kSwitchedBack,
-                  fmt::format("{}; back to {} in slot {}", reason, run.active->version,
-                              updater::ToString(run.active->slot))))
-          return std::nullopt;
-        return DeploymentState::kRolledBack;
-      }
-      if (elapsed >= window_s) {
-        if (!Step(run, Event::kWatchPassed,
-                  fmt::format("watch passed after {}s: {}", Fmt(elapsed), numbers)))
-          return std::nullopt;
-        return DeploymentState::kCommitted;
-      }
-    } else if (elapsed >= max_s) {
-      if (!Step(run, Event::kWatchPassed,
-                fmt::format("watch extended to {}s with only {} of {} requests: committed on "
-                            "the parity evidence ({})",
-                            Fmt(elapsed), requests, policy.min_requests, numbers)))
-        return std::nullopt;
-      return DeploymentState::kCommitted;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));
-  }
-}
-
 void UpdateMachine::CollectGarbage() {
   auto report = ctx_.slots->CollectGarbage({});
   if (!report) {
@@ -782,17 +502,32 @@ void UpdateMachine::CollectGarbage() {
 }
 
 Result<Deployment> UpdateMachine::InstallLocal(const std::filesystem::path& bundle) {
-  EF_ASSIGN_OR_RETURN(auto head, updater::ReadBundleManifest(bundle));
+  const std::string shown = manifests::QuoteName(bundle.string());
+  // The signature first: a bundle the release role did not sign gets "not signed", and nothing
+  // (journal row, directory) is ever named after its unverified manifest.
+  EF_ASSIGN_OR_RETURN(auto head, updater::ReadVerifiedManifest(bundle, *ctx_.trust));
   EF_ASSIGN_OR_RETURN(std::string sha256, manifests::Sha256File(bundle));
   std::error_code ec;
   const auto size = std::filesystem::file_size(bundle, ec);
-  if (ec) return edgefleet::Fail(ErrorCode::kIo, bundle.string() + ": " + ec.message());
+  if (ec) return edgefleet::Fail(ErrorCode::kIo, shown + ": " + ec.message());
   const std::string model = head.manifest.name;
   const std::string version = head.manifest.version.ToString();
   EF_ASSIGN_OR_RETURN(auto record, ctx_.journal->ReadModel(model));
   if (record.active && record.active->version == version) {
     return edgefleet::Fail(ErrorCode::kInvalidArgument,
-                           fmt::format("{} {} is already the active model", model, version));
+                           fmt::format("{}: {} {} is already the active model", shown, model,
+                                       version));
+  }
+  if (!record.highest_version.empty()) {
+    auto highest = manifests::SemVer::Parse(record.highest_version);
+    if (highest && head.manifest.version < *highest) {
+      return edgefleet::Fail(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{}: {} {} is below the highest version committed on this box, {}: an "
+                      "offline install never downgrades (rollback protection; a signed desired "
+                      "state with allow_downgrade can)",
+                      shown, model, version, record.highest_version));
+    }
   }
   updater::DeploymentRequest request;
   request.model = model;
@@ -807,10 +542,10 @@ Result<Deployment> UpdateMachine::InstallLocal(const std::filesystem::path& bund
   EF_ASSIGN_OR_RETURN(run.dep, ctx_.journal->BeginDeployment(request));
   spdlog::info("event=deployment id={} model={} version={} from=none to={} reason={}", run.dep.id,
                LogValue(model), LogValue(version), updater::ToString(run.dep.state),
-               LogValue("offline install of " + bundle.string()));
-  Emit(run, std::string(updater::ToString(run.dep.state)), "", "offline install of " + bundle.string());
-  EF_RETURN_IF_ERROR(Step(run, Event::kLocalBundle, bundle.string()));
-  auto result = FromVerifying(run, bundle, head.manifest.version);
+               LogValue("offline install of " + shown));
+  Emit(run, std::string(updater::ToString(run.dep.state)), "", "offline install of " + shown);
+  EF_RETURN_IF_ERROR(Step(run, Event::kLocalBundle, shown));
+  auto result = FromVerifying(run, bundle, std::nullopt);
   if (!result) {
     return edgefleet::Fail(ErrorCode::kInternal,
                            fmt::format("deployment {} stopped in state {}", run.dep.id,

@@ -29,6 +29,7 @@
 #include "telemetry/payloads.hpp"
 #include "updater/journal.hpp"
 #include "updater/slots.hpp"
+#include "updater/unpack.hpp"
 
 namespace edgefleet::agent {
 
@@ -124,6 +125,7 @@ class UpdateMachine {
   // Test fault point: SIGKILL right after journaling `state` when EDGEFLEET_FAULT_KILL_AT names it.
   static void MaybeCrashAt(updater::DeploymentState state);
   Status Fail(Run& run, const Error& error);
+  void DiscardCandidate(Run& run);
   void Emit(const Run& run, std::string event, std::string from, std::string_view reason,
             std::string parity_json = {});
   void EmitRejected(std::uint64_t serial, std::string_view target, std::string_view model,
@@ -134,8 +136,13 @@ class UpdateMachine {
               const std::string& target);
   // From verifying on: shared by the online and offline paths. Returns the terminal state
   // reached, or nullopt when the deployment stopped without one (cancelled, journal failure).
-  std::optional<DeploymentState> FromVerifying(Run& run, const std::filesystem::path& bundle,
-                                               const std::optional<manifests::SemVer>& expected);
+  // `streamed` is the pass that verified and staged the bundle while it downloaded (nullopt:
+  // offline; an error of kAborted: abandoned, so the file is read once more).
+  std::optional<DeploymentState> FromVerifying(
+      Run& run, const std::filesystem::path& bundle,
+      std::optional<Result<updater::Unpacked>> streamed);
+  // Where a deployment unpacks (updater/unpack.hpp), with `extra_bytes` more free space needed.
+  updater::UnpackTarget Target(const Run& run, std::uint64_t extra_bytes) const;
   Status LoadSlot(const std::string& model, updater::Slot slot, const std::string& sha256,
                   const std::filesystem::path& slot_dir, manifests::Manifest* manifest_out);
   std::optional<DeploymentState> Watch(Run& run);

@@ -16,6 +16,7 @@
 #include "manifests/trust.hpp"
 #include "updater/bundle_reader.hpp"
 #include "updater/safe_archive.hpp"
+#include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {
 namespace {
@@ -87,10 +88,10 @@ class CheckedCopy final : public updater::EntryVisitor {
     current_ = manifest_.FindFile(path);
     if (current_ == nullptr) {
       return Fail(ErrorCode::kIntegrity,
-                  source_ + ": extra file not in manifest: '" + std::string(path) + "'");
+                  source_ + ": extra file not in manifest: " + manifests::QuoteName(path));
     }
     if (size != current_->size) {
-      return Fail(ErrorCode::kIntegrity, source_ + ": entry '" + std::string(path) + "' is " +
+      return Fail(ErrorCode::kIntegrity, source_ + ": entry " + manifests::QuoteName(path) + " is " +
                                              std::to_string(size) + " bytes, the manifest declares " +
                                              std::to_string(current_->size));
     }
@@ -115,7 +116,7 @@ class CheckedCopy final : public updater::EntryVisitor {
     for (const auto& file : manifest_.files) {
       if (!seen_.contains(file.path)) {
         return Fail(ErrorCode::kIntegrity,
-                    source_ + ": missing file listed in manifest: '" + file.path + "'");
+                    source_ + ": missing file listed in manifest: " + manifests::QuoteName(file.path));
       }
     }
     return Ok();

@@ -36,8 +36,8 @@ Unexpected Refuse(std::string_view field, const std::string& why) {
 
 Status CheckDevice(const std::string& payload_device, const std::string& topic_device) {
   if (payload_device == topic_device) return Ok();
-  return Refuse("device", "payload says '" + payload_device + "' but the topic is device '" +
-                              topic_device + "'");
+  return Refuse("device", "payload says " + manifests::QuoteName(payload_device) +
+                              " but the topic is device " + manifests::QuoteName(topic_device));
 }
 
 Status CheckWindow(const telemetry::TelemetryWindow& w) {
@@ -279,11 +279,13 @@ Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view
     }
     EF_ASSIGN_OR_RETURN(RolloutStatus m, ParseRolloutStatus(payload));
     if (m.id != id) {
-      return Refuse("id", "payload says '" + m.id + "' but the topic is rollout '" + id + "'");
+      return Refuse("id", "payload says " + manifests::QuoteName(m.id) + " but the topic is rollout " +
+                              manifests::QuoteName(id));
     }
     if (m.fleet != fleet) {
       return Refuse("fleet",
-                    "payload says '" + m.fleet + "' but the topic is fleet '" + fleet + "'");
+                    "payload says " + manifests::QuoteName(m.fleet) + " but the topic is fleet " +
+                        manifests::QuoteName(fleet));
     }
     IncomingMessage in;
     in.fleet = fleet;
@@ -308,7 +310,8 @@ Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view
     EF_RETURN_IF_ERROR(CheckDevice(m.device, parts->name));
     if (m.fleet != parts->fleet) {
       return Refuse("fleet",
-                    "payload says '" + m.fleet + "' but the topic is fleet '" + parts->fleet + "'");
+                    "payload says " + manifests::QuoteName(m.fleet) + " but the topic is fleet " +
+                        manifests::QuoteName(parts->fleet));
     }
     in.message = std::move(m);
   } else if (parts->leaf == "telemetry") {
@@ -465,8 +468,8 @@ Result<std::unique_ptr<Collector>> Collector::Start(CollectorOptions options,
   if (fleet.empty() || (fleet != "+" && fleet.find_first_of("/+#") != std::string::npos)) {
     return Fail(ErrorCode::kInvalidArgument,
                 "--fleet: expected a fleet name (no '/', '+' or '#') or '+' for every fleet, "
-                "found '" +
-                    fleet + "'");
+                "found " +
+                    manifests::QuoteName(fleet));
   }
   if (options.max_queue == 0 || options.max_batch == 0) {
     return Fail(ErrorCode::kInvalidArgument, "collector: queue and batch bounds must be positive");

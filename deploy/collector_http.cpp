@@ -124,7 +124,7 @@ class Query final {
     if (ec != std::errc() || ptr != text->data() + text->size() || value < min || value > max) {
       return Fail(ErrorCode::kInvalidArgument, key + ": expected an integer " +
                                                    std::to_string(min) + ".." +
-                                                   std::to_string(max) + ", found '" + *text + "'");
+                                                   std::to_string(max) + ", found " + manifests::QuoteName(*text));
     }
     return std::optional<std::int64_t>(value);
   }

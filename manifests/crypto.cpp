@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "manifests/json_fields.hpp"
+#include "manifests/log_value.hpp"
 
 namespace edgefleet::manifests {
 namespace {
@@ -258,12 +259,26 @@ bool IsLowerHex(std::string_view text, std::size_t length) {
   return true;
 }
 
+std::string HexProblem(std::string_view text, std::size_t length, std::string_view what) {
+  std::string out = "expected " + std::to_string(length) + " lowercase hex digits";
+  if (!what.empty()) out += " (" + std::string(what) + ")";
+  if (text.size() != length) return out + ", found " + std::to_string(text.size()) + " characters";
+  bool upper = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) continue;
+    if (c >= 'A' && c <= 'F') {
+      upper = true;
+      continue;
+    }
+    return out + ", found " + QuoteName(text.substr(i, 1)) + " at position " + std::to_string(i);
+  }
+  return out + (upper ? ", found uppercase hex digits (write them in lowercase)" : "");
+}
+
 Result<PublicKey> PublicKey::FromHex(std::string_view hex) {
   if (!IsLowerHex(hex, kKeyBytes * 2)) {
-    return Fail(ErrorCode::kParse,
-                "expected 64 lowercase hex digits (an Ed25519 public key), found " +
-                    std::to_string(hex.size()) + " characters" +
-                    (hex.size() == kKeyBytes * 2 ? " with a non-lowercase-hex character" : ""));
+    return Fail(ErrorCode::kParse, HexProblem(hex, kKeyBytes * 2, "an Ed25519 public key"));
   }
   EF_ASSIGN_OR_RETURN(const std::string raw, HexDecode(hex));
   PublicKey key;
@@ -304,11 +319,7 @@ Result<PrivateKey> PrivateKey::Generate() {
 
 Result<PrivateKey> PrivateKey::FromHex(std::string_view seed_hex) {
   if (!IsLowerHex(seed_hex, kKeyBytes * 2)) {
-    return Fail(
-        ErrorCode::kParse,
-        "expected 64 lowercase hex digits (an Ed25519 private seed), found " +
-            std::to_string(seed_hex.size()) + " characters" +
-            (seed_hex.size() == kKeyBytes * 2 ? " with a non-lowercase-hex character" : ""));
+    return Fail(ErrorCode::kParse, HexProblem(seed_hex, kKeyBytes * 2, "an Ed25519 private seed"));
   }
   EF_ASSIGN_OR_RETURN(std::string raw, HexDecode(seed_hex));
   PrivateKey key;

@@ -48,6 +48,10 @@ std::string HexEncode(std::span<const std::uint8_t> bytes);
 // Fails with kParse on odd length or a non-hex character.
 Result<std::string> HexDecode(std::string_view hex);
 bool IsLowerHex(std::string_view text, std::size_t length);
+// Why `text` is not `length` lowercase hex digits, for a message: "expected 64 lowercase hex
+// digits (what), found 63 characters" / "..., found uppercase hex digits (write them in
+// lowercase)" / "..., found 'g' at position 5". `what` may be empty.
+std::string HexProblem(std::string_view text, std::size_t length, std::string_view what = {});
 
 // An Ed25519 public key (32 raw bytes).
 class PublicKey {

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "manifests/canonical.hpp"
+#include "manifests/crypto.hpp"
 #include "manifests/json_fields.hpp"
 
 namespace edgefleet::manifests {
@@ -39,21 +40,19 @@ Result<SignedEnvelope> SignedEnvelope::FromJson(const nlohmann::json& doc,
         for (const auto& [key, value] : entry.items()) {
           if (key != "keyid" && key != "sig") {
             reader.Problem(Child(path, key),
-                           "unknown field, expected one of keyid, sig, found \"" + key + "\"");
+                           "unknown field, expected one of keyid, sig, found " + QuoteForMessage(key));
           }
         }
         Signature sig;
         if (auto keyid = reader.String(entry, "keyid", Child(path, "keyid"))) {
           if (!IsLowerHex(*keyid, 64)) {
-            reader.Problem(Child(path, "keyid"), "expected 64 lowercase hex digits, found " +
-                                                     std::to_string(keyid->size()) + " characters");
+            reader.Problem(Child(path, "keyid"), HexProblem(*keyid, 64));
           }
           sig.keyid = std::move(*keyid);
         }
         if (auto value = reader.String(entry, "sig", Child(path, "sig"))) {
           if (!IsLowerHex(*value, 128)) {
-            reader.Problem(Child(path, "sig"), "expected 128 lowercase hex digits, found " +
-                                                   std::to_string(value->size()) + " characters");
+            reader.Problem(Child(path, "sig"), HexProblem(*value, 128));
           }
           sig.sig = std::move(*value);
         }

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "manifests/crypto.hpp"
+#include "manifests/log_value.hpp"
 
 namespace edgefleet::manifests {
 namespace {
@@ -271,17 +272,7 @@ std::string Index(std::string_view parent, std::size_t index) {
 
 namespace edgefleet::manifests {
 
-std::string QuoteForMessage(std::string_view text) {
-  constexpr std::size_t kMaxShown = 80;
-  std::string out = "\"";
-  for (char c : text.substr(0, kMaxShown)) {
-    const auto u = static_cast<unsigned char>(c);
-    out += (u < 0x20 || u == 0x7f) ? '?' : c;
-  }
-  if (text.size() > kMaxShown) out += "...";
-  out += '"';
-  return out;
-}
+std::string QuoteForMessage(std::string_view text) { return QuoteName(text, '"'); }
 
 void ReadDocumentHeader(FieldReader& reader, const nlohmann::json& body, std::string_view type,
                         std::string_view path) {
@@ -324,10 +315,7 @@ std::optional<std::string> ReadSha256(FieldReader& reader, const nlohmann::json&
                                       std::string_view key, std::string_view path) {
   auto hex = reader.String(obj, key, path);
   if (hex && !IsLowerHex(*hex, 64)) {
-    reader.Problem(path, "expected 64 lowercase hex digits, found " +
-                             (hex->size() == 64 ? std::string("a non-lowercase-hex character in ") +
-                                                      QuoteForMessage(*hex)
-                                                : std::to_string(hex->size()) + " characters"));
+    reader.Problem(path, HexProblem(*hex, 64));
     return std::nullopt;
   }
   return hex;

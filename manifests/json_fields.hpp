@@ -91,7 +91,7 @@ std::optional<SemVer> ReadSemVer(FieldReader& reader, const nlohmann::json& obj,
                                  std::string_view key, std::string_view path);
 std::optional<Timestamp> ReadTimestamp(FieldReader& reader, const nlohmann::json& obj,
                                        std::string_view key, std::string_view path);
-// Quotes a value for a message, shortened and with control characters replaced.
+// Quotes a value for a message: QuoteName (log_value.hpp) with double quotes.
 std::string QuoteForMessage(std::string_view text);
 
 }  // namespace edgefleet::manifests

@@ -108,10 +108,20 @@ std::string EscapeText(std::string_view text, std::size_t max_bytes) {
   return out;
 }
 
-std::string QuoteName(std::string_view name) {
-  std::string out = "'";
-  AppendEscaped(out, name, kMaxNameShown, '\'');
-  out += '\'';
+std::string SafeText(std::string_view message) {
+  for (std::size_t i = 0; i < message.size();) {
+    std::uint32_t cp = 0;
+    const std::size_t len = DecodeUtf8(message, i, cp);
+    if (len == 0 || cp < 0x20 || cp == 0x7f || IsInvisibleOrBidi(cp)) return EscapeText(message);
+    i += len;
+  }
+  return std::string(message);
+}
+
+std::string QuoteName(std::string_view name, char quote) {
+  std::string out(1, quote);
+  AppendEscaped(out, name, kMaxNameShown, quote);
+  out += quote;
   return out;
 }
 

@@ -24,9 +24,15 @@ bool IsValidUtf8(std::string_view text);
 // character boundary), followed by "..." when more was there.
 std::string EscapeText(std::string_view text, std::size_t max_bytes = std::string_view::npos);
 
-// A name for a message: single-quoted and escaped (a ' inside becomes \'), the first 120 bytes
-// shown: `entry 'model/a.onnx'`.
-std::string QuoteName(std::string_view name);
+// A name for a message: quoted with `quote` and escaped (that quote inside becomes \'), the
+// first 120 bytes shown: `entry 'model/a.onnx'`.
+std::string QuoteName(std::string_view name, char quote = '\'');
+
+// A composed message (an error text, a journaled reason) made fit to show: returned unchanged
+// when it holds nothing EscapeText would escape except backslashes (names in it were already
+// quoted with QuoteName), else EscapeText of it. So it is idempotent, and a message read back
+// from an older journal with raw bytes in it still prints as valid UTF-8.
+std::string SafeText(std::string_view message);
 
 // A value for a key=value log line: bare when it is a plain token (printable ASCII without space,
 // '"', '=' or '\'), else double-quoted and escaped (a " inside becomes \"), so a log line always

@@ -27,6 +27,8 @@ std::string_view ToString(ErrorCode code) {
       return "unsupported";
     case ErrorCode::kInternal:
       return "internal error";
+    case ErrorCode::kAborted:
+      return "aborted";
   }
   // Reachable only through a cast of an out-of-range integer; still return something printable.
   return "unknown error";

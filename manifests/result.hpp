@@ -27,6 +27,7 @@ enum class ErrorCode {
   kNotFound,          // a named thing does not exist
   kUnsupported,       // a format, version or feature this build does not handle
   kInternal,          // a bug or an unexpected library failure
+  kAborted,           // stopped on purpose before the end (cancelled, superseded), not a fault
 };
 
 std::string_view ToString(ErrorCode code);

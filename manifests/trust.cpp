@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "manifests/canonical.hpp"
+#include "manifests/crypto.hpp"
 #include "manifests/desired_state.hpp"
 #include "manifests/json_fields.hpp"
 
@@ -126,8 +127,7 @@ Result<TrustRootBody> TrustRootBody::FromJson(const nlohmann::json& body, std::s
     for (const auto& [keyid, entry] : keys->items()) {
       const std::string path = Child(keys_path, keyid);
       if (!IsLowerHex(keyid, 64)) {
-        reader.Problem(
-            path, "expected a keyid of 64 lowercase hex digits, found " + QuoteForMessage(keyid));
+        reader.Problem(path, "keyid: " + HexProblem(keyid, 64));
       }
       if (!entry.is_object()) {
         reader.Problem(path,

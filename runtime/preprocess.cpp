@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 
+#include "manifests/log_value.hpp"
 #include "runtime/image_decode.hpp"
 
 namespace edgefleet::runtime {
@@ -38,7 +39,7 @@ Result<std::vector<double>> PerChannel(const std::vector<double>& values, int ch
 // Checks the manifest's preprocessing against the input it feeds. Returns the number of
 // channels.
 Result<int> CheckSpec(const manifests::Preprocessing& pre, const TensorInfo& input) {
-  const std::string what = "input \"" + input.name + "\"";
+  const std::string what = "input " + manifests::QuoteName(input.name, '"');
   if (input.dtype != DType::kFloat32 || input.shape.size() != 4) {
     return Fail(ErrorCode::kUnsupported, what +
                                              ": image preprocessing makes a float32 4-D "

@@ -4,6 +4,7 @@
 // this file. Every size the file declares is checked (overflow included) before anything is
 // allocated from it, so a hostile golden file costs an error, not memory.
 #include "runtime/tensor.hpp"
+#include "manifests/log_value.hpp"
 
 #include <onnx/onnx_pb.h>
 
@@ -252,11 +253,12 @@ bool ShapeMatches(std::span<const std::int64_t> shape, std::span<const std::int6
 Result<Tensor> Tensor::FromFloats(std::string name, std::vector<std::int64_t> shape,
                                   std::span<const float> values) {
   auto count = ElementCount(shape);
-  if (!count) return Unexpected(count.error().Wrap("tensor \"" + name + "\""));
+  if (!count) return Unexpected(count.error().Wrap("tensor " + manifests::QuoteName(name, '"')));
   if (*count != values.size()) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "tensor \"" + name + "\": shape " + ShapeToString(shape) + " needs " +
-                    std::to_string(*count) + " values, found " + std::to_string(values.size()));
+    return Fail(ErrorCode::kInvalidArgument, "tensor " + manifests::QuoteName(name, '"') +
+                                                 ": shape " + ShapeToString(shape) + " needs " +
+                                                 std::to_string(*count) + " values, found " +
+                                                 std::to_string(values.size()));
   }
   Tensor tensor;
   tensor.name = std::move(name);
@@ -269,12 +271,12 @@ Result<Tensor> Tensor::FromFloats(std::string name, std::vector<std::int64_t> sh
 
 Status Tensor::Validate() const {
   auto count = ElementCount(shape);
-  if (!count) return Unexpected(count.error().Wrap("tensor \"" + name + "\""));
+  if (!count) return Unexpected(count.error().Wrap("tensor " + manifests::QuoteName(name, '"')));
   const std::size_t size = ElementSize(dtype);
   if (*count > std::numeric_limits<std::size_t>::max() / size || data.size() != *count * size) {
     return Fail(ErrorCode::kInvalidArgument,
-                "tensor \"" + name + "\": " + std::string(ToString(dtype)) + " " +
-                    ShapeToString(shape) + " needs " + std::to_string(*count) + " x " +
+                "tensor " + manifests::QuoteName(name, '"') + ": " + std::string(ToString(dtype)) +
+                    " " + ShapeToString(shape) + " needs " + std::to_string(*count) + " x " +
                     std::to_string(size) + " bytes, found " + std::to_string(data.size()));
   }
   return Ok();
@@ -331,11 +333,12 @@ Result<std::string> SerializeTensorProto(const Tensor& tensor) {
   std::string out;
   try {
     if (!proto.SerializeToString(&out)) {
-      return Fail(ErrorCode::kInternal, "tensor \"" + tensor.name + "\": serialization failed");
+      return Fail(ErrorCode::kInternal,
+                  "tensor " + manifests::QuoteName(tensor.name, '"') + ": serialization failed");
     }
   } catch (const std::exception& e) {
-    return Fail(ErrorCode::kInternal,
-                "tensor \"" + tensor.name + "\": serialization failed: " + e.what());
+    return Fail(ErrorCode::kInternal, "tensor " + manifests::QuoteName(tensor.name, '"') +
+                                          ": serialization failed: " + e.what());
   }
   return out;
 }

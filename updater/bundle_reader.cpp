@@ -176,6 +176,7 @@ class BundleVisitor final : public EntryVisitor {
     manifest_ = std::move(*manifest);
     // The slot gets the manifest too (it describes what the slot holds), only once verified.
     if (sink_ != nullptr && trust_ != nullptr) {
+      EF_RETURN_IF_ERROR(sink_->OnManifest(*manifest_, manifest_size_));
       EF_RETURN_IF_ERROR(sink_->Begin(kManifestFile, manifest_size_));
       sink_open_ = true;
       EF_RETURN_IF_ERROR(sink_->Write(std::as_bytes(std::span(manifest_text_))));

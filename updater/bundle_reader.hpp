@@ -33,6 +33,14 @@ namespace edgefleet::updater {
 class FileSink {
  public:
   virtual ~FileSink() = default;
+  // Called once, after manifest.json was verified and parsed and before any Begin: a sink may
+  // refuse the bundle here (e.g. too little free space for the signed total) or prepare for it.
+  // `manifest_bytes` is manifest.json's size.
+  virtual Status OnManifest(const manifests::Manifest& manifest, std::uint64_t manifest_bytes) {
+    (void)manifest;
+    (void)manifest_bytes;
+    return Ok();
+  }
   virtual Status Begin(std::string_view path, std::uint64_t size) = 0;
   virtual Status Write(std::span<const std::byte> chunk) = 0;
   // `sha256_ok` is false when the hash check of this file failed (the sink should drop it).

@@ -164,8 +164,16 @@ struct Download {
     options->on_progress(progress);
   }
 
+  // Tells the follower, if any, how far the part file reaches.
+  void Grew() const {
+    if (request->follower != nullptr && written > 0) {
+      request->follower->Grew(request->dest.string() + ".part", written);
+    }
+  }
+
   // Drops the partial bytes: after this the download is at byte 0 with a fresh hash.
   Status Truncate() {
+    if (request->follower != nullptr) request->follower->Restarted();
     if (::ftruncate(fd, 0) != 0) {
       return Fail(ErrorCode::kIo, "truncate part file: " + Errno(errno));
     }
@@ -370,6 +378,7 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* userdata) {
   }
   download.sha->Update(std::string_view(data, n));
   download.written += n;
+  download.Grew();
   download.result.bytes_fetched += n;
   attempt->body_bytes += n;
   return n;
@@ -669,6 +678,7 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
   }
   if (auto st = HashExisting(download, existing); !st)
     return fail(st.error().code, st.error().message);
+  download.Grew();  // a resumed download's reader starts on the bytes already there
 
   auto remove_part = [&] {
     fd.Close();

@@ -31,6 +31,7 @@
 #include <utility>
 
 #include "manifests/result.hpp"
+#include "updater/growing_file.hpp"
 
 namespace edgefleet::updater {
 
@@ -91,6 +92,10 @@ struct FetchRequest {
   std::filesystem::path dest;  // final path; its directory must exist
   std::uint64_t size = 0;      // exact size in bytes
   std::string sha256;          // 64 lowercase hex chars
+  // When set, told every size the part file reaches and when it is truncated to start over, so
+  // another thread can read the bundle as it arrives (growing_file.hpp). The caller reports the
+  // end (GrowingFile::Finished) once Fetch returned.
+  GrowingFile* follower = nullptr;
 };
 
 struct FetchResult {

@@ -12,7 +12,9 @@
 //
 // Deployment states follow ARCHITECTURE.md "The update, step by step":
 //   kPending      accepted from a desired state; compatibility pre-check (step 1-2)
-//   kDownloading  fetching the bundle (step 3; download_bytes tracks progress)
+//   kDownloading  fetching the bundle (step 3; download_bytes tracks progress). The agent also
+//                 verifies and unpacks the arriving bytes into staging (one streamed pass); that
+//                 staging counts for nothing until the deployment reaches kUnpacking
 //   kVerifying    hash and manifest signatures of the downloaded bundle (step 4)
 //   kUnpacking    streaming the verified bundle into the inactive slot's staging dir (step 4)
 //   kLoading      compatibility on the real graph and loading into the inactive slot (5-6)

@@ -11,10 +11,14 @@
 #include <system_error>
 #include <utility>
 
+#include "manifests/log_value.hpp"
+#include "updater/disk.hpp"
+
 namespace edgefleet::updater {
 namespace {
 
 namespace fs = std::filesystem;
+using manifests::QuoteName;
 
 // One owned file descriptor, closed in the destructor.
 class UniqueFd final {
@@ -315,7 +319,9 @@ fs::path SlotStore::SlotPath(std::string_view model, Slot slot) const {
 }
 
 Result<std::unique_ptr<StagingSink>> SlotStore::BeginStaging(std::string_view model, Slot slot,
-                                                             std::optional<Slot> active) const {
+                                                             std::optional<Slot> active,
+                                                             std::uint64_t needed_bytes,
+                                                             std::uint64_t reserve_bytes) const {
   if (!IsSafeSegment(model)) {
     return Fail(ErrorCode::kInvalidArgument, models_dir_.string() + ": model name '" +
                                                  std::string(model) +
@@ -327,6 +333,8 @@ Result<std::unique_ptr<StagingSink>> SlotStore::BeginStaging(std::string_view mo
                                                  std::string(ToString(slot)) +
                                                  ": it is the active slot");
   }
+  // Before the first byte or directory: a refusal for space leaves nothing behind.
+  EF_RETURN_IF_ERROR(CheckFreeSpace(models_dir_, needed_bytes, reserve_bytes));
   EF_RETURN_IF_ERROR(MakeDir(model_dir));
   auto fds = std::make_unique<StagingSink::Fds>();
   EF_ASSIGN_OR_RETURN(fds->model_dir, OpenDir(model_dir));
@@ -341,6 +349,32 @@ Result<std::unique_ptr<StagingSink>> SlotStore::BeginStaging(std::string_view mo
                       OpenDirAt(fds->model_dir.get(), staging_name, staging_path));
   return std::unique_ptr<StagingSink>(
       new StagingSink(slot, staging_path, SlotPath(model, slot), std::move(fds)));
+}
+
+Status SlotStore::DiscardCandidate(std::string_view model, std::optional<Slot> candidate,
+                                   std::optional<Slot> active) const {
+  if (!IsSafeSegment(model)) {
+    return Fail(ErrorCode::kInvalidArgument, models_dir_.string() + ": model name " +
+                                                 QuoteName(model) + " is not a single path segment");
+  }
+  const fs::path model_dir = ModelDir(model);
+  if (candidate && active && *candidate == *active) {
+    return Fail(ErrorCode::kInvalidArgument, model_dir.string() + ": refusing to remove slot " +
+                                                 std::string(ToString(*candidate)) +
+                                                 ": it is the active slot");
+  }
+  std::error_code ec;
+  if (!fs::is_directory(fs::symlink_status(model_dir, ec))) return Ok();
+  for (Slot slot : {Slot::kA, Slot::kB}) {
+    EF_RETURN_IF_ERROR(RemoveTree(model_dir / (std::string(kStagingPrefix) +
+                                               std::string(ToString(slot)))));
+  }
+  if (candidate) EF_RETURN_IF_ERROR(RemoveTree(SlotPath(model, *candidate)));
+  // rmdir removes the directory only when it is empty: a model with a slot left keeps it.
+  if (::rmdir(model_dir.c_str()) != 0 && errno != ENOTEMPTY && errno != EEXIST) {
+    return IoError(model_dir, "rmdir", errno);
+  }
+  return Ok();
 }
 
 Result<GcReport> SlotStore::CollectGarbage(const GcOptions& options) const {

@@ -112,10 +112,23 @@ class SlotStore final {
   const std::filesystem::path& downloads_dir() const { return downloads_dir_; }
 
   // Starts staging a bundle for `slot` of `model`, removing a stale staging directory first.
-  // `active` is the slot the model serves from (nullopt when none). Fails with kInvalidArgument
-  // when slot == active or the model name is not a single safe path segment, kIo on disk errors.
+  // `active` is the slot the model serves from (nullopt when none). `needed_bytes` (the signed
+  // manifest's total: every file plus manifest.json) and `reserve_bytes` must be free on the
+  // file system before anything is created (disk.hpp: a box whose disk fills mid-update cannot
+  // write its journal). Fails with kInvalidArgument when slot == active or the model name is not
+  // a single safe path segment, kIo on disk errors or too little free space (naming free, needed
+  // and reserve).
   Result<std::unique_ptr<StagingSink>> BeginStaging(std::string_view model, Slot slot,
-                                                    std::optional<Slot> active) const;
+                                                    std::optional<Slot> active,
+                                                    std::uint64_t needed_bytes,
+                                                    std::uint64_t reserve_bytes) const;
+
+  // Removes what a failed or rolled-back deployment left for `model`: its staging directories,
+  // the candidate's slot directory when `candidate` is given (never `active`), and the model's
+  // directory itself when nothing is left in it. Fails with kInvalidArgument when candidate ==
+  // active or the name is unsafe, kIo naming the path it could not remove.
+  Status DiscardCandidate(std::string_view model, std::optional<Slot> candidate,
+                          std::optional<Slot> active) const;
 
   // Removes stale staging directories (of models not busy) and downloads: *.part older than the
   // age, finished files not referenced. Never touches slot directories. Returns what it removed;

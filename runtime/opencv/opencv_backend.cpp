@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "manifests/log_value.hpp"
 #include "runtime/compat.hpp"
 
 namespace edgefleet::runtime {
@@ -135,8 +136,9 @@ Status ConvertToFloat(const Tensor& t, float* dst) {
         constexpr T kExact = T{1} << 24;
         if (v > kExact || v < -kExact) {
           return Fail(ErrorCode::kUnsupported,
-                      "input \"" + t.name + "\": value " + std::to_string(v) + " at index " +
-                          std::to_string(i) + " has no exact float32, which OpenCV computes in");
+                      "input " + manifests::QuoteName(t.name, '"') + ": value " +
+                          std::to_string(v) + " at index " + std::to_string(i) +
+                          " has no exact float32, which OpenCV computes in");
         }
       }
       dst[i] = static_cast<float>(v);
@@ -354,13 +356,14 @@ class OpenCvSession final : public Session {
     for (const auto& in : inputs_) {
       if (input_layer->outputNameToIndex(in.name) < 0) {
         return Fail(ErrorCode::kUnsupported,
-                    where + ": the graph has no input \"" + in.name + "\"");
+                    where + ": the graph has no input " + manifests::QuoteName(in.name, '"'));
       }
     }
     for (const auto& out : outputs_) {
       if (net.getLayerId(out.name) < 0) {
-        return Fail(ErrorCode::kUnsupported,
-                    where + ": opencv finds no output \"" + out.name + "\" in the graph");
+        return Fail(ErrorCode::kUnsupported, where + ": opencv finds no output " +
+                                                 manifests::QuoteName(out.name, '"') +
+                                                 " in the graph");
       }
     }
     return Ok();
@@ -404,7 +407,7 @@ class OpenCvSession final : public Session {
       const Tensor& t = *ordered[i];
       // Built only on failure: this runs on every request, where a string costs more than the
       // checks (the digits forward itself is ~11 us).
-      auto what = [&] { return "input \"" + info.name + "\""; };
+      auto what = [&] { return "input " + manifests::QuoteName(info.name, '"'); };
       if (t.dtype != info.dtype) {
         return Fail(ErrorCode::kInvalidArgument, what() + ": expected dtype " +
                                                      std::string(ToString(info.dtype)) +

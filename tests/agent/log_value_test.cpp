@@ -37,7 +37,10 @@ TEST(LogValueTest, InvalidUtf8BecomesHexBytesAndTheResultIsValidUtf8) {
 TEST(LogValueTest, BidiAndInvisibleCharactersAreShownAsCodePoints) {
   // "model/\u202egpj.onnx" would display as "model/xnno.jpg" with the override raw.
   EXPECT_EQ(manifests::QuoteName("model/\xe2\x80\xaegpj.onnx"), "'model/\\u202egpj.onnx'");
-  EXPECT_EQ(manifests::EscapeText("a\xe2\x81\xa6b\xe2\x80\x8bc\xef\xbb\xbf"),
+  // Split literals: "\xa6b" would be one (out of range) hex escape.
+  EXPECT_EQ(manifests::EscapeText("a\xe2\x81\xa6"
+                                  "b\xe2\x80\x8b"
+                                  "c\xef\xbb\xbf"),
             "a\\u2066b\\u200bc\\ufeff");
   EXPECT_EQ(manifests::EscapeText("\xc2\x85"), "\\u0085");  // C1 next line
   // Letters outside ASCII are kept as they are.
@@ -51,6 +54,14 @@ TEST(LogValueTest, QuoteNameEscapesItsQuoteAndBackslashAndCutsLongNames) {
   // A cut never splits a character: 119 ASCII bytes then a 2-byte letter shows the letter whole.
   const std::string name = std::string(119, 'a') + "\xc3\xa9" + "zzz";
   EXPECT_EQ(manifests::QuoteName(name), "'" + std::string(119, 'a') + "\xc3\xa9...'");
+}
+
+TEST(LogValueTest, SafeTextLeavesCleanMessagesAloneAndEscapesTheRest) {
+  const std::string clean = "entry 'caf\\xe9': sha256 expected ab, found cd";
+  EXPECT_EQ(manifests::SafeText(clean), clean);
+  EXPECT_EQ(manifests::SafeText("bad \xe9 byte\n"), "bad \\xe9 byte\\n");
+  EXPECT_EQ(manifests::SafeText(manifests::SafeText("bad \xe9")), "bad \\xe9");  // idempotent
+  EXPECT_EQ(manifests::SafeText("caf\xc3\xa9"), "caf\xc3\xa9");  // valid UTF-8 stays
 }
 
 }  // namespace

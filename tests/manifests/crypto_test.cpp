@@ -233,6 +233,21 @@ TEST(EnvelopeTest, SignRoundTripAndVerify) {
       "manifest.json: document is " + std::to_string(text.size()) + " bytes, limit is 100"));
 }
 
+TEST(EnvelopeTest, AnUppercaseKeyidIsNamedAsSuch) {
+  // Operators copy keyids from tools that print uppercase hex; "found 64 characters" told them
+  // nothing.
+  const auto doc = nlohmann::json::parse(R"({"signed": {}, "signatures": [{"keyid": ")" +
+                                         std::string(64, 'A') + R"(", "sig": ")" +
+                                         std::string(128, 'b') + R"("}]})");
+  EXPECT_TRUE(ParseFailsWith(SignedEnvelope::FromJson(doc, "manifest.json"),
+                             "manifest.json: signatures[0].keyid: expected 64 lowercase hex "
+                             "digits, found uppercase hex digits (write them in lowercase)"));
+  EXPECT_EQ(HexProblem("12345", 64, "a key"),
+            "expected 64 lowercase hex digits (a key), found 5 characters");
+  EXPECT_EQ(HexProblem(std::string(63, '0') + "\n", 64),
+            "expected 64 lowercase hex digits, found '\\n' at position 63");
+}
+
 TEST(EnvelopeTest, ReportsEveryShapeProblem) {
   const auto doc = nlohmann::json::parse(R"({
     "signed": [], "extra": 1, "x-note": "unsigned",

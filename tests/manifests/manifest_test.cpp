@@ -151,14 +151,17 @@ TEST(ManifestTest, BadHex) {
   auto body = SampleManifestBody();
   body["files"][3]["sha256"] = "0123456789ab";
   body["files"][1]["sha256"] = std::string(64, 'A');
+  body["files"][2]["sha256"] = std::string(10, 'a') + "g" + std::string(53, 'a');
   auto m = Parse(body);
   EXPECT_TRUE(ParseFailsWith(m,
                              "manifest.json: signed.files[3].sha256: expected 64 lowercase hex "
                              "digits, found 12 characters"));
   EXPECT_TRUE(ParseFailsWith(m,
                              "manifest.json: signed.files[1].sha256: expected 64 lowercase hex "
-                             "digits, found a non-lowercase-hex character in \"" +
-                                 std::string(64, 'A') + "\""));
+                             "digits, found uppercase hex digits (write them in lowercase)"));
+  EXPECT_TRUE(ParseFailsWith(m,
+                             "manifest.json: signed.files[2].sha256: expected 64 lowercase hex "
+                             "digits, found 'g' at position 10"));
 }
 
 TEST(ManifestTest, BadSemverAndRange) {

@@ -3,6 +3,7 @@
 // Range, send too much, trickle, fail with a status) and counts the body bytes it sent, which is
 // what the resume acceptance numbers are measured with.
 #include "updater/fetch.hpp"
+#include "updater/growing_file.hpp"
 
 #include <httplib.h>
 
@@ -527,6 +528,90 @@ TEST_F(FetchTest, BandwidthLimitIsRoughlyRespectedAndProgressThrottled) {
   EXPECT_GE(calls, 3);
   EXPECT_EQ(last.bytes, kSize);
   EXPECT_GT(last.bytes_per_second, 0.0);
+}
+
+// A reader following the part file through a GrowingFile (the one-pass update): what it reads,
+// and whether it had bytes before the download finished.
+struct FollowResult {
+  Result<std::string> bytes = std::string();
+  bool read_before_end = false;
+};
+
+FollowResult FetchFollowing(const Fetcher& fetcher, FetchRequest request) {
+  GrowingFile follower;
+  request.follower = &follower;
+  std::atomic<bool> fetch_done{false};
+  FollowResult out;
+  std::thread reader([&] {
+    GrowingFileSource source(follower);
+    std::string got;
+    std::vector<std::byte> buffer(4096);
+    while (true) {
+      Result<std::size_t> n = source.Read(buffer);
+      if (!n) {
+        out.bytes = Unexpected(n.error());
+        return;
+      }
+      if (*n == 0) break;
+      if (!fetch_done.load()) out.read_before_end = true;
+      got.append(reinterpret_cast<const char*>(buffer.data()), *n);
+    }
+    out.bytes = std::move(got);
+  });
+  auto fetched = fetcher.Fetch(request);
+  fetch_done = true;
+  follower.Finished(fetched ? std::optional<fs::path>(request.dest) : std::nullopt);
+  reader.join();
+  EXPECT_TRUE(fetched) << fetched.error().message;
+  return out;
+}
+
+TEST_F(FetchTest, AFollowerReadsTheBundleWhileItArrives) {
+  server_.chunk = 16 * 1024;
+  server_.delay_ms = 2;  // about 70 chunks: the reader must not wait for the end
+  FollowResult followed = FetchFollowing(Make(Options()), Request());
+  ASSERT_TRUE(followed.bytes) << followed.bytes.error().message;
+  EXPECT_EQ(*followed.bytes, data_);
+  EXPECT_TRUE(followed.read_before_end);
+}
+
+TEST_F(FetchTest, AFollowerOfAResumedDownloadReadsFromByteZero) {
+  ASSERT_NO_FATAL_FAILURE(LeaveHalfPart());
+  FollowResult followed = FetchFollowing(Make(Options()), Request());
+  ASSERT_TRUE(followed.bytes) << followed.bytes.error().message;
+  EXPECT_EQ(*followed.bytes, data_);
+}
+
+TEST_F(FetchTest, AFollowerIsToldWhenTheDownloadStartsOver) {
+  ASSERT_NO_FATAL_FAILURE(LeaveHalfPart());
+  server_.honour_range = false;  // the server resends from byte 0: the part file is truncated
+  FollowResult followed = FetchFollowing(Make(Options()), Request());
+  ASSERT_FALSE(followed.bytes);
+  EXPECT_EQ(followed.bytes.error().code, ErrorCode::kAborted);
+  EXPECT_EQ(ReadFile(dest()), data_);  // the download itself succeeded
+}
+
+TEST_F(FetchTest, AFollowerOfAFileAlreadyInPlaceReadsItWhole) {
+  ASSERT_TRUE(Make(Options()).Fetch(Request()));
+  FollowResult followed = FetchFollowing(Make(Options()), Request());
+  ASSERT_TRUE(followed.bytes) << followed.bytes.error().message;
+  EXPECT_EQ(*followed.bytes, data_);
+  EXPECT_EQ(server_.requests.load(), 1);
+}
+
+TEST(GrowingFile, AFailedDownloadEndsTheReadWithAborted) {
+  GrowingFile follower;
+  std::optional<Result<std::size_t>> got;
+  std::thread reader([&] {
+    GrowingFileSource source(follower);
+    std::vector<std::byte> buffer(16);
+    got = source.Read(buffer);  // blocks: nothing was written yet
+  });
+  follower.Finished(std::nullopt);
+  reader.join();
+  ASSERT_TRUE(got.has_value());
+  ASSERT_FALSE(*got);
+  EXPECT_EQ(got->error().code, ErrorCode::kAborted);
 }
 
 TEST(FetcherCreate, RefusesBadOptionsAndRequests) {

@@ -22,6 +22,7 @@
 #include "tests/updater/bundles.hpp"
 #include "tests/updater/sources.hpp"
 #include "updater/bundle_reader.hpp"
+#include "updater/disk.hpp"
 
 namespace edgefleet::updater {
 namespace {
@@ -124,7 +125,7 @@ class SlotsTest : public ::testing::Test {
   // Stages and commits `files` into `slot` (the full path a deployment takes).
   void Install(const Files& files, const std::string& version, Slot slot,
                std::optional<Slot> active) {
-    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", slot, active);
+    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", slot, active, 0, 0);
     ASSERT_TRUE(sink) << sink.error().message;
     EF_ASSERT_OK(VerifyInto(Bundle(files, files, version), **sink));
     EF_ASSERT_OK((*sink)->Commit());
@@ -163,7 +164,7 @@ TEST_F(SlotsTest, AVerifiedBundleUnpacksIntoStagingAndCommitsIntoBWhileALeftUnto
   std::map<std::string, Identity> a_before;
   for (const auto& [path, contents] : v1_) a_before[path] = IdentityOf(slot_a / path);
 
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA);
+  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
   ASSERT_TRUE(sink) << sink.error().message;
   StagingSink& staging = **sink;
   EXPECT_EQ(staging.staging_path(), ModelDir() / "staging-B");
@@ -200,17 +201,60 @@ TEST_F(SlotsTest, CommitReplacesAnExistingSlotWhole) {
 
 TEST_F(SlotsTest, RefusesToStageTheActiveSlotOrAnUnsafeModelName) {
   Install(v1_, "1.0.0", Slot::kA, std::nullopt);
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kA, Slot::kA);
+  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kA, Slot::kA, 0, 0);
   ASSERT_FALSE(sink);
   EXPECT_EQ(sink.error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(sink.error().message,
             ModelDir().string() + ": refusing to stage into slot A: it is the active slot");
   EXPECT_EQ(Payload(store_->SlotPath("digits", Slot::kA)), Expected(v1_));
   for (const std::string name : {"", ".", "..", "a/b"}) {
-    Result<std::unique_ptr<StagingSink>> bad = store_->BeginStaging(name, Slot::kB, std::nullopt);
+    Result<std::unique_ptr<StagingSink>> bad = store_->BeginStaging(name, Slot::kB, std::nullopt, 0, 0);
     ASSERT_FALSE(bad) << name;
     EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument) << name;
   }
+}
+
+TEST_F(SlotsTest, StagingMoreThanTheFreeSpaceIsRefusedBeforeAnythingIsCreated) {
+  Result<std::uint64_t> free_bytes = FreeBytes(dir_.path());
+  ASSERT_TRUE(free_bytes) << free_bytes.error().message;
+  // Needed alone too large, and needed + reserve too large: both refused, nothing created.
+  for (const auto& [needed, reserve] : {std::pair<std::uint64_t, std::uint64_t>{*free_bytes * 2, 0},
+                                        {*free_bytes / 2, *free_bytes}}) {
+    Result<std::unique_ptr<StagingSink>> sink =
+        store_->BeginStaging("digits", Slot::kA, std::nullopt, needed, reserve);
+    ASSERT_FALSE(sink);
+    EXPECT_EQ(sink.error().code, ErrorCode::kIo);
+    EXPECT_THAT(sink.error().message, HasSubstr("not enough free disk"));
+    EXPECT_THAT(sink.error().message, HasSubstr(std::to_string(needed) + " needed + " +
+                                                std::to_string(reserve) + " reserve"));
+    EXPECT_FALSE(fs::exists(ModelDir()));
+  }
+  Result<std::unique_ptr<StagingSink>> fits =
+      store_->BeginStaging("digits", Slot::kA, std::nullopt, 4096, 0);
+  EXPECT_TRUE(fits) << fits.error().message;
+}
+
+TEST_F(SlotsTest, DiscardCandidateRemovesTheCandidateAndAnEmptyModelDirectoryOnly) {
+  // A first model that failed: its slot and the model's directory go.
+  Install(v1_, "1.0.0", Slot::kA, std::nullopt);
+  EF_ASSERT_OK(store_->DiscardCandidate("digits", Slot::kA, std::nullopt));
+  EXPECT_FALSE(fs::exists(ModelDir()));
+  EF_ASSERT_OK(store_->DiscardCandidate("digits", Slot::kA, std::nullopt));  // nothing left: ok
+
+  // A candidate beside an active model: the candidate and any staging go, the active slot stays.
+  Install(v1_, "1.0.0", Slot::kA, std::nullopt);
+  Install(v2_, "1.1.0", Slot::kB, Slot::kA);
+  ASSERT_TRUE(store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0));  // left behind
+  EF_ASSERT_OK(store_->DiscardCandidate("digits", Slot::kB, Slot::kA));
+  EXPECT_FALSE(fs::exists(ModelDir() / "B"));
+  EXPECT_FALSE(fs::exists(ModelDir() / "staging-B"));
+  EXPECT_EQ(Payload(ModelDir() / "A"), Expected(v1_));
+
+  Status active = store_->DiscardCandidate("digits", Slot::kA, Slot::kA);
+  ASSERT_FALSE(active);
+  EXPECT_EQ(active.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Payload(ModelDir() / "A"), Expected(v1_));
+  EXPECT_FALSE(store_->DiscardCandidate("..", std::nullopt, std::nullopt));
 }
 
 TEST_F(SlotsTest, AHashFailureLeavesNoStagingFilesAndSlotBAsBefore) {
@@ -218,7 +262,7 @@ TEST_F(SlotsTest, AHashFailureLeavesNoStagingFilesAndSlotBAsBefore) {
   const Identity b_model = IdentityOf(ModelDir() / "B" / "model/a.onnx");
   Files tampered = v2_;
   tampered[1].second[17] ^= 0x01;  // golden/set1/input_0.pb: the second file, after one good one
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA);
+  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
   ASSERT_TRUE(sink) << sink.error().message;
   Result<BundleContents> contents = VerifyInto(Bundle(v2_, tampered, "1.1.0"), **sink);
   ASSERT_FALSE(contents);
@@ -237,7 +281,7 @@ TEST_F(SlotsTest, AHashFailureLeavesNoStagingFilesAndSlotBAsBefore) {
 TEST_F(SlotsTest, DestroyingAnUncommittedSinkRemovesItsStaging) {
   {
     Result<std::unique_ptr<StagingSink>> sink =
-        store_->BeginStaging("digits", Slot::kA, std::nullopt);
+        store_->BeginStaging("digits", Slot::kA, std::nullopt, 0, 0);
     ASSERT_TRUE(sink) << sink.error().message;
     EF_ASSERT_OK(VerifyInto(Bundle(v1_, v1_, "1.0.0"), **sink));
     EXPECT_TRUE(fs::exists(ModelDir() / "staging-A" / "model/a.onnx"));
@@ -252,7 +296,7 @@ TEST_F(SlotsTest, SymlinksPlantedInStagingAreNotFollowed) {
   WriteFile(outside / "victim", "precious");
   {
     // A directory symlink where the bundle needs "model/".
-    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA);
+    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
     ASSERT_TRUE(sink) << sink.error().message;
     fs::create_directory_symlink(outside, (*sink)->staging_path() / "model");
     Result<BundleContents> contents = VerifyInto(Bundle(v2_, v2_, "1.1.0"), **sink);
@@ -263,7 +307,7 @@ TEST_F(SlotsTest, SymlinksPlantedInStagingAreNotFollowed) {
   }
   {
     // A file symlink exactly where a bundle file goes.
-    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA);
+    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
     ASSERT_TRUE(sink) << sink.error().message;
     fs::create_directories((*sink)->staging_path() / "model");
     fs::create_symlink(outside / "victim", (*sink)->staging_path() / "model" / "a.onnx");
@@ -279,7 +323,7 @@ TEST_F(SlotsTest, SymlinksPlantedInStagingAreNotFollowed) {
 }
 
 TEST_F(SlotsTest, TheSinkRefusesUnsafePathsAndExtraBytesByItself) {
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA);
+  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
   ASSERT_TRUE(sink) << sink.error().message;
   for (const std::string path : {"", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/"}) {
     Status status = (*sink)->Begin(path, 1);
