@@ -25,7 +25,6 @@
 
 #include <algorithm>
 #include <bit>
-#include <cctype>
 #include <climits>
 #include <csetjmp>
 #include <cstdint>
@@ -129,7 +128,10 @@ struct PngFacts {
 // are the client's).
 std::string ChunkName(const unsigned char* type) {
   bool letters = true;
-  for (int k = 0; k < 4; ++k) letters = letters && std::isalpha(type[k]) != 0;
+  for (int k = 0; k < 4; ++k) {
+    const unsigned char c = type[k];
+    letters = letters && ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'));
+  }
   if (letters) return std::string(reinterpret_cast<const char*>(type), 4);
   char hex[16];
   std::snprintf(hex, sizeof hex, "0x%08x", static_cast<unsigned>(BigEndian32(type)));

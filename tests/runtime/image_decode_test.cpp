@@ -628,6 +628,9 @@ TEST(ImageDecode, ChunksDeclaringMoreThanTheFileHoldsRefused) {
                                        " declares 2147483647 bytes of data, only 0 bytes follow"),
                   type);
   }
+  // A type that is not four letters is named in hex: the bytes are the client's.
+  ExpectRefused(PngWithHugeChunk(std::string("\x1b[2J", 4)),
+                "chunk 0x1b5b324a declares 2147483647 bytes", "escape sequence as a type");
   const std::string good = Imencode(Pattern(23, 37, CV_8UC3, 800), ".png");
   // IEND is the last 12 bytes; the 2 GiB iTXt goes in its place, with 100 bytes after it.
   const std::string after_image = good.substr(0, good.size() - 12) +
