@@ -130,7 +130,7 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
   }
 
   if (const json* api = r.Object(doc, "api", "api", /*required=*/false)) {
-    r.RejectUnknown(*api, {"host", "port", "shared_memory"}, "api");
+    r.RejectUnknown(*api, {"host", "port", "shared_memory", "max_image_bytes"}, "api");
     if (auto v = r.Bool(*api, "shared_memory", "api.shared_memory", false)) {
       config.api.shared_memory = *v;
     }
@@ -143,6 +143,9 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
     std::int64_t port = config.api.port;
     ReadInt(r, *api, "port", "api", 0, 65535, port);
     config.api.port = static_cast<int>(port);
+    // At least a thumbnail's worth; at most 1 GiB, far beyond what an edge box should decode.
+    ReadInt(r, *api, "max_image_bytes", "api", 4096, std::int64_t{1} << 30,
+            config.api.max_image_bytes);
   }
 
   if (const json* ds = r.Object(doc, "desired_state", "desired_state", false)) {

@@ -19,6 +19,9 @@ struct ApiConfig {
   std::string host = "127.0.0.1";
   int port = 0;
   bool shared_memory = true;  // inputs from POSIX shared memory (agent/shared_memory.hpp)
+  // What decoding one raw image body may cost (runtime/image_decode.hpp): 16 MiB, within the
+  // agent's 40 MiB memory budget, takes a 1920x1080 RGB frame.
+  std::int64_t max_image_bytes = std::int64_t{16} << 20;
 };
 
 struct DesiredStateConfig {

@@ -947,7 +947,8 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
                                    "takes {}",
                                    session.inputs().size()));
     }
-    auto tensor = runtime::PreprocessImage(body, *instance->preprocessing, session.inputs()[0]);
+    auto tensor = runtime::PreprocessImage(body, *instance->preprocessing, session.inputs()[0],
+                                           runtime::ImageLimits{options.max_image_bytes});
     if (!tensor) return fail(StatusFor(tensor.error()), tensor.error().message);
     inputs.push_back(std::move(tensor).value());
   }
@@ -1394,6 +1395,9 @@ Result<std::unique_ptr<LocalApi>> LocalApi::Start(runtime::ModelHost& host,
   if (options.max_body_bytes == 0 || options.max_json_depth < 2) {
     return Fail(ErrorCode::kInvalidArgument,
                 "local API: max_body_bytes must be > 0 and max_json_depth >= 2");
+  }
+  if (options.max_image_bytes == 0) {
+    return Fail(ErrorCode::kInvalidArgument, "local API: max_image_bytes must be > 0");
   }
   auto impl = std::make_unique<Impl>(host, std::move(options));
   try {

@@ -26,9 +26,10 @@
 //                                              "byte_size": <n>}
 //   POST /v2/systemsharedmemory/region/<r>/unregister, /v2/systemsharedmemory/unregister (all)
 //   GET  /metrics                              Prometheus text, metric names edgefleet_*
-// Statuses: 400 malformed or mistyped, 404 unknown model/version/route/request id, 409 feedback
-// already given for that id, 413 body over max_body_bytes, 415 unsupported Content-Type,
-// 503 model not serving, 500 backend failure. Every infer response carries its request id: the
+// Statuses: 400 malformed or mistyped (a raw image too: undecodable, or over max_image_bytes to
+// decode), 404 unknown model/version/route/request id, 409 feedback already given for that id,
+// 413 body over max_body_bytes, 415 unsupported Content-Type, 503 model not serving, 500
+// backend failure. Every infer response carries its request id: the
 // JSON "id" (from the request, else the X-Request-Id header, else a generated UUID) and the
 // X-Request-Id response header, errors included.
 //
@@ -47,6 +48,7 @@
 #include <vector>
 
 #include "manifests/result.hpp"
+#include "runtime/image_decode.hpp"
 #include "runtime/model_host.hpp"
 #include "telemetry/latency_histogram.hpp"
 
@@ -66,6 +68,10 @@ struct LocalApiOptions {
   int keep_alive_timeout_s = 5;
   std::size_t keep_alive_max_requests = 1000;
   std::size_t feedback_capacity = 10000;  // request ids remembered per model version
+  // What decoding one raw image body may cost (pixels, plus libjpeg's coefficient buffer for a
+  // progressive JPEG), checked from the image's header before any pixel memory exists; images
+  // that would cost more get 400 naming their dimensions and the bytes they need.
+  std::size_t max_image_bytes = runtime::kDefaultMaxImageBytes;
   // Inputs from POSIX shared memory (agent/shared_memory.hpp): the /v2/systemsharedmemory routes
   // and the shared_memory_* input parameters. Off: those routes are 404 and such inputs 400.
   bool shared_memory = true;

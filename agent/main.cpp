@@ -248,6 +248,7 @@ int RunCommand(const std::filesystem::path& config_path) {
   api_options.host = env.config.api.host;
   api_options.port = env.config.api.port;
   api_options.shared_memory = env.config.api.shared_memory;
+  api_options.max_image_bytes = static_cast<std::size_t>(env.config.api.max_image_bytes);
   auto api = agent::LocalApi::Start(host, api_options);
   if (!api) return Refuse(api.error().message);
   if (auto ok = WriteFileAtomically(env.config.state_dir / "api.port",

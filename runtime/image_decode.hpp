@@ -36,12 +36,30 @@ struct DecodedImage {
   std::vector<std::uint8_t> pixels;
 };
 
-// Decodes a PNG or JPEG. The dimensions are read from the header and checked against
-// `max_pixels` before any pixel memory is allocated, so a small file claiming a huge image costs
-// a few bytes of parsing. Fails with kInvalidArgument when the bytes are neither PNG nor JPEG,
-// when the image is empty or over `max_pixels`, or when the data is corrupt or truncated (the
-// message names the reason, e.g. libpng's or libjpeg's); with kLimit when the pixels cannot be
-// allocated; with kInternal when a library lays out rows other than expected (a bug).
-Result<DecodedImage> DecodeImage(std::string_view bytes, std::size_t max_pixels);
+// What one decode may cost, in bytes: the decoded pixels (width x height x channels x bytes per
+// sample) plus, for a progressive or multi-scan JPEG, libjpeg's whole-image coefficient buffer
+// (2 bytes per DCT coefficient, about width x height x components x 2 before chroma
+// subsampling). The default fits the agent's 40 MiB memory budget and still takes a 1920x1080
+// RGB frame (6.2 MB; 12.4 MB as a progressive 4:2:0 JPEG); the agent reads it from
+// api.max_image_bytes (agent/SPEC.md).
+inline constexpr std::size_t kDefaultMaxImageBytes = std::size_t{16} << 20;
+
+struct ImageLimits {
+  std::size_t max_bytes = kDefaultMaxImageBytes;
+};
+
+// Decodes a PNG or JPEG. What the image will cost is computed from its header and checked
+// against `limits.max_bytes` before any pixel memory is allocated, so a small file claiming a
+// huge image costs a few bytes of parsing; a PNG must also hold enough compressed data for its
+// declared size (deflate expands at most 1032:1), and every PNG chunk must fit in the bytes
+// given. Ancillary PNG chunks other than tRNS (text, EXIF, ICC profiles, suggested palettes,
+// unknown chunks) are skipped unread: they never change the pixels.
+// Fails with kInvalidArgument when the bytes are neither PNG nor JPEG, when the image is empty
+// or over the budget (the message names the dimensions, the bytes needed and the budget), when
+// a PNG chunk declares more bytes than follow it (the message names the chunk and the length),
+// or when the data is corrupt or truncated (the message names the reason, e.g. libpng's or
+// libjpeg's); with kLimit when the pixels cannot be allocated; with kInternal when a library
+// lays out rows other than expected (a bug).
+Result<DecodedImage> DecodeImage(std::string_view bytes, const ImageLimits& limits);
 
 }  // namespace edgefleet::runtime

@@ -3,9 +3,9 @@
 // Only PNG and JPEG are accepted (runtime/image_decode.hpp decodes them through libpng and
 // libjpeg-turbo, with the pixels cv::imdecode would give): the bytes come from applications over
 // the local API, and every extra decoder is extra attack surface that no manifest asks for.
-// Image dimensions are read from the PNG/JPEG header and checked against max_pixels before
-// anything is decoded, so a 100000x100000 "bomb" costs a few bytes of parsing, not gigabytes of
-// pixels.
+// What an image costs to decode is computed from its PNG/JPEG header and checked against the
+// budget (ImageLimits) before anything is decoded, so a 100000x100000 "bomb" costs a few bytes
+// of parsing, not gigabytes of pixels.
 #include "runtime/preprocess.hpp"
 
 #include <opencv2/core.hpp>
@@ -126,12 +126,12 @@ Result<cv::Mat> ToColor(const cv::Mat& decoded, std::string_view color) {
 }  // namespace
 
 Result<Tensor> PreprocessImage(std::string_view image, const manifests::Preprocessing& pre,
-                               const TensorInfo& input, std::size_t max_pixels) {
+                               const TensorInfo& input, const ImageLimits& limits) {
   EF_ASSIGN_OR_RETURN(const int channels, CheckSpec(pre, input));
   EF_ASSIGN_OR_RETURN(const auto mean, PerChannel(pre.mean, channels, 0.0, "mean"));
   EF_ASSIGN_OR_RETURN(const auto stdev, PerChannel(pre.std, channels, 1.0, "std"));
 
-  EF_ASSIGN_OR_RETURN(DecodedImage image_pixels, DecodeImage(image, max_pixels));
+  EF_ASSIGN_OR_RETURN(DecodedImage image_pixels, DecodeImage(image, limits));
 
   try {
     // A header over the decoded pixels (no copy); image_pixels outlives every use of it.

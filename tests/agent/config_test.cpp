@@ -18,6 +18,7 @@ TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
   EXPECT_EQ(c->api.host, "127.0.0.1");
   EXPECT_EQ(c->api.port, 0);
   EXPECT_TRUE(c->api.shared_memory);
+  EXPECT_EQ(c->api.max_image_bytes, 16 << 20);
   EXPECT_EQ(c->desired_state.poll_ms, 1000);
   EXPECT_TRUE(c->desired_state.file.empty());
   EXPECT_EQ(c->download.max_attempts, 5);
@@ -30,7 +31,7 @@ TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
 TEST(ConfigTest, FullExample) {
   auto c = ParseConfig(R"({"device": "box-1", "fleet": "demo", "groups": ["lab"],
  "state_dir": "state", "trust_root": "root.json", "backends": ["opencv"],
- "api": {"host": "127.0.0.1", "port": 8000, "shared_memory": false},
+ "api": {"host": "127.0.0.1", "port": 8000, "shared_memory": false, "max_image_bytes": 8388608},
  "desired_state": {"file": "desired.json", "url": "", "poll_ms": 250},
  "download": {"connect_timeout_s": 10, "low_speed_bytes_per_s": 5000, "low_speed_time_s": 60,
               "max_bytes_per_s": 0, "reserve_bytes": 67108864, "max_attempts": 5,
@@ -43,6 +44,7 @@ TEST(ConfigTest, FullExample) {
   EXPECT_EQ(c->groups, std::vector<std::string>{"lab"});
   EXPECT_EQ(c->api.port, 8000);
   EXPECT_FALSE(c->api.shared_memory);
+  EXPECT_EQ(c->api.max_image_bytes, 8 << 20);
   EXPECT_DOUBLE_EQ(c->watch.min_p95_increase_ms, 2.5);
   EXPECT_EQ(c->desired_state.file, "/etc/edgefleet/desired.json");
   EXPECT_EQ(c->desired_state.poll_ms, 250);
@@ -52,7 +54,7 @@ TEST(ConfigTest, FullExample) {
 
 TEST(ConfigTest, EveryProblemWithItsPath) {
   auto c = ParseConfig(R"({"fleet":"demo","state_dir":"s","trust_root":"r","colour":1,
-    "api":{"port":70000,"tls":true,"shared_memory":"yes"},
+    "api":{"port":70000,"tls":true,"shared_memory":"yes","max_image_bytes":100},
     "watch":{"min_p95_increase_ms":-1,"max_extension_factor":0.5},"download":{"max_attempts":0},
     "desired_state":{"file":"a","url":"http://x/y"},"backends":["tflite"]})",
                        kPath);
@@ -70,6 +72,9 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
             std::string::npos)
       << m;
   EXPECT_NE(m.find("api.port: expected an integer in [0, 65535], found 70000"), std::string::npos)
+      << m;
+  EXPECT_NE(m.find("api.max_image_bytes: expected an integer in [4096, 1073741824], found 100"),
+            std::string::npos)
       << m;
   EXPECT_NE(m.find("download.max_attempts"), std::string::npos) << m;
   EXPECT_NE(m.find("desired_state: expected at most one"), std::string::npos) << m;

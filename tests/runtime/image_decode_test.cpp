@@ -30,11 +30,13 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/hostile_images.hpp"
+
 namespace edgefleet::runtime {
 namespace {
 
 const std::filesystem::path kDigits = std::filesystem::path(EDGEFLEET_TEST_DATA_DIR) / "digits";
-constexpr std::size_t kMaxPixels = 64u << 20;
+const ImageLimits kLimits{};  // the default budget, 16 MiB
 
 std::string ReadBytes(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -65,7 +67,7 @@ void ExpectSameAsImdecode(std::string_view bytes, const std::string& what,
   if (want_type) {
     EXPECT_EQ(TypeName(want.type()), TypeName(*want_type)) << "imdecode's type changed";
   }
-  auto got = DecodeImage(bytes, kMaxPixels);
+  auto got = DecodeImage(bytes, kLimits);
   ASSERT_TRUE(got) << got.error().message;
   const cv::Mat mat = ToMat(*got);
   ASSERT_EQ(TypeName(mat.type()), TypeName(want.type()));
@@ -402,7 +404,7 @@ TEST(ImageDecode, ImencodeJpegsSameAsImdecode) {
     // EXIF orientation is not applied: same Mat as imdecode, width and height not swapped.
     const std::string rotated = WithExifOrientation6(Imencode(bgr, ".jpg"));
     ExpectSameAsImdecode(rotated, "EXIF orientation 6 " + dims);
-    auto got = DecodeImage(rotated, kMaxPixels);
+    auto got = DecodeImage(rotated, kLimits);
     ASSERT_TRUE(got) << got.error().message;
     EXPECT_EQ(got->width, static_cast<std::uint32_t>(size.width));
     if (size.width != size.height) {  // the tag is real: IMREAD_COLOR does rotate
@@ -438,8 +440,8 @@ TEST(ImageDecode, LibjpegKindsSameAsImdecode) {
 // ---- Hostile input ----
 
 void ExpectRefused(std::string_view bytes, const std::string& needle, const std::string& what,
-                   std::size_t max_pixels = kMaxPixels) {
-  auto got = DecodeImage(bytes, max_pixels);
+                   const ImageLimits& limits = kLimits) {
+  auto got = DecodeImage(bytes, limits);
   ASSERT_FALSE(got) << what << ": accepted; wanted " << needle;
   EXPECT_EQ(got.error().code, ErrorCode::kInvalidArgument) << what << ": " << got.error().message;
   EXPECT_NE(got.error().message.find(needle), std::string::npos)
@@ -463,11 +465,11 @@ TEST(ImageDecode, EveryTruncationRefused) {
       {"JPEG arithmetic", WriteJpeg({37, 23, 3, JCS_RGB, JCS_YCbCr, 2, 2, true}, 402)},
   };
   for (const auto& [what, file] : files) {
-    auto full = DecodeImage(file, kMaxPixels);
+    auto full = DecodeImage(file, kLimits);
     ASSERT_TRUE(full) << what << ": " << full.error().message;
     for (std::size_t n = 0; n < file.size(); ++n) {
       const std::string_view prefix(file.data(), n);
-      auto got = DecodeImage(prefix, kMaxPixels);
+      auto got = DecodeImage(prefix, kLimits);
       if (got) {
         EXPECT_GE(n, file.size() - 2) << what << " cut at " << n << " of " << file.size();
         EXPECT_EQ(got->pixels, full->pixels) << what << " cut at " << n;
@@ -495,7 +497,7 @@ TEST(ImageDecode, FlippedBytesNeverCrash) {
   for (std::size_t i = 0; i < png.size(); ++i) {
     std::string bad = png;
     bad[i] = static_cast<char>(bad[i] ^ 0x55);
-    auto got = DecodeImage(bad, kMaxPixels);
+    auto got = DecodeImage(bad, kLimits);
     EXPECT_FALSE(got) << "PNG with byte " << i << " flipped was accepted";
     if (!got) {
       EXPECT_EQ(got.error().code, ErrorCode::kInvalidArgument) << got.error().message;
@@ -508,7 +510,7 @@ TEST(ImageDecode, FlippedBytesNeverCrash) {
       for (const char mask : {'\x01', '\x55', '\xff'}) {
         std::string bad = jpeg;
         bad[i] = static_cast<char>(bad[i] ^ mask);
-        auto got = DecodeImage(bad, kMaxPixels);
+        auto got = DecodeImage(bad, kLimits);
         if (got) {
           EXPECT_EQ(got->pixels.size(), std::size_t{got->width} * got->height * 3u);
           continue;
@@ -543,9 +545,11 @@ std::string LyingPng(std::string png, std::uint32_t width, std::uint32_t height)
   return png;
 }
 
-// Rewrites the JPEG's SOF0 height and width (there is no checksum to fix).
+// Rewrites the JPEG's SOF0 (baseline) or SOF2 (progressive) height and width (there is no
+// checksum to fix).
 std::string LyingJpeg(std::string jpeg, std::uint32_t width, std::uint32_t height) {
-  const std::size_t sof = jpeg.find("\xff\xc0");
+  std::size_t sof = jpeg.find("\xff\xc0");
+  if (sof == std::string::npos) sof = jpeg.find("\xff\xc2");
   EXPECT_NE(sof, std::string::npos);
   Put16(jpeg, sof + 5, height);
   Put16(jpeg, sof + 7, width);
@@ -567,10 +571,20 @@ TEST(ImageDecode, LyingHeaders) {
 
   // Bombs: refused from the header bytes, before a decoder or any pixel memory exists.
   ExpectRefused(LyingPng(png, 100000, 100000),
-                "image is 100000x100000 pixels, over the limit of 67108864 (header)", "PNG bomb");
+                "image is 100000x100000 pixels of 3 channels x 1 byte: decoding needs "
+                "30000000000 bytes, over the budget of 16777216 bytes (header)",
+                "PNG bomb");
   ExpectRefused(LyingJpeg(jpeg, 60000, 50000),
-                "image is 60000x50000 pixels, over the limit of 67108864 (header)", "JPEG bomb");
-  ExpectRefused(png, "image is 37x23 pixels, over the limit of 850 (header)", "small limit", 850);
+                "image is 60000x50000 pixels of 3 channels x 1 byte: decoding needs 9000000000 "
+                "bytes, over the budget of 16777216 bytes (header)",
+                "JPEG bomb");
+  // The budget is in bytes: 37 x 23 x 3 = 2553.
+  ExpectRefused(png,
+                "image is 37x23 pixels of 3 channels x 1 byte: decoding needs 2553 bytes, over the "
+                "budget of 2552 bytes (header)",
+                "small limit", {2552});
+  auto exact = DecodeImage(png, {2553});
+  EXPECT_TRUE(exact) << exact.error().message;
   ExpectRefused(LyingPng(png, 0, 23), "image is 0x23 pixels", "PNG of width 0");
   ExpectRefused(LyingJpeg(jpeg, 37, 0), "image is 37x0 pixels", "JPEG of height 0");
 }
@@ -591,6 +605,128 @@ TEST(ImageDecode, TooManyProgressiveScansRefused) {
   spec.scans.clear();
   spec.progressive = true;
   ExpectSameAsImdecode(WriteJpeg(spec, 700), "progressive gray, standard script");
+}
+
+// ---- Memory: what an image may cost is known before anything is allocated ----
+
+using testing::FlatGrayPng;
+using testing::PngChunk;
+using testing::PngWithHugeChunk;
+using testing::PngWithoutData;
+using testing::ProgressiveJpegWithoutData;
+
+// The fuzzer's 41-byte PNG: a 1x1 header, then a text (or EXIF, or suggested-palette) chunk
+// declaring 2 GiB. libpng 1.6.39 caps chunk buffers only by a "benign error", a warning on a
+// read struct, and allocated and zeroed the declared length before finding the data missing.
+// Refused from the chunk walk, naming the chunk; the same chunk after the image data too.
+TEST(ImageDecode, ChunksDeclaringMoreThanTheFileHoldsRefused) {
+  for (const char* type : {"iTXt", "zTXt", "tEXt", "eXIf", "sPLT", "iCCP", "prVt"}) {
+    const std::string png = PngWithHugeChunk(type);
+    ASSERT_EQ(png.size(), 41u);
+    ExpectRefused(png,
+                  Corrupted("PNG", std::string("chunk ") + type +
+                                       " declares 2147483647 bytes of data, only 0 bytes follow"),
+                  type);
+  }
+  // A type that is not four letters is named in hex: the bytes are the client's.
+  ExpectRefused(PngWithHugeChunk(std::string("\x1b[2J", 4)),
+                "chunk 0x1b5b324a declares 2147483647 bytes", "escape sequence as a type");
+  const std::string good = Imencode(Pattern(23, 37, CV_8UC3, 800), ".png");
+  // IEND is the last 12 bytes; the 2 GiB iTXt goes in its place, with 100 bytes after it.
+  const std::string after_image = good.substr(0, good.size() - 12) +
+                                  std::string("\x7f\xff\xff\xffiTXt", 8) + std::string(100, 'x');
+  ExpectRefused(after_image, "chunk iTXt declares 2147483647 bytes of data, only 100 bytes follow",
+                "iTXt after IDAT");
+  // An IDAT cut one byte short (with its CRC and IEND) is refused the same way.
+  ExpectRefused(good.substr(0, good.size() - 17), "chunk IDAT declares", "IDAT cut short");
+}
+
+// Honest ancillary chunks, however large, are skipped unread: the pixels are imdecode's.
+TEST(ImageDecode, LargeAncillaryChunksSkippedPixelsUnchanged) {
+  const std::string good = Imencode(Pattern(23, 37, CV_8UC4, 801), ".png");
+  const std::string big(300000, 'x');
+  std::string png = good.substr(0, 33);  // signature and IHDR
+  png += PngChunk("tEXt", std::string("Comment\0", 8) + "hello");
+  png += PngChunk("iTXt", std::string("XML:com.adobe.xmp\0\0\0\0\0", 22) + big);
+  png += PngChunk("zTXt", std::string("Raw profile\0\0", 13) + big);
+  png += PngChunk("sPLT", std::string("palette\0\x08", 9) + std::string(600, '\x01'));
+  png += PngChunk("prVt", big);  // unknown, safe to copy
+  png += good.substr(33, good.size() - 33 - 12);
+  png += PngChunk("tEXt", std::string("Author\0", 7) + big);  // after the image data
+  png += good.substr(good.size() - 12);
+  ExpectSameAsImdecode(png, "1.2 MB of ancillary chunks");
+  auto plain = DecodeImage(good, kLimits);
+  auto padded = DecodeImage(png, kLimits);
+  ASSERT_TRUE(plain && padded);
+  EXPECT_EQ(padded->pixels, plain->pixels);
+}
+
+// The fuzzer's 45-byte PNG: 8192x8192 RGBA at 16 bits, no image data. Within the old pixel cap
+// (64 Mi pixels) it cost a 512 MiB pixel buffer; now the budget refuses it from the header.
+TEST(ImageDecode, HeaderOnlyPngsRefusedBeforeTheirPixels) {
+  const std::string rgba16 = PngWithoutData(8192, 8192, 16, PNG_COLOR_TYPE_RGB_ALPHA);
+  ASSERT_EQ(rgba16.size(), 45u);
+  ExpectRefused(rgba16,
+                "image is 8192x8192 pixels of 4 channels x 2 bytes: decoding needs 536870912 "
+                "bytes, over the budget of 16777216 bytes (header)",
+                "8192x8192 RGBA-16");
+  // Within the budget (8 MiB of pixels) but without the data: 0 bytes of IDAT cannot inflate to
+  // 2048 x 1024 x 4 bytes plus a filter byte a row.
+  ExpectRefused(PngWithoutData(2048, 1024, 8, PNG_COLOR_TYPE_RGB_ALPHA),
+                "image is 2048x1024 pixels, whose rows need 8389632 bytes of image data, but its "
+                "0 bytes of compressed data (IDAT) inflate to at most 0 (deflate expands at most "
+                "1032:1)",
+                "2048x1024 RGBA, no IDAT");
+  // A genuine 500-byte IDAT is not enough for 8 MiB either.
+  std::string thin = FlatGrayPng(64, 64);
+  thin = LyingPng(thin, 2896, 2896);
+  ExpectRefused(thin, "bytes of compressed data (IDAT) inflate to at most", "2896x2896 gray");
+}
+
+// The most compressible image there is (all zero, zlib level 9, about 1030:1) is within the
+// deflate bound, and the default budget takes exactly 16 MiB of pixels.
+TEST(ImageDecode, FlatImagesAtTheBudgetDecode) {
+  const std::string small = FlatGrayPng(300, 200, 7);
+  ExpectSameAsImdecode(small, "flat 300x200");
+  const std::string at_budget = FlatGrayPng(4096, 4096);
+  ASSERT_LT(at_budget.size(), 20000u);
+  auto got = DecodeImage(at_budget, kLimits);
+  ASSERT_TRUE(got) << got.error().message;
+  EXPECT_EQ(got->pixels.size(), std::size_t{16} << 20);
+  EXPECT_EQ(std::count(got->pixels.begin(), got->pixels.end(), 0), std::ptrdiff_t{16} << 20);
+  ExpectRefused(FlatGrayPng(4097, 4096), "decoding needs 16781312 bytes, over the budget",
+                "one column over");
+}
+
+// A progressive (or multi-scan) JPEG makes libjpeg allocate and zero a coefficient buffer for
+// the whole image, 2 bytes per coefficient, before the first scan is decoded: counted in the
+// budget from libjpeg's header, before jpeg_start_decompress.
+TEST(ImageDecode, ProgressiveJpegsPayForTheirCoefficients) {
+  const std::string huge = ProgressiveJpegWithoutData(8192, 8192, 1);
+  ASSERT_LT(huge.size(), 200u);
+  ExpectRefused(huge,
+                "image is 8192x8192 pixels of 1 channel x 1 byte: decoding needs 67108864 bytes, "
+                "over the budget of 16777216 bytes (header)",
+                "8192x8192 progressive");
+  // 5.76 MB of pixels fit the budget; with 11.52 MB of coefficients they do not.
+  ExpectRefused(ProgressiveJpegWithoutData(2400, 2400, 1),
+                "image is 2400x2400 pixels of 1 channel x 1 byte: decoding needs 17280000 bytes "
+                "(5760000 for the pixels, 11520000 for libjpeg's coefficients of a progressive or "
+                "multi-scan JPEG), over the budget of 16777216 bytes (decoder)",
+                "2400x2400 progressive, built by hand");
+  JpegSpec spec{64, 48, 1, JCS_GRAYSCALE, JCS_GRAYSCALE, 1, 1, false, true};
+  const std::string real = WriteJpeg(spec, 900);
+  ExpectSameAsImdecode(real, "progressive 64x48");
+  ExpectRefused(LyingJpeg(real, 2400, 2400), "decoding needs 17280000 bytes",
+                "2400x2400 progressive, written by libjpeg");
+  // The same lie in a baseline JPEG costs only its pixels: refused for its missing data.
+  spec.progressive = false;
+  ExpectRefused(LyingJpeg(WriteJpeg(spec, 901), 2400, 2400), Corrupted("JPEG", ""),
+                "2400x2400 baseline");
+  // A 1920x1080 4:2:0 progressive frame (6.2 MB of pixels, 6.3 MB of coefficients) fits.
+  JpegSpec frame{64, 48, 3, JCS_RGB, JCS_YCbCr, 2, 2, false, true};
+  ExpectRefused(LyingJpeg(WriteJpeg(frame, 902), 1920, 1080), Corrupted("JPEG", ""),
+                "1920x1080 progressive 4:2:0, data missing");
 }
 
 }  // namespace

@@ -275,10 +275,10 @@ TEST(Preprocess, AlphaAndSixteenBit) {
 }
 
 void ExpectRefused(std::string_view image, const std::string& needle,
-                   ErrorCode code = ErrorCode::kInvalidArgument, std::size_t max_pixels = 64u << 20,
+                   ErrorCode code = ErrorCode::kInvalidArgument, const ImageLimits& limits = {},
                    const manifests::Preprocessing& pre = DigitsPreprocessing(),
                    const TensorInfo& input = kDigitsInput) {
-  auto t = PreprocessImage(image, pre, input, max_pixels);
+  auto t = PreprocessImage(image, pre, input, limits);
   ASSERT_FALSE(t) << "accepted; wanted: " << needle;
   EXPECT_EQ(t.error().code, code) << t.error().message;
   EXPECT_NE(t.error().message.find(needle), std::string::npos) << t.error().message;
@@ -298,52 +298,56 @@ TEST(Preprocess, RefusesBadImages) {
   ExpectRefused(flipped, "not a decodable image");
   ExpectRefused("\xff\xd8\xff\xe0\x00\x10JFIF\x00garbage"s, "not a decodable image");
 
-  // Over max_pixels: refused from the header, before decoding.
-  ExpectRefused(good, "image is 8x8 pixels, over the limit of 63 (header)",
-                ErrorCode::kInvalidArgument, 63);
-  ASSERT_TRUE(PreprocessImage(good, DigitsPreprocessing(), kDigitsInput, 64));
+  // Over the decode budget: refused from the header, before decoding.
+  ExpectRefused(good,
+                "image is 8x8 pixels of 1 channel x 1 byte: decoding needs 64 bytes, over the "
+                "budget of 63 bytes (header)",
+                ErrorCode::kInvalidArgument, {63});
+  ASSERT_TRUE(PreprocessImage(good, DigitsPreprocessing(), kDigitsInput, {64}));
   // A PNG header claiming 100000x100000 pixels with almost no data behind it.
   std::string bomb = MakePng(1, 1, 1, {0});
   const std::string huge = "\x00\x01\x86\xa0\x00\x01\x86\xa0"s;
   bomb.replace(16, 8, huge);
-  ExpectRefused(bomb, "image is 100000x100000 pixels, over the limit of 67108864 (header)");
+  ExpectRefused(bomb,
+                "image is 100000x100000 pixels of 1 channel x 1 byte: decoding needs 10000000000 "
+                "bytes, over the budget of 16777216 bytes (header)");
   // The same for a JPEG: SOI, an APP0 segment, then SOF0 saying 60000x50000.
   const std::string jpeg_bomb = std::string("\xff\xd8\xff\xe0\x00\x04\x00\x00", 8) +
                                 std::string("\xff\xc0\x00\x11\x08\xc3\x50\xea\x60\x03", 10) +
                                 std::string(15, '\0');
-  ExpectRefused(jpeg_bomb, "image is 60000x50000 pixels, over the limit");
+  ExpectRefused(jpeg_bomb, "image is 60000x50000 pixels of 3 channels x 1 byte: decoding needs");
   ExpectRefused(MakePng(0, 0, 1, {}), "image is 0x0 pixels");
 }
 
 TEST(Preprocess, RefusesSpecsThatDoNotFitTheInput) {
   const std::string png = MakePng(2, 1, 3, kTwoPixels);
   ExpectRefused(png, "makes a float32 4-D tensor, the input is int64 [1,3,1,2]",
-                ErrorCode::kUnsupported, 64u << 20, Spec("RGB", "NCHW", 1, 2),
+                ErrorCode::kUnsupported, {}, Spec("RGB", "NCHW", 1, 2),
                 {"x", DType::kInt64, {1, 3, 1, 2}});
-  ExpectRefused(png, "the input is float32 [3,1,2]", ErrorCode::kUnsupported, 64u << 20,
+  ExpectRefused(png, "the input is float32 [3,1,2]", ErrorCode::kUnsupported, {},
                 Spec("RGB", "NCHW", 1, 2), {"x", DType::kFloat32, {3, 1, 2}});
   ExpectRefused(png,
                 "input \"x\": preprocessing (NCHW, GRAY, 1x2) makes [1,1,1,2], the input expects "
                 "[1,3,1,2]",
-                ErrorCode::kInvalidArgument, 64u << 20, Spec("GRAY", "NCHW", 1, 2),
+                ErrorCode::kInvalidArgument, {}, Spec("GRAY", "NCHW", 1, 2),
                 {"x", DType::kFloat32, {1, 3, 1, 2}});
-  ExpectRefused(png, "expects [1,3,1,2]", ErrorCode::kInvalidArgument, 64u << 20,
+  ExpectRefused(png, "expects [1,3,1,2]", ErrorCode::kInvalidArgument, {},
                 Spec("RGB", "NHWC", 1, 2), {"x", DType::kFloat32, {1, 3, 1, 2}});
   ExpectRefused(png, "preprocessing.color: expected GRAY, RGB or BGR, found \"YUV\"",
-                ErrorCode::kInvalidArgument, 64u << 20, Spec("YUV", "NCHW", 1, 2),
+                ErrorCode::kInvalidArgument, {}, Spec("YUV", "NCHW", 1, 2),
                 {"x", DType::kFloat32, {1, 3, 1, 2}});
-  ExpectRefused(png, "preprocessing.layout", ErrorCode::kInvalidArgument, 64u << 20,
+  ExpectRefused(png, "preprocessing.layout", ErrorCode::kInvalidArgument, {},
                 Spec("RGB", "CHW", 1, 2), {"x", DType::kFloat32, {1, 3, 1, 2}});
-  ExpectRefused(png, "height and width must be 1..65536", ErrorCode::kInvalidArgument, 64u << 20,
+  ExpectRefused(png, "height and width must be 1..65536", ErrorCode::kInvalidArgument, {},
                 Spec("RGB", "NCHW", 0, 2), {"x", DType::kFloat32, {1, 3, -1, -1}});
   auto pre = Spec("RGB", "NCHW", 1, 2);
   pre.mean = {0.1, 0.2};
   ExpectRefused(png, "preprocessing.mean has 2 values, the colour has 3 channels",
-                ErrorCode::kInvalidArgument, 64u << 20, pre, {"x", DType::kFloat32, {1, 3, 1, 2}});
+                ErrorCode::kInvalidArgument, {}, pre, {"x", DType::kFloat32, {1, 3, 1, 2}});
   pre.mean = {};
   pre.std = {1, 0, 1};
-  ExpectRefused(png, "preprocessing.std: every value must be > 0", ErrorCode::kInvalidArgument,
-                64u << 20, pre, {"x", DType::kFloat32, {1, 3, 1, 2}});
+  ExpectRefused(png, "preprocessing.std: every value must be > 0", ErrorCode::kInvalidArgument, {},
+                pre, {"x", DType::kFloat32, {1, 3, 1, 2}});
 }
 
 }  // namespace
