@@ -76,8 +76,8 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
   AgentConfig config;
   config.path = path;
   if (!doc.is_object()) {
-    r.Problem("", std::string("expected an object, found ") +
-                      std::string(manifests::JsonTypeName(doc)));
+    r.Problem(
+        "", std::string("expected an object, found ") + std::string(manifests::JsonTypeName(doc)));
     EF_RETURN_IF_ERROR(r.ToStatus());
   }
   const std::filesystem::path base =
@@ -162,9 +162,8 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
     const std::string& url = config.desired_state.url;
     if (!url.empty() && url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0 &&
         url.rfind("file://", 0) != 0) {
-      r.Problem("desired_state.url",
-                "expected an http://, https:// or file:// URL, found " +
-                    manifests::QuoteForMessage(url));
+      r.Problem("desired_state.url", "expected an http://, https:// or file:// URL, found " +
+                                         manifests::QuoteForMessage(url));
     }
   }
 
@@ -247,8 +246,8 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
     auto& tc = config.telemetry;
     if (auto v = r.Number(*t, "window_s", "telemetry.window_s", false)) {
       if (!(*v >= 0.1 && *v <= 3600))
-        r.Problem("telemetry.window_s", "expected a number in [0.1, 3600], found " +
-                                            std::to_string(*v));
+        r.Problem("telemetry.window_s",
+                  "expected a number in [0.1, 3600], found " + std::to_string(*v));
       else
         tc.window_s = *v;
     }

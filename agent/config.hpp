@@ -60,13 +60,13 @@ struct WatchConfig {
 struct MqttConfig {
   std::string host;  // empty: no MQTT
   int port = 1883;
-  std::string client_id;             // empty: the device name
-  std::string username;              // empty: none (with client certificates, the broker
-                                     // takes the identity from the certificate)
+  std::string client_id;                // empty: the device name
+  std::string username;                 // empty: none (with client certificates, the broker
+                                        // takes the identity from the certificate)
   std::filesystem::path password_file;  // first line is the password; empty: none
   std::int64_t keepalive_s = 30;
-  std::filesystem::path ca_file;     // TLS on when set
-  std::filesystem::path cert_file;   // client certificate (with key_file)
+  std::filesystem::path ca_file;    // TLS on when set
+  std::filesystem::path cert_file;  // client certificate (with key_file)
   std::filesystem::path key_file;
   std::int64_t reconnect_min_ms = 500;
   std::int64_t reconnect_max_ms = 30000;

@@ -83,9 +83,9 @@ struct LocalApiOptions {
 
 // Counters of one model version since the API started (the watch window reads them).
 struct VersionStats {
-  std::uint64_t requests = 0;       // infer requests that resolved to this version
-  std::uint64_t client_errors = 0;  // 4xx among them
-  std::uint64_t server_errors = 0;  // 5xx among them
+  std::uint64_t requests = 0;          // infer requests that resolved to this version
+  std::uint64_t client_errors = 0;     // 4xx among them
+  std::uint64_t server_errors = 0;     // 5xx among them
   telemetry::LatencySnapshot latency;  // successful requests, end to end
   std::uint64_t labeled = 0;           // feedback accepted
   std::uint64_t correct = 0;           // ... whose label was the top-1 class
@@ -95,17 +95,17 @@ struct VersionStats {
 struct WindowStats {
   std::string model;
   std::string version;
-  std::uint64_t requests = 0;          // infer requests answered, any outcome
+  std::uint64_t requests = 0;  // infer requests answered, any outcome
   std::uint64_t client_errors = 0;
   std::uint64_t server_errors = 0;
   telemetry::LatencySnapshot latency;  // successful requests, end to end
   double preprocess_ms = 0;            // sums over successful requests
   double infer_ms = 0;
   double postprocess_ms = 0;
-  std::uint64_t labeled = 0;           // feedback accepted in the window
+  std::uint64_t labeled = 0;  // feedback accepted in the window
   std::uint64_t correct = 0;
-  std::uint64_t predictions = 0;       // top-1 predictions remembered in the window
-  double confidence_mean = 0;          // of their top-1 confidence
+  std::uint64_t predictions = 0;  // top-1 predictions remembered in the window
+  double confidence_mean = 0;     // of their top-1 confidence
   double confidence_std = 0;
 };
 

@@ -13,11 +13,11 @@
 #include <string>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <httplib.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "agent/config.hpp"
 #include "agent/fleet_link.hpp"
@@ -69,9 +69,12 @@ void InstallSignals() {
 
 const char* SignalName(int signo) {
   switch (signo) {
-    case SIGTERM: return "TERM";
-    case SIGINT: return "INT";
-    default: return "OTHER";
+    case SIGTERM:
+      return "TERM";
+    case SIGINT:
+      return "INT";
+    default:
+      return "OTHER";
   }
 }
 
@@ -147,8 +150,8 @@ Status OpenEnv(const std::filesystem::path& config_path, Env& env, bool with_bac
     return edgefleet::Fail(ErrorCode::kIo,
                            env.config.state_dir.string() + ": cannot create: " + ec.message());
   }
-  EF_ASSIGN_OR_RETURN(auto trust, manifests::TrustRoot::Load(env.config.trust_root,
-                                                             manifests::Now()));
+  EF_ASSIGN_OR_RETURN(auto trust,
+                      manifests::TrustRoot::Load(env.config.trust_root, manifests::Now()));
   env.trust.emplace(std::move(trust));
   EF_ASSIGN_OR_RETURN(auto slots, updater::SlotStore::Open(env.config.state_dir));
   env.slots.emplace(std::move(slots));
@@ -398,8 +401,8 @@ int StatusCommand(const std::filesystem::path& config_path, bool as_json) {
             {{"from", t.from ? json(std::string(updater::ToString(*t.from))) : json(nullptr)},
              {"to", std::string(updater::ToString(t.to))},
              {"reason", manifests::SafeText(t.reason)},
-             {"at", manifests::FormatTimestamp(manifests::Timestamp(
-                        std::chrono::duration_cast<std::chrono::seconds>(
+             {"at", manifests::FormatTimestamp(
+                        manifests::Timestamp(std::chrono::duration_cast<std::chrono::seconds>(
                             std::chrono::milliseconds(t.at_ms))))}});
       }
       // Journals written before names were escaped may hold raw bytes: shown escaped.

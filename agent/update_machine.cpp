@@ -30,7 +30,6 @@ using Clock = std::chrono::steady_clock;
 using updater::Deployment;
 using updater::Slot;
 
-
 std::string Join(const std::vector<std::string>& lines, std::string_view sep) {
   std::string out;
   for (const auto& l : lines) {
@@ -56,21 +55,36 @@ Result<std::string> ReadSmallFile(const std::filesystem::path& path, std::size_t
 
 std::string_view ToString(Event event) {
   switch (event) {
-    case Event::kStartDownload: return "start_download";
-    case Event::kLocalBundle: return "local_bundle";
-    case Event::kDownloaded: return "downloaded";
-    case Event::kManifestMatches: return "manifest_matches";
-    case Event::kUnpacked: return "unpacked";
-    case Event::kLoaded: return "loaded";
-    case Event::kParityPassed: return "parity_passed";
-    case Event::kActivated: return "activated";
-    case Event::kOfflineActivated: return "offline_activated";
-    case Event::kWatchPassed: return "watch_passed";
-    case Event::kBreach: return "breach";
-    case Event::kSwitchedBack: return "switched_back";
-    case Event::kFailure: return "failure";
-    case Event::kInterrupted: return "interrupted";
-    case Event::kRestartedServing: return "restarted_serving";
+    case Event::kStartDownload:
+      return "start_download";
+    case Event::kLocalBundle:
+      return "local_bundle";
+    case Event::kDownloaded:
+      return "downloaded";
+    case Event::kManifestMatches:
+      return "manifest_matches";
+    case Event::kUnpacked:
+      return "unpacked";
+    case Event::kLoaded:
+      return "loaded";
+    case Event::kParityPassed:
+      return "parity_passed";
+    case Event::kActivated:
+      return "activated";
+    case Event::kOfflineActivated:
+      return "offline_activated";
+    case Event::kWatchPassed:
+      return "watch_passed";
+    case Event::kBreach:
+      return "breach";
+    case Event::kSwitchedBack:
+      return "switched_back";
+    case Event::kFailure:
+      return "failure";
+    case Event::kInterrupted:
+      return "interrupted";
+    case Event::kRestartedServing:
+      return "restarted_serving";
   }
   return "unknown";
 }
@@ -99,8 +113,8 @@ const std::vector<TransitionRule>& TransitionTable() {
         {S::kRollingBack, E::kSwitchedBack, S::kRolledBack},
     };
     // Before the candidate may serve, any step can fail or be interrupted by a restart.
-    for (S s : {S::kPending, S::kDownloading, S::kVerifying, S::kUnpacking, S::kLoading,
-                S::kParity}) {
+    for (S s :
+         {S::kPending, S::kDownloading, S::kVerifying, S::kUnpacking, S::kLoading, S::kParity}) {
       t.push_back({s, E::kFailure, S::kFailed});
       t.push_back({s, E::kInterrupted, S::kAbandoned});
     }
@@ -140,7 +154,6 @@ Result<std::vector<Deployment>> ListDeployments(const updater::Journal& journal,
   return all;
 }
 
-
 Status UpdateMachine::Step(Run& run, Event event, std::string_view reason) {
   const DeploymentState from = run.dep.state;
   const auto to = NextState(from, event);
@@ -161,8 +174,8 @@ Status UpdateMachine::Step(Run& run, Event event, std::string_view reason) {
     run.dep.reason = std::string(reason);
   }
   spdlog::info("event=deployment id={} model={} version={} from={} to={} reason={}", run.dep.id,
-               LogValue(run.dep.request.model), LogValue(run.dep.request.version), updater::ToString(from),
-               updater::ToString(*to), LogValue(reason));
+               LogValue(run.dep.request.model), LogValue(run.dep.request.version),
+               updater::ToString(from), updater::ToString(*to), LogValue(reason));
   Emit(run, std::string(updater::ToString(*to)), std::string(updater::ToString(from)), reason);
   MaybeCrashAt(*to);
   return Ok();
@@ -236,10 +249,9 @@ Status UpdateMachine::Fail(Run& run, const Error& error) {
 void UpdateMachine::DiscardCandidate(Run& run) {
   const std::optional<Slot> active =
       run.active ? std::optional<Slot>(run.active->slot) : std::nullopt;
-  const auto removed =
-      ctx_.slots->DiscardCandidate(run.dep.request.model,
-                                   run.unpacked ? std::optional<Slot>(run.dep.slot) : std::nullopt,
-                                   active);
+  const auto removed = ctx_.slots->DiscardCandidate(
+      run.dep.request.model, run.unpacked ? std::optional<Slot>(run.dep.slot) : std::nullopt,
+      active);
   run.unpacked = false;
   if (!removed) {
     spdlog::warn("event=discard_failed id={} error={}", run.dep.id,
@@ -290,10 +302,10 @@ Status UpdateMachine::RecoverAndLoad() {
       case DeploymentState::kWatching:
         if (record.active) {
           EF_RETURN_IF_ERROR(Step(run, Event::kRestartedServing, "agent restarted during watch"));
-          EF_RETURN_IF_ERROR(Step(run, Event::kSwitchedBack,
-                                  fmt::format("agent restarted during watch: back to {} in slot {}",
-                                              record.active->version,
-                                              updater::ToString(record.active->slot))));
+          EF_RETURN_IF_ERROR(
+              Step(run, Event::kSwitchedBack,
+                   fmt::format("agent restarted during watch: back to {} in slot {}",
+                               record.active->version, updater::ToString(record.active->slot))));
         } else {
           EF_RETURN_IF_ERROR(Step(run, Event::kInterrupted,
                                   "agent restarted during watch; no previous model to roll back "
@@ -304,9 +316,9 @@ Status UpdateMachine::RecoverAndLoad() {
         EF_RETURN_IF_ERROR(Step(run, Event::kSwitchedBack, "agent restarted while rolling back"));
         break;
       default:
-        EF_RETURN_IF_ERROR(Step(run, Event::kInterrupted,
-                                fmt::format("agent restarted during {}",
-                                            updater::ToString(dep.state))));
+        EF_RETURN_IF_ERROR(
+            Step(run, Event::kInterrupted,
+                 fmt::format("agent restarted during {}", updater::ToString(dep.state))));
         break;
     }
   }
@@ -447,13 +459,12 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
     auto report = runtime::RunParity(*candidate->session, run.manifest, slot_dir,
                                      active ? active->session.get() : nullptr);
     if (!report) return fail(report.error());
-    spdlog::info("event=parity id={} pass={} samples={} top1={} accuracy={} median_ms={} "
-                 "active_median_ms={}",
-                 run.dep.id, report->pass, report->samples, Fmt(report->top1_agreement),
-                 report->accuracy ? Fmt(*report->accuracy) : "none",
-                 Fmt(report->latency_median_ms),
-                 report->active_latency_median_ms ? Fmt(*report->active_latency_median_ms)
-                                                  : "none");
+    spdlog::info(
+        "event=parity id={} pass={} samples={} top1={} accuracy={} median_ms={} "
+        "active_median_ms={}",
+        run.dep.id, report->pass, report->samples, Fmt(report->top1_agreement),
+        report->accuracy ? Fmt(*report->accuracy) : "none", Fmt(report->latency_median_ms),
+        report->active_latency_median_ms ? Fmt(*report->active_latency_median_ms) : "none");
     Emit(run, "parity_report", std::string(updater::ToString(run.dep.state)),
          report->pass ? "parity passed" : "parity: " + Join(report->failures, "; "),
          report->ToJson().dump());
@@ -496,8 +507,7 @@ void UpdateMachine::CollectGarbage() {
     return;
   }
   if (!report->removed.empty()) {
-    spdlog::info("event=gc removed={} bytes_freed={}", report->removed.size(),
-                 report->bytes_freed);
+    spdlog::info("event=gc removed={} bytes_freed={}", report->removed.size(), report->bytes_freed);
   }
 }
 
@@ -514,9 +524,9 @@ Result<Deployment> UpdateMachine::InstallLocal(const std::filesystem::path& bund
   const std::string version = head.manifest.version.ToString();
   EF_ASSIGN_OR_RETURN(auto record, ctx_.journal->ReadModel(model));
   if (record.active && record.active->version == version) {
-    return edgefleet::Fail(ErrorCode::kInvalidArgument,
-                           fmt::format("{}: {} {} is already the active model", shown, model,
-                                       version));
+    return edgefleet::Fail(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{}: {} {} is already the active model", shown, model, version));
   }
   if (!record.highest_version.empty()) {
     auto highest = manifests::SemVer::Parse(record.highest_version);
@@ -560,9 +570,9 @@ Result<Deployment> UpdateMachine::InstallLocal(const std::filesystem::path& bund
 Result<updater::ModelRecord> UpdateMachine::RollBack(std::string_view model) {
   EF_ASSIGN_OR_RETURN(auto before, ctx_.journal->ReadModel(model));
   if (!before.previous) {
-    return edgefleet::Fail(ErrorCode::kNotFound,
-                           fmt::format("{}: nothing to roll back to (no previous committed model)",
-                                       model));
+    return edgefleet::Fail(
+        ErrorCode::kNotFound,
+        fmt::format("{}: nothing to roll back to (no previous committed model)", model));
   }
   EF_ASSIGN_OR_RETURN(auto after, ctx_.journal->RollBackToPrevious(model));
   spdlog::info("event=rollback model={} from={} to={} slot={}", LogValue(model),

@@ -138,9 +138,8 @@ class UpdateMachine {
   // reached, or nullopt when the deployment stopped without one (cancelled, journal failure).
   // `streamed` is the pass that verified and staged the bundle while it downloaded (nullopt:
   // offline; an error of kAborted: abandoned, so the file is read once more).
-  std::optional<DeploymentState> FromVerifying(
-      Run& run, const std::filesystem::path& bundle,
-      std::optional<Result<updater::Unpacked>> streamed);
+  std::optional<DeploymentState> FromVerifying(Run& run, const std::filesystem::path& bundle,
+                                               std::optional<Result<updater::Unpacked>> streamed);
   // Where a deployment unpacks (updater/unpack.hpp), with `extra_bytes` more free space needed.
   updater::UnpackTarget Target(const Run& run, std::uint64_t extra_bytes) const;
   Status LoadSlot(const std::string& model, updater::Slot slot, const std::string& sha256,

@@ -31,8 +31,8 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
                  LogValue(target), result, LogValue(reason));
     if (result == "refused") EmitRejected(serial, target, "", "", reason);
   };
-  auto envelope = manifests::SignedEnvelope::FromText(text, source,
-                                                      manifests::kMaxDesiredStateBytes);
+  auto envelope =
+      manifests::SignedEnvelope::FromText(text, source, manifests::kMaxDesiredStateBytes);
   if (!envelope) return log_doc(0, "", "refused", envelope.error().message);
   if (auto ok = ctx_.trust->Verify(*envelope, manifests::Role::kDeploy); !ok) {
     return log_doc(0, "", "refused", ok.error().message);
@@ -47,10 +47,9 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
     return log_doc(ds->serial, target, "refused",
                    fmt::format("for fleet {}, this device is in fleet {}", ds->fleet, cfg.fleet));
   }
-  const bool for_us =
-      (ds->target_kind == "device" && ds->target == cfg.device) ||
-      (ds->target_kind == "group" &&
-       std::find(cfg.groups.begin(), cfg.groups.end(), ds->target) != cfg.groups.end());
+  const bool for_us = (ds->target_kind == "device" && ds->target == cfg.device) ||
+                      (ds->target_kind == "group" && std::find(cfg.groups.begin(), cfg.groups.end(),
+                                                               ds->target) != cfg.groups.end());
   if (!for_us) {
     return log_doc(ds->serial, target, "refused",
                    fmt::format("not for this device ({})", cfg.device));
@@ -63,13 +62,12 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
   bool reapplied = false;
   if (*verdict == updater::Journal::SerialVerdict::kReplay) {
     auto last = ctx_.journal->LastSerial(target);
-    return log_doc(ds->serial, target, "refused",
-                   fmt::format("replayed serial {}: the last accepted for {} is {}{}", ds->serial,
-                               target,
-                               last && last->has_value() ? std::to_string(**last) : "none",
-                               last && last->has_value() && **last == ds->serial
-                                   ? " with other content"
-                                   : ""));
+    return log_doc(
+        ds->serial, target, "refused",
+        fmt::format(
+            "replayed serial {}: the last accepted for {} is {}{}", ds->serial, target,
+            last && last->has_value() ? std::to_string(**last) : "none",
+            last && last->has_value() && **last == ds->serial ? " with other content" : ""));
   }
   if (*verdict == updater::Journal::SerialVerdict::kSameDocument) {
     reapplied = true;
@@ -158,7 +156,8 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
   auto dep = ctx_.journal->BeginDeployment(request);
   if (!dep) {
     spdlog::info("event=desired_model serial={} model={} version={} result=refused reason={}",
-                 ds.serial, LogValue(entry.name), LogValue(request.version), LogValue(dep.error().message));
+                 ds.serial, LogValue(entry.name), LogValue(request.version),
+                 LogValue(dep.error().message));
     EmitRejected(ds.serial, target, entry.name, request.version, dep.error().message);
     return;
   }
@@ -216,8 +215,8 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
     streamed = updater::UnpackBundle(source, dest.filename().string(), *ctx_.trust, *ctx_.slots,
                                      unpack_to);
   });
-  auto fetched = fetcher->Fetch(
-      {entry.bundle.url, dest, entry.bundle.size, entry.bundle.sha256, &follower});
+  auto fetched =
+      fetcher->Fetch({entry.bundle.url, dest, entry.bundle.size, entry.bundle.sha256, &follower});
   follower.Finished(fetched ? std::optional<std::filesystem::path>(dest) : std::nullopt);
   unpacker.join();
   if (!fetched) {
@@ -234,9 +233,8 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
   if (!Step(run, Event::kDownloaded,
             fmt::format("{} bytes, sha256 verified; {} fetched{}", entry.bundle.size,
                         fetched->bytes_fetched,
-                        fetched->resumed
-                            ? fmt::format(", resumed from {}", fetched->resumed_from)
-                            : std::string())))
+                        fetched->resumed ? fmt::format(", resumed from {}", fetched->resumed_from)
+                                         : std::string())))
     return;
   (void)FromVerifying(run, dest, std::move(streamed));
 }

@@ -19,8 +19,8 @@ std::optional<std::string> LatencyBreach(double p95_ms, double previous_p95_ms, 
     return std::nullopt;
   }
   return fmt::format("p95 latency {} ms > {} x previous {} ms (and {} ms above it, floor {} ms)",
-                     Fmt(p95_ms), Fmt(factor), Fmt(previous_p95_ms),
-                     Fmt(p95_ms - previous_p95_ms), Fmt(min_increase_ms));
+                     Fmt(p95_ms), Fmt(factor), Fmt(previous_p95_ms), Fmt(p95_ms - previous_p95_ms),
+                     Fmt(min_increase_ms));
 }
 
 std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
@@ -64,12 +64,11 @@ std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
     const double error_rate = requests ? static_cast<double>(errors) / requests : 0.0;
     const double accuracy = labeled ? static_cast<double>(correct) / labeled : 0.0;
     const std::string accuracy_text = labeled ? Fmt(accuracy) : "none";
-    const double elapsed =
-        std::chrono::duration<double>(Clock::now() - start).count();
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     const std::string numbers = fmt::format(
         "requests={} errors={} error_rate={} p95_ms={} previous_p95_ms={} accuracy={} labeled={}",
-        requests, errors, Fmt(error_rate), Fmt(lat.p95),
-        previous_p95 ? Fmt(*previous_p95) : "none", accuracy_text, labeled);
+        requests, errors, Fmt(error_rate), Fmt(lat.p95), previous_p95 ? Fmt(*previous_p95) : "none",
+        accuracy_text, labeled);
     if (Clock::now() - last_log >= std::chrono::seconds(1)) {
       last_log = Clock::now();
       spdlog::info("event=watch id={} requests={} errors={} p95_ms={} accuracy={}", run.dep.id,
@@ -78,13 +77,13 @@ std::optional<DeploymentState> UpdateMachine::Watch(Run& run) {
     if (requests >= static_cast<std::uint64_t>(policy.min_requests)) {
       std::string breach;
       if (error_rate > policy.max_error_rate) {
-        breach = fmt::format("server-error rate {} > {}", Fmt(error_rate),
-                             Fmt(policy.max_error_rate));
-      } else if (auto slow = previous_p95 && lat.count > 0
-                                 ? LatencyBreach(lat.p95, *previous_p95,
-                                                 policy.max_p95_latency_factor,
-                                                 ctx_.config->watch.min_p95_increase_ms)
-                                 : std::nullopt) {
+        breach =
+            fmt::format("server-error rate {} > {}", Fmt(error_rate), Fmt(policy.max_error_rate));
+      } else if (auto slow =
+                     previous_p95 && lat.count > 0
+                         ? LatencyBreach(lat.p95, *previous_p95, policy.max_p95_latency_factor,
+                                         ctx_.config->watch.min_p95_increase_ms)
+                         : std::nullopt) {
         breach = *slow;
       } else if (policy.min_online_accuracy && labeled >= 10 &&
                  accuracy < *policy.min_online_accuracy) {

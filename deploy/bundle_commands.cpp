@@ -12,11 +12,11 @@
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
 #include "manifests/json_fields.hpp"
+#include "manifests/log_value.hpp"
 #include "manifests/manifest.hpp"
 #include "manifests/trust.hpp"
 #include "updater/bundle_reader.hpp"
 #include "updater/safe_archive.hpp"
-#include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {
 namespace {
@@ -66,7 +66,8 @@ std::vector<std::string> ReferencedFiles(const json& spec) {
   return files;
 }
 
-Result<std::vector<manifests::PrivateKey>> LoadKeys(const std::vector<std::filesystem::path>& paths) {
+Result<std::vector<manifests::PrivateKey>> LoadKeys(
+    const std::vector<std::filesystem::path>& paths) {
   std::vector<manifests::PrivateKey> keys;
   for (const auto& path : paths) {
     EF_ASSIGN_OR_RETURN(auto key, manifests::LoadPrivateKey(path));
@@ -91,8 +92,9 @@ class CheckedCopy final : public updater::EntryVisitor {
                   source_ + ": extra file not in manifest: " + manifests::QuoteName(path));
     }
     if (size != current_->size) {
-      return Fail(ErrorCode::kIntegrity, source_ + ": entry " + manifests::QuoteName(path) + " is " +
-                                             std::to_string(size) + " bytes, the manifest declares " +
+      return Fail(ErrorCode::kIntegrity, source_ + ": entry " + manifests::QuoteName(path) +
+                                             " is " + std::to_string(size) +
+                                             " bytes, the manifest declares " +
                                              std::to_string(current_->size));
     }
     seen_.insert(current_->path);
@@ -107,16 +109,17 @@ class CheckedCopy final : public updater::EntryVisitor {
     if (skip_) return Ok();
     auto found = hash_.FinishHex();
     if (found != current_->sha256) {
-      return Fail(ErrorCode::kIntegrity, source_ + ": '" + current_->path + "': sha256 expected " +
-                                             current_->sha256 + ", found " + found);
+      return Fail(ErrorCode::kIntegrity, source_ + ": " + manifests::QuoteName(current_->path) +
+                                             ": sha256 expected " + current_->sha256 + ", found " +
+                                             found);
     }
     return Ok();
   }
   Status CheckNothingMissing() const {
     for (const auto& file : manifest_.files) {
       if (!seen_.contains(file.path)) {
-        return Fail(ErrorCode::kIntegrity,
-                    source_ + ": missing file listed in manifest: " + manifests::QuoteName(file.path));
+        return Fail(ErrorCode::kIntegrity, source_ + ": missing file listed in manifest: " +
+                                               manifests::QuoteName(file.path));
       }
     }
     return Ok();
@@ -139,8 +142,12 @@ json Summary(const updater::BundleContents& contents) {
   for (const auto& v : m.variants) {
     json backends = json::array();
     for (const auto& b : v.backends) backends.push_back(b.name + " " + b.version.text());
-    variants.push_back({{"id", v.id}, {"file", v.file}, {"format", v.format}, {"opset", v.opset},
-                        {"operators", v.operators.size()}, {"backends", backends}});
+    variants.push_back({{"id", v.id},
+                        {"file", v.file},
+                        {"format", v.format},
+                        {"opset", v.opset},
+                        {"operators", v.operators.size()},
+                        {"backends", backends}});
   }
   return {{"name", m.name},
           {"version", m.version.ToString()},
@@ -155,8 +162,8 @@ json Summary(const updater::BundleContents& contents) {
 Status BundleCreate(const BundleCreateOptions& options, std::ostream& out) {
   const auto spec_path = options.source_dir / kSpecFile;
   EF_ASSIGN_OR_RETURN(auto text, ReadSmallFile(spec_path, manifests::kMaxManifestBytes));
-  EF_ASSIGN_OR_RETURN(json spec, manifests::ParseJsonText(text, spec_path.string(),
-                                                          manifests::kMaxManifestBytes));
+  EF_ASSIGN_OR_RETURN(
+      json spec, manifests::ParseJsonText(text, spec_path.string(), manifests::kMaxManifestBytes));
   if (!spec.is_object()) {
     return Fail(ErrorCode::kParse, spec_path.string() + ": expected an object, found " +
                                        std::string(manifests::JsonTypeName(spec)));
@@ -199,9 +206,8 @@ Status BundleCreate(const BundleCreateOptions& options, std::ostream& out) {
   EF_ASSIGN_OR_RETURN(auto keys, LoadKeys(options.keys));
   for (const auto& key : keys) EF_RETURN_IF_ERROR(envelope.Sign(key));
 
-  EF_ASSIGN_OR_RETURN(auto writer,
-                      BundleWriter::Create(options.output, options.compression,
-                                           now.time_since_epoch().count()));
+  EF_ASSIGN_OR_RETURN(auto writer, BundleWriter::Create(options.output, options.compression,
+                                                        now.time_since_epoch().count()));
   EF_RETURN_IF_ERROR(writer.AddBytes(manifests::kManifestFile, envelope.ToJson().dump(2) + "\n"));
   std::uint64_t payload = 0;
   for (const auto& [name, path] : sources) {
@@ -234,7 +240,8 @@ Status BundleSign(const BundleSignOptions& options, std::ostream& out) {
   }
   EF_ASSIGN_OR_RETURN(auto compression, DetectCompression(options.bundle));
   const auto output = options.output.value_or(options.bundle);
-  auto mtime = std::chrono::floor<std::chrono::seconds>(contents.manifest.created.time_since_epoch());
+  auto mtime =
+      std::chrono::floor<std::chrono::seconds>(contents.manifest.created.time_since_epoch());
   EF_ASSIGN_OR_RETURN(auto writer, BundleWriter::Create(output, compression, mtime.count()));
   EF_RETURN_IF_ERROR(
       writer.AddBytes(manifests::kManifestFile, contents.envelope.ToJson().dump(2) + "\n"));
@@ -274,8 +281,8 @@ Status BundleVerify(const BundleVerifyOptions& options, std::ostream& out) {
       << "  files      " << contents.manifest.files.size() << " listed, all present, sizes and "
       << "sha256 match, nothing extra, every entry safe\n"
       << "  read       " << HumanBytes(contents.archive_bytes) << " archive, "
-      << HumanBytes(contents.payload_bytes) << " payload in " << std::fixed
-      << std::setprecision(2) << seconds << " s\n";
+      << HumanBytes(contents.payload_bytes) << " payload in " << std::fixed << std::setprecision(2)
+      << seconds << " s\n";
   return Ok();
 }
 
@@ -292,8 +299,8 @@ Status BundleInspect(const BundleInspectOptions& options, std::ostream& out) {
     return Ok();
   }
   out << "bundle      " << options.bundle.string() << " ("
-      << HumanBytes(std::filesystem::file_size(options.bundle)) << ", tar+"
-      << ToString(compression) << ")\n"
+      << HumanBytes(std::filesystem::file_size(options.bundle)) << ", tar+" << ToString(compression)
+      << ")\n"
       << "model       " << m.name << " " << m.version.ToString() << ", created "
       << manifests::FormatTimestamp(m.created) << "\n";
   if (!m.description.empty()) out << "description " << m.description << "\n";
@@ -334,8 +341,8 @@ Status BundleInspect(const BundleInspectOptions& options, std::ostream& out) {
   if (m.parity.min_accuracy) out << ", accuracy >= " << *m.parity.min_accuracy;
   out << ", latency <= " << m.parity.max_latency_factor << "x active\n";
   out << "watch       " << m.watch.window_s << " s / >= " << m.watch.min_requests
-      << " requests, error rate <= " << m.watch.max_error_rate << ", p95 <= "
-      << m.watch.max_p95_latency_factor << "x previous";
+      << " requests, error rate <= " << m.watch.max_error_rate
+      << ", p95 <= " << m.watch.max_p95_latency_factor << "x previous";
   if (m.watch.min_online_accuracy) out << ", online accuracy >= " << *m.watch.min_online_accuracy;
   out << "\n";
   return Ok();

@@ -279,13 +279,12 @@ Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view
     }
     EF_ASSIGN_OR_RETURN(RolloutStatus m, ParseRolloutStatus(payload));
     if (m.id != id) {
-      return Refuse("id", "payload says " + manifests::QuoteName(m.id) + " but the topic is rollout " +
-                              manifests::QuoteName(id));
+      return Refuse("id", "payload says " + manifests::QuoteName(m.id) +
+                              " but the topic is rollout " + manifests::QuoteName(id));
     }
     if (m.fleet != fleet) {
-      return Refuse("fleet",
-                    "payload says " + manifests::QuoteName(m.fleet) + " but the topic is fleet " +
-                        manifests::QuoteName(fleet));
+      return Refuse("fleet", "payload says " + manifests::QuoteName(m.fleet) +
+                                 " but the topic is fleet " + manifests::QuoteName(fleet));
     }
     IncomingMessage in;
     in.fleet = fleet;
@@ -309,9 +308,8 @@ Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view
     EF_ASSIGN_OR_RETURN(telemetry::StatusMessage m, telemetry::ParseStatus(payload));
     EF_RETURN_IF_ERROR(CheckDevice(m.device, parts->name));
     if (m.fleet != parts->fleet) {
-      return Refuse("fleet",
-                    "payload says " + manifests::QuoteName(m.fleet) + " but the topic is fleet " +
-                        manifests::QuoteName(parts->fleet));
+      return Refuse("fleet", "payload says " + manifests::QuoteName(m.fleet) +
+                                 " but the topic is fleet " + manifests::QuoteName(parts->fleet));
     }
     in.message = std::move(m);
   } else if (parts->leaf == "telemetry") {

@@ -122,9 +122,9 @@ class Query final {
     std::int64_t value = 0;
     auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
     if (ec != std::errc() || ptr != text->data() + text->size() || value < min || value > max) {
-      return Fail(ErrorCode::kInvalidArgument, key + ": expected an integer " +
-                                                   std::to_string(min) + ".." +
-                                                   std::to_string(max) + ", found " + manifests::QuoteName(*text));
+      return Fail(ErrorCode::kInvalidArgument,
+                  key + ": expected an integer " + std::to_string(min) + ".." +
+                      std::to_string(max) + ", found " + manifests::QuoteName(*text));
     }
     return std::optional<std::int64_t>(value);
   }

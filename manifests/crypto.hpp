@@ -85,9 +85,10 @@ class PrivateKey {
   PublicKey public_;
 };
 
-// Key files are JSON. Private: {"keytype":"ed25519","keyid":"..","public":"<hex>","private":"<hex>"}
-// written with mode 0600; public: the same without "private". Loading checks that keyid and public
-// agree. Failures name the file and the field.
+// Key files are JSON. Private:
+// {"keytype":"ed25519","keyid":"..","public":"<hex>","private":"<hex>"} written with mode 0600;
+// public: the same without "private". Loading checks that keyid and public agree. Failures name the
+// file and the field.
 Status SavePrivateKey(const PrivateKey& key, const std::filesystem::path& path);
 Status SavePublicKey(const PublicKey& key, const std::filesystem::path& path);
 Result<PrivateKey> LoadPrivateKey(const std::filesystem::path& path);

@@ -39,8 +39,8 @@ Result<SignedEnvelope> SignedEnvelope::FromJson(const nlohmann::json& doc,
         }
         for (const auto& [key, value] : entry.items()) {
           if (key != "keyid" && key != "sig") {
-            reader.Problem(Child(path, key),
-                           "unknown field, expected one of keyid, sig, found " + QuoteForMessage(key));
+            reader.Problem(Child(path, key), "unknown field, expected one of keyid, sig, found " +
+                                                 QuoteForMessage(key));
           }
         }
         Signature sig;

@@ -43,12 +43,12 @@ std::size_t DecodeUtf8(std::string_view text, std::size_t i, std::uint32_t& cp) 
 
 // Code points that change how the text around them displays, or display as nothing.
 bool IsInvisibleOrBidi(std::uint32_t cp) {
-  return (cp >= 0x80 && cp <= 0x9f) ||                       // C1 controls
-         cp == 0x061c || cp == 0x200e || cp == 0x200f ||     // Arabic letter mark, LRM, RLM
-         (cp >= 0x202a && cp <= 0x202e) ||                   // embeddings and overrides
-         (cp >= 0x2066 && cp <= 0x2069) ||                   // isolates
-         (cp >= 0x200b && cp <= 0x200d) || cp == 0xfeff ||   // zero-width characters, BOM
-         cp == 0x2028 || cp == 0x2029;                       // line and paragraph separators
+  return (cp >= 0x80 && cp <= 0x9f) ||                      // C1 controls
+         cp == 0x061c || cp == 0x200e || cp == 0x200f ||    // Arabic letter mark, LRM, RLM
+         (cp >= 0x202a && cp <= 0x202e) ||                  // embeddings and overrides
+         (cp >= 0x2066 && cp <= 0x2069) ||                  // isolates
+         (cp >= 0x200b && cp <= 0x200d) || cp == 0xfeff ||  // zero-width characters, BOM
+         cp == 0x2028 || cp == 0x2029;                      // line and paragraph separators
 }
 
 void AppendByte(std::string& out, unsigned char c) {

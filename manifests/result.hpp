@@ -16,18 +16,18 @@
 namespace edgefleet {
 
 enum class ErrorCode {
-  kInvalidArgument,   // the caller passed something unusable
-  kParse,             // a document is not well-formed or violates its schema
-  kSignature,         // signatures missing, wrong, unknown key or below threshold
-  kExpired,           // a signed document is past its expiry
-  kIntegrity,         // a size or hash does not match what was declared
-  kUnsafeArchive,     // an archive entry that must never be unpacked
-  kLimit,             // a size, count or time cap was exceeded
-  kIo,                // the file system or a stream failed
-  kNotFound,          // a named thing does not exist
-  kUnsupported,       // a format, version or feature this build does not handle
-  kInternal,          // a bug or an unexpected library failure
-  kAborted,           // stopped on purpose before the end (cancelled, superseded), not a fault
+  kInvalidArgument,  // the caller passed something unusable
+  kParse,            // a document is not well-formed or violates its schema
+  kSignature,        // signatures missing, wrong, unknown key or below threshold
+  kExpired,          // a signed document is past its expiry
+  kIntegrity,        // a size or hash does not match what was declared
+  kUnsafeArchive,    // an archive entry that must never be unpacked
+  kLimit,            // a size, count or time cap was exceeded
+  kIo,               // the file system or a stream failed
+  kNotFound,         // a named thing does not exist
+  kUnsupported,      // a format, version or feature this build does not handle
+  kInternal,         // a bug or an unexpected library failure
+  kAborted,          // stopped on purpose before the end (cancelled, superseded), not a fault
 };
 
 std::string_view ToString(ErrorCode code);
@@ -61,7 +61,7 @@ template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : data_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit
-  Result(Unexpected unexpected)                                          // NOLINT: implicit
+  Result(Unexpected unexpected)                                         // NOLINT: implicit
       : data_(std::in_place_index<1>, std::move(unexpected).error()) {}
   Result(Error error) : data_(std::in_place_index<1>, std::move(error)) {}  // NOLINT: implicit
 
@@ -100,7 +100,7 @@ class [[nodiscard]] Result<void> {
  public:
   Result() = default;
   Result(Unexpected unexpected) : error_(std::move(unexpected).error()), ok_(false) {}  // NOLINT
-  Result(Error error) : error_(std::move(error)), ok_(false) {}                        // NOLINT
+  Result(Error error) : error_(std::move(error)), ok_(false) {}                         // NOLINT
 
   bool has_value() const { return ok_; }
   explicit operator bool() const { return ok_; }
@@ -122,17 +122,18 @@ inline Status Ok() { return Status(); }
 }  // namespace edgefleet
 
 // Propagates the error of a Result-returning expression; evaluates to nothing on success.
-#define EF_RETURN_IF_ERROR(expr)                                 \
-  do {                                                           \
-    auto ef_status_ = (expr);                                    \
+#define EF_RETURN_IF_ERROR(expr)                                         \
+  do {                                                                   \
+    auto ef_status_ = (expr);                                            \
     if (!ef_status_) return ::edgefleet::Unexpected(ef_status_.error()); \
   } while (0)
 
 // Declares `lhs` from a Result-returning expression, or returns its error.
 #define EF_CONCAT_INNER_(a, b) a##b
 #define EF_CONCAT_(a, b) EF_CONCAT_INNER_(a, b)
-#define EF_ASSIGN_OR_RETURN(lhs, expr) EF_ASSIGN_OR_RETURN_IMPL_(EF_CONCAT_(ef_result_, __LINE__), lhs, expr)
-#define EF_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)      \
-  auto tmp = (expr);                                   \
+#define EF_ASSIGN_OR_RETURN(lhs, expr) \
+  EF_ASSIGN_OR_RETURN_IMPL_(EF_CONCAT_(ef_result_, __LINE__), lhs, expr)
+#define EF_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)        \
+  auto tmp = (expr);                                     \
   if (!tmp) return ::edgefleet::Unexpected(tmp.error()); \
   lhs = std::move(tmp).value()

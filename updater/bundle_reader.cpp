@@ -51,7 +51,8 @@ class BundleVisitor final : public EntryVisitor {
     if (!manifest_) return BeginManifest(path, size);
     const auto it = index_.find(path);
     if (it == index_.end()) {
-      return Fail(ErrorCode::kIntegrity, name_ + ": extra file not in manifest: " + QuoteName(path));
+      return Fail(ErrorCode::kIntegrity,
+                  name_ + ": extra file not in manifest: " + QuoteName(path));
     }
     const FileEntry& entry = manifest_->files[it->second];
     // Refused here, before the data: an entry larger than signed is the endless-data attack.
@@ -91,8 +92,9 @@ class BundleVisitor final : public EntryVisitor {
       if (ok && !sink_status) return sink_status;
     }
     if (!ok) {
-      return Fail(ErrorCode::kIntegrity, name_ + ": " + QuoteName(entry.path) + ": sha256 expected " +
-                                             entry.sha256 + ", found " + found);
+      return Fail(ErrorCode::kIntegrity, name_ + ": " + QuoteName(entry.path) +
+                                             ": sha256 expected " + entry.sha256 + ", found " +
+                                             found);
     }
     return Ok();
   }

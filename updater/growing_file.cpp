@@ -19,8 +19,8 @@ void GrowingFile::Grew(const std::filesystem::path& path, std::uint64_t size) {
   if (fd_ < 0 && !error_) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) {
-      error_ = Error{ErrorCode::kIo, "cannot open '" + path.string() + "' to follow the download: " +
-                                         std::strerror(errno)};
+      error_ = Error{ErrorCode::kIo, "cannot open '" + path.string() +
+                                         "' to follow the download: " + std::strerror(errno)};
     }
   }
   size_ = std::max(size_, size);
@@ -44,8 +44,8 @@ void GrowingFile::Finished(std::optional<std::filesystem::path> complete_path) {
   } else if (complete_path && fd_ < 0 && !error_) {
     fd_ = ::open(complete_path->c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) {
-      error_ = Error{ErrorCode::kIo, "cannot open '" + complete_path->string() +
-                                         "': " + std::strerror(errno)};
+      error_ = Error{ErrorCode::kIo,
+                     "cannot open '" + complete_path->string() + "': " + std::strerror(errno)};
     } else {
       const off_t end = ::lseek(fd_, 0, SEEK_END);
       size_ = end > 0 ? static_cast<std::uint64_t>(end) : 0;
@@ -77,8 +77,8 @@ Result<std::size_t> GrowingFileSource::Read(std::span<std::byte> buffer) {
     const ssize_t n = ::pread(file_.fd_, buffer.data(), want, static_cast<off_t>(offset_));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      return Fail(ErrorCode::kIo, "reading the download at byte " + std::to_string(offset_) +
-                                      ": " + (n < 0 ? std::strerror(errno) : "unexpected end"));
+      return Fail(ErrorCode::kIo, "reading the download at byte " + std::to_string(offset_) + ": " +
+                                      (n < 0 ? std::strerror(errno) : "unexpected end"));
     }
     offset_ += static_cast<std::uint64_t>(n);
     return static_cast<std::size_t>(n);

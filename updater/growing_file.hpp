@@ -51,10 +51,10 @@ class GrowingFile final {
 
   std::mutex mutex_;
   std::condition_variable changed_;
-  int fd_ = -1;                    // guarded by mutex_; opened at the first Grew (or Finished)
-  std::uint64_t size_ = 0;         // guarded by mutex_
-  bool finished_ = false;          // guarded by mutex_
-  std::optional<Error> error_;     // guarded by mutex_: restarted, aborted, open failure
+  int fd_ = -1;                 // guarded by mutex_; opened at the first Grew (or Finished)
+  std::uint64_t size_ = 0;      // guarded by mutex_
+  bool finished_ = false;       // guarded by mutex_
+  std::optional<Error> error_;  // guarded by mutex_: restarted, aborted, open failure
 };
 
 // A ByteSource over a GrowingFile, from byte 0.

@@ -1,6 +1,5 @@
 #include "updater/journal.hpp"
 
-
 #include <array>
 #include <chrono>
 #include <limits>
@@ -24,7 +23,6 @@ constexpr manifests::SqlMigration kMigrations[] = {
 // A writer waits this long for another connection's lock before failing with kIo. Our own agent
 // holds the only writer, so this covers a debugging shell or a collector reading the file.
 constexpr int kBusyTimeoutMs = 5000;
-
 
 constexpr std::int64_t kMaxInt64 = std::numeric_limits<std::int64_t>::max();
 
@@ -136,9 +134,10 @@ Result<Deployment> DeploymentFromRow(const Impl& impl, const SqlStatement& row,
 }
 
 Result<Deployment> SelectDeployment(const Impl& impl, std::int64_t id, std::string_view operation) {
-  EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl, operation,
-                                                  "SELECT " + std::string(kDeploymentColumns) +
-                                                      " FROM deployments WHERE id = ?1"));
+  EF_ASSIGN_OR_RETURN(SqlStatement query,
+                      SqlStatement::Prepare(impl, operation,
+                                            "SELECT " + std::string(kDeploymentColumns) +
+                                                " FROM deployments WHERE id = ?1"));
   query.Bind(1, id);
   EF_ASSIGN_OR_RETURN(const bool found, query.Step());
   if (!found) {
@@ -147,8 +146,9 @@ Result<Deployment> SelectDeployment(const Impl& impl, std::int64_t id, std::stri
   return DeploymentFromRow(impl, query, operation);
 }
 
-Result<std::optional<InstalledModel>> InstalledFromColumns(const Impl& impl, const SqlStatement& row,
-                                                           int first, std::string_view operation) {
+Result<std::optional<InstalledModel>> InstalledFromColumns(const Impl& impl,
+                                                           const SqlStatement& row, int first,
+                                                           std::string_view operation) {
   if (row.IsNull(first)) return std::optional<InstalledModel>();
   Result<Slot> slot = ParseSlot(row.ColumnText(first));
   if (!slot) return impl.Refuse(ErrorCode::kIntegrity, operation, slot.error().message);
@@ -160,9 +160,9 @@ Result<ModelRecord> SelectModel(const Impl& impl, std::string_view model,
                                 std::string_view operation) {
   EF_ASSIGN_OR_RETURN(SqlStatement query,
                       SqlStatement::Prepare(impl, operation,
-                                     "SELECT active_slot, active_version, active_sha256, "
-                                     "previous_slot, previous_version, previous_sha256, "
-                                     "highest_version FROM models WHERE name = ?1"));
+                                            "SELECT active_slot, active_version, active_sha256, "
+                                            "previous_slot, previous_version, previous_sha256, "
+                                            "highest_version FROM models WHERE name = ?1"));
   query.Bind(1, model);
   ModelRecord record;
   record.name = std::string(model);
@@ -175,12 +175,13 @@ Result<ModelRecord> SelectModel(const Impl& impl, std::string_view model,
 }
 
 Status UpdateModel(const Impl& impl, const ModelRecord& record, std::string_view operation) {
-  EF_ASSIGN_OR_RETURN(SqlStatement query,
-                      SqlStatement::Prepare(impl, operation,
-                                     "UPDATE models SET active_slot = ?2, active_version = ?3, "
-                                     "active_sha256 = ?4, previous_slot = ?5, "
-                                     "previous_version = ?6, previous_sha256 = ?7, "
-                                     "highest_version = ?8, updated_ms = ?9 WHERE name = ?1"));
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement query,
+      SqlStatement::Prepare(impl, operation,
+                            "UPDATE models SET active_slot = ?2, active_version = ?3, "
+                            "active_sha256 = ?4, previous_slot = ?5, "
+                            "previous_version = ?6, previous_sha256 = ?7, "
+                            "highest_version = ?8, updated_ms = ?9 WHERE name = ?1"));
   query.Bind(1, record.name);
   auto bind_installed = [&](int first, const std::optional<InstalledModel>& installed) {
     if (installed) {
@@ -205,10 +206,11 @@ Status UpdateModel(const Impl& impl, const ModelRecord& record, std::string_view
 Status InsertTransition(const Impl& impl, std::int64_t id, std::optional<DeploymentState> from,
                         DeploymentState to, std::string_view reason, std::int64_t now,
                         std::string_view operation) {
-  EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl, operation,
-                                                  "INSERT INTO transitions (deployment_id, "
-                                                  "from_state, to_state, reason, at_ms) "
-                                                  "VALUES (?1, ?2, ?3, ?4, ?5)"));
+  EF_ASSIGN_OR_RETURN(SqlStatement query,
+                      SqlStatement::Prepare(impl, operation,
+                                            "INSERT INTO transitions (deployment_id, "
+                                            "from_state, to_state, reason, at_ms) "
+                                            "VALUES (?1, ?2, ?3, ?4, ?5)"));
   query.Bind(1, id);
   if (from) {
     query.Bind(2, ToString(*from));
@@ -231,8 +233,8 @@ Result<Deployment> MoveDeployment(const Impl& impl, std::int64_t id, DeploymentS
   const std::int64_t now = NowMs();
   EF_ASSIGN_OR_RETURN(SqlStatement query,
                       SqlStatement::Prepare(impl, operation,
-                                     "UPDATE deployments SET state = ?2, in_progress = ?3, "
-                                     "reason = ?4, updated_ms = ?5 WHERE id = ?1"));
+                                            "UPDATE deployments SET state = ?2, in_progress = ?3, "
+                                            "reason = ?4, updated_ms = ?5 WHERE id = ?1"));
   query.Bind(1, id)
       .Bind(2, ToString(to))
       .Bind(3, std::int64_t{IsTerminal(to) ? 0 : 1})
@@ -255,9 +257,9 @@ const std::filesystem::path& Journal::path() const { return impl_->db.path(); }
 int Journal::LatestSchemaVersion() { return kMigrations[std::size(kMigrations) - 1].version; }
 
 Result<Journal> Journal::Open(const std::filesystem::path& path) {
-  EF_ASSIGN_OR_RETURN(manifests::SqliteDb db,
-                      manifests::SqliteDb::Open(path, manifests::SqliteDb::Mode::kReadWriteCreate,
-                                                kBusyTimeoutMs));
+  EF_ASSIGN_OR_RETURN(
+      manifests::SqliteDb db,
+      manifests::SqliteDb::Open(path, manifests::SqliteDb::Mode::kReadWriteCreate, kBusyTimeoutMs));
   // The first statement reads the file header: a file that is not a database fails here.
   {
     EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(db, "open: set journal_mode=WAL",
@@ -284,19 +286,20 @@ Result<ModelRecord> Journal::ReadModel(std::string_view model) const {
 }
 
 Result<Deployment> Journal::BeginDeployment(const DeploymentRequest& request) {
-  const std::string operation = "begin deployment " + QuoteName(request.model) + " " + request.version;
+  const std::string operation =
+      "begin deployment " + QuoteName(request.model) + " " + request.version;
   if (request.model.empty()) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation, "model: empty name");
   }
   Result<manifests::SemVer> version = manifests::SemVer::Parse(request.version);
   if (!version) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation,
-                         "version: " + version.error().message);
+                            "version: " + version.error().message);
   }
   if (request.bundle_size > static_cast<std::uint64_t>(kMaxInt64) ||
       request.serial > static_cast<std::uint64_t>(kMaxInt64)) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation,
-                         "bundle size or serial above 2^63-1");
+                            "bundle size or serial above 2^63-1");
   }
 
   EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(impl_->db, operation));
@@ -304,21 +307,23 @@ Result<Deployment> Journal::BeginDeployment(const DeploymentRequest& request) {
   {
     EF_ASSIGN_OR_RETURN(SqlStatement query,
                         SqlStatement::Prepare(impl_->db, operation,
-                                       "INSERT INTO models (name, updated_ms) "
-                                       "VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING"));
+                                              "INSERT INTO models (name, updated_ms) "
+                                              "VALUES (?1, ?2) ON CONFLICT(name) DO NOTHING"));
     query.Bind(1, request.model).Bind(2, now);
     EF_RETURN_IF_ERROR(query.Run());
   }
   {
-    EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl_->db, operation,
-                                                    "SELECT id, state FROM deployments "
-                                                    "WHERE model = ?1 AND in_progress = 1"));
+    EF_ASSIGN_OR_RETURN(SqlStatement query,
+                        SqlStatement::Prepare(impl_->db, operation,
+                                              "SELECT id, state FROM deployments "
+                                              "WHERE model = ?1 AND in_progress = 1"));
     query.Bind(1, request.model);
     EF_ASSIGN_OR_RETURN(const bool busy, query.Step());
     if (busy) {
       return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation,
-                           "a deployment is already in progress (id " +
-                               std::to_string(query.ColumnInt(0)) + ", state " + query.ColumnText(1) + ")");
+                              "a deployment is already in progress (id " +
+                                  std::to_string(query.ColumnInt(0)) + ", state " +
+                                  query.ColumnText(1) + ")");
     }
   }
   EF_ASSIGN_OR_RETURN(ModelRecord record, SelectModel(impl_->db, request.model, operation));
@@ -326,13 +331,13 @@ Result<Deployment> Journal::BeginDeployment(const DeploymentRequest& request) {
     Result<manifests::SemVer> highest = manifests::SemVer::Parse(record.highest_version);
     if (!highest) {
       return impl_->db.Refuse(ErrorCode::kIntegrity, operation,
-                           "highest_version: " + highest.error().message);
+                              "highest_version: " + highest.error().message);
     }
     if (*version < *highest && !request.allow_downgrade) {
       return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation,
-                           "version " + request.version + " is below the highest committed " +
-                               record.highest_version +
-                               " and the desired state does not allow a downgrade");
+                              "version " + request.version + " is below the highest committed " +
+                                  record.highest_version +
+                                  " and the desired state does not allow a downgrade");
     }
   }
   Deployment deployment;
@@ -349,11 +354,12 @@ Result<Deployment> Journal::BeginDeployment(const DeploymentRequest& request) {
   {
     EF_ASSIGN_OR_RETURN(
         SqlStatement query,
-        SqlStatement::Prepare(impl_->db, operation,
-                       "INSERT INTO deployments (model, version, bundle_url, bundle_size, "
-                       "bundle_sha256, serial, target, allow_downgrade, state, in_progress, slot, "
-                       "reason, download_bytes, created_ms, updated_ms) VALUES "
-                       "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, '', 0, ?11, ?11)"));
+        SqlStatement::Prepare(
+            impl_->db, operation,
+            "INSERT INTO deployments (model, version, bundle_url, bundle_size, "
+            "bundle_sha256, serial, target, allow_downgrade, state, in_progress, slot, "
+            "reason, download_bytes, created_ms, updated_ms) VALUES "
+            "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, '', 0, ?11, ?11)"));
     query.Bind(1, request.model)
         .Bind(2, request.version)
         .Bind(3, request.bundle_url)
@@ -379,10 +385,11 @@ Status Journal::RecordTransition(std::int64_t id, DeploymentState to, std::strin
       "record transition of deployment " + std::to_string(id) + " to " + std::string(ToString(to));
   if (IsTerminal(to)) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation,
-                         "a terminal state is entered with Finish");
+                            "a terminal state is entered with Finish");
   }
   EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(impl_->db, operation));
-  EF_ASSIGN_OR_RETURN(const Deployment before, MoveDeployment(impl_->db, id, to, reason, operation));
+  EF_ASSIGN_OR_RETURN(const Deployment before,
+                      MoveDeployment(impl_->db, id, to, reason, operation));
   (void)before;
   return txn.Commit();
 }
@@ -392,14 +399,16 @@ Status Journal::RecordDownloadBytes(std::int64_t id, std::uint64_t bytes) {
   if (bytes > static_cast<std::uint64_t>(kMaxInt64)) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation, "above 2^63-1");
   }
-  EF_ASSIGN_OR_RETURN(SqlStatement query,
-                      SqlStatement::Prepare(impl_->db, operation,
-                                     "UPDATE deployments SET download_bytes = ?2, updated_ms = ?3 "
-                                     "WHERE id = ?1 AND in_progress = 1"));
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement query,
+      SqlStatement::Prepare(impl_->db, operation,
+                            "UPDATE deployments SET download_bytes = ?2, updated_ms = ?3 "
+                            "WHERE id = ?1 AND in_progress = 1"));
   query.Bind(1, id).Bind(2, static_cast<std::int64_t>(bytes)).Bind(3, NowMs());
   EF_RETURN_IF_ERROR(query.Run());
   if (impl_->db.Changes() != 1) {
-    return impl_->db.Refuse(ErrorCode::kNotFound, operation, "no deployment in progress with that id");
+    return impl_->db.Refuse(ErrorCode::kNotFound, operation,
+                            "no deployment in progress with that id");
   }
   return Ok();
 }
@@ -422,14 +431,15 @@ Result<Deployment> Journal::Finish(std::int64_t id, DeploymentState to, std::str
     }
     Result<manifests::SemVer> version = manifests::SemVer::Parse(deployment.request.version);
     if (!version) {
-      return impl_->db.Refuse(ErrorCode::kIntegrity, operation, "version: " + version.error().message);
+      return impl_->db.Refuse(ErrorCode::kIntegrity, operation,
+                              "version: " + version.error().message);
     }
     bool raise_highest = record.highest_version.empty();
     if (!raise_highest) {
       Result<manifests::SemVer> highest = manifests::SemVer::Parse(record.highest_version);
       if (!highest) {
         return impl_->db.Refuse(ErrorCode::kIntegrity, operation,
-                             "highest_version: " + highest.error().message);
+                                "highest_version: " + highest.error().message);
       }
       raise_highest = *version > *highest;
     }
@@ -449,20 +459,22 @@ Result<ModelRecord> Journal::RollBackToPrevious(std::string_view model) {
   const std::string operation = "roll back " + QuoteName(model);
   EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(impl_->db, operation));
   {
-    EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl_->db, operation,
-                                                    "SELECT id FROM deployments "
-                                                    "WHERE model = ?1 AND in_progress = 1"));
+    EF_ASSIGN_OR_RETURN(SqlStatement query,
+                        SqlStatement::Prepare(impl_->db, operation,
+                                              "SELECT id FROM deployments "
+                                              "WHERE model = ?1 AND in_progress = 1"));
     query.Bind(1, model);
     EF_ASSIGN_OR_RETURN(const bool busy, query.Step());
     if (busy) {
-      return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation,
-                           "deployment " + std::to_string(query.ColumnInt(0)) + " is in progress");
+      return impl_->db.Refuse(
+          ErrorCode::kInvalidArgument, operation,
+          "deployment " + std::to_string(query.ColumnInt(0)) + " is in progress");
     }
   }
   EF_ASSIGN_OR_RETURN(ModelRecord record, SelectModel(impl_->db, model, operation));
   if (!record.previous || !record.active) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation,
-                         "no previous model to roll back to");
+                            "no previous model to roll back to");
   }
   std::swap(record.active, record.previous);
   EF_RETURN_IF_ERROR(UpdateModel(impl_->db, record, operation));
@@ -476,10 +488,11 @@ Result<Deployment> Journal::ReadDeployment(std::int64_t id) const {
 
 Result<std::vector<Deployment>> Journal::InProgress() const {
   const std::string operation = "read deployments in progress";
-  EF_ASSIGN_OR_RETURN(SqlStatement query,
-                      SqlStatement::Prepare(impl_->db, operation,
-                                     "SELECT " + std::string(kDeploymentColumns) +
-                                         " FROM deployments WHERE in_progress = 1 ORDER BY id"));
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement query,
+      SqlStatement::Prepare(impl_->db, operation,
+                            "SELECT " + std::string(kDeploymentColumns) +
+                                " FROM deployments WHERE in_progress = 1 ORDER BY id"));
   std::vector<Deployment> deployments;
   while (true) {
     EF_ASSIGN_OR_RETURN(const bool row, query.Step());
@@ -492,10 +505,11 @@ Result<std::vector<Deployment>> Journal::InProgress() const {
 
 Result<std::vector<Transition>> Journal::Transitions(std::int64_t id) const {
   const std::string operation = "read transitions of deployment " + std::to_string(id);
-  EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl_->db, operation,
-                                                  "SELECT seq, from_state, to_state, reason, "
-                                                  "at_ms FROM transitions "
-                                                  "WHERE deployment_id = ?1 ORDER BY seq"));
+  EF_ASSIGN_OR_RETURN(SqlStatement query,
+                      SqlStatement::Prepare(impl_->db, operation,
+                                            "SELECT seq, from_state, to_state, reason, "
+                                            "at_ms FROM transitions "
+                                            "WHERE deployment_id = ?1 ORDER BY seq"));
   query.Bind(1, id);
   std::vector<Transition> transitions;
   while (true) {
@@ -521,37 +535,39 @@ Result<std::vector<Transition>> Journal::Transitions(std::int64_t id) const {
 
 Result<std::optional<std::uint64_t>> Journal::LastSerial(std::string_view target) const {
   const std::string operation = "read last serial of " + QuoteName(target);
-  EF_ASSIGN_OR_RETURN(SqlStatement query, SqlStatement::Prepare(impl_->db, operation,
-                                                  "SELECT serial FROM serials WHERE target = ?1"));
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement query,
+      SqlStatement::Prepare(impl_->db, operation, "SELECT serial FROM serials WHERE target = ?1"));
   query.Bind(1, target);
   EF_ASSIGN_OR_RETURN(const bool row, query.Step());
   if (!row) return std::optional<std::uint64_t>();
   return std::optional<std::uint64_t>(static_cast<std::uint64_t>(query.ColumnInt(0)));
 }
 
-Result<Journal::SerialVerdict> Journal::AcceptSerial(std::string_view target,
-                                                     std::uint64_t serial,
+Result<Journal::SerialVerdict> Journal::AcceptSerial(std::string_view target, std::uint64_t serial,
                                                      std::string_view digest) {
-  const std::string operation = "accept serial " + std::to_string(serial) + " for " + QuoteName(target);
+  const std::string operation =
+      "accept serial " + std::to_string(serial) + " for " + QuoteName(target);
   if (serial > static_cast<std::uint64_t>(kMaxInt64)) {
     return impl_->db.Refuse(ErrorCode::kInvalidArgument, operation, "serial above 2^63-1");
   }
   // One statement, so the compare and the write cannot be separated by another writer.
   EF_ASSIGN_OR_RETURN(SqlStatement query,
                       SqlStatement::Prepare(impl_->db, operation,
-                                     "INSERT INTO serials (target, serial, digest) "
-                                     "VALUES (?1, ?2, ?3) ON CONFLICT(target) DO UPDATE SET "
-                                     "serial = excluded.serial, digest = excluded.digest "
-                                     "WHERE excluded.serial > serials.serial"));
+                                            "INSERT INTO serials (target, serial, digest) "
+                                            "VALUES (?1, ?2, ?3) ON CONFLICT(target) DO UPDATE SET "
+                                            "serial = excluded.serial, digest = excluded.digest "
+                                            "WHERE excluded.serial > serials.serial"));
   query.Bind(1, target).Bind(2, static_cast<std::int64_t>(serial)).Bind(3, digest);
   EF_RETURN_IF_ERROR(query.Run());
   if (impl_->db.Changes() == 1) return SerialVerdict::kAccepted;
   EF_ASSIGN_OR_RETURN(SqlStatement last, SqlStatement::Prepare(impl_->db, operation,
-                                                 "SELECT serial, digest FROM serials "
-                                                 "WHERE target = ?1"));
+                                                               "SELECT serial, digest FROM serials "
+                                                               "WHERE target = ?1"));
   last.Bind(1, target);
   EF_ASSIGN_OR_RETURN(const bool row, last.Step());
-  if (row && static_cast<std::uint64_t>(last.ColumnInt(0)) == serial && last.ColumnText(1) == digest) {
+  if (row && static_cast<std::uint64_t>(last.ColumnInt(0)) == serial &&
+      last.ColumnText(1) == digest) {
     return SerialVerdict::kSameDocument;
   }
   return SerialVerdict::kReplay;

@@ -355,7 +355,8 @@ Status SlotStore::DiscardCandidate(std::string_view model, std::optional<Slot> c
                                    std::optional<Slot> active) const {
   if (!IsSafeSegment(model)) {
     return Fail(ErrorCode::kInvalidArgument, models_dir_.string() + ": model name " +
-                                                 QuoteName(model) + " is not a single path segment");
+                                                 QuoteName(model) +
+                                                 " is not a single path segment");
   }
   const fs::path model_dir = ModelDir(model);
   if (candidate && active && *candidate == *active) {
@@ -366,8 +367,8 @@ Status SlotStore::DiscardCandidate(std::string_view model, std::optional<Slot> c
   std::error_code ec;
   if (!fs::is_directory(fs::symlink_status(model_dir, ec))) return Ok();
   for (Slot slot : {Slot::kA, Slot::kB}) {
-    EF_RETURN_IF_ERROR(RemoveTree(model_dir / (std::string(kStagingPrefix) +
-                                               std::string(ToString(slot)))));
+    EF_RETURN_IF_ERROR(
+        RemoveTree(model_dir / (std::string(kStagingPrefix) + std::string(ToString(slot)))));
   }
   if (candidate) EF_RETURN_IF_ERROR(RemoveTree(SlotPath(model, *candidate)));
   // rmdir removes the directory only when it is empty: a model with a slot left keeps it.

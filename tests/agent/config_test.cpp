@@ -84,8 +84,8 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
 
 TEST(ConfigTest, MalformedJsonAndWrongTypes) {
   EXPECT_EQ(ParseConfig("{", kPath).error().code, ErrorCode::kParse);
-  auto c = ParseConfig(R"({"device":"Box 1","fleet":"demo","state_dir":3,"trust_root":"r"})",
-                       kPath);
+  auto c =
+      ParseConfig(R"({"device":"Box 1","fleet":"demo","state_dir":3,"trust_root":"r"})", kPath);
   ASSERT_FALSE(c);
   EXPECT_NE(c.error().message.find("device"), std::string::npos);
   EXPECT_NE(c.error().message.find("state_dir: wrong type"), std::string::npos)

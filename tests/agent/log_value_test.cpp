@@ -21,7 +21,10 @@ TEST(LogValueTest, AnythingThatCouldSplitAFieldIsQuoted) {
 
 TEST(LogValueTest, ControlBytesCannotForgeALine) {
   EXPECT_EQ(LogValue("x\nevent=forged"), "\"x\\nevent=forged\"");
-  EXPECT_EQ(LogValue(std::string("a\x01" "b", 3)), "\"a\\x01b\"");
+  EXPECT_EQ(LogValue(std::string("a\x01"
+                                 "b",
+                                 3)),
+            "\"a\\x01b\"");
   EXPECT_EQ(LogValue("\x7f"), "\"\\x7f\"");
 }
 
@@ -30,7 +33,7 @@ TEST(LogValueTest, InvalidUtf8BecomesHexBytesAndTheResultIsValidUtf8) {
   const std::string shown = LogValue(latin1);
   EXPECT_EQ(shown, "\"caf\\xe9 model\"");
   EXPECT_TRUE(manifests::IsValidUtf8(shown));
-  EXPECT_EQ(manifests::EscapeText("\xc0\xaf"), "\\xc0\\xaf");  // overlong '/'
+  EXPECT_EQ(manifests::EscapeText("\xc0\xaf"), "\\xc0\\xaf");           // overlong '/'
   EXPECT_EQ(manifests::EscapeText("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
 }
 

@@ -34,8 +34,7 @@ class AgentRefusal : public AgentE2E {
     std::set<std::string> out;
     std::error_code ec;
     const fs::path models = state_dir_ / "models";
-    for (fs::recursive_directory_iterator it(models, ec), end; !ec && it != end;
-         it.increment(ec)) {
+    for (fs::recursive_directory_iterator it(models, ec), end; !ec && it != end; it.increment(ec)) {
       out.insert(fs::relative(it->path(), models).string());
     }
     return out;
@@ -73,8 +72,8 @@ TEST_F(AgentRefusal, AnUnsignedBundleIsRefusedAsUnsignedAndLeavesNothing) {
     manifests::SignedEnvelope unsigned_env;
     unsigned_env.signed_body = body;
     const fs::path path = tmp_ / ("unsigned-" + c.name + ".efb");
-    testing::WriteFile(path, testing::BuildBundle(unsigned_env, FilesOf(v1.manifest,
-                                                                        kDigits / "v1")));
+    testing::WriteFile(path,
+                       testing::BuildBundle(unsigned_env, FilesOf(v1.manifest, kDigits / "v1")));
     auto r = Install(path);
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
     EXPECT_NE(r.err.find("manifest.json is not signed"), std::string::npos) << r.err;
@@ -128,8 +127,7 @@ TEST_F(AgentRefusal, StatusNeverAbortsOnRawBytesInTheJournal) {
   ASSERT_FALSE(doc.is_discarded()) << r.out;
   ASSERT_EQ(doc["deployments"].size(), 1u);
   EXPECT_EQ(doc["deployments"][0]["reason"], "entry 'model/\\xff\\xfe': refused");
-  EXPECT_EQ(doc["deployments"][0]["transitions"][1]["reason"],
-            "caf\\xe9 \\x1b[31mred\\u202e");
+  EXPECT_EQ(doc["deployments"][0]["transitions"][1]["reason"], "caf\\xe9 \\x1b[31mred\\u202e");
   auto text = testing::RunProcess({EDGEFLEET_AGENT, "status", "--config", config_path_.string()},
                                   seconds(30));
   ASSERT_EQ(text.exit_code, 0) << text.err;

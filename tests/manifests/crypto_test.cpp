@@ -236,9 +236,9 @@ TEST(EnvelopeTest, SignRoundTripAndVerify) {
 TEST(EnvelopeTest, AnUppercaseKeyidIsNamedAsSuch) {
   // Operators copy keyids from tools that print uppercase hex; "found 64 characters" told them
   // nothing.
-  const auto doc = nlohmann::json::parse(R"({"signed": {}, "signatures": [{"keyid": ")" +
-                                         std::string(64, 'A') + R"(", "sig": ")" +
-                                         std::string(128, 'b') + R"("}]})");
+  const auto doc =
+      nlohmann::json::parse(R"({"signed": {}, "signatures": [{"keyid": ")" + std::string(64, 'A') +
+                            R"(", "sig": ")" + std::string(128, 'b') + R"("}]})");
   EXPECT_TRUE(ParseFailsWith(SignedEnvelope::FromJson(doc, "manifest.json"),
                              "manifest.json: signatures[0].keyid: expected 64 lowercase hex "
                              "digits, found uppercase hex digits (write them in lowercase)"));

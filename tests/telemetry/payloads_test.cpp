@@ -618,7 +618,7 @@ TEST(PayloadRefusals, EventFields) {
     return FailsWith(ParseEvent(doc.dump()), message);
   };
   EXPECT_TRUE(refused([](json& d) { d["parity"] = R"({"a":1})"; },
-                      "event: parity: expected an object, found \"{\"a\":1}\""));
+                      "event: parity: expected an object, found \"{\\\"a\\\":1}\""));
   EXPECT_TRUE(refused([](json& d) { d["event"] = "Rolled Back"; },
                       "event: event: expected lower-case letters and '_'"));
   EXPECT_TRUE(refused([](json& d) { d["event"] = ""; }, "event: event: expected lower-case"));

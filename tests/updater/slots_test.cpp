@@ -36,14 +36,14 @@ using manifests::PrivateKey;
 using manifests::Role;
 using manifests::SignedEnvelope;
 using manifests::TrustRoot;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::UnorderedElementsAre;
 using test::Bytes;
 using test::Files;
 using test::ManifestBody;
 using test::NewKey;
 using test::StringSource;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::UnorderedElementsAre;
 
 // Every regular file under `root`: relative path -> SHA-256 (short failure messages).
 std::map<std::string, std::string> Tree(const fs::path& root) {
@@ -164,7 +164,8 @@ TEST_F(SlotsTest, AVerifiedBundleUnpacksIntoStagingAndCommitsIntoBWhileALeftUnto
   std::map<std::string, Identity> a_before;
   for (const auto& [path, contents] : v1_) a_before[path] = IdentityOf(slot_a / path);
 
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
+  Result<std::unique_ptr<StagingSink>> sink =
+      store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
   ASSERT_TRUE(sink) << sink.error().message;
   StagingSink& staging = **sink;
   EXPECT_EQ(staging.staging_path(), ModelDir() / "staging-B");
@@ -201,14 +202,16 @@ TEST_F(SlotsTest, CommitReplacesAnExistingSlotWhole) {
 
 TEST_F(SlotsTest, RefusesToStageTheActiveSlotOrAnUnsafeModelName) {
   Install(v1_, "1.0.0", Slot::kA, std::nullopt);
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kA, Slot::kA, 0, 0);
+  Result<std::unique_ptr<StagingSink>> sink =
+      store_->BeginStaging("digits", Slot::kA, Slot::kA, 0, 0);
   ASSERT_FALSE(sink);
   EXPECT_EQ(sink.error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(sink.error().message,
             ModelDir().string() + ": refusing to stage into slot A: it is the active slot");
   EXPECT_EQ(Payload(store_->SlotPath("digits", Slot::kA)), Expected(v1_));
   for (const std::string name : {"", ".", "..", "a/b"}) {
-    Result<std::unique_ptr<StagingSink>> bad = store_->BeginStaging(name, Slot::kB, std::nullopt, 0, 0);
+    Result<std::unique_ptr<StagingSink>> bad =
+        store_->BeginStaging(name, Slot::kB, std::nullopt, 0, 0);
     ASSERT_FALSE(bad) << name;
     EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument) << name;
   }
@@ -262,7 +265,8 @@ TEST_F(SlotsTest, AHashFailureLeavesNoStagingFilesAndSlotBAsBefore) {
   const Identity b_model = IdentityOf(ModelDir() / "B" / "model/a.onnx");
   Files tampered = v2_;
   tampered[1].second[17] ^= 0x01;  // golden/set1/input_0.pb: the second file, after one good one
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
+  Result<std::unique_ptr<StagingSink>> sink =
+      store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
   ASSERT_TRUE(sink) << sink.error().message;
   Result<BundleContents> contents = VerifyInto(Bundle(v2_, tampered, "1.1.0"), **sink);
   ASSERT_FALSE(contents);
@@ -296,7 +300,8 @@ TEST_F(SlotsTest, SymlinksPlantedInStagingAreNotFollowed) {
   WriteFile(outside / "victim", "precious");
   {
     // A directory symlink where the bundle needs "model/".
-    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
+    Result<std::unique_ptr<StagingSink>> sink =
+        store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
     ASSERT_TRUE(sink) << sink.error().message;
     fs::create_directory_symlink(outside, (*sink)->staging_path() / "model");
     Result<BundleContents> contents = VerifyInto(Bundle(v2_, v2_, "1.1.0"), **sink);
@@ -307,7 +312,8 @@ TEST_F(SlotsTest, SymlinksPlantedInStagingAreNotFollowed) {
   }
   {
     // A file symlink exactly where a bundle file goes.
-    Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
+    Result<std::unique_ptr<StagingSink>> sink =
+        store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
     ASSERT_TRUE(sink) << sink.error().message;
     fs::create_directories((*sink)->staging_path() / "model");
     fs::create_symlink(outside / "victim", (*sink)->staging_path() / "model" / "a.onnx");
@@ -323,7 +329,8 @@ TEST_F(SlotsTest, SymlinksPlantedInStagingAreNotFollowed) {
 }
 
 TEST_F(SlotsTest, TheSinkRefusesUnsafePathsAndExtraBytesByItself) {
-  Result<std::unique_ptr<StagingSink>> sink = store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
+  Result<std::unique_ptr<StagingSink>> sink =
+      store_->BeginStaging("digits", Slot::kB, Slot::kA, 0, 0);
   ASSERT_TRUE(sink) << sink.error().message;
   for (const std::string path : {"", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a/"}) {
     Status status = (*sink)->Begin(path, 1);
