@@ -206,9 +206,9 @@ std::vector<Hostile> HostileArchives() {
   v.push_back({"EmptySegment", TarBuilder().File("a//x", "x"), kUnsafe,
                "bundle.efb: entry 'a//x': empty segment in path"});
   v.push_back({"Backslash", TarBuilder().File("a\\x", "x"), kUnsafe,
-               "bundle.efb: entry 'a\\x': backslash in path"});
+               "bundle.efb: entry 'a\\\\x': backslash in path"});
   v.push_back({"ControlCharacter", TarBuilder().File("a\nx", "x"), kUnsafe,
-               "bundle.efb: entry 'a\\x0ax': control character in path"});
+               "bundle.efb: entry 'a\\nx': control character in path"});
   v.push_back({"TooLong", TarBuilder().File(std::string(256, 'a'), "x"), kUnsafe,
                "bundle.efb: entry '" + std::string(120, 'a') +
                    "...': path is 256 bytes, the limit is 255"});
@@ -379,7 +379,7 @@ TEST(SafeArchiveTest, RefusesNamesThatAreNotUtf8) {
   Status status = ReadSafeArchive(source, {}, visitor, "bundle.efb");
   ASSERT_FALSE(status);
   EXPECT_EQ(status.error().code, ErrorCode::kUnsafeArchive);
-  EXPECT_EQ(status.error().message, "bundle.efb: entry 'a\xff.bin': path is not valid UTF-8");
+  EXPECT_EQ(status.error().message, "bundle.efb: entry 'a\\xff.bin': path is not valid UTF-8");
 }
 
 TEST(SafeArchiveTest, AcceptsAnEmptyArchive) {
