@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -311,14 +312,40 @@ class SafeReader {
   bool stopped_ = false;
 };
 
+std::string FileTypeName(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a file";
+}
+
 }  // namespace
 
 Result<FileByteSource> FileByteSource::Open(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: open() of a FIFO would otherwise wait for a writer, and a bundle path that
+  // someone replaced by a FIFO would hang the agent. It is cleared again once the file is known
+  // to be regular (where it changes nothing for reads anyway).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     return Fail(ErrorCode::kIo, "cannot open '" + path.string() + "': " + std::strerror(errno));
   }
-  return FileByteSource(fd, path);
+  FileByteSource source(fd, path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return Fail(ErrorCode::kIo, "cannot stat '" + path.string() + "': " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Fail(ErrorCode::kIo, "cannot open '" + path.string() + "': is not a regular file (" +
+                                    FileTypeName(st.st_mode) + ")");
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return Fail(ErrorCode::kIo, "cannot open '" + path.string() + "': fcntl: " +
+                                    std::strerror(errno));
+  }
+  return source;
 }
 
 FileByteSource::FileByteSource(FileByteSource&& other) noexcept

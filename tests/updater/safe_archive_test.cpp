@@ -1,5 +1,13 @@
 #include "updater/safe_archive.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <future>
 #include <map>
 #include <string>
 #include <vector>
@@ -405,6 +413,34 @@ TEST(FileByteSourceTest, OpenFailsWithIoNamingThePath) {
   ASSERT_FALSE(source);
   EXPECT_EQ(source.error().code, ErrorCode::kIo);
   EXPECT_THAT(source.error().message, HasSubstr((dir / "missing.efb").string()));
+}
+
+TEST(FileByteSourceTest, OpenRefusesAFifoWithoutWaitingForAWriter) {
+  edgefleet::testing::TempDir dir;
+  const std::filesystem::path fifo = dir / "bundle.efb";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+  auto opened = std::async(std::launch::async, [&] { return FileByteSource::Open(fifo); });
+  if (opened.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    // open() waits for a writer: become one so the thread returns, then fail.
+    const int writer = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+    opened.wait();
+    if (writer >= 0) ::close(writer);
+    FAIL() << "FileByteSource::Open blocked on a FIFO for 5 s";
+  }
+  Result<FileByteSource> source = opened.get();
+  ASSERT_FALSE(source);
+  EXPECT_EQ(source.error().code, ErrorCode::kIo);
+  EXPECT_EQ(source.error().message,
+            "cannot open '" + fifo.string() + "': is not a regular file (a FIFO)");
+}
+
+TEST(FileByteSourceTest, OpenRefusesADirectory) {
+  edgefleet::testing::TempDir dir;
+  Result<FileByteSource> source = FileByteSource::Open(dir.path());
+  ASSERT_FALSE(source);
+  EXPECT_EQ(source.error().code, ErrorCode::kIo);
+  EXPECT_EQ(source.error().message,
+            "cannot open '" + dir.path().string() + "': is not a regular file (a directory)");
 }
 
 }  // namespace
