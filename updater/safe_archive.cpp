@@ -221,7 +221,7 @@ class SafeReader {
     if (auto conflict = registry_.Add(*path, is_dir)) {
       return Fail(ErrorCode::kUnsafeArchive, Prefix(raw_path) + *conflict);
     }
-    if (is_dir) return Ok();
+    if (is_dir) return visitor_.Directory(*path);
 
     current_ = *path;
     if (archive_entry_size_is_set(entry) == 0 || archive_entry_size(entry) < 0) {

@@ -27,11 +27,15 @@ struct ArchiveLimits {
   std::uint64_t max_total_bytes = manifests::kDefaultMaxTotalBytes;
 };
 
-// Receives the regular-file entries of an archive, in archive order. Any error returned stops
-// the read and is passed back to the caller unchanged.
+// Receives the regular-file and directory entries of an archive, in archive order. Any error
+// returned stops the read and is passed back to the caller unchanged.
 class EntryVisitor {
  public:
   virtual ~EntryVisitor() = default;
+  // A directory entry, after the reader's own checks; `path` is normalised and has no trailing
+  // '/'. Directories carry no bytes; a visitor with layout rules (the bundle's manifest) judges
+  // them here like files, so that no entry escapes those rules.
+  virtual Status Directory(std::string_view /*path*/) { return Ok(); }
   // `path` is normalised (a leading "./" removed); `size` is the size the tar header declares.
   virtual Status BeginFile(std::string_view path, std::uint64_t size) = 0;
   virtual Status Data(std::span<const std::byte> chunk) = 0;
