@@ -125,6 +125,30 @@ INSTANTIATE_TEST_SUITE_P(Compressions, BundleReaderCompressionTest,
                            return "unknown";
                          });
 
+// What `tar -i`, `zstd -dc` or `zcat` would find after the end of a valid bundle: a second tar
+// after the end marker, or a second frame/member. VerifyBundle used to stop at the first end
+// and call the bundle good.
+TEST_P(BundleReaderCompressionTest, RefusesAnArchiveAppendedAfterTheBundle) {
+  const SignedEnvelope envelope = Signed(files_);
+  const std::string bundle = BuildBundle(envelope, files_, GetParam());
+  const std::string hidden = TarBuilder(GetParam()).File("model/a.onnx", "evil").Bytes();
+  Result<BundleContents> result = Verify(bundle + hidden, Trust());
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kIntegrity);
+  EXPECT_THAT(result.error().message, StartsWith("bundle.efb: data after the end of the archive ("));
+  switch (GetParam()) {
+    case Compression::kNone:
+      EXPECT_THAT(result.error().message, HasSubstr("bytes after the end-of-archive marker"));
+      break;
+    case Compression::kZstd:
+      EXPECT_THAT(result.error().message, HasSubstr("a second zstd frame follows"));
+      break;
+    case Compression::kGzip:
+      EXPECT_THAT(result.error().message, HasSubstr("a second gzip member follows"));
+      break;
+  }
+}
+
 TEST_F(BundleReaderTest, AcceptsAThresholdOfTwoDistinctReleaseKeys) {
   const SignedEnvelope envelope = Envelope(ManifestBody(files_), {&release1_, &release2_});
   EF_ASSERT_OK(Verify(BuildBundle(envelope, files_), Trust(2)));
