@@ -266,16 +266,25 @@ Status TarGuard::Header() {
           pending_path_.value_or(name));
   }
 
-  // As libarchive: links, devices, FIFOs and directories carry no data unless a pax "size"
-  // says so; pax "size" overrides the header's for every type.
-  const bool no_data_type = type >= '2' && type <= '6';
-  const std::uint64_t data = pending_size_.value_or(no_data_type ? 0 : *size);
+  // As libarchive 3.6.2: links, devices, FIFOs and directories carry no data unless a pax
+  // "size" says so; pax "size" overrides the header's for every type. Where libarchive versions
+  // differ (or guess) about whether data follows a header, the entry is refused, so that this
+  // walk and libarchive can never disagree about where the next header starts: data on anything
+  // but a regular file, and data on a regular-file header whose name ends in '/' (old tars'
+  // directories; libarchive 3.7 ignores that data, 3.6 skips it). No bundle holds either.
+  const bool no_data_type = type >= '1' && type <= '6';
+  const std::uint64_t data = pending_size_.value_or(type == '1' || !no_data_type ? *size : 0);
   entry_ = pending_path_.value_or(name);
   ++entries_;
-  if (type == '1' && data > 0) {
-    // libarchive guesses whether such data belongs to the entry; no bundle has one.
+  if (no_data_type && data > 0) {
     return Raise(StreamFault::Kind::kRefused, ErrorCode::kUnsafeArchive,
-                 "hardlink with data (at " + at + ")", entry_);
+                 std::string(type == '1' ? "hardlink" : "non-file entry") + " with " +
+                     std::to_string(data) + " bytes of data (at " + at + ")",
+                 entry_);
+  }
+  if (!no_data_type && data > 0 && entry_.ends_with('/')) {
+    return Raise(StreamFault::Kind::kRefused, ErrorCode::kUnsafeArchive,
+                 "regular-file header for a directory name (at " + at + ")", entry_);
   }
   pending_size_.reset();
   pending_path_.reset();

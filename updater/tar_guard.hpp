@@ -7,7 +7,9 @@
 //   - sparse files: pax records GNU.sparse.* (formats 0.0, 0.1 and 1.0), SUN.holesdata,
 //     SCHILY.realsize, and GNU 'S' headers (libarchive builds the whole sparse map in memory,
 //     ~480 MiB for 10 million regions in a 48 KiB bundle, before the entry reaches our checks);
-//   - hardlinks with data, entry types that are not files, directories, links or devices;
+//   - entry types other than files, directories, links and devices; data on anything but a
+//     regular file, or on a file header whose name ends in '/' (where libarchive versions
+//     disagree about what is data, so the walk could lose step with the parser);
 //   - damaged headers (checksum, size field, malformed pax records);
 //   - after the end-of-archive marker (the first all-zero header block) anything but zeros, and
 //     more than kMaxEndPaddingBytes of them; a stream that ends without the marker.

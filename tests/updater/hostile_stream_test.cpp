@@ -268,6 +268,39 @@ TEST(HostileStreamTest, RefusesUnknownEntryTypesBeforeLibarchiveParsesThem) {
             "bundle.efb: entry 'model/a.onnx': unsupported tar entry type 'A' (at offset 0)");
 }
 
+// Headers whose data libarchive versions skip differently: this walk and libarchive must never
+// disagree about where the next header starts, or a header hidden in "data" would go unchecked.
+TEST(HostileStreamTest, RefusesHeadersWhoseDataLengthIsAmbiguous) {
+  const std::string pax_header = test::PaxRecord("GNU.sparse.major", "1");
+  const std::string hidden = TarHeader("PaxHeaders/x", 'x', pax_header.size()) +
+                             test::Pad512(pax_header) + TarHeader("x", '0', 0);
+  struct Case {
+    std::string header;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {TarHeader("model/", '0', hidden.size()),
+       "bundle.efb: entry 'model/': regular-file header for a directory name (at offset 0)"},
+      {TarHeader("model", '5', hidden.size()), ""},  // ustar: a directory's size is ignored
+      {TarHeader("model/a", '1', hidden.size()),
+       "bundle.efb: entry 'model/a': hardlink with 1536 bytes of data (at offset 0)"},
+  };
+  for (const Case& c : cases) {
+    const std::string bytes = c.header + hidden + std::string(1024, '\0');
+    Status status = Read(bytes);
+    ASSERT_FALSE(status);
+    if (c.message.empty()) {
+      // The directory's size is not data: the hidden pax header is read and refused.
+      EXPECT_EQ(status.error().message,
+                "bundle.efb: sparse file (pax extended header at offset 512 has "
+                "GNU.sparse.major)");
+    } else {
+      EXPECT_EQ(status.error().message, c.message);
+    }
+    EXPECT_EQ(status.error().code, ErrorCode::kUnsafeArchive);
+  }
+}
+
 // ---- Memory before any check: GNU sparse maps and huge pax headers -------------------------
 //
 // libarchive 3.6.2 builds a sparse file's whole map (and reads a pax header's whole body) inside
