@@ -10,6 +10,11 @@
 // kMaxZstdWindowLog (8 MiB: every level up to 19 without --long), which bounds the memory a
 // hostile frame header can claim.
 //
+// Cost, measured with `edgefleet bundle verify` on a 512 MiB incompressible bundle from the page
+// cache (medians of 3, against libarchive's own filters on the same machine): zstd 1.07 s vs
+// 1.07 s, plain 0.87-0.99 s vs 0.91 s, gzip 1.35 s vs 1.12 s (about 0.1 s more user time in
+// zlib; the buffer sizes made no difference); peak RSS unchanged at 17-19 MiB.
+//
 // Errors of the ByteSource below pass through unchanged; a problem with the bytes themselves
 // fails Read with a message and sets fault() (see stream_fault.hpp). After a fault, Read keeps
 // failing. Output produced before a fault is returned first; the fault comes with the next Read.
