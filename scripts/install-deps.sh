@@ -13,6 +13,7 @@ base=(
   libssl-dev openssl                        # SHA-256, Ed25519 (EVP), TLS
   libcurl4-openssl-dev                      # bundle downloads
   libarchive-dev zstd                       # bundle tar + zstd/gzip
+  libzstd-dev zlib1g-dev                    # the bundle reader decompresses itself (decompress.cpp)
   libsqlite3-dev sqlite3                    # journal, outbox, collector store
   nlohmann-json3-dev                        # all JSON
   libmosquitto-dev mosquitto mosquitto-clients  # MQTT client and broker

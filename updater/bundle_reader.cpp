@@ -1,6 +1,9 @@
 #include "updater/bundle_reader.hpp"
 
+#include <cstdint>
+#include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -43,8 +46,22 @@ class BundleVisitor final : public EntryVisitor {
   // Without `trust` the manifest is not verified (ReadBundleManifest); with `whole` false only
   // the manifest is read (ReadBundleManifest, ReadVerifiedManifest).
   BundleVisitor(std::string_view source_name, const manifests::TrustRoot* trust, bool whole,
-                FileSink* sink)
-      : name_(source_name), trust_(trust), whole_(whole), sink_(sink) {}
+                const ArchiveLimits& limits, FileSink* sink)
+      : name_(source_name), trust_(trust), whole_(whole), limits_(limits), sink_(sink) {}
+
+  // A directory is only ever a parent of listed files: `edgefleet bundle create` writes none,
+  // `tar -C dir .` writes those. Anything else is content the manifest does not describe, and one
+  // before manifest.json would let entries pass before the rules are known.
+  Status Directory(std::string_view path) override {
+    const std::string shown = std::string(path) + "/";
+    if (!manifest_) return NotFirst(shown);
+    if (!parents_.contains(path)) {
+      return Fail(ErrorCode::kIntegrity, name_ +
+                                             ": directory not in manifest: " + QuoteName(shown) +
+                                             " (it is the parent of no listed file)");
+    }
+    return Ok();
+  }
 
   Status BeginFile(std::string_view path, std::uint64_t size) override {
     payload_bytes_ += size;
@@ -137,11 +154,13 @@ class BundleVisitor final : public EntryVisitor {
   }
 
  private:
+  Status NotFirst(std::string_view found) const {
+    return Fail(ErrorCode::kIntegrity, name_ + ": " + std::string(kManifestFile) +
+                                           " must be the first entry, found " + QuoteName(found));
+  }
+
   Status BeginManifest(std::string_view path, std::uint64_t size) {
-    if (path != kManifestFile) {
-      return Fail(ErrorCode::kIntegrity, name_ + ": " + std::string(kManifestFile) +
-                                             " must be the first entry, found " + QuoteName(path));
-    }
+    if (path != kManifestFile) return NotFirst(path);
     // Checked from the header, so an oversized manifest is never buffered.
     if (size > kMaxManifestBytes) {
       return Fail(ErrorCode::kLimit, name_ + ": " + std::string(kManifestFile) + " is " +
@@ -169,9 +188,17 @@ class BundleVisitor final : public EntryVisitor {
     Result<manifests::Manifest> manifest =
         manifests::Manifest::FromJson(envelope->signed_body, manifest_name);
     if (!manifest) return manifest.error().Wrap(name_);
+    // A verified manifest declares every entry and size, so a bundle that cannot fit the limits
+    // is refused here, before a single file reaches the sink (not after thousands were written).
+    if (trust_ != nullptr) EF_RETURN_IF_ERROR(CheckLimits(*manifest));
 
     for (std::size_t i = 0; i < manifest->files.size(); ++i) {
-      index_.emplace(manifest->files[i].path, i);
+      const std::string& path = manifest->files[i].path;
+      index_.emplace(path, i);
+      for (std::size_t slash = path.find('/'); slash != std::string::npos;
+           slash = path.find('/', slash + 1)) {
+        parents_.insert(path.substr(0, slash));
+      }
     }
     seen_.assign(manifest->files.size(), false);
     envelope_ = std::move(*envelope);
@@ -189,9 +216,41 @@ class BundleVisitor final : public EntryVisitor {
     return Ok();
   }
 
+  Status CheckLimits(const manifests::Manifest& manifest) const {
+    const std::string manifest_name(kManifestFile);
+    const std::size_t entries = manifest.files.size() + 1;  // manifest.json is an entry too
+    if (entries > limits_.max_entries) {
+      return Fail(ErrorCode::kLimit,
+                  name_ + ": " + manifest_name + " lists " + std::to_string(manifest.files.size()) +
+                      " files; with " + manifest_name + " that is " + std::to_string(entries) +
+                      " entries, the limit is " + std::to_string(limits_.max_entries));
+    }
+    std::uint64_t total = manifest_size_;
+    for (std::size_t i = 0; i < manifest.files.size(); ++i) {
+      const FileEntry& file = manifest.files[i];
+      const std::string field = name_ + ": " + manifest_name + ": signed.files[" +
+                                std::to_string(i) + "] " + QuoteName(file.path);
+      if (file.size > limits_.max_file_bytes) {
+        return Fail(ErrorCode::kLimit, field + " is " + std::to_string(file.size) +
+                                           " bytes, the limit is " +
+                                           std::to_string(limits_.max_file_bytes));
+      }
+      // Saturating, so that no list of sizes wraps around to a small total.
+      total = file.size > UINT64_MAX - total ? UINT64_MAX : total + file.size;
+    }
+    if (total > limits_.max_total_bytes) {
+      return Fail(ErrorCode::kLimit, name_ + ": " + manifest_name + ": the listed files and " +
+                                         manifest_name + " total " + std::to_string(total) +
+                                         " bytes, the limit is " +
+                                         std::to_string(limits_.max_total_bytes));
+    }
+    return Ok();
+  }
+
   std::string name_;
   const manifests::TrustRoot* trust_;
   bool whole_;
+  const ArchiveLimits& limits_;
   FileSink* sink_;
 
   std::string manifest_text_;  // only manifest.json is buffered, and only up to its cap
@@ -200,6 +259,7 @@ class BundleVisitor final : public EntryVisitor {
   std::optional<manifests::Manifest> manifest_;
   // Views into manifest_->files, which is not modified after it is set.
   std::unordered_map<std::string_view, std::size_t> index_;
+  std::set<std::string, std::less<>> parents_;  // every parent directory of a listed file
   std::vector<bool> seen_;
 
   std::optional<std::size_t> current_;  // index of the file being read
@@ -212,7 +272,7 @@ Result<BundleContents> Run(ByteSource& source, std::string_view source_name,
                            const manifests::TrustRoot* trust, bool whole,
                            const ArchiveLimits& limits, FileSink* sink) {
   CountingSource counting(source);
-  BundleVisitor visitor(source_name, trust, whole, sink);
+  BundleVisitor visitor(source_name, trust, whole, limits, sink);
   Status status = ReadSafeArchive(counting, limits, visitor, source_name);
   if (status) status = visitor.Finish();
   if (!status) {

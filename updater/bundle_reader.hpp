@@ -2,11 +2,15 @@
 //
 // VerifyBundle checks, in order, and stops at the first failure with a message naming the bundle,
 // the entry and expected vs found:
-//   - the archive is safe (safe_archive.hpp) and manifest.json is its first entry (<= 1 MiB);
+//   - the archive is safe (safe_archive.hpp) and manifest.json is its first entry (<= 1 MiB),
+//     before any file or directory;
 //   - manifest.json is a signed envelope that the trust root's release role accepts (threshold,
 //     distinct known keys), and a valid Manifest;
-//   - every later entry is listed in signed.files, its tar size equals the declared size (an
+//   - what it lists fits the ArchiveLimits (entries, each file, the total), checked at once, so
+//     a bundle that cannot fit is refused before the sink receives anything;
+//   - every later file is listed in signed.files, its tar size equals the declared size (an
 //     entry larger than declared is refused before its bytes are read), and its SHA-256 matches;
+//     every later directory is a parent directory of a listed file;
 //   - nothing listed is missing.
 // A FileSink, when given, receives each verified-so-far entry's bytes (unpacking into a slot);
 // the caller must discard what it wrote when the result is an error, since a file's hash is known

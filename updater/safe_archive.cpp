@@ -3,6 +3,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,6 +16,8 @@
 #include <vector>
 
 #include "manifests/log_value.hpp"
+#include "updater/decompress.hpp"
+#include "updater/tar_guard.hpp"
 #include "updater/utf8_locale.hpp"
 
 namespace edgefleet::updater {
@@ -23,8 +26,8 @@ namespace {
 using manifests::IsValidUtf8;
 using manifests::QuoteName;
 
-// Large enough that libarchive's decompressors rarely wait on us, small enough that a box with
-// little RAM can read a multi-gigabyte bundle.
+// Large enough that libarchive rarely waits on us, small enough that a box with little RAM can
+// read a multi-gigabyte bundle.
 constexpr std::size_t kReadBufferBytes = 256 * 1024;
 
 using ArchiveReader = std::unique_ptr<archive, decltype(&archive_read_free)>;
@@ -165,8 +168,12 @@ class SafeReader {
  public:
   SafeReader(ByteSource& source, const ArchiveLimits& limits, EntryVisitor& visitor,
              std::string_view source_name)
-      : limits_(limits), visitor_(visitor), name_(source_name) {
-    ctx_.source = &source;
+      : limits_(limits),
+        visitor_(visitor),
+        name_(source_name),
+        decompress_(source),
+        guard_(decompress_) {
+    ctx_.source = &guard_;
     ctx_.buffer = std::make_unique<std::byte[]>(kReadBufferBytes);
   }
 
@@ -175,14 +182,12 @@ class SafeReader {
     ArchiveReader reader(archive_read_new(), &archive_read_free);
     if (!reader) return Fail(ErrorCode::kInternal, name_ + ": cannot create an archive reader");
     archive* a = reader.get();
-    // Only tar, and only decompressors built into libarchive: ARCHIVE_WARN from a filter means
-    // it would run an external program, which the agent must never start on untrusted input.
-    // Uncompressed input needs no filter (libarchive passes it through).
-    if (archive_read_support_format_tar(a) != ARCHIVE_OK ||
-        archive_read_support_filter_zstd(a) != ARCHIVE_OK ||
-        archive_read_support_filter_gzip(a) != ARCHIVE_OK) {
+    // Only tar, and no filters: libarchive gets the plain tar stream from our own layers
+    // (decompress.hpp decides where the compressed stream ends, tar_guard.hpp checks each header
+    // before libarchive parses it), and can never start an external decompressor.
+    if (archive_read_support_format_tar(a) != ARCHIVE_OK) {
       return Fail(ErrorCode::kUnsupported,
-                  name_ + ": libarchive lacks built-in tar/zstd/gzip support: " + ErrorText(a));
+                  name_ + ": libarchive lacks tar support: " + ErrorText(a));
     }
     if (archive_read_open(a, &ctx_, nullptr, &ReadCallback, nullptr) != ARCHIVE_OK) {
       return ArchiveFailure(a, "");
@@ -190,7 +195,7 @@ class SafeReader {
     while (true) {
       archive_entry* entry = nullptr;
       const int rc = archive_read_next_header(a, &entry);
-      if (rc == ARCHIVE_EOF) return Ok();
+      if (rc == ARCHIVE_EOF) return ReadToTheEnd(a);
       // ARCHIVE_WARN covers malformed pax attributes and names that do not convert; an entry
       // whose header libarchive had to guess at is not one we unpack.
       if (rc != ARCHIVE_OK) return ArchiveFailure(a, "");
@@ -220,7 +225,7 @@ class SafeReader {
     if (auto conflict = registry_.Add(*path, is_dir)) {
       return Fail(ErrorCode::kUnsafeArchive, Prefix(raw_path) + *conflict);
     }
-    if (is_dir) return Ok();
+    if (is_dir) return visitor_.Directory(*path);
 
     current_ = *path;
     if (archive_entry_size_is_set(entry) == 0 || archive_entry_size(entry) < 0) {
@@ -272,10 +277,50 @@ class SafeReader {
     return Ok();
   }
 
-  // Turns a libarchive failure into our error: the ByteSource's own error when it caused it,
-  // else kIntegrity naming the entry being read (`path`) or the last one read.
+  // libarchive stops at the end-of-archive marker. Whatever follows (in the tar stream, and in
+  // the compressed stream after that) is read here, through the same checks, so that nothing a
+  // `tar -i` or a decompressor reading concatenated frames would find goes unexamined.
+  Status ReadToTheEnd(archive* a) {
+    while (true) {
+      Result<std::size_t> n = guard_.Read(std::span(ctx_.buffer.get(), kReadBufferBytes));
+      if (!n) {
+        ctx_.error = n.error();
+        return ArchiveFailure(a, "");
+      }
+      if (*n == 0) return Ok();
+    }
+  }
+
+  // The message for a fault our stream layers found, naming where in the archive it sits.
+  Status Describe(const StreamFault& fault) const {
+    const std::string where = fault.at_stream_end ? "" : guard_.Where();
+    switch (fault.kind) {
+      case StreamFault::Kind::kNotATar:
+        return Fail(fault.code, name_ + ": " + fault.detail);
+      case StreamFault::Kind::kTruncated:
+        return Fail(fault.code, name_ + ": truncated archive" + where + " (" + fault.detail + ")");
+      case StreamFault::Kind::kCorrupt:
+        return Fail(fault.code, name_ + ": corrupt archive" + where + " (" + fault.detail + ")");
+      case StreamFault::Kind::kTrailingData:
+        return Fail(fault.code,
+                    name_ + ": data after the end of the archive (" + fault.detail + ")");
+      case StreamFault::Kind::kRefused:
+        break;
+    }
+    if (fault.entry) return Fail(fault.code, Prefix(*fault.entry) + fault.detail);
+    return Fail(fault.code, name_ + ": " + fault.detail);
+  }
+
+  // Turns a libarchive failure into our error: the ByteSource's own error when it caused it, a
+  // fault of our stream layers, else kIntegrity naming the entry being read (`path`) or the last
+  // one read.
   Status ArchiveFailure(archive* a, const std::string& path) {
-    if (ctx_.error) return Unexpected(*ctx_.error);
+    if (ctx_.error) {
+      // The guard reads from the decompressor, so a fault of the guard is the first one found.
+      if (guard_.fault()) return Describe(*guard_.fault());
+      if (decompress_.fault()) return Describe(*decompress_.fault());
+      return Unexpected(*ctx_.error);
+    }
     const std::string reason = ErrorText(a);
     // Only a stream that really ended can be truncated; libarchive says "Truncated ..." then.
     const bool truncated = ctx_.eof && (reason.find("runcated") != std::string::npos ||
@@ -303,6 +348,8 @@ class SafeReader {
   const ArchiveLimits& limits_;
   EntryVisitor& visitor_;
   std::string name_;
+  DecompressingSource decompress_;  // the caller's bytes -> plain tar
+  TarGuard guard_;                  // plain tar, each header checked -> libarchive
   SourceContext ctx_;
   PathRegistry registry_;
   std::size_t entries_ = 0;
@@ -311,14 +358,40 @@ class SafeReader {
   bool stopped_ = false;
 };
 
+std::string FileTypeName(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a file";
+}
+
 }  // namespace
 
 Result<FileByteSource> FileByteSource::Open(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: open() of a FIFO would otherwise wait for a writer, and a bundle path that
+  // someone replaced by a FIFO would hang the agent. It is cleared again once the file is known
+  // to be regular (where it changes nothing for reads anyway).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     return Fail(ErrorCode::kIo, "cannot open '" + path.string() + "': " + std::strerror(errno));
   }
-  return FileByteSource(fd, path);
+  FileByteSource source(fd, path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return Fail(ErrorCode::kIo, "cannot stat '" + path.string() + "': " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return Fail(ErrorCode::kIo, "cannot open '" + path.string() + "': is not a regular file (" +
+                                    FileTypeName(st.st_mode) + ")");
+  }
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return Fail(ErrorCode::kIo,
+                "cannot open '" + path.string() + "': fcntl: " + std::strerror(errno));
+  }
+  return source;
 }
 
 FileByteSource::FileByteSource(FileByteSource&& other) noexcept

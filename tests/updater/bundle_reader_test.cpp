@@ -125,6 +125,30 @@ INSTANTIATE_TEST_SUITE_P(Compressions, BundleReaderCompressionTest,
                            return "unknown";
                          });
 
+// What `tar -i`, `zstd -dc` or `zcat` would find after the end of a valid bundle: a second tar
+// after the end marker, or a second frame/member. VerifyBundle used to stop at the first end
+// and call the bundle good.
+TEST_P(BundleReaderCompressionTest, RefusesAnArchiveAppendedAfterTheBundle) {
+  const SignedEnvelope envelope = Signed(files_);
+  const std::string bundle = BuildBundle(envelope, files_, GetParam());
+  const std::string hidden = TarBuilder(GetParam()).File("model/a.onnx", "evil").Bytes();
+  Result<BundleContents> result = Verify(bundle + hidden, Trust());
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::kIntegrity);
+  EXPECT_THAT(result.error().message, StartsWith("bundle.efb: data after the end of the archive ("));
+  switch (GetParam()) {
+    case Compression::kNone:
+      EXPECT_THAT(result.error().message, HasSubstr("bytes after the end-of-archive marker"));
+      break;
+    case Compression::kZstd:
+      EXPECT_THAT(result.error().message, HasSubstr("a second zstd frame follows"));
+      break;
+    case Compression::kGzip:
+      EXPECT_THAT(result.error().message, HasSubstr("a second gzip member follows"));
+      break;
+  }
+}
+
 TEST_F(BundleReaderTest, AcceptsAThresholdOfTwoDistinctReleaseKeys) {
   const SignedEnvelope envelope = Envelope(ManifestBody(files_), {&release1_, &release2_});
   EF_ASSERT_OK(Verify(BuildBundle(envelope, files_), Trust(2)));
@@ -259,8 +283,40 @@ TEST_F(BundleReaderTest, RefusesASignedButInvalidManifestBody) {
 }
 
 TEST_F(BundleReaderTest, RefusesAnArchiveWithoutFiles) {
-  ExpectError(Verify(TarBuilder().Directory("model/").Bytes(), Trust()), ErrorCode::kIntegrity,
+  ExpectError(Verify(TarBuilder().Bytes(), Trust()), ErrorCode::kIntegrity,
               "bundle.efb: no manifest.json (the archive holds no files)");
+}
+
+TEST_F(BundleReaderTest, RefusesADirectoryBeforeTheManifest) {
+  // A directory is an entry like any other: the manifest has to come before it too.
+  TarBuilder builder;
+  builder.Directory("model/").File("manifest.json", Signed(files_).ToJson().dump());
+  for (const auto& [path, contents] : files_) builder.File(path, contents);
+  ExpectError(Verify(builder.Bytes(), Trust()), ErrorCode::kIntegrity,
+              "bundle.efb: manifest.json must be the first entry, found 'model/'");
+}
+
+TEST_F(BundleReaderTest, RefusesADirectoryTheManifestDoesNotList) {
+  TarBuilder builder;
+  builder.File("manifest.json", Signed(files_).ToJson().dump());
+  for (const auto& [path, contents] : files_) builder.File(path, contents);
+  builder.Directory("extra-dir/");
+  ExpectError(Verify(builder.Bytes(), Trust()), ErrorCode::kIntegrity,
+              "bundle.efb: directory not in manifest: 'extra-dir/' (it is the parent of no listed "
+              "file)");
+}
+
+TEST_F(BundleReaderTest, AcceptsParentDirectoriesOfListedFiles) {
+  // What `tar -C dir .` writes after manifest.json: each parent directory before its files.
+  TarBuilder builder;
+  builder.File("manifest.json", Signed(files_).ToJson().dump())
+      .Directory("./model/")
+      .File("./model/a.onnx", files_[0].second)
+      .Directory("golden/")
+      .Directory("golden/set1/")
+      .File("golden/set1/input_0.pb", files_[1].second)
+      .File("golden/set1/output_0.pb", files_[2].second);
+  EF_ASSERT_OK(Verify(builder.Bytes(), Trust()));
 }
 
 TEST_F(BundleReaderTest, PassesUnsafeEntriesThroughAsUnsafe) {
@@ -393,6 +449,45 @@ TEST_F(BundleReaderTest, SinkIsToldToDropAFileCutShortByATruncatedArchive) {
               StartsWith("bundle.efb: truncated archive while reading 'model/a.onnx'"));
   ASSERT_EQ(sink.files.size(), 2u);
   EXPECT_EQ(sink.files[1].ok, false);
+}
+
+// The manifest declares every entry and size; a bundle over the limits is refused as soon as
+// the manifest is verified, before the sink receives anything (it used to get every file up to
+// the limit, written and synced, before the archive reader counted past it).
+TEST_F(BundleReaderTest, RefusesAManifestListingMoreEntriesThanTheLimitBeforeAnyFileIsWritten) {
+  ArchiveLimits limits;
+  limits.max_entries = 3;  // manifest.json + 3 files is 4
+  RecordingSink sink;
+  ExpectError(Verify(BuildBundle(Signed(files_), files_), Trust(), &sink, limits),
+              ErrorCode::kLimit,
+              "bundle.efb: manifest.json lists 3 files; with manifest.json that is 4 entries, the "
+              "limit is 3");
+  EXPECT_TRUE(sink.files.empty());
+}
+
+TEST_F(BundleReaderTest, RefusesAManifestListingAFileOverTheLimitBeforeAnyFileIsWritten) {
+  ArchiveLimits limits;
+  limits.max_file_bytes = 4999;
+  RecordingSink sink;
+  ExpectError(Verify(BuildBundle(Signed(files_), files_), Trust(), &sink, limits),
+              ErrorCode::kLimit,
+              "bundle.efb: manifest.json: signed.files[0] 'model/a.onnx' is 5000 bytes, the limit "
+              "is 4999");
+  EXPECT_TRUE(sink.files.empty());
+}
+
+TEST_F(BundleReaderTest, RefusesAManifestListingATotalOverTheLimitBeforeAnyFileIsWritten) {
+  const SignedEnvelope envelope = Signed(files_);
+  const std::uint64_t total = envelope.ToJson().dump().size() + 5000 + 300 + 40;
+  ArchiveLimits limits;
+  limits.max_total_bytes = total - 1;
+  RecordingSink sink;
+  ExpectError(Verify(BuildBundle(envelope, files_), Trust(), &sink, limits), ErrorCode::kLimit,
+              "bundle.efb: manifest.json: the listed files and manifest.json total " +
+                  std::to_string(total) + " bytes, the limit is " + std::to_string(total - 1));
+  EXPECT_TRUE(sink.files.empty());
+  limits.max_total_bytes = total;
+  EF_ASSERT_OK(Verify(BuildBundle(envelope, files_), Trust(), &sink, limits));
 }
 
 TEST_F(BundleReaderTest, SinkErrorPropagatesUnchanged) {

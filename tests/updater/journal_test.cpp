@@ -373,8 +373,10 @@ TEST_F(JournalTest, MigratesASchemaOneJournalKeepingItsSerials) {
     sqlite3* raw = nullptr;
     ASSERT_EQ(sqlite3_open(db_path().c_str(), &raw), SQLITE_OK);
     std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
-    const auto sql_path = std::filesystem::path(__FILE__).parent_path() / ".." / ".." /
-                          "updater" / "migrations" / "0001_initial.sql";
+    // From the source tree: __FILE__ is relative to the build directory (../../tests/...), so
+    // paths built from it break when the build directory is not exactly one level deep.
+    const auto sql_path =
+        std::filesystem::path(EDGEFLEET_SOURCE_DIR) / "updater" / "migrations" / "0001_initial.sql";
     const std::string schema_one =
         "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
         "applied_ms INTEGER NOT NULL) STRICT;" +
