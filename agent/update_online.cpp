@@ -193,7 +193,9 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
     last_log = now;
     spdlog::info("event=download_progress id={} bytes={} total={} rate_bps={}", id, p.bytes,
                  p.total, static_cast<std::uint64_t>(p.bytes_per_second));
-    (void)journal->RecordDownloadBytes(id, p.bytes);
+    // A whole download is recorded by the downloaded transition that follows at once; a
+    // journal commit here would wait (fsync) behind the bundle's own write-back.
+    if (p.bytes != p.total) (void)journal->RecordDownloadBytes(id, p.bytes);
   };
   auto fetcher = updater::Fetcher::Create(std::move(options));
   if (!fetcher) {
@@ -215,8 +217,9 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
     streamed = updater::UnpackBundle(source, dest.filename().string(), *ctx_.trust, *ctx_.slots,
                                      unpack_to);
   });
-  auto fetched =
-      fetcher->Fetch({entry.bundle.url, dest, entry.bundle.size, entry.bundle.sha256, &follower});
+  // No fsync of the download: what must survive a power cut is the slot, synced at commit.
+  auto fetched = fetcher->Fetch({entry.bundle.url, dest, entry.bundle.size, entry.bundle.sha256,
+                                 &follower, /*sync=*/false});
   follower.Finished(fetched ? std::optional<std::filesystem::path>(dest) : std::nullopt);
   unpacker.join();
   if (!fetched) {

@@ -59,7 +59,7 @@ url="http://127.0.0.1:$port/big.efb"
 now_ms() { date +%s%3N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
-desired() {  # $1 = serial; writes the signed desired state to $work/desired.json atomically
+desired() {  # $1 = serial; writes the signed desired state to $work/desired.tmp
   local expires
   expires=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
   /usr/bin/python3 - "$1" "$url" "$bytes" "$sha" "$expires" > "$work/desired.tmp" <<'PY'
@@ -73,7 +73,6 @@ body = {"type": "edgefleet/desired-state", "spec_version": 1, "fleet": "bench",
 print(json.dumps({"signed": body, "signatures": []}))
 PY
   "$ef" trust sign "$work/desired.tmp" --key "$work/deploy.key" >/dev/null
-  mv "$work/desired.tmp" "$work/desired.json"
 }
 
 : > "$work/ours.txt"; : > "$work/peer.txt"
@@ -96,8 +95,10 @@ JSON
   "$agent" run --config "$work/agent.json" 2> "$work/agent.log" &
   agent_pid=$!
   for _ in $(seq 200); do [ -s "$work/state/api.port" ] && break; sleep 0.02; done
-  t0=$(now_ms)
   desired "$run"
+  # The clock starts when the document appears (an atomic rename), not while the script signs it.
+  t0=$(now_ms)
+  mv "$work/desired.tmp" "$work/desired.json"
   until grep -q "to=watching" "$work/agent.log"; do
     if ! kill -0 "$agent_pid" 2>/dev/null || grep -q "to=failed" "$work/agent.log"; then
       tail -5 "$work/agent.log" >&2; echo "bench: the agent did not activate" >&2; exit 1

@@ -1,5 +1,6 @@
 #include "updater/disk.hpp"
 
+#include <fcntl.h>
 #include <sys/statvfs.h>
 
 #include <cerrno>
@@ -33,6 +34,14 @@ Status CheckFreeSpace(const std::filesystem::path& dir, std::uint64_t needed,
                                     std::to_string(reserve) + " reserve");
   }
   return Ok();
+}
+
+void WriteBehind::Wrote(int fd, std::uint64_t end) {
+  if (end < started_) started_ = 0;  // truncated underneath us
+  if (end - started_ < kStepBytes) return;
+  (void)::sync_file_range(fd, static_cast<off_t>(started_), static_cast<off_t>(end - started_),
+                          SYNC_FILE_RANGE_WRITE);
+  started_ = end;
 }
 
 }  // namespace edgefleet::updater

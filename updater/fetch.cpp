@@ -148,6 +148,7 @@ struct Download {
   Clock::time_point started = Clock::now();
   Clock::time_point last_progress{};
   bool cancelled = false;
+  WriteBehind write_behind;  // so the fsync before the rename has little left to do
 
   void ReportProgress(bool force) {
     if (!options->on_progress) return;
@@ -378,6 +379,7 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* userdata) {
   }
   download.sha->Update(std::string_view(data, n));
   download.written += n;
+  download.write_behind.Wrote(download.fd, download.written);
   download.Grew();
   download.result.bytes_fetched += n;
   attempt->body_bytes += n;
@@ -470,6 +472,11 @@ Verdict RunAttempt(Download& download, Attempt& attempt) {
     // limit keep a cycle under half a second's worth, so the cap holds over short spans too.
     s.Set(CURLOPT_BUFFERSIZE, static_cast<long>(std::clamp<std::uint64_t>(
                                   options.max_bytes_per_second / 256, 1024, CURL_MAX_WRITE_SIZE)));
+  } else {
+    // 512 KiB reads: a 100 MB bundle arrives in about 200 write callbacks instead of 6,000
+    // (each one hashes, writes and wakes the reader that unpacks while the download runs),
+    // for half a MiB of memory during a download.
+    s.Set(CURLOPT_BUFFERSIZE, 512L * 1024);
   }
   s.Set(CURLOPT_TCP_KEEPALIVE, 1L);
   // A proxy's "200 Connection established" must not reach OnHeader, where it would read as a
@@ -756,7 +763,7 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
     return fail(ErrorCode::kIntegrity, "sha256: expected " + request.sha256 + ", found " + found);
   }
   download.ReportProgress(true);
-  if (::fsync(fd.get()) != 0)
+  if (request.sync && ::fsync(fd.get()) != 0)
     return fail(ErrorCode::kIo, part.string() + ": fsync: " + Errno(errno));
   if (fd.Close() != 0) return fail(ErrorCode::kIo, part.string() + ": close: " + Errno(errno));
   std::filesystem::rename(part, request.dest, ec);
@@ -764,7 +771,7 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
     return fail(ErrorCode::kIo,
                 "rename " + part.string() + " to " + request.dest.string() + ": " + ec.message());
   }
-  SyncDirectory(dir);
+  if (request.sync) SyncDirectory(dir);
   return download.result;
 }
 

@@ -96,6 +96,10 @@ struct FetchRequest {
   // another thread can read the bundle as it arrives (growing_file.hpp). The caller reports the
   // end (GrowingFile::Finished) once Fetch returned.
   GrowingFile* follower = nullptr;
+  // false: no fsync before the part file is renamed to `dest`. For a caller that keeps what it
+  // needs durably elsewhere (the agent's slot, written while following the download): a file
+  // torn by a power cut is found by the hash check a later Fetch makes of a `dest` in place.
+  bool sync = true;
 };
 
 struct FetchResult {

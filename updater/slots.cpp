@@ -207,6 +207,7 @@ Status StagingSink::Begin(std::string_view path, std::uint64_t size) {
   current_path_ = std::string(path);
   current_size_ = size;
   current_written_ = 0;
+  write_behind_.Reset();
   return Ok();
 }
 
@@ -231,6 +232,7 @@ Status StagingSink::Write(std::span<const std::byte> chunk) {
     left -= static_cast<std::size_t>(n);
   }
   current_written_ += chunk.size();
+  write_behind_.Wrote(fds_->file.get(), current_written_);
   return Ok();
 }
 

@@ -32,6 +32,7 @@
 
 #include "manifests/result.hpp"
 #include "updater/bundle_reader.hpp"
+#include "updater/disk.hpp"
 
 namespace edgefleet::updater {
 
@@ -83,6 +84,7 @@ class StagingSink final : public FileSink {
   std::string current_path_;  // relative path of the open file, for messages and End(false)
   std::uint64_t current_size_ = 0;
   std::uint64_t current_written_ = 0;
+  WriteBehind write_behind_;  // of the file being written
   bool finished_ = false;  // committed or discarded
 };
 
