@@ -4,15 +4,18 @@
 # `curl -o` + `sha256sum` + `tar -x` in the same run (the peer does no signature check, no
 # compatibility check, no load, no parity and no fsync: it is the floor for moving the bytes).
 #
-#   bench/update_time.sh [size_mb=100] [runs=3]
+#   bench/update_time.sh [size_mb=100] [runs=3] [limit=1.0]
 #
-# Ours: a fresh agent state per run; the clock starts when the desired state file is written
-# and stops when the agent logs the activation (`to=watching`: the model serves). Limit:
-# median(ours) / median(peer) <= 1.2. Exits 1 on a breach.
+# Ours: a fresh agent state per run; the clock starts when the desired state file appears (an
+# atomic rename) and stops when the agent logs the activation (`to=watching`: the model serves).
+# Limit: median(ours) / median(peer) below `limit` (issue 16: 1.0 on an idle machine, 1.2 with
+# the other core busy). The load average before and after is printed. Exits 1 on a breach.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb=${1:-100}
 runs=${2:-3}
+limit=${3:-1.0}
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release --target edgefleet edgefleet-agent >/dev/null
 ef=$PWD/build/release/deploy/edgefleet
@@ -115,6 +118,7 @@ printf 'bundle %s bytes over loopback, %s runs each\n' "$bytes" "$runs"
 printf 'ours (desired state -> serving): median %s ms (%s)\n' "$ours" "$(tr '\n' ' ' < "$work/ours.txt")"
 printf 'peer (curl -o + sha256sum + tar -x): median %s ms (%s)\n' "$peer" "$(tr '\n' ' ' < "$work/peer.txt")"
 verdict=PASS
-awk -v r="$ratio" 'BEGIN {exit !(r > 1.2)}' && verdict=FAIL
-printf 'ratio ours/peer = %sx (limit 1.2x): %s\n' "$ratio" "$verdict"
+awk -v r="$ratio" -v l="$limit" 'BEGIN {exit !(r >= l)}' && verdict=FAIL
+printf 'load average before %s, after %s\n' "$load_before" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'ratio ours/peer = %sx (limit below %sx): %s\n' "$ratio" "$limit" "$verdict"
 [ "$verdict" = PASS ]

@@ -26,15 +26,15 @@ using manifests::PrivateKey;
 using manifests::Role;
 using manifests::SignedEnvelope;
 using manifests::TrustRoot;
+using test::Bytes;
+using test::Files;
+using test::GeneratedTarSource;
+using test::ManifestBody;
+using test::NewKey;
+using test::StringSource;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using test::Bytes;
-using test::Files;
-using test::ManifestBody;
-using test::NewKey;
-using test::GeneratedTarSource;
-using test::StringSource;
 
 class BundleReaderTest : public ::testing::Test {
  protected:
@@ -113,17 +113,7 @@ TEST_P(BundleReaderCompressionTest, AcceptsAValidBundle) {
 INSTANTIATE_TEST_SUITE_P(Compressions, BundleReaderCompressionTest,
                          ::testing::Values(Compression::kNone, Compression::kZstd,
                                            Compression::kGzip),
-                         [](const auto& param_info) {
-                           switch (param_info.param) {
-                             case Compression::kNone:
-                               return "plain";
-                             case Compression::kZstd:
-                               return "zstd";
-                             case Compression::kGzip:
-                               return "gzip";
-                           }
-                           return "unknown";
-                         });
+                         ::edgefleet::testing::CompressionTestName);
 
 // What `tar -i`, `zstd -dc` or `zcat` would find after the end of a valid bundle: a second tar
 // after the end marker, or a second frame/member. VerifyBundle used to stop at the first end
@@ -135,7 +125,8 @@ TEST_P(BundleReaderCompressionTest, RefusesAnArchiveAppendedAfterTheBundle) {
   Result<BundleContents> result = Verify(bundle + hidden, Trust());
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code, ErrorCode::kIntegrity);
-  EXPECT_THAT(result.error().message, StartsWith("bundle.efb: data after the end of the archive ("));
+  EXPECT_THAT(result.error().message,
+              StartsWith("bundle.efb: data after the end of the archive ("));
   switch (GetParam()) {
     case Compression::kNone:
       EXPECT_THAT(result.error().message, HasSubstr("bytes after the end-of-archive marker"));

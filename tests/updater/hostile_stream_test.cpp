@@ -118,17 +118,7 @@ TEST_P(HostileStreamTest, RefusesAnArchiveWithoutItsEndMarker) {
 INSTANTIATE_TEST_SUITE_P(AllCompressions, HostileStreamTest,
                          ::testing::Values(Compression::kNone, Compression::kZstd,
                                            Compression::kGzip),
-                         [](const auto& param_info) {
-                           switch (param_info.param) {
-                             case Compression::kNone:
-                               return "plain";
-                             case Compression::kZstd:
-                               return "zstd";
-                             case Compression::kGzip:
-                               return "gzip";
-                           }
-                           return "unknown";
-                         });
+                         ::edgefleet::testing::CompressionTestName);
 
 TEST(HostileStreamTest, RefusesASecondZstdFrame) {
   const std::string first = TarBuilder(Compression::kZstd).File("model/a.onnx", "w").Bytes();

@@ -128,17 +128,7 @@ TEST_P(SafeArchiveCompressionTest, TruncatedArchiveFailsWithIntegrity) {
 INSTANTIATE_TEST_SUITE_P(AllCompressions, SafeArchiveCompressionTest,
                          ::testing::Values(Compression::kNone, Compression::kZstd,
                                            Compression::kGzip),
-                         [](const auto& param_info) {
-                           switch (param_info.param) {
-                             case Compression::kNone:
-                               return "plain";
-                             case Compression::kZstd:
-                               return "zstd";
-                             case Compression::kGzip:
-                               return "gzip";
-                           }
-                           return "unknown";
-                         });
+                         ::edgefleet::testing::CompressionTestName);
 
 TEST(SafeArchiveTest, TruncatedInTheMiddleOfAFilesDataNamesTheFile) {
   const std::string data = Payload(100000);

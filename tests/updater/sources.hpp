@@ -27,20 +27,26 @@
 
 namespace edgefleet::testing {
 
-// Readable test names and messages for parameterised tests (found by ADL).
-inline void PrintTo(Compression compression, std::ostream* os) {
+inline const char* CompressionName(Compression compression) {
   switch (compression) {
     case Compression::kNone:
-      *os << "plain";
-      return;
+      return "plain";
     case Compression::kZstd:
-      *os << "zstd";
-      return;
+      return "zstd";
     case Compression::kGzip:
-      *os << "gzip";
-      return;
+      return "gzip";
   }
-  *os << "unknown";
+  return "unknown";
+}
+
+// Readable test names and messages for parameterised tests (found by ADL).
+inline void PrintTo(Compression compression, std::ostream* os) {
+  *os << CompressionName(compression);
+}
+
+// The name generator for INSTANTIATE_TEST_SUITE_P over the compressions.
+inline std::string CompressionTestName(const ::testing::TestParamInfo<Compression>& info) {
+  return CompressionName(info.param);
 }
 
 }  // namespace edgefleet::testing
