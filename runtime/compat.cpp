@@ -348,10 +348,12 @@ std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant
     // The manifest carries only the default domain's opset; another domain's version is known
     // only from the graph (CheckGraph). Before download, an operator the backend claims at no
     // version of its domain is certainly unsupported; anything else waits for the graph.
+    // (Copies of the bindings: clang 14 cannot capture structured bindings.)
     const bool claimed_somewhere =
-        std::any_of(backend.operators.begin(), backend.operators.end(), [&](const auto& entry) {
-          return NormalizeDomain(entry.domain) == domain && entry.op == op;
-        });
+        std::any_of(backend.operators.begin(), backend.operators.end(),
+                    [domain = domain, op = op](const auto& entry) {
+                      return NormalizeDomain(entry.domain) == domain && entry.op == op;
+                    });
     if (!claimed_somewhere) {
       problems.push_back("operator " + key + " is not supported by " + label +
                          " (not claimed at any opset)");
