@@ -52,9 +52,10 @@ for t in "${targets[@]}"; do
   fi
   corpus="$build/corpus/$t"
   findings="$build/findings/$t"
-  logs="$build/fuzz-logs/$t"
+  # One log directory per run: two runs of a target at once (ctest beside a long run) must not
+  # read each other's stats.
+  logs="$build/fuzz-logs/$t/$(date +%Y%m%dT%H%M%S)-$$"
   mkdir -p "$corpus" "$findings" "$logs"
-  rm -f "$logs"/*.log
   opts=(-rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" -timeout="${FUZZ_TIMEOUT_S:-10}"
         -artifact_prefix="$findings/" -print_final_stats=1)
 
