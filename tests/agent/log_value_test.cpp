@@ -37,7 +37,8 @@ TEST(LogValueTest, InvalidUtf8BecomesHexBytesAndTheResultIsValidUtf8) {
 TEST(LogValueTest, BidiAndInvisibleCharactersAreShownAsCodePoints) {
   // "model/\u202egpj.onnx" would display as "model/xnno.jpg" with the override raw.
   EXPECT_EQ(manifests::QuoteName("model/\xe2\x80\xaegpj.onnx"), "'model/\\u202egpj.onnx'");
-  EXPECT_EQ(manifests::EscapeText("a\xe2\x81\xa6b\xe2\x80\x8bc\xef\xbb\xbf"),
+  // Split literals: "\xa6b" would be one (out of range) hex escape.
+  EXPECT_EQ(manifests::EscapeText("a\xe2\x81\xa6" "b\xe2\x80\x8b" "c\xef\xbb\xbf"),
             "a\\u2066b\\u200bc\\ufeff");
   EXPECT_EQ(manifests::EscapeText("\xc2\x85"), "\\u0085");  // C1 next line
   // Letters outside ASCII are kept as they are.
