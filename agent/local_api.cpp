@@ -27,6 +27,7 @@
 #include <thread>
 #include <utility>
 
+#include "agent/infer_request.hpp"
 #include "agent/log_value.hpp"
 #include "agent/shared_memory.hpp"
 #include "runtime/preprocess.hpp"
@@ -143,12 +144,6 @@ std::string MediaType(const httplib::Request& req) {
   while (!type.empty() && std::isspace(static_cast<unsigned char>(type.front()))) type.erase(0, 1);
   return type;
 }
-
-// An HTTP failure inside a handler: status and the protocol's error message.
-struct HttpError {
-  int status = 500;
-  std::string message;
-};
 
 // Maps the runtime's error codes to statuses for errors caused by request content.
 int StatusFor(const Error& error) {
@@ -470,7 +465,242 @@ std::string LabelValue(std::string_view v) {
   return out;
 }
 
+// ---- JSON infer requests --------------------------------------------------------------
+
+std::optional<HttpError> ParseJsonWithin(std::string_view text, int max_depth, json* doc) {
+  if (!JsonDepthWithin(text, max_depth)) {
+    return HttpError{400, fmt::format("JSON nested deeper than {} levels", max_depth)};
+  }
+  *doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc->is_discarded()) return HttpError{400, "malformed JSON"};
+  return std::nullopt;
+}
+
 }  // namespace
+
+std::optional<HttpError> DecodeInferRequest(
+    std::string_view body, const std::string* header_length,
+    const std::vector<runtime::TensorInfo>& declared,
+    const std::vector<runtime::TensorInfo>& declared_outputs, const LocalApiOptions& options,
+    const SharedMemoryRegistry& shared_memory, std::string* request_id, InferRequest* out) {
+  const auto fail = [](int status, std::string message) {
+    return HttpError{status, std::move(message)};
+  };
+  std::string_view json_text = body;
+  std::string_view binary;  // the bytes after the JSON header (binary extension)
+  std::size_t binary_used = 0;
+  if (header_length != nullptr) {
+    const std::string& header = *header_length;
+    std::size_t length = 0;
+    auto [end, ec] = std::from_chars(header.data(), header.data() + header.size(), length);
+    if (ec != std::errc() || end != header.data() + header.size() || length > body.size()) {
+      return fail(400, fmt::format("Inference-Header-Content-Length: expected a byte count of "
+                                   "at most the body's {} bytes, found {}",
+                                   body.size(), LogValue(header)));
+    }
+    json_text = std::string_view(body).substr(0, length);
+    binary = std::string_view(body).substr(length);
+  }
+  json doc;
+  if (auto error = ParseJsonWithin(json_text, options.max_json_depth, &doc)) return error;
+  if (!doc.is_object()) return fail(400, "the request must be a JSON object");
+  if (auto it = doc.find("id"); it != doc.end()) {
+    if (!it->is_string() || !IsUsableRequestId(it->get_ref<const std::string&>())) {
+      return fail(400, fmt::format("\"id\" must be a string of 1 to {} printable characters "
+                                   "without spaces",
+                                   kMaxRequestIdBytes));
+    }
+    *request_id = it->get<std::string>();
+  }
+  if (auto rp = doc.find("parameters"); rp != doc.end()) {
+    if (!rp->is_object()) return fail(400, "\"parameters\" must be an object");
+    if (auto b = rp->find("binary_data_output"); b != rp->end()) {
+      if (!b->is_boolean()) return fail(400, "\"binary_data_output\" must be true or false");
+      out->all_binary = b->get<bool>();
+    }
+  }
+  auto in = doc.find("inputs");
+  if (in == doc.end() || !in->is_array() || in->empty()) {
+    return fail(400, "\"inputs\" must be a non-empty array");
+  }
+  if (in->size() > kMaxInputs) return fail(400, "too many inputs");
+  for (const json& item : *in) {
+    if (!item.is_object()) return fail(400, "each input must be an object");
+    auto n = item.find("name");
+    auto s = item.find("shape");
+    auto d = item.find("datatype");
+    auto v = item.find("data");
+    if (n == item.end() || !n->is_string()) return fail(400, "input without a string \"name\"");
+    const std::string input_name = n->get<std::string>();
+    if (s == item.end() || !s->is_array() || s->size() > kMaxRank) {
+      return fail(400, fmt::format("input '{}': \"shape\" must be an array of at most {} "
+                                   "non-negative integers",
+                                   input_name, kMaxRank));
+    }
+    if (d == item.end() || !d->is_string()) {
+      return fail(400, fmt::format("input '{}': missing \"datatype\"", input_name));
+    }
+    std::optional<std::uint64_t> binary_size;
+    std::optional<std::string> shm_region;
+    std::optional<std::uint64_t> shm_size;
+    std::uint64_t shm_offset = 0;
+    if (auto p = item.find("parameters"); p != item.end() && p->is_object()) {
+      auto unsigned_param = [&](const char* key, std::optional<std::uint64_t>* into) {
+        auto b = p->find(key);
+        if (b == p->end()) return true;
+        if (!b->is_number_unsigned()) return false;
+        *into = b->get<std::uint64_t>();
+        return true;
+      };
+      std::optional<std::uint64_t> offset;
+      const std::pair<const char*, std::optional<std::uint64_t>*> sizes[] = {
+          {"binary_data_size", &binary_size},
+          {"shared_memory_byte_size", &shm_size},
+          {"shared_memory_offset", &offset}};
+      for (const auto& [key, into] : sizes) {
+        if (!unsigned_param(key, into)) {
+          return fail(400, fmt::format("input '{}': \"{}\" must be a non-negative integer",
+                                       input_name, key));
+        }
+      }
+      shm_offset = offset.value_or(0);
+      if (auto r = p->find("shared_memory_region"); r != p->end()) {
+        if (!r->is_string()) {
+          return fail(400, fmt::format("input '{}': \"shared_memory_region\" must be a "
+                                       "string",
+                                       input_name));
+        }
+        shm_region = r->get<std::string>();
+      }
+    }
+    if (shm_region) {
+      if (!options.shared_memory) {
+        return fail(400, fmt::format("input '{}': shared memory inputs are off in this "
+                                     "agent's config (api.shared_memory)",
+                                     input_name));
+      }
+      if (!shm_size || binary_size || v != item.end()) {
+        return fail(400, fmt::format("input '{}': a shared memory input needs "
+                                     "\"shared_memory_byte_size\" and neither \"data\" nor "
+                                     "\"binary_data_size\"",
+                                     input_name));
+      }
+    }
+    if (binary_size && header_length == nullptr) {
+      return fail(400, fmt::format("input '{}': binary_data_size needs the "
+                                   "Inference-Header-Content-Length header",
+                                   input_name));
+    }
+    if (v == item.end() && !binary_size && !shm_region) {
+      return fail(400, fmt::format("input '{}': missing \"data\"", input_name));
+    }
+    auto info = std::find_if(declared.begin(), declared.end(),
+                             [&](const runtime::TensorInfo& i) { return i.name == input_name; });
+    if (info == declared.end()) {
+      std::string names;
+      for (const auto& i : declared) names += (names.empty() ? "" : ", ") + i.name;
+      return fail(400, fmt::format("unknown input '{}' (the model takes: {})", input_name, names));
+    }
+    if (std::any_of(out->inputs.begin(), out->inputs.end(),
+                    [&](const runtime::Tensor& t) { return t.name == input_name; })) {
+      return fail(400, fmt::format("input '{}' given twice", input_name));
+    }
+    auto dtype = ParseDatatype(d->get<std::string>());
+    if (!dtype) {
+      return fail(400, fmt::format("input '{}': unknown datatype {}", input_name,
+                                   LogValue(d->get<std::string>())));
+    }
+    if (*dtype != info->dtype) {
+      return fail(400, fmt::format("input '{}': datatype {} but the model takes {}", input_name,
+                                   DatatypeName(*dtype), DatatypeName(info->dtype)));
+    }
+    runtime::Tensor t;
+    t.name = input_name;
+    t.dtype = *dtype;
+    for (const json& dim : *s) {
+      if (!dim.is_number_integer() || dim.get<std::int64_t>() < 0) {
+        return fail(
+            400, fmt::format("input '{}': \"shape\" must hold non-negative integers", input_name));
+      }
+      t.shape.push_back(dim.get<std::int64_t>());
+    }
+    auto count = runtime::ElementCount(t.shape);
+    if (!count || *count > options.max_elements) {
+      return fail(400,
+                  fmt::format("input '{}': shape {} exceeds the limit of {} elements", input_name,
+                              runtime::ShapeToString(t.shape), options.max_elements));
+    }
+    if (!runtime::ShapeMatches(t.shape, info->shape)) {
+      return fail(
+          400, fmt::format("input '{}': shape {} but the model takes {}", input_name,
+                           runtime::ShapeToString(t.shape), runtime::ShapeToString(info->shape)));
+    }
+    if (shm_region) {
+      const std::uint64_t need = *count * runtime::ElementSize(t.dtype);
+      if (*shm_size != need) {
+        return fail(400, fmt::format("input '{}': shared_memory_byte_size {} but shape {} of "
+                                     "{} needs {} bytes",
+                                     input_name, *shm_size, runtime::ShapeToString(t.shape),
+                                     DatatypeName(t.dtype), need));
+      }
+      if (auto read = shared_memory.Read(*shm_region, shm_offset, need, &t.data); !read) {
+        return fail(400, fmt::format("input '{}': {}", input_name, read.error().message));
+      }
+    } else if (binary_size) {
+      const std::uint64_t need = *count * runtime::ElementSize(t.dtype);
+      if (*binary_size != need || binary.size() - binary_used < need) {
+        return fail(400, fmt::format("input '{}': binary_data_size {} but shape {} of {} "
+                                     "needs {} bytes ({} binary bytes left in the body)",
+                                     input_name, *binary_size, runtime::ShapeToString(t.shape),
+                                     DatatypeName(t.dtype), need, binary.size() - binary_used));
+      }
+      const auto* first = reinterpret_cast<const std::byte*>(binary.data() + binary_used);
+      t.data.assign(first, first + need);
+      binary_used += need;
+    } else if (auto error = FillTensor(*v, *count, t)) {
+      return fail(error->status, error->message);
+    }
+    out->inputs.push_back(std::move(t));
+  }
+  if (binary_used != binary.size()) {
+    return fail(400, fmt::format("{} binary bytes after the JSON header belong to no input",
+                                 binary.size() - binary_used));
+  }
+  if (out->inputs.size() != declared.size()) {
+    return fail(400, fmt::format("the model takes {} inputs, the request gave {}", declared.size(),
+                                 out->inputs.size()));
+  }
+  if (auto outs = doc.find("outputs"); outs != doc.end()) {
+    if (!outs->is_array()) return fail(400, "\"outputs\" must be an array");
+    for (const json& o : *outs) {
+      auto on = o.is_object() ? o.find("name") : o.end();
+      if (!o.is_object() || on == o.end() || !on->is_string()) {
+        return fail(400, "each requested output must be an object with a string \"name\"");
+      }
+      const std::string output_name = on->get<std::string>();
+      if (auto p = o.find("parameters"); p != o.end() && p->is_object()) {
+        if (p->contains("shared_memory_region")) {
+          return fail(400, fmt::format("output '{}': output to shared memory is not "
+                                       "supported; outputs come back in the response",
+                                       output_name));
+        }
+        if (auto b = p->find("binary_data"); b != p->end()) {
+          if (!b->is_boolean()) {
+            return fail(400, fmt::format("output '{}': \"binary_data\" must be true or false",
+                                         output_name));
+          }
+          if (b->get<bool>()) out->binary_outputs.push_back(output_name);
+        }
+      }
+      if (std::none_of(declared_outputs.begin(), declared_outputs.end(),
+                       [&](const runtime::TensorInfo& i) { return i.name == output_name; })) {
+        return fail(400, fmt::format("unknown output '{}'", output_name));
+      }
+      out->wanted_outputs.push_back(output_name);
+    }
+  }
+  return std::nullopt;
+}
 
 // ---- the server --------------------------------------------------------------------------
 
@@ -626,12 +856,7 @@ void LocalApi::Impl::HandleModelReady(const httplib::Request& req, httplib::Resp
 }
 
 std::optional<HttpError> LocalApi::Impl::ParseJson(std::string_view text, json* doc) const {
-  if (!JsonDepthWithin(text, options.max_json_depth)) {
-    return HttpError{400, fmt::format("JSON nested deeper than {} levels", options.max_json_depth)};
-  }
-  *doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (doc->is_discarded()) return HttpError{400, "malformed JSON"};
-  return std::nullopt;
+  return ParseJsonWithin(text, options.max_json_depth, doc);
 }
 
 std::optional<HttpError> LocalApi::Impl::ReadBody(const httplib::Request& req,
@@ -720,222 +945,18 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
   std::vector<std::string> binary_outputs;
   bool all_binary = false;
   if (is_json) {
-    std::string_view json_text = body;
-    std::string_view binary;  // the bytes after the JSON header (binary extension)
-    std::size_t binary_used = 0;
-    if (binary_ext) {
-      const std::string header = req.get_header_value("Inference-Header-Content-Length");
-      std::size_t length = 0;
-      auto [end, ec] = std::from_chars(header.data(), header.data() + header.size(), length);
-      if (ec != std::errc() || end != header.data() + header.size() || length > body.size()) {
-        return fail(400, fmt::format("Inference-Header-Content-Length: expected a byte count of "
-                                     "at most the body's {} bytes, found {}",
-                                     body.size(), LogValue(header)));
-      }
-      json_text = std::string_view(body).substr(0, length);
-      binary = std::string_view(body).substr(length);
+    const std::string header_length =
+        binary_ext ? req.get_header_value("Inference-Header-Content-Length") : std::string();
+    InferRequest request;
+    if (auto error =
+            DecodeInferRequest(body, binary_ext ? &header_length : nullptr, session.inputs(),
+                               session.outputs(), options, shared_memory, &request_id, &request)) {
+      return fail(error->status, error->message);
     }
-    json doc;
-    if (auto error = ParseJson(json_text, &doc)) return fail(error->status, error->message);
-    if (!doc.is_object()) return fail(400, "the request must be a JSON object");
-    if (auto it = doc.find("id"); it != doc.end()) {
-      if (!it->is_string() || !IsUsableRequestId(it->get_ref<const std::string&>())) {
-        return fail(400, fmt::format("\"id\" must be a string of 1 to {} printable characters "
-                                     "without spaces",
-                                     kMaxRequestIdBytes));
-      }
-      request_id = it->get<std::string>();
-    }
-    if (auto rp = doc.find("parameters"); rp != doc.end()) {
-      if (!rp->is_object()) return fail(400, "\"parameters\" must be an object");
-      if (auto b = rp->find("binary_data_output"); b != rp->end()) {
-        if (!b->is_boolean()) return fail(400, "\"binary_data_output\" must be true or false");
-        all_binary = b->get<bool>();
-      }
-    }
-    auto in = doc.find("inputs");
-    if (in == doc.end() || !in->is_array() || in->empty()) {
-      return fail(400, "\"inputs\" must be a non-empty array");
-    }
-    if (in->size() > kMaxInputs) return fail(400, "too many inputs");
-    const auto& declared = session.inputs();
-    for (const json& item : *in) {
-      if (!item.is_object()) return fail(400, "each input must be an object");
-      auto n = item.find("name");
-      auto s = item.find("shape");
-      auto d = item.find("datatype");
-      auto v = item.find("data");
-      if (n == item.end() || !n->is_string()) return fail(400, "input without a string \"name\"");
-      const std::string input_name = n->get<std::string>();
-      if (s == item.end() || !s->is_array() || s->size() > kMaxRank) {
-        return fail(400, fmt::format("input '{}': \"shape\" must be an array of at most {} "
-                                     "non-negative integers",
-                                     input_name, kMaxRank));
-      }
-      if (d == item.end() || !d->is_string()) {
-        return fail(400, fmt::format("input '{}': missing \"datatype\"", input_name));
-      }
-      std::optional<std::uint64_t> binary_size;
-      std::optional<std::string> shm_region;
-      std::optional<std::uint64_t> shm_size;
-      std::uint64_t shm_offset = 0;
-      if (auto p = item.find("parameters"); p != item.end() && p->is_object()) {
-        auto unsigned_param = [&](const char* key, std::optional<std::uint64_t>* into) {
-          auto b = p->find(key);
-          if (b == p->end()) return true;
-          if (!b->is_number_unsigned()) return false;
-          *into = b->get<std::uint64_t>();
-          return true;
-        };
-        std::optional<std::uint64_t> offset;
-        const std::pair<const char*, std::optional<std::uint64_t>*> sizes[] = {
-            {"binary_data_size", &binary_size},
-            {"shared_memory_byte_size", &shm_size},
-            {"shared_memory_offset", &offset}};
-        for (const auto& [key, into] : sizes) {
-          if (!unsigned_param(key, into)) {
-            return fail(400, fmt::format("input '{}': \"{}\" must be a non-negative integer",
-                                         input_name, key));
-          }
-        }
-        shm_offset = offset.value_or(0);
-        if (auto r = p->find("shared_memory_region"); r != p->end()) {
-          if (!r->is_string()) {
-            return fail(400, fmt::format("input '{}': \"shared_memory_region\" must be a "
-                                         "string",
-                                         input_name));
-          }
-          shm_region = r->get<std::string>();
-        }
-      }
-      if (shm_region) {
-        if (!options.shared_memory) {
-          return fail(400, fmt::format("input '{}': shared memory inputs are off in this "
-                                       "agent's config (api.shared_memory)",
-                                       input_name));
-        }
-        if (!shm_size || binary_size || v != item.end()) {
-          return fail(400, fmt::format("input '{}': a shared memory input needs "
-                                       "\"shared_memory_byte_size\" and neither \"data\" nor "
-                                       "\"binary_data_size\"",
-                                       input_name));
-        }
-      }
-      if (binary_size && !binary_ext) {
-        return fail(400, fmt::format("input '{}': binary_data_size needs the "
-                                     "Inference-Header-Content-Length header",
-                                     input_name));
-      }
-      if (v == item.end() && !binary_size && !shm_region) {
-        return fail(400, fmt::format("input '{}': missing \"data\"", input_name));
-      }
-      auto info = std::find_if(declared.begin(), declared.end(),
-                               [&](const runtime::TensorInfo& i) { return i.name == input_name; });
-      if (info == declared.end()) {
-        std::string names;
-        for (const auto& i : declared) names += (names.empty() ? "" : ", ") + i.name;
-        return fail(400,
-                    fmt::format("unknown input '{}' (the model takes: {})", input_name, names));
-      }
-      if (std::any_of(inputs.begin(), inputs.end(),
-                      [&](const runtime::Tensor& t) { return t.name == input_name; })) {
-        return fail(400, fmt::format("input '{}' given twice", input_name));
-      }
-      auto dtype = ParseDatatype(d->get<std::string>());
-      if (!dtype) {
-        return fail(400, fmt::format("input '{}': unknown datatype {}", input_name,
-                                     LogValue(d->get<std::string>())));
-      }
-      if (*dtype != info->dtype) {
-        return fail(400, fmt::format("input '{}': datatype {} but the model takes {}", input_name,
-                                     DatatypeName(*dtype), DatatypeName(info->dtype)));
-      }
-      runtime::Tensor t;
-      t.name = input_name;
-      t.dtype = *dtype;
-      for (const json& dim : *s) {
-        if (!dim.is_number_integer() || dim.get<std::int64_t>() < 0) {
-          return fail(400, fmt::format("input '{}': \"shape\" must hold non-negative integers",
-                                       input_name));
-        }
-        t.shape.push_back(dim.get<std::int64_t>());
-      }
-      auto count = runtime::ElementCount(t.shape);
-      if (!count || *count > options.max_elements) {
-        return fail(400,
-                    fmt::format("input '{}': shape {} exceeds the limit of {} elements", input_name,
-                                runtime::ShapeToString(t.shape), options.max_elements));
-      }
-      if (!runtime::ShapeMatches(t.shape, info->shape)) {
-        return fail(
-            400, fmt::format("input '{}': shape {} but the model takes {}", input_name,
-                             runtime::ShapeToString(t.shape), runtime::ShapeToString(info->shape)));
-      }
-      if (shm_region) {
-        const std::uint64_t need = *count * runtime::ElementSize(t.dtype);
-        if (*shm_size != need) {
-          return fail(400, fmt::format("input '{}': shared_memory_byte_size {} but shape {} of "
-                                       "{} needs {} bytes",
-                                       input_name, *shm_size, runtime::ShapeToString(t.shape),
-                                       DatatypeName(t.dtype), need));
-        }
-        if (auto read = shared_memory.Read(*shm_region, shm_offset, need, &t.data); !read) {
-          return fail(400, fmt::format("input '{}': {}", input_name, read.error().message));
-        }
-      } else if (binary_size) {
-        const std::uint64_t need = *count * runtime::ElementSize(t.dtype);
-        if (*binary_size != need || binary.size() - binary_used < need) {
-          return fail(400, fmt::format("input '{}': binary_data_size {} but shape {} of {} "
-                                       "needs {} bytes ({} binary bytes left in the body)",
-                                       input_name, *binary_size, runtime::ShapeToString(t.shape),
-                                       DatatypeName(t.dtype), need, binary.size() - binary_used));
-        }
-        const auto* first = reinterpret_cast<const std::byte*>(binary.data() + binary_used);
-        t.data.assign(first, first + need);
-        binary_used += need;
-      } else if (auto error = FillTensor(*v, *count, t)) {
-        return fail(error->status, error->message);
-      }
-      inputs.push_back(std::move(t));
-    }
-    if (binary_used != binary.size()) {
-      return fail(400, fmt::format("{} binary bytes after the JSON header belong to no input",
-                                   binary.size() - binary_used));
-    }
-    if (inputs.size() != declared.size()) {
-      return fail(400, fmt::format("the model takes {} inputs, the request gave {}",
-                                   declared.size(), inputs.size()));
-    }
-    if (auto out = doc.find("outputs"); out != doc.end()) {
-      if (!out->is_array()) return fail(400, "\"outputs\" must be an array");
-      for (const json& o : *out) {
-        auto on = o.is_object() ? o.find("name") : o.end();
-        if (!o.is_object() || on == o.end() || !on->is_string()) {
-          return fail(400, "each requested output must be an object with a string \"name\"");
-        }
-        const std::string output_name = on->get<std::string>();
-        if (auto p = o.find("parameters"); p != o.end() && p->is_object()) {
-          if (p->contains("shared_memory_region")) {
-            return fail(400, fmt::format("output '{}': output to shared memory is not "
-                                         "supported; outputs come back in the response",
-                                         output_name));
-          }
-          if (auto b = p->find("binary_data"); b != p->end()) {
-            if (!b->is_boolean()) {
-              return fail(400, fmt::format("output '{}': \"binary_data\" must be true or false",
-                                           output_name));
-            }
-            if (b->get<bool>()) binary_outputs.push_back(output_name);
-          }
-        }
-        const auto& outs = session.outputs();
-        if (std::none_of(outs.begin(), outs.end(),
-                         [&](const runtime::TensorInfo& i) { return i.name == output_name; })) {
-          return fail(400, fmt::format("unknown output '{}'", output_name));
-        }
-        wanted_outputs.push_back(output_name);
-      }
-    }
+    inputs = std::move(request.inputs);
+    wanted_outputs = std::move(request.wanted_outputs);
+    binary_outputs = std::move(request.binary_outputs);
+    all_binary = request.all_binary;
   } else {
     if (!instance->preprocessing) {
       return fail(415, fmt::format("model '{}' version {} declares no preprocessing: send JSON "

@@ -348,10 +348,12 @@ std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant
     // The manifest carries only the default domain's opset; another domain's version is known
     // only from the graph (CheckGraph). Before download, an operator the backend claims at no
     // version of its domain is certainly unsupported; anything else waits for the graph.
+    // (Copies of the bindings: clang 14 cannot capture structured bindings.)
     const bool claimed_somewhere =
-        std::any_of(backend.operators.begin(), backend.operators.end(), [&](const auto& entry) {
-          return NormalizeDomain(entry.domain) == domain && entry.op == op;
-        });
+        std::any_of(backend.operators.begin(), backend.operators.end(),
+                    [domain = domain, op = op](const auto& entry) {
+                      return NormalizeDomain(entry.domain) == domain && entry.op == op;
+                    });
     if (!claimed_somewhere) {
       problems.push_back("operator " + key + " is not supported by " + label +
                          " (not claimed at any opset)");
@@ -381,30 +383,15 @@ Result<VariantChoice> ChooseVariant(const std::vector<manifests::Variant>& varia
   return Fail(ErrorCode::kUnsupported, "no variant can run on this box:\n" + JoinLines(reasons));
 }
 
-Result<GraphInfo> InspectOnnx(const std::filesystem::path& model_file) {
-  const std::string file = model_file.string();
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(model_file, ec);
-  if (ec) {
-    const auto code =
-        ec == std::errc::no_such_file_or_directory ? ErrorCode::kNotFound : ErrorCode::kIo;
-    return Fail(code, file + ": " + ec.message());
-  }
-  if (size > kMaxOnnxBytes) {
-    return Fail(ErrorCode::kLimit, file + ": " + std::to_string(size) +
-                                       " bytes is over the ONNX model cap of " +
-                                       std::to_string(kMaxOnnxBytes) + " bytes");
-  }
-  std::ifstream in(model_file, std::ios::binary);
-  if (!in) return Fail(ErrorCode::kIo, file + ": cannot open for reading");
+namespace {
 
+// Runs `parse` (which fills a ModelProto and returns an error or nothing), then the version check
+// and libonnx's checker, and describes the model; every exception becomes an error naming `file`.
+template <typename Parse>
+Result<GraphInfo> ParseAndInspect(const std::string& file, Parse&& parse) {
   try {
     onnx::ModelProto model;
-    // ParseFromIstream reads straight into the message, so the file's bytes are not held twice.
-    if (!model.ParseFromIstream(&in)) {
-      if (in.bad()) return Fail(ErrorCode::kIo, file + ": read failed");
-      return Fail(ErrorCode::kParse, file + ": not an ONNX model (protobuf parse failed)");
-    }
+    if (auto failed = parse(model)) return std::move(*failed);
     if (const auto newer = NewerThanLibonnx(model)) {
       return Fail(ErrorCode::kUnsupported, file + ": " + *newer);
     }
@@ -418,6 +405,45 @@ Result<GraphInfo> InspectOnnx(const std::filesystem::path& model_file) {
     // Protobuf (FATAL checks compiled as exceptions) and the checker's helpers.
     return Fail(ErrorCode::kParse, file + ": " + e.what());
   }
+}
+
+Error OverCap(const std::string& file, std::uint64_t size) {
+  return Error{ErrorCode::kLimit, file + ": " + std::to_string(size) +
+                                      " bytes is over the ONNX model cap of " +
+                                      std::to_string(kMaxOnnxBytes) + " bytes"};
+}
+
+}  // namespace
+
+Result<GraphInfo> InspectOnnx(const std::filesystem::path& model_file) {
+  const std::string file = model_file.string();
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(model_file, ec);
+  if (ec) {
+    const auto code =
+        ec == std::errc::no_such_file_or_directory ? ErrorCode::kNotFound : ErrorCode::kIo;
+    return Fail(code, file + ": " + ec.message());
+  }
+  if (size > kMaxOnnxBytes) return OverCap(file, size);
+  std::ifstream in(model_file, std::ios::binary);
+  if (!in) return Fail(ErrorCode::kIo, file + ": cannot open for reading");
+  return ParseAndInspect(file, [&](onnx::ModelProto& model) -> std::optional<Error> {
+    // ParseFromIstream reads straight into the message, so the file's bytes are not held twice.
+    if (model.ParseFromIstream(&in)) return std::nullopt;
+    if (in.bad()) return Error{ErrorCode::kIo, file + ": read failed"};
+    return Error{ErrorCode::kParse, file + ": not an ONNX model (protobuf parse failed)"};
+  });
+}
+
+Result<GraphInfo> InspectOnnx(std::string_view model_bytes, std::string_view source) {
+  const std::string file(source);
+  if (model_bytes.size() > kMaxOnnxBytes) return OverCap(file, model_bytes.size());
+  return ParseAndInspect(file, [&](onnx::ModelProto& model) -> std::optional<Error> {
+    if (model.ParseFromArray(model_bytes.data(), static_cast<int>(model_bytes.size()))) {
+      return std::nullopt;
+    }
+    return Error{ErrorCode::kParse, file + ": not an ONNX model (protobuf parse failed)"};
+  });
 }
 
 Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,

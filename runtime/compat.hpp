@@ -63,6 +63,8 @@ struct GraphInfo {
 // Parses and checks an ONNX model with libonnx (onnx::checker), then lists what it imports and
 // uses. Fails with kParse / kUnsupported naming the file and the checker's message.
 Result<GraphInfo> InspectOnnx(const std::filesystem::path& model_file);
+// The same for a model already in memory (`source` names it in messages); kLimit over the cap.
+Result<GraphInfo> InspectOnnx(std::string_view model_bytes, std::string_view source);
 
 // The model as it really is, against its manifest variant and the backend: opset imports equal
 // the declared opset, the node operators equal the declared operator list, inputs/outputs names

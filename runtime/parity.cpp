@@ -200,7 +200,9 @@ Result<LabelMap> ReadLabels(const std::filesystem::path& path, std::string_view 
   try {
     for (const auto& [set, values] : doc.items()) {
       const bool known = std::any_of(manifest.golden.begin(), manifest.golden.end(),
-                                     [&](const manifests::GoldenSet& g) { return g.name == set; });
+                                     [&set = set](const manifests::GoldenSet& g) {
+                                       return g.name == set;  // clang 14: no binding captures
+                                     });
       if (!known) {
         problems.push_back(std::string(name) + ": \"" + set +
                            "\": expected the name of a golden set of the manifest, found an "

@@ -58,15 +58,17 @@ Result<Tensor> ReadTensorProto(const std::filesystem::path& path,
                                std::size_t max_bytes = 512u << 20);
 Result<std::string> SerializeTensorProto(const Tensor& tensor);
 
+// Explicit specialisations of a variable template are not implicitly inline: without `inline`
+// clang emits one definition per translation unit and the link fails on duplicate symbols.
 template <typename T>
-constexpr bool kHasDType = false;
+inline constexpr bool kHasDType = false;
 template <typename T>
-constexpr DType kDTypeOf = DType::kFloat32;
-#define EF_DTYPE_OF_(type, value)        \
-  template <>                            \
-  constexpr bool kHasDType<type> = true; \
-  template <>                            \
-  constexpr DType kDTypeOf<type> = value;
+inline constexpr DType kDTypeOf = DType::kFloat32;
+#define EF_DTYPE_OF_(type, value)               \
+  template <>                                   \
+  inline constexpr bool kHasDType<type> = true; \
+  template <>                                   \
+  inline constexpr DType kDTypeOf<type> = value;
 EF_DTYPE_OF_(float, DType::kFloat32)
 EF_DTYPE_OF_(double, DType::kFloat64)
 EF_DTYPE_OF_(std::int8_t, DType::kInt8)

@@ -10,6 +10,8 @@ set -euo pipefail
 # Why each package is here is in the README ("Dependencies").
 base=(
   build-essential cmake ninja-build pkg-config git
+  clang-14 libclang-rt-14-dev               # the fuzz pass: clang builds, libFuzzer + sanitizer
+                                            # runtimes (tests/fuzz)
   libssl-dev openssl                        # SHA-256, Ed25519 (EVP), TLS
   libcurl4-openssl-dev                      # bundle downloads
   libarchive-dev zstd                       # bundle tar + zstd/gzip

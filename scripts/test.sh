@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds with warnings as errors, runs every
-# test through ctest, then builds and runs the suite again under ASan + UBSan. Tests labelled
+# test through ctest, then builds and runs the suite again under ASan + UBSan, then builds the
+# fuzz targets with clang-14 (libFuzzer + ASan + UBSan) and runs each for 30 s. Tests labelled
 # `fleet` (the demo, the browser test, the 50-agent rollout) run in the release pass only: they
 # drive the same code as the smaller end-to-end tests that the sanitizer pass does run, at a scale
 # (dozens of processes, chromium) that would only cost minutes under ASan.
@@ -18,3 +19,15 @@ cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEDGEFLEET_WERRO
 cmake --build build/sanitize -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize --output-on-failure -j"$jobs" --timeout 900 -LE fleet
+
+# Third pass: the libFuzzer targets (tests/fuzz) and only the libraries they need, built with
+# clang-14 (which also keeps the code building with a second compiler). Through ctest (label
+# `fuzz`), each replays its regression inputs, then fuzzes for EDGEFLEET_FUZZ_SECONDS (30 s) from
+# the committed seeds; a crash, leak or UBSan report fails it. Longer runs: tests/fuzz/run.sh.
+# -O1 with line tables: fast enough to fuzz, symbolized stacks; asserts stay on (no NDEBUG).
+CC=clang-14 CXX=clang++-14 cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DEDGEFLEET_WERROR=ON \
+      -DEDGEFLEET_FUZZ=ON -DEDGEFLEET_BUILD_TESTS=OFF -DEDGEFLEET_BUILD_BENCH=OFF \
+      -DEDGEFLEET_FUZZ_SECONDS="${EDGEFLEET_FUZZ_SECONDS:-30}"
+cmake --build build/fuzz -j"$jobs" --target fuzzers
+ctest --test-dir build/fuzz --output-on-failure -L fuzz

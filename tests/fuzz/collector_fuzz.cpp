@@ -1,0 +1,42 @@
+// Fuzzes the collector's intake of MQTT messages: deploy::ClassifyMessage, which parses device
+// status, telemetry and event payloads (telemetry::ParseStatus/ParseTelemetry/ParseEvent) and
+// rollout status payloads (ParseRolloutStatus) and checks them against their topic.
+//
+// Input: the first byte picks the topic (one of the four kinds for device "box-17" of fleet
+// "demo", or, from 4 on, a topic read from the input up to its first newline); the rest is the
+// payload.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "deploy/collector.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size == 0) return 0;
+  std::string_view payload(reinterpret_cast<const char*>(data) + 1, size - 1);
+  std::string topic;
+  switch (data[0] % 8) {
+    case 0:
+      topic = "edgefleet/v1/demo/device/box-17/status";
+      break;
+    case 1:
+      topic = "edgefleet/v1/demo/device/box-17/telemetry";
+      break;
+    case 2:
+      topic = "edgefleet/v1/demo/device/box-17/events";
+      break;
+    case 3:
+      topic = "edgefleet/v1/demo/rollout/digits-1.1.0/status";
+      break;
+    default: {
+      const std::size_t newline = payload.find('\n');
+      topic = std::string(payload.substr(0, newline));
+      payload =
+          newline == std::string_view::npos ? std::string_view() : payload.substr(newline + 1);
+      break;
+    }
+  }
+  (void)edgefleet::deploy::ClassifyMessage(topic, payload, 1764547200000);
+  return 0;
+}
