@@ -379,7 +379,9 @@ size_t OnBody(char* data, size_t size, size_t nmemb, void* userdata) {
   }
   download.sha->Update(std::string_view(data, n));
   download.written += n;
-  download.write_behind.Wrote(download.fd, download.written);
+  // Only a download that is fsynced at its end gains from starting its write-back early; an
+  // unsynced one would only compete for the disk with what the caller must make durable.
+  if (download.request->sync) download.write_behind.Wrote(download.fd, download.written);
   download.Grew();
   download.result.bytes_fetched += n;
   attempt->body_bytes += n;
