@@ -101,11 +101,12 @@ class Query final {
         std::string names;
         for (const auto& a : allowed) names += (names.empty() ? "" : ", ") + a;
         return Fail(ErrorCode::kInvalidArgument,
-                    "unknown query parameter '" + key +
-                        "' (this endpoint takes: " + (names.empty() ? "none" : names) + ")");
+                    "unknown query parameter " + manifests::QuoteName(key) +
+                        " (this endpoint takes: " + (names.empty() ? "none" : names) + ")");
       }
       if (!q.values_.emplace(key, value).second) {
-        return Fail(ErrorCode::kInvalidArgument, "query parameter '" + key + "' given twice");
+        return Fail(ErrorCode::kInvalidArgument,
+                    "query parameter " + manifests::QuoteName(key) + " given twice");
       }
     }
     return q;
@@ -509,8 +510,8 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
   server.set_error_handler([reply](Req req, Res res) {
     if (res.status == 404) {
       reply(res, 404,
-            {{"error", "no such endpoint '" + req.path +
-                           "' (GET /, /assets/<file>, /metrics, /api/devices, /api/telemetry, "
+            {{"error", "no such endpoint " + manifests::QuoteName(req.path) +
+                           " (GET /, /assets/<file>, /metrics, /api/devices, /api/telemetry, "
                            "/api/events, /api/summary, /api/series, /api/rollouts)"}});
     }
   });

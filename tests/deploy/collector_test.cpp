@@ -438,6 +438,19 @@ TEST_F(CollectorTest, ApiRefusesBadQueriesAndUnknownPaths) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 404);
   EXPECT_NE(r->body.find("/api/devices"), std::string::npos) << r->body;
+  // Raw bytes from the request (a Latin-1 byte, an escape, a right-to-left override) come back
+  // escaped in valid JSON, never raw (the JSON encoder threw on them before).
+  auto hostile = Get("/api/n%e9%1b%e2%80%ae");
+  ASSERT_TRUE(hostile);
+  EXPECT_EQ(hostile->status, 404);
+  json hostile_doc = json::parse(hostile->body, nullptr, false);
+  ASSERT_TRUE(hostile_doc.is_object()) << hostile->body;
+  EXPECT_NE(hostile_doc.value("error", "").find("'/api/n\\xe9\\x1b\\u202e'"), std::string::npos)
+      << hostile->body;
+  auto bad_key = Get("/api/devices?%ff=1");
+  ASSERT_TRUE(bad_key);
+  EXPECT_EQ(bad_key->status, 400);
+  EXPECT_TRUE(json::parse(bad_key->body, nullptr, false).is_object()) << bad_key->body;
   json empty = GetJson("/api/summary?window=5m");
   EXPECT_EQ(empty["window"], "5m");
   EXPECT_EQ(empty["devices"]["total"], 0);
