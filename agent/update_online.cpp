@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <system_error>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -208,7 +209,13 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
   // then is scratch that restart recovery removes.
   updater::GrowingFile follower;
   std::optional<Result<updater::Unpacked>> streamed;
-  updater::UnpackTarget unpack_to = Target(run, entry.bundle.size);
+  // The slot needs its space while the rest of the download still arrives: what is on disk
+  // already (a finished file or a part from an earlier attempt) is not needed again.
+  std::error_code ec;
+  std::uint64_t on_disk = std::filesystem::file_size(dest, ec);
+  if (ec) on_disk = std::filesystem::file_size(dest.string() + ".part", ec);
+  if (ec || on_disk > entry.bundle.size) on_disk = 0;
+  updater::UnpackTarget unpack_to = Target(run, entry.bundle.size - on_disk);
   unpack_to.on_verified = [&run, &dest](const manifests::Manifest& m) {
     return MixAndMatch(m, run.dep.request, dest.filename().string());
   };
@@ -218,8 +225,8 @@ void UpdateMachine::Deploy(const manifests::DesiredState& ds, const manifests::D
                                      unpack_to);
   });
   // No fsync of the download: what must survive a power cut is the slot, synced at commit.
-  auto fetched = fetcher->Fetch({entry.bundle.url, dest, entry.bundle.size, entry.bundle.sha256,
-                                 &follower, /*sync=*/false});
+  auto fetched = fetcher->Fetch(
+      {entry.bundle.url, dest, entry.bundle.size, entry.bundle.sha256, &follower, /*sync=*/false});
   follower.Finished(fetched ? std::optional<std::filesystem::path>(dest) : std::nullopt);
   unpacker.join();
   if (!fetched) {

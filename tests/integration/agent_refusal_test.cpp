@@ -148,7 +148,7 @@ TEST_F(AgentRefusal, StatusNeverAbortsOnRawBytesInTheJournal) {
 // Cause 6: a validly signed bundle of a few KiB declaring a large file filled the disk before
 // ENOSPC. The signed total is now checked, with the reserve, before a byte is unpacked.
 TEST_F(AgentRefusal, ABundleLargerThanTheFreeSpaceIsRefusedBeforeUnpacking) {
-  constexpr std::uint64_t kPad = 128ull << 20;  // zeros: a few hundred KiB with zstd
+  constexpr std::uint64_t kPad = 512ull << 20;  // zeros: a few hundred KiB with zstd
   Bundle v1 = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
   ASSERT_EQ(Install(v1.path).exit_code, 0);
   Bundle big = testing::MakeBundle(fleet_, "v2", tmp_.path(), [&](json& b, const fs::path& dir) {
@@ -157,13 +157,15 @@ TEST_F(AgentRefusal, ABundleLargerThanTheFreeSpaceIsRefusedBeforeUnpacking) {
     pad["id"] = "pad";
     pad["file"] = "model/pad.onnx";
     b["variants"].push_back(pad);
-    testing::WriteFile(dir / "model" / "pad.onnx", std::string(kPad, '\0'));
+    // A sparse file: the source costs no disk, the bundle is small, the slot would need 512 MiB.
+    testing::WriteFile(dir / "model" / "pad.onnx", "");
+    fs::resize_file(dir / "model" / "pad.onnx", kPad);
   });
   ASSERT_LT(big.bytes.size(), 16u << 20) << "the padded bundle should compress";
   const std::set<std::string> tree = ModelTree();
 
-  // Room for the download and less than the unpacked bundle, with a margin both ways for other
-  // writers on this file system.
+  // Room for the download and less than the unpacked bundle, with a margin of 256 MiB both ways
+  // for other writers on this file system (tests run in parallel).
   const std::uint64_t reserve = FreeBytes() - (kPad / 2);
   WriteConfig({{"reserve_bytes", reserve}});
 
