@@ -113,7 +113,14 @@ TEST_F(AgentImages, HostileImagesGet400AndCostNoMemory) {
   const std::uint64_t peak = StatusKib(pid, "VmHWM");
   std::cout << "VmHWM after the hostile images: " << peak << " KiB (limit " << kMaxPeakKib << ")\n";
   EXPECT_GT(peak, 0u);
+#if defined(__SANITIZE_ADDRESS__)
+  // Under ASan the agent's own baseline is about 170 MiB (shadow memory, quarantine), so what is
+  // checked there is what the hostile images add: no more than the release agent's headroom
+  // between its 40 MiB budget and the 64 MiB limit.
+  EXPECT_LT(peak - before, kMaxPeakKib - 40 * 1024);
+#else
   EXPECT_LT(peak, kMaxPeakKib);
+#endif
 }
 
 // api.max_image_bytes reaches the decoder: a 4 KiB budget still takes the 8x8 digits, and
