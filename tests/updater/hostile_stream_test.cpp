@@ -28,6 +28,7 @@ using ::edgefleet::testing::Compression;
 using ::edgefleet::testing::TarBuilder;
 using test::GzipMember;
 using test::PaxRecord;
+using test::RecordingVisitor;
 using test::StringSource;
 using test::TarHeader;
 using test::ZstdFrame;
@@ -35,20 +36,9 @@ using test::ZstdStream;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-class NamesVisitor : public EntryVisitor {
- public:
-  Status BeginFile(std::string_view path, std::uint64_t) override {
-    files.emplace_back(path);
-    return Ok();
-  }
-  Status Data(std::span<const std::byte>) override { return Ok(); }
-  Status EndFile() override { return Ok(); }
-  std::vector<std::string> files;
-};
-
-Status Read(const std::string& bytes, NamesVisitor* seen = nullptr) {
+Status Read(const std::string& bytes, RecordingVisitor* seen = nullptr) {
   StringSource source(bytes);
-  NamesVisitor visitor;
+  RecordingVisitor visitor;
   Status status = ReadSafeArchive(source, {}, visitor, "bundle.efb");
   if (seen != nullptr) *seen = visitor;
   return status;
@@ -73,7 +63,7 @@ TEST_P(HostileStreamTest, RefusesASecondArchiveAfterTheEndMarker) {
   const std::string first = TarBuilder().File("model/a.onnx", "weights").Bytes();
   ASSERT_EQ(first.size(), 2048u);  // header, data block, two zero blocks
   const std::string hidden = TarBuilder().File("hidden", "evil").Bytes();
-  NamesVisitor seen;
+  RecordingVisitor seen;
   Status status = Read(Compress(first + hidden, GetParam()), &seen);
   ASSERT_FALSE(status);
   EXPECT_EQ(status.error().code, ErrorCode::kIntegrity);
@@ -81,16 +71,16 @@ TEST_P(HostileStreamTest, RefusesASecondArchiveAfterTheEndMarker) {
             "bundle.efb: data after the end of the archive (a non-zero byte at offset 2048 of "
             "the tar stream, 1024 bytes after the end-of-archive marker at offset 1024; only "
             "zero padding may follow it)");
-  EXPECT_THAT(seen.files, ::testing::Not(::testing::Contains("hidden")));
+  EXPECT_THAT(seen.order, ::testing::Not(::testing::Contains("hidden")));
 }
 
 TEST_P(HostileStreamTest, AcceptsZeroPaddingAfterTheEndMarker) {
   // GNU tar and bsdtar pad the archive to 10 KiB records.
   std::string plain = TarBuilder().File("model/a.onnx", "weights").Bytes();
   plain.resize(10240, '\0');
-  NamesVisitor seen;
+  RecordingVisitor seen;
   EF_ASSERT_OK(Read(Compress(plain, GetParam()), &seen));
-  EXPECT_THAT(seen.files, ::testing::ElementsAre("model/a.onnx"));
+  EXPECT_THAT(seen.order, ::testing::ElementsAre("model/a.onnx"));
 }
 
 TEST_P(HostileStreamTest, RefusesEndlessZeroPaddingAfterTheEndMarker) {
@@ -328,7 +318,7 @@ ChildResult ReadInChild(const std::string& bytes) {
     { std::ofstream("/proc/self/clear_refs") << "5"; }
     const long before = StatusKiB("VmHWM:");
     StringSource source(bytes);
-    NamesVisitor visitor;
+    RecordingVisitor visitor;
     Status status = ReadSafeArchive(source, {}, visitor, "bundle.efb");
     const long growth = StatusKiB("VmHWM:") - before;
     const std::string report = std::to_string(growth) + "\n" +

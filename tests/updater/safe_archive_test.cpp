@@ -26,42 +26,10 @@ using ::edgefleet::testing::Compression;
 using ::edgefleet::testing::TarBuilder;
 using test::GeneratedTarSource;
 using test::PatternByte;
+using test::RecordingVisitor;
 using test::StringSource;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-
-// Records what the reader hands over, and checks the call order it promises.
-class RecordingVisitor : public EntryVisitor {
- public:
-  Status BeginFile(std::string_view path, std::uint64_t size) override {
-    EXPECT_FALSE(open_) << "BeginFile inside an open file";
-    open_ = true;
-    order.emplace_back(path);
-    sizes[std::string(path)] = size;
-    files[std::string(path)];
-    current_ = std::string(path);
-    return Ok();
-  }
-  Status Data(std::span<const std::byte> chunk) override {
-    EXPECT_TRUE(open_);
-    EXPECT_FALSE(chunk.empty());
-    files[current_].append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
-    return Ok();
-  }
-  Status EndFile() override {
-    EXPECT_TRUE(open_);
-    open_ = false;
-    return Ok();
-  }
-
-  std::vector<std::string> order;
-  std::map<std::string, std::string> files;
-  std::map<std::string, std::uint64_t> sizes;
-
- private:
-  bool open_ = false;
-  std::string current_;
-};
 
 Status Read(const std::string& bytes, EntryVisitor& visitor, const ArchiveLimits& limits = {}) {
   StringSource source(bytes);

@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <ostream>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -223,6 +225,39 @@ class GeneratedTarSource final : public ByteSource {
   Segment segment_ = Segment::kHeader;
   std::uint64_t segment_pos_ = 0;
   std::uint64_t served_ = 0;
+};
+
+// Records what the reader hands over, and checks the call order it promises.
+class RecordingVisitor : public EntryVisitor {
+ public:
+  Status BeginFile(std::string_view path, std::uint64_t size) override {
+    EXPECT_FALSE(open_) << "BeginFile inside an open file";
+    open_ = true;
+    order.emplace_back(path);
+    sizes[std::string(path)] = size;
+    files[std::string(path)];
+    current_ = std::string(path);
+    return Ok();
+  }
+  Status Data(std::span<const std::byte> chunk) override {
+    EXPECT_TRUE(open_);
+    EXPECT_FALSE(chunk.empty());
+    files[current_].append(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+    return Ok();
+  }
+  Status EndFile() override {
+    EXPECT_TRUE(open_);
+    open_ = false;
+    return Ok();
+  }
+
+  std::vector<std::string> order;
+  std::map<std::string, std::string> files;
+  std::map<std::string, std::uint64_t> sizes;
+
+ private:
+  bool open_ = false;
+  std::string current_;
 };
 
 }  // namespace edgefleet::updater::test
