@@ -1,5 +1,6 @@
 #include "agent/config.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -67,6 +68,12 @@ void ReadPath(FieldReader& r, const json& obj, std::string_view key, std::string
   out = Resolve(base, *v);
 }
 
+bool IsBackendName(std::string_view name) {
+  return !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
 }  // namespace
 
 Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::path& path) {
@@ -83,8 +90,9 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
   const std::filesystem::path base =
       path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
   r.RejectUnknown(doc,
-                  {"device", "fleet", "groups", "state_dir", "trust_root", "backends", "api",
-                   "desired_state", "download", "runtime", "watch", "mqtt", "telemetry"},
+                  {"device", "fleet", "groups", "state_dir", "trust_root", "backends_dir",
+                   "backends", "backend_options", "api", "desired_state", "download", "runtime",
+                   "watch", "mqtt", "telemetry"},
                   "");
 
   if (auto v = manifests::ReadName(r, doc, "device", "device")) config.device = *v;
@@ -115,8 +123,8 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
         continue;
       }
       const std::string name = b.get<std::string>();
-      if (name != "opencv") {
-        r.Problem(p, "expected a backend this build has (\"opencv\"), found " +
+      if (!IsBackendName(name)) {
+        r.Problem(p, "expected a backend name ([a-z0-9_-]{1,32}), found " +
                          manifests::QuoteForMessage(name));
         continue;
       }
@@ -127,6 +135,19 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
       config.backends.push_back(name);
     }
     if (backends->empty()) r.Problem("backends", "expected at least one backend, found none");
+  }
+  ReadPath(r, doc, "backends_dir", "", base, config.backends_dir, false);
+  if (const json* options = r.Object(doc, "backend_options", "backend_options", false)) {
+    for (const auto& [name, value] : options->items()) {
+      if (!IsBackendName(name)) {
+        r.Problem("backend_options", "expected backend names ([a-z0-9_-]{1,32}) as keys, found " +
+                                         manifests::QuoteForMessage(name));
+      } else if (!value.is_object()) {
+        r.Problem("backend_options." + name,
+                  "expected an object, found " + std::string(manifests::JsonTypeName(value)));
+      }
+    }
+    config.backend_options_json = options->dump();
   }
 
   if (const json* api = r.Object(doc, "api", "api", /*required=*/false)) {
@@ -268,6 +289,21 @@ Result<AgentConfig> LoadConfig(const std::filesystem::path& path) {
   text.resize(static_cast<std::size_t>(in.gcount()));
   std::filesystem::path absolute = std::filesystem::absolute(path).lexically_normal();
   return ParseConfig(text, absolute);
+}
+
+std::filesystem::path DefaultBackendsDir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "/usr/lib/edgefleet/backends";
+  return (exe.parent_path() / ".." / "lib" / "edgefleet" / "backends").lexically_normal();
+}
+
+std::string BackendOptionsFor(const AgentConfig& config, std::string_view backend) {
+  const json options =
+      json::parse(config.backend_options_json, nullptr, /*allow_exceptions=*/false);
+  if (!options.is_object()) return "{}";
+  const auto found = options.find(std::string(backend));
+  return found != options.end() && found->is_object() ? found->dump() : "{}";
 }
 
 }  // namespace edgefleet::agent

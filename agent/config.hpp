@@ -85,7 +85,13 @@ struct AgentConfig {
   std::vector<std::string> groups;
   std::filesystem::path state_dir;
   std::filesystem::path trust_root;
-  std::vector<std::string> backends = {"opencv"};
+  // Backend libraries (runtime/plugin_backend.hpp): every *.so in backends_dir is loaded at start;
+  // empty means DefaultBackendsDir(). `backends`, when not empty, names the ones to use, in
+  // order of preference (the others are unloaded); empty means all, in file-name order.
+  // backend_options (a JSON object keyed by backend name) goes to each library as it is.
+  std::filesystem::path backends_dir;
+  std::vector<std::string> backends;
+  std::string backend_options_json = "{}";
   ApiConfig api;
   DesiredStateConfig desired_state;
   DownloadConfig download;
@@ -101,5 +107,12 @@ struct AgentConfig {
 Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::path& path);
 // Reads and parses the file (kIo when it cannot be read; at most 1 MiB).
 Result<AgentConfig> LoadConfig(const std::filesystem::path& path);
+
+// <directory of the running executable>/../lib/edgefleet/backends: /usr/lib/edgefleet/backends
+// for /usr/bin/edgefleet-agent, and the build tree's own plugin directory for a built agent.
+std::filesystem::path DefaultBackendsDir();
+
+// The member `backend` of backend_options as JSON text ("{}" when there is none).
+std::string BackendOptionsFor(const AgentConfig& config, std::string_view backend);
 
 }  // namespace edgefleet::agent

@@ -19,6 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "agent/backends.hpp"
 #include "agent/config.hpp"
 #include "agent/fleet_link.hpp"
 #include "agent/local_api.hpp"
@@ -28,7 +29,6 @@
 #include "manifests/time.hpp"
 #include "manifests/trust.hpp"
 #include "runtime/model_host.hpp"
-#include "runtime/opencv/opencv_backend.hpp"
 #include "updater/journal.hpp"
 #include "updater/slots.hpp"
 
@@ -138,8 +138,8 @@ struct Env {
   std::optional<manifests::TrustRoot> trust;
   std::optional<updater::SlotStore> slots;
   std::optional<updater::Journal> journal;
-  std::unique_ptr<runtime::Backend> opencv;
-  std::vector<runtime::Backend*> backends;
+  agent::AgentBackends loaded;
+  std::vector<runtime::Backend*> backends;  // loaded.ordered
 };
 
 Status OpenEnv(const std::filesystem::path& config_path, Env& env, bool with_backends) {
@@ -158,12 +158,8 @@ Status OpenEnv(const std::filesystem::path& config_path, Env& env, bool with_bac
   EF_ASSIGN_OR_RETURN(auto journal, updater::Journal::Open(env.config.state_dir / "journal.db"));
   env.journal.emplace(std::move(journal));
   if (with_backends) {
-    for (const auto& name : env.config.backends) {
-      if (name == "opencv") {
-        EF_ASSIGN_OR_RETURN(env.opencv, runtime::CreateOpenCvBackend());
-        env.backends.push_back(env.opencv.get());
-      }
-    }
+    env.loaded = agent::LoadAgentBackends(env.config);
+    env.backends = env.loaded.ordered;
   }
   return edgefleet::Ok();
 }

@@ -428,10 +428,14 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
   auto choice = runtime::ChooseVariant(run.manifest.variants, backends);
   if (!choice) return fail(choice.error());
   const manifests::Variant& variant = run.manifest.variants[choice->variant_index];
-  auto graph = runtime::InspectOnnx(slot_dir / variant.file);
-  if (!graph) return fail(graph.error());
-  if (auto ok = runtime::CheckGraph(*graph, variant, choice->backend->capabilities(), model); !ok)
-    return fail(ok.error());
+  // An ONNX file is checked node by node against the manifest and the backend's table; other
+  // formats are checked by their backend's load (and parity) below.
+  if (variant.format == "onnx") {
+    auto graph = runtime::InspectOnnx(slot_dir / variant.file);
+    if (!graph) return fail(graph.error());
+    if (auto ok = runtime::CheckGraph(*graph, variant, choice->backend->capabilities(), model); !ok)
+      return fail(ok.error());
+  }
   {
     runtime::LoadRequest request;
     request.name = model;
@@ -444,6 +448,8 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
     request.backend = const_cast<runtime::Backend*>(choice->backend);
     request.options.threads = ctx_.config->runtime.threads;
     request.options.parallel_runs = ctx_.config->runtime.parallel_runs;
+    request.options.backend_options_json =
+        BackendOptionsFor(*ctx_.config, choice->backend->capabilities().name);
     if (auto ok = ctx_.host->Load(request); !ok) return fail(ok.error());
     run.loaded = true;
   }

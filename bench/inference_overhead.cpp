@@ -36,7 +36,7 @@
 
 #include "agent/local_api.hpp"
 #include "runtime/model_host.hpp"
-#include "runtime/opencv/opencv_backend.hpp"
+#include "runtime/plugin_backend.hpp"
 
 namespace {
 
@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
   cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F, values.data());
 
   // Ours: the model host with the opencv backend, and the local API over loopback.
-  auto backend = edgefleet::runtime::CreateOpenCvBackend();
+  auto backend = edgefleet::runtime::LoadBackendPlugin(EDGEFLEET_BACKENDS_DIR
+                                                       "/libedgefleet_backend_opencv.so");
   if (!backend) return Fail(backend.error().message);
   edgefleet::manifests::Variant variant;
   variant.id = "bench";

@@ -28,7 +28,7 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/opencv/opencv_backend.hpp"
+#include "runtime/plugin_backend.hpp"
 #include "runtime/tensor.hpp"
 
 namespace {
@@ -145,7 +145,8 @@ int main(int argc, char** argv) {
   variant.format = "onnx";
   variant.inputs = {{"input", "float32", {-1, 1, 8, 8}}};
   variant.outputs = {{"logits", "float32", {-1, 10}}};
-  auto backend = edgefleet::runtime::CreateOpenCvBackend();
+  auto backend = edgefleet::runtime::LoadBackendPlugin(EDGEFLEET_BACKENDS_DIR
+                                                       "/libedgefleet_backend_opencv.so");
   if (!backend) return 1;
   const std::string model_bytes = ReadFile(model);
 

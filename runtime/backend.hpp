@@ -43,13 +43,14 @@ struct OutputLimit {
 
 struct BackendCapabilities {
   std::string name;                  // "opencv"
-  manifests::SemVer version;         // of the backend library, e.g. 4.6.0
+  manifests::SemVer version;         // of the engine, e.g. 4.6.0
+  std::string engine;                // for logs and status, e.g. "OpenCV DNN 4.6.0"
   std::vector<std::string> formats;  // "onnx"
   int min_opset = 1;                 // default-domain opsets the backend imports
   int max_opset = 1;
   std::vector<OperatorSupport> operators;
   std::vector<OutputLimit> output_limits;  // checked per node by CheckGraph and at load
-  std::vector<std::string> targets;        // "cpu"
+  std::vector<std::string> targets;        // devices it runs on: "cpu", "gpu", "npu"
 
   // True when `op` of `domain` is claimed at `opset`.
   bool Supports(std::string_view domain, std::string_view op, int opset) const;
@@ -64,6 +65,7 @@ struct TensorInfo {
 struct SessionOptions {
   int threads = 1;        // intra-op threads the backend may use for one run
   int parallel_runs = 2;  // how many Run calls may execute at once (e.g. pool size)
+  std::string backend_options_json = "{}";  // the agent config's backend_options, as JSON
 };
 
 class Session {

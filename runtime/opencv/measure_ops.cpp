@@ -1,12 +1,14 @@
 // edgefleet_measure_ops: measures which ONNX operators the opencv backend really runs, and
 // writes the table the backend claims (runtime/opencv/supported_ops.inc).
 //
-//   edgefleet_measure_ops [--out FILE] [--report FILE] CASE_ROOT...
+//   edgefleet_measure_ops [--library FILE] [--out FILE] [--report FILE] CASE_ROOT...
 //
 // Every node case under each CASE_ROOT (ONNX's conformance layout, see runtime/node_cases.hpp)
-// is loaded and run through the real backend; the table keeps only operator schema versions all
-// of whose cases passed (the rule is in runtime/node_cases.cpp). --report writes one line per
-// case (name, outcome, operators, detail). Exit status: 0 written, 1 failure, 2 bad usage.
+// is loaded and run through the real backend library (--library, by default the opencv plugin
+// of this build tree), through the same plugin loader as the agent; the table keeps only operator
+// schema versions all of whose cases passed (the rule is in runtime/node_cases.cpp). --report
+// writes one line per case (name, outcome, operators, detail). Exit status: 0 written, 1 failure, 2
+// bad usage.
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -14,7 +16,7 @@
 #include <vector>
 
 #include "runtime/node_cases.hpp"
-#include "runtime/opencv/opencv_backend.hpp"
+#include "runtime/plugin_backend.hpp"
 
 namespace {
 
@@ -22,7 +24,8 @@ using edgefleet::runtime::NodeCaseOutcome;
 using edgefleet::runtime::NodeCaseResult;
 
 int Usage() {
-  std::cerr << "usage: edgefleet_measure_ops [--out FILE] [--report FILE] CASE_ROOT...\n";
+  std::cerr << "usage: edgefleet_measure_ops [--library FILE] [--out FILE] [--report FILE] "
+               "CASE_ROOT...\n";
   return 2;
 }
 
@@ -37,11 +40,12 @@ std::string Command(int argc, char** argv) {
 int main(int argc, char** argv) {
   std::string out_path;
   std::string report_path;
+  std::string library = EDGEFLEET_BACKENDS_DIR "/libedgefleet_backend_opencv.so";
   std::vector<std::string> roots;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if ((arg == "--out" || arg == "--report") && i + 1 < argc) {
-      (arg == "--out" ? out_path : report_path) = argv[++i];
+    if ((arg == "--out" || arg == "--report" || arg == "--library") && i + 1 < argc) {
+      (arg == "--out" ? out_path : arg == "--report" ? report_path : library) = argv[++i];
     } else if (!arg.empty() && arg[0] == '-') {
       return Usage();
     } else {
@@ -50,7 +54,7 @@ int main(int argc, char** argv) {
   }
   if (roots.empty()) return Usage();
 
-  auto backend = edgefleet::runtime::CreateOpenCvBackend();
+  auto backend = edgefleet::runtime::LoadBackendPlugin(library);
   if (!backend) {
     std::cerr << "edgefleet_measure_ops: " << backend.error().message << "\n";
     return 1;
@@ -112,8 +116,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::ofstream out(out_path, std::ios::trunc);
-  out << "// The opencv backend's measured ONNX operator table, included inside a\n"
-         "// std::vector<OperatorSupport>{ ... } initializer (runtime/opencv/opencv_backend.cpp).\n"
+  out << "// The opencv backend's measured ONNX operator table, included inside an\n"
+         "// ef_operator array initializer (runtime/opencv/opencv_backend.cpp).\n"
          "// Generated; do not edit by hand. Regenerate from the repository root with\n"
          "//   build/<dir>/runtime/"
       << Command(argc, argv) << "\n"

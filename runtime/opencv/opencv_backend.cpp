@@ -1,35 +1,40 @@
-// The `opencv` backend: ONNX on OpenCV DNN 4.6, CPU (see runtime/opencv/opencv_backend.hpp).
+// The `opencv` backend plugin: ONNX models on OpenCV DNN 4.6, CPU.
 //
-// Every OpenCV call that can throw is wrapped here and comes back as an Error; no cv:: type
-// leaves this file.
-#include "runtime/opencv/opencv_backend.hpp"
+// A shared library behind the backend plugin ABI (runtime/include/edgefleet/backend_plugin.h),
+// built as lib/edgefleet/backends/libedgefleet_backend_opencv.so; the agent itself does not
+// link OpenCV. It uses nothing of edgefleet but that header, like a vendor's plugin would.
+//
+// The agent checks inputs (names, order, dtypes, shapes), outputs (dtype, shape, size) and the
+// output limits below before and after every call, so this file checks only what is OpenCV's
+// own (rank, dimension range, integers float32 cannot hold). Every OpenCV call that can throw
+// is inside a try block: no exception crosses the C boundary.
+#include <edgefleet/backend_plugin.h>
 
 #include <opencv2/core.hpp>
 #include <opencv2/core/utility.hpp>
 #include <opencv2/core/version.hpp>
 #include <opencv2/dnn.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
-#include "manifests/log_value.hpp"
-#include "runtime/compat.hpp"
-
-namespace edgefleet::runtime {
 namespace {
 
 // cv::Mat takes at most 32 dimensions (CV_MAX_DIM, from the C API headers).
-constexpr int kMaxRank = 32;
+constexpr std::size_t kMaxRank = 32;
 
 // The default-domain opsets we claim. OpenCV 4.6's ONNX importer has no opset gate: it logs the
 // model's opset and imports any number (measured: the digits model relabelled opset 1, 7, 9, 13,
@@ -37,20 +42,96 @@ constexpr int kMaxRank = 32;
 // limit is the measured operator table. The range stops at 17, the newest opset of libonnx
 // 1.12, whose conformance cases are what the table is measured with: above it nothing was
 // measured, so nothing is claimed.
-constexpr int kMinOpset = 1;
-constexpr int kMaxOpset = 17;
+constexpr std::int32_t kMinOpset = 1;
+constexpr std::int32_t kMaxOpset = 17;
 
 // Models are verified by SHA-256 before they get here; the cap only keeps a corrupt slot from
 // turning into an allocation of arbitrary size. protobuf cannot parse more than 2 GiB anyway.
 constexpr std::uintmax_t kMaxModelBytes = std::uintmax_t{2} << 30;
+
+constexpr ef_operator kOperators[] = {
+#include "runtime/opencv/supported_ops.inc"
+};
+
+// Operators OpenCV 4.6 runs, but not with every output ONNX allows. Found by running ONNX's
+// conformance cases under valgrind (tests/runtime/op_table_test.cpp runs them all).
+constexpr ef_output_limit kOutputLimits[] = {
+    {"", "Dropout", 1,
+     "OpenCV imports Dropout as a pass-through layer with one input per output and writes past "
+     "its buffers for the mask output (libonnx-testdata test_dropout_default_mask)"},
+};
+
+constexpr const char* kFormats[] = {"onnx"};
+constexpr const char* kDevices[] = {"cpu"};
+
+// A failed step: the ABI status and the reason.
+struct Failure {
+  std::int32_t status = EF_INTERNAL;
+  std::string message;
+};
+using Check = std::optional<Failure>;  // nullopt: fine
+
+std::int32_t Report(const Failure& failure, char* err, std::size_t err_size) {
+  if (err != nullptr && err_size > 0) {
+    const std::size_t n = std::min(failure.message.size(), err_size - 1);
+    std::memcpy(err, failure.message.data(), n);
+    err[n] = '\0';
+  }
+  return failure.status;
+}
 
 std::string CvError(const cv::Exception& e) {
   // e.what() repeats file and line of OpenCV's source; err is the reason itself.
   return e.err.empty() ? std::string(e.what()) : e.err;
 }
 
+std::size_t ElementSize(std::int32_t dtype) {
+  switch (dtype) {
+    case EF_FLOAT64:
+    case EF_INT64:
+      return 8;
+    case EF_FLOAT32:
+    case EF_INT32:
+      return 4;
+    case EF_FLOAT16:
+    case EF_INT16:
+      return 2;
+    case EF_INT8:
+    case EF_UINT8:
+    case EF_BOOL:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+const char* DTypeName(std::int32_t dtype) {
+  switch (dtype) {
+    case EF_FLOAT32:
+      return "float32";
+    case EF_FLOAT64:
+      return "float64";
+    case EF_FLOAT16:
+      return "float16";
+    case EF_INT8:
+      return "int8";
+    case EF_UINT8:
+      return "uint8";
+    case EF_INT16:
+      return "int16";
+    case EF_INT32:
+      return "int32";
+    case EF_INT64:
+      return "int64";
+    case EF_BOOL:
+      return "bool";
+    default:
+      return "unknown";
+  }
+}
+
 // cv::setNumThreads is process-global: OpenCV has one worker pool for every net in the
-// process. Sessions therefore cannot each have their own count; the last Load that asks for a
+// process. Sessions therefore cannot each have their own count; the last load that asks for a
 // different count sets it for all. The agent loads every model with the one count from its
 // config, so in practice the value is set once. The mutex only keeps the read-compare-set
 // atomic when two loads race.
@@ -64,70 +145,65 @@ void ApplyThreads(int threads) {
   }
 }
 
-Result<std::string> ReadModelFile(const std::filesystem::path& path) {
-  const std::string where = path.string();
+Check ReadModelFile(const char* path, std::string& bytes) {
+  const std::string where(path);
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
-  if (ec) return Fail(ErrorCode::kIo, where + ": " + ec.message());
+  if (ec) return Failure{EF_IO, where + ": " + ec.message()};
   if (size > kMaxModelBytes) {
-    return Fail(ErrorCode::kLimit, where + ": " + std::to_string(size) + " bytes, over 2 GiB");
+    return Failure{EF_LIMIT, where + ": " + std::to_string(size) + " bytes, over 2 GiB"};
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Fail(ErrorCode::kIo, where + ": cannot open");
-  std::string bytes(static_cast<std::size_t>(size), '\0');
+  if (!in) return Failure{EF_IO, where + ": cannot open"};
+  bytes.assign(static_cast<std::size_t>(size), '\0');
   in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (static_cast<std::size_t>(in.gcount()) != bytes.size()) {
-    return Fail(ErrorCode::kIo, where + ": short read");
+    return Failure{EF_IO, where + ": short read"};
   }
-  return bytes;
-}
-
-Result<std::vector<TensorInfo>> InfosFromSpecs(const std::vector<manifests::TensorSpec>& specs,
-                                               std::string_view what) {
-  std::vector<TensorInfo> infos;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    auto dtype = ParseDType(specs[i].dtype);
-    if (!dtype) {
-      return Fail(ErrorCode::kInvalidArgument, std::string(what) + "[" + std::to_string(i) +
-                                                   "] \"" + specs[i].name +
-                                                   "\": " + dtype.error().message);
-    }
-    infos.push_back({specs[i].name, *dtype, specs[i].shape});
-  }
-  return infos;
+  return std::nullopt;
 }
 
 // Calls `each(T{})` with the C++ storage type of `dtype` for the types both conversions treat
 // element by element; float32 (a plain copy) and float16 (bit conversion) are the callers' own.
 template <typename Each>
-Status ForEachStorageType(DType dtype, Each&& each) {
+Check ForEachStorageType(std::int32_t dtype, Each&& each) {
   switch (dtype) {
-    case DType::kFloat64:
+    case EF_FLOAT64:
       return each(double{});
-    case DType::kInt8:
+    case EF_INT8:
       return each(std::int8_t{});
-    case DType::kUInt8:
-    case DType::kBool:
+    case EF_UINT8:
+    case EF_BOOL:
       return each(std::uint8_t{});
-    case DType::kInt16:
+    case EF_INT16:
       return each(std::int16_t{});
-    case DType::kInt32:
+    case EF_INT32:
       return each(std::int32_t{});
-    case DType::kInt64:
+    case EF_INT64:
       return each(std::int64_t{});
-    case DType::kFloat32:
-    case DType::kFloat16:
-      break;
+    default:
+      return Failure{EF_INVALID_ARGUMENT,
+                     "element type " + std::to_string(dtype) + " is not supported"};
   }
-  return Fail(ErrorCode::kInternal, "unhandled dtype");
 }
 
 // Copies `t` into `dst` as float32. Integers beyond 2^24 have no exact float32 and are refused
 // rather than silently rounded; float64 is narrowed (OpenCV itself computes in float32).
-Status ConvertToFloat(const Tensor& t, float* dst) {
-  const std::byte* src = t.data.data();
-  const std::size_t n = t.data.size() / ElementSize(t.dtype);
-  auto each = [&](auto tag) -> Status {
+Check ConvertToFloat(const ef_tensor& t, std::size_t n, float* dst) {
+  const auto* src = static_cast<const std::byte*>(t.data);
+  if (t.spec.dtype == EF_FLOAT32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return std::nullopt;
+  }
+  if (t.spec.dtype == EF_FLOAT16) {
+    for (std::size_t i = 0; i < n; ++i) {
+      std::uint16_t bits;
+      std::memcpy(&bits, src + i * 2, 2);
+      dst[i] = static_cast<float>(cv::float16_t::fromBits(bits));
+    }
+    return std::nullopt;
+  }
+  auto each = [&](auto tag) -> Check {
     using T = decltype(tag);
     for (std::size_t i = 0; i < n; ++i) {
       T v;
@@ -135,50 +211,47 @@ Status ConvertToFloat(const Tensor& t, float* dst) {
       if constexpr (std::is_integral_v<T> && sizeof(T) >= 4) {
         constexpr T kExact = T{1} << 24;
         if (v > kExact || v < -kExact) {
-          return Fail(ErrorCode::kUnsupported,
-                      "input " + manifests::QuoteName(t.name, '"') + ": value " +
-                          std::to_string(v) + " at index " + std::to_string(i) +
-                          " has no exact float32, which OpenCV computes in");
+          return Failure{EF_UNSUPPORTED, "input \"" + std::string(t.spec.name) + "\": value " +
+                                             std::to_string(v) + " at index " + std::to_string(i) +
+                                             " has no exact float32, which OpenCV computes in"};
         }
       }
       dst[i] = static_cast<float>(v);
     }
-    return Ok();
+    return std::nullopt;
   };
-  if (t.dtype == DType::kFloat32) {
-    std::memcpy(dst, src, t.data.size());
-    return Ok();
-  }
-  if (t.dtype == DType::kFloat16) {
-    for (std::size_t i = 0; i < n; ++i) {
-      std::uint16_t bits;
-      std::memcpy(&bits, src + i * 2, 2);
-      dst[i] = static_cast<float>(cv::float16_t::fromBits(bits));
-    }
-    return Ok();
-  }
-  return ForEachStorageType(t.dtype, each);
+  return ForEachStorageType(t.spec.dtype, each);
 }
 
 // Writes OpenCV's float32 output as `dtype`. Integer outputs (ArgMax and the like, which OpenCV
 // computes as floats) must hold exact in-range integers; anything else is a backend result the
 // declared dtype cannot carry, reported instead of truncated.
-Status ConvertFromFloat(const float* src, std::size_t n, DType dtype, std::string_view name,
-                        std::byte* dst) {
-  auto each = [&](auto tag) -> Status {
+Check ConvertFromFloat(const float* src, std::size_t n, std::int32_t dtype, const char* name,
+                       std::byte* dst) {
+  if (dtype == EF_FLOAT32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return std::nullopt;
+  }
+  if (dtype == EF_FLOAT16) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint16_t bits = cv::float16_t(src[i]).bits();
+      std::memcpy(dst + i * 2, &bits, 2);
+    }
+    return std::nullopt;
+  }
+  auto each = [&](auto tag) -> Check {
     using T = decltype(tag);
     for (std::size_t i = 0; i < n; ++i) {
       T v;
       if constexpr (std::is_integral_v<T>) {
         const double d = src[i];
-        const bool is_bool = dtype == DType::kBool;
+        const bool is_bool = dtype == EF_BOOL;
         const double lo = is_bool ? 0 : static_cast<double>(std::numeric_limits<T>::min());
         const double hi = is_bool ? 1 : static_cast<double>(std::numeric_limits<T>::max());
         if (!(d >= lo && d <= hi) || d != std::trunc(d)) {
-          return Fail(ErrorCode::kInternal, "output \"" + std::string(name) + "\": value " +
-                                                std::to_string(d) + " at index " +
-                                                std::to_string(i) + " is not a " +
-                                                std::string(ToString(dtype)));
+          return Failure{EF_INTERNAL, "output \"" + std::string(name) + "\": value " +
+                                          std::to_string(d) + " at index " + std::to_string(i) +
+                                          " is not a " + DTypeName(dtype)};
         }
         v = static_cast<T>(d);
       } else {
@@ -186,21 +259,17 @@ Status ConvertFromFloat(const float* src, std::size_t n, DType dtype, std::strin
       }
       std::memcpy(dst + i * sizeof(T), &v, sizeof(T));
     }
-    return Ok();
+    return std::nullopt;
   };
-  if (dtype == DType::kFloat32) {
-    std::memcpy(dst, src, n * sizeof(float));
-    return Ok();
-  }
-  if (dtype == DType::kFloat16) {
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint16_t bits = cv::float16_t(src[i]).bits();
-      std::memcpy(dst + i * 2, &bits, 2);
-    }
-    return Ok();
-  }
   return ForEachStorageType(dtype, each);
 }
+
+// One declared tensor, owning its strings (the spec the agent passed lives only for the call).
+struct Declared {
+  std::string name;
+  std::int32_t dtype = EF_FLOAT32;
+  std::vector<std::int64_t> shape;
+};
 
 // The shape reported for an output. OpenCV's Mat has at least two dimensions, so a rank-0 or
 // rank-1 ONNX output comes back as [1,N] or [N,1]; when the declared rank differs and the
@@ -230,19 +299,14 @@ std::vector<std::int64_t> OutputShape(const cv::Mat& m, const std::vector<std::i
   return shape;
 }
 
-// Operators OpenCV 4.6 runs, but not with every output ONNX allows. Found by running ONNX's
-// conformance cases under valgrind (tests/runtime/op_table_test.cpp runs them all).
-const std::vector<OutputLimit>& OutputLimits() {
-  static const std::vector<OutputLimit> limits = {
-      {"", "Dropout", 1,
-       "OpenCV imports Dropout as a pass-through layer with one input per output and writes past "
-       "its buffers for the mask output (libonnx-testdata test_dropout_default_mask)"},
-  };
-  return limits;
-}
+}  // namespace
 
-// How concurrent Run calls are served: a pool of `parallel_runs` nets, each a separate
-// cv::dnn::Net loaded from the same bytes. A request takes a free net from the free list (and
+struct ef_backend {
+  ef_backend_info info{};
+};
+
+// How concurrent runs are served: a pool of `parallel_runs` nets, each a separate
+// cv::dnn::Net loaded from the same bytes. A run takes a free net from the free list (and
 // waits on the condition variable when all are busy), so no net is ever run by two threads, and
 // with parallel_runs = 1 this is exactly "one net behind one lock".
 //
@@ -252,293 +316,314 @@ const std::vector<OutputLimit>& OutputLimits() {
 // 15-36 us, because every request queues behind the lock while the pool runs one forward per
 // core; with one client, or with only one core free, the two are within 5 %. The pool costs
 // one copy of the weights per net, so a model too large to hold twice is loaded with
-// parallel_runs = 1, which is exactly the locked design. The free list replaces one mutex per
-// net with try_lock polling: a waiting request sleeps and is woken by the first net returned.
-class OpenCvSession final : public Session {
- public:
-  static Result<std::unique_ptr<Session>> Create(const std::filesystem::path& model_file,
-                                                 const manifests::Variant& variant,
-                                                 const SessionOptions& options) {
-    const std::string where = model_file.string();
-    if (options.threads < 1) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "threads must be at least 1, found " + std::to_string(options.threads));
-    }
-    if (options.parallel_runs < 1) {
-      return Fail(ErrorCode::kInvalidArgument, "parallel_runs must be at least 1, found " +
-                                                   std::to_string(options.parallel_runs));
-    }
-    if (variant.format != "onnx") {
-      return Fail(ErrorCode::kUnsupported,
-                  "variant \"" + variant.id + "\": format \"" + variant.format + "\" is not onnx");
-    }
-    auto session = std::unique_ptr<OpenCvSession>(new OpenCvSession());
-    EF_ASSIGN_OR_RETURN(session->inputs_, InfosFromSpecs(variant.inputs, "inputs"));
-    EF_ASSIGN_OR_RETURN(session->outputs_, InfosFromSpecs(variant.outputs, "outputs"));
-    if (session->inputs_.empty() || session->outputs_.empty()) {
-      return Fail(ErrorCode::kInvalidArgument,
-                  "variant \"" + variant.id + "\" declares no inputs or no outputs");
-    }
-    for (const auto& out : session->outputs_) session->output_names_.push_back(out.name);
-    EF_ASSIGN_OR_RETURN(const std::string bytes, ReadModelFile(model_file));
-    // Node shapes OpenCV imports but cannot run safely are refused before OpenCV sees them, on
-    // every load path (the agent has refused them in CheckGraph already; this also covers
-    // parity runs and the conformance measurement, which load directly).
-    // Bytes that are not a ModelProto are left to OpenCV's importer, which refuses them.
-    auto nodes = OnnxNodes(bytes, where);
-    if (auto problems = nodes ? OutputLimitProblems(*nodes, OutputLimits(), "opencv " CV_VERSION)
-                              : std::vector<std::string>();
-        !problems.empty()) {
-      std::string message = where + ": ";
-      for (std::size_t i = 0; i < problems.size(); ++i) {
-        message += (i == 0 ? "" : "; ") + problems[i];
-      }
-      return Fail(ErrorCode::kUnsupported, message);
-    }
-
-    ApplyThreads(options.threads);
-    try {
-      for (int i = 0; i < options.parallel_runs; ++i) {
-        cv::dnn::Net net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
-        if (net.empty()) {
-          return Fail(ErrorCode::kUnsupported,
-                      "opencv " CV_VERSION " cannot import " + where + ": the network is empty");
-        }
-        net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
-        net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
-        if (i == 0) EF_RETURN_IF_ERROR(session->CheckNames(net, where));
-        session->nets_.push_back(std::move(net));
-        session->free_.push_back(static_cast<std::size_t>(i));
-      }
-    } catch (const cv::Exception& e) {
-      return Fail(ErrorCode::kUnsupported,
-                  "opencv " CV_VERSION " cannot import " + where + ": " + CvError(e));
-    } catch (const std::exception& e) {
-      return Fail(ErrorCode::kUnsupported,
-                  "opencv " CV_VERSION " cannot import " + where + ": " + e.what());
-    }
-    return std::unique_ptr<Session>(std::move(session));
-  }
-
-  const std::vector<TensorInfo>& inputs() const override { return inputs_; }
-  const std::vector<TensorInfo>& outputs() const override { return outputs_; }
-
-  Result<std::vector<Tensor>> Run(const std::vector<Tensor>& inputs) override {
-    EF_ASSIGN_OR_RETURN(std::vector<cv::Mat> blobs, MakeBlobs(inputs));
-    Lease lease(*this);
-    try {
-      cv::dnn::Net& net = nets_[lease.slot];
-      for (std::size_t i = 0; i < blobs.size(); ++i) net.setInput(blobs[i], inputs_[i].name);
-      // The Mats alias the net's buffers: copy out before the net goes back to the pool.
-      if (output_names_.size() == 1) {
-        // One output: forward(name) returns it without the vector forward's per-call output
-        // array set-up, about half of what OpenCV spends around a small model's layers.
-        const cv::Mat out = net.forward(output_names_[0]);
-        return CopyOutputs({&out, 1});
-      }
-      std::vector<cv::Mat> outs;
-      net.forward(outs, output_names_);
-      return CopyOutputs(outs);
-    } catch (const cv::Exception& e) {
-      return Fail(ErrorCode::kInternal, "opencv: " + CvError(e));
-    } catch (const std::exception& e) {
-      return Fail(ErrorCode::kInternal, std::string("opencv: ") + e.what());
-    }
-  }
-
- private:
-  OpenCvSession() = default;
-
-  // Names are checked once at load so a wrong manifest fails there, not on every request.
-  Status CheckNames(cv::dnn::Net& net, const std::string& where) const {
-    // Layer 0 is OpenCV's input layer; its outputs are the graph inputs.
-    cv::Ptr<cv::dnn::Layer> input_layer = net.getLayer(0);
-    for (const auto& in : inputs_) {
-      if (input_layer->outputNameToIndex(in.name) < 0) {
-        return Fail(ErrorCode::kUnsupported,
-                    where + ": the graph has no input " + manifests::QuoteName(in.name, '"'));
-      }
-    }
-    for (const auto& out : outputs_) {
-      if (net.getLayerId(out.name) < 0) {
-        return Fail(ErrorCode::kUnsupported, where + ": opencv finds no output " +
-                                                 manifests::QuoteName(out.name, '"') +
-                                                 " in the graph");
-      }
-    }
-    return Ok();
-  }
-
-  // Checks inputs against inputs() and puts them in declaration order as float32 blobs.
-  Result<std::vector<cv::Mat>> MakeBlobs(const std::vector<Tensor>& given) const {
-    if (given.size() != inputs_.size()) {
-      return Fail(ErrorCode::kInvalidArgument, "expected " + std::to_string(inputs_.size()) +
-                                                   " input(s), found " +
-                                                   std::to_string(given.size()));
-    }
-    std::vector<const Tensor*> ordered(inputs_.size(), nullptr);
-    for (std::size_t i = 0; i < given.size(); ++i) {
-      std::size_t index = i;
-      if (!given[i].name.empty()) {
-        index = inputs_.size();
-        for (std::size_t j = 0; j < inputs_.size(); ++j) {
-          if (inputs_[j].name == given[i].name) index = j;
-        }
-        if (index == inputs_.size()) {
-          std::string expected;
-          for (const auto& in : inputs_)
-            expected += (expected.empty() ? "\"" : ", \"") + in.name + "\"";
-          return Fail(ErrorCode::kInvalidArgument, "input \"" + given[i].name +
-                                                       "\": not an input of this model (expected " +
-                                                       expected + ")");
-        }
-      }
-      if (ordered[index] != nullptr) {
-        return Fail(ErrorCode::kInvalidArgument,
-                    "input \"" + inputs_[index].name + "\": given more than once");
-      }
-      ordered[index] = &given[i];
-    }
-
-    std::vector<cv::Mat> blobs;
-    blobs.reserve(inputs_.size());
-    for (std::size_t i = 0; i < inputs_.size(); ++i) {
-      const TensorInfo& info = inputs_[i];
-      const Tensor& t = *ordered[i];
-      // Built only on failure: this runs on every request, where a string costs more than the
-      // checks (the digits forward itself is ~11 us).
-      auto what = [&] { return "input " + manifests::QuoteName(info.name, '"'); };
-      if (t.dtype != info.dtype) {
-        return Fail(ErrorCode::kInvalidArgument, what() + ": expected dtype " +
-                                                     std::string(ToString(info.dtype)) +
-                                                     ", found " + std::string(ToString(t.dtype)));
-      }
-      if (!ShapeMatches(t.shape, info.shape)) {
-        return Fail(ErrorCode::kInvalidArgument, what() + ": expected shape " +
-                                                     ShapeToString(info.shape) + ", found " +
-                                                     ShapeToString(t.shape));
-      }
-      auto valid = t.Validate();
-      if (!valid) return Fail(ErrorCode::kInvalidArgument, what() + ": " + valid.error().message);
-      if (t.shape.size() > static_cast<std::size_t>(kMaxRank)) {
-        return Fail(ErrorCode::kInvalidArgument,
-                    what() + ": rank " + std::to_string(t.shape.size()) +
-                        " is more than opencv's " + std::to_string(kMaxRank));
-      }
-      std::array<int, kMaxRank> sizes{};
-      int rank = 0;
-      for (auto d : t.shape) {
-        if (d > std::numeric_limits<int>::max()) {
-          return Fail(ErrorCode::kInvalidArgument,
-                      what() + ": dimension " + std::to_string(d) + " is too large for opencv");
-        }
-        sizes[static_cast<std::size_t>(rank++)] = static_cast<int>(d);
-      }
-      if (rank == 0) sizes[static_cast<std::size_t>(rank++)] = 1;  // a scalar; no rank-0 Mat
-      try {
-        if (t.dtype == DType::kFloat32 && !t.data.empty()) {
-          // No copy: a header over the caller's data. setInput only reads it (it copies into the
-          // net's own input buffer), and the tensor outlives the Run that reads it.
-          blobs.emplace_back(rank, sizes.data(), CV_32F,
-                             const_cast<std::byte*>(t.data.data()));  // NOLINT: read-only use
-          continue;
-        }
-        cv::Mat blob(rank, sizes.data(), CV_32F);
-        EF_RETURN_IF_ERROR(ConvertToFloat(t, blob.ptr<float>()));
-        blobs.push_back(std::move(blob));
-      } catch (const cv::Exception& e) {
-        return Fail(ErrorCode::kInternal, what() + ": opencv: " + CvError(e));
-      }
-    }
-    return blobs;
-  }
-
-  Result<std::vector<Tensor>> CopyOutputs(std::span<const cv::Mat> outs) const {
-    if (outs.size() != outputs_.size()) {
-      return Fail(ErrorCode::kInternal, "opencv returned " + std::to_string(outs.size()) +
-                                            " outputs, expected " +
-                                            std::to_string(outputs_.size()));
-    }
-    std::vector<Tensor> result;
-    result.reserve(outs.size());
-    for (std::size_t i = 0; i < outs.size(); ++i) {
-      cv::Mat m = outs[i];
-      if (m.depth() != CV_32F) m.convertTo(m, CV_32F);
-      if (!m.isContinuous()) m = m.clone();
-      Tensor t;
-      t.name = outputs_[i].name;
-      t.dtype = outputs_[i].dtype;
-      t.shape = OutputShape(m, outputs_[i].shape);
-      t.data.resize(m.total() * ElementSize(t.dtype));
-      EF_RETURN_IF_ERROR(
-          ConvertFromFloat(m.ptr<float>(), m.total(), t.dtype, t.name, t.data.data()));
-      result.push_back(std::move(t));
-    }
-    return result;
-  }
-
-  // Holds one net of the pool for the duration of a Run.
-  struct Lease {
-    explicit Lease(OpenCvSession& s) : session(s) {
-      std::unique_lock<std::mutex> lock(session.free_mu_);
-      session.free_cv_.wait(lock, [this] { return !session.free_.empty(); });
-      slot = session.free_.back();
-      session.free_.pop_back();
-    }
-    ~Lease() {
-      {
-        std::lock_guard<std::mutex> lock(session.free_mu_);
-        session.free_.push_back(slot);
-      }
-      session.free_cv_.notify_one();
-    }
-    Lease(const Lease&) = delete;
-    Lease& operator=(const Lease&) = delete;
-    OpenCvSession& session;
-    std::size_t slot = 0;
-  };
-
-  std::vector<TensorInfo> inputs_;
-  std::vector<TensorInfo> outputs_;
-  std::vector<cv::String> output_names_;
-  // Fixed after Create. A net is used only by the thread that took its index off free_.
-  std::vector<cv::dnn::Net> nets_;
-  std::mutex free_mu_;
-  std::condition_variable free_cv_;
-  std::vector<std::size_t> free_;  // guarded by free_mu_: indices of nets not in use
+// parallel_runs = 1, which is exactly the locked design.
+struct ef_session {
+  std::vector<Declared> inputs;
+  std::vector<Declared> outputs;
+  std::vector<cv::String> output_names;
+  // Fixed after load. A net is used only by the thread that took its index off free.
+  std::vector<cv::dnn::Net> nets;
+  std::mutex free_mu;
+  std::condition_variable free_cv;
+  std::vector<std::size_t> free;  // guarded by free_mu: indices of nets not in use
 };
 
-class OpenCvBackend final : public Backend {
+namespace {
+
+// Holds one net of the pool for the duration of a run.
+class Lease {
  public:
-  OpenCvBackend() {
-    caps_.name = "opencv";
-    caps_.version = manifests::SemVer{CV_VERSION_MAJOR, CV_VERSION_MINOR, CV_VERSION_REVISION, ""};
-    caps_.formats = {"onnx"};
-    caps_.min_opset = kMinOpset;
-    caps_.max_opset = kMaxOpset;
-    caps_.targets = {"cpu"};
-    caps_.output_limits = OutputLimits();
-    caps_.operators = std::vector<OperatorSupport>{
-#include "runtime/opencv/supported_ops.inc"
-    };
+  explicit Lease(ef_session& s) : session_(s) {
+    std::unique_lock<std::mutex> lock(session_.free_mu);
+    session_.free_cv.wait(lock, [this] { return !session_.free.empty(); });
+    slot_ = session_.free.back();
+    session_.free.pop_back();
   }
-
-  const BackendCapabilities& capabilities() const override { return caps_; }
-
-  Result<std::unique_ptr<Session>> Load(const std::filesystem::path& model_file,
-                                        const manifests::Variant& variant,
-                                        const SessionOptions& options) override {
-    return OpenCvSession::Create(model_file, variant, options);
+  ~Lease() {
+    {
+      std::lock_guard<std::mutex> lock(session_.free_mu);
+      session_.free.push_back(slot_);
+    }
+    session_.free_cv.notify_one();
   }
+  Lease(const Lease&) = delete;
+  Lease& operator=(const Lease&) = delete;
+  cv::dnn::Net& net() { return session_.nets[slot_]; }
 
  private:
-  BackendCapabilities caps_;  // fixed after construction
+  ef_session& session_;
+  std::size_t slot_ = 0;
 };
+
+std::vector<Declared> CopySpecs(const ef_tensor_spec* specs, std::size_t count) {
+  std::vector<Declared> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    out.push_back({specs[i].name, specs[i].dtype,
+                   std::vector<std::int64_t>(specs[i].shape, specs[i].shape + specs[i].rank)});
+  }
+  return out;
+}
+
+// Names are checked once at load so a wrong manifest fails there, not on every request.
+Check CheckNames(cv::dnn::Net& net, const ef_session& session, const std::string& where) {
+  // Layer 0 is OpenCV's input layer; its outputs are the graph inputs.
+  cv::Ptr<cv::dnn::Layer> input_layer = net.getLayer(0);
+  for (const auto& in : session.inputs) {
+    if (input_layer->outputNameToIndex(in.name) < 0) {
+      return Failure{EF_UNSUPPORTED, where + ": the graph has no input \"" + in.name + "\""};
+    }
+  }
+  for (const auto& out : session.outputs) {
+    if (net.getLayerId(out.name) < 0) {
+      return Failure{EF_UNSUPPORTED,
+                     where + ": opencv finds no output \"" + out.name + "\" in the graph"};
+    }
+  }
+  return std::nullopt;
+}
+
+Check Load(const char* path, const ef_model_spec& spec, const ef_session_options& options,
+           std::unique_ptr<ef_session>& session) {
+  const std::string where(path);
+  if (options.threads < 1 || options.parallel_runs < 1) {
+    return Failure{EF_INVALID_ARGUMENT, "threads and parallel_runs must be at least 1"};
+  }
+  if (spec.format == nullptr || std::string_view(spec.format) != "onnx") {
+    return Failure{EF_UNSUPPORTED,
+                   "format \"" + std::string(spec.format ? spec.format : "") + "\" is not onnx"};
+  }
+  session = std::make_unique<ef_session>();
+  session->inputs = CopySpecs(spec.inputs, spec.input_count);
+  session->outputs = CopySpecs(spec.outputs, spec.output_count);
+  if (session->inputs.empty() || session->outputs.empty()) {
+    return Failure{EF_INVALID_ARGUMENT, "the model spec has no inputs or no outputs"};
+  }
+  for (const auto& out : session->outputs) session->output_names.push_back(out.name);
+  std::string bytes;
+  if (auto failed = ReadModelFile(path, bytes)) return failed;
+
+  ApplyThreads(options.threads);
+  for (int i = 0; i < options.parallel_runs; ++i) {
+    cv::dnn::Net net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
+    if (net.empty()) {
+      return Failure{EF_UNSUPPORTED, "cannot import " + where + ": the network is empty"};
+    }
+    net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+    net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+    if (i == 0) {
+      if (auto failed = CheckNames(net, *session, where)) return failed;
+    }
+    session->nets.push_back(std::move(net));
+    session->free.push_back(static_cast<std::size_t>(i));
+  }
+  return std::nullopt;
+}
+
+// The inputs as float32 blobs (a header over the caller's float32 data, no copy).
+Check MakeBlobs(const ef_session& session, const ef_tensor* inputs, std::size_t count,
+                std::vector<cv::Mat>& blobs) {
+  if (count != session.inputs.size()) {
+    return Failure{EF_INVALID_ARGUMENT, "expected " + std::to_string(session.inputs.size()) +
+                                            " input(s), found " + std::to_string(count)};
+  }
+  blobs.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const ef_tensor& t = inputs[i];
+    if (t.spec.rank > kMaxRank) {
+      return Failure{EF_INVALID_ARGUMENT, "input \"" + session.inputs[i].name + "\": rank " +
+                                              std::to_string(t.spec.rank) +
+                                              " is more than opencv's " + std::to_string(kMaxRank)};
+    }
+    std::array<int, kMaxRank> sizes{};
+    std::size_t rank = 0;
+    std::size_t n = 1;
+    for (std::size_t d = 0; d < t.spec.rank; ++d) {
+      const std::int64_t dim = t.spec.shape[d];
+      if (dim < 0 || dim > std::numeric_limits<int>::max()) {
+        return Failure{EF_INVALID_ARGUMENT, "input \"" + session.inputs[i].name + "\": dimension " +
+                                                std::to_string(dim) + " is out of opencv's range"};
+      }
+      sizes[rank++] = static_cast<int>(dim);
+      n *= static_cast<std::size_t>(dim);
+    }
+    if (rank == 0) sizes[rank++] = 1;  // a scalar; no rank-0 Mat
+    const std::size_t element = ElementSize(t.spec.dtype);
+    if (element == 0 || t.byte_size != n * element) {
+      return Failure{EF_INVALID_ARGUMENT,
+                     "input \"" + session.inputs[i].name + "\": data size does not fit"};
+    }
+    if (t.spec.dtype == EF_FLOAT32 && n > 0) {
+      // No copy: setInput only reads it (it copies into the net's own input buffer), and the
+      // tensor outlives the run that reads it.
+      blobs.emplace_back(static_cast<int>(rank), sizes.data(), CV_32F,
+                         const_cast<void*>(t.data));  // NOLINT: read-only use
+      continue;
+    }
+    cv::Mat blob(static_cast<int>(rank), sizes.data(), CV_32F);
+    if (auto failed = ConvertToFloat(t, n, blob.ptr<float>())) return failed;
+    blobs.push_back(std::move(blob));
+  }
+  return std::nullopt;
+}
+
+// Converts each output straight into the buffer the agent allocates for it (the Mats alias the
+// net's buffers, so this happens while the net is still leased).
+Check WriteOutputs(const ef_session& session, std::span<const cv::Mat> outs,
+                   const ef_output_sink& sink) {
+  if (outs.size() != session.outputs.size()) {
+    return Failure{EF_INTERNAL, "opencv returned " + std::to_string(outs.size()) +
+                                    " outputs, expected " + std::to_string(session.outputs.size())};
+  }
+  for (std::size_t i = 0; i < outs.size(); ++i) {
+    cv::Mat m = outs[i];
+    if (m.depth() != CV_32F) m.convertTo(m, CV_32F);
+    if (!m.isContinuous()) m = m.clone();
+    const Declared& declared = session.outputs[i];
+    const std::vector<std::int64_t> shape = OutputShape(m, declared.shape);
+    const ef_tensor_spec spec{declared.name.c_str(), declared.dtype, shape.data(), shape.size()};
+    const std::size_t bytes = m.total() * ElementSize(declared.dtype);
+    void* buffer = sink.allocate(sink.context, i, &spec, bytes);
+    if (buffer == nullptr) {
+      return Failure{EF_INTERNAL, "the agent refused output \"" + declared.name + "\""};
+    }
+    if (auto failed = ConvertFromFloat(m.ptr<float>(), m.total(), declared.dtype,
+                                       declared.name.c_str(), static_cast<std::byte*>(buffer))) {
+      return failed;
+    }
+  }
+  return std::nullopt;
+}
+
+Check Run(ef_session& session, const ef_tensor* inputs, std::size_t count,
+          const ef_output_sink& sink) {
+  std::vector<cv::Mat> blobs;
+  if (auto failed = MakeBlobs(session, inputs, count, blobs)) return failed;
+  Lease lease(session);
+  cv::dnn::Net& net = lease.net();
+  for (std::size_t i = 0; i < blobs.size(); ++i) net.setInput(blobs[i], session.inputs[i].name);
+  if (session.output_names.size() == 1) {
+    // One output: forward(name) returns it without the vector forward's per-call output array
+    // set-up, about half of what OpenCV spends around a small model's layers.
+    const cv::Mat out = net.forward(session.output_names[0]);
+    return WriteOutputs(session, {&out, 1}, sink);
+  }
+  std::vector<cv::Mat> outs;
+  net.forward(outs, session.output_names);
+  return WriteOutputs(session, outs, sink);
+}
+
+// A one-layer net built in code (no importer involved): ReLU on four values.
+Check SelfTest() {
+  cv::dnn::Net net;
+  cv::dnn::LayerParams params;
+  params.name = "relu";
+  params.type = "ReLU";
+  net.addLayerToPrev(params.name, params.type, params);
+  net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+  net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+  const int sizes[] = {1, 1, 1, 4};
+  cv::Mat input(4, sizes, CV_32F);
+  const float values[] = {-1.5F, 0.0F, 2.0F, -3.0F};
+  const float expected[] = {0.0F, 0.0F, 2.0F, 0.0F};
+  std::memcpy(input.ptr<float>(), values, sizeof(values));
+  net.setInput(input);
+  const cv::Mat out = net.forward();
+  if (out.total() != 4 || out.depth() != CV_32F) {
+    return Failure{EF_INTERNAL, "a ReLU of 4 values gave " + std::to_string(out.total())};
+  }
+  for (std::size_t i = 0; i < 4; ++i) {
+    if (out.ptr<float>()[i] != expected[i]) {
+      return Failure{EF_INTERNAL, "a ReLU gave " + std::to_string(out.ptr<float>()[i]) +
+                                      " at index " + std::to_string(i) + ", expected " +
+                                      std::to_string(expected[i])};
+    }
+  }
+  return std::nullopt;
+}
+
+// Runs `step`, turning OpenCV and standard exceptions into failures whose message is `prefix`
+// and the reason. (The agent puts the backend's name in front of every message.)
+template <typename Step>
+std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::size_t err_size) {
+  try {
+    if (auto failed = step()) return Report(*failed, err, err_size);
+    return EF_OK;
+  } catch (const cv::Exception& e) {
+    return Report({EF_INTERNAL, prefix + CvError(e)}, err, err_size);
+  } catch (const std::bad_alloc&) {
+    return Report({EF_LIMIT, prefix + "out of memory"}, err, err_size);
+  } catch (const std::exception& e) {
+    return Report({EF_INTERNAL, prefix + e.what()}, err, err_size);
+  } catch (...) {
+    return Report({EF_INTERNAL, prefix + "unknown exception"}, err, err_size);
+  }
+}
 
 }  // namespace
 
-Result<std::unique_ptr<Backend>> CreateOpenCvBackend() {
-  return std::unique_ptr<Backend>(std::make_unique<OpenCvBackend>());
+extern "C" {
+
+EF_BACKEND_EXPORT uint32_t edgefleet_backend_abi_version(void) {
+  return EDGEFLEET_BACKEND_ABI_VERSION;
 }
 
-}  // namespace edgefleet::runtime
+EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* /*options_json*/,
+                                                   ef_backend** backend, char* err,
+                                                   size_t err_size) {
+  return Guarded(
+      [&]() -> Check {
+        auto made = std::make_unique<ef_backend>();
+        ef_backend_info& info = made->info;
+        info.name = "opencv";
+        info.version = CV_VERSION;
+        info.engine = "OpenCV DNN " CV_VERSION " (CPU)";
+        info.formats = kFormats;
+        info.format_count = std::size(kFormats);
+        info.devices = kDevices;
+        info.device_count = std::size(kDevices);
+        info.min_opset = kMinOpset;
+        info.max_opset = kMaxOpset;
+        info.operators = kOperators;
+        info.operator_count = std::size(kOperators);
+        info.output_limits = kOutputLimits;
+        info.output_limit_count = std::size(kOutputLimits);
+        *backend = made.release();
+        return std::nullopt;
+      },
+      "create: ", err, err_size);
+}
+
+EF_BACKEND_EXPORT const ef_backend_info* edgefleet_backend_describe(const ef_backend* backend) {
+  return &backend->info;
+}
+
+EF_BACKEND_EXPORT int32_t edgefleet_backend_self_test(ef_backend* /*backend*/, char* err,
+                                                      size_t err_size) {
+  return Guarded(SelfTest, "", err, err_size);
+}
+
+EF_BACKEND_EXPORT int32_t edgefleet_backend_load(ef_backend* /*backend*/, const char* model_path,
+                                                 const ef_model_spec* spec,
+                                                 const ef_session_options* options,
+                                                 ef_session** session, char* err, size_t err_size) {
+  std::unique_ptr<ef_session> made;
+  const std::string prefix = "cannot import " + std::string(model_path) + ": ";
+  const std::int32_t status =
+      Guarded([&] { return Load(model_path, *spec, *options, made); }, prefix, err, err_size);
+  // An importer exception is the model's fault, not an engine failure.
+  if (status == EF_INTERNAL) return EF_UNSUPPORTED;
+  if (status == EF_OK) *session = made.release();
+  return status;
+}
+
+EF_BACKEND_EXPORT int32_t edgefleet_backend_run(ef_session* session, const ef_tensor* inputs,
+                                                size_t input_count, const ef_output_sink* sink,
+                                                char* err, size_t err_size) {
+  return Guarded([&] { return Run(*session, inputs, input_count, *sink); }, "", err, err_size);
+}
+
+EF_BACKEND_EXPORT void edgefleet_backend_release_session(ef_session* session) { delete session; }
+
+EF_BACKEND_EXPORT void edgefleet_backend_destroy(ef_backend* backend) { delete backend; }
+
+}  // extern "C"

@@ -14,7 +14,9 @@ TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->state_dir, "/etc/edgefleet/state");
   EXPECT_EQ(c->trust_root, "/keys/root.json");
-  EXPECT_EQ(c->backends, std::vector<std::string>{"opencv"});
+  EXPECT_TRUE(c->backends.empty());      // every library of the backends_dir
+  EXPECT_TRUE(c->backends_dir.empty());  // DefaultBackendsDir()
+  EXPECT_EQ(c->backend_options_json, "{}");
   EXPECT_EQ(c->api.host, "127.0.0.1");
   EXPECT_EQ(c->api.port, 0);
   EXPECT_TRUE(c->api.shared_memory);
@@ -30,7 +32,8 @@ TEST(ConfigTest, MinimalGetsDefaultsAndResolvesPaths) {
 
 TEST(ConfigTest, FullExample) {
   auto c = ParseConfig(R"({"device": "box-1", "fleet": "demo", "groups": ["lab"],
- "state_dir": "state", "trust_root": "root.json", "backends": ["opencv"],
+ "state_dir": "state", "trust_root": "root.json", "backends": ["opencv", "tflite"],
+ "backends_dir": "backends", "backend_options": {"onnxruntime": {"threads": 2}},
  "api": {"host": "127.0.0.1", "port": 8000, "shared_memory": false, "max_image_bytes": 8388608},
  "desired_state": {"file": "desired.json", "url": "", "poll_ms": 250},
  "download": {"connect_timeout_s": 10, "low_speed_bytes_per_s": 5000, "low_speed_time_s": 60,
@@ -42,6 +45,10 @@ TEST(ConfigTest, FullExample) {
                        kPath);
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->groups, std::vector<std::string>{"lab"});
+  EXPECT_EQ(c->backends, (std::vector<std::string>{"opencv", "tflite"}));
+  EXPECT_EQ(c->backends_dir, "/etc/edgefleet/backends");
+  EXPECT_EQ(BackendOptionsFor(*c, "onnxruntime"), R"({"threads":2})");
+  EXPECT_EQ(BackendOptionsFor(*c, "opencv"), "{}");
   EXPECT_EQ(c->api.port, 8000);
   EXPECT_FALSE(c->api.shared_memory);
   EXPECT_EQ(c->api.max_image_bytes, 8 << 20);
@@ -56,7 +63,8 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
   auto c = ParseConfig(R"({"fleet":"demo","state_dir":"s","trust_root":"r","colour":1,
     "api":{"port":70000,"tls":true,"shared_memory":"yes","max_image_bytes":100},
     "watch":{"min_p95_increase_ms":-1,"max_extension_factor":0.5},"download":{"max_attempts":0},
-    "desired_state":{"file":"a","url":"http://x/y"},"backends":["tflite"]})",
+    "desired_state":{"file":"a","url":"http://x/y"},"backends":["TFLite"],
+    "backend_options":{"opencv":3,"Bad Name":{}}})",
                        kPath);
   ASSERT_FALSE(c);
   const std::string& m = c.error().message;
@@ -78,7 +86,12 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
       << m;
   EXPECT_NE(m.find("download.max_attempts"), std::string::npos) << m;
   EXPECT_NE(m.find("desired_state: expected at most one"), std::string::npos) << m;
-  EXPECT_NE(m.find("backends[0]"), std::string::npos) << m;
+  EXPECT_NE(m.find("backends[0]: expected a backend name ([a-z0-9_-]{1,32}), found \"TFLite\""),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("backend_options.opencv: expected an object, found integer"), std::string::npos)
+      << m;
+  EXPECT_NE(m.find("found \"Bad Name\""), std::string::npos) << m;
   EXPECT_EQ(m.rfind("/etc/edgefleet/agent.json: ", 0), 0u) << m;
 }
 
@@ -90,6 +103,14 @@ TEST(ConfigTest, MalformedJsonAndWrongTypes) {
   EXPECT_NE(c.error().message.find("device"), std::string::npos);
   EXPECT_NE(c.error().message.find("state_dir: wrong type"), std::string::npos)
       << c.error().message;
+}
+
+TEST(ConfigTest, TheDefaultBackendsDirSitsBesideTheExecutable) {
+  // lib/edgefleet/backends next to bin/: the build tree's own plugins for a built test binary.
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe");
+  EXPECT_EQ(
+      DefaultBackendsDir(),
+      (exe.parent_path().parent_path() / "lib" / "edgefleet" / "backends").lexically_normal());
 }
 
 }  // namespace

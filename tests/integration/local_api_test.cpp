@@ -27,9 +27,9 @@
 
 #include "agent/local_api.hpp"
 #include "runtime/model_host.hpp"
-#include "runtime/opencv/opencv_backend.hpp"
 #include "runtime/tensor.hpp"
 #include "tests/support/digits.hpp"
+#include "tests/support/opencv_plugin.hpp"
 
 namespace edgefleet {
 namespace {
@@ -70,9 +70,9 @@ std::vector<HeldoutImage> LoadHeldoutPngs() {
 class Served {
  public:
   Served() {
-    auto backend = runtime::CreateOpenCvBackend();
+    auto backend = testing::LoadOpenCvPlugin();
     if (!backend) {
-      ADD_FAILURE() << "CreateOpenCvBackend: " << backend.error().message;
+      ADD_FAILURE() << "LoadOpenCvPlugin: " << backend.error().message;
       return;
     }
     backend_ = std::move(backend).value();
@@ -536,9 +536,9 @@ TEST_F(LocalApiDigits, SharedMemoryInputsMatchJsonTensors) {
   ::unlink(("/dev/shm" + fifo).c_str());
   expect_error(post(reg, {{"key", shm.key()}, {"byte_size", -1}}), 400, "expected {\"key\"");
   expect_error(client_->Post(reg.c_str(), "{\"key\":", "application/json"), 400, "malformed JSON");
-  expect_error(client_->Post(reg.c_str(), std::string(40, '[') + std::string(40, ']'),
-                             "application/json"),
-               400, "JSON nested deeper than 32 levels");
+  expect_error(
+      client_->Post(reg.c_str(), std::string(40, '[') + std::string(40, ']'), "application/json"),
+      400, "JSON nested deeper than 32 levels");
   expect_error(post("/v2/systemsharedmemory/region/bad%20name/register",
                     {{"key", shm.key()}, {"byte_size", 4}}),
                400, "region name");

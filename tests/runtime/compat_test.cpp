@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/opencv/opencv_backend.hpp"
+#include "tests/support/opencv_plugin.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace edgefleet::runtime {
@@ -476,7 +476,7 @@ TEST_F(CheckDigits, IntegrityOutranksUnsupported) {
 class MobileNetBlock : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto backend = CreateOpenCvBackend();
+    auto backend = testing::LoadOpenCvPlugin();
     ASSERT_TRUE(backend) << backend.error().message;
     backend_ = std::move(*backend);
   }

@@ -16,9 +16,9 @@
 
 #include <gtest/gtest.h>
 
-#include "runtime/opencv/opencv_backend.hpp"
 #include "runtime/tensor.hpp"
 #include "tests/support/digits.hpp"
+#include "tests/support/opencv_plugin.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace edgefleet::runtime {
@@ -75,7 +75,7 @@ struct Digits {
 class ModelHostTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto backend = CreateOpenCvBackend();
+    auto backend = testing::LoadOpenCvPlugin();
     ASSERT_TRUE(backend) << backend.error().message;
     backend_ = std::move(backend).value().release();
     v1_ = new Digits(Digits::Load("v1"));

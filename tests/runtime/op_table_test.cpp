@@ -16,7 +16,7 @@
 
 #include "runtime/compat.hpp"
 #include "runtime/node_cases.hpp"
-#include "runtime/opencv/opencv_backend.hpp"
+#include "tests/support/opencv_plugin.hpp"
 
 namespace edgefleet::runtime {
 namespace {
@@ -36,7 +36,7 @@ std::string Describe(const OperatorSupport& e) {
 class OpTable : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto backend = CreateOpenCvBackend();
+    auto backend = testing::LoadOpenCvPlugin();
     ASSERT_TRUE(backend) << backend.error().message;
     backend_ = std::move(*backend).release();
     const auto start = std::chrono::steady_clock::now();

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "manifests/json_fields.hpp"
-#include "runtime/opencv/opencv_backend.hpp"
+#include "tests/support/opencv_plugin.hpp"
 
 namespace edgefleet::runtime {
 namespace {
@@ -140,7 +140,7 @@ TEST(Preprocess, HeldOutPngsMatchGoldenAndClassify) {
   ASSERT_TRUE(golden) << golden.error().message;
   const auto rows = golden->As<float>();
 
-  auto backend = CreateOpenCvBackend();
+  auto backend = testing::LoadOpenCvPlugin();
   ASSERT_TRUE(backend);
   manifests::Variant variant;
   const auto bundle = BundleJson();  // kept alive: the loop below refers into it

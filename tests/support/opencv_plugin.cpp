@@ -1,0 +1,17 @@
+#include "tests/support/opencv_plugin.hpp"
+
+#include "runtime/plugin_backend.hpp"
+
+namespace edgefleet::testing {
+
+std::filesystem::path BuildBackendsDir() { return EDGEFLEET_BACKENDS_DIR; }
+
+std::filesystem::path OpenCvPluginPath() {
+  return BuildBackendsDir() / "libedgefleet_backend_opencv.so";
+}
+
+Result<std::unique_ptr<runtime::Backend>> LoadOpenCvPlugin() {
+  return runtime::LoadBackendPlugin(OpenCvPluginPath());
+}
+
+}  // namespace edgefleet::testing
