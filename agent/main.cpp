@@ -259,7 +259,8 @@ int RunCommand(const std::filesystem::path& config_path) {
   if (!env.config.mqtt.host.empty()) {
     std::vector<edgefleet::telemetry::BackendInfo> backends;
     for (const runtime::Backend* b : env.backends) {
-      backends.push_back({b->capabilities().name, b->capabilities().version.ToString()});
+      const auto& caps = b->capabilities();
+      backends.push_back({caps.name, caps.version.ToString(), caps.formats, caps.targets});
     }
     auto started = agent::FleetLink::Start(env.config, std::move(backends), host, api->get());
     if (!started) return Refuse(started.error().message);
@@ -362,7 +363,19 @@ int StatusCommand(const std::filesystem::path& config_path, bool as_json) {
   auto config = agent::LoadConfig(config_path);
   if (!config) return Refuse(config.error().message);
   const auto db = config->state_dir / "journal.db";
-  json out = {{"models", json::array()}, {"deployments", json::array()}};
+  // The backends this config gives the agent (their libraries loaded and self-tested as `run`
+  // does; the log lines go to stderr).
+  json backends = json::array();
+  const agent::AgentBackends loaded = agent::LoadAgentBackends(*config);
+  for (const runtime::Backend* b : loaded.ordered) {
+    const auto& caps = b->capabilities();
+    backends.push_back({{"name", caps.name},
+                        {"version", caps.version.ToString()},
+                        {"engine", manifests::SafeText(caps.engine)},
+                        {"formats", caps.formats},
+                        {"devices", caps.targets}});
+  }
+  json out = {{"backends", backends}, {"models", json::array()}, {"deployments", json::array()}};
   std::error_code ec;
   if (std::filesystem::exists(db, ec)) {
     auto journal = updater::Journal::Open(db);
@@ -414,6 +427,11 @@ int StatusCommand(const std::filesystem::path& config_path, bool as_json) {
     // Every string above went through SafeText; `replace` keeps a missed one from aborting.
     std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
     return 0;
+  }
+  for (const auto& b : out["backends"]) {
+    std::cout << "backend " << b["name"].get<std::string>() << " "
+              << b["version"].get<std::string>() << ": " << b["formats"].dump() << " on "
+              << b["devices"].dump() << " (" << b["engine"].get<std::string>() << ")\n";
   }
   for (const auto& m : out["models"]) {
     std::cout << "model " << m["name"].get<std::string>() << "\n";

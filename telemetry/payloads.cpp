@@ -325,10 +325,29 @@ void ReadStatus(Reader& r, const Json& doc, StatusMessage& m) {
     }
   }
   r.ForEachObject(doc, "backends", [&](const Json& b, const std::string& path) {
-    r.RejectUnknown(b, {"name", "version"}, path);
+    r.RejectUnknown(b, {"name", "version", "formats", "devices"}, path);
     auto name = r.String(b, "name", Child(path, "name"), "a non-empty string", IsNonEmpty);
     auto version = r.String(b, "version", Child(path, "version"), "a non-empty string", IsNonEmpty);
-    if (name && version) m.backends.push_back({*name, *version});
+    BackendInfo info;
+    for (const char* key : {"formats", "devices"}) {
+      const std::string list_path = Child(path, key);
+      const Json* list = b.contains(key) ? r.Array(b, key, list_path) : nullptr;
+      if (list == nullptr) continue;
+      auto& out = std::string_view(key) == "formats" ? info.formats : info.devices;
+      for (std::size_t i = 0; i < list->size(); ++i) {
+        const Json& item = (*list)[i];
+        if (item.is_string() && !item.get_ref<const std::string&>().empty()) {
+          out.push_back(item.get<std::string>());
+        } else {
+          r.Expected(Index(list_path, i), "a non-empty string", item);
+        }
+      }
+    }
+    if (name && version) {
+      info.name = *name;
+      info.version = *version;
+      m.backends.push_back(std::move(info));
+    }
   });
   std::set<std::string, std::less<>> names;
   r.ForEachObject(doc, "models", [&](const Json& item, const std::string& path) {
@@ -602,7 +621,10 @@ std::string NewMessageId() {
 
 std::string EncodeStatus(const StatusMessage& m) {
   OrderedJson backends = OrderedJson::array();
-  for (const auto& b : m.backends) backends.push_back({{"name", b.name}, {"version", b.version}});
+  for (const auto& b : m.backends) {
+    backends.push_back(
+        {{"name", b.name}, {"version", b.version}, {"formats", b.formats}, {"devices", b.devices}});
+  }
   OrderedJson models = OrderedJson::array();
   for (const auto& model : m.models) {
     models.push_back({{"name", model.name},

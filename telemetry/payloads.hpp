@@ -55,6 +55,8 @@ struct ModelStatus {
 struct BackendInfo {
   std::string name;
   std::string version;
+  std::vector<std::string> formats;  // model formats it loads ("onnx", ...); may be empty
+  std::vector<std::string> devices;  // where it runs ("cpu", ...); may be empty
 };
 struct StatusMessage {
   std::string id;
@@ -79,8 +81,8 @@ struct StageMs {  // mean per successful request in the window
 };
 struct Health {
   std::uint64_t rss_bytes = 0;
-  double cpu_pct = 0;              // of one CPU, over the window (may exceed 100 on several)
-  std::optional<double> temp_c;    // absent when /sys/class/thermal has no zone
+  double cpu_pct = 0;                 // of one CPU, over the window (may exceed 100 on several)
+  std::optional<double> temp_c;       // absent when /sys/class/thermal has no zone
   std::uint64_t disk_free_bytes = 0;  // of the state directory's file system
 };
 struct TelemetryWindow {
@@ -91,15 +93,15 @@ struct TelemetryWindow {
   double window_s = 0;
   std::string model;
   std::string version;
-  std::string slot;  // "A" or "B"
-  std::string role;  // "active", "candidate", "previous"
-  std::uint64_t count = 0;       // infer requests answered (any outcome)
-  std::uint64_t errors = 0;      // of them, failed (4xx + 5xx)
+  std::string slot;          // "A" or "B"
+  std::string role;          // "active", "candidate", "previous"
+  std::uint64_t count = 0;   // infer requests answered (any outcome)
+  std::uint64_t errors = 0;  // of them, failed (4xx + 5xx)
   std::uint64_t server_errors = 0;
-  LatencySnapshot latency;       // successful requests
+  LatencySnapshot latency;  // successful requests
   StageMs stage_ms;
-  double throughput_rps = 0;     // count / window_s
-  std::uint64_t labeled = 0;     // feedback in this window
+  double throughput_rps = 0;  // count / window_s
+  std::uint64_t labeled = 0;  // feedback in this window
   std::uint64_t correct = 0;
   std::optional<double> golden_accuracy;  // parity accuracy at install, when labeled
   std::optional<double> shadow_agree;     // when shadowing
@@ -122,7 +124,7 @@ struct EventMessage {
   std::int64_t deployment = 0;  // 0 when none
   std::string model;
   std::string version;
-  std::string from;    // previous state; empty when none
+  std::string from;  // previous state; empty when none
   std::string reason;
   std::uint64_t serial = 0;  // desired-state serial when known
   std::string target;        // "device/<name>", "group/<name>" or "offline" when known
@@ -135,7 +137,8 @@ std::string EncodeEvent(const EventMessage& m);
 
 // Parsers refuse payloads larger than kMaxPayloadBytes (kLimit), and (kParse, naming the field,
 // expected vs found) payloads that are not JSON, miss a required field, have a wrong type, or
-// carry unknown keys (other than x-* extensions) at any level. "latency_ms" is re-derived from its le_* buckets (percentiles recomputed).
+// carry unknown keys (other than x-* extensions) at any level. "latency_ms" is re-derived from its
+// le_* buckets (percentiles recomputed).
 Result<StatusMessage> ParseStatus(std::string_view text);
 Result<TelemetryWindow> ParseTelemetry(std::string_view text);
 Result<EventMessage> ParseEvent(std::string_view text);

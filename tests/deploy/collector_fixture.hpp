@@ -58,7 +58,7 @@ inline telemetry::StatusMessage Status(const std::string& device, const std::str
   m.ts = ts;
   m.online = true;
   m.agent_version = "0.1.0";
-  m.backends = {{"opencv", "4.6.0"}};
+  m.backends = {{"opencv", "4.6.0", {"onnx"}, {"cpu"}}};
   m.models = {{"digits", telemetry::SlotInfo{"B", version, std::string(64, 'b')}, std::nullopt}};
   m.connection = connection;
   return m;

@@ -158,6 +158,20 @@ TEST_F(AgentPlugins, ServesThroughAnOutOfTreeBackendAndRefusesBrokenOnes) {
 
   StartAgent();
   ExpectRefusals(LogText());
+  // status lists what the agent serves through, with formats and devices; never a refused one.
+  const json status = Status();
+  ASSERT_TRUE(status.contains("backends")) << status.dump();
+  const json affine_backend = {{"name", "affine"},
+                               {"version", "1.0.0"},
+                               {"engine", "edgefleet example backend: y = scale * x + offset"},
+                               {"formats", {"affine"}},
+                               {"devices", {"cpu"}}};
+  const json opencv_backend = {{"name", "opencv"},
+                               {"version", "4.6.0"},
+                               {"engine", "OpenCV DNN 4.6.0 (CPU)"},
+                               {"formats", {"onnx"}},
+                               {"devices", {"cpu"}}};
+  EXPECT_EQ(status["backends"], json::array({affine_backend, opencv_backend}));
 
   const json request = {{"inputs",
                          {{{"name", "x"},

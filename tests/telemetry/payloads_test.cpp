@@ -136,6 +136,8 @@ void ExpectSame(const StatusMessage& a, const StatusMessage& b) {
   for (std::size_t i = 0; i < a.backends.size(); ++i) {
     EXPECT_EQ(a.backends[i].name, b.backends[i].name);
     EXPECT_EQ(a.backends[i].version, b.backends[i].version);
+    EXPECT_EQ(a.backends[i].formats, b.backends[i].formats);
+    EXPECT_EQ(a.backends[i].devices, b.backends[i].devices);
   }
   ASSERT_EQ(a.models.size(), b.models.size());
   for (std::size_t i = 0; i < a.models.size(); ++i) {
@@ -600,6 +602,13 @@ TEST(PayloadRefusals, StatusLists) {
                       "status: backends[0]: expected an object, found \"opencv\""));
   EXPECT_TRUE(refused([](json& d) { d["backends"][0]["version"] = ""; },
                       "status: backends[0].version: expected a non-empty string"));
+  EXPECT_TRUE(refused(
+      [](json& d) {
+        d["backends"][0]["formats"] = {"onnx", ""};
+      },
+      "status: backends[0].formats[1]: expected a non-empty string"));
+  EXPECT_TRUE(refused([](json& d) { d["backends"][0]["devices"] = "cpu"; },
+                      "status: backends[0].devices: "));
   EXPECT_TRUE(refused([](json& d) { d["models"][0]["active"]["sha256"] = "abc"; },
                       "status: models[0].active.sha256: expected 64 lowercase hex digits"));
   EXPECT_TRUE(refused([](json& d) { d["models"][1]["name"] = "digits"; },

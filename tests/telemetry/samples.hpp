@@ -16,7 +16,7 @@ inline StatusMessage FullStatus() {
   m.online = true;
   m.agent_version = "0.1.0";
   m.groups = {"lab", "canary"};
-  m.backends = {{"opencv", "4.6.0"}};
+  m.backends = {{"opencv", "4.6.0", {"onnx"}, {"cpu"}}, {"torch", "1.13.1", {"torchscript"}, {}}};
   m.models = {
       {"digits", SlotInfo{"B", "1.2.0", std::string(64, 'b')},
        SlotInfo{"A", "1.1.0", std::string(64, 'a')}},

@@ -116,6 +116,7 @@ void StatusExamples(Writer& w) {
   invalid("groups-object", [](json& d) { d["groups"] = json::object(); });
   invalid("backend-string", [](json& d) { d["backends"][0] = "opencv"; });
   invalid("backend-missing-version", [](json& d) { d["backends"][0].erase("version"); });
+  invalid("backend-empty-format", [](json& d) { d["backends"][0]["formats"] = {""}; });
   invalid("backend-unknown-key", [](json& d) { d["backends"][0]["path"] = "/usr/lib"; });
   invalid("model-unknown-key", [](json& d) { d["models"][0]["loaded"] = true; });
   invalid("slot-c", [](json& d) { d["models"][0]["active"]["slot"] = "C"; });
