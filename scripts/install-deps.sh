@@ -19,7 +19,7 @@ base=(
   libsqlite3-dev sqlite3                    # journal, outbox, collector store
   nlohmann-json3-dev                        # all JSON
   libmosquitto-dev mosquitto mosquitto-clients  # MQTT client and broker
-  libopencv-dnn-dev libopencv-imgproc-dev  # ONNX inference, resize and colour conversion
+  libopencv-dnn-dev libopencv-imgproc-dev  # ONNX inference; preprocessing tests' reference
   libpng-dev libjpeg62-turbo-dev            # image decoding for the local API
   libopencv-imgcodecs-dev                   # tests only: cv::imdecode as the decoders' reference
   libonnx-dev libonnx-testdata protobuf-compiler libprotobuf-dev  # ONNX graph inspection, test data
