@@ -13,6 +13,8 @@
 # on FAIL. A BUILD_DIR with a CMake cache is built first (targets edgefleet, edgefleet-agent);
 # build/release is configured (Release: -O2) when missing, like the other benchmarks.
 # EDGEFLEET_RSS_TOP=N also prints the N largest resident mappings of the last run (smaps).
+# Last, the agent once more with an empty backends_dir, idle: its memory without any backend
+# (OpenCV is loaded only by the opencv plugin), for the comparison with and without OpenCV.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
@@ -142,3 +144,22 @@ verdict=PASS
 [ "$rss" -lt "$limit_kib" ] && [ "$hwm" -lt "$limit_kib" ] || verdict=FAIL
 printf 'limit 40 MiB (VmRSS and VmHWM): %s\n' "$verdict"
 [ "$verdict" = PASS ]
+
+# The same agent with an empty backends_dir (fresh state, fleet link on, idle): the agent alone,
+# with no OpenCV anywhere in the process, since OpenCV comes only with the opencv plugin.
+mkdir -p "$work/no-backends"
+chmod 755 "$work/no-backends"
+sed -e 's|"state_dir": "state"|"state_dir": "state-bare", "backends_dir": "no-backends"|' \
+  "$work/agent.json" > "$work/agent-bare.json"
+"$agent" run --config "$work/agent-bare.json" 2> "$work/agent-bare.log" &
+agent_pid=$!
+wait_for "the bare agent's API" 20 test -s "$work/state-bare/api.port"
+wait_for "the bare agent's MQTT connection" 20 grep -q "event=mqtt_connected" "$work/agent-bare.log"
+sleep 2.5
+bare_rss=$(awk '$1 == "VmRSS:" {print $2}' "/proc/$agent_pid/status")
+bare_hwm=$(awk '$1 == "VmHWM:" {print $2}' "/proc/$agent_pid/status")
+bare_opencv=$(grep -c "libopencv" "/proc/$agent_pid/maps" || true)
+kill "$agent_pid"; wait "$agent_pid" || true; agent_pid=""
+printf 'without backends (idle, fleet link on): VmRSS %s MiB, VmHWM %s MiB, libopencv mappings: %d; agent binary NEEDED libopencv: %d\n' \
+  "$(mib "$bare_rss")" "$(mib "$bare_hwm")" "$bare_opencv" \
+  "$(readelf -d "$agent" | grep NEEDED | grep -c opencv || true)"

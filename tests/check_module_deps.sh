@@ -23,5 +23,12 @@ for module in "${!allowed[@]}"; do
   done < <(grep -rnE '^#include "(manifests|runtime|updater|telemetry|agent|deploy)/' \
              --include='*.hpp' --include='*.cpp' "$root/$module" || true)
 done
+# Engines live in backend plugins: OpenCV headers only under runtime/opencv/ (the agent and every
+# library it links stay free of them; tests and benchmarks may compare against OpenCV).
+while IFS=: read -r file line text; do
+  echo "$file:$line: OpenCV outside runtime/opencv/ ($text)"; bad=1
+done < <(grep -rnE '^#include <opencv2/' --include='*.hpp' --include='*.cpp' \
+           "$root/manifests" "$root/runtime" "$root/updater" "$root/telemetry" "$root/agent" \
+           "$root/deploy" | grep -v "^$root/runtime/opencv/" || true)
 if [ "$bad" -ne 0 ]; then exit 1; fi
-echo "module dependencies: all includes point downwards"
+echo "module dependencies: all includes point downwards, OpenCV only in runtime/opencv/"
