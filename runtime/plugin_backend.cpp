@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <span>
 #include <utility>
 
 #include "manifests/log_value.hpp"
@@ -251,26 +252,27 @@ struct OutputCollector {
       return nullptr;
     }
     const TensorInfo& info = outs[index];
-    const std::string what = "output " + manifests::QuoteName(info.name, '"');
+    // Built only on failure: this runs for every output of every request.
+    auto what = [&] { return "output " + manifests::QuoteName(info.name, '"'); };
     if (spec->dtype != ToEfDType(info.dtype)) {
-      refusal = what + ": the backend gave " + ShownDType(spec->dtype) + ", the model declares " +
+      refusal = what() + ": the backend gave " + ShownDType(spec->dtype) + ", the model declares " +
                 std::string(ToString(info.dtype));
       return nullptr;
     }
     if (spec->rank > 64 || (spec->rank > 0 && spec->shape == nullptr)) {
-      refusal = what + ": bad shape (rank " + std::to_string(spec->rank) + ")";
+      refusal = what() + ": bad shape (rank " + std::to_string(spec->rank) + ")";
       return nullptr;
     }
-    std::vector<std::int64_t> shape(spec->shape, spec->shape + spec->rank);
+    const std::span<const std::int64_t> shape(spec->shape, spec->rank);
     if (!ShapeMatches(shape, info.shape)) {
-      refusal = what + ": the backend gave shape " + ShapeToString(shape) +
+      refusal = what() + ": the backend gave shape " + ShapeToString(shape) +
                 ", the model declares " + ShapeToString(info.shape);
       return nullptr;
     }
     auto count = ElementCount(shape);
     if (!count || *count > kMaxPluginOutputBytes / ElementSize(info.dtype) ||
         *count * ElementSize(info.dtype) != byte_size) {
-      refusal = what + ": " + std::to_string(byte_size) + " bytes do not fit shape " +
+      refusal = what() + ": " + std::to_string(byte_size) + " bytes do not fit shape " +
                 ShapeToString(shape) + " (or are over " +
                 std::to_string(kMaxPluginOutputBytes >> 20) + " MiB)";
       return nullptr;
@@ -278,7 +280,7 @@ struct OutputCollector {
     Tensor& t = tensors.emplace_back();
     t.name = info.name;
     t.dtype = info.dtype;
-    t.shape = std::move(shape);
+    t.shape.assign(shape.begin(), shape.end());
     t.data.resize(byte_size);
     // A zero-size output still needs a pointer the library may write nothing to.
     return t.data.empty() ? static_cast<void*>(this) : static_cast<void*>(t.data.data());
@@ -304,9 +306,25 @@ class PluginSession final : public Session {
   const std::vector<TensorInfo>& outputs() const override { return outputs_; }
 
   Result<std::vector<Tensor>> Run(const std::vector<Tensor>& given) override {
-    EF_ASSIGN_OR_RETURN(auto ordered, Order(given));
-    std::vector<ef_tensor> tensors(ordered.size());
-    for (std::size_t i = 0; i < ordered.size(); ++i) {
+    // Models with few inputs (nearly all) need no heap allocation for the call itself: on a
+    // small model the forward takes ~15 us, and each allocation is a visible share of the
+    // adapter's cost (bench/inference_overhead.sh, limit 1.03x over the engine's direct call).
+    std::array<const Tensor*, kInlineInputs> inline_order{};
+    std::array<ef_tensor, kInlineInputs> inline_tensors{};
+    std::vector<const Tensor*> heap_order;
+    std::vector<ef_tensor> heap_tensors;
+    const std::size_t n = inputs_.size();
+    if (n > kInlineInputs) {
+      heap_order.assign(n, nullptr);
+      heap_tensors.resize(n);
+    }
+    const std::span<const Tensor*> ordered = n > kInlineInputs
+                                                 ? std::span<const Tensor*>(heap_order)
+                                                 : std::span(inline_order.data(), n);
+    const std::span<ef_tensor> tensors = n > kInlineInputs ? std::span<ef_tensor>(heap_tensors)
+                                                           : std::span(inline_tensors.data(), n);
+    EF_RETURN_IF_ERROR(Order(given, ordered));
+    for (std::size_t i = 0; i < n; ++i) {
       const Tensor& t = *ordered[i];
       tensors[i].spec = {inputs_[i].name.c_str(), ToEfDType(t.dtype), t.shape.data(),
                          t.shape.size()};
@@ -315,8 +333,10 @@ class PluginSession final : public Session {
     }
     OutputCollector collector;
     collector.declared = &outputs_;
+    collector.tensors.reserve(outputs_.size());
     const ef_output_sink sink{&collector, &OutputCollector::Allocate};
-    std::array<char, kErrorBytes> err{};
+    std::array<char, kErrorBytes> err;  // written only on failure
+    err[0] = '\0';
     const std::int32_t status = library_->fns().run(session_, tensors.data(), tensors.size(), &sink,
                                                     err.data(), err.size());
     if (!collector.refusal.empty()) {
@@ -332,14 +352,16 @@ class PluginSession final : public Session {
   }
 
  private:
+  static constexpr std::size_t kInlineInputs = 8;
+
   // Checks inputs against inputs() and puts them in declaration order.
-  Result<std::vector<const Tensor*>> Order(const std::vector<Tensor>& given) const {
+  // `ordered` has one null entry per input.
+  Status Order(const std::vector<Tensor>& given, std::span<const Tensor*> ordered) const {
     if (given.size() != inputs_.size()) {
       return Fail(ErrorCode::kInvalidArgument, "expected " + std::to_string(inputs_.size()) +
                                                    " input(s), found " +
                                                    std::to_string(given.size()));
     }
-    std::vector<const Tensor*> ordered(inputs_.size(), nullptr);
     for (std::size_t i = 0; i < given.size(); ++i) {
       std::size_t index = i;
       if (!given[i].name.empty()) {
@@ -383,7 +405,7 @@ class PluginSession final : public Session {
         return Fail(ErrorCode::kInvalidArgument, what() + ": " + valid.error().message);
       }
     }
-    return ordered;
+    return Ok();
   }
 
   std::shared_ptr<Library> library_;

@@ -271,14 +271,19 @@ struct Declared {
   std::vector<std::int64_t> shape;
 };
 
-// The shape reported for an output. OpenCV's Mat has at least two dimensions, so a rank-0 or
-// rank-1 ONNX output comes back as [1,N] or [N,1]; when the declared rank differs and the
-// declared shape (with its single wildcard filled in) has the same element count, the declared
-// shape is the truth and is used. Otherwise OpenCV's own shape is returned as is.
-std::vector<std::int64_t> OutputShape(const cv::Mat& m, const std::vector<std::int64_t>& declared) {
-  std::vector<std::int64_t> real;
-  for (int d = 0; d < m.dims; ++d) real.push_back(m.size[d]);
-  if (declared.size() == real.size()) return real;
+// The shape reported for an output, written into `out` (returns the rank). OpenCV's Mat has at
+// least two dimensions, so a rank-0 or rank-1 ONNX output comes back as [1,N] or [N,1]; when the
+// declared rank differs and the declared shape (with its single wildcard filled in) has the same
+// element count, the declared shape is the truth and is used. Otherwise OpenCV's own shape is
+// returned as is. No allocation: this runs for every output of every request.
+std::size_t OutputShape(const cv::Mat& m, const std::vector<std::int64_t>& declared,
+                        std::array<std::int64_t, kMaxRank>& out) {
+  const auto real_rank = static_cast<std::size_t>(m.dims);
+  auto real = [&] {
+    for (std::size_t d = 0; d < real_rank; ++d) out[d] = m.size[static_cast<int>(d)];
+    return real_rank;
+  };
+  if (declared.size() == real_rank || declared.size() > kMaxRank) return real();
   const auto total = static_cast<std::int64_t>(m.total());
   std::int64_t known = 1;
   int wildcards = 0;
@@ -289,14 +294,13 @@ std::vector<std::int64_t> OutputShape(const cv::Mat& m, const std::vector<std::i
       known *= d;
     }
   }
-  if (wildcards > 1 || known == 0) return real;
-  if (wildcards == 0) return known == total ? declared : real;
-  if (total % known != 0) return real;
-  std::vector<std::int64_t> shape = declared;
-  for (auto& d : shape) {
-    if (d == -1) d = total / known;
+  if (wildcards > 1 || known == 0) return real();
+  if (wildcards == 0 && known != total) return real();
+  if (wildcards == 1 && total % known != 0) return real();
+  for (std::size_t d = 0; d < declared.size(); ++d) {
+    out[d] = declared[d] == -1 ? total / known : declared[d];
   }
-  return shape;
+  return declared.size();
 }
 
 }  // namespace
@@ -479,8 +483,9 @@ Check WriteOutputs(const ef_session& session, std::span<const cv::Mat> outs,
     if (m.depth() != CV_32F) m.convertTo(m, CV_32F);
     if (!m.isContinuous()) m = m.clone();
     const Declared& declared = session.outputs[i];
-    const std::vector<std::int64_t> shape = OutputShape(m, declared.shape);
-    const ef_tensor_spec spec{declared.name.c_str(), declared.dtype, shape.data(), shape.size()};
+    std::array<std::int64_t, kMaxRank> shape;
+    const std::size_t rank = OutputShape(m, declared.shape, shape);
+    const ef_tensor_spec spec{declared.name.c_str(), declared.dtype, shape.data(), rank};
     const std::size_t bytes = m.total() * ElementSize(declared.dtype);
     void* buffer = sink.allocate(sink.context, i, &spec, bytes);
     if (buffer == nullptr) {
