@@ -20,6 +20,7 @@
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
 #include "deploy/rollout.hpp"
+#include "deploy/rollout_backends.hpp"
 #include "deploy/rollout_plan.hpp"
 #include "deploy/rollout_store.hpp"
 #include "deploy/stop_signals.hpp"
@@ -105,8 +106,8 @@ Result<FetchedBundle> FetchBundle(const std::string& url, const fs::path& dest) 
   curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
   const CURLcode rc = curl_easy_perform(curl.get());
   if (d.too_large) {
-    return Fail(ErrorCode::kLimit, "--bundle " + url + ": larger than " +
-                                       std::to_string(kMaxBundleBytes) + " bytes");
+    return Fail(ErrorCode::kLimit,
+                "--bundle " + url + ": larger than " + std::to_string(kMaxBundleBytes) + " bytes");
   }
   if (d.write_failed) return Fail(ErrorCode::kIo, dest.string() + ": write failed");
   if (rc != CURLE_OK) {
@@ -143,17 +144,17 @@ Result<Signer> LoadSigner(const std::vector<std::string>& files, const std::stri
 
 // The signed desired-state document for `kind` ("device"|"group") `name`.
 Result<std::string> SignDesired(const Signer& signer, const std::string& kind,
-                                const std::string& name, std::uint64_t serial,
-                                const json& models) {
+                                const std::string& name, std::uint64_t serial, const json& models) {
   const auto now = manifests::Now();
-  json body = {{"type", "edgefleet/desired-state"},
-               {"spec_version", 1},
-               {"fleet", signer.fleet},
-               {"target", {{kind, name}}},
-               {"serial", serial},
-               {"created", manifests::FormatTimestamp(now)},
-               {"expires", manifests::FormatTimestamp(now + std::chrono::seconds(signer.expires_s))},
-               {"models", models}};
+  json body = {
+      {"type", "edgefleet/desired-state"},
+      {"spec_version", 1},
+      {"fleet", signer.fleet},
+      {"target", {{kind, name}}},
+      {"serial", serial},
+      {"created", manifests::FormatTimestamp(now)},
+      {"expires", manifests::FormatTimestamp(now + std::chrono::seconds(signer.expires_s))},
+      {"models", models}};
   const std::string source = "desired state for " + kind + "/" + name;
   EF_ASSIGN_OR_RETURN(auto parsed, manifests::DesiredState::FromJson(body, source));
   manifests::SignedEnvelope env;
@@ -253,8 +254,7 @@ Result<telemetry::MqttOptions> MqttOptionsFor(const RolloutConnection& c,
 std::string ClientId(const std::string& rollout_id) { return "edgefleet-rollout-" + rollout_id; }
 
 Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
-                      const std::string& group, const std::string& rollout_id,
-                      const fs::path& db) {
+                      const std::string& group, const std::string& rollout_id, const fs::path& db) {
   Link link;
   link.inbox = std::make_unique<Inbox>();
   link.outbox_path = db.string() + "." + rollout_id + ".outbox";
@@ -286,12 +286,12 @@ Status WaitConnected(Link& link, const std::string& broker, const StopSignals& s
   while (!link.inbox->up) {
     if (std::chrono::steady_clock::now() > deadline) {
       std::lock_guard lock(link.inbox->mu);
-      return Fail(ErrorCode::kIo, "--broker " + broker + ": not connected after " +
-                                      std::to_string(limit.count()) + " s (" +
-                                      (link.inbox->last_connection_reason.empty()
-                                           ? std::string("no answer")
-                                           : link.inbox->last_connection_reason) +
-                                      ")");
+      return Fail(
+          ErrorCode::kIo,
+          "--broker " + broker + ": not connected after " + std::to_string(limit.count()) + " s (" +
+              (link.inbox->last_connection_reason.empty() ? std::string("no answer")
+                                                          : link.inbox->last_connection_reason) +
+              ")");
     }
     if (stop.Wait(std::chrono::milliseconds(100)) != 0) {
       return Fail(ErrorCode::kIo, "interrupted while connecting to " + broker);
@@ -362,7 +362,7 @@ json StatusJson(const RolloutRecord& r, const std::vector<RolloutDevice>& device
       state = "done";
     } else if (w == r.wave) {
       state = (r.state == RolloutState::kHalted || r.state == RolloutState::kAborted) ? "halted"
-                                                                                       : "running";
+                                                                                      : "running";
     }
     wave_list.push_back({{"percent", percent},
                          {"devices", n},
@@ -466,8 +466,8 @@ class Driver final {
   std::string WaveLine() const {
     const Tally t = Count(devices_, r_.wave);
     std::ostringstream s;
-    s << "wave=" << r_.wave << "/" << Waves() << " percent="
-      << (r_.wave >= 1 && r_.wave <= r_.waves.size() ? r_.waves[r_.wave - 1] : 0)
+    s << "wave=" << r_.wave << "/" << Waves()
+      << " percent=" << (r_.wave >= 1 && r_.wave <= r_.waves.size() ? r_.waves[r_.wave - 1] : 0)
       << " released=" << t.released << " succeeded=" << t.succeeded << " failed=" << t.failed
       << " pending=" << t.updating << " state=" << ToString(r_.state);
     return s.str();
@@ -525,8 +525,8 @@ class Driver final {
     if (!ev.model.empty() && ev.model != r_.model) return;
     const std::string reason = ev.reason.empty() ? ev.event : ev.event + ": " + ev.reason;
     if (d.serial != 0 && ev.serial == d.serial && d.outcome.empty()) {
-      const bool success = ev.event == "committed" ||
-                           (r_.success_on == "activated" && ev.event == "watching");
+      const bool success =
+          ev.event == "committed" || (r_.success_on == "activated" && ev.event == "watching");
       if (success) {
         SetOutcome(d, "succeeded", DeviceState::kSucceeded, ev.event);
       } else if (IsFailure(ev.event)) {
@@ -602,8 +602,8 @@ class Driver final {
     const json entry = r_.desired_model;
     for (RolloutDevice& d : devices_) {
       if (d.wave != wave) continue;
-      EF_ASSIGN_OR_RETURN(d.serial, store_.NextSerial(r_.fleet, "device/" + d.device,
-                                                      d.prev_serial, NowMs()));
+      EF_ASSIGN_OR_RETURN(
+          d.serial, store_.NextSerial(r_.fleet, "device/" + d.device, d.prev_serial, NowMs()));
       EF_ASSIGN_OR_RETURN(d.doc, SignDesired(signer_, "device", d.device, d.serial,
                                              WithModel(d.prev_models, entry, false)));
       const auto active = Active(d.device);
@@ -621,8 +621,8 @@ class Driver final {
     Say(WaveLine());
     for (const RolloutDevice& d : devices_) {
       if (d.wave == wave) {
-        Say("device=" + d.device + " wave=" + std::to_string(wave) + " event=" +
-            (d.state == DeviceState::kSucceeded ? "already_active" : "released") +
+        Say("device=" + d.device + " wave=" + std::to_string(wave) +
+            " event=" + (d.state == DeviceState::kSucceeded ? "already_active" : "released") +
             " serial=" + std::to_string(d.serial));
       }
     }
@@ -631,8 +631,8 @@ class Driver final {
 
   Status Complete(const std::string& reason) {
     const PreviousDoc group = ReadPreviousDoc(r_.group_doc);
-    EF_ASSIGN_OR_RETURN(r_.group_serial, store_.NextSerial(r_.fleet, "group/" + r_.group,
-                                                           group.serial, NowMs()));
+    EF_ASSIGN_OR_RETURN(r_.group_serial,
+                        store_.NextSerial(r_.fleet, "group/" + r_.group, group.serial, NowMs()));
     EF_ASSIGN_OR_RETURN(std::string doc,
                         SignDesired(signer_, "group", r_.group, r_.group_serial,
                                     WithModel(group.models, r_.desired_model, false)));
@@ -648,8 +648,8 @@ class Driver final {
     m.supersede = true;
     EF_RETURN_IF_ERROR(link_.outbox->Append(m));
     link_.client->Wake();
-    Say("group=" + r_.group + " event=group_desired_published serial=" +
-        std::to_string(r_.group_serial));
+    Say("group=" + r_.group +
+        " event=group_desired_published serial=" + std::to_string(r_.group_serial));
     return Ok();
   }
 
@@ -672,11 +672,12 @@ class Driver final {
       for (const json& m : d.prev_models) {
         if (m.is_object() && m.value("name", "") == r_.model) prev_entry = m;
       }
-      json models = prev_entry.is_null() ? d.prev_models : WithModel(d.prev_models, prev_entry, true);
-      EF_ASSIGN_OR_RETURN(d.restore_serial, store_.NextSerial(r_.fleet, "device/" + d.device,
-                                                              d.serial, NowMs()));
-      EF_ASSIGN_OR_RETURN(d.restore_doc, SignDesired(signer_, "device", d.device,
-                                                     d.restore_serial, models));
+      json models =
+          prev_entry.is_null() ? d.prev_models : WithModel(d.prev_models, prev_entry, true);
+      EF_ASSIGN_OR_RETURN(d.restore_serial,
+                          store_.NextSerial(r_.fleet, "device/" + d.device, d.serial, NowMs()));
+      EF_ASSIGN_OR_RETURN(d.restore_doc,
+                          SignDesired(signer_, "device", d.device, d.restore_serial, models));
       Changed(d, DeviceState::kRestoring, d.detail);
       msgs.push_back(DesiredMessage(d.device, d.restore_doc));
     }
@@ -747,8 +748,8 @@ class Driver final {
       for (RolloutDevice& d : devices_) {
         if (d.wave <= r_.wave && d.outcome.empty()) {
           SetOutcome(d, "failed", DeviceState::kFailed,
-                     "no verdict within " + std::to_string(r_.wave_timeout_s) + " s (last: " +
-                         d.detail + ")");
+                     "no verdict within " + std::to_string(r_.wave_timeout_s) +
+                         " s (last: " + d.detail + ")");
           Say("device=" + d.device + " wave=" + std::to_string(d.wave) + " event=timed_out");
         }
       }
@@ -861,9 +862,9 @@ class Driver final {
   Signer signer_;
   Link& link_;
   std::ostream& out_;
-  std::vector<bool> changed_;                     // devices_ rows not yet saved
-  std::map<std::string, std::size_t> index_;       // device name -> devices_ index
-  std::vector<telemetry::MqttMessage> early_;      // queued before the loop started
+  std::vector<bool> changed_;                  // devices_ rows not yet saved
+  std::map<std::string, std::size_t> index_;   // device name -> devices_ index
+  std::vector<telemetry::MqttMessage> early_;  // queued before the loop started
   std::map<std::string, telemetry::StatusMessage> statuses_;
   bool save_pending_ = false;
   bool publish_pending_ = false;
@@ -1000,8 +1001,7 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   }
   EF_ASSIGN_OR_RETURN(auto waves, ParseWaves(o.waves));
   Thresholds thresholds;
-  EF_ASSIGN_OR_RETURN(thresholds.success,
-                      ParsePercent("--success-threshold", o.success_threshold));
+  EF_ASSIGN_OR_RETURN(thresholds.success, ParsePercent("--success-threshold", o.success_threshold));
   EF_ASSIGN_OR_RETURN(thresholds.error, ParsePercent("--error-threshold", o.error_threshold));
   if (thresholds.success <= 0) {
     return Fail(ErrorCode::kInvalidArgument, "--success-threshold: must be above 0%");
@@ -1026,9 +1026,8 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
     cleanup();
     return Unexpected(fetched.error());
   }
-  auto contents = o.trust.empty()
-                      ? updater::ReadBundleManifest(scratch)
-                      : [&]() -> Result<updater::BundleContents> {
+  auto contents = o.trust.empty() ? updater::ReadBundleManifest(scratch)
+                                  : [&]() -> Result<updater::BundleContents> {
     EF_ASSIGN_OR_RETURN(auto trust, manifests::TrustRoot::Load(o.trust, manifests::Now()));
     return updater::VerifyBundleFile(scratch, trust);
   }();
@@ -1047,14 +1046,12 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
     requirements.push_back(std::move(v));
   }
   const std::string version = contents->manifest.version.ToString();
-  const json desired_model = {{"name", o.model},
-                              {"version", version},
-                              {"bundle",
-                               {{"url", o.bundle},
-                                {"size", fetched->size},
-                                {"sha256", fetched->sha256}}},
-                              {"allow_downgrade", false},
-                              {"requirements", requirements}};
+  const json desired_model = {
+      {"name", o.model},
+      {"version", version},
+      {"bundle", {{"url", o.bundle}, {"size", fetched->size}, {"sha256", fetched->sha256}}},
+      {"allow_downgrade", false},
+      {"requirements", requirements}};
   out << "rollout: bundle " << o.bundle << ": " << o.model << " " << version << ", "
       << fetched->size << " bytes, sha256 " << fetched->sha256.substr(0, 16) << "…"
       << (o.trust.empty() ? "" : ", release signatures verified") << std::endl;
@@ -1070,8 +1067,7 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   StopSignals signals;
   EF_ASSIGN_OR_RETURN(Link link, OpenLink(connection, o.fleet, o.group, id, o.db));
   auto stop_link = [&] { link.client->Stop(); };
-  if (Status up = WaitConnected(link, connection.broker, signals, std::chrono::seconds(15));
-      !up) {
+  if (Status up = WaitConnected(link, connection.broker, signals, std::chrono::seconds(15)); !up) {
     stop_link();
     return Unexpected(up.error());
   }
@@ -1086,11 +1082,29 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   }
   if (names.empty()) {
     stop_link();
-    return Fail(ErrorCode::kNotFound,
-                "--group " + o.group + ": no device reported a status naming this group on " +
-                    std::string(telemetry::kTopicRoot) + "/" + o.fleet + "/device/+/status within " +
-                    std::to_string(discover_s) + " s (" + std::to_string(found.statuses.size()) +
-                    " device(s) seen in fleet " + o.fleet + ")");
+    return Fail(ErrorCode::kNotFound, "--group " + o.group +
+                                          ": no device reported a status naming this group on " +
+                                          std::string(telemetry::kTopicRoot) + "/" + o.fleet +
+                                          "/device/+/status within " + std::to_string(discover_s) +
+                                          " s (" + std::to_string(found.statuses.size()) +
+                                          " device(s) seen in fleet " + o.fleet + ")");
+  }
+  // Every device the rollout releases must be able to run some variant: refused before anything
+  // is published or stored, naming each device that cannot (or that did not say what it runs).
+  std::vector<std::string> unable;
+  for (const auto& name : names) {
+    if (auto why = NoVariantReason(contents->manifest.variants, found.statuses.at(name).backends)) {
+      unable.push_back(name + ": " + *why);
+    }
+  }
+  if (!unable.empty()) {
+    stop_link();
+    std::string list;
+    for (const auto& line : unable) list += "\n  " + line;
+    return Fail(ErrorCode::kUnsupported,
+                "--group " + o.group + ": " + std::to_string(unable.size()) + " of " +
+                    std::to_string(names.size()) + " device(s) can run no variant of " + o.model +
+                    " " + version + "; nothing was published:" + list);
   }
   const std::vector<WavePlan> plan = PlanWaves(waves, names.size());
   const PreviousDoc group_prev = ReadPreviousDoc(found.group_doc);
@@ -1141,8 +1155,8 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
     stop_link();
     return Unexpected(created.error());
   }
-  out << "rollout=" << id << " model=" << o.model << " version=" << version
-      << " group=" << o.group << " devices=" << devices.size() << " waves=";
+  out << "rollout=" << id << " model=" << o.model << " version=" << version << " group=" << o.group
+      << " devices=" << devices.size() << " waves=";
   for (std::size_t w = 0; w < plan.size(); ++w) {
     out << (w ? "," : "") << plan[w].cumulative << "@" << FormatPercent(plan[w].percent / 100);
   }
@@ -1153,8 +1167,8 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   }
   out << std::endl;
 
-  return Drive(store, r, std::move(devices), std::move(signer), link, std::move(found),
-               connection, signals, out);
+  return Drive(store, r, std::move(devices), std::move(signer), link, std::move(found), connection,
+               signals, out);
 }
 
 Result<int> RolloutResume(const RolloutCommandOptions& o, std::ostream& out) {
@@ -1162,8 +1176,8 @@ Result<int> RolloutResume(const RolloutCommandOptions& o, std::ostream& out) {
   EF_ASSIGN_OR_RETURN(RolloutRecord r, store.Get(o.id));
   if (DriverAlive(r)) {
     EF_RETURN_IF_ERROR(store.RequestControl(r.id, "resume"));
-    out << "rollout=" << r.id << " resume requested from the running driver (pid "
-        << r.driver_pid << ")" << std::endl;
+    out << "rollout=" << r.id << " resume requested from the running driver (pid " << r.driver_pid
+        << ")" << std::endl;
     return kRolloutCompleted;
   }
   EF_ASSIGN_OR_RETURN(auto devices, store.Devices(r.id));
@@ -1175,7 +1189,7 @@ Result<int> RolloutResume(const RolloutCommandOptions& o, std::ostream& out) {
         << " (finished; nothing to resume)" << std::endl;
     return r.state == RolloutState::kCompleted ? kRolloutCompleted
            : r.state == RolloutState::kAborted ? kRolloutAborted
-                                                : kRolloutHalted;
+                                               : kRolloutHalted;
   }
   if (r.state == RolloutState::kPaused) EF_RETURN_IF_ERROR(store.RequestControl(r.id, "resume"));
   out << "rollout=" << r.id << " event=resuming state=" << ToString(r.state) << " wave=" << r.wave
@@ -1187,9 +1201,9 @@ Result<int> RolloutAbort(const RolloutCommandOptions& o, std::ostream& out) {
   EF_ASSIGN_OR_RETURN(RolloutStore store, RolloutStore::Open(o.db));
   EF_ASSIGN_OR_RETURN(RolloutRecord r, store.Get(o.id));
   if (IsFinal(r.state)) {
-    return Fail(ErrorCode::kInvalidArgument, "rollout " + r.id + " is " +
-                                                 std::string(ToString(r.state)) +
-                                                 " already; nothing to abort");
+    return Fail(
+        ErrorCode::kInvalidArgument,
+        "rollout " + r.id + " is " + std::string(ToString(r.state)) + " already; nothing to abort");
   }
   EF_RETURN_IF_ERROR(store.RequestControl(r.id, "abort"));
   if (DriverAlive(r)) {
@@ -1254,9 +1268,9 @@ Status PrintRolloutStatus(const RolloutCommandOptions& o, std::ostream& out) {
       << FormatPercent(r.thresholds.error) << "; wave timeout " << r.wave_timeout_s << " s\n";
   std::size_t w = 1;
   for (const json& wave : status["waves"]) {
-    out << "  wave " << w++ << " (" << wave["percent"].get<double>() << "%): "
-        << wave["devices"].get<std::size_t>() << " device(s), " << wave["succeeded"] << " succeeded, "
-        << wave["failed"] << " failed, " << wave["pending"] << " pending ["
+    out << "  wave " << w++ << " (" << wave["percent"].get<double>()
+        << "%): " << wave["devices"].get<std::size_t>() << " device(s), " << wave["succeeded"]
+        << " succeeded, " << wave["failed"] << " failed, " << wave["pending"] << " pending ["
         << wave["state"].get<std::string>() << "]\n";
   }
   for (const RolloutDevice& d : devices) {

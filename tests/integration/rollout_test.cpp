@@ -80,7 +80,9 @@ class RolloutE2E : public ::testing::Test {
   std::string Url(const testing::Bundle& b) { return server_.Url("/digits-" + b.version + ".efb"); }
 
   void WriteBoxConfig(const Box& b, const json& download_extra = json::object()) {
-    json download = {{"connect_timeout_s", 5}, {"max_attempts", 20}, {"backoff_initial_ms", 100},
+    json download = {{"connect_timeout_s", 5},
+                     {"max_attempts", 20},
+                     {"backoff_initial_ms", 100},
                      {"backoff_max_ms", 400}};
     for (const auto& [k, v] : download_extra.items()) download[k] = v;
     json config = {{"device", b.name},
@@ -150,11 +152,33 @@ class RolloutE2E : public ::testing::Test {
 
   std::vector<std::string> RolloutArgs(const testing::Bundle& b, const std::string& waves,
                                        const std::string& id) {
-    return {EDGEFLEET_CLI, "rollout", "start", "--model", "digits", "--bundle", Url(b),
-            "--group", "lab", "--waves", waves, "--fleet", "demo", "--broker",
-            "127.0.0.1:" + std::to_string(broker_->port()), "--deploy-key", deploy_key_.string(),
-            "--db", Db().string(), "--id", id, "--trust", fleet_.root_json.string(),
-            "--wave-timeout", "3m", "--discover", "1s"};
+    return {EDGEFLEET_CLI,
+            "rollout",
+            "start",
+            "--model",
+            "digits",
+            "--bundle",
+            Url(b),
+            "--group",
+            "lab",
+            "--waves",
+            waves,
+            "--fleet",
+            "demo",
+            "--broker",
+            "127.0.0.1:" + std::to_string(broker_->port()),
+            "--deploy-key",
+            deploy_key_.string(),
+            "--db",
+            Db().string(),
+            "--id",
+            id,
+            "--trust",
+            fleet_.root_json.string(),
+            "--wave-timeout",
+            "3m",
+            "--discover",
+            "1s"};
   }
 
   testing::ProcessResult Rollout(const testing::Bundle& b, const std::string& waves,
@@ -173,8 +197,8 @@ class RolloutE2E : public ::testing::Test {
     AddBoxes(3);
     auto first = Rollout(v1_, "100%", "v1");
     EXPECT_EQ(first.exit_code, 0) << first.out << first.err;
-    auto driver = std::make_unique<testing::BackgroundProcess>(
-        RolloutArgs(v2_, "10%,50%,100%", "v2"), log);
+    auto driver =
+        std::make_unique<testing::BackgroundProcess>(RolloutArgs(v2_, "10%,50%,100%", "v2"), log);
     EXPECT_TRUE(WaitFor("the canary released", seconds(60), [&] {
       return Contains(ReadIfThere(log), "device=box-1 wave=1 event=released");
     }));
@@ -223,10 +247,10 @@ class RolloutE2E : public ::testing::Test {
   }
 
   json Retained(const std::string& topic) {
-    auto r = testing::RunProcess({"mosquitto_sub", "-h", "127.0.0.1", "-p",
-                                  std::to_string(broker_->port()), "-t", topic, "-C", "1", "-W",
-                                  "2", "--retained-only"},
-                                 seconds(10));
+    auto r = testing::RunProcess(
+        {"mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker_->port()), "-t", topic,
+         "-C", "1", "-W", "2", "--retained-only"},
+        seconds(10));
     json doc = json::parse(r.out, nullptr, false);
     return doc.is_discarded() ? json::object() : doc;
   }
@@ -239,7 +263,6 @@ class RolloutE2E : public ::testing::Test {
   testing::Bundle v1_, v2_, broken_;
   std::vector<Box> boxes_;
 };
-
 
 #ifndef EDGEFLEET_FLEET_SCALE
 TEST_F(RolloutE2E, WavesCompleteThenABrokenCanaryHaltsAndRestores) {
@@ -320,8 +343,8 @@ TEST_F(RolloutE2E, WavesCompleteThenABrokenCanaryHaltsAndRestores) {
   ASSERT_EQ(published["failures"].size(), 1u) << published.dump();
   EXPECT_EQ(published["failures"][0]["device"], "box-1");
 
-  auto list = testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()},
-                                  seconds(30));
+  auto list =
+      testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()}, seconds(30));
   EXPECT_EQ(list.exit_code, 0) << list.err;
   EXPECT_TRUE(Contains(list.out, "v1  digits 1.0.0 -> lab  completed")) << list.out;
   EXPECT_TRUE(Contains(list.out, "v2  digits 1.1.0 -> lab  completed")) << list.out;
@@ -349,7 +372,8 @@ TEST_F(RolloutE2E, PausedThenInterruptedRolloutResumesFromTheDatabase) {
   EXPECT_TRUE(Contains(pause.out, "pause requested from the running driver")) << pause.out;
   ASSERT_TRUE(WaitFor("paused, canary committed", seconds(60), [&] {
     json s = RolloutStatus("v2");
-    return s.value("state", "") == "paused" && Device(s, "box-1").value("outcome", "") == "succeeded";
+    return s.value("state", "") == "paused" &&
+           Device(s, "box-1").value("outcome", "") == "succeeded";
   }));
   // The canary succeeded, yet nothing more is released while paused.
   std::this_thread::sleep_for(seconds(3));
@@ -444,11 +468,48 @@ TEST_F(RolloutE2E, BadInputIsRefusedBeforeAnythingIsPublished) {
   EXPECT_TRUE(Retained("edgefleet/v1/demo/group/lab/desired").empty());
   std::error_code ec;
   if (fs::exists(Db(), ec)) {
-    auto list = testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()},
-                                    seconds(30));
+    auto list =
+        testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()}, seconds(30));
     EXPECT_EQ(list.out, "") << "a refused rollout was recorded";
   }
   EXPECT_EQ(DeployedVersions(boxes_[0]).size(), 0u);
+}
+
+// Backends issue: a device whose backends can run no variant of the bundle (here box-2, restarted
+// with an empty backends_dir, so its birth record lists no backends) makes `rollout start` refuse,
+// naming it, before anything is published or stored.
+TEST_F(RolloutE2E, ADeviceThatCanRunNoVariantIsRefusedBeforeAnythingIsPublished) {
+  ASSERT_NO_FATAL_FAILURE(AddBoxes(2));
+  Box& box2 = boxes_[1];
+  box2.process.reset();  // killed: the broker publishes its last will (offline)
+  ASSERT_TRUE(WaitFor("box-2 offline", seconds(30), [&] {
+    return !Retained("edgefleet/v1/demo/device/box-2/status").value("online", true);
+  }));
+  json config = json::parse(testing::ReadFile(box2.config));
+  const fs::path empty = tmp_ / "no-backends";
+  fs::create_directories(empty);
+  fs::permissions(empty, fs::perms::group_write | fs::perms::others_write,
+                  fs::perm_options::remove);
+  config["backends_dir"] = empty.string();
+  config.erase("backends");
+  testing::WriteFile(box2.config, config.dump(2));
+  Start(box2);
+  ASSERT_TRUE(WaitUp(box2));
+  ASSERT_EQ(Retained("edgefleet/v1/demo/device/box-2/status")["backends"], json::array());
+
+  auto r = testing::RunProcess(RolloutArgs(v1_, "50%,100%", "nobackend"), seconds(60));
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(Contains(r.err,
+                       "--group lab: 1 of 2 device(s) can run no variant of digits 1.0.0; "
+                       "nothing was published:\n  box-2: reports no backends"))
+      << r.err;
+  EXPECT_FALSE(Contains(r.err, "box-1:")) << r.err;
+  EXPECT_TRUE(Retained("edgefleet/v1/demo/device/box-1/desired").empty());
+  EXPECT_TRUE(Retained("edgefleet/v1/demo/device/box-2/desired").empty());
+  EXPECT_TRUE(Retained("edgefleet/v1/demo/group/lab/desired").empty());
+  auto list =
+      testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()}, seconds(30));
+  EXPECT_EQ(list.out, "") << "a refused rollout was recorded";
 }
 
 #else
