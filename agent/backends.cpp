@@ -7,19 +7,10 @@
 #include <string>
 
 #include "agent/log_value.hpp"
+#include "manifests/join.hpp"
 #include "runtime/plugin_backend.hpp"
 
 namespace edgefleet::agent {
-namespace {
-
-std::string JoinComma(const std::vector<std::string>& items) {
-  std::string text;
-  for (const auto& item : items) text += (text.empty() ? "" : ",") + item;
-  return text;
-}
-
-}  // namespace
-
 AgentBackends LoadAgentBackends(const AgentConfig& config) {
   const std::filesystem::path dir =
       config.backends_dir.empty() ? DefaultBackendsDir() : config.backends_dir;
@@ -40,14 +31,14 @@ AgentBackends LoadAgentBackends(const AgentConfig& config) {
     const std::string library = scan->libraries[i].string();
     if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), caps.name) == wanted.end()) {
       spdlog::info("event=backend_not_enabled name={} library={} enabled={}", caps.name,
-                   LogValue(library), LogValue(JoinComma(wanted)));
+                   LogValue(library), LogValue(Join(wanted, ",")));
       continue;
     }
     spdlog::info(
         "event=backend_loaded name={} version={} engine={} formats={} devices={} operators={} "
         "library={}",
         caps.name, caps.version.ToString(), LogValue(caps.engine),
-        LogValue(JoinComma(caps.formats)), LogValue(JoinComma(caps.targets)), caps.operators.size(),
+        LogValue(Join(caps.formats, ",")), LogValue(Join(caps.targets, ",")), caps.operators.size(),
         LogValue(library));
     result.owned.push_back(std::move(scan->backends[i]));
   }

@@ -32,14 +32,15 @@ std::int64_t NowMs() {
 
 // Transitions after which a different model (or none) may be serving, or the standby changed.
 bool ChangesServing(const std::string& event) {
-  static const std::set<std::string> kEvents = {"watching", "committed", "rolled_back",
-                                                "abandoned", "failed"};
+  static const std::set<std::string> kEvents = {"watching", "committed", "rolled_back", "abandoned",
+                                                "failed"};
   return kEvents.count(event) > 0;
 }
 
 Result<std::string> ReadPassword(const std::filesystem::path& path) {
   std::ifstream in(path);
-  if (!in) return Fail(ErrorCode::kInvalidArgument, path.string() + ": cannot read the password file");
+  if (!in)
+    return Fail(ErrorCode::kInvalidArgument, path.string() + ": cannot read the password file");
   std::string line;
   std::getline(in, line);
   if (line.empty()) return Fail(ErrorCode::kInvalidArgument, path.string() + ": empty password");
@@ -76,8 +77,8 @@ struct FleetLink::Impl {
   bool stopping = false;  // guarded by stop_mu
   std::thread telemetry_thread;
   std::once_flag stop_once;
-  std::atomic<std::uint64_t> connections{0};  // CONNACKs seen (the network thread counts)
-  std::int64_t window_start_ms = 0;  // wall clock, for the message's start_ts
+  std::atomic<std::uint64_t> connections{0};           // CONNACKs seen (the network thread counts)
+  std::int64_t window_start_ms = 0;                    // wall clock, for the message's start_ts
   std::chrono::steady_clock::time_point window_start;  // the window's length (immune to steps)
 
   explicit Impl(const std::filesystem::path& disk_dir) : health(disk_dir) {}
@@ -129,8 +130,8 @@ struct FleetLink::Impl {
       telemetry::ModelStatus s;
       s.name = m.name;
       for (const runtime::SlotStatus& slot : m.slots) {
-        telemetry::SlotInfo info{std::string(runtime::ToString(slot.slot)),
-                                 slot.version.ToString(), slot.bundle_sha256};
+        telemetry::SlotInfo info{std::string(runtime::ToString(slot.slot)), slot.version.ToString(),
+                                 slot.bundle_sha256};
         if (m.active && *m.active == slot.slot)
           s.active = info;
         else
@@ -267,10 +268,11 @@ struct FleetLink::Impl {
       t.health = box;
       t.outbox_dropped = dropped;
       batch.push_back({telemetry_topic, telemetry::EncodeTelemetry(t), 1, false, false});
-      spdlog::info("event=telemetry_window model={} version={} count={} errors={} labeled={} "
-                   "p50_ms={:.3f} p99_ms={:.3f} window_s={:.1f}",
-                   LogValue(t.model), LogValue(t.version), t.count, t.errors, t.labeled,
-                   t.latency.p50, t.latency.p99, window_s);
+      spdlog::info(
+          "event=telemetry_window model={} version={} count={} errors={} labeled={} "
+          "p50_ms={:.3f} p99_ms={:.3f} window_s={:.1f}",
+          LogValue(t.model), LogValue(t.version), t.count, t.errors, t.labeled, t.latency.p50,
+          t.latency.p99, window_s);
     };
     for (const WindowStats& w : windows) {
       std::string slot;
@@ -292,8 +294,8 @@ struct FleetLink::Impl {
   }
 
   void TelemetryLoop() {
-    const auto period = std::chrono::milliseconds(
-        static_cast<std::int64_t>(config->telemetry.window_s * 1000.0));
+    const auto period =
+        std::chrono::milliseconds(static_cast<std::int64_t>(config->telemetry.window_s * 1000.0));
     auto next = std::chrono::steady_clock::now() + period;
     std::unique_lock lock(stop_mu);
     while (!stopping) {
@@ -364,8 +366,7 @@ Result<std::unique_ptr<FleetLink>> FleetLink::Start(const AgentConfig& config,
                                         telemetry::EncodeStatus(self->Status(false, 0)), 1, true};
   options.birth = [self](std::uint64_t connection) -> std::optional<telemetry::MqttMessage> {
     return telemetry::MqttMessage{self->status_topic,
-                                  telemetry::EncodeStatus(self->Status(true, connection)), 1,
-                                  true};
+                                  telemetry::EncodeStatus(self->Status(true, connection)), 1, true};
   };
   telemetry::MqttHandlers handlers;
   handlers.on_message = [self](const telemetry::MqttMessage& m) { self->OnMessage(m); };
@@ -385,12 +386,12 @@ Result<std::unique_ptr<FleetLink>> FleetLink::Start(const AgentConfig& config,
   };
   impl->window_start_ms = NowMs();
   impl->window_start = std::chrono::steady_clock::now();
-  EF_ASSIGN_OR_RETURN(impl->client,
-                      telemetry::MqttClient::Start(std::move(options), impl->outbox.get(),
-                                                   std::move(handlers)));
+  EF_ASSIGN_OR_RETURN(
+      impl->client,
+      telemetry::MqttClient::Start(std::move(options), impl->outbox.get(), std::move(handlers)));
   if (api != nullptr) impl->telemetry_thread = std::thread([self] { self->TelemetryLoop(); });
-  spdlog::info("event=fleet_link_started broker={} tls={} window_s={} outbox={}",
-               LogValue(broker), mq.ca_file.empty() ? "off" : "on", config.telemetry.window_s,
+  spdlog::info("event=fleet_link_started broker={} tls={} window_s={} outbox={}", LogValue(broker),
+               mq.ca_file.empty() ? "off" : "on", config.telemetry.window_s,
                LogValue((config.state_dir / "outbox.db").string()));
   return std::unique_ptr<FleetLink>(new FleetLink(std::move(impl)));
 }

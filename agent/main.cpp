@@ -29,6 +29,7 @@
 #include "manifests/time.hpp"
 #include "manifests/trust.hpp"
 #include "runtime/model_host.hpp"
+#include "updater/disk.hpp"
 #include "updater/journal.hpp"
 #include "updater/slots.hpp"
 
@@ -117,20 +118,6 @@ class StateLock final {
   explicit StateLock(int fd) : fd_(fd) {}
   int fd_;
 };
-
-Status WriteFileAtomically(const std::filesystem::path& path, const std::string& text) {
-  const auto tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) return edgefleet::Fail(ErrorCode::kIo, tmp + ": write failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return edgefleet::Fail(ErrorCode::kIo, path.string() + ": rename: " + ec.message());
-  return edgefleet::Ok();
-}
 
 // What every command but status opens.
 struct Env {
@@ -250,8 +237,8 @@ int RunCommand(const std::filesystem::path& config_path) {
   api_options.max_image_bytes = static_cast<std::size_t>(env.config.api.max_image_bytes);
   auto api = agent::LocalApi::Start(host, api_options);
   if (!api) return Refuse(api.error().message);
-  if (auto ok = WriteFileAtomically(env.config.state_dir / "api.port",
-                                    std::to_string((*api)->port()) + "\n");
+  if (auto ok = updater::WriteFileAtomically(env.config.state_dir / "api.port",
+                                             std::to_string((*api)->port()) + "\n");
       !ok) {
     return Refuse(ok.error().message);
   }

@@ -12,13 +12,16 @@
 
 #include "agent/log_value.hpp"
 #include "agent/update_machine_internal.hpp"
+#include "agent/variant_choice.hpp"
 #include "manifests/canonical.hpp"
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
+#include "manifests/join.hpp"
 #include "manifests/json_fields.hpp"
 #include "runtime/compat.hpp"
 #include "runtime/parity.hpp"
 #include "updater/bundle_reader.hpp"
+#include "updater/disk.hpp"
 #include "updater/fetch.hpp"
 #include "updater/unpack.hpp"
 
@@ -29,15 +32,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using updater::Deployment;
 using updater::Slot;
-
-std::string Join(const std::vector<std::string>& lines, std::string_view sep) {
-  std::string out;
-  for (const auto& l : lines) {
-    if (!out.empty()) out += sep;
-    out += l;
-  }
-  return out;
-}
 
 constexpr std::size_t kMaxLocalReadBytes = manifests::kMaxManifestBytes;
 
@@ -270,7 +264,14 @@ Status UpdateMachine::LoadSlot(const std::string& model, Slot slot, const std::s
   EF_ASSIGN_OR_RETURN(auto manifest,
                       manifests::Manifest::FromJson(envelope.signed_body, manifest_path.string()));
   std::vector<const runtime::Backend*> backends(ctx_.backends.begin(), ctx_.backends.end());
-  EF_ASSIGN_OR_RETURN(auto choice, runtime::ChooseVariant(manifest.variants, backends));
+  EF_ASSIGN_OR_RETURN(auto runnable, runtime::RunnableVariants(manifest.variants, backends));
+  // The variant chosen by measurement when this slot was deployed, if this box still runs it.
+  runtime::VariantChoice choice = runnable.front();
+  if (auto remembered = ReadSmallFile(VariantFile(model, slot), 256)) {
+    for (const auto& c : runnable) {
+      if (manifest.variants[c.variant_index].id == *remembered) choice = c;
+    }
+  }
   const manifests::Variant& variant = manifest.variants[choice.variant_index];
   runtime::LoadRequest request;
   request.name = model;
@@ -283,7 +284,12 @@ Status UpdateMachine::LoadSlot(const std::string& model, Slot slot, const std::s
   request.backend = const_cast<runtime::Backend*>(choice.backend);
   request.options.threads = ctx_.config->runtime.threads;
   request.options.parallel_runs = ctx_.config->runtime.parallel_runs;
+  request.options.backend_options_json =
+      BackendOptionsFor(*ctx_.config, choice.backend->capabilities().name);
   EF_RETURN_IF_ERROR(ctx_.host->Load(request));
+  spdlog::info("event=slot_loaded model={} slot={} version={} variant={} backend={}",
+               LogValue(model), updater::ToString(slot), manifest.version.ToString(),
+               LogValue(variant.id), choice.backend->capabilities().name);
   if (manifest_out) *manifest_out = std::move(manifest);
   return Ok();
 }
@@ -423,19 +429,52 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
                         updater::ToString(run.dep.slot))))
     return std::nullopt;
 
-  // loading: compatibility on the real graph, then into the host's slot
+  // loading and parity: every variant this box's backends can run is checked, loaded and proven
+  // on the golden data; the fastest that passes goes into the host's slot (agent/variant_choice)
   std::vector<const runtime::Backend*> backends(ctx_.backends.begin(), ctx_.backends.end());
-  auto choice = runtime::ChooseVariant(run.manifest.variants, backends);
-  if (!choice) return fail(choice.error());
-  const manifests::Variant& variant = run.manifest.variants[choice->variant_index];
-  // An ONNX file is checked node by node against the manifest and the backend's table; other
-  // formats are checked by their backend's load (and parity) below.
-  if (variant.format == "onnx") {
-    auto graph = runtime::InspectOnnx(slot_dir / variant.file);
-    if (!graph) return fail(graph.error());
-    if (auto ok = runtime::CheckGraph(*graph, variant, choice->backend->capabilities(), model); !ok)
-      return fail(ok.error());
+  auto runnable = runtime::RunnableVariants(run.manifest.variants, backends);
+  if (!runnable) return fail(runnable.error());
+  auto active = ctx_.host->Active(model);
+  MeasureRequest measure;
+  measure.manifest = &run.manifest;
+  measure.slot_dir = slot_dir;
+  measure.model = model;
+  measure.active = active ? active->session.get() : nullptr;
+  measure.options = [&](const runtime::Backend& backend) {
+    runtime::SessionOptions options;
+    options.threads = ctx_.config->runtime.threads;
+    options.parallel_runs = ctx_.config->runtime.parallel_runs;
+    options.backend_options_json = BackendOptionsFor(*ctx_.config, backend.capabilities().name);
+    return options;
+  };
+  auto measured = MeasureVariants(*runnable, measure);
+  if (!measured) return fail(measured.error());
+  for (const auto& trial : measured->trials) {
+    const auto& v = run.manifest.variants[trial.choice.variant_index];
+    spdlog::info(
+        "event=variant_measured id={} variant={} backend={} pass={} median_ms={} reason={}",
+        run.dep.id, LogValue(v.id), trial.choice.backend->capabilities().name, trial.pass(),
+        trial.report ? Fmt(trial.report->latency_median_ms) : "none",
+        LogValue(trial.pass()  ? "passed"
+                 : trial.error ? trial.error->message
+                               : Join(trial.report->failures, "; ")));
   }
+  const std::string report_json = measured->ReportJson(run.manifest).dump();
+  if (!measured->chosen) {
+    const Error failure = measured->Failure(run.manifest);
+    // A variant that loaded and ran its golden data failed parity: recorded as such (loading,
+    // then parity, then failed), as a single-variant bundle always was.
+    const bool parity_ran = std::any_of(measured->trials.begin(), measured->trials.end(),
+                                        [](const VariantTrial& t) { return t.report.has_value(); });
+    if (parity_ran && !Step(run, Event::kLoaded, "variants loaded; none passed parity")) {
+      return std::nullopt;
+    }
+    Emit(run, "parity_report", std::string(updater::ToString(run.dep.state)), failure.message,
+         report_json);
+    return fail(failure);
+  }
+  const VariantTrial& chosen = measured->trials[*measured->chosen];
+  const manifests::Variant& variant = run.manifest.variants[chosen.choice.variant_index];
   {
     runtime::LoadRequest request;
     request.name = model;
@@ -445,43 +484,34 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
     request.variant = variant;
     request.preprocessing = run.manifest.preprocessing;
     request.bundle_sha256 = run.dep.request.bundle_sha256;
-    request.backend = const_cast<runtime::Backend*>(choice->backend);
-    request.options.threads = ctx_.config->runtime.threads;
-    request.options.parallel_runs = ctx_.config->runtime.parallel_runs;
-    request.options.backend_options_json =
-        BackendOptionsFor(*ctx_.config, choice->backend->capabilities().name);
+    request.backend = const_cast<runtime::Backend*>(chosen.choice.backend);
+    request.options = measure.options(*chosen.choice.backend);
+    request.session = measured->session;
     if (auto ok = ctx_.host->Load(request); !ok) return fail(ok.error());
     run.loaded = true;
   }
+  RememberVariant(model, run.dep.slot, variant.id);
+  const std::size_t compared = measured->trials.size();
   if (!Step(run, Event::kLoaded,
-            fmt::format("variant {} on {}", variant.id, choice->backend->capabilities().name)))
+            fmt::format("variant {} on {} ({} of {} variant(s) measured)", variant.id,
+                        chosen.choice.backend->capabilities().name, compared, compared)))
     return std::nullopt;
-
-  // parity against golden data and the active model
   {
-    auto candidate = ctx_.host->InSlot(model, ToRuntimeSlot(run.dep.slot));
-    auto active = ctx_.host->Active(model);
-    if (!candidate) return fail(Error{ErrorCode::kInternal, "candidate not loaded"});
-    auto report = runtime::RunParity(*candidate->session, run.manifest, slot_dir,
-                                     active ? active->session.get() : nullptr);
-    if (!report) return fail(report.error());
+    const runtime::ParityReport& report = *chosen.report;
     spdlog::info(
         "event=parity id={} pass={} samples={} top1={} accuracy={} median_ms={} "
-        "active_median_ms={}",
-        run.dep.id, report->pass, report->samples, Fmt(report->top1_agreement),
-        report->accuracy ? Fmt(*report->accuracy) : "none", Fmt(report->latency_median_ms),
-        report->active_latency_median_ms ? Fmt(*report->active_latency_median_ms) : "none");
-    Emit(run, "parity_report", std::string(updater::ToString(run.dep.state)),
-         report->pass ? "parity passed" : "parity: " + Join(report->failures, "; "),
-         report->ToJson().dump());
-    if (!report->pass) {
-      return fail(Error{ErrorCode::kIntegrity, "parity: " + Join(report->failures, "; ")});
-    }
-    run.parity_active_median_ms = report->active_latency_median_ms;
+        "active_median_ms={} variant={} backend={}",
+        run.dep.id, report.pass, report.samples, Fmt(report.top1_agreement),
+        report.accuracy ? Fmt(*report.accuracy) : "none", Fmt(report.latency_median_ms),
+        report.active_latency_median_ms ? Fmt(*report.active_latency_median_ms) : "none",
+        LogValue(variant.id), chosen.choice.backend->capabilities().name);
+    Emit(run, "parity_report", std::string(updater::ToString(run.dep.state)), "parity passed",
+         report_json);
+    run.parity_active_median_ms = report.active_latency_median_ms;
     if (!Step(run, Event::kParityPassed,
-              fmt::format("parity passed: {} samples, top-1 {}, accuracy {}", report->samples,
-                          Fmt(report->top1_agreement),
-                          report->accuracy ? Fmt(*report->accuracy) : "none")))
+              fmt::format("parity passed: {} samples, top-1 {}, accuracy {}", report.samples,
+                          Fmt(report.top1_agreement),
+                          report.accuracy ? Fmt(*report.accuracy) : "none")))
       return std::nullopt;
   }
 
@@ -504,6 +534,19 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
   }
   if (result) CollectGarbage();
   return result;
+}
+
+std::filesystem::path UpdateMachine::VariantFile(const std::string& model, Slot slot) const {
+  return ctx_.slots->SlotPath(model, slot).parent_path() /
+         (std::string(updater::ToString(slot)) + ".variant");
+}
+
+void UpdateMachine::RememberVariant(const std::string& model, Slot slot,
+                                    const std::string& variant) {
+  if (auto ok = updater::WriteFileAtomically(VariantFile(model, slot), variant); !ok) {
+    spdlog::warn("event=variant_not_remembered model={} error={}", LogValue(model),
+                 LogValue(ok.error().message));
+  }
 }
 
 void UpdateMachine::CollectGarbage() {

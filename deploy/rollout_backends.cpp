@@ -3,17 +3,12 @@
 
 #include <algorithm>
 
+#include "manifests/join.hpp"
 #include "manifests/log_value.hpp"
 #include "manifests/semver.hpp"
 
 namespace edgefleet::deploy {
 namespace {
-
-std::string Join(const std::vector<std::string>& items, std::string_view sep) {
-  std::string text;
-  for (const auto& item : items) text += (text.empty() ? "" : std::string(sep)) + item;
-  return text;
-}
 
 // Why `backend` cannot run `variant`, or nullopt when it can.
 std::optional<std::string> Mismatch(const manifests::Variant& variant,

@@ -18,6 +18,8 @@
 #include <system_error>
 #include <utility>
 
+#include "manifests/join.hpp"
+
 namespace edgefleet::runtime {
 namespace {
 
@@ -72,12 +74,7 @@ std::string ClaimedOpsets(const BackendCapabilities& backend, std::string_view d
 }
 
 std::string JoinLines(const std::vector<std::string>& lines) {
-  std::string text;
-  for (const auto& line : lines) {
-    if (!text.empty()) text += '\n';
-    text += line;
-  }
-  return text;
+  return edgefleet::Join(lines, "\n");
 }
 
 std::string DescribeNode(const GraphNode& node, std::size_t index) {
@@ -362,25 +359,41 @@ std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant
   return problems;
 }
 
-Result<VariantChoice> ChooseVariant(const std::vector<manifests::Variant>& variants,
-                                    const std::vector<const Backend*>& backends) {
+Result<std::vector<VariantChoice>> RunnableVariants(const std::vector<manifests::Variant>& variants,
+                                                    const std::vector<const Backend*>& backends) {
   if (variants.empty()) return Fail(ErrorCode::kInvalidArgument, "the manifest has no variants");
   if (backends.empty()) return Fail(ErrorCode::kUnsupported, "this box has no backends configured");
   std::vector<std::string> reasons;
+  std::vector<VariantChoice> choices;
+  std::vector<bool> taken(variants.size(), false);
   for (const Backend* backend : backends) {
     if (backend == nullptr)
       return Fail(ErrorCode::kInvalidArgument, "null backend in preference list");
     const auto& capabilities = backend->capabilities();
     for (std::size_t i = 0; i < variants.size(); ++i) {
+      if (taken[i]) continue;
       const auto problems = CompatibilityProblems(variants[i], capabilities);
-      if (problems.empty()) return VariantChoice{i, backend};
+      if (problems.empty()) {
+        choices.push_back(VariantChoice{i, backend});
+        taken[i] = true;
+        continue;
+      }
       for (const auto& problem : problems) {
         reasons.push_back("variant '" + variants[i].id + "' on " + BackendLabel(capabilities) +
                           ": " + problem);
       }
     }
   }
-  return Fail(ErrorCode::kUnsupported, "no variant can run on this box:\n" + JoinLines(reasons));
+  if (choices.empty()) {
+    return Fail(ErrorCode::kUnsupported, "no variant can run on this box:\n" + JoinLines(reasons));
+  }
+  return choices;
+}
+
+Result<VariantChoice> ChooseVariant(const std::vector<manifests::Variant>& variants,
+                                    const std::vector<const Backend*>& backends) {
+  EF_ASSIGN_OR_RETURN(auto choices, RunnableVariants(variants, backends));
+  return choices.front();
 }
 
 namespace {

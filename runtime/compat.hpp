@@ -34,6 +34,12 @@ struct VariantChoice {
 Result<VariantChoice> ChooseVariant(const std::vector<manifests::Variant>& variants,
                                     const std::vector<const Backend*>& backends);
 
+// Every variant some backend can run, each with the most preferred backend that can, in order
+// of preference: by backend (in `backends` order), then manifest order. Fails like ChooseVariant
+// when there is none.
+Result<std::vector<VariantChoice>> RunnableVariants(const std::vector<manifests::Variant>& variants,
+                                                    const std::vector<const Backend*>& backends);
+
 struct GraphNode {
   std::string name;    // may be empty in the file; messages then use "#<index>"
   std::string domain;  // "" for ai.onnx

@@ -85,9 +85,12 @@ Status ModelHost::Load(const LoadRequest& request) {
     return status;
   };
 
-  auto session = request.backend->Load(request.model_file, request.variant, request.options);
-  if (!session) return finish(Unexpected(session.error().Wrap(label + ": load")));
-  std::shared_ptr<Session> shared = std::move(session).value();
+  std::shared_ptr<Session> shared = request.session;
+  if (shared == nullptr) {
+    auto session = request.backend->Load(request.model_file, request.variant, request.options);
+    if (!session) return finish(Unexpected(session.error().Wrap(label + ": load")));
+    shared = std::move(session).value();
+  }
 
   // Ready means warmed up: the first run of a fresh network allocates and initialises layers and
   // would otherwise land on the first real request. At least one run, whatever was asked.

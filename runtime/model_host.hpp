@@ -53,6 +53,9 @@ struct LoadRequest {
   std::string bundle_sha256;
   Backend* backend = nullptr;
   SessionOptions options;
+  // A session the caller already loaded from model_file with `backend` (e.g. the one parity
+  // measured when variants were compared); when set, Load uses it instead of loading again.
+  std::shared_ptr<Session> session;
   int warmup_runs = 1;
 };
 

@@ -1,4 +1,5 @@
-// Free-space checks on the file system that will hold a download or a slot.
+// Free-space checks on the file system that will hold a download or a slot, and small files
+// replaced atomically.
 //
 // The updater refuses to start writing when the bytes it still needs plus a reserve do not fit:
 // a box whose disk fills up mid-update can no longer write its journal or its logs, which is
@@ -9,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <string_view>
 
 #include "manifests/result.hpp"
 
@@ -23,6 +25,10 @@ Result<std::uint64_t> FreeBytes(const std::filesystem::path& dir);
 // free, 5000 needed + 100 reserve"), or with FreeBytes' error.
 Status CheckFreeSpace(const std::filesystem::path& dir, std::uint64_t needed,
                       std::uint64_t reserve);
+
+// Writes `text` to `path`.tmp and renames it over `path`: a reader sees the old or the new
+// contents, never a part. Fails with kIo naming the file.
+Status WriteFileAtomically(const std::filesystem::path& path, std::string_view text);
 
 // Starts the write-back of a file being written, in steps, without waiting for it: once
 // kStepBytes more bytes were written since the last step, sync_file_range(SYNC_FILE_RANGE_WRITE)

@@ -58,18 +58,17 @@ class AgentMqttE2E : public AgentE2E {
       mqtt["cert_file"] = pki_.ClientCert("box-1").string();
       mqtt["key_file"] = pki_.ClientKey("box-1").string();
     }
-    WriteConfig({}, {{"mqtt", mqtt},
-                     {"telemetry", {{"window_s", window_s}}},
-                     {"desired_state", nullptr}});
+    WriteConfig(
+        {}, {{"mqtt", mqtt}, {"telemetry", {{"window_s", window_s}}}, {"desired_state", nullptr}});
   }
 
   void StartCollector() {
     collector_port_file_ = tmp_ / "collector.port";
     fs::remove(collector_port_file_);
-    std::vector<std::string> argv = {EDGEFLEET_CLI, "collect", "--broker",
-                                     "127.0.0.1:" + std::to_string(broker_->port()), "--fleet",
-                                     "demo", "--db", (tmp_ / "collector.db").string(), "--http",
-                                     "127.0.0.1:0", "--port-file", collector_port_file_.string()};
+    std::vector<std::string> argv = {
+        EDGEFLEET_CLI, "collect",     "--broker",    "127.0.0.1:" + std::to_string(broker_->port()),
+        "--fleet",     "demo",        "--db",        (tmp_ / "collector.db").string(),
+        "--http",      "127.0.0.1:0", "--port-file", collector_port_file_.string()};
     if (tls_) {
       for (const std::string& a :
            {std::string("--ca-file"), pki_.ca_cert.string(), std::string("--cert-file"),
@@ -128,15 +127,14 @@ class AgentMqttE2E : public AgentE2E {
   // mosquitto_pub as the operator (TLS: the operator's certificate).
   testing::ProcessResult Publish(const std::string& topic, const std::string& payload,
                                  bool retain = true, const std::string& identity = "operator") {
-    std::vector<std::string> argv = {"mosquitto_pub", "-h", "127.0.0.1", "-p",
-                                     std::to_string(broker_->port()), "-q", "1", "-t", topic,
-                                     "-s"};
+    std::vector<std::string> argv = {
+        "mosquitto_pub", "-h", "127.0.0.1", "-p", std::to_string(broker_->port()), "-q", "1", "-t",
+        topic,           "-s"};
     if (retain) argv.push_back("-r");
     if (tls_) {
-      for (const std::string& a :
-           {std::string("--cafile"), pki_.ca_cert.string(), std::string("--cert"),
-            pki_.ClientCert(identity).string(), std::string("--key"),
-            pki_.ClientKey(identity).string()}) {
+      for (const std::string& a : {std::string("--cafile"), pki_.ca_cert.string(),
+                                   std::string("--cert"), pki_.ClientCert(identity).string(),
+                                   std::string("--key"), pki_.ClientKey(identity).string()}) {
         argv.push_back(a);
       }
     }
@@ -145,14 +143,21 @@ class AgentMqttE2E : public AgentE2E {
 
   // The retained status as the broker holds it (mosquitto_sub as the collector).
   json RetainedStatus() {
-    std::vector<std::string> argv = {"mosquitto_sub", "-h", "127.0.0.1", "-p",
-                                     std::to_string(broker_->port()), "-t", kStatusTopic,
-                                     "-C", "1", "-W", "5"};
+    std::vector<std::string> argv = {"mosquitto_sub",
+                                     "-h",
+                                     "127.0.0.1",
+                                     "-p",
+                                     std::to_string(broker_->port()),
+                                     "-t",
+                                     kStatusTopic,
+                                     "-C",
+                                     "1",
+                                     "-W",
+                                     "5"};
     if (tls_) {
-      for (const std::string& a :
-           {std::string("--cafile"), pki_.ca_cert.string(), std::string("--cert"),
-            pki_.ClientCert("collector").string(), std::string("--key"),
-            pki_.ClientKey("collector").string()}) {
+      for (const std::string& a : {std::string("--cafile"), pki_.ca_cert.string(),
+                                   std::string("--cert"), pki_.ClientCert("collector").string(),
+                                   std::string("--key"), pki_.ClientKey("collector").string()}) {
         argv.push_back(a);
       }
     }
@@ -163,9 +168,9 @@ class AgentMqttE2E : public AgentE2E {
 
   // Offline install of a bundle before the agent runs (fast setup for outage tests).
   void InstallOffline(const Bundle& bundle) {
-    auto r = testing::RunProcess({EDGEFLEET_AGENT, "install", "--config", config_path_.string(),
-                                  bundle.path.string()},
-                                 seconds(120));
+    auto r = testing::RunProcess(
+        {EDGEFLEET_AGENT, "install", "--config", config_path_.string(), bundle.path.string()},
+        seconds(120));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
 
@@ -254,16 +259,18 @@ TEST_F(AgentMqttE2E, GroupDesiredStateInstallsV2AndEveryStepReachesTheCollector)
   server_.Add("/v2.efb", v2.bytes);
 
   const json group = {{"group", "lab"}};
-  auto r = Publish(kGroupTopic, testing::DesiredStateDoc(*fleet_.deploy, 1,
-                                                         {testing::DesiredModel(v1_, server_.Url("/v1.efb"))},
-                                                         std::chrono::hours(1), group));
+  auto r = Publish(kGroupTopic,
+                   testing::DesiredStateDoc(*fleet_.deploy, 1,
+                                            {testing::DesiredModel(v1_, server_.Url("/v1.efb"))},
+                                            std::chrono::hours(1), group));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json d1 = WaitTerminal("1.0.0", 0, seconds(90), true);
   ASSERT_EQ(d1.value("state", ""), "committed") << d1.dump(1);
 
-  r = Publish(kGroupTopic, testing::DesiredStateDoc(*fleet_.deploy, 2,
-                                                    {testing::DesiredModel(v2, server_.Url("/v2.efb"))},
-                                                    std::chrono::hours(1), group));
+  r = Publish(kGroupTopic,
+              testing::DesiredStateDoc(*fleet_.deploy, 2,
+                                       {testing::DesiredModel(v2, server_.Url("/v2.efb"))},
+                                       std::chrono::hours(1), group));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json d2 = WaitTerminal("1.1.0", 0, seconds(120), true);
   ASSERT_EQ(d2.value("state", ""), "committed") << d2.dump(1);
@@ -279,6 +286,7 @@ TEST_F(AgentMqttE2E, GroupDesiredStateInstallsV2AndEveryStepReachesTheCollector)
   std::map<std::string, std::vector<std::string>> next;  // from -> events that left it
   std::size_t step_events = 0;
   bool parity_report = false;
+  json parity_event;
   WaitFor("every step of deployment " + std::to_string(dep_id) + " in the collector", seconds(30),
           [&] {
             next.clear();
@@ -288,6 +296,7 @@ TEST_F(AgentMqttE2E, GroupDesiredStateInstallsV2AndEveryStepReachesTheCollector)
               if (e.value("deployment", std::int64_t{0}) != dep_id) continue;
               if (e.value("event", "") == "parity_report") {
                 parity_report = true;
+                parity_event = e;
                 continue;
               }
               next[e.value("from", "")].push_back(e.value("event", ""));
@@ -304,6 +313,23 @@ TEST_F(AgentMqttE2E, GroupDesiredStateInstallsV2AndEveryStepReachesTheCollector)
   EXPECT_EQ(step_events, journal_steps.size()) << "events in the collector vs journal steps";
   EXPECT_EQ(chain, journal_steps) << "collector events vs journal transitions, in order";
   EXPECT_TRUE(parity_report) << "the parity report event did not reach the collector";
+  // Every variant this box can run was loaded and proven (of digits' two, opencv's table claims
+  // only the opset-10 one: Gemm at opset 13 is not measured), each with its latency; the one
+  // served is marked and named in the report.
+  const json& parity = parity_event["parity"];
+  ASSERT_TRUE(parity.contains("variants")) << parity_event.dump();
+  EXPECT_EQ(parity["variants"].size(), 1u) << parity.dump();
+  int chosen = 0;
+  for (const auto& v : parity["variants"]) {
+    EXPECT_EQ(v["backend"], "opencv") << v.dump();
+    EXPECT_TRUE(v["latency_median_ms"].is_number()) << v.dump();
+    EXPECT_TRUE(v["pass"].get<bool>()) << v.dump();
+    if (v["chosen"].get<bool>()) {
+      ++chosen;
+      EXPECT_EQ(v["variant"], parity["variant"]) << parity.dump();
+    }
+  }
+  EXPECT_EQ(chosen, 1) << parity.dump();
   for (const auto& e : CollectorEvents()) {
     if (e.value("deployment", std::int64_t{0}) == dep_id) {
       EXPECT_EQ(e.value("target", ""), "group/lab") << e.dump();
@@ -351,9 +377,8 @@ TEST_F(AgentMqttE2E, WrongCaIsRefusedAndTheAgentKeepsServing) {
   ConfigureMqtt(1.0, pki_.other_ca_cert);
   ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
   StartAgent();
-  WaitFor("a TLS refusal in the agent log", seconds(20), [&] {
-    return LogText().find("event=mqtt_disconnected") != std::string::npos;
-  });
+  WaitFor("a TLS refusal in the agent log", seconds(20),
+          [&] { return LogText().find("event=mqtt_disconnected") != std::string::npos; });
   const std::string log = LogText();
   EXPECT_EQ(log.find("event=mqtt_connected"), std::string::npos) << testing::Tail(log_, 20);
   EXPECT_TRUE(ContainsAny(log, {"certificate", "tls", "ssl"})) << testing::Tail(log_, 20);
@@ -432,9 +457,8 @@ TEST_F(AgentMqttE2E, CleanStopDuringAnOutageDoesNotLeaveTheDeviceOffline) {
   const std::size_t windows_before = CollectorWindows().size();
   broker_->Start();
   // Telemetry queued after the new run started arrives after anything queued before it.
-  ASSERT_TRUE(WaitFor("the new run's telemetry in the collector", seconds(30), [&] {
-    return CollectorWindows().size() >= windows_before + 2;
-  }));
+  ASSERT_TRUE(WaitFor("the new run's telemetry in the collector", seconds(30),
+                      [&] { return CollectorWindows().size() >= windows_before + 2; }));
   json status = RetainedStatus();
   ASSERT_TRUE(status.is_object()) << "no retained status";
   EXPECT_TRUE(status.value("online", false)) << status.dump(1);
@@ -455,9 +479,8 @@ TEST_F(AgentMqttE2E, HostilePayloadsAreLoggedAndIgnored) {
   server_.Add("/v2.efb", v2.bytes);
   ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
   StartAgent();
-  ASSERT_TRUE(WaitFor("connected", seconds(20), [&] {
-    return LogText().find("event=mqtt_connected") != std::string::npos;
-  }));
+  ASSERT_TRUE(WaitFor("connected", seconds(20),
+                      [&] { return LogText().find("event=mqtt_connected") != std::string::npos; }));
 
   const json v2_entry = testing::DesiredModel(v2, server_.Url("/v2.efb"));
   json unsigned_doc = json::parse(testing::DesiredStateDoc(*fleet_.deploy, 5, {v2_entry}));
@@ -494,8 +517,8 @@ TEST_F(AgentMqttE2E, HostilePayloadsAreLoggedAndIgnored) {
   EXPECT_TRUE(agent_->Running());
   EXPECT_EQ(ServedVersion(), "1.0.0");
   json status = Status();
-  EXPECT_EQ(MaxDeploymentId(status), 1u) << "a hostile payload started a deployment: "
-                                         << status.dump(1);
+  EXPECT_EQ(MaxDeploymentId(status), 1u)
+      << "a hostile payload started a deployment: " << status.dump(1);
   // The agent still acts on a good document after all that.
   auto r = Publish(kDeviceDesired, testing::DesiredStateDoc(*fleet_.deploy, 8, {v2_entry}));
   ASSERT_EQ(r.exit_code, 0) << r.err;

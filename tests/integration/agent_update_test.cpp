@@ -77,8 +77,8 @@ TEST_F(AgentE2E, InstallRollbackOnBadWatchCommitAndParityRefusal) {
   }));
   EXPECT_EQ(d["state"], "failed") << d.dump(1);
   EXPECT_TRUE(ContainsAny(d.value("reason", ""), {"accuracy"})) << d.dump(1);
-  std::cout << "parity refusal: " << d.value("reason", "") << "; served meanwhile: "
-            << json(during).dump() << "\n";
+  std::cout << "parity refusal: " << d.value("reason", "")
+            << "; served meanwhile: " << json(during).dump() << "\n";
   EXPECT_EQ(during.size(), 1u) << json(during).dump();
   EXPECT_GT(during["1.1.0"], 0);
   EXPECT_EQ(ServedVersion(), "1.1.0");
@@ -87,30 +87,77 @@ TEST_F(AgentE2E, InstallRollbackOnBadWatchCommitAndParityRefusal) {
 }
 
 // Acceptance 3: a download cut at 50 % resumes after a SIGKILL and restart.
+// Backends issue: every variant the box can run is loaded and proven on the golden data, the
+// fastest that passes is served, and a restart serves the same one. The bundle's first variant
+// is the deliberately broken model (fails parity), so the choice is the second, and a restart
+// that simply took the first runnable variant again would serve the broken one.
+TEST_F(AgentE2E, MeasuresEveryVariantServesOneThatPassesAndKeepsItAcrossARestart) {
+  StartAgent();
+  Bundle two = testing::MakeBundle(fleet_, "v1", tmp_.path(), [](json& b, const fs::path& dir) {
+    fs::copy_file(kDigits / "broken" / "model" / "digits_op10.onnx", dir / "model" / "broken.onnx");
+    json broken = b["variants"][0];
+    broken["id"] = "onnx-broken";
+    broken["file"] = "model/broken.onnx";
+    b["variants"] = json::array({broken, b["variants"][0]});
+    b["watch"] = testing::ShortWatch();
+  });
+  server_.Add("/two.efb", two.bytes);
+  Deploy({testing::DesiredModel(two, server_.Url("/two.efb"))});
+  json d = WaitTerminal("1.0.0", 0, seconds(90), true);
+  ASSERT_EQ(d.value("state", ""), "committed") << d.dump(1);
+  bool loaded_step = false;
+  for (const auto& t : d["transitions"]) {
+    if (t.value("to", "") == "parity") {
+      loaded_step = true;
+      EXPECT_EQ(t.value("reason", ""), "variant onnx-op10 on opencv (2 of 2 variant(s) measured)");
+    }
+  }
+  EXPECT_TRUE(loaded_step) << d.dump(1);
+  const std::string log = LogText();
+  EXPECT_NE(log.find("event=variant_measured id=" + std::to_string(d.value("id", 0)) +
+                     " variant=onnx-broken backend=opencv pass=false"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("variant=onnx-op10 backend=opencv pass=true"), std::string::npos) << log;
+  for (std::size_t i = 0; i < 5; ++i) {
+    const InferResult r = Infer(i);
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.top1, r.label);
+  }
+
+  StopAgent();
+  StartAgent();
+  EXPECT_NE(LogText().find("event=slot_loaded model=digits"), std::string::npos);
+  EXPECT_NE(LogText().find("variant=onnx-op10 backend=opencv"), std::string::npos) << LogText();
+  int correct = 0;
+  for (std::size_t i = 0; i < 20; ++i) correct += Infer(i).top1 == Infer(i).label ? 1 : 0;
+  EXPECT_GE(correct, 18) << "after the restart the broken variant is served";
+}
+
 TEST_F(AgentE2E, ResumesCutDownloadAfterKill) {
   WriteConfig({{"max_attempts", 1000}});
-  Bundle big = testing::MakeBundle(
-      fleet_, "v2", tmp_.path(),
-      [](json& b, const fs::path& dir) {
-        b["watch"] = testing::ShortWatch();
-        json padding = b["variants"][0];
-        padding["id"] = "padding";
-        padding["file"] = "model/padding.bin";
-        padding["opset"] = 10;
-        padding["operators"] = {"Conv"};
-        padding["backends"] = {{{"name", "tflite"}, {"version", ">=2.0.0"}}};
-        b["variants"].push_back(padding);
-        std::string bytes(8u << 20, '\0');
-        std::uint64_t x = 0x9E3779B97F4A7C15ull;
-        for (auto& c : bytes) {
-          x ^= x << 13;
-          x ^= x >> 7;
-          x ^= x << 17;
-          c = static_cast<char>(x);
-        }
-        testing::WriteFile(dir / "model/padding.bin", bytes);
-      },
-      {"--compression", "none"});
+  Bundle big =
+      testing::MakeBundle(fleet_, "v2", tmp_.path(),
+                          [](json& b, const fs::path& dir) {
+                            b["watch"] = testing::ShortWatch();
+                            json padding = b["variants"][0];
+                            padding["id"] = "padding";
+                            padding["file"] = "model/padding.bin";
+                            padding["opset"] = 10;
+                            padding["operators"] = {"Conv"};
+                            padding["backends"] = {{{"name", "tflite"}, {"version", ">=2.0.0"}}};
+                            b["variants"].push_back(padding);
+                            std::string bytes(8u << 20, '\0');
+                            std::uint64_t x = 0x9E3779B97F4A7C15ull;
+                            for (auto& c : bytes) {
+                              x ^= x << 13;
+                              x ^= x >> 7;
+                              x ^= x << 17;
+                              c = static_cast<char>(x);
+                            }
+                            testing::WriteFile(dir / "model/padding.bin", bytes);
+                          },
+                          {"--compression", "none"});
   const std::uint64_t size = big.bytes.size();
   ASSERT_GT(size, 8u << 20);
   server_.Add("/big.efb", big.bytes, ServeFaults{.cut_after = size / 2});
@@ -193,7 +240,8 @@ TEST_F(AgentE2E, RefusesHostileArchives) {
   {
     auto f = files;
     f.pop_back();
-    cases.push_back({"missing-file", testing::BuildBundle(good, f), {"missing", files.back().first}});
+    cases.push_back(
+        {"missing-file", testing::BuildBundle(good, f), {"missing", files.back().first}});
   }
   {
     auto f = files;
@@ -435,7 +483,7 @@ TEST_F(AgentE2E, RefusesWhenDiskIsFull) {
 TEST_F(AgentE2E, SurvivesSigkillInEveryUpdateState) {
   StartAgent();
   ASSERT_NO_FATAL_FAILURE(InstallV1());
-  const std::vector<std::string> targets = {"downloading", "verifying", "unpacking", "loading",
+  const std::vector<std::string> targets = {"downloading", "verifying",  "unpacking", "loading",
                                             "parity",      "activating", "watching"};
   const int kKills = 21;
   std::map<std::string, int> kills_at;  // the last state the log showed before the kill
@@ -512,9 +560,9 @@ TEST_F(AgentE2E, SurvivesSigkillInEveryUpdateState) {
         }
       }
     }
-    EXPECT_TRUE(allowed.contains(r.version))
-        << "serving " << r.version << "\nbefore:\n" << status.dump(1) << "\nafter:\n"
-        << after.dump(1);
+    EXPECT_TRUE(allowed.contains(r.version)) << "serving " << r.version << "\nbefore:\n"
+                                             << status.dump(1) << "\nafter:\n"
+                                             << after.dump(1);
     int open = 0;
     for (const auto& d : status["deployments"]) {
       const auto id = d["id"].get<std::uint64_t>();
