@@ -43,7 +43,8 @@ import json, sys
 p = sys.argv[1]
 spec = json.load(open(p))
 v = dict(spec["variants"][0])
-v.update(id="padding", file="model/padding.bin", backends=[{"name": "tflite", "version": ">=2.0.0"}])
+v.update(id="padding", file="model/padding.bin", format="padding",
+         backends=[{"name": "tflite", "version": ">=2.0.0"}])
 spec["variants"].append(v)
 json.dump(spec, open(p, "w"))
 PY

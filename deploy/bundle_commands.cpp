@@ -7,6 +7,7 @@
 
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
+#include "deploy/variant_inspect.hpp"
 #include "manifests/bundle_layout.hpp"
 #include "manifests/canonical.hpp"
 #include "manifests/crypto.hpp"
@@ -176,6 +177,7 @@ Status BundleCreate(const BundleCreateOptions& options, std::ostream& out) {
     }
   }
   if (options.version) spec["version"] = *options.version;
+  EF_RETURN_IF_ERROR(FillVariantsFromFiles(spec, options.source_dir, spec_path, out));
 
   const auto now = manifests::Now();
   json files = json::array();

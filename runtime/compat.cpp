@@ -459,6 +459,17 @@ Result<GraphInfo> InspectOnnx(std::string_view model_bytes, std::string_view sou
   });
 }
 
+std::vector<std::string> OperatorKeys(const GraphInfo& graph) {
+  std::set<std::string> keys;
+  for (const auto& node : graph.nodes) keys.insert(OperatorKey(node.domain, node.op_type));
+  return {keys.begin(), keys.end()};
+}
+
+std::int64_t DefaultOpset(const GraphInfo& graph) {
+  const auto found = graph.opset_imports.find("");
+  return found == graph.opset_imports.end() ? 0 : found->second;
+}
+
 Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,
                   const BackendCapabilities& backend, std::string_view model_name) {
   // Disagreements with the signed manifest mean the artifact is not what was signed for; they

@@ -72,6 +72,12 @@ Result<GraphInfo> InspectOnnx(const std::filesystem::path& model_file);
 // The same for a model already in memory (`source` names it in messages); kLimit over the cap.
 Result<GraphInfo> InspectOnnx(std::string_view model_bytes, std::string_view source);
 
+// The operators the main graph uses, as a manifest lists them ("Conv" for ai.onnx,
+// "<domain>:<op>" otherwise), sorted and without repeats; and the default domain's opset (0 when
+// the graph imports none). What `bundle create` writes into a variant from its file.
+std::vector<std::string> OperatorKeys(const GraphInfo& graph);
+std::int64_t DefaultOpset(const GraphInfo& graph);
+
 // The model as it really is, against its manifest variant and the backend: opset imports equal
 // the declared opset, the node operators equal the declared operator list, inputs/outputs names
 // and dtypes as declared, and every node's op claimed by the backend at that opset. Fails with

@@ -9,7 +9,7 @@ declare -A allowed=(
   [updater]="manifests updater"
   [telemetry]="manifests telemetry"
   [agent]="manifests runtime updater telemetry agent"
-  [deploy]="manifests telemetry updater deploy"
+  [deploy]="manifests runtime telemetry updater deploy"
 )
 bad=0
 for module in "${!allowed[@]}"; do

@@ -45,9 +45,9 @@ class BundleCliTest : public ::testing::Test {
       auto r = Cli({"keygen", "--out", (dir_ / name).string()});
       ASSERT_EQ(r.exit_code, 0) << r.err;
     }
-    auto r = Cli({"trust", "init", "--root-key", Path("root.key"), "--release-key",
-                  Path("release.pub"), "--deploy-key", Path("deploy.pub"), "-o",
-                  Path("root.json")});
+    auto r =
+        Cli({"trust", "init", "--root-key", Path("root.key"), "--release-key", Path("release.pub"),
+             "--deploy-key", Path("deploy.pub"), "-o", Path("root.json")});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     r = Cli({"bundle", "create", kDigitsV1.string(), "-o", Path("v1.efb"), "--key",
              Path("release.key")});
@@ -90,8 +90,8 @@ class BundleCliTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
     EXPECT_TRUE(r.out.find("OK") == std::string::npos) << r.out;
     for (const auto& needle : needles) {
-      EXPECT_NE(r.err.find(needle), std::string::npos)
-          << "stderr lacks '" << needle << "':\n" << r.err;
+      EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr lacks '" << needle << "':\n"
+                                                       << r.err;
     }
   }
 
@@ -135,8 +135,7 @@ TEST_F(BundleCliTest, RefusesChangedModelByte) {
 TEST_F(BundleCliTest, RefusesMissingFile) {
   auto files = files_;
   files.pop_back();
-  ExpectRefused(Write("x.efb", good_.signed_body, files),
-                {"missing", files_.back().first});
+  ExpectRefused(Write("x.efb", good_.signed_body, files), {"missing", files_.back().first});
 }
 
 TEST_F(BundleCliTest, RefusesExtraFile) {
@@ -164,11 +163,14 @@ TEST_F(BundleCliTest, RefusesLinksAndDuplicates) {
     std::vector<std::string> needles;
   };
   std::vector<Case> cases = {
-      {"symlink", [](TarBuilder& t) { t.Symlink("model/link", "/etc/passwd"); },
+      {"symlink",
+       [](TarBuilder& t) { t.Symlink("model/link", "/etc/passwd"); },
        {"model/link", "symlink"}},
-      {"hardlink", [&](TarBuilder& t) { t.Hardlink("model/hard", files_[0].first); },
+      {"hardlink",
+       [&](TarBuilder& t) { t.Hardlink("model/hard", files_[0].first); },
        {"model/hard", "hardlink"}},
-      {"duplicate", [&](TarBuilder& t) { t.File(files_[0].first, files_[0].second); },
+      {"duplicate",
+       [&](TarBuilder& t) { t.File(files_[0].first, files_[0].second); },
        {files_[0].first, "duplicate"}},
   };
   for (const auto& c : cases) {
@@ -218,9 +220,8 @@ TEST_F(BundleCliTest, RefusesManifestSignedByUnknownKey) {
 TEST_F(BundleCliTest, SignAddsSignaturesForAThreshold) {
   ASSERT_EQ(Cli({"keygen", "--out", Path("release2")}).exit_code, 0);
   auto r = Cli({"trust", "init", "--root-key", Path("root.key"), "--release-key",
-                Path("release.pub"), "--release-key", Path("release2.pub"),
-                "--release-threshold", "2", "--deploy-key", Path("deploy.pub"), "-o",
-                Path("root2.json")});
+                Path("release.pub"), "--release-key", Path("release2.pub"), "--release-threshold",
+                "2", "--deploy-key", Path("deploy.pub"), "-o", Path("root2.json")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = Cli({"bundle", "create", kDigitsV1.string(), "-o", Path("u.efb"), "--compression", "gzip"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -272,6 +273,55 @@ TEST_F(BundleCliTest, CreateNamesTheBadFieldAndLeavesNothingBehind) {
   }
 }
 
+// The backends issue: an ONNX variant's format, opset, operators, inputs and outputs come from
+// its file; what bundle.json gives is checked against the file.
+TEST_F(BundleCliTest, CreateFillsAnOnnxVariantFromItsFileAndChecksWhatIsGiven) {
+  testing::TempDir src;
+  fs::copy(kDigitsV1, src.path(), fs::copy_options::recursive);
+  auto spec = json::parse(testing::ReadFile(src / "bundle.json"));
+  const json typed = spec["variants"];
+  for (auto& v : spec["variants"]) {
+    for (const char* key : {"format", "opset", "operators", "inputs", "outputs"}) v.erase(key);
+  }
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  auto r = Cli({"bundle", "create", src.path().string(), "-o", Path("filled.efb"), "--key",
+                Path("release.key")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("variants[0] onnx-op10: filled format, opset, operators, inputs, outputs "
+                       "from model/digits_op10.onnx (opset 10, 5 operators)"),
+            std::string::npos)
+      << r.out;
+  r = Cli({"bundle", "inspect", "--json", Path("filled.efb")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json filled = json::parse(r.out)["signed"]["variants"];
+  ASSERT_EQ(filled.size(), typed.size());
+  for (std::size_t i = 0; i < typed.size(); ++i) {
+    for (const char* key : {"format", "opset", "operators", "outputs"}) {
+      EXPECT_EQ(filled[i][key], typed[i][key]) << i << " " << key;
+    }
+    // The graph's batch dimension is dynamic: -1, as the hand-written manifest says.
+    EXPECT_EQ(filled[i]["inputs"], typed[i]["inputs"]) << i;
+  }
+
+  // What bundle.json gives must agree with the file.
+  spec["variants"][0]["opset"] = 12;
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  r = Cli({"bundle", "create", src.path().string(), "-o", Path("wrong.efb")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("variants[0].opset: bundle.json says 12, 'model/digits_op10.onnx' has 10"),
+            std::string::npos)
+      << r.err;
+  spec["variants"][0].erase("opset");
+  spec["variants"][0]["operators"] = {"Conv", "Relu"};
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  r = Cli({"bundle", "create", src.path().string(), "-o", Path("wrong.efb")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("variants[0].operators: bundle.json says [\"Conv\",\"Relu\"]"),
+            std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "wrong.efb"));
+}
+
 TEST_F(BundleCliTest, NonAsciiFileNamesRoundTrip) {
   // pax stores UTF-8 names; writing and reading them must not depend on the process locale.
   testing::TempDir src;
@@ -280,8 +330,8 @@ TEST_F(BundleCliTest, NonAsciiFileNamesRoundTrip) {
   auto spec = json::parse(testing::ReadFile(src / "bundle.json"));
   spec["variants"][0]["file"] = "model/ziffern_\xc3\xbc.onnx";
   testing::WriteFile(src / "bundle.json", spec.dump());
-  auto r = Cli({"bundle", "create", src.path().string(), "-o", Path("u.efb"), "--key",
-                Path("release.key")});
+  auto r = Cli(
+      {"bundle", "create", src.path().string(), "-o", Path("u.efb"), "--key", Path("release.key")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = Verify(dir_ / "u.efb");
   EXPECT_EQ(r.exit_code, 0) << r.err;
@@ -301,10 +351,10 @@ TEST_F(BundleCliTest, KeygenRefusesToOverwriteAKey) {
 
 TEST_F(BundleCliTest, BadUsageExitsTwo) {
   EXPECT_EQ(Cli({"bundle", "verify"}).exit_code, 2);
-  EXPECT_EQ(Cli({"bundle", "create", kDigitsV1.string(), "-o", Path("x.efb"), "--compression",
-                 "lz4"})
-                .exit_code,
-            2);
+  EXPECT_EQ(
+      Cli({"bundle", "create", kDigitsV1.string(), "-o", Path("x.efb"), "--compression", "lz4"})
+          .exit_code,
+      2);
 }
 
 }  // namespace

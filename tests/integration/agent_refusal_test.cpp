@@ -156,6 +156,7 @@ TEST_F(AgentRefusal, ABundleLargerThanTheFreeSpaceIsRefusedBeforeUnpacking) {
     json pad = b["variants"][0];
     pad["id"] = "pad";
     pad["file"] = "model/pad.onnx";
+    pad["format"] = "padding";  // zeros, not a model: bundle create does not inspect it
     b["variants"].push_back(pad);
     // A sparse file: the source costs no disk, the bundle is small, the slot would need 512 MiB.
     testing::WriteFile(dir / "model" / "pad.onnx", "");

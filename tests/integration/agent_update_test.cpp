@@ -143,6 +143,7 @@ TEST_F(AgentE2E, ResumesCutDownloadAfterKill) {
                             json padding = b["variants"][0];
                             padding["id"] = "padding";
                             padding["file"] = "model/padding.bin";
+                            padding["format"] = "padding";  // not a model: not inspected
                             padding["opset"] = 10;
                             padding["operators"] = {"Conv"};
                             padding["backends"] = {{{"name", "tflite"}, {"version", ">=2.0.0"}}};

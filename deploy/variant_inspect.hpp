@@ -1,0 +1,26 @@
+// What `bundle create` learns from a variant's model file, so that an operator never types an
+// operator list: for an ONNX file (format "onnx", or a .onnx file without a format) the format,
+// the default-domain opset, the operators and the inputs and outputs (names, dtypes, shapes)
+// come from the graph (libonnx's checker runs first). A field bundle.json already gives is kept
+// when it agrees with the file (inputs and outputs may narrow a dynamic dimension) and refused
+// when it does not. Other formats are taken as typed (this build cannot read them).
+//
+// Thread safety: free functions.
+#pragma once
+
+#include <filesystem>
+#include <ostream>
+
+#include <nlohmann/json.hpp>
+
+#include "manifests/result.hpp"
+
+namespace edgefleet::deploy {
+
+// Fills spec["variants"][i] from the files under `source_dir`; one line per filled variant on
+// `out`. Fails with the checker's error naming the file, or kParse naming the field, what
+// bundle.json says and what the file says.
+Status FillVariantsFromFiles(nlohmann::json& spec, const std::filesystem::path& source_dir,
+                             const std::filesystem::path& spec_path, std::ostream& out);
+
+}  // namespace edgefleet::deploy
