@@ -2,7 +2,9 @@
 //
 // A shared library behind the backend plugin ABI (runtime/include/edgefleet/backend_plugin.h),
 // built as lib/edgefleet/backends/libedgefleet_backend_torch.so; only this library links
-// libtorch. It uses nothing of edgefleet but that header, like a vendor's plugin would.
+// libtorch. It uses nothing of edgefleet but that header and the
+// header-only runtime/plugin_kit.hpp (the C-boundary helpers both in-tree plugins share), and
+// links nothing of it, like a vendor's plugin.
 //
 // The agent checks inputs (names, order, dtypes, shapes) and outputs (dtype, shape, size) before
 // and after every call, so this file checks only what is libtorch's own: the number of
@@ -23,6 +25,8 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/script.h>
 #include <torch/version.h>
+
+#include "runtime/plugin_kit.hpp"
 
 #include <algorithm>
 #include <array>
@@ -51,21 +55,10 @@ constexpr std::int32_t kMaxOpset = 1;
 constexpr const char* kFormats[] = {"torchscript"};
 constexpr const char* kDevices[] = {"cpu"};
 
-// A failed step: the ABI status and the reason.
-struct Failure {
-  std::int32_t status = EF_INTERNAL;
-  std::string message;
-};
-using Check = std::optional<Failure>;  // nullopt: fine
-
-std::int32_t Report(const Failure& failure, char* err, std::size_t err_size) {
-  if (err != nullptr && err_size > 0) {
-    const std::size_t n = std::min(failure.message.size(), err_size - 1);
-    std::memcpy(err, failure.message.data(), n);
-    err[n] = '\0';
-  }
-  return failure.status;
-}
+using edgefleet::runtime::plugin_kit::Check;
+using edgefleet::runtime::plugin_kit::CopySpecs;
+using edgefleet::runtime::plugin_kit::Declared;
+using edgefleet::runtime::plugin_kit::Failure;
 
 // The scalar type of an ABI dtype; nullopt for one libtorch has no match for.
 std::optional<c10::ScalarType> ToScalarType(std::int32_t dtype) {
@@ -142,22 +135,6 @@ void ApplyThreadsOnThisThread() {
     at::set_num_threads(wanted);
     applied = wanted;
   }
-}
-
-// One declared tensor, owning its strings (the spec the agent passed lives only for the call).
-struct Declared {
-  std::string name;
-  std::int32_t dtype = EF_FLOAT32;
-  std::vector<std::int64_t> shape;
-};
-
-std::vector<Declared> CopySpecs(const ef_tensor_spec* specs, std::size_t count) {
-  std::vector<Declared> out;
-  for (std::size_t i = 0; i < count; ++i) {
-    out.push_back({specs[i].name, specs[i].dtype,
-                   std::vector<std::int64_t>(specs[i].shape, specs[i].shape + specs[i].rank)});
-  }
-  return out;
 }
 
 }  // namespace
@@ -354,23 +331,40 @@ Check SelfTest() {
   return std::nullopt;
 }
 
-// Runs `step`, turning libtorch and standard exceptions into failures whose message is `prefix`
-// and the reason. (The agent puts the backend's name in front of every message.)
+std::string Trim(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  return std::string(s.substr(first, s.find_last_not_of(" \t") - first + 1));
+}
+
+// The reason of a libtorch error, reason first. An error raised inside the TorchScript
+// interpreter is a page of tracebacks (TorchScript's, then the original python) with the reason
+// on the last line; the agent's buffer would cut it off, so it is reported as the reason and the
+// serialized code line that raised it.
+std::string TorchReason(const std::exception& e) {
+  // c10::Error's what() carries a C++ backtrace; the message alone is the reason. (The
+  // interpreter's errors arrive as std::runtime_error.)
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+  const std::string text = torch_error ? torch_error->what_without_backtrace() : e.what();
+  if (text.find("Traceback of TorchScript") == std::string::npos) return text;
+  std::string_view rest = text;
+  while (!rest.empty() && rest.back() == '\n') rest.remove_suffix(1);
+  const std::string reason = Trim(rest.substr(rest.rfind('\n') + 1));
+  const auto here = text.find("<--- HERE");
+  if (here == std::string::npos) return reason;
+  // The code line is the one above the "~~~~ <--- HERE" marker line.
+  const auto marker = text.rfind('\n', here);
+  const auto code = marker == std::string::npos ? marker : text.rfind('\n', marker - 1);
+  if (code == std::string::npos) return reason;
+  return reason + " (in TorchScript: " + Trim(text.substr(code + 1, marker - code - 1)) + ")";
+}
+
+// Runs `step`, turning every exception into a failure whose message is `prefix` and the reason.
 template <typename Step>
 std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::size_t err_size) {
-  try {
-    if (auto failed = step()) return Report(*failed, err, err_size);
-    return EF_OK;
-  } catch (const c10::Error& e) {
-    // what() carries a C++ backtrace; the message alone is the reason.
-    return Report({EF_INTERNAL, prefix + e.what_without_backtrace()}, err, err_size);
-  } catch (const std::bad_alloc&) {
-    return Report({EF_LIMIT, prefix + "out of memory"}, err, err_size);
-  } catch (const std::exception& e) {
-    return Report({EF_INTERNAL, prefix + e.what()}, err, err_size);
-  } catch (...) {
-    return Report({EF_INTERNAL, prefix + "unknown exception"}, err, err_size);
-  }
+  return edgefleet::runtime::plugin_kit::Guarded(
+      std::forward<Step>(step), prefix, err, err_size,
+      [](const std::exception& e) { return TorchReason(e); });
 }
 
 }  // namespace
