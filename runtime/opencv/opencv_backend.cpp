@@ -2,9 +2,9 @@
 //
 // A shared library behind the backend plugin ABI (runtime/include/edgefleet/backend_plugin.h),
 // built as lib/edgefleet/backends/libedgefleet_backend_opencv.so; the agent itself does not
-// link OpenCV. It uses nothing of edgefleet but that header and the
-// header-only runtime/plugin_kit.hpp (the C-boundary helpers both in-tree plugins share), and
-// links nothing of it, like a vendor's plugin.
+// link OpenCV. It uses nothing of edgefleet but that header and the header-only
+// runtime/plugin_kit.hpp (the C-boundary helpers both in-tree plugins share), and links nothing
+// of it, like a vendor's plugin.
 //
 // The agent checks inputs (names, order, dtypes, shapes), outputs (dtype, shape, size) and the
 // output limits below before and after every call, so this file checks only what is OpenCV's
@@ -16,8 +16,6 @@
 #include <opencv2/core/utility.hpp>
 #include <opencv2/core/version.hpp>
 #include <opencv2/dnn.hpp>
-
-#include "runtime/plugin_kit.hpp"
 
 #include <algorithm>
 #include <array>
@@ -34,6 +32,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "runtime/plugin_kit.hpp"
 
 namespace {
 

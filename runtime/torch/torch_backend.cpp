@@ -2,9 +2,9 @@
 //
 // A shared library behind the backend plugin ABI (runtime/include/edgefleet/backend_plugin.h),
 // built as lib/edgefleet/backends/libedgefleet_backend_torch.so; only this library links
-// libtorch. It uses nothing of edgefleet but that header and the
-// header-only runtime/plugin_kit.hpp (the C-boundary helpers both in-tree plugins share), and
-// links nothing of it, like a vendor's plugin.
+// libtorch. It uses nothing of edgefleet but that header and the header-only
+// runtime/plugin_kit.hpp (the C-boundary helpers both in-tree plugins share), and links nothing
+// of it, like a vendor's plugin.
 //
 // The agent checks inputs (names, order, dtypes, shapes) and outputs (dtype, shape, size) before
 // and after every call, so this file checks only what is libtorch's own: the number of
@@ -26,8 +26,6 @@
 #include <torch/script.h>
 #include <torch/version.h>
 
-#include "runtime/plugin_kit.hpp"
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -41,6 +39,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "runtime/plugin_kit.hpp"
 
 namespace {
 
