@@ -3,8 +3,8 @@
 # not touched and apt-get runs only when something is missing. Run as root (or with sudo).
 #
 #   scripts/install-deps.sh            build + test + demo dependencies
-#   scripts/install-deps.sh --models   also python3-torch & co., to regenerate test models and
-#                                      for the benchmarks that export models at bench time
+#   scripts/install-deps.sh --models   also scikit-learn and Pillow, to regenerate the committed
+#                                      digits models and for the benchmarks that export models
 set -euo pipefail
 
 # Why each package is here is in the README ("Dependencies").
@@ -22,6 +22,11 @@ base=(
   libopencv-dnn-dev libopencv-imgproc-dev  # ONNX inference; preprocessing tests' reference
   libpng-dev libjpeg62-turbo-dev            # image decoding for the local API
   libopencv-imgcodecs-dev                   # tests only: cv::imdecode as the decoders' reference
+  libtorch-dev                              # the torch backend plugin (TorchScript, libtorch)
+  python3-torch python3-torchvision python3-onnx python3-numpy  # tests: the build generates the
+                                            # torch backend's MobileNetV2/ResNet-18 test models and
+                                            # golden data (tests/data/make_torchscript.py), too
+                                            # large to commit
   libonnx-dev libonnx-testdata protobuf-compiler libprotobuf-dev  # ONNX graph inspection, test data
   libcpp-httplib-dev                        # local API, collector, bundle server
   libspdlog-dev libcli11-dev                # logs, command lines
@@ -32,7 +37,7 @@ base=(
   prometheus                                # tests only: promtool checks the scrape config and
                                             # every Grafana query (the server is not started)
 )
-models=(python3-torch python3-torchvision python3-sklearn python3-onnx python3-numpy python3-pil)
+models=(python3-sklearn python3-pil)  # with the main list's python3-torch & co.
 
 want=("${base[@]}")
 for arg in "$@"; do

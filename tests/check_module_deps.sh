@@ -30,5 +30,12 @@ while IFS=: read -r file line text; do
 done < <(grep -rnE '^#include <opencv2/' --include='*.hpp' --include='*.cpp' \
            "$root/manifests" "$root/runtime" "$root/updater" "$root/telemetry" "$root/agent" \
            "$root/deploy" | grep -v "^$root/runtime/opencv/" || true)
+# The same for libtorch: its headers only under runtime/torch/.
+while IFS=: read -r file line text; do
+  echo "$file:$line: libtorch outside runtime/torch/ ($text)"; bad=1
+done < <(grep -rnE '^#include <(torch|ATen|c10)/' --include='*.hpp' --include='*.cpp' \
+           "$root/manifests" "$root/runtime" "$root/updater" "$root/telemetry" "$root/agent" \
+           "$root/deploy" | grep -v "^$root/runtime/torch/" || true)
 if [ "$bad" -ne 0 ]; then exit 1; fi
-echo "module dependencies: all includes point downwards, OpenCV only in runtime/opencv/"
+echo "module dependencies: all includes point downwards, OpenCV only in runtime/opencv/," \
+     "libtorch only in runtime/torch/"

@@ -2,7 +2,9 @@
 //
 // A shared library behind the backend plugin ABI (runtime/include/edgefleet/backend_plugin.h),
 // built as lib/edgefleet/backends/libedgefleet_backend_opencv.so; the agent itself does not
-// link OpenCV. It uses nothing of edgefleet but that header, like a vendor's plugin would.
+// link OpenCV. It uses nothing of edgefleet but that header and the header-only
+// runtime/plugin_kit.hpp (the C-boundary helpers both in-tree plugins share), and links nothing
+// of it, like a vendor's plugin.
 //
 // The agent checks inputs (names, order, dtypes, shapes), outputs (dtype, shape, size) and the
 // output limits below before and after every call, so this file checks only what is OpenCV's
@@ -30,6 +32,8 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "runtime/plugin_kit.hpp"
 
 namespace {
 
@@ -64,21 +68,10 @@ constexpr ef_output_limit kOutputLimits[] = {
 constexpr const char* kFormats[] = {"onnx"};
 constexpr const char* kDevices[] = {"cpu"};
 
-// A failed step: the ABI status and the reason.
-struct Failure {
-  std::int32_t status = EF_INTERNAL;
-  std::string message;
-};
-using Check = std::optional<Failure>;  // nullopt: fine
-
-std::int32_t Report(const Failure& failure, char* err, std::size_t err_size) {
-  if (err != nullptr && err_size > 0) {
-    const std::size_t n = std::min(failure.message.size(), err_size - 1);
-    std::memcpy(err, failure.message.data(), n);
-    err[n] = '\0';
-  }
-  return failure.status;
-}
+using edgefleet::runtime::plugin_kit::Check;
+using edgefleet::runtime::plugin_kit::CopySpecs;
+using edgefleet::runtime::plugin_kit::Declared;
+using edgefleet::runtime::plugin_kit::Failure;
 
 std::string CvError(const cv::Exception& e) {
   // e.what() repeats file and line of OpenCV's source; err is the reason itself.
@@ -264,13 +257,6 @@ Check ConvertFromFloat(const float* src, std::size_t n, std::int32_t dtype, cons
   return ForEachStorageType(dtype, each);
 }
 
-// One declared tensor, owning its strings (the spec the agent passed lives only for the call).
-struct Declared {
-  std::string name;
-  std::int32_t dtype = EF_FLOAT32;
-  std::vector<std::int64_t> shape;
-};
-
 // The shape reported for an output, written into `out` (returns the rank). OpenCV's Mat has at
 // least two dimensions, so a rank-0 or rank-1 ONNX output comes back as [1,N] or [N,1]; when the
 // declared rank differs and the declared shape (with its single wildcard filled in) has the same
@@ -358,15 +344,6 @@ class Lease {
   ef_session& session_;
   std::size_t slot_ = 0;
 };
-
-std::vector<Declared> CopySpecs(const ef_tensor_spec* specs, std::size_t count) {
-  std::vector<Declared> out;
-  for (std::size_t i = 0; i < count; ++i) {
-    out.push_back({specs[i].name, specs[i].dtype,
-                   std::vector<std::int64_t>(specs[i].shape, specs[i].shape + specs[i].rank)});
-  }
-  return out;
-}
 
 // Names are checked once at load so a wrong manifest fails there, not on every request.
 Check CheckNames(cv::dnn::Net& net, const ef_session& session, const std::string& where) {
@@ -546,22 +523,14 @@ Check SelfTest() {
   return std::nullopt;
 }
 
-// Runs `step`, turning OpenCV and standard exceptions into failures whose message is `prefix`
-// and the reason. (The agent puts the backend's name in front of every message.)
+// Runs `step`, turning every exception into a failure whose message is `prefix` and the reason.
 template <typename Step>
 std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::size_t err_size) {
-  try {
-    if (auto failed = step()) return Report(*failed, err, err_size);
-    return EF_OK;
-  } catch (const cv::Exception& e) {
-    return Report({EF_INTERNAL, prefix + CvError(e)}, err, err_size);
-  } catch (const std::bad_alloc&) {
-    return Report({EF_LIMIT, prefix + "out of memory"}, err, err_size);
-  } catch (const std::exception& e) {
-    return Report({EF_INTERNAL, prefix + e.what()}, err, err_size);
-  } catch (...) {
-    return Report({EF_INTERNAL, prefix + "unknown exception"}, err, err_size);
-  }
+  return edgefleet::runtime::plugin_kit::Guarded(
+      std::forward<Step>(step), prefix, err, err_size, [](const std::exception& e) {
+        const auto* cv_error = dynamic_cast<const cv::Exception*>(&e);
+        return cv_error ? CvError(*cv_error) : std::string(e.what());
+      });
 }
 
 }  // namespace

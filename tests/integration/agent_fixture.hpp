@@ -160,6 +160,13 @@ class AgentE2E : public ::testing::Test {
 
   std::string LogText() { return testing::ReadFile(log_); }
 
+  // `edgefleet-agent install` of a bundle file with this test's config (offline, before or
+  // without `run`): the agent's own load, checks and golden parity.
+  testing::ProcessResult Install(const fs::path& bundle, seconds timeout = seconds(120)) {
+    return testing::RunProcess(
+        {EDGEFLEET_AGENT, "install", "--config", config_path_.string(), bundle.string()}, timeout);
+  }
+
   // Bounded poll; on timeout fails loudly with the last status and the log tail.
   bool WaitFor(const std::string& what, milliseconds timeout, const std::function<bool()>& pred) {
     const auto deadline = Clock::now() + timeout;

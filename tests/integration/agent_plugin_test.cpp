@@ -110,12 +110,6 @@ class AgentPlugins : public AgentE2E {
     });
   }
 
-  testing::ProcessResult Install(const fs::path& bundle) {
-    return testing::RunProcess(
-        {EDGEFLEET_AGENT, "install", "--config", config_path_.string(), bundle.string()},
-        seconds(120));
-  }
-
   // The refusal lines every agent start must print, one per broken library.
   static void ExpectRefusals(const std::string& log) {
     const std::vector<std::pair<std::string, std::string>> expected = {

@@ -13,12 +13,6 @@ namespace {
 
 class AgentRefusal : public AgentE2E {
  protected:
-  testing::ProcessResult Install(const fs::path& bundle) {
-    return testing::RunProcess(
-        {EDGEFLEET_AGENT, "install", "--config", config_path_.string(), bundle.string()},
-        seconds(120));
-  }
-
   // The files of a bundle source directory, as the manifest lists them.
   static std::vector<std::pair<std::string, std::string>> FilesOf(const json& manifest,
                                                                   const fs::path& dir) {

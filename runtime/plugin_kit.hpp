@@ -1,0 +1,75 @@
+// What every in-tree backend plugin (runtime/opencv, runtime/torch) does the same way at the C
+// boundary: a failed step as a status and a reason, the reason copied into the caller's `err`
+// buffer, the manifest's tensor specs copied out of the call, and every exception turned into a
+// status. Header-only and built on the ABI header and the standard library alone, so a plugin
+// that includes it still needs nothing else of edgefleet (no library to link).
+//
+// Thread safety: free functions without shared state.
+#pragma once
+
+#include <edgefleet/backend_plugin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace edgefleet::runtime::plugin_kit {
+
+// A failed step: the ABI status and the reason.
+struct Failure {
+  std::int32_t status = EF_INTERNAL;
+  std::string message;
+};
+using Check = std::optional<Failure>;  // nullopt: fine
+
+// Writes the reason into `err` (truncated to `err_size`, NUL-terminated) and returns the status.
+inline std::int32_t Report(const Failure& failure, char* err, std::size_t err_size) {
+  if (err != nullptr && err_size > 0) {
+    const std::size_t n = std::min(failure.message.size(), err_size - 1);
+    std::memcpy(err, failure.message.data(), n);
+    err[n] = '\0';
+  }
+  return failure.status;
+}
+
+// One declared tensor, owning its strings (the spec the agent passed lives only for the call).
+struct Declared {
+  std::string name;
+  std::int32_t dtype = EF_FLOAT32;
+  std::vector<std::int64_t> shape;
+};
+
+inline std::vector<Declared> CopySpecs(const ef_tensor_spec* specs, std::size_t count) {
+  std::vector<Declared> out;
+  for (std::size_t i = 0; i < count; ++i) {
+    out.push_back({specs[i].name, specs[i].dtype,
+                   std::vector<std::int64_t>(specs[i].shape, specs[i].shape + specs[i].rank)});
+  }
+  return out;
+}
+
+// Runs `step` (returning a Check) and turns every exception into a failure whose message is
+// `prefix` and the reason: bad_alloc is EF_LIMIT, anything else EF_INTERNAL. `reason` gives the
+// text of a std::exception (an engine's exception type may carry a better one than what()).
+// (The agent puts the backend's name in front of every message.)
+template <typename Step, typename Reason>
+std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::size_t err_size,
+                     Reason&& reason) {
+  try {
+    if (auto failed = step()) return Report(*failed, err, err_size);
+    return EF_OK;
+  } catch (const std::bad_alloc&) {
+    return Report({EF_LIMIT, prefix + "out of memory"}, err, err_size);
+  } catch (const std::exception& e) {
+    return Report({EF_INTERNAL, prefix + reason(e)}, err, err_size);
+  } catch (...) {
+    return Report({EF_INTERNAL, prefix + "unknown exception"}, err, err_size);
+  }
+}
+
+}  // namespace edgefleet::runtime::plugin_kit
