@@ -15,7 +15,7 @@ AgentBackends LoadAgentBackends(const AgentConfig& config) {
   const std::filesystem::path dir =
       config.backends_dir.empty() ? DefaultBackendsDir() : config.backends_dir;
   AgentBackends result;
-  auto scan = runtime::LoadBackendPlugins(dir, config.backend_options_json);
+  auto scan = runtime::LoadBackendPlugins(dir, config.backend_options_json, config.backends);
   if (!scan) {
     spdlog::error("event=backends_dir_unreadable dir={} error={}", LogValue(dir.string()),
                   LogValue(scan.error().message));
@@ -26,6 +26,11 @@ AgentBackends LoadAgentBackends(const AgentConfig& config) {
                   LogValue(refusal.reason));
   }
   const auto& wanted = config.backends;
+  for (const auto& library : scan->not_opened) {
+    spdlog::info("event=backend_not_enabled name={} library={} enabled={} opened=false",
+                 LogValue(runtime::BackendNameFromFile(library)), LogValue(library.string()),
+                 LogValue(Join(wanted, ",")));
+  }
   for (std::size_t i = 0; i < scan->backends.size(); ++i) {
     const auto& caps = scan->backends[i]->capabilities();
     const std::string library = scan->libraries[i].string();

@@ -77,6 +77,7 @@ wait_for "mosquitto on port $mqtt_port" 10 port_open "$mqtt_port"
 
 cat > "$work/agent.json" <<JSON
 {"device": "box-1", "fleet": "bench", "state_dir": "state", "trust_root": "root.json",
+ "backends": ["opencv"],
  "api": {"host": "127.0.0.1", "port": 0},
  "mqtt": {"host": "127.0.0.1", "port": $mqtt_port},
  "telemetry": {"window_s": 1}}

@@ -583,8 +583,16 @@ Result<std::unique_ptr<Backend>> LoadBackendPlugin(const std::filesystem::path& 
   return std::unique_ptr<Backend>(std::make_unique<PluginBackend>(std::move(lib), *caps));
 }
 
+std::string BackendNameFromFile(const std::filesystem::path& library) {
+  constexpr std::string_view kPrefix = "libedgefleet_backend_";
+  const std::string name = library.filename().string();
+  if (!name.starts_with(kPrefix) || !name.ends_with(".so")) return {};
+  return name.substr(kPrefix.size(), name.size() - kPrefix.size() - 3);
+}
+
 Result<PluginScan> LoadBackendPlugins(const std::filesystem::path& dir,
-                                      std::string_view options_json) {
+                                      std::string_view options_json,
+                                      const std::vector<std::string>& wanted) {
   std::error_code ec;
   std::vector<std::filesystem::path> files;
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
@@ -607,6 +615,12 @@ Result<PluginScan> LoadBackendPlugins(const std::filesystem::path& dir,
   }
   std::map<std::string, std::filesystem::path> loaded;  // backend name -> library
   for (const auto& file : files) {
+    const std::string announced = BackendNameFromFile(file);
+    if (!wanted.empty() && !announced.empty() &&
+        std::find(wanted.begin(), wanted.end(), announced) == wanted.end()) {
+      scan.not_opened.push_back(file);
+      continue;
+    }
     auto backend = LoadBackendPlugin(file, options_json);
     if (!backend) {
       scan.refused.push_back({file, backend.error().message});

@@ -53,13 +53,22 @@ struct PluginScan {
   std::vector<std::unique_ptr<Backend>> backends;  // in file-name order
   std::vector<std::filesystem::path> libraries;    // the file each backend came from
   std::vector<PluginRefusal> refused;
+  std::vector<std::filesystem::path> not_opened;  // named for a backend `wanted` leaves out
 };
 
-// Loads every `*.so` regular file in `dir` (sorted by name). A second library describing a
+// The backend a library's file name announces: "opencv" for libedgefleet_backend_opencv.so;
+// empty for a name that does not follow that pattern.
+std::string BackendNameFromFile(const std::filesystem::path& library);
+
+// Loads every `*.so` regular file in `dir` (sorted by name). With a non-empty `wanted`, a file
+// named libedgefleet_backend_<name>.so for a name not in `wanted` is not even opened (an engine
+// costs its memory once mapped, and RTLD_NODELETE keeps it mapped): it goes to `not_opened`;
+// other file names are opened to learn their backend's name. A second library describing a
 // backend name already loaded is refused. A library or directory that users other than its owner
 // may write to is refused (anyone who can write it could run code in the agent). Fails only when
 // `dir` cannot be listed (kNotFound / kIo, naming it).
 Result<PluginScan> LoadBackendPlugins(const std::filesystem::path& dir,
-                                      std::string_view options_json = "{}");
+                                      std::string_view options_json = "{}",
+                                      const std::vector<std::string>& wanted = {});
 
 }  // namespace edgefleet::runtime

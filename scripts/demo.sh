@@ -243,7 +243,7 @@ for d in "${devices[@]}"; do
   cp "$work/root.json" "$work/$d/root.json"
   cat >"$work/$d/agent.json" <<EOF
 {"device": "$d", "fleet": "demo", "groups": ["lab"],
- "state_dir": "state", "trust_root": "root.json",
+ "state_dir": "state", "trust_root": "root.json", "backends": ["opencv"],
  "api": {"host": "127.0.0.1", "port": 0},
  "mqtt": {"host": "127.0.0.1", "port": $mqtt_port},
  "telemetry": {"window_s": 2}}

@@ -65,6 +65,26 @@ TEST(PluginLoader, AScanSkipsOtherFilesAndRefusesDuplicatesAndJunk) {
       << scan->refused[1].reason;
 }
 
+// A box that enables only some backends never maps the others' engines (libtorch alone is
+// over 100 MB resident): a library named for a backend left out is not opened at all.
+TEST(PluginLoader, ALibraryNamedForABackendNotWantedIsNotOpened) {
+  testing::TempDir tmp;
+  const fs::path dir = MakeDir(tmp, "backends");
+  fs::copy_file(testing::OpenCvPluginPath(), dir / "libedgefleet_backend_opencv.so");
+  Write(dir / "libedgefleet_backend_torch.so", "not even an ELF file: never opened");
+  auto scan = LoadBackendPlugins(dir, "{}", {"opencv"});
+  ASSERT_TRUE(scan) << scan.error().message;
+  ASSERT_EQ(scan->backends.size(), 1u);
+  EXPECT_TRUE(scan->refused.empty()) << scan->refused[0].reason;
+  EXPECT_EQ(scan->not_opened, std::vector<fs::path>{dir / "libedgefleet_backend_torch.so"});
+  EXPECT_EQ(BackendNameFromFile(dir / "libedgefleet_backend_torch.so"), "torch");
+  EXPECT_EQ(BackendNameFromFile(dir / "vendor.so"), "");
+  // Without a list, every library is opened (and the junk one refused).
+  scan = LoadBackendPlugins(dir);
+  ASSERT_TRUE(scan);
+  EXPECT_EQ(scan->refused.size(), 1u);
+}
+
 TEST(PluginLoader, ALibraryOthersMayWriteIsRefusedBeforeItIsOpened) {
   testing::TempDir tmp;
   const fs::path dir = MakeDir(tmp, "backends");
