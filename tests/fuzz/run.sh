@@ -9,7 +9,8 @@
 # outside the tree, <build dir>/corpus/<target>/, which later runs continue from. --jobs N runs
 # N fuzzing processes on that corpus (libFuzzer's -jobs/-workers; each gets <seconds>). Prints one
 # line per target: executions, coverage (cov = edges, ft = features, from libFuzzer's last
-# stats line), corpus size and findings; a finding's input is kept in <build dir>/findings/<target>/
+# stats line), corpus size, findings and slow units (a unit over 10 s: reported, not a finding; a
+# stall of a shared machine causes them too); a finding's input is kept in <build dir>/findings/<target>/
 # (copy it to tests/fuzz/regressions/<target>/ once the defect is fixed).
 # Exit status: 0 when nothing was found, 1 on a finding, 2 on bad usage or a missing binary.
 #
@@ -78,7 +79,12 @@ for t in "${targets[@]}"; do
   seeds=()
   [ -d "$src/tests/fuzz/corpus/$t" ] && seeds+=("$src/tests/fuzz/corpus/$t")
   for d in $(extra_seeds "$t"); do seeds+=("$d"); done
-  before=$(find "$findings" -type f | wc -l)
+  # Crashes, leaks, timeouts and OOMs are findings; slow-unit-* files (a unit over 10 s, which a
+  # stall of a shared machine also causes; libFuzzer goes on) are counted apart.
+  count_findings() { find "$findings" -type f ! -name 'slow-unit-*' | wc -l; }
+  count_slow() { find "$findings" -type f -name 'slow-unit-*' | wc -l; }
+  before=$(count_findings)
+  slow_before=$(count_slow)
   start=$(date +%s)
   rc=0
   if [ "$jobs" -gt 1 ]; then
@@ -89,7 +95,8 @@ for t in "${targets[@]}"; do
       > "$logs/fuzz-0.log" 2>&1 || rc=$?
   fi
   elapsed=$(( $(date +%s) - start ))
-  after=$(find "$findings" -type f | wc -l)
+  after=$(count_findings)
+  slow=$(( $(count_slow) - slow_before ))
 
   # libFuzzer's stats: the last "#N ... cov: C ft: F corp: K" line and the final
   # stat::number_of_executed_units of each process.
@@ -109,7 +116,7 @@ for t in "${targets[@]}"; do
   files=$(find "$corpus" -type f | wc -l)
   new=$(( after - before ))
   echo "fuzz $t: ${elapsed}s execs=$execs cov=$cov ft=$ft corpus=$files findings=$new" \
-       "(logs: $logs)"
+       "slow_units=$slow (logs: $logs)"
   if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
     echo "fuzz $t: FAILED (exit $rc); inputs in $findings:" >&2
     ls -1 "$findings" >&2
