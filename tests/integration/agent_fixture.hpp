@@ -101,9 +101,8 @@ class AgentE2E : public ::testing::Test {
 
   // `extra` adds or replaces top-level config sections (e.g. "mqtt", "telemetry").
   void WriteConfig(const json& download, const json& extra = json::object()) {
-    json dl = {{"connect_timeout_s", 5},  {"low_speed_bytes_per_s", 5000},
-               {"low_speed_time_s", 30},  {"max_attempts", 100},
-               {"backoff_initial_ms", 100}, {"backoff_max_ms", 400}};
+    json dl = {{"connect_timeout_s", 5}, {"low_speed_bytes_per_s", 5000}, {"low_speed_time_s", 30},
+               {"max_attempts", 100},    {"backoff_initial_ms", 100},     {"backoff_max_ms", 400}};
     for (const auto& [k, v] : download.items()) dl[k] = v;
     json config = {{"device", "box-1"},
                    {"fleet", "demo"},
@@ -199,8 +198,8 @@ class AgentE2E : public ::testing::Test {
     InferResult out;
     out.label = png.label;
     out.id = "t" + std::to_string(++request_counter_);
-    auto r = Api()->Post("/v2/models/digits/infer", {{"X-Request-Id", out.id}}, png.bytes,
-                         "image/png");
+    auto r =
+        Api()->Post("/v2/models/digits/infer", {{"X-Request-Id", out.id}}, png.bytes, "image/png");
     if (!r) return out;
     out.status = r->status;
     json body = json::parse(r->body, nullptr, false);
@@ -244,7 +243,8 @@ class AgentE2E : public ::testing::Test {
   static std::uint64_t MaxDeploymentId(const json& status) {
     std::uint64_t id = 0;
     if (status.contains("deployments")) {
-      for (const auto& d : status["deployments"]) id = std::max(id, d.value("id", std::uint64_t{0}));
+      for (const auto& d : status["deployments"])
+        id = std::max(id, d.value("id", std::uint64_t{0}));
     }
     return id;
   }
@@ -255,7 +255,8 @@ class AgentE2E : public ::testing::Test {
     if (!status.contains("deployments")) return best;
     for (const auto& d : status["deployments"]) {
       if (d.value("version", "") != version || d.value("id", std::uint64_t{0}) <= after) continue;
-      if (best.is_null() || d["id"].get<std::uint64_t>() > best["id"].get<std::uint64_t>()) best = d;
+      if (best.is_null() || d["id"].get<std::uint64_t>() > best["id"].get<std::uint64_t>())
+        best = d;
     }
     return best;
   }
