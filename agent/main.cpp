@@ -147,6 +147,20 @@ Status OpenEnv(const std::filesystem::path& config_path, Env& env, bool with_bac
   if (with_backends) {
     env.loaded = agent::LoadAgentBackends(env.config);
     env.backends = env.loaded.ordered;
+    // What `status` lists (it does not load libraries itself).
+    json list = json::array();
+    for (const runtime::Backend* b : env.backends) {
+      const auto& caps = b->capabilities();
+      list.push_back({{"name", caps.name},
+                      {"version", caps.version.ToString()},
+                      {"engine", manifests::SafeText(caps.engine)},
+                      {"formats", caps.formats},
+                      {"devices", caps.targets}});
+    }
+    if (auto ok = updater::WriteFileAtomically(env.config.state_dir / "backends.json", list.dump());
+        !ok) {
+      spdlog::warn("event=backends_not_recorded error={}", manifests::LogValue(ok.error().message));
+    }
   }
   return edgefleet::Ok();
 }
@@ -350,17 +364,12 @@ int StatusCommand(const std::filesystem::path& config_path, bool as_json) {
   auto config = agent::LoadConfig(config_path);
   if (!config) return Refuse(config.error().message);
   const auto db = config->state_dir / "journal.db";
-  // The backends this config gives the agent (their libraries loaded and self-tested as `run`
-  // does; the log lines go to stderr).
+  // The backends the agent loaded at its last start (`run` or `install` write them; loading them
+  // here would dlopen every engine on each status call).
   json backends = json::array();
-  const agent::AgentBackends loaded = agent::LoadAgentBackends(*config);
-  for (const runtime::Backend* b : loaded.ordered) {
-    const auto& caps = b->capabilities();
-    backends.push_back({{"name", caps.name},
-                        {"version", caps.version.ToString()},
-                        {"engine", manifests::SafeText(caps.engine)},
-                        {"formats", caps.formats},
-                        {"devices", caps.targets}});
+  if (std::ifstream in(config->state_dir / "backends.json", std::ios::binary); in) {
+    json parsed = json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_array()) backends = std::move(parsed);
   }
   json out = {{"backends", backends}, {"models", json::array()}, {"deployments", json::array()}};
   std::error_code ec;
