@@ -264,12 +264,22 @@ Status UpdateMachine::LoadSlot(const std::string& model, Slot slot, const std::s
   EF_ASSIGN_OR_RETURN(auto manifest,
                       manifests::Manifest::FromJson(envelope.signed_body, manifest_path.string()));
   std::vector<const runtime::Backend*> backends(ctx_.backends.begin(), ctx_.backends.end());
-  EF_ASSIGN_OR_RETURN(auto runnable, runtime::RunnableVariants(manifest.variants, backends));
+  auto runnable = runtime::RunnableVariants(manifest.variants, backends);
+  if (!runnable) return runnable.error();
   // The variant chosen by measurement when this slot was deployed, if this box still runs it.
-  runtime::VariantChoice choice = runnable.front();
+  runtime::VariantChoice choice = runnable->front();
+  // The file holds the variant id, then (since backends could share a variant) a line with the
+  // backend's name; an older file has the id alone and takes the first backend that runs it.
   if (auto remembered = ReadSmallFile(VariantFile(model, slot), 256)) {
-    for (const auto& c : runnable) {
-      if (manifest.variants[c.variant_index].id == *remembered) choice = c;
+    const auto newline = remembered->find('\n');
+    const std::string id = remembered->substr(0, newline);
+    const std::string backend =
+        newline == std::string::npos ? std::string() : remembered->substr(newline + 1);
+    for (auto it = runnable->rbegin(); it != runnable->rend(); ++it) {
+      if (manifest.variants[it->variant_index].id == id &&
+          (backend.empty() || it->backend->capabilities().name == backend)) {
+        choice = *it;
+      }
     }
   }
   const manifests::Variant& variant = manifest.variants[choice.variant_index];
@@ -490,12 +500,9 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
     if (auto ok = ctx_.host->Load(request); !ok) return fail(ok.error());
     run.loaded = true;
   }
-  RememberVariant(model, run.dep.slot, variant.id);
-  const std::size_t compared = measured->trials.size();
-  if (!Step(run, Event::kLoaded,
-            fmt::format("variant {} on {} ({} of {} variant(s) measured)", variant.id,
-                        chosen.choice.backend->capabilities().name, compared, compared)))
-    return std::nullopt;
+  RememberVariant(model, run.dep.slot,
+                  variant.id + "\n" + chosen.choice.backend->capabilities().name);
+  if (!Step(run, Event::kLoaded, ChoiceReason(run.manifest, *measured))) return std::nullopt;
   {
     const runtime::ParityReport& report = *chosen.report;
     spdlog::info(

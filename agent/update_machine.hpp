@@ -146,11 +146,11 @@ class UpdateMachine {
                   const std::filesystem::path& slot_dir, manifests::Manifest* manifest_out);
   std::optional<DeploymentState> Watch(Run& run);
   void CollectGarbage();
-  // <state>/models/<model>/<slot>.variant: the variant measured and chosen for that slot, so a
-  // restart serves the same one (LoadSlot). Best effort: without it LoadSlot takes the first
-  // runnable variant.
+  // <state>/models/<model>/<slot>.variant: the variant measured and chosen for that slot ("<id>"
+  // then "\n<backend>"), so a restart serves the same one on the same backend (LoadSlot). Best
+  // effort: without it LoadSlot takes the first runnable pair.
   std::filesystem::path VariantFile(const std::string& model, updater::Slot slot) const;
-  void RememberVariant(const std::string& model, updater::Slot slot, const std::string& variant);
+  void RememberVariant(const std::string& model, updater::Slot slot, const std::string& choice);
 
   MachineContext ctx_;
 };

@@ -2,6 +2,7 @@
 #include "agent/variant_choice.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "manifests/join.hpp"
 namespace edgefleet::agent {
@@ -117,6 +118,32 @@ nlohmann::json VariantMeasurement::ReportJson(const manifests::Manifest& manifes
   }
   report["variants"] = std::move(variants);
   return report;
+}
+
+std::string ChoiceReason(const manifests::Manifest& manifest, const VariantMeasurement& measured) {
+  constexpr std::size_t kMaxFailure = 100;
+  std::string out;
+  if (measured.chosen) {
+    const VariantTrial& best = measured.trials[*measured.chosen];
+    out = "variant " + manifest.variants[best.choice.variant_index].id + " on " +
+          best.choice.backend->capabilities().name + ", ";
+  }
+  out += "fastest of " + std::to_string(measured.trials.size()) + " measured: ";
+  for (std::size_t i = 0; i < measured.trials.size(); ++i) {
+    const VariantTrial& t = measured.trials[i];
+    out += (i ? "; " : "") + manifest.variants[t.choice.variant_index].id + " on " +
+           t.choice.backend->capabilities().name;
+    if (t.pass()) {
+      char ms[32];
+      std::snprintf(ms, sizeof ms, " %.3f ms", t.report->latency_median_ms);
+      out += ms;
+    } else {
+      std::string why = Reason(t);
+      if (why.size() > kMaxFailure) why = why.substr(0, kMaxFailure) + "...";
+      out += " failed: " + why;
+    }
+  }
+  return out;
 }
 
 Error VariantMeasurement::Failure(const manifests::Manifest& manifest) const {

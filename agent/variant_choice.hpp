@@ -56,6 +56,11 @@ struct MeasureRequest {
   std::function<runtime::SessionOptions(const runtime::Backend&)> options;
 };
 
+// Why the box serves what it serves, for the deployment's `loaded` transition (status shows it):
+// "variant <id> on <backend>, fastest of N measured: <id> on <backend> <median> ms; <id> on
+// <backend> failed: <reason>; ..." (each failure cut to 100 bytes).
+std::string ChoiceReason(const manifests::Manifest& manifest, const VariantMeasurement& measured);
+
 // Tries every runnable variant (RunnableVariants' order). Fails only when there is nothing to
 // try; a trial that fails is recorded in the measurement.
 Result<VariantMeasurement> MeasureVariants(const std::vector<runtime::VariantChoice>& runnable,

@@ -4,6 +4,10 @@
 // machine load hits all three alike.
 //
 //   inference_overhead <model.onnx> <input shape, e.g. 1x3x224x224> [runs=300] [threads=1]
+//                      [backend=opencv|onnxruntime]
+//
+// The peer is the backend's engine called directly in this process: a bare cv::dnn::Net for
+// opencv, an ONNX Runtime session through its C API (bench/ort_direct) for onnxruntime.
 //
 // Two HTTP paths, both on one keep-alive connection: the KServe binary tensor extension (the
 // input bytes in the request body; the JSON of 150k numbers alone would cost milliseconds), and
@@ -22,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -35,6 +40,9 @@
 #include <opencv2/dnn.hpp>
 
 #include "agent/local_api.hpp"
+#ifdef EDGEFLEET_BENCH_ORT
+#include "bench/ort_direct.hpp"
+#endif
 #include "runtime/model_host.hpp"
 #include "runtime/plugin_backend.hpp"
 
@@ -75,8 +83,12 @@ int Fail(const std::string& what) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    return Fail("usage: inference_overhead <model.onnx> <shape like 1x3x224x224> [runs] [threads]");
+    return Fail(
+        "usage: inference_overhead <model.onnx> <shape like 1x3x224x224> [runs] [threads] "
+        "[opencv|onnxruntime]");
   }
+  const std::string engine = argc > 5 ? argv[5] : "opencv";
+  if (engine != "opencv" && engine != "onnxruntime") return Fail("unknown backend " + engine);
   const std::string model = argv[1];
   const std::vector<std::int64_t> shape = ParseShape(argv[2]);
   const int runs = argc > 3 ? std::atoi(argv[3]) : 300;
@@ -90,18 +102,37 @@ int main(int argc, char** argv) {
   std::uniform_real_distribution<float> uniform(0.f, 1.f);
   for (auto& v : values) v = uniform(rng);
 
-  // Peer: a bare OpenCV DNN net, as an app would run it without edgefleet.
-  cv::setNumThreads(threads);
-  cv::dnn::Net net = cv::dnn::readNetFromONNX(model);
-  net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
-  net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+  // Ours: the model host with the backend plugin, and the local API over loopback.
+  auto backend = edgefleet::runtime::LoadBackendPlugin(std::string(EDGEFLEET_BACKENDS_DIR) +
+                                                       "/libedgefleet_backend_" + engine + ".so");
+  if (!backend) return Fail(backend.error().message);
+
+  // Peer: the engine without edgefleet, as an app would run it.
+  std::function<bool()> run_direct;
+  cv::dnn::Net net;
   std::vector<int> dims(shape.begin(), shape.end());
   cv::Mat blob(static_cast<int>(dims.size()), dims.data(), CV_32F, values.data());
-
-  // Ours: the model host with the opencv backend, and the local API over loopback.
-  auto backend = edgefleet::runtime::LoadBackendPlugin(EDGEFLEET_BACKENDS_DIR
-                                                       "/libedgefleet_backend_opencv.so");
-  if (!backend) return Fail(backend.error().message);
+  if (engine == "opencv") {
+    cv::setNumThreads(threads);
+    net = cv::dnn::readNetFromONNX(model);
+    net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+    net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+    run_direct = [&] {
+      net.setInput(blob, "input");
+      cv::Mat out = net.forward();
+      return out.total() > 0;
+    };
+  }
+#ifdef EDGEFLEET_BENCH_ORT
+  std::unique_ptr<edgefleet::bench::OrtDirect> ort;
+  if (engine == "onnxruntime") {
+    std::string error;
+    ort = edgefleet::bench::OrtDirect::Open(EDGEFLEET_ORT_COPY, model, threads, error);
+    if (!ort) return Fail("direct ONNX Runtime: " + error);
+    run_direct = [&] { return ort->Run(values, shape); };
+  }
+#endif
+  if (!run_direct) return Fail("this build has no " + engine + " peer");
   edgefleet::manifests::Variant variant;
   variant.id = "bench";
   variant.file = model;
@@ -186,11 +217,6 @@ int main(int argc, char** argv) {
               {{"shared_memory_region", "input"}, {"shared_memory_byte_size", input_bytes}}}}}}}
           .dump();
 
-  auto run_direct = [&] {
-    net.setInput(blob, "input");
-    cv::Mat out = net.forward();
-    return out.total() > 0;
-  };
   auto run_host = [&] { return static_cast<bool>(host.Infer("bench", inputs)); };
   auto run_http = [&] {
     auto res =
@@ -293,10 +319,12 @@ int main(int argc, char** argv) {
   const double d = Median(direct), h = Median(hosted), w = Median(http), m = Median(shm);
   const bool host_ok = h <= 1.03 * d;
   const bool http_ok = std::min(w, m) <= d + 0.5;
-  std::printf("model %s input %s, %zu runs per path in interleaved blocks of %d, %d thread(s)\n",
-              model.c_str(), argv[2], direct.size(), kBlock, threads);
+  std::printf(
+      "%s: model %s input %s, %zu runs per path in interleaved blocks of %d, %d thread(s)\n",
+      engine.c_str(), model.c_str(), argv[2], direct.size(), kBlock, threads);
   std::printf("%-22s %10s %10s\n", "path", "median_ms", "p90_ms");
-  std::printf("%-22s %10.3f %10.3f\n", "direct cv::dnn", d, Percentile(direct, 0.9));
+  std::printf("%-22s %10.3f %10.3f\n", engine == "opencv" ? "direct cv::dnn" : "direct ORT C API",
+              d, Percentile(direct, 0.9));
   std::printf("%-22s %10.3f %10.3f\n", "model host", h, Percentile(hosted, 0.9));
   std::printf("%-22s %10.3f %10.3f\n", "HTTP (binary tensor)", w, Percentile(http, 0.9));
   std::printf("%-22s %10.3f %10.3f\n", "HTTP (shared memory)", m, Percentile(shm, 0.9));

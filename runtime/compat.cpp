@@ -365,17 +365,14 @@ Result<std::vector<VariantChoice>> RunnableVariants(const std::vector<manifests:
   if (backends.empty()) return Fail(ErrorCode::kUnsupported, "this box has no backends configured");
   std::vector<std::string> reasons;
   std::vector<VariantChoice> choices;
-  std::vector<bool> taken(variants.size(), false);
   for (const Backend* backend : backends) {
     if (backend == nullptr)
       return Fail(ErrorCode::kInvalidArgument, "null backend in preference list");
     const auto& capabilities = backend->capabilities();
     for (std::size_t i = 0; i < variants.size(); ++i) {
-      if (taken[i]) continue;
       const auto problems = CompatibilityProblems(variants[i], capabilities);
       if (problems.empty()) {
         choices.push_back(VariantChoice{i, backend});
-        taken[i] = true;
         continue;
       }
       for (const auto& problem : problems) {
@@ -385,6 +382,19 @@ Result<std::vector<VariantChoice>> RunnableVariants(const std::vector<manifests:
     }
   }
   if (choices.empty()) {
+    // What would help: a backend a variant names that this box does not have (or does not use).
+    for (const auto& variant : variants) {
+      for (const auto& requirement : variant.backends) {
+        const bool here = std::any_of(backends.begin(), backends.end(), [&](const Backend* b) {
+          return b->capabilities().name == requirement.name;
+        });
+        if (!here) {
+          reasons.push_back("variant '" + variant.id + "' could run on backend '" +
+                            requirement.name + "' " + requirement.version.text() +
+                            ", which this box does not have");
+        }
+      }
+    }
     return Fail(ErrorCode::kUnsupported, "no variant can run on this box:\n" + JoinLines(reasons));
   }
   return choices;

@@ -34,8 +34,9 @@ struct VariantChoice {
 Result<VariantChoice> ChooseVariant(const std::vector<manifests::Variant>& variants,
                                     const std::vector<const Backend*>& backends);
 
-// Every variant some backend can run, each with the most preferred backend that can, in order
-// of preference: by backend (in `backends` order), then manifest order. Fails like ChooseVariant
+// Every (variant, backend) pair that can run, in order of preference: by backend (in `backends`
+// order), then manifest order. A variant two backends can run (an ONNX file on opencv and on
+// onnxruntime) appears once per backend, so the box can measure both. Fails like ChooseVariant
 // when there is none.
 Result<std::vector<VariantChoice>> RunnableVariants(const std::vector<manifests::Variant>& variants,
                                                     const std::vector<const Backend*>& backends);

@@ -144,6 +144,8 @@ std::string_view ToString(NodeCaseOutcome outcome) {
       return "load-failed";
     case NodeCaseOutcome::kNotRun:
       return "not-run";
+    case NodeCaseOutcome::kNotApplicable:
+      return "not-applicable";
   }
   return "?";
 }
@@ -190,6 +192,13 @@ NodeCaseResult RunNodeCase(Backend& backend, const fs::path& case_dir,
   for (const auto& input : graph->inputs) variant.inputs.push_back(ToSpec(input));
   for (const auto& output : graph->outputs) variant.outputs.push_back(ToSpec(output));
 
+  // A graph without inputs (test_constant) or outputs cannot be a variant: a manifest declares at
+  // least one of each. Not run, rather than a load failure the backend is blamed for.
+  if (variant.inputs.empty() || variant.outputs.empty()) {
+    result.outcome = NodeCaseOutcome::kNotApplicable;
+    result.detail = "a graph without inputs or outputs cannot be a bundle variant";
+    return result;
+  }
   // Test data first: a case whose data edgefleet tensors cannot hold is not the backend's fault.
   std::vector<std::pair<std::vector<Tensor>, std::vector<Tensor>>> data_sets;
   std::vector<fs::path> set_dirs;
@@ -296,6 +305,7 @@ std::vector<OperatorSupport> DeriveOperatorTable(const std::vector<NodeCaseResul
   std::map<Key, Group> groups;
   std::vector<std::pair<const NodeCaseResult*, std::vector<Key>>> cases;
   for (const auto& result : results) {
+    if (result.outcome == NodeCaseOutcome::kNotApplicable) continue;
     const bool pass = result.outcome == NodeCaseOutcome::kPass;
     std::vector<Key> keys;
     bool all_known = true;
@@ -344,7 +354,7 @@ std::vector<OperatorSupport> DeriveOperatorTable(const std::vector<NodeCaseResul
 }
 
 bool ClaimCovers(const std::vector<OperatorSupport>& table, const NodeCaseResult& result) {
-  if (result.ops.empty()) return false;
+  if (result.ops.empty() || result.outcome == NodeCaseOutcome::kNotApplicable) return false;
   return std::all_of(result.ops.begin(), result.ops.end(), [&](const NodeOp& op) {
     return std::any_of(table.begin(), table.end(), [&](const OperatorSupport& e) {
       return e.domain == op.domain && e.op == op.op && e.min_opset <= op.opset &&
@@ -357,6 +367,7 @@ std::vector<const NodeCaseResult*> CasesCoveredBy(const std::vector<NodeCaseResu
                                                   const OperatorSupport& entry) {
   std::vector<const NodeCaseResult*> covered;
   for (const auto& result : results) {
+    if (result.outcome == NodeCaseOutcome::kNotApplicable) continue;  // no bundle can hold it
     const bool uses = std::any_of(result.ops.begin(), result.ops.end(), [&](const NodeOp& op) {
       return op.domain == entry.domain && op.op == entry.op && entry.min_opset <= op.opset &&
              op.opset <= entry.max_opset;

@@ -34,11 +34,13 @@ struct NodeCaseTolerance {
 };
 
 enum class NodeCaseOutcome {
-  kPass,        // every test data set ran and matched
-  kMismatch,    // ran, but an output differs (dtype, shape or values)
-  kRunFailed,   // loaded, but Run failed
-  kLoadFailed,  // the backend refused the model
-  kNotRun,      // cannot be attempted: graph or data outside what edgefleet tensors hold
+  kPass,           // every test data set ran and matched
+  kMismatch,       // ran, but an output differs (dtype, shape or values)
+  kRunFailed,      // loaded, but Run failed
+  kLoadFailed,     // the backend refused the model
+  kNotRun,         // cannot be attempted: graph or data outside what edgefleet tensors hold
+  kNotApplicable,  // no bundle can hold it (a graph without inputs or outputs): says nothing
+                   // about its operators, so the table ignores it
 };
 std::string_view ToString(NodeCaseOutcome outcome);
 
@@ -73,7 +75,8 @@ std::vector<OperatorSupport> DeriveOperatorTable(const std::vector<NodeCaseResul
 // predicts that this case runs. False for a case whose operators are unknown (not inspected).
 bool ClaimCovers(const std::vector<OperatorSupport>& table, const NodeCaseResult& result);
 
-// The results whose case uses `entry.op` of `entry.domain` at an opset inside the entry's range.
+// The results whose case uses `entry.op` of `entry.domain` at an opset inside the entry's range
+// (not-applicable cases left out).
 std::vector<const NodeCaseResult*> CasesCoveredBy(const std::vector<NodeCaseResult>& results,
                                                   const OperatorSupport& entry);
 

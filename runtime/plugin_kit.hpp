@@ -1,8 +1,9 @@
-// What every in-tree backend plugin (runtime/opencv, runtime/torch) does the same way at the C
-// boundary: a failed step as a status and a reason, the reason copied into the caller's `err`
-// buffer, the manifest's tensor specs copied out of the call, and every exception turned into a
-// status. Header-only and built on the ABI header and the standard library alone, so a plugin
-// that includes it still needs nothing else of edgefleet (no library to link).
+// What every in-tree backend plugin (runtime/opencv, runtime/torch, runtime/onnxruntime) does
+// the same way at the C boundary: a failed step as a status and a reason, the reason copied into
+// the caller's `err` buffer, the model file read whole, the manifest's tensor specs copied out of
+// the call, and every exception turned into a status. Header-only and built on the ABI header
+// and the standard library alone, so a plugin that includes it still needs nothing else of
+// edgefleet (no library to link).
 //
 // Thread safety: free functions without shared state.
 #pragma once
@@ -13,6 +14,8 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <new>
 #include <optional>
 #include <string>
@@ -51,6 +54,29 @@ inline std::vector<Declared> CopySpecs(const ef_tensor_spec* specs, std::size_t 
                    std::vector<std::int64_t>(specs[i].shape, specs[i].shape + specs[i].rank)});
   }
   return out;
+}
+
+// Models are verified by SHA-256 before a plugin reads them; the cap only keeps a corrupt slot
+// from turning into an allocation of arbitrary size (protobuf cannot parse more than 2 GiB).
+inline constexpr std::uintmax_t kMaxModelBytes = std::uintmax_t{2} << 30;
+
+// Reads a model file whole into `bytes`: EF_IO naming the file, or EF_LIMIT over the cap.
+inline Check ReadModelFile(const char* path, std::string& bytes) {
+  const std::string where(path);
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) return Failure{EF_IO, where + ": " + ec.message()};
+  if (size > kMaxModelBytes) {
+    return Failure{EF_LIMIT, where + ": " + std::to_string(size) + " bytes, over 2 GiB"};
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Failure{EF_IO, where + ": cannot open"};
+  bytes.assign(static_cast<std::size_t>(size), '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (static_cast<std::size_t>(in.gcount()) != bytes.size()) {
+    return Failure{EF_IO, where + ": short read"};
+  }
+  return std::nullopt;
 }
 
 // Runs `step` (returning a Check) and turns every exception into a failure whose message is

@@ -6,6 +6,7 @@
 #   scripts/install-deps.sh --models   also scikit-learn and Pillow, to regenerate the committed
 #                                      digits models and for the benchmarks that export models
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # Why each package is here is in the README ("Dependencies").
 base=(
@@ -58,8 +59,64 @@ if ! command -v npm >/dev/null; then
   status=$(dpkg-query -W -f='${Status}' npm 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=(npm)
 fi
+# ONNX Runtime for the onnxruntime backend plugin, from npm (runtime/onnxruntime/npm): pinned by
+# its package-lock.json, installed with --ignore-scripts (onnxruntime-node's install script would
+# download more from elsewhere) into a per-user cache outside the tree, keyed by the lock's
+# SHA-256, so a second clone or CI run on this machine reuses it without a download. CMake finds
+# it by the same key (runtime/CMakeLists.txt). EDGEFLEET_SKIP_ONNXRUNTIME=1 skips it (the plugin
+# is then not built, and CMake says so).
+install_onnxruntime() {
+  local lock=runtime/onnxruntime/npm/package-lock.json
+  local key dir tmp
+  key=$(sha256sum "$lock" | cut -c1-16)
+  dir="${EDGEFLEET_CACHE_DIR:-${HOME}/.cache/edgefleet}/onnxruntime-npm/$key"
+  if [ -f "$dir/COMPLETE" ]; then
+    echo "install-deps: onnxruntime npm pieces present ($dir)"
+    return 0
+  fi
+  echo "install-deps: installing the onnxruntime npm pieces (about 260 MB) into $dir"
+  mkdir -p "$(dirname "$dir")"
+  tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+  cp runtime/onnxruntime/npm/package.json "$lock" "$tmp/"
+  if ! (cd "$tmp" && timeout 900 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
+    rm -rf "$tmp"
+    echo "install-deps: npm ci of runtime/onnxruntime/npm failed (is the npm registry reachable?)" >&2
+    return 1
+  fi
+  # The headers' API version must not be above the library's (ORT_API_VERSION N is ORT 1.N).
+  local header api lib_version
+  header=$(find "$tmp/node_modules/com.github.asus4.onnxruntime" -path '*simulator*' \
+             -name onnxruntime_c_api.h | head -1)
+  api=$(sed -n 's/^#define ORT_API_VERSION \([0-9]*\)$/\1/p' "$header")
+  lib_version=$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' \
+                  "$tmp/node_modules/onnxruntime-node/package.json" | head -1)
+  if [ -z "$api" ] || [ "$api" -gt "$(echo "$lib_version" | cut -d. -f2)" ]; then
+    rm -rf "$tmp"
+    echo "install-deps: onnxruntime headers (API ${api:-?}) are newer than the library" \
+         "($lib_version)" >&2
+    return 1
+  fi
+  # Keep what the build needs, in the layout of an ONNX Runtime release (include/, lib/), about
+  # 50 MB of the 670 MB npm installs: the headers and this machine's library.
+  local arch
+  case "$(uname -m)" in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; *) arch=none ;; esac
+  mkdir -p "$tmp/include" "$tmp/lib"
+  cp "$(dirname "$header")"/*.h "$tmp/include/"
+  if [ -f "$tmp/node_modules/onnxruntime-node/bin/napi-v6/linux/$arch/libonnxruntime.so.1" ]; then
+    cp "$tmp/node_modules/onnxruntime-node/bin/napi-v6/linux/$arch/libonnxruntime.so.1" "$tmp/lib/"
+  fi
+  echo "$lib_version" >"$tmp/VERSION"
+  rm -rf "$tmp/node_modules"
+  chmod 755 "$tmp"
+  chmod -R go-w "$tmp"
+  touch "$tmp/COMPLETE"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#want[@]} packages present"
+  [ "${EDGEFLEET_SKIP_ONNXRUNTIME:-0}" = 1 ] || install_onnxruntime
   exit 0
 fi
 
@@ -81,3 +138,4 @@ if ! { "${sudo[@]}" apt-get update -q && "${sudo[@]}" $line; }; then
   echo "  $line" >&2
   exit 1
 fi
+[ "${EDGEFLEET_SKIP_ONNXRUNTIME:-0}" = 1 ] || install_onnxruntime

@@ -1,5 +1,6 @@
-// edgefleet_measure_ops: measures which ONNX operators the opencv backend really runs, and
-// writes the table the backend claims (runtime/opencv/supported_ops.inc).
+// edgefleet_measure_ops: measures which ONNX operators a backend library really runs, and writes
+// the table the backend claims (runtime/opencv/supported_ops.inc,
+// runtime/onnxruntime/supported_ops.inc).
 //
 //   edgefleet_measure_ops [--library FILE] [--out FILE] [--report FILE] CASE_ROOT...
 //
@@ -85,7 +86,8 @@ int main(int argc, char** argv) {
       " pass, " + std::to_string(counts[NodeCaseOutcome::kMismatch]) + " mismatch, " +
       std::to_string(counts[NodeCaseOutcome::kRunFailed]) + " run failed, " +
       std::to_string(counts[NodeCaseOutcome::kLoadFailed]) + " load failed, " +
-      std::to_string(counts[NodeCaseOutcome::kNotRun]) + " not run;";
+      std::to_string(counts[NodeCaseOutcome::kNotRun]) + " not run, " +
+      std::to_string(counts[NodeCaseOutcome::kNotApplicable]) + " not applicable;";
   const std::string summary_claim = std::to_string(table.size()) +
                                     " entries claimed, whose operators cover " +
                                     std::to_string(covered) + " cases entirely";
@@ -116,8 +118,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::ofstream out(out_path, std::ios::trunc);
-  out << "// The opencv backend's measured ONNX operator table, included inside an\n"
-         "// ef_operator array initializer (runtime/opencv/opencv_backend.cpp).\n"
+  out << "// The " << capabilities.name
+      << " backend's measured ONNX operator table, included inside an\n"
+         "// ef_operator array initializer (its plugin's source beside this file).\n"
          "// Generated; do not edit by hand. Regenerate from the repository root with\n"
          "//   build/<dir>/runtime/"
       << Command(argc, argv) << "\n"

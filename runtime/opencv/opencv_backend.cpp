@@ -49,10 +49,6 @@ constexpr std::size_t kMaxRank = 32;
 constexpr std::int32_t kMinOpset = 1;
 constexpr std::int32_t kMaxOpset = 17;
 
-// Models are verified by SHA-256 before they get here; the cap only keeps a corrupt slot from
-// turning into an allocation of arbitrary size. protobuf cannot parse more than 2 GiB anyway.
-constexpr std::uintmax_t kMaxModelBytes = std::uintmax_t{2} << 30;
-
 constexpr ef_operator kOperators[] = {
 #include "runtime/opencv/supported_ops.inc"
 };
@@ -136,24 +132,6 @@ void ApplyThreads(int threads) {
     cv::setNumThreads(threads);
     applied = threads;
   }
-}
-
-Check ReadModelFile(const char* path, std::string& bytes) {
-  const std::string where(path);
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) return Failure{EF_IO, where + ": " + ec.message()};
-  if (size > kMaxModelBytes) {
-    return Failure{EF_LIMIT, where + ": " + std::to_string(size) + " bytes, over 2 GiB"};
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Failure{EF_IO, where + ": cannot open"};
-  bytes.assign(static_cast<std::size_t>(size), '\0');
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (static_cast<std::size_t>(in.gcount()) != bytes.size()) {
-    return Failure{EF_IO, where + ": short read"};
-  }
-  return std::nullopt;
 }
 
 // Calls `each(T{})` with the C++ storage type of `dtype` for the types both conversions treat
@@ -381,7 +359,7 @@ Check Load(const char* path, const ef_model_spec& spec, const ef_session_options
   }
   for (const auto& out : session->outputs) session->output_names.push_back(out.name);
   std::string bytes;
-  if (auto failed = ReadModelFile(path, bytes)) return failed;
+  if (auto failed = edgefleet::runtime::plugin_kit::ReadModelFile(path, bytes)) return failed;
 
   ApplyThreads(options.threads);
   for (int i = 0; i < options.parallel_runs; ++i) {

@@ -3,10 +3,8 @@
 // variant, made by the real CLI from the models and golden data tests/data/make_torchscript.py
 // wrote into the build tree, must install (the agent's load + golden parity, no ONNX check for
 // this format), show the backend in status and answer JSON infer requests with python's logits.
-#include <cmath>
-
-#include "runtime/tensor.hpp"
 #include "tests/integration/agent_fixture.hpp"
+#include "tests/integration/golden_bundle.hpp"
 
 namespace edgefleet {
 namespace {
@@ -19,70 +17,25 @@ constexpr double kRtol = 1e-3;
 
 class AgentTorch : public AgentE2E {
  protected:
+  static testing::GoldenModel Model(const std::string& model) {
+    return {kModels / model, "model.pt"};
+  }
   // A bundle whose only variant is `model`'s TorchScript file, served by torch 1.x.
   Bundle MakeTorchBundle(const std::string& model, const std::string& name) {
-    return testing::MakeBundle(fleet_, "v1", tmp_.path(), [&](json& body, const fs::path& dir) {
-      fs::remove_all(dir / "model");
-      fs::remove_all(dir / "golden");
-      fs::create_directories(dir / "model");
-      fs::create_directories(dir / "golden" / "g");
-      fs::copy_file(kModels / model / "model.pt", dir / "model" / (model + ".pt"));
-      for (const std::string file : {"input_0.pb", "output_0.pb"}) {
-        fs::copy_file(kModels / model / "golden" / file, dir / "golden" / "g" / file);
-      }
-      const json input = {{"name", "input"}, {"dtype", "float32"}, {"shape", {-1, 3, 224, 224}}};
-      const json logits = {{"name", "logits"}, {"dtype", "float32"}, {"shape", {-1, 1000}}};
-      body = {{"name", name},
-              {"version", "1.0.0"},
-              {"description", model + " (random weights) as TorchScript"},
-              {"variants",
-               {{{"id", "torchscript"},
-                 {"file", "model/" + model + ".pt"},
-                 {"format", "torchscript"},
-                 {"opset", 1},
-                 {"operators", json::array()},
-                 {"backends", {{{"name", "torch"}, {"version", ">=1.13.0 <2.0.0"}}}},
-                 {"inputs", {input}},
-                 {"outputs", {logits}}}}},
-              {"golden",
-               {{{"name", "g"},
-                 {"inputs", {"golden/g/input_0.pb"}},
-                 {"outputs", {"golden/g/output_0.pb"}}}}},
-              {"parity",
-               {{"atol", kAtol},
-                {"rtol", kRtol},
-                {"min_top1_agreement", 1.0},
-                {"max_latency_factor", 3.0}}},
-              {"watch", testing::ShortWatch()}};
-    });
+    const json input = {{"name", "input"}, {"dtype", "float32"}, {"shape", {-1, 3, 224, 224}}};
+    const json logits = {{"name", "logits"}, {"dtype", "float32"}, {"shape", {-1, 1000}}};
+    const json variant = {{"id", "torchscript"},
+                          {"format", "torchscript"},
+                          {"opset", 1},
+                          {"operators", json::array()},
+                          {"backends", {{{"name", "torch"}, {"version", ">=1.13.0 <2.0.0"}}}},
+                          {"inputs", {input}},
+                          {"outputs", {logits}}};
+    return testing::MakeGoldenBundle(fleet_, tmp_.path(), Model(model), name, variant, kAtol,
+                                     kRtol);
   }
-
-  // Sends golden row 0 as a JSON FP32 tensor and checks the logits against python's row 0.
   void ExpectServedLikePython(const std::string& model, const std::string& name) {
-    const auto input = runtime::ReadTensorProto(kModels / model / "golden" / "input_0.pb");
-    const auto output = runtime::ReadTensorProto(kModels / model / "golden" / "output_0.pb");
-    ASSERT_TRUE(input && output);
-    const auto x = input->As<float>().subspan(0, 3 * 224 * 224);
-    const auto expected = output->As<float>().subspan(0, 1000);
-    const json request = {{"inputs",
-                           {{{"name", "input"},
-                             {"shape", {1, 3, 224, 224}},
-                             {"datatype", "FP32"},
-                             {"data", std::vector<float>(x.begin(), x.end())}}}}};
-    auto r = Api()->Post("/v2/models/" + name + "/infer", request.dump(), "application/json");
-    ASSERT_TRUE(r);
-    ASSERT_EQ(r->status, 200) << r->body.substr(0, 2000);
-    const json body = json::parse(r->body);
-    const json& logits = body["outputs"][0];
-    EXPECT_EQ(logits["name"], "logits");
-    EXPECT_EQ(logits["shape"], json({1, 1000}));
-    ASSERT_EQ(logits["data"].size(), expected.size());
-    std::size_t bad = 0;
-    for (std::size_t i = 0; i < expected.size(); ++i) {
-      const double got = logits["data"][i].get<double>();
-      if (std::abs(got - expected[i]) > kAtol + kRtol * std::abs(expected[i])) ++bad;
-    }
-    EXPECT_EQ(bad, 0U) << name;
+    testing::ExpectAgentServesGolden(port_, name, Model(model), kAtol, kRtol);
   }
 };
 

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -109,7 +110,14 @@ TEST_F(AgentE2E, MeasuresEveryVariantServesOneThatPassesAndKeepsItAcrossARestart
   for (const auto& t : d["transitions"]) {
     if (t.value("to", "") == "parity") {
       loaded_step = true;
-      EXPECT_EQ(t.value("reason", ""), "variant onnx-op10 on opencv (2 of 2 variant(s) measured)");
+      // Every variant with its latency or why it failed, e.g. "variant onnx-op10 on opencv,
+      // fastest of 2 measured: onnx-broken on opencv failed: ...; onnx-op10 on opencv 0.210 ms".
+      const std::string reason = t.value("reason", "");
+      EXPECT_EQ(reason.rfind("variant onnx-op10 on opencv, fastest of 2 measured: ", 0), 0U)
+          << reason;
+      EXPECT_NE(reason.find("onnx-broken on opencv failed: "), std::string::npos) << reason;
+      EXPECT_TRUE(std::regex_search(reason, std::regex("onnx-op10 on opencv [0-9]+\\.[0-9]{3} ms")))
+          << reason;
     }
   }
   EXPECT_TRUE(loaded_step) << d.dump(1);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/plugin_backend.hpp"
+#include "tests/support/logits.hpp"
 #include "tests/support/opencv_plugin.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -59,28 +60,8 @@ std::unique_ptr<Session> Load(Backend& backend, const std::string& model,
   return session ? std::move(session).value() : nullptr;
 }
 
-// Every element within atol + rtol * |expected|, and the same top-1 per row.
 void ExpectClose(const Tensor& got, const Tensor& expected) {
-  ASSERT_EQ(got.shape, expected.shape);
-  const auto g = got.As<float>();
-  const auto e = expected.As<float>();
-  ASSERT_EQ(g.size(), e.size());
-  double worst = 0;
-  std::size_t bad = 0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    const double diff = std::abs(static_cast<double>(g[i]) - e[i]);
-    worst = std::max(worst, diff);
-    if (diff > kAtol + kRtol * std::abs(static_cast<double>(e[i]))) ++bad;
-  }
-  EXPECT_EQ(bad, 0U) << "max |diff| " << worst;
-  const std::size_t row = static_cast<std::size_t>(expected.shape.back());
-  for (std::size_t r = 0; r < g.size() / row; ++r) {
-    const auto top = [&](std::span<const float> v) {
-      const auto s = v.subspan(r * row, row);
-      return std::max_element(s.begin(), s.end()) - s.begin();
-    };
-    EXPECT_EQ(top(g), top(e)) << "row " << r;
-  }
+  testing::ExpectLogitsClose(got, expected, kAtol, kRtol);
 }
 
 TEST(TorchBackend, DescribesItselfAsLibtorchForTorchScriptOnCpu) {
