@@ -99,3 +99,25 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
 }
 
 }  // namespace edgefleet::runtime::plugin_kit
+
+// The exports every in-tree plugin defines alike, expanded once at file scope of its source:
+// abi_version, describe (returns &backend->info), run (calls the file's own Guarded and Run) and
+// destroy. create, self_test, load and release_session stay the plugin's own.
+// NOLINTBEGIN(cppcoreguidelines-macro-usage)
+#define EDGEFLEET_PLUGIN_KIT_COMMON_EXPORTS()                                                     \
+  extern "C" EF_BACKEND_EXPORT uint32_t edgefleet_backend_abi_version(void) {                     \
+    return EDGEFLEET_BACKEND_ABI_VERSION;                                                         \
+  }                                                                                               \
+  extern "C" EF_BACKEND_EXPORT const ef_backend_info* edgefleet_backend_describe(                 \
+      const ef_backend* backend) {                                                                \
+    return &backend->info;                                                                        \
+  }                                                                                               \
+  extern "C" EF_BACKEND_EXPORT int32_t edgefleet_backend_run(                                     \
+      ef_session* session, const ef_tensor* inputs, size_t input_count,                           \
+      const ef_output_sink* sink, char* err, size_t err_size) {                                   \
+    return Guarded([&] { return Run(*session, inputs, input_count, *sink); }, "", err, err_size); \
+  }                                                                                               \
+  extern "C" EF_BACKEND_EXPORT void edgefleet_backend_destroy(ef_backend* backend) {              \
+    delete backend;                                                                               \
+  }
+// NOLINTEND(cppcoreguidelines-macro-usage)

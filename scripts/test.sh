@@ -10,12 +10,13 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 jobs=$(nproc)
 
-cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DEDGEFLEET_WERROR=ON
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DEDGEFLEET_WERROR=ON \
+      -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON
 cmake --build build/release -j"$jobs"
 ctest --test-dir build/release --output-on-failure -j"$jobs" --timeout 600
 
 cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEDGEFLEET_WERROR=ON \
-      -DEDGEFLEET_SANITIZE=ON -DEDGEFLEET_BUILD_BENCH=OFF
+      -DEDGEFLEET_SANITIZE=ON -DEDGEFLEET_BUILD_BENCH=OFF -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON
 cmake --build build/sanitize -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/sanitize --output-on-failure -j"$jobs" --timeout 900 -LE fleet
@@ -30,4 +31,4 @@ CC=clang-14 CXX=clang++-14 cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=
       -DEDGEFLEET_FUZZ=ON -DEDGEFLEET_BUILD_TESTS=OFF -DEDGEFLEET_BUILD_BENCH=OFF \
       -DEDGEFLEET_FUZZ_SECONDS="${EDGEFLEET_FUZZ_SECONDS:-30}"
 cmake --build build/fuzz -j"$jobs" --target fuzzers
-ctest --test-dir build/fuzz --output-on-failure -L fuzz
+ctest --test-dir build/fuzz --output-on-failure -L fuzz -j"$jobs"

@@ -505,11 +505,9 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
 
 }  // namespace
 
-extern "C" {
+EDGEFLEET_PLUGIN_KIT_COMMON_EXPORTS()
 
-EF_BACKEND_EXPORT uint32_t edgefleet_backend_abi_version(void) {
-  return EDGEFLEET_BACKEND_ABI_VERSION;
-}
+extern "C" {
 
 EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* options_json, ef_backend** backend,
                                                    char* err, size_t err_size) {
@@ -518,10 +516,6 @@ EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* options_json, ef_
       Guarded([&] { return Create(options_json, made); }, "create: ", err, err_size);
   if (status == EF_OK) *backend = made.release();
   return status;
-}
-
-EF_BACKEND_EXPORT const ef_backend_info* edgefleet_backend_describe(const ef_backend* backend) {
-  return &backend->info;
 }
 
 EF_BACKEND_EXPORT int32_t edgefleet_backend_self_test(ef_backend* backend, char* err,
@@ -540,14 +534,6 @@ EF_BACKEND_EXPORT int32_t edgefleet_backend_load(ef_backend* backend, const char
   return status;
 }
 
-EF_BACKEND_EXPORT int32_t edgefleet_backend_run(ef_session* session, const ef_tensor* inputs,
-                                                size_t input_count, const ef_output_sink* sink,
-                                                char* err, size_t err_size) {
-  return Guarded([&] { return Run(*session, inputs, input_count, *sink); }, "", err, err_size);
-}
-
 EF_BACKEND_EXPORT void edgefleet_backend_release_session(ef_session* session) { delete session; }
-
-EF_BACKEND_EXPORT void edgefleet_backend_destroy(ef_backend* backend) { delete backend; }
 
 }  // extern "C"

@@ -3,7 +3,7 @@
 // A shared library behind the backend plugin ABI (runtime/include/edgefleet/backend_plugin.h),
 // built as lib/edgefleet/backends/libedgefleet_backend_torch.so; only this library links
 // libtorch. It uses nothing of edgefleet but that header and the header-only
-// runtime/plugin_kit.hpp (the C-boundary helpers both in-tree plugins share), and links nothing
+// runtime/plugin_kit.hpp (the C-boundary helpers the in-tree plugins share), and links nothing
 // of it, like a vendor's plugin.
 //
 // The agent checks inputs (names, order, dtypes, shapes) and outputs (dtype, shape, size) before
@@ -369,11 +369,9 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
 
 }  // namespace
 
-extern "C" {
+EDGEFLEET_PLUGIN_KIT_COMMON_EXPORTS()
 
-EF_BACKEND_EXPORT uint32_t edgefleet_backend_abi_version(void) {
-  return EDGEFLEET_BACKEND_ABI_VERSION;
-}
+extern "C" {
 
 EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* /*options_json*/,
                                                    ef_backend** backend, char* err,
@@ -399,10 +397,6 @@ EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* /*options_json*/,
       "create: ", err, err_size);
 }
 
-EF_BACKEND_EXPORT const ef_backend_info* edgefleet_backend_describe(const ef_backend* backend) {
-  return &backend->info;
-}
-
 EF_BACKEND_EXPORT int32_t edgefleet_backend_self_test(ef_backend* /*backend*/, char* err,
                                                       size_t err_size) {
   return Guarded(SelfTest, "", err, err_size);
@@ -422,19 +416,11 @@ EF_BACKEND_EXPORT int32_t edgefleet_backend_load(ef_backend* /*backend*/, const 
   return status;
 }
 
-EF_BACKEND_EXPORT int32_t edgefleet_backend_run(ef_session* session, const ef_tensor* inputs,
-                                                size_t input_count, const ef_output_sink* sink,
-                                                char* err, size_t err_size) {
-  return Guarded([&] { return Run(*session, inputs, input_count, *sink); }, "", err, err_size);
-}
-
 EF_BACKEND_EXPORT void edgefleet_backend_release_session(ef_session* session) {
   try {
     delete session;
   } catch (...) {  // NOLINT: a destructor of libtorch's must not take the agent down
   }
 }
-
-EF_BACKEND_EXPORT void edgefleet_backend_destroy(ef_backend* backend) { delete backend; }
 
 }  // extern "C"
