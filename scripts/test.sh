@@ -19,6 +19,7 @@ cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEDGEFLEET_WERRO
       -DEDGEFLEET_SANITIZE=ON -DEDGEFLEET_BUILD_BENCH=OFF -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON
 cmake --build build/sanitize -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
   ctest --test-dir build/sanitize --output-on-failure -j"$jobs" --timeout 900 -LE fleet
 
 # Third pass: the libFuzzer targets (tests/fuzz) and only the libraries they need, built with
