@@ -145,6 +145,14 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
       } else if (!value.is_object()) {
         r.Problem("backend_options." + name,
                   "expected an object, found " + std::string(manifests::JsonTypeName(value)));
+      } else {
+        // The agent adds these to each load (backend_plugin.h); a config may not set them.
+        for (const auto& [key, unused] : value.items()) {
+          if (key.rfind("edgefleet_", 0) == 0) {
+            r.Problem("backend_options." + name + "." + key,
+                      "keys starting with edgefleet_ are the agent's own (set per model load)");
+          }
+        }
       }
     }
     config.backend_options_json = options->dump();

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "agent/log_value.hpp"
 #include "agent/update_machine_internal.hpp"
@@ -243,6 +244,8 @@ Status UpdateMachine::Fail(Run& run, const Error& error) {
 void UpdateMachine::DiscardCandidate(Run& run) {
   const std::optional<Slot> active =
       run.active ? std::optional<Slot>(run.active->slot) : std::nullopt;
+  std::error_code ec;  // the candidate's backend cache (best effort, like the slot itself)
+  std::filesystem::remove_all(CacheDir(run.dep.request.model, run.dep.slot), ec);
   const auto removed = ctx_.slots->DiscardCandidate(
       run.dep.request.model, run.unpacked ? std::optional<Slot>(run.dep.slot) : std::nullopt,
       active);
@@ -292,10 +295,7 @@ Status UpdateMachine::LoadSlot(const std::string& model, Slot slot, const std::s
   request.preprocessing = manifest.preprocessing;
   request.bundle_sha256 = sha256;
   request.backend = const_cast<runtime::Backend*>(choice.backend);
-  request.options.threads = ctx_.config->runtime.threads;
-  request.options.parallel_runs = ctx_.config->runtime.parallel_runs;
-  request.options.backend_options_json =
-      BackendOptionsFor(*ctx_.config, choice.backend->capabilities().name);
+  request.options = LoadOptions(model, slot, manifest, variant, *choice.backend);
   EF_RETURN_IF_ERROR(ctx_.host->Load(request));
   spdlog::info("event=slot_loaded model={} slot={} version={} variant={} backend={}",
                LogValue(model), updater::ToString(slot), manifest.version.ToString(),
@@ -450,12 +450,11 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
   measure.slot_dir = slot_dir;
   measure.model = model;
   measure.active = active ? active->session.get() : nullptr;
-  measure.options = [&](const runtime::Backend& backend) {
-    runtime::SessionOptions options;
-    options.threads = ctx_.config->runtime.threads;
-    options.parallel_runs = ctx_.config->runtime.parallel_runs;
-    options.backend_options_json = BackendOptionsFor(*ctx_.config, backend.capabilities().name);
-    return options;
+  // The slot's cache (an engine's optimised model) belonged to the bundle it held before.
+  std::error_code ec;
+  std::filesystem::remove_all(CacheDir(model, run.dep.slot), ec);
+  measure.options = [&](const runtime::Backend& backend, const manifests::Variant& variant) {
+    return LoadOptions(model, run.dep.slot, run.manifest, variant, backend);
   };
   auto measured = MeasureVariants(*runnable, measure);
   if (!measured) return fail(measured.error());
@@ -495,7 +494,7 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
     request.preprocessing = run.manifest.preprocessing;
     request.bundle_sha256 = run.dep.request.bundle_sha256;
     request.backend = const_cast<runtime::Backend*>(chosen.choice.backend);
-    request.options = measure.options(*chosen.choice.backend);
+    request.options = measure.options(*chosen.choice.backend, variant);
     request.session = measured->session;
     if (auto ok = ctx_.host->Load(request); !ok) return fail(ok.error());
     run.loaded = true;
@@ -546,6 +545,31 @@ std::optional<DeploymentState> UpdateMachine::FromVerifying(
 std::filesystem::path UpdateMachine::VariantFile(const std::string& model, Slot slot) const {
   return ctx_.slots->SlotPath(model, slot).parent_path() /
          (std::string(updater::ToString(slot)) + ".variant");
+}
+
+std::filesystem::path UpdateMachine::CacheDir(const std::string& model, Slot slot) const {
+  return ctx_.slots->SlotPath(model, slot).parent_path() /
+         (std::string(updater::ToString(slot)) + ".cache");
+}
+
+runtime::SessionOptions UpdateMachine::LoadOptions(const std::string& model, Slot slot,
+                                                   const manifests::Manifest& manifest,
+                                                   const manifests::Variant& variant,
+                                                   const runtime::Backend& backend) const {
+  runtime::SessionOptions options;
+  options.threads = ctx_.config->runtime.threads;
+  options.parallel_runs = ctx_.config->runtime.parallel_runs;
+  nlohmann::json own = nlohmann::json::parse(
+      BackendOptionsFor(*ctx_.config, backend.capabilities().name), nullptr, false);
+  if (!own.is_object()) own = nlohmann::json::object();
+  // What the ABI promises a load (backend_plugin.h, ef_session_options): a directory of its own
+  // for this slot, dropped with the slot's bundle, and the model file's signed SHA-256.
+  own["edgefleet_cache_dir"] = (CacheDir(model, slot) / backend.capabilities().name).string();
+  for (const auto& file : manifest.files) {
+    if (file.path == variant.file) own["edgefleet_model_sha256"] = file.sha256;
+  }
+  options.backend_options_json = own.dump();
+  return options;
 }
 
 void UpdateMachine::RememberVariant(const std::string& model, Slot slot,

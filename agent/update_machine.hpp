@@ -150,6 +150,16 @@ class UpdateMachine {
   // then "\n<backend>"), so a restart serves the same one on the same backend (LoadSlot). Best
   // effort: without it LoadSlot takes the first runnable pair.
   std::filesystem::path VariantFile(const std::string& model, updater::Slot slot) const;
+  // <state>/models/<model>/<slot>.cache: what backends keep for the bundle in that slot (ONNX
+  // Runtime's optimised model), one directory per backend; removed when the slot gets a new
+  // bundle.
+  std::filesystem::path CacheDir(const std::string& model, updater::Slot slot) const;
+  // Threads and parallel runs from the config, and the backend's options plus the per-load
+  // members the ABI describes (edgefleet_cache_dir, edgefleet_model_sha256).
+  runtime::SessionOptions LoadOptions(const std::string& model, updater::Slot slot,
+                                      const manifests::Manifest& manifest,
+                                      const manifests::Variant& variant,
+                                      const runtime::Backend& backend) const;
   void RememberVariant(const std::string& model, updater::Slot slot, const std::string& choice);
 
   MachineContext ctx_;

@@ -42,7 +42,7 @@ VariantTrial Try(const runtime::VariantChoice& choice, const MeasureRequest& req
     }
   }
   auto loaded =
-      const_cast<runtime::Backend&>(backend).Load(file, variant, request.options(backend));
+      const_cast<runtime::Backend&>(backend).Load(file, variant, request.options(backend, variant));
   if (!loaded) {
     trial.error = loaded.error();
     return trial;

@@ -53,7 +53,8 @@ struct MeasureRequest {
   std::filesystem::path slot_dir;      // the unpacked bundle
   std::string model;                   // for messages
   runtime::Session* active = nullptr;  // the serving model, for the latency factor
-  std::function<runtime::SessionOptions(const runtime::Backend&)> options;
+  std::function<runtime::SessionOptions(const runtime::Backend&, const manifests::Variant&)>
+      options;
 };
 
 // Why the box serves what it serves, for the deployment's `loaded` transition (status shows it):

@@ -13,6 +13,8 @@
 //   graph_optimization  "disable", "basic", "extended" or "all" (default, ORT's own default)
 //   memory_arena        true (default) or false: ORT's CPU arena allocator, off for small boxes
 //   allow_spinning      true (default, ORT's) or false: idle intra-op threads spin or sleep
+//   optimized_model_cache  false (default) or true: keep ORT's optimised graph per model in the
+//                       cache directory the agent gives each load, and load that next time
 //
 // Concurrency: ORT documents OrtApi::Run as safe to call from several threads on one session, so
 // a session is one OrtSession run by every request thread at once. With one intra-op thread each
@@ -65,7 +67,30 @@ struct Options {
   GraphOptimizationLevel graph_optimization = ORT_ENABLE_ALL;
   bool memory_arena = true;
   bool allow_spinning = true;
+  bool optimized_model_cache = false;
+  // Per load, from the agent (backend_plugin.h): the slot's cache directory, the model's SHA-256.
+  std::string cache_dir;
+  std::string model_sha256;
 };
+
+const char* LevelName(GraphOptimizationLevel level) {
+  switch (level) {
+    case ORT_DISABLE_ALL:
+      return "disable";
+    case ORT_ENABLE_BASIC:
+      return "basic";
+    case ORT_ENABLE_EXTENDED:
+      return "extended";
+    default:
+      return "all";
+  }
+}
+
+bool IsSha256(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
 
 Check ParseOptions(const std::string& text, bool create, Options& out) {
   const auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -107,14 +132,20 @@ Check ParseOptions(const std::string& text, bool create, Options& out) {
       } else {
         return wrong("\"disable\", \"basic\", \"extended\" or \"all\"");
       }
-    } else if (key == "memory_arena" || key == "allow_spinning") {
+    } else if (key == "memory_arena" || key == "allow_spinning" || key == "optimized_model_cache") {
       if (!value.is_boolean()) return wrong("true or false");
-      (key == "memory_arena" ? out.memory_arena : out.allow_spinning) = value.get<bool>();
+      (key == "memory_arena"     ? out.memory_arena
+       : key == "allow_spinning" ? out.allow_spinning
+                                 : out.optimized_model_cache) = value.get<bool>();
+    } else if (!create && key == "edgefleet_cache_dir" && value.is_string()) {
+      out.cache_dir = value.get<std::string>();
+    } else if (!create && key == "edgefleet_model_sha256" && value.is_string()) {
+      out.model_sha256 = value.get<std::string>();
     } else {
       return Failure{EF_INVALID_ARGUMENT,
                      "backend_options.onnxruntime: unknown option \"" + key +
                          "\" (known: library, intra_op_threads, graph_optimization, "
-                         "memory_arena, allow_spinning)"};
+                         "memory_arena, allow_spinning, optimized_model_cache)"};
     }
   }
   return std::nullopt;
@@ -176,8 +207,10 @@ struct ef_session {
 
 namespace {
 
+// `save_to`: where ORT writes the optimised graph (empty: nowhere).
 Check MakeSession(ef_backend& backend, const std::string& bytes, const Options& options,
-                  int threads, const std::string& where, Owned<OrtSession>& out) {
+                  int threads, const std::string& where, Owned<OrtSession>& out,
+                  const std::string& save_to = "") {
   const OrtApi* api = backend.lib.api;
   Owned<OrtSessionOptions> so(api, api->ReleaseSessionOptions);
   if (auto f = Ort(api, api->CreateSessionOptions(&so.ptr), EF_INTERNAL, "")) return f;
@@ -200,6 +233,12 @@ Check MakeSession(ef_backend& backend, const std::string& bytes, const Options& 
                                               options.allow_spinning ? "1" : "0"),
                    EF_INTERNAL, "")) {
     return f;
+  }
+  if (!save_to.empty()) {
+    if (auto f =
+            Ort(api, api->SetOptimizedModelFilePath(so.ptr, save_to.c_str()), EF_INTERNAL, "")) {
+      return f;
+    }
   }
   out = Owned<OrtSession>(api, api->ReleaseSession);
   return Ort(
@@ -293,10 +332,40 @@ Check Load(ef_backend& backend, const char* path, const ef_model_spec& spec,
   }
   for (const auto& d : session->inputs) session->input_names.push_back(d.name.c_str());
   for (const auto& d : session->outputs) session->output_names.push_back(d.name.c_str());
+  // The optimised-model cache: ORT saves the graph it optimised for this box the first time, and
+  // later loads of the same model (same SHA-256, ORT version and level) read that instead and
+  // skip optimising (startup time, not inference time).
+  std::string cached;
+  if (own.optimized_model_cache && !own.cache_dir.empty() && IsSha256(own.model_sha256)) {
+    std::error_code ec;
+    std::filesystem::create_directories(own.cache_dir, ec);
+    if (!ec) {
+      cached = (std::filesystem::path(own.cache_dir) /
+                ("optimized-" + backend.version + "-" + LevelName(own.graph_optimization) + "-" +
+                 own.model_sha256 + ".onnx"))
+                   .string();
+    }
+  }
   std::string bytes;
-  if (auto f = edgefleet::runtime::plugin_kit::ReadModelFile(path, bytes)) return f;
-  if (auto f = MakeSession(backend, bytes, own, options.threads, where, session->session)) {
-    return f;
+  std::error_code ec;
+  if (!cached.empty() && std::filesystem::is_regular_file(cached, ec)) {
+    if (auto f = edgefleet::runtime::plugin_kit::ReadModelFile(cached.c_str(), bytes)) return f;
+    Options from_cache = own;
+    from_cache.graph_optimization = ORT_DISABLE_ALL;  // already optimised
+    if (auto f =
+            MakeSession(backend, bytes, from_cache, options.threads, cached, session->session)) {
+      return f;
+    }
+  } else {
+    if (auto f = edgefleet::runtime::plugin_kit::ReadModelFile(path, bytes)) return f;
+    const std::string partial = cached.empty() ? "" : cached + ".partial";
+    if (auto f =
+            MakeSession(backend, bytes, own, options.threads, where, session->session, partial)) {
+      if (!partial.empty()) std::filesystem::remove(partial, ec);
+      return f;
+    }
+    // Renamed only once the session exists: a crash leaves a .partial, never a bad cache entry.
+    if (!partial.empty()) std::filesystem::rename(partial, cached, ec);
   }
   session->cpu = Owned<OrtMemoryInfo>(api, api->ReleaseMemoryInfo);
   if (auto f = Ort(

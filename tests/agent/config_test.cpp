@@ -64,7 +64,7 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
     "api":{"port":70000,"tls":true,"shared_memory":"yes","max_image_bytes":100},
     "watch":{"min_p95_increase_ms":-1,"max_extension_factor":0.5},"download":{"max_attempts":0},
     "desired_state":{"file":"a","url":"http://x/y"},"backends":["TFLite"],
-    "backend_options":{"opencv":3,"Bad Name":{}}})",
+    "backend_options":{"opencv":3,"Bad Name":{},"onnxruntime":{"edgefleet_cache_dir":"/"}}})",
                        kPath);
   ASSERT_FALSE(c);
   const std::string& m = c.error().message;
@@ -92,6 +92,10 @@ TEST(ConfigTest, EveryProblemWithItsPath) {
   EXPECT_NE(m.find("backend_options.opencv: expected an object, found integer"), std::string::npos)
       << m;
   EXPECT_NE(m.find("found \"Bad Name\""), std::string::npos) << m;
+  EXPECT_NE(m.find("backend_options.onnxruntime.edgefleet_cache_dir: keys starting with "
+                   "edgefleet_ are the agent's own"),
+            std::string::npos)
+      << m;
   EXPECT_EQ(m.rfind("/etc/edgefleet/agent.json: ", 0), 0u) << m;
 }
 

@@ -66,7 +66,8 @@ class AgentOnnxRuntime : public AgentE2E {
 
 TEST_F(AgentOnnxRuntime, ServesEachModelThroughTheFastestMeasuredBackendAndSaysWhy) {
   // opencv first: preference alone would pick it; only the measurement can move a model to ORT.
-  WriteConfig({}, {{"backends", {"opencv", "onnxruntime"}}});
+  WriteConfig({}, {{"backends", {"opencv", "onnxruntime"}},
+                   {"backend_options", {{"onnxruntime", {{"optimized_model_cache", true}}}}}});
   struct Case {
     std::string zoo;
     std::string name;
@@ -111,6 +112,17 @@ TEST_F(AgentOnnxRuntime, ServesEachModelThroughTheFastestMeasuredBackendAndSaysW
           << reason;
     }
     std::cout << c.zoo << ": served on " << chosen[1] << "; " << reason << "\n";
+    // ORT kept its optimised graph in the slot's cache, keyed by the model's signed SHA-256.
+    std::size_t cached = 0;
+    for (const auto& e : fs::recursive_directory_iterator(state_dir_ / "models" / c.name)) {
+      const std::string f = e.path().filename().string();
+      cached += e.path().parent_path().filename() == "onnxruntime" &&
+                        e.path().parent_path().parent_path().extension() == ".cache" &&
+                        f.rfind("optimized-", 0) == 0 && f.size() > 64 + 5
+                    ? 1
+                    : 0;
+    }
+    EXPECT_EQ(cached, 1U) << "one optimised model in <slot>.cache/onnxruntime";
   }
 
   StartAgent();

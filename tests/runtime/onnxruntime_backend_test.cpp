@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "runtime/compat.hpp"
 #include "runtime/node_cases.hpp"
 #include "runtime/plugin_backend.hpp"
@@ -170,6 +172,44 @@ TEST(OnnxRuntimeBackend, ConcurrentRunsOnOneSessionGiveTheSingleRunResult) {
   }
   for (auto& th : threads) th.join();
   for (std::size_t t = 0; t < 4; ++t) EXPECT_EQ(errors[t], "") << "thread " << t;
+}
+
+// With optimized_model_cache, the first load leaves ORT's optimised graph in the directory the
+// agent names for the slot, keyed by the model's SHA-256; a second load reads that file instead
+// of the model (shown by handing it a model path whose bytes are not a model at all) and gives
+// the same answer.
+TEST(OnnxRuntimeBackend, TheOptimisedModelCacheIsWrittenOnceAndServesTheNextLoad) {
+  auto backend = MakeBackend();
+  ASSERT_TRUE(backend);
+  testing::TempDir dir;
+  const std::string sha(64, 'a');
+  const std::string model = "mobilenet_v2_op17";
+  SessionOptions options;
+  options.backend_options_json = nlohmann::json{
+      {"optimized_model_cache", true},
+      {"edgefleet_cache_dir", (dir / "cache").string()},
+      {"edgefleet_model_sha256",
+       sha}}.dump();
+  auto first = backend->Load(kZoo / model / "model.onnx", ZooVariant(model), options);
+  ASSERT_TRUE(first) << first.error().message;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir / "cache")) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1U);
+  const std::string name = files[0].filename().string();
+  EXPECT_EQ(name.rfind("optimized-" + backend->capabilities().version.ToString() + "-all-", 0), 0U)
+      << name;
+  EXPECT_NE(name.find(sha), std::string::npos) << name;
+
+  const fs::path not_a_model = dir / "model.onnx";
+  std::ofstream(not_a_model) << "not the model: the cache must be what is loaded";
+  auto second = backend->Load(not_a_model, ZooVariant(model), options);
+  ASSERT_TRUE(second) << second.error().message;
+  const Tensor input = Golden(model, "input_0.pb");
+  auto a = (*first)->Run({input});
+  auto b = (*second)->Run({input});
+  ASSERT_TRUE(a && b);
+  ExpectClose((*b)[0], Golden(model, "output_0.pb"));
+  ExpectClose((*b)[0], (*a)[0]);
 }
 
 TEST(OnnxRuntimeBackend, AnUnknownOrMistypedOptionIsRefusedNamingIt) {

@@ -141,7 +141,12 @@ typedef struct ef_model_spec {
 typedef struct ef_session_options {
   int32_t threads;          /* intra-op threads one run may use, >= 1 */
   int32_t parallel_runs;    /* runs the agent may issue at once on this session, >= 1 */
-  const char* options_json; /* this backend's member of `backend_options`: a JSON object */
+  /* This backend's member of `backend_options` (a JSON object), to which the agent adds, for
+   * each model load: "edgefleet_cache_dir", a directory (it may not exist yet) the backend may
+   * use for what it derives from this model (an optimised graph, say), private to the slot the
+   * model is in and removed when that slot gets another bundle; and "edgefleet_model_sha256",
+   * the signed SHA-256 (64 lowercase hex) of the model file. A config cannot set these keys. */
+  const char* options_json;
 } ef_session_options;
 
 /* Where run writes its outputs. For each declared output, in the order of ef_model_spec.outputs,
