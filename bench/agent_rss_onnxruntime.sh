@@ -60,7 +60,8 @@ bundle() {
  "variants": [{"id": "onnx", "file": "model/mobilenet.onnx", "format": "onnx",
                "backends": [{"name": "$2", "version": "*"}]}],
  "golden": [{"name": "g", "inputs": ["golden/g/input_0.pb"], "outputs": ["golden/g/output_0.pb"]}],
- "parity": {"atol": 0.001, "rtol": 0.001, "min_top1_agreement": 1.0, "max_latency_factor": 3.0}}
+ "parity": {"atol": 0.001, "rtol": 0.001, "min_top1_agreement": 1.0, "max_latency_factor": 3.0},
+ "watch": {"window_s": 30, "min_requests": 50, "max_error_rate": 0.01, "max_p95_latency_factor": 3.0}}
 JSON
   "$ef" bundle create "$src" -o "$work/$1.efb" --key "$work/release.key" >/dev/null
 }
