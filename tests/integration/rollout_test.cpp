@@ -59,7 +59,16 @@ class RolloutE2E : public ::testing::Test {
     ASSERT_TRUE(broker_->running());
     const fs::path work = tmp_ / "bundles";
     fs::create_directories(work);
-    auto short_watch = [](json& b, const fs::path&) { b["watch"] = testing::ShortWatch(); };
+    auto short_watch = [](json& b, const fs::path&) {
+      b["watch"] = testing::ShortWatch();
+#ifdef EDGEFLEET_FLEET_SCALE
+      // 50 agents on 2 cores: a digits forward (~0.01 ms) measures 4-15 ms of scheduling noise,
+      // so candidate/active latency ratios say nothing (a CI run saw 3.26 > 3.0 on a restore of
+      // the same model's previous version). This test is about waves, halts and restores; the
+      // latency gate is tested where it means something (agent_e2e, runtime.Parity*).
+      b["parity"]["max_latency_factor"] = 1000.0;
+#endif
+    };
     v1_ = testing::MakeBundle(fleet_, "v1", work, short_watch);
     v2_ = testing::MakeBundle(fleet_, "v2", work, short_watch);
     broken_ = testing::MakeBundle(fleet_, "broken", work, short_watch);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmark (issue 12, acceptance 5): every in-tree backend on MobileNetV2 (torchvision, random
+# weights, the same seed and calibration in both generating scripts), side by side in one run:
+# for each backend the agent's path over the plugin ABI against that engine's own direct call
+# (limit: <= 1.03x), and the latency per backend. opencv and onnxruntime run the ONNX export at
+# opset 10 (bench/inference_overhead: model host vs a bare cv::dnn::Net / ORT C API session),
+# torch the frozen TorchScript trace (bench/torch_overhead: plugin vs torch::jit forward). One
+# intra-op thread, batch 1 (the TorchScript golden input's first row).
+#
+#   bench/backends_side_by_side.sh [runs=100]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-100}
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release --target inference_overhead torch_overhead edgefleet_onnx_zoo \
+  edgefleet_torchscript_models >/dev/null
+b=build/release
+onnx=$b/testdata/onnx_zoo/mobilenet_v2_op10/model.onnx
+ts=$b/testdata/torchscript/mobilenet_v2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+rows=()
+for backend in opencv onnxruntime; do
+  log=$("$b/bench/inference_overhead" "$onnx" 1x3x224x224 "$runs" 1 "$backend" 2>/dev/null || true)
+  direct=$(echo "$log" | awk '/^direct/ {print $(NF-1)}')
+  host=$(echo "$log" | awk '/^model host/ {print $(NF-1)}')
+  rows+=("$backend $direct $host")
+done
+log=$("$b/bench/torch_overhead" "$ts/model.pt" "$ts/golden/input_0.pb" --threads 1 \
+        --runs $((runs / 5)) --rounds 5 2>/dev/null)
+direct=$(echo "$log" | awk '$1 == "direct" {print $2}')
+plugin=$(echo "$log" | awk '$1 == "plugin" {print $2}')
+rows+=("torch $direct $plugin")
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+status=0
+printf '%-12s %12s %12s %14s\n' backend direct_ms agent_ms agent/direct
+for row in "${rows[@]}"; do
+  read -r name d h <<<"$row"
+  if [ -z "$d" ] || [ -z "$h" ]; then echo "$name: no result"; status=1; continue; fi
+  verdict=$(awk -v d="$d" -v h="$h" 'BEGIN {print (h <= 1.03 * d) ? "PASS" : "FAIL"}')
+  [ "$verdict" = PASS ] || status=1
+  printf '%-12s %12.3f %12.3f %13.3fx %s\n' "$name" "$d" "$h" "$(awk -v d="$d" -v h="$h" 'BEGIN {print h / d}')" "$verdict"
+done
+exit $status
