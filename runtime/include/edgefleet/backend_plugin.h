@@ -139,8 +139,8 @@ typedef struct ef_model_spec {
 } ef_model_spec;
 
 typedef struct ef_session_options {
-  int32_t threads;          /* intra-op threads one run may use, >= 1 */
-  int32_t parallel_runs;    /* runs the agent may issue at once on this session, >= 1 */
+  int32_t threads;       /* intra-op threads one run may use, >= 1 */
+  int32_t parallel_runs; /* runs the agent may issue at once on this session, >= 1 */
   /* This backend's member of `backend_options` (a JSON object), to which the agent adds, for
    * each model load: "edgefleet_cache_dir", a directory (it may not exist yet) the backend may
    * use for what it derives from this model (an optimised graph, say), private to the slot the
