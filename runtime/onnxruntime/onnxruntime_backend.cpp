@@ -348,15 +348,18 @@ Check Load(ef_backend& backend, const char* path, const ef_model_spec& spec,
   }
   std::string bytes;
   std::error_code ec;
+  // A cache entry ORT cannot load (damaged, or written by another build) is dropped and the
+  // model is loaded from its own file: the cache may only ever save time, never fail a load.
+  bool from_cache = false;
   if (!cached.empty() && std::filesystem::is_regular_file(cached, ec)) {
-    if (auto f = edgefleet::runtime::plugin_kit::ReadModelFile(cached.c_str(), bytes)) return f;
-    Options from_cache = own;
-    from_cache.graph_optimization = ORT_DISABLE_ALL;  // already optimised
-    if (auto f =
-            MakeSession(backend, bytes, from_cache, options.threads, cached, session->session)) {
-      return f;
-    }
-  } else {
+    Options no_optimisation = own;
+    no_optimisation.graph_optimization = ORT_DISABLE_ALL;  // already optimised
+    from_cache =
+        !edgefleet::runtime::plugin_kit::ReadModelFile(cached.c_str(), bytes) &&
+        !MakeSession(backend, bytes, no_optimisation, options.threads, cached, session->session);
+    if (!from_cache) std::filesystem::remove(cached, ec);
+  }
+  if (!from_cache) {
     if (auto f = edgefleet::runtime::plugin_kit::ReadModelFile(path, bytes)) return f;
     const std::string partial = cached.empty() ? "" : cached + ".partial";
     if (auto f =

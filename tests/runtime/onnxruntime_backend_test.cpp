@@ -210,6 +210,16 @@ TEST(OnnxRuntimeBackend, TheOptimisedModelCacheIsWrittenOnceAndServesTheNextLoad
   ASSERT_TRUE(a && b);
   ExpectClose((*b)[0], Golden(model, "output_0.pb"));
   ExpectClose((*b)[0], (*a)[0]);
+
+  // A damaged cache entry never fails a load: it is dropped, the model's own file is loaded and
+  // the entry written again.
+  std::ofstream(files[0], std::ios::trunc) << "damaged";
+  auto third = backend->Load(kZoo / model / "model.onnx", ZooVariant(model), options);
+  ASSERT_TRUE(third) << third.error().message;
+  auto c = (*third)->Run({input});
+  ASSERT_TRUE(c);
+  ExpectClose((*c)[0], Golden(model, "output_0.pb"));
+  EXPECT_GT(fs::file_size(files[0]), 1000U) << "the entry was written again";
 }
 
 TEST(OnnxRuntimeBackend, AnUnknownOrMistypedOptionIsRefusedNamingIt) {
