@@ -299,13 +299,6 @@ Result<AgentConfig> LoadConfig(const std::filesystem::path& path) {
   return ParseConfig(text, absolute);
 }
 
-std::filesystem::path DefaultBackendsDir() {
-  std::error_code ec;
-  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return "/usr/lib/edgefleet/backends";
-  return (exe.parent_path() / ".." / "lib" / "edgefleet" / "backends").lexically_normal();
-}
-
 std::string BackendOptionsFor(const AgentConfig& config, std::string_view backend) {
   const json options =
       json::parse(config.backend_options_json, nullptr, /*allow_exceptions=*/false);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "manifests/result.hpp"
+#include "runtime/plugin_backend.hpp"
 
 namespace edgefleet::agent {
 
@@ -108,9 +109,8 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
 // Reads and parses the file (kIo when it cannot be read; at most 1 MiB).
 Result<AgentConfig> LoadConfig(const std::filesystem::path& path);
 
-// <directory of the running executable>/../lib/edgefleet/backends: /usr/lib/edgefleet/backends
-// for /usr/bin/edgefleet-agent, and the build tree's own plugin directory for a built agent.
-std::filesystem::path DefaultBackendsDir();
+// runtime::DefaultBackendsDir(): beside the executable.
+using runtime::DefaultBackendsDir;
 
 // The member `backend` of backend_options as JSON text ("{}" when there is none).
 std::string BackendOptionsFor(const AgentConfig& config, std::string_view backend);

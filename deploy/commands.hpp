@@ -15,6 +15,7 @@
 #include "deploy/bundle_writer.hpp"
 #include "manifests/result.hpp"
 #include "manifests/time.hpp"
+#include "runtime/node_cases.hpp"
 
 namespace edgefleet::deploy {
 
@@ -65,6 +66,21 @@ struct BundleSignOptions {
 };
 Status BundleSign(const BundleSignOptions& options, std::ostream& out);
 
+// edgefleet model check: each model through every backend library of `backends_dir` (default:
+// runtime::DefaultBackendsDir()): the verdict before download (from the operators and forms the
+// file's manifest would list), after download (the graph check), and with `golden` (a directory
+// of input_K.pb / output_K.pb) whether loading and running it matches within `tolerance`.
+// Prints a report (or JSON); fails with kUnsupported when some model is served by no backend.
+struct ModelCheckOptions {
+  std::vector<std::filesystem::path> models;
+  std::filesystem::path backends_dir;
+  std::filesystem::path golden;
+  runtime::NodeCaseTolerance tolerance{1e-3, 1e-3};
+  bool run_refused = false;  // with golden: also run what the verdicts refuse (false refusals)
+  bool json = false;
+};
+Status ModelCheck(const ModelCheckOptions& options, std::ostream& out);
+
 struct BundleVerifyOptions {
   std::filesystem::path bundle;
   std::filesystem::path trust;
@@ -87,8 +103,8 @@ struct CollectOptions {
   std::string broker;  // HOST:PORT
   std::string fleet;   // a fleet name, or "+" for every fleet
   std::filesystem::path db;
-  std::string http;  // HOST:PORT; port 0 picks a free port
-  std::optional<std::filesystem::path> port_file;  // the HTTP port, written once listening
+  std::string http;                                    // HOST:PORT; port 0 picks a free port
+  std::optional<std::filesystem::path> port_file;      // the HTTP port, written once listening
   std::filesystem::path ca_file, cert_file, key_file;  // TLS when ca_file is set
   std::string username, password;
   std::string client_id = "collector";
@@ -114,7 +130,7 @@ Status Devices(const DevicesOptions& options, std::ostream& out);
 // address it cannot bind.
 struct ServeOptions {
   std::filesystem::path dir;
-  std::string http;  // HOST:PORT; port 0 picks a free port
+  std::string http;                                // HOST:PORT; port 0 picks a free port
   std::optional<std::filesystem::path> port_file;  // the port, written once listening
   std::filesystem::path tls_cert, tls_key;         // PEM; both or neither
 };

@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
   };
 
   deploy::KeygenOptions keygen;
-  auto* keygen_cmd = app.add_subcommand("keygen", "Make an Ed25519 key pair (<out>.key, <out>.pub)");
+  auto* keygen_cmd =
+      app.add_subcommand("keygen", "Make an Ed25519 key pair (<out>.key, <out>.pub)");
   keygen_cmd->add_option("--out", keygen.out, "Path prefix of the key files")->required();
   keygen_cmd->add_flag("--force", keygen.force, "Overwrite existing key files");
   keygen_cmd->callback([&] { run = [&] { return deploy::Keygen(keygen, std::cout); }; });
@@ -107,18 +108,39 @@ int main(int argc, char** argv) {
   inspect_cmd->add_flag("--json", inspect.json, "Print the manifest envelope as JSON");
   inspect_cmd->callback([&] { run = [&] { return deploy::BundleInspect(inspect, std::cout); }; });
 
+  auto* model_cmd = app.add_subcommand("model", "ONNX model files");
+  model_cmd->require_subcommand(1);
+  deploy::ModelCheckOptions check;
+  auto* check_cmd = model_cmd->add_subcommand(
+      "check", "What each backend says about a model: before download, after, and on golden data");
+  check_cmd->add_option("models", check.models, "ONNX files")->required()->check(CLI::ExistingFile);
+  check_cmd->add_option("--backends-dir", check.backends_dir,
+                        "Backend libraries (default: lib/edgefleet/backends beside this program)");
+  check_cmd
+      ->add_option("--golden", check.golden,
+                   "Directory of input_K.pb/output_K.pb: also load and run on each backend")
+      ->check(CLI::ExistingDirectory);
+  check_cmd->add_option("--rtol", check.tolerance.rtol, "Relative tolerance (default 1e-3)");
+  check_cmd->add_option("--atol", check.tolerance.atol, "Absolute tolerance (default 1e-3)");
+  check_cmd->add_flag("--run-refused", check.run_refused,
+                      "With --golden: also run where the verdict refuses (finds false refusals)");
+  check_cmd->add_flag("--json", check.json, "Print a JSON report");
+  check_cmd->callback([&] { run = [&] { return deploy::ModelCheck(check, std::cout); }; });
+
   deploy::CollectOptions collect;
   std::string port_file;
   auto* collect_cmd = app.add_subcommand(
-      "collect", "Store the fleet's status, telemetry and events from MQTT; serve /metrics and a "
-                 "JSON API (runs until SIGTERM/SIGINT)");
+      "collect",
+      "Store the fleet's status, telemetry and events from MQTT; serve /metrics and a "
+      "JSON API (runs until SIGTERM/SIGINT)");
   collect_cmd->add_option("--broker", collect.broker, "MQTT broker HOST:PORT")->required();
-  collect_cmd->add_option("--fleet", collect.fleet, "Fleet name, or + for every fleet")
-      ->required();
+  collect_cmd->add_option("--fleet", collect.fleet, "Fleet name, or + for every fleet")->required();
   collect_cmd->add_option("--db", collect.db, "Collector database (SQLite; created if missing)")
       ->required();
-  collect_cmd->add_option("--http", collect.http, "HTTP HOST:PORT for /metrics and /api (port 0: "
-                                                  "a free port)")
+  collect_cmd
+      ->add_option("--http", collect.http,
+                   "HTTP HOST:PORT for /metrics and /api (port 0: "
+                   "a free port)")
       ->required();
   collect_cmd->add_option("--port-file", port_file, "Write the HTTP port here once listening");
   collect_cmd->add_option("--ca-file", collect.ca_file, "CA certificate: connect with TLS");
@@ -176,8 +198,9 @@ int main(int argc, char** argv) {
       ->required();
   start_cmd->add_option("--group", start.group, "Device group")->required();
   start_cmd->add_option("--waves", start.waves, "Cumulative waves (default 10%,50%,100%)");
-  start_cmd->add_option("--fleet", start.fleet, "Fleet name")->required()->envname(
-      "EDGEFLEET_FLEET");
+  start_cmd->add_option("--fleet", start.fleet, "Fleet name")
+      ->required()
+      ->envname("EDGEFLEET_FLEET");
   start_cmd->add_option("--broker", start.connection.broker, "MQTT broker HOST:PORT")
       ->required()
       ->envname("EDGEFLEET_BROKER");
@@ -247,9 +270,8 @@ int main(int argc, char** argv) {
   add_common(abort_cmd, false);
   abort_cmd->add_option("--password-file", rollout_opts.password_file,
                         "File whose first line is the MQTT password");
-  abort_cmd->callback([&] {
-    run = [&] { return with_exit_code(deploy::RolloutAbort(rollout_opts, std::cout)); };
-  });
+  abort_cmd->callback(
+      [&] { run = [&] { return with_exit_code(deploy::RolloutAbort(rollout_opts, std::cout)); }; });
 
   try {
     app.parse(argc, argv);

@@ -86,6 +86,7 @@ Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir
     EF_RETURN_IF_ERROR(fill("format", "onnx"));
     EF_RETURN_IF_ERROR(fill("opset", runtime::DefaultOpset(graph)));
     EF_RETURN_IF_ERROR(fill("operators", runtime::OperatorKeys(graph)));
+    EF_RETURN_IF_ERROR(fill("forms", runtime::FormKeys(graph)));
     for (const char* key : {"inputs", "outputs"}) {
       const json found = TensorsJson(key == std::string("inputs") ? graph.inputs : graph.outputs);
       if (!v.contains(key)) {
@@ -100,7 +101,8 @@ Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir
     out << "  " << field << " " << manifests::SafeText(v.value("id", "")) << ": "
         << (filled.empty() ? "checked against " : "filled " + Join(filled, ", ") + " from ")
         << manifests::SafeText(file) << " (opset " << runtime::DefaultOpset(graph) << ", "
-        << runtime::OperatorKeys(graph).size() << " operators)\n";
+        << runtime::OperatorKeys(graph).size() << " operators, " << runtime::FormKeys(graph).size()
+        << " forms)\n";
   }
   return Ok();
 }

@@ -1,9 +1,9 @@
 // What `bundle create` learns from a variant's model file, so that an operator never types an
 // operator list: for an ONNX file (format "onnx", or a .onnx file without a format) the format,
-// the default-domain opset, the operators and the inputs and outputs (names, dtypes, shapes)
-// come from the graph (libonnx's checker runs first). A field bundle.json already gives is kept
-// when it agrees with the file (inputs and outputs may narrow a dynamic dimension) and refused
-// when it does not. Other formats are taken as typed (this build cannot read them).
+// the default-domain opset, the operators, the node forms and the inputs and outputs (names,
+// dtypes, shapes) come from the graph (libonnx's checker runs first). A field bundle.json already
+// gives is kept when it agrees with the file (inputs and outputs may narrow a dynamic dimension)
+// and refused when it does not. Other formats are taken as typed (this build cannot read them).
 //
 // Thread safety: free functions.
 #pragma once

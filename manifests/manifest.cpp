@@ -15,6 +15,9 @@ const std::set<std::string, std::less<>> kDtypes = {
     "float32", "float64", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"};
 constexpr std::int64_t kMinOpset = 1;
 constexpr std::int64_t kMaxOpset = 30;
+// A variant's form list (runtime/onnx_forms.hpp keeps a form under 420 bytes with its operator).
+constexpr std::size_t kMaxForms = 10000;
+constexpr std::size_t kMaxFormItemBytes = 512;
 
 constexpr std::string_view kSafePathExpectation =
     "expected a safe relative path ('/'-separated, no leading '/', no empty, '.' or '..' "
@@ -551,15 +554,55 @@ bool IsSafeRelativePath(std::string_view path) {
   }
 }
 
+// A variant's optional "forms": printable ASCII items "<operator>(<form>)" of at most
+// kMaxFormItemBytes, at most kMaxForms of them.
+bool ReadForms(FieldReader& reader, const nlohmann::json& obj, const std::string& forms_path,
+               std::vector<std::string>& out) {
+  if (!obj.contains("forms")) return true;
+  const auto* forms = reader.Array(obj, "forms", forms_path);
+  if (forms == nullptr) return false;
+  if (forms->size() > kMaxForms) {
+    reader.Problem(forms_path, "expected at most " + std::to_string(kMaxForms) + " forms, found " +
+                                   std::to_string(forms->size()));
+    return false;
+  }
+  bool ok = true;
+  for (std::size_t i = 0; i < forms->size(); ++i) {
+    auto form = ItemString(reader, *forms, i, Index(forms_path, i));
+    if (!form) {
+      ok = false;
+      continue;
+    }
+    const auto open = form->find('(');
+    const bool printable = std::all_of(form->begin(), form->end(), [](char c) {
+      return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+    });
+    if (form->size() > kMaxFormItemBytes || !printable || open == 0 || open == std::string::npos ||
+        form->back() != ')') {
+      reader.Problem(Index(forms_path, i),
+                     "expected \"<operator>(<form>)\" in printable ASCII of at most " +
+                         std::to_string(kMaxFormItemBytes) + " bytes, found " +
+                         QuoteForMessage(*form));
+      ok = false;
+      continue;
+    }
+    out.push_back(std::move(*form));
+  }
+  return ok;
+}
+
 std::optional<Variant> ReadVariant(FieldReader& reader, const nlohmann::json& obj,
                                    std::string_view path_view, bool with_file) {
   const std::string path(path_view);
   if (with_file) {
     reader.RejectUnknown(
-        obj, {"id", "file", "format", "opset", "operators", "backends", "inputs", "outputs"}, path);
+        obj,
+        {"id", "file", "format", "opset", "operators", "forms", "backends", "inputs", "outputs"},
+        path);
   } else {
     reader.RejectUnknown(
-        obj, {"id", "format", "opset", "operators", "backends", "inputs", "outputs"}, path);
+        obj, {"id", "format", "opset", "operators", "forms", "backends", "inputs", "outputs"},
+        path);
   }
   Variant v;
   bool ok = true;
@@ -616,6 +659,7 @@ std::optional<Variant> ReadVariant(FieldReader& reader, const nlohmann::json& ob
   } else {
     ok = false;
   }
+  ok = ReadForms(reader, obj, Child(path, "forms"), v.forms) && ok;
   const std::string backends_path = Child(path, "backends");
   if (const auto* backends = ReadArray(reader, obj, "backends", backends_path, 1)) {
     ok = ok && !backends->empty();
@@ -666,6 +710,7 @@ nlohmann::json VariantToJson(const Variant& v, bool with_file) {
                         {"inputs", TensorsToJson(v.inputs)},
                         {"outputs", TensorsToJson(v.outputs)}};
   if (with_file) out["file"] = v.file;
+  if (!v.forms.empty()) out["forms"] = v.forms;
   return out;
 }
 

@@ -48,6 +48,9 @@ struct Variant {
   int opset = 0;       // default-domain opset the graph imports
   // Operators the graph uses: "Conv" for the default domain, "<domain>:<op>" otherwise.
   std::vector<std::string> operators;
+  // The node forms the graph uses, "<operator>(<form>)" (runtime/onnx_forms.hpp), sorted and
+  // without repeats; optional (empty: the verdict is by operator only). `bundle create` fills it.
+  std::vector<std::string> forms;
   std::vector<BackendRequirement> backends;  // in no particular order; any one suffices
   std::vector<TensorSpec> inputs;
   std::vector<TensorSpec> outputs;

@@ -32,6 +32,30 @@ struct OperatorSupport {
   int max_opset = 1;
 };
 
+// A backend's measured verdict on one form of an operator (runtime/onnx_forms.hpp): forms that
+// run, of operators its OperatorSupport table does not claim whole at an opset, and forms that
+// fail, of any operator.
+struct FormClaim {
+  std::string domain;  // "" for the default ONNX domain
+  std::string op;
+  int min_opset = 1;
+  int max_opset = 1;
+  std::string form;  // the form text, without the operator
+  bool runs = false;
+  std::string why;  // when !runs: what failed
+};
+
+// How a backend stands on a node, from the operator table and then the form table.
+// The form table is read first (a form measured to fail is refused even where the operator is
+// claimed whole), then the operator table.
+enum class FormVerdict {
+  kRuns,     // claimed: this form of the operator, or the operator at that opset
+  kFails,    // this form was measured and fails
+  kUnknown,  // not measured, but some form of the operator runs at that opset: the real check
+             // (load and parity after download) decides
+  kRefused,  // the backend runs no form of the operator at that opset
+};
+
 // A node shape the backend cannot run safely although it runs the operator: at most
 // `max_outputs` non-empty outputs for `op` (e.g. OpenCV 4.6's Dropout with its mask output).
 struct OutputLimit {
@@ -49,11 +73,16 @@ struct BackendCapabilities {
   int min_opset = 1;                 // default-domain opsets the backend imports
   int max_opset = 1;
   std::vector<OperatorSupport> operators;
+  std::vector<FormClaim> forms;            // empty for a backend without a form table
   std::vector<OutputLimit> output_limits;  // checked per node by CheckGraph and at load
   std::vector<std::string> targets;        // devices it runs on: "cpu", "gpu", "npu"
 
   // True when `op` of `domain` is claimed at `opset`.
   bool Supports(std::string_view domain, std::string_view op, int opset) const;
+  // The verdict on a node of `op` in form `form` at `opset`; `claim` (when not null) receives the
+  // form table's row that decided it (for its reason).
+  FormVerdict Judge(std::string_view domain, std::string_view op, int opset, std::string_view form,
+                    const FormClaim** claim = nullptr) const;
 };
 
 struct TensorInfo {

@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "manifests/join.hpp"
+#include "runtime/onnx_forms.hpp"
 
 namespace edgefleet::runtime {
 namespace {
@@ -75,6 +76,44 @@ std::string ClaimedOpsets(const BackendCapabilities& backend, std::string_view d
 
 std::string JoinLines(const std::vector<std::string>& lines) {
   return edgefleet::Join(lines, "\n");
+}
+
+// The forms a variant lists for operator `key`, without the operator ("Gemm(f32;...)" ->
+// "f32;...").
+std::vector<std::string> FormsOf(const manifests::Variant& variant, std::string_view key) {
+  std::vector<std::string> forms;
+  for (const auto& entry : variant.forms) {
+    if (entry.size() > key.size() + 1 && entry.starts_with(key) && entry[key.size()] == '(' &&
+        entry.back() == ')') {
+      forms.push_back(entry.substr(key.size() + 1, entry.size() - key.size() - 2));
+    }
+  }
+  return forms;
+}
+
+bool AnyFormRuns(const BackendCapabilities& backend, std::string_view domain, std::string_view op,
+                 int opset) {
+  return std::any_of(backend.forms.begin(), backend.forms.end(), [&](const FormClaim& row) {
+    return row.runs && NormalizeDomain(row.domain) == NormalizeDomain(domain) && row.op == op &&
+           row.min_opset <= opset && opset <= row.max_opset;
+  });
+}
+
+// Why a node of `op` in `form` cannot run (nullopt when it runs or is left to the real check).
+std::optional<std::string> FormProblem(const BackendCapabilities& backend, std::string_view domain,
+                                       std::string_view op, int opset, const std::string& form) {
+  const FormClaim* claim = nullptr;
+  const auto verdict = backend.Judge(domain, op, opset, form, &claim);
+  const std::string what = OperatorKey(domain, op) + " at opset " + std::to_string(opset);
+  if (verdict == FormVerdict::kFails) {
+    return what + " in form (" + form + ") fails on " + BackendLabel(backend) + ": " +
+           (claim != nullptr ? claim->why : std::string("measured to fail"));
+  }
+  if (verdict == FormVerdict::kRefused) {
+    return what + " is not supported by " + BackendLabel(backend) + " in any measured form (" +
+           ClaimedOpsets(backend, domain, op) + ")";
+  }
+  return std::nullopt;
 }
 
 std::string DescribeNode(const GraphNode& node, std::size_t index) {
@@ -294,6 +333,28 @@ bool BackendCapabilities::Supports(std::string_view domain, std::string_view op,
   });
 }
 
+FormVerdict BackendCapabilities::Judge(std::string_view domain, std::string_view op, int opset,
+                                       std::string_view form, const FormClaim** claim) const {
+  if (claim != nullptr) *claim = nullptr;
+  // A form row first: an operator claimed whole (on conformance cases) may still fail in a form
+  // exporters emit, and the form table says so.
+  const auto nd = NormalizeDomain(domain);
+  bool some_form_runs = false;
+  for (const auto& row : forms) {
+    if (NormalizeDomain(row.domain) != nd || row.op != op || opset < row.min_opset ||
+        opset > row.max_opset) {
+      continue;
+    }
+    if (row.form == form) {
+      if (claim != nullptr) *claim = &row;
+      return row.runs ? FormVerdict::kRuns : FormVerdict::kFails;
+    }
+    some_form_runs = some_form_runs || row.runs;
+  }
+  if (Supports(domain, op, opset)) return FormVerdict::kRuns;
+  return some_form_runs ? FormVerdict::kUnknown : FormVerdict::kRefused;
+}
+
 std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant,
                                                const BackendCapabilities& backend) {
   std::vector<std::string> problems;
@@ -335,11 +396,21 @@ std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant
   for (const auto& key : variant.operators) {
     const auto [domain, op] = SplitOperatorKey(key);
     if (domain.empty()) {
-      if (!backend.Supports(domain, op, variant.opset)) {
+      const auto forms = FormsOf(variant, key);
+      std::vector<std::string> form_problems;
+      for (const auto& form : forms) {
+        if (backend.Judge(domain, op, variant.opset, form) != FormVerdict::kFails) continue;
+        form_problems.push_back(*FormProblem(backend, domain, op, variant.opset, form));
+      }
+      const bool whole = backend.Supports(domain, op, variant.opset);
+      // Without forms, or with no form of the operator running: one line for the operator.
+      if (!whole && (forms.empty() || !AnyFormRuns(backend, domain, op, variant.opset))) {
         problems.push_back("operator " + op + " at opset " + std::to_string(variant.opset) +
                            " is not supported by " + label + " (" +
                            ClaimedOpsets(backend, domain, op) + ")");
+        continue;
       }
+      for (auto& problem : form_problems) problems.push_back(std::move(problem));
       continue;
     }
     // The manifest carries only the default domain's opset; another domain's version is known
@@ -357,6 +428,21 @@ std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant
     }
   }
   return problems;
+}
+
+std::vector<std::string> UnmeasuredForms(const manifests::Variant& variant,
+                                         const BackendCapabilities& backend) {
+  std::vector<std::string> unknown;
+  for (const auto& key : variant.operators) {
+    const auto [domain, op] = SplitOperatorKey(key);
+    if (!domain.empty()) continue;  // other domains' opsets are known only from the graph
+    for (const auto& form : FormsOf(variant, key)) {
+      if (backend.Judge(domain, op, variant.opset, form) == FormVerdict::kUnknown) {
+        unknown.push_back(FormKey(domain, op, form));
+      }
+    }
+  }
+  return unknown;
 }
 
 Result<std::vector<VariantChoice>> RunnableVariants(const std::vector<manifests::Variant>& variants,
@@ -419,7 +505,14 @@ Result<GraphInfo> ParseAndInspect(const std::string& file, Parse&& parse) {
       return Fail(ErrorCode::kUnsupported, file + ": " + *newer);
     }
     onnx::checker::check_model(model);
-    return Describe(model, file);
+    auto forms = NodeForms(model);
+    auto info = Describe(model, file);
+    if (info) {
+      for (std::size_t i = 0; i < info->nodes.size() && i < forms.size(); ++i) {
+        info->nodes[i].form = std::move(forms[i]);
+      }
+    }
+    return info;
   } catch (const onnx::checker::ValidationError& e) {
     return Fail(ErrorCode::kParse, file + ": ONNX checker: " + e.what());
   } catch (const std::bad_alloc&) {
@@ -475,6 +568,12 @@ std::vector<std::string> OperatorKeys(const GraphInfo& graph) {
   return {keys.begin(), keys.end()};
 }
 
+std::vector<std::string> FormKeys(const GraphInfo& graph) {
+  std::set<std::string> keys;
+  for (const auto& node : graph.nodes) keys.insert(FormKey(node.domain, node.op_type, node.form));
+  return {keys.begin(), keys.end()};
+}
+
 std::int64_t DefaultOpset(const GraphInfo& graph) {
   const auto found = graph.opset_imports.find("");
   return found == graph.opset_imports.end() ? 0 : found->second;
@@ -519,6 +618,25 @@ Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,
     }
   }
 
+  if (!variant.forms.empty()) {
+    const std::set<std::string> declared_forms(variant.forms.begin(), variant.forms.end());
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < graph.nodes.size(); ++i) {
+      const auto& node = graph.nodes[i];
+      std::string form_key = FormKey(node.domain, node.op_type, node.form);
+      if (declared_forms.count(form_key) == 0 && seen.count(form_key) == 0) {
+        integrity.push_back(DescribeNode(node, i) + " has form " + form_key +
+                            ", which the manifest's form list does not declare");
+      }
+      seen.insert(std::move(form_key));
+    }
+    for (const auto& form : declared_forms) {
+      if (seen.count(form) == 0) {
+        integrity.push_back("the manifest declares form " + form + " but no node has it");
+      }
+    }
+  }
+
   CheckTensors(graph.inputs, variant.inputs, "input", integrity);
   CheckTensors(graph.outputs, variant.outputs, "output", integrity);
 
@@ -543,11 +661,17 @@ Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,
       continue;
     }
     const int opset = static_cast<int>(import->second);
-    if (backend.Supports(node.domain, node.op_type, opset)) continue;
-    if (++refused_per_op[key] > kMaxNodesNamedPerOp) continue;
-    unsupported.push_back(DescribeNode(node, i) + ": " + key + " at opset " +
-                          std::to_string(opset) + " is not supported by " + label + " (" +
-                          ClaimedOpsets(backend, node.domain, node.op_type) + ")");
+    std::optional<std::string> problem;
+    if (backend.forms.empty()) {
+      if (backend.Supports(node.domain, node.op_type, opset)) continue;
+      problem = key + " at opset " + std::to_string(opset) + " is not supported by " + label +
+                " (" + ClaimedOpsets(backend, node.domain, node.op_type) + ")";
+    } else {
+      // kUnknown passes here: loading the model and its parity check decide.
+      problem = FormProblem(backend, node.domain, node.op_type, opset, node.form);
+    }
+    if (!problem || ++refused_per_op[key] > kMaxNodesNamedPerOp) continue;
+    unsupported.push_back(DescribeNode(node, i) + ": " + *problem);
   }
   for (auto& problem : OutputLimitProblems(graph.nodes, backend.output_limits, label)) {
     unsupported.push_back(std::move(problem));

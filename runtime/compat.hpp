@@ -19,9 +19,16 @@ namespace edgefleet::runtime {
 
 // Every reason `variant` cannot run on `backend` (empty when it can): format, the backend's name
 // and version against the variant's backend requirements, opset range, each operator not
-// claimed at the variant's opset.
+// claimed at the variant's opset, or, for a variant that lists its forms, each form the backend
+// measured to fail or whose operator it runs in no form (BackendCapabilities::Judge).
 std::vector<std::string> CompatibilityProblems(const manifests::Variant& variant,
                                                const BackendCapabilities& backend);
+
+// The forms `variant` lists that `backend` has not measured although it runs other forms of
+// their operator at the variant's opset: no reason to refuse before download, but what loading
+// the model and its parity check decide after it.
+std::vector<std::string> UnmeasuredForms(const manifests::Variant& variant,
+                                         const BackendCapabilities& backend);
 
 struct VariantChoice {
   std::size_t variant_index = 0;
@@ -47,6 +54,7 @@ struct GraphNode {
   std::string op_type;
   std::size_t input_count = 0;
   std::size_t output_count = 0;  // non-empty outputs
+  std::string form;              // runtime/onnx_forms.hpp; set by InspectOnnx, not OnnxNodes
 };
 
 // The main graph's nodes of an ONNX model in memory, without the checker (which InspectOnnx runs):
@@ -77,11 +85,18 @@ Result<GraphInfo> InspectOnnx(std::string_view model_bytes, std::string_view sou
 // "<domain>:<op>" otherwise), sorted and without repeats; and the default domain's opset (0 when
 // the graph imports none). What `bundle create` writes into a variant from its file.
 std::vector<std::string> OperatorKeys(const GraphInfo& graph);
+// "<op key>(<form>)", what manifests list: "Gemm(f32;d2,c2,c1)", "com.example:Fancy(-;)".
+std::string FormKey(const std::string& domain, const std::string& op, const std::string& form);
+// The node forms, as a manifest lists them ("Gemm(f32;d2,c2,c1;alpha=1,beta=1,transB=1)";
+// runtime/onnx_forms.hpp), sorted and without repeats; also written by `bundle create`.
+std::vector<std::string> FormKeys(const GraphInfo& graph);
 std::int64_t DefaultOpset(const GraphInfo& graph);
 
 // The model as it really is, against its manifest variant and the backend: opset imports equal
 // the declared opset, the node operators equal the declared operator list, inputs/outputs names
-// and dtypes as declared, and every node's op claimed by the backend at that opset. Fails with
+// and dtypes as declared, the node forms equal the declared forms (when the manifest lists
+// them), and every node's op claimed by the backend at that opset or its form not refused
+// (a form the backend has not measured passes here; load and parity decide). Fails with
 // kUnsupported naming the node ("node 'Clip_12' (#12): Clip at opset 13 is not supported by
 // opencv 4.6.0 ...") or kIntegrity for a graph that disagrees with its manifest.
 Status CheckGraph(const GraphInfo& graph, const manifests::Variant& variant,

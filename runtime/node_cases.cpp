@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -14,15 +15,12 @@
 #include <tuple>
 
 #include "runtime/compat.hpp"
+#include "runtime/form_cases.hpp"
 
 namespace edgefleet::runtime {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string OperatorKey(const std::string& domain, const std::string& op) {
-  return domain.empty() ? op : domain + ":" + op;
-}
 
 // IEEE 754 binary16 to float, for comparing float16 outputs.
 float HalfToFloat(std::uint16_t h) {
@@ -76,8 +74,10 @@ std::optional<std::vector<double>> AsDoubles(const Tensor& t) {
   return out;
 }
 
-// Empty when equal within tolerance; otherwise what differs.
-std::string Compare(const Tensor& got, const Tensor& want, const NodeCaseTolerance& tolerance) {
+}  // namespace
+
+std::string CompareTensors(const Tensor& got, const Tensor& want,
+                           const NodeCaseTolerance& tolerance) {
   if (got.dtype != want.dtype) {
     return "dtype " + std::string(ToString(got.dtype)) + ", expected " +
            std::string(ToString(want.dtype));
@@ -105,6 +105,8 @@ std::string Compare(const Tensor& got, const Tensor& want, const NodeCaseToleran
   }
   return "";
 }
+
+namespace {
 
 manifests::TensorSpec ToSpec(const TensorInfo& info) {
   return {info.name, std::string(ToString(info.dtype)), info.shape};
@@ -164,6 +166,20 @@ Result<std::vector<fs::path>> ListNodeCases(const fs::path& root) {
   return cases;
 }
 
+manifests::Variant CaseVariant(const GraphInfo& graph, const std::string& id) {
+  manifests::Variant variant;
+  variant.id = id;
+  variant.file = "model.onnx";
+  variant.format = "onnx";
+  const auto default_import = graph.opset_imports.find("");
+  variant.opset =
+      default_import == graph.opset_imports.end() ? 0 : static_cast<int>(default_import->second);
+  variant.operators = OperatorKeys(graph);
+  for (const auto& input : graph.inputs) variant.inputs.push_back(ToSpec(input));
+  for (const auto& output : graph.outputs) variant.outputs.push_back(ToSpec(output));
+  return variant;
+}
+
 NodeCaseResult RunNodeCase(Backend& backend, const fs::path& case_dir,
                            const NodeCaseTolerance& tolerance) {
   NodeCaseResult result;
@@ -178,19 +194,11 @@ NodeCaseResult RunNodeCase(Backend& backend, const fs::path& case_dir,
     const auto import = graph->opset_imports.find(node.domain);
     const int opset = import == graph->opset_imports.end() ? 0 : static_cast<int>(import->second);
     ops.insert({node.domain, node.op_type, opset});
+    result.nodes.push_back({{node.domain, node.op_type, opset}, node.form, node.name});
   }
   result.ops.assign(ops.begin(), ops.end());
 
-  manifests::Variant variant;
-  variant.id = result.name;
-  variant.file = "model.onnx";
-  variant.format = "onnx";
-  const auto default_import = graph->opset_imports.find("");
-  variant.opset =
-      default_import == graph->opset_imports.end() ? 0 : static_cast<int>(default_import->second);
-  for (const auto& op : result.ops) variant.operators.push_back(OperatorKey(op.domain, op.op));
-  for (const auto& input : graph->inputs) variant.inputs.push_back(ToSpec(input));
-  for (const auto& output : graph->outputs) variant.outputs.push_back(ToSpec(output));
+  const manifests::Variant variant = CaseVariant(*graph, result.name);
 
   // A graph without inputs (test_constant) or outputs cannot be a variant: a manifest declares at
   // least one of each. Not run, rather than a load failure the backend is blamed for.
@@ -264,7 +272,7 @@ NodeCaseResult RunNodeCase(Backend& backend, const fs::path& case_dir,
         return result;
       }
       for (std::size_t k = 0; k < want.size(); ++k) {
-        const auto difference = Compare((*outputs)[k], want[k], tolerance);
+        const auto difference = CompareTensors((*outputs)[k], want[k], tolerance);
         if (!difference.empty()) {
           result.outcome = NodeCaseOutcome::kMismatch;
           result.detail = where + "output " + std::to_string(k) + ": " + difference;
@@ -375,6 +383,142 @@ std::vector<const NodeCaseResult*> CasesCoveredBy(const std::vector<NodeCaseResu
     if (uses) covered.push_back(&result);
   }
   return covered;
+}
+
+// The form rule. A form extends over its operator's schema version, like an operator entry. Per
+// (domain, op, schema version, form), from the cases that measure it (a single-node case, or a
+// case where it is the one node whose operator the operator table does not claim): runs when
+// every such case passed, fails when one loaded, ran or compared badly. For an operator the
+// table claims whole only failing forms are kept (the claim was made on conformance cases,
+// whose inputs all come from the graph; an export's constant inputs can still fail). Then, as for
+// operators, a failing multi-node case whose every node the tables predict to run withdraws the
+// "runs" forms among its nodes (they become unmeasured), until nothing changes. The invariant,
+// which op_table_test checks: every case the two tables together predict to run passed.
+std::vector<FormClaim> DeriveFormTable(const std::vector<NodeCaseResult>& results,
+                                       const std::vector<OperatorSupport>& table) {
+  using Key = std::tuple<std::string, std::string, int, std::string>;
+  std::map<Key, FormClaim> claims;
+  auto claimed_op = [&](const NodeOp& op) {
+    return std::any_of(table.begin(), table.end(), [&](const OperatorSupport& e) {
+      return e.domain == op.domain && e.op == op.op && e.min_opset <= op.opset &&
+             op.opset <= e.max_opset;
+    });
+  };
+  for (const auto& result : results) {
+    if (result.outcome == NodeCaseOutcome::kNotApplicable ||
+        result.outcome == NodeCaseOutcome::kNotRun) {
+      continue;
+    }
+    // A case of one node (besides the carriers of a cut case, form_cases.hpp) measures that
+    // node's form; a larger case the form of its one node whose operator the table does not
+    // claim.
+    std::vector<const NodeCaseNode*> nodes;
+    for (const auto& node : result.nodes) {
+      if (!node.name.starts_with(kCarrierPrefix)) nodes.push_back(&node);
+    }
+    const NodeCaseNode* measured = nodes.size() == 1 ? nodes.front() : nullptr;
+    std::size_t unclaimed = 0;
+    for (const auto* node : nodes) {
+      if (nodes.size() == 1 || claimed_op(node->op)) continue;
+      measured = node;
+      ++unclaimed;
+    }
+    if (measured == nullptr || (nodes.size() > 1 && unclaimed != 1)) continue;
+    const auto& node = *measured;
+    // Of an operator claimed whole, only a failing form is news.
+    if (claimed_op(node.op) && result.outcome == NodeCaseOutcome::kPass) continue;
+    const auto range = SchemaRange(node.op);
+    if (!range) continue;
+    Key key{node.op.domain, node.op.op, range->first, node.form};
+    auto [it, fresh] = claims.try_emplace(key);
+    FormClaim& claim = it->second;
+    if (fresh) {
+      claim = {node.op.domain, node.op.op, range->first, range->second, node.form, true, ""};
+    }
+    if (result.outcome != NodeCaseOutcome::kPass && claim.runs) {
+      claim.runs = false;
+      std::string why = std::string(ToString(result.outcome)) + " (" + result.name + ")";
+      if (!result.detail.empty()) why += ": " + result.detail.substr(0, 200);
+      claim.why = std::move(why);
+    }
+  }
+  BackendCapabilities caps;
+  caps.operators = table;
+  for (bool changed = true; changed;) {
+    changed = false;
+    caps.forms.clear();
+    for (const auto& [key, claim] : claims) caps.forms.push_back(claim);
+    for (const auto& result : results) {
+      if (result.outcome == NodeCaseOutcome::kPass ||
+          result.outcome == NodeCaseOutcome::kNotApplicable || result.nodes.size() < 2 ||
+          !ClaimsCover(caps, result)) {
+        continue;
+      }
+      for (const auto& node : result.nodes) {
+        const auto range = SchemaRange(node.op);
+        if (!range) continue;
+        const auto found = claims.find(Key{node.op.domain, node.op.op, range->first, node.form});
+        if (found != claims.end() && found->second.runs) {
+          claims.erase(found);
+          changed = true;
+        }
+      }
+    }
+  }
+  // Rows of an operator version neither claimed whole nor with a running form add nothing: the
+  // agent refuses its nodes by rule (BackendCapabilities::Judge, kRefused).
+  std::set<std::tuple<std::string, std::string, int>> running;
+  for (const auto& [key, claim] : claims) {
+    if (claim.runs) running.emplace(claim.domain, claim.op, claim.min_opset);
+  }
+  std::vector<FormClaim> out;
+  for (auto& [key, claim] : claims) {
+    if (running.count({claim.domain, claim.op, claim.min_opset}) != 0 ||
+        claimed_op({claim.domain, claim.op, claim.min_opset})) {
+      out.push_back(std::move(claim));
+    }
+  }
+  return out;
+}
+
+bool ClaimsCover(const BackendCapabilities& caps, const NodeCaseResult& result) {
+  if (result.nodes.empty() || result.outcome == NodeCaseOutcome::kNotApplicable) return false;
+  return std::all_of(result.nodes.begin(), result.nodes.end(), [&](const NodeCaseNode& node) {
+    return caps.Judge(node.op.domain, node.op.op, node.op.opset, node.form) == FormVerdict::kRuns;
+  });
+}
+
+namespace {
+
+std::string CString(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20 || u >= 0x7f || c == '?') {
+      // '?' escaped too: "??" followed by some characters is a trigraph in older C.
+      char buffer[5];
+      std::snprintf(buffer, sizeof buffer, "\\%03o", u);
+      out += buffer;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+}  // namespace
+
+std::string FormatFormTable(const std::vector<FormClaim>& forms) {
+  std::string text;
+  for (const auto& f : forms) {
+    text += "{" + CString(f.domain) + ", " + CString(f.op) + ", " + std::to_string(f.min_opset) +
+            ", " + std::to_string(f.max_opset) + ", " + CString(f.form) + ", " +
+            (f.runs ? "EF_FORM_RUNS" : "EF_FORM_FAILS") + ", " + CString(f.why) + "},\n";
+  }
+  return text;
 }
 
 std::string FormatOperatorTable(const std::vector<OperatorSupport>& table) {

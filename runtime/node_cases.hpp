@@ -20,6 +20,7 @@
 
 #include "manifests/result.hpp"
 #include "runtime/backend.hpp"
+#include "runtime/compat.hpp"
 
 namespace edgefleet::runtime {
 
@@ -32,6 +33,11 @@ struct NodeCaseTolerance {
   double rtol = 1e-3;
   double atol = 1e-5;
 };
+
+// Empty when `got` equals `want` within `tolerance` (dtype and shape exactly, integers exactly);
+// otherwise what differs ("element 12: 0.5, expected 0.25").
+std::string CompareTensors(const Tensor& got, const Tensor& want,
+                           const NodeCaseTolerance& tolerance);
 
 enum class NodeCaseOutcome {
   kPass,           // every test data set ran and matched
@@ -51,9 +57,17 @@ struct NodeOp {
   auto operator<=>(const NodeOp&) const = default;
 };
 
+// One node of a case with its form (runtime/onnx_forms.hpp).
+struct NodeCaseNode {
+  NodeOp op;
+  std::string form;
+  std::string name;
+};
+
 struct NodeCaseResult {
-  std::string name;         // the directory's name
-  std::vector<NodeOp> ops;  // distinct operators of the graph, sorted
+  std::string name;                 // the directory's name
+  std::vector<NodeOp> ops;          // distinct operators of the graph, sorted
+  std::vector<NodeCaseNode> nodes;  // every node, in graph order
   NodeCaseOutcome outcome = NodeCaseOutcome::kNotRun;
   std::string detail;  // why it did not pass
 };
@@ -61,6 +75,9 @@ struct NodeCaseResult {
 // Case directories under `root` (those holding model.onnx), sorted by name. kNotFound when
 // `root` does not exist.
 Result<std::vector<std::filesystem::path>> ListNodeCases(const std::filesystem::path& root);
+
+// The variant a case's graph is loaded as: its own opset, operators, inputs and outputs.
+manifests::Variant CaseVariant(const GraphInfo& graph, const std::string& id);
 
 // Inspects, loads (a Variant built from the graph's own inputs and outputs) and runs one case on
 // every test data set, comparing with `tolerance`. Never fails: the outcome says what happened.
@@ -70,6 +87,21 @@ NodeCaseResult RunNodeCase(Backend& backend, const std::filesystem::path& case_d
 // The operator table the results justify (the rule is in node_cases.cpp), sorted by domain, op
 // and opset.
 std::vector<OperatorSupport> DeriveOperatorTable(const std::vector<NodeCaseResult>& results);
+
+// The form table the results justify for operators `table` does not claim at a case's opset (the
+// rule is in node_cases.cpp): a form runs when every case measuring it passed, fails (with the
+// first failure's outcome and detail as its reason) when one did not. Not-run and
+// not-applicable cases say nothing about a form. Only operator versions with a running form
+// have rows. Sorted by domain, op, opset and form.
+std::vector<FormClaim> DeriveFormTable(const std::vector<NodeCaseResult>& results,
+                                       const std::vector<OperatorSupport>& table);
+
+// True when `caps` (operator and form tables) predicts that every node of the case runs.
+bool ClaimsCover(const BackendCapabilities& caps, const NodeCaseResult& result);
+
+// One `{"<domain>", "<Op>", <min>, <max>, "<form>", EF_FORM_RUNS|EF_FORM_FAILS, "<why>"},` line
+// per claim (C string escapes), the format of supported_forms.inc.
+std::string FormatFormTable(const std::vector<FormClaim>& forms);
 
 // True when every operator of the case is claimed by `table` at the case's opset: the table
 // predicts that this case runs. False for a case whose operators are unknown (not inspected).

@@ -34,6 +34,7 @@ struct Functions {
   decltype(&edgefleet_backend_run) run = nullptr;
   decltype(&edgefleet_backend_release_session) release_session = nullptr;
   decltype(&edgefleet_backend_destroy) destroy = nullptr;
+  decltype(&edgefleet_backend_forms) forms = nullptr;  // optional
 };
 
 // Owns the dlopen handle and the backend made from it; shared by the Backend and its sessions.
@@ -205,6 +206,38 @@ Result<BackendCapabilities> ReadDescription(const ef_backend_info* info) {
     caps.output_limits.push_back(std::move(limit));
   }
   return caps;
+}
+
+// The optional form table (edgefleet_backend_forms), every row checked.
+Status ReadForms(const ef_form_claim* rows, std::size_t count, BackendCapabilities& caps) {
+  if (count > kMaxTableRows || (count > 0 && rows == nullptr)) {
+    return Fail(ErrorCode::kInvalidArgument, "forms: " + std::to_string(count) + " rows at " +
+                                                 (rows == nullptr ? "NULL" : "a pointer") +
+                                                 " (at most " + std::to_string(kMaxTableRows) +
+                                                 ")");
+  }
+  for (std::size_t i = 0; i < count; ++i) {
+    const ef_form_claim& row = rows[i];
+    const std::string where = "forms[" + std::to_string(i) + "]";
+    FormClaim claim;
+    EF_ASSIGN_OR_RETURN(claim.domain, InfoString(row.domain, where + ".domain"));
+    EF_ASSIGN_OR_RETURN(claim.op, InfoString(row.op, where + ".op"));
+    EF_ASSIGN_OR_RETURN(claim.form, InfoString(row.form, where + ".form", 4096));
+    EF_ASSIGN_OR_RETURN(claim.why, InfoString(row.why, where + ".why", 4096));
+    if (row.verdict != EF_FORM_RUNS && row.verdict != EF_FORM_FAILS) {
+      return Fail(
+          ErrorCode::kInvalidArgument,
+          where + ".verdict: expected 1 (runs) or 2 (fails), found " + std::to_string(row.verdict));
+    }
+    if (row.min_opset > row.max_opset) {
+      return Fail(ErrorCode::kInvalidArgument, where + ": min_opset above max_opset");
+    }
+    claim.min_opset = row.min_opset;
+    claim.max_opset = row.max_opset;
+    claim.runs = row.verdict == EF_FORM_RUNS;
+    caps.forms.push_back(std::move(claim));
+  }
+  return Ok();
 }
 
 Result<std::vector<TensorInfo>> InfosFromSpecs(const std::vector<manifests::TensorSpec>& specs,
@@ -540,6 +573,9 @@ Result<std::unique_ptr<Backend>> LoadBackendPlugin(const std::filesystem::path& 
   Lookup(handle, "edgefleet_backend_run", fns.run, missing);
   Lookup(handle, "edgefleet_backend_release_session", fns.release_session, missing);
   Lookup(handle, "edgefleet_backend_destroy", fns.destroy, missing);
+  // Optional: not in `missing`.
+  fns.forms = reinterpret_cast<decltype(fns.forms)>(  // NOLINT: dlsym's contract
+      dlsym(handle, "edgefleet_backend_forms"));
   if (!missing.empty()) {
     dlclose(handle);
     std::string names;
@@ -574,6 +610,14 @@ Result<std::unique_ptr<Backend>> LoadBackendPlugin(const std::filesystem::path& 
     return Fail(ErrorCode::kInvalidArgument,
                 "backend library " + shown + ": bad description: " + caps.error().message);
   }
+  if (fns.forms != nullptr) {
+    std::size_t count = 0;
+    const ef_form_claim* rows = fns.forms(backend, &count);
+    if (auto read = ReadForms(rows, count, *caps); !read) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "backend library " + shown + ": bad form table: " + read.error().message);
+    }
+  }
   err.fill('\0');
   if (const std::int32_t tested = fns.self_test(backend, err.data(), err.size()); tested != EF_OK) {
     return Fail(ErrorCode::kInternal, "backend library " + shown + " (" + caps->name + " " +
@@ -581,6 +625,13 @@ Result<std::unique_ptr<Backend>> LoadBackendPlugin(const std::filesystem::path& 
                                           "): self-test failed: " + ErrorText(err));
   }
   return std::unique_ptr<Backend>(std::make_unique<PluginBackend>(std::move(lib), *caps));
+}
+
+std::filesystem::path DefaultBackendsDir() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "/usr/lib/edgefleet/backends";
+  return (exe.parent_path() / ".." / "lib" / "edgefleet" / "backends").lexically_normal();
 }
 
 std::string BackendNameFromFile(const std::filesystem::path& library) {

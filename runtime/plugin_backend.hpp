@@ -36,6 +36,11 @@ namespace edgefleet::runtime {
 // The largest output one run may return (per output); a library asking for more fails the run.
 inline constexpr std::size_t kMaxPluginOutputBytes = std::size_t{1} << 30;
 
+// <directory of the running executable>/../lib/edgefleet/backends: /usr/lib/edgefleet/backends
+// for /usr/bin/edgefleet-agent (and /usr/bin/edgefleet), and the build tree's own plugin
+// directory for a built agent or CLI.
+std::filesystem::path DefaultBackendsDir();
+
 // Loads one backend library. `options_json` is passed to the library's create (the agent
 // config's `backend_options` object; "{}" when there is none). Fails with kNotFound / kIo when
 // the file cannot be opened, kUnsupported for another ABI version or a missing function,

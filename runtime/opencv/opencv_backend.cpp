@@ -53,6 +53,12 @@ constexpr ef_operator kOperators[] = {
 #include "runtime/opencv/supported_ops.inc"
 };
 
+// Forms of the operators kOperators leaves unclaimed at some opsets (runtime/onnx_forms.hpp),
+// measured on ONNX's conformance cases and on cases cut from real exports.
+constexpr ef_form_claim kForms[] = {
+#include "runtime/opencv/supported_forms.inc"
+};
+
 // Operators OpenCV 4.6 runs, but not with every output ONNX allows. Found by running ONNX's
 // conformance cases under valgrind (tests/runtime/op_table_test.cpp runs them all).
 constexpr ef_output_limit kOutputLimits[] = {
@@ -514,6 +520,12 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
 }  // namespace
 
 EDGEFLEET_PLUGIN_KIT_COMMON_EXPORTS()
+
+extern "C" EF_BACKEND_EXPORT const ef_form_claim* edgefleet_backend_forms(const ef_backend*,
+                                                                          size_t* count) {
+  *count = std::size(kForms);
+  return kForms;
+}
 
 extern "C" {
 

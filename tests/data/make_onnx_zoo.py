@@ -1,16 +1,27 @@
 #!/usr/bin/python3
-"""Generate ONNX exports of four torchvision classifiers, with golden data, for the tests.
+"""Generate ONNX exports of torchvision classifiers, with golden data, for the tests or the survey.
 
-torchvision's MobileNetV2, ResNet-18, EfficientNet-B0 and ShuffleNetV2 x1.0 with random weights
-(fixed seed; nothing is downloaded) and calibrated batch norms (as in make_torchscript.py),
-exported with torch.onnx.export (do_constant_folding=True) at two opsets each, plus one golden
-input and the eager PyTorch model's output on it. The files are too large to commit, so the
-build runs this script into the build tree.
+torchvision classifiers with random weights (fixed seed; nothing is downloaded; every parameter
+perturbed, so that no two biases are equal, as after training) and calibrated batch norms (as in make_torchscript.py), exported with torch.onnx.export
+(do_constant_folding=True) at several opsets each, plus one golden input and the eager PyTorch
+model's output on it. The files are too large to commit, so the build runs this script (the
+tests set) into the build tree.
 
-    /usr/bin/python3 tests/data/make_onnx_zoo.py [--cache DIR] <out-dir>
+    /usr/bin/python3 tests/data/make_onnx_zoo.py [--set tests|survey] [--cache DIR] <out-dir>
 
-Outputs, for NAME_opN in mobilenet_v2_op10, mobilenet_v2_op17, resnet18_op10, resnet18_op17,
-efficientnet_b0_op13, efficientnet_b0_op17, shufflenet_v2_x1_0_op13, shufflenet_v2_x1_0_op17:
+--set tests (the default; what the build runs): MobileNetV2, ResNet-18, EfficientNet-B0 and
+ShuffleNetV2 x1.0 at two opsets each, 8 cases: mobilenet_v2_op10, mobilenet_v2_op17,
+resnet18_op10, resnet18_op17, efficientnet_b0_op13, efficientnet_b0_op17,
+shufflenet_v2_x1_0_op13, shufflenet_v2_x1_0_op17.
+
+--set survey: the compatibility survey (tests/data/README.md and the README's ONNX table); kept
+in the repo, not run by the build or CI. mobilenet_v2, mobilenet_v3_small, resnet18,
+squeezenet1_1, efficientnet_b0, shufflenet_v2_x1_0 and densenet121, each at opsets 10, 11, 13
+and 17 (NAME_opN as above), except the pairs in SURVEY_EXCLUDED, which this torch cannot export:
+shufflenet_v2_x1_0 at opset 10 (its channel split is prim::ConstantChunk on a dynamic shape,
+which the exporter supports only from opset 11). 27 cases, about 580 MB.
+
+Outputs, for each case NAME_opN of the set:
 
     <out-dir>/NAME_opN/model.onnx             input "input" float32 [batch,3,224,224],
                                               output "logits" float32 [batch,1000]
@@ -18,16 +29,18 @@ efficientnet_b0_op13, efficientnet_b0_op17, shufflenet_v2_x1_0_op13, shufflenet_
     <out-dir>/NAME_opN/golden/output_0.pb     ONNX TensorProto "logits", float32 [2,1000]
     <out-dir>/STAMP                           the cache key, written last (a build output)
 
-Both opsets of a model share its weights, so their golden files are identical. Each export must
+All opsets of a model share its weights, so their golden files are identical. Each export must
 pass onnx.checker and import exactly opset N from the default domain, or the script fails.
 
 --cache DIR: exporting takes a while and CI configures two build trees. The key is the sha256
-of this file's bytes and the torch, torchvision and onnx versions. If DIR/<key>/COMPLETE exists
-the files are copied from DIR/<key>/; otherwise they are exported into <out-dir>, copied to
-DIR/<key>.tmp-<pid> (COMPLETE last) and renamed to DIR/<key> (if another process renamed its
-copy there first, this one is dropped). Stale DIR/*.tmp-* of killed runs may be deleted.
-On 2 cores: about 45 s exporting (mostly building and calibrating the models), 8 s from the
-cache (importing torch and re-checking the files).
+of this file's bytes, the set's name and the torch, torchvision and onnx versions, so the two
+sets never share an entry. If DIR/<key>/COMPLETE exists the files are copied from DIR/<key>/;
+otherwise they are exported into <out-dir>, copied to DIR/<key>.tmp-<pid> (COMPLETE last) and
+renamed to DIR/<key> (if another process renamed its copy there first, this one is dropped).
+Stale DIR/*.tmp-* of killed runs may be deleted.
+On 2 cores: the tests set about 45 s exporting (mostly building and calibrating the models),
+8 s from the cache (importing torch and re-checking the files); the survey set about 90 s
+exporting (densenet121 alone about 35 s), 12 s from the cache.
 
 Run with Debian's interpreter (the one that has torch), not a pyenv/venv python3. Seeded and
 single-threaded: two runs without the cache wrote byte-identical files (torch 1.13.0a0,
@@ -50,27 +63,55 @@ from onnx import numpy_helper
 SEED = 0
 BATCH = 2
 CALIBRATION_BATCHES = 4
-MODELS = [  # name, constructor, opsets
+TESTS = [  # name, constructor, opsets
     ("mobilenet_v2", torchvision.models.mobilenet_v2, (10, 17)),
     ("resnet18", torchvision.models.resnet18, (10, 17)),
     ("efficientnet_b0", torchvision.models.efficientnet_b0, (13, 17)),
     ("shufflenet_v2_x1_0", torchvision.models.shufflenet_v2_x1_0, (13, 17)),
 ]
+SURVEY_OPSETS = (10, 11, 13, 17)
+SURVEY_EXCLUDED = {  # (name, opset): why torch 1.13's exporter cannot produce it
+    # channel_shuffle's x.chunk(2, dim=1) on a dynamic batch: "Unsupported: ONNX export of
+    # operator prim::ConstantChunk, unknown dimension size" below opset 11.
+    ("shufflenet_v2_x1_0", 10): "prim::ConstantChunk on a dynamic shape needs opset 11",
+}
+SURVEY = [(name, build, tuple(o for o in SURVEY_OPSETS if (name, o) not in SURVEY_EXCLUDED))
+          for name, build in (("mobilenet_v2", torchvision.models.mobilenet_v2),
+                              ("mobilenet_v3_small", torchvision.models.mobilenet_v3_small),
+                              ("resnet18", torchvision.models.resnet18),
+                              ("squeezenet1_1", torchvision.models.squeezenet1_1),
+                              ("efficientnet_b0", torchvision.models.efficientnet_b0),
+                              ("shufflenet_v2_x1_0", torchvision.models.shufflenet_v2_x1_0),
+                              ("densenet121", torchvision.models.densenet121))]
+SETS = {"tests": TESTS, "survey": SURVEY}
 FILES = ("model.onnx", os.path.join("golden", "input_0.pb"), os.path.join("golden", "output_0.pb"))
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
 
 
-def cases():
+def cases(models):
     return [("%s_op%d" % (name, opset), name, opset)
-            for name, _, opsets in MODELS for opset in opsets]
+            for name, _, opsets in models for opset in opsets]
 
 
 def write_tensor(path, array, name):
     t = numpy_helper.from_array(array, name=name)
     with open(path, "wb") as f:
         f.write(t.SerializeToString())
+
+
+def perturb(model):
+    """Adds small noise to every parameter, as training would leave them.
+
+    torchvision initializes biases to zeros, and torch's exporter replaces initializers of equal
+    value by Identity nodes of one of them: an untrained model exports with dozens of Identity
+    nodes that no trained model has (and that OpenCV 4.6 cannot import).
+    """
+    generator = torch.Generator().manual_seed(SEED + 3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * 0.01)
 
 
 def calibrate(model):
@@ -107,11 +148,12 @@ def export(model, x, path, opset):
                  % (path, opset, default_opsets(exported)))
 
 
-def make_all(out):
-    for name, build, opsets in MODELS:
+def make_all(models, out):
+    for name, build, opsets in models:
         start = time.monotonic()
         torch.manual_seed(SEED)
         model = build(weights=None)
+        perturb(model)
         calibrate(model)
         # ImageNet-normalized-like values: what a preprocessed image looks like to the model.
         x = torch.randn(BATCH, 3, 224, 224, generator=torch.Generator().manual_seed(SEED + 1))
@@ -136,8 +178,8 @@ def report(name, opset, root, start, how):
           % (name, opset, size / 1e6, time.monotonic() - start, how), flush=True)
 
 
-def copy_set(src, dst, verbose=False):
-    for case, name, opset in cases():
+def copy_set(models, src, dst, verbose=False):
+    for case, name, opset in cases(models):
         start = time.monotonic()
         os.makedirs(os.path.join(dst, case, "golden"), exist_ok=True)
         for f in FILES:
@@ -146,20 +188,21 @@ def copy_set(src, dst, verbose=False):
             report(name, opset, os.path.join(dst, case), start, "from cache")
 
 
-def cache_key():
+def cache_key(set_name):
     h = hashlib.sha256()
     with open(os.path.abspath(__file__), "rb") as f:
         h.update(f.read())
+    h.update(b"\0" + set_name.encode())
     for version in (torch.__version__, torchvision.__version__, onnx.__version__):
         h.update(b"\0" + version.encode())
     return h.hexdigest()
 
 
-def store(out, cache, key):
+def store(models, out, cache, key):
     os.makedirs(cache, exist_ok=True)
     tmp = os.path.join(cache, "%s.tmp-%d" % (key, os.getpid()))
     shutil.rmtree(tmp, ignore_errors=True)
-    copy_set(out, tmp)
+    copy_set(models, out, tmp)
     with open(os.path.join(tmp, "COMPLETE"), "w") as f:
         f.write(key + "\n")
     try:
@@ -168,10 +211,10 @@ def store(out, cache, key):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check(out):
-    """Checks every model and golden file in <out>; prints one line each, returns success."""
+def check(models, out):
+    """Checks each of the set's models and golden files in <out>: one line each; returns success."""
     ok = True
-    for case, _, opset in cases():
+    for case, _, opset in cases(models):
         root = os.path.join(out, case)
         problems = []
         try:
@@ -206,11 +249,17 @@ def check(out):
 
 def main():
     parser = argparse.ArgumentParser(description="Export the ONNX test model zoo.")
+    parser.add_argument("--set", choices=sorted(SETS), default="tests",
+                        help="tests (the default; what the build runs) or survey")
     parser.add_argument("--cache", metavar="DIR", help="reuse/store exports under DIR/<key>")
     parser.add_argument("out_dir")
     args = parser.parse_args()
     start = time.monotonic()
-    key = cache_key()
+    models = SETS[args.set]
+    if args.set == "survey":
+        for (name, opset), why in SURVEY_EXCLUDED.items():
+            print("%-18s opset %2d  excluded: %s" % (name, opset, why), flush=True)
+    key = cache_key(args.set)
     os.makedirs(args.out_dir, exist_ok=True)
     stamp = os.path.join(args.out_dir, "STAMP")
     if os.path.exists(stamp):
@@ -218,16 +267,16 @@ def main():
     cached = args.cache and os.path.isfile(os.path.join(args.cache, key, "COMPLETE"))
     if cached:
         try:
-            copy_set(os.path.join(args.cache, key), args.out_dir, verbose=True)
+            copy_set(models, os.path.join(args.cache, key), args.out_dir, verbose=True)
         except OSError as e:
             print("cache %s unusable (%s), exporting" % (key, e), flush=True)
             cached = False
     if not cached:
-        make_all(args.out_dir)
+        make_all(models, args.out_dir)
         if args.cache:
-            store(args.out_dir, args.cache, key)
+            store(models, args.out_dir, args.cache, key)
     check_start = time.monotonic()
-    if not check(args.out_dir):
+    if not check(models, args.out_dir):
         sys.exit("make_onnx_zoo.py: some files in %s are broken" % args.out_dir)
     with open(stamp, "w") as f:
         f.write(key + "\n")

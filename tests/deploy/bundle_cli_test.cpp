@@ -281,14 +281,16 @@ TEST_F(BundleCliTest, CreateFillsAnOnnxVariantFromItsFileAndChecksWhatIsGiven) {
   auto spec = json::parse(testing::ReadFile(src / "bundle.json"));
   const json typed = spec["variants"];
   for (auto& v : spec["variants"]) {
-    for (const char* key : {"format", "opset", "operators", "inputs", "outputs"}) v.erase(key);
+    for (const char* key : {"format", "opset", "operators", "forms", "inputs", "outputs"}) {
+      v.erase(key);
+    }
   }
   testing::WriteFile(src / "bundle.json", spec.dump());
   auto r = Cli({"bundle", "create", src.path().string(), "-o", Path("filled.efb"), "--key",
                 Path("release.key")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find("variants[0] onnx-op10: filled format, opset, operators, inputs, outputs "
-                       "from model/digits_op10.onnx (opset 10, 5 operators)"),
+  EXPECT_NE(r.out.find("variants[0] onnx-op10: filled format, opset, operators, forms, inputs, "
+                       "outputs from model/digits_op10.onnx (opset 10, 5 operators, 5 forms)"),
             std::string::npos)
       << r.out;
   r = Cli({"bundle", "inspect", "--json", Path("filled.efb")});
@@ -301,6 +303,16 @@ TEST_F(BundleCliTest, CreateFillsAnOnnxVariantFromItsFileAndChecksWhatIsGiven) {
     }
     // The graph's batch dimension is dynamic: -1, as the hand-written manifest says.
     EXPECT_EQ(filled[i]["inputs"], typed[i]["inputs"]) << i;
+    // One form or more per operator, each "<operator>(<form>)".
+    ASSERT_GE(filled[i]["forms"].size(), filled[i]["operators"].size()) << i;
+    for (const auto& form : filled[i]["forms"]) {
+      const std::string text = form.get<std::string>();
+      const std::string op = text.substr(0, text.find('('));
+      EXPECT_NE(std::find(filled[i]["operators"].begin(), filled[i]["operators"].end(), op),
+                filled[i]["operators"].end())
+          << text;
+      EXPECT_EQ(text.back(), ')') << text;
+    }
   }
 
   // What bundle.json gives must agree with the file.

@@ -181,7 +181,11 @@ TEST_F(AgentOnnxRuntime, ABoxWithoutTheOnnxRuntimePluginRefusesModernExportsBefo
     const std::string line = refusal(name);
     EXPECT_NE(line.find("result=refused"), std::string::npos) << line;
     EXPECT_NE(line.find("no variant can run on this box"), std::string::npos) << line;
-    EXPECT_NE(line.find("is not supported by opencv 4.6.0"), std::string::npos) << line;
+    // An operator opencv runs in no form, or a form of it measured to fail (EfficientNet's
+    // batch-broadcast Mul), named with the case that failed.
+    EXPECT_TRUE(line.find("is not supported by opencv 4.6.0") != std::string::npos ||
+                line.find("fails on opencv 4.6.0") != std::string::npos)
+        << line;
     EXPECT_NE(line.find("could run on backend 'onnxruntime'"), std::string::npos) << line;
     EXPECT_EQ(server_.BytesSent("/" + name + ".efb"), 0U) << "downloaded before refusing";
   }

@@ -89,8 +89,8 @@ TEST(DesiredStateTest, FieldProblems) {
            "or file://, found \"ftp://x/y.efb\"",
            "desired: signed.models[0].bundle.size: expected an integer >= 1, found 0",
            "desired: signed.models[0].requirements[0].file: unknown field, expected one of "
-           "backends, format, id, inputs, operators, opset, outputs (or an \"x-\" extension), "
-           "found \"file\"",
+           "backends, format, forms, id, inputs, operators, opset, outputs (or an \"x-\" "
+           "extension), found \"file\"",
            "desired: signed.models[0].allow_downgrade: wrong type, expected boolean, found string",
            "desired: signed.serial: expected an integer >= 0, found -1",
            "desired: signed.expires: expected a time after created (2026-11-21T05:00:00Z), found "

@@ -16,6 +16,36 @@ Result<Manifest> Parse(const nlohmann::json& body) {
   return Manifest::FromJson(body, "manifest.json");
 }
 
+TEST(ManifestTest, FormsRoundTripAndWhatCannotBeAFormIsRefused) {
+  auto body = SampleManifestBody();
+  auto m = Parse(body);
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_TRUE(m->variants[0].forms.empty());  // optional
+  EXPECT_FALSE(m->ToJson()["variants"][0].contains("forms"));
+  body["variants"][0]["forms"] = {"Conv(f32;d4,c4,c1;kernel_shape=[3,3])", "Gemm(f32;d2,c2,c1)"};
+  m = Parse(body);
+  ASSERT_TRUE(m) << m.error().message;
+  EXPECT_EQ(m->variants[0].forms, (std::vector<std::string>{"Conv(f32;d4,c4,c1;kernel_shape=[3,3])",
+                                                            "Gemm(f32;d2,c2,c1)"}));
+  EXPECT_EQ(m->ToJson()["variants"][0]["forms"], body["variants"][0]["forms"]);
+  const std::string expected =
+      "expected \"<operator>(<form>)\" in printable ASCII of at most 512 bytes, found ";
+  for (const auto& [bad, line] : std::vector<std::pair<std::string, std::string>>{
+           {"Gemm", expected + "\"Gemm\""},
+           {"(f32)", expected + "\"(f32)\""},
+           {"Gemm(f32 d2)", expected + "\"Gemm(f32 d2)\""},
+           {"Gemm(\x1b[31m)", expected + "\"Gemm(\\x1b[31m)\""},
+       }) {
+    body["variants"][0]["forms"] = {bad};
+    EXPECT_TRUE(ParseFailsWith(Parse(body), "manifest.json: signed.variants[0].forms[0]: " + line))
+        << bad;
+  }
+  body["variants"][0]["forms"] = {std::string(600, 'G') + "()"};
+  EXPECT_FALSE(Parse(body));
+  body["variants"][0]["forms"] = "Gemm()";
+  EXPECT_FALSE(Parse(body));
+}
+
 TEST(ManifestTest, FullRoundTrip) {
   const auto body = SampleManifestBody();
   auto m = Parse(body);

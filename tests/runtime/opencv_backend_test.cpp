@@ -382,8 +382,8 @@ TEST(OpenCvBackend, RefusesDropoutWithItsMaskBeforeOpenCvRunsIt) {
             std::string::npos)
       << checked.error().message;
 
-  GraphNode two{"drop", "", "Dropout", 1, 2};
-  GraphNode one{"", "", "Dropout", 1, 1};
+  GraphNode two{"drop", "", "Dropout", 1, 2, ""};
+  GraphNode one{"", "", "Dropout", 1, 1, ""};
   const auto problems =
       OutputLimitProblems({one, two}, backend->capabilities().output_limits, "opencv 4.6.0");
   ASSERT_EQ(problems.size(), 1u);

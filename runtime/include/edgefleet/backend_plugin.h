@@ -13,7 +13,8 @@
  *      refuses the library before any other function of it is called;
  *   3. calls edgefleet_backend_create() with the backend's options from the agent config;
  *   4. reads edgefleet_backend_describe() (name, version, formats, devices, operator table);
- *   5. calls edgefleet_backend_self_test(); a failure refuses the library.
+ *   5. calls edgefleet_backend_self_test(); a failure refuses the library;
+ *   6. when the library exports it, reads edgefleet_backend_forms() (optional, see there).
  * A refused library is named in one log line with the reason, and the agent goes on with the
  * others. Two libraries describing the same backend name: the second is refused.
  *
@@ -111,6 +112,26 @@ typedef struct ef_output_limit {
   const char* why;
 } ef_output_limit;
 
+/* What a backend measured for one form of an operator (ONNX): a node of `op` in the model's
+ * import of `domain` at min_opset..max_opset whose form text is `form`. The text is computed
+ * from the node and its graph by edgefleet (the grammar: README, "ONNX compatibility"; runtime/
+ * onnx_forms.hpp), and a backend's table comes from running such nodes (edgefleet_measure_ops
+ * --forms), not from typing it. */
+typedef enum ef_form_verdict {
+  EF_FORM_RUNS = 1,  /* every case of the form loaded and matched the reference */
+  EF_FORM_FAILS = 2, /* a case of the form failed: the agent refuses it, citing `why` */
+} ef_form_verdict;
+
+typedef struct ef_form_claim {
+  const char* domain; /* "" for the default domain */
+  const char* op;
+  int32_t min_opset;
+  int32_t max_opset;
+  const char* form;
+  int32_t verdict; /* an ef_form_verdict */
+  const char* why; /* for EF_FORM_FAILS, what failed; "" otherwise */
+} ef_form_claim;
+
 typedef struct ef_backend_info {
   const char* name;    /* [a-z0-9_-]{1,32}, e.g. "opencv"; what manifests name in `backends` */
   const char* version; /* SemVer of the engine, e.g. "4.6.0" (manifests match ranges on it) */
@@ -194,6 +215,15 @@ EF_BACKEND_EXPORT int32_t edgefleet_backend_run(ef_session* session, const ef_te
 
 /* Frees a session; no run on it is in progress or will start. */
 EF_BACKEND_EXPORT void edgefleet_backend_release_session(ef_session* session);
+
+/* Optional (a library without it claims whole operators only): the form table, `*count` rows,
+ * owned like ef_backend_info. The agent uses it for operators the operator table does not claim
+ * at a model's opset: a node whose form is listed as running is accepted, one listed as failing
+ * is refused with the row's reason, and one of a form not listed is "unknown" when some form of
+ * the operator runs (decided after download by loading the model and its parity check) and
+ * refused otherwise. */
+EF_BACKEND_EXPORT const ef_form_claim* edgefleet_backend_forms(const ef_backend* backend,
+                                                               size_t* count);
 
 /* Frees the backend after all its sessions were released. */
 EF_BACKEND_EXPORT void edgefleet_backend_destroy(ef_backend* backend);
