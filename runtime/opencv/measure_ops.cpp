@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
         << " with the operator table beside it: " << forms.size() << " forms, " << runs << " run, "
         << forms.size() - runs << " fail.\n"
         << "// A form spans its operator's schema version (the rule: runtime/node_cases.cpp,\n"
-           "// DeriveFormTable; the check: tests/runtime/op_table_test.cpp).\n"
+           "// DeriveFormTable; the check: tests/runtime/form_table_test.cpp).\n"
            "// Format: {\"<domain>\", \"<Op>\", <min>, <max>, \"<form>\", EF_FORM_RUNS|"
            "EF_FORM_FAILS, \"<why>\"},\n"
         << edgefleet::runtime::FormatFormTable(forms);
