@@ -129,6 +129,19 @@ void UpdateMachine::ApplyDesiredState(std::string_view text, std::string_view so
         log_model("refused", "requirements: " + choice.error().message);
         continue;
       }
+      // Forms the chosen backend never measured are not a refusal: loading the model and its
+      // parity run decide after download. Said here, so the operator knows why it may fail.
+      const auto& variant = entry.requirements[choice->variant_index];
+      const auto unknown = runtime::UnmeasuredForms(variant, choice->backend->capabilities());
+      if (!unknown.empty()) {
+        std::string forms;
+        for (const auto& f : unknown) forms += (forms.empty() ? "" : " ") + f;
+        spdlog::info(
+            "event=compat_unknown serial={} model={} variant={} backend={} forms={} "
+            "decided_by=load_and_parity",
+            ds->serial, LogValue(entry.name), LogValue(variant.id),
+            LogValue(choice->backend->capabilities().name), LogValue(forms));
+      }
     }
     Deploy(*ds, entry, target);
   }

@@ -163,6 +163,122 @@ std::string Rank(const ValueType& type) {
   return type.dims ? std::to_string(type.dims->size()) : std::string("?");
 }
 
+// libonnx 1.12's convolution and pooling shape inference reads past its vectors when a kernel's
+// rank or a kernel_shape/pads/strides/dilations list disagrees with the input's spatial rank (a
+// fuzzed model crashed in convPoolShapeInference1). Shape inference therefore runs only when, by
+// a simple rank propagation over the declared types, every such node's input rank is known, at
+// least 3, and agrees with its kernel and its lists; otherwise every rank stays unknown ("?").
+bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
+  static const std::set<std::string> kConvPool = {
+      "Conv",          "ConvTranspose", "ConvInteger", "QLinearConv",       "AveragePool",
+      "MaxPool",       "LpPool",        "MaxUnpool",   "MaxRoiPool",        "GlobalAveragePool",
+      "GlobalMaxPool", "GlobalLpPool",  "DeformConv",  "QLinearAveragePool"};
+  static const std::set<std::string> kSameRank = {"Relu",
+                                                  "Clip",
+                                                  "Sigmoid",
+                                                  "Add",
+                                                  "Mul",
+                                                  "Sub",
+                                                  "Div",
+                                                  "Identity",
+                                                  "HardSwish",
+                                                  "HardSigmoid",
+                                                  "LeakyRelu",
+                                                  "Dropout",
+                                                  "Sqrt",
+                                                  "Exp",
+                                                  "Tanh",
+                                                  "Erf",
+                                                  "Pow",
+                                                  "Max",
+                                                  "Min",
+                                                  "Sum",
+                                                  "Mean",
+                                                  "Elu",
+                                                  "Softmax",
+                                                  "Cast",
+                                                  "Neg",
+                                                  "Abs",
+                                                  "BatchNormalization",
+                                                  "Concat",
+                                                  "Transpose",
+                                                  "LRN",
+                                                  "InstanceNormalization",
+                                                  "PRelu",
+                                                  "Selu"};
+  std::map<std::string, int> rank;
+  for (const auto& v : graph.input()) {
+    if (v.type().has_tensor_type() && v.type().tensor_type().has_shape()) {
+      rank[v.name()] = v.type().tensor_type().shape().dim_size();
+    }
+  }
+  for (const auto& init : graph.initializer()) rank[init.name()] = init.dims_size();
+  for (const auto& node : graph.node()) {
+    auto input_rank = [&](int i) {
+      if (i >= node.input_size() || node.input(i).empty()) return -1;
+      const auto found = rank.find(node.input(i));
+      return found == rank.end() ? -1 : found->second;
+    };
+    int out = -1;
+    const std::string& op = node.op_type();
+    if (kConvPool.count(op) != 0) {
+      const int x = input_rank(0);
+      if (x < 3) return false;
+      const int weight = op == "QLinearConv" ? 3 : (op.rfind("Conv", 0) == 0 ? 1 : -1);
+      if (weight >= 0 && input_rank(weight) != x) return false;
+      for (const auto& a : node.attribute()) {
+        const auto n = static_cast<int>(a.ints_size());
+        if ((a.name() == "kernel_shape" || a.name() == "strides" || a.name() == "dilations" ||
+             a.name() == "output_padding") &&
+            n != x - 2) {
+          return false;
+        }
+        if (a.name() == "pads" && n != 2 * (x - 2)) return false;
+      }
+      out = x;
+    } else if (kSameRank.count(op) != 0) {
+      for (int i = 0; i < node.input_size(); ++i) {
+        const int r = input_rank(i);
+        if (node.input(i).empty()) continue;
+        if (r < 0 && op != "Concat") {
+          out = -1;
+          break;
+        }
+        out = std::max(out, r);
+        if (op == "Concat" || op == "Transpose" || op == "BatchNormalization" || op == "Clip" ||
+            op == "PRelu" || op == "InstanceNormalization") {
+          break;  // the first input decides
+        }
+      }
+    } else if (op == "Flatten" || op == "Gemm") {
+      out = 2;
+    } else if (op == "Shape") {
+      out = 1;
+    } else if (op == "Constant") {
+      for (const auto& a : node.attribute()) {
+        if (a.name() == "value" && a.has_t()) out = a.t().dims_size();
+      }
+    } else if (op == "Reshape") {
+      if (const auto shape = rank.find(node.input_size() > 1 ? node.input(1) : std::string());
+          shape != rank.end()) {
+        for (const auto& init : graph.initializer()) {
+          if (init.name() == node.input(1) && init.dims_size() == 1) {
+            out = static_cast<int>(init.dims(0));
+          }
+        }
+      }
+    }
+    for (const auto& name : node.output()) {
+      if (out >= 0) {
+        rank[name] = out;
+      } else {
+        rank.erase(name);
+      }
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string FormKey(const std::string& domain, const std::string& op, const std::string& form) {
@@ -171,13 +287,15 @@ std::string FormKey(const std::string& domain, const std::string& op, const std:
 }
 
 std::vector<std::string> NodeForms(onnx::ModelProto& model) {
-  try {
-    // Node-level errors are ignored (error_mode 0): an uninferable node leaves its outputs
-    // without a shape, and their consumers get "?" ranks.
-    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
-                                       onnx::ShapeInferenceOptions(false, 0, false));
-  } catch (const std::exception&) {
-    // Whatever value_info it added before failing stays; the rest is unknown.
+  if (ConvPoolRanksAgree(model.graph())) {
+    try {
+      // Node-level errors are ignored (error_mode 0): an uninferable node leaves its outputs
+      // without a shape, and their consumers get "?" ranks.
+      onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
+                                         onnx::ShapeInferenceOptions(false, 0, false));
+    } catch (const std::exception&) {
+      // Whatever value_info it added before failing stays; the rest is unknown.
+    }
   }
   const auto& graph = model.graph();
   std::map<std::string, ValueType> types;

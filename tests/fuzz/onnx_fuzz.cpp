@@ -1,7 +1,9 @@
 // Fuzzes the ONNX graph inspection the agent runs on a bundle's model before loading it:
-// runtime::InspectOnnx from bytes (protobuf parse, libonnx's checker, the graph's imports,
-// nodes, inputs and outputs), then CheckGraph against the digits manifest's variant and a small
-// backend; and runtime::OnnxNodes with OutputLimitProblems, the backend's own check at load.
+// runtime::InspectOnnx from bytes (protobuf parse, libonnx's checker, shape inference and the
+// node forms, the graph's imports, nodes, inputs and outputs), then CheckGraph against the
+// digits manifest's variant and a small backend with a form table, and again with the graph's
+// own forms, and the verdict before download from them; and runtime::OnnxNodes with
+// OutputLimitProblems, the backend's own check at load.
 #include <cstddef>
 #include <cstdint>
 #include <iostream>
@@ -26,6 +28,8 @@ const runtime::BackendCapabilities& Backend() {
     b.max_opset = 17;
     b.operators = {{"", "Conv", 1, 17}, {"", "Relu", 6, 17}, {"", "Gemm", 7, 13}};
     b.output_limits = {{"", "Dropout", 1, "fuzz"}};
+    b.forms = {{"", "Gemm", 13, 17, "f32;d2,c2,c1;b;alpha=1,beta=1,transB=1", true, ""},
+               {"", "Conv", 11, 17, "f32;d4,c4,d1;b", false, "fuzz"}};
     b.targets = {"cpu"};
     return b;
   }();
@@ -59,7 +63,16 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   auto graph = runtime::InspectOnnx(bytes, "model.onnx");
-  if (graph) (void)runtime::CheckGraph(*graph, DigitsVariant(), Backend(), "digits");
+  if (graph) {
+    (void)runtime::CheckGraph(*graph, DigitsVariant(), Backend(), "digits");
+    // The node forms (shape inference ran on the hostile graph) through both verdicts.
+    auto variant = DigitsVariant();
+    variant.forms = runtime::FormKeys(*graph);
+    variant.operators = runtime::OperatorKeys(*graph);
+    (void)runtime::CheckGraph(*graph, variant, Backend(), "digits");
+    (void)runtime::CompatibilityProblems(variant, Backend());
+    (void)runtime::UnmeasuredForms(variant, Backend());
+  }
   auto nodes = runtime::OnnxNodes(bytes, "model.onnx");
   if (nodes) (void)runtime::OutputLimitProblems(*nodes, Backend().output_limits, "fuzz");
   return 0;
