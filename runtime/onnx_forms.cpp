@@ -164,10 +164,12 @@ std::string Rank(const ValueType& type) {
 }
 
 // libonnx 1.12's convolution and pooling shape inference reads past its vectors when a kernel's
-// rank or a kernel_shape/pads/strides/dilations list disagrees with the input's spatial rank (a
-// fuzzed model crashed in convPoolShapeInference1). Shape inference therefore runs only when, by
-// a simple rank propagation over the declared types, every such node's input rank is known, at
-// least 3, and agrees with its kernel and its lists; otherwise every rank stays unknown ("?").
+// rank or a kernel_shape/pads/strides/dilations list disagrees with the input's spatial rank, and
+// divides by zero on a zero stride (fuzzed models crashed in convPoolShapeInference1). Shape
+// inference therefore runs only when, by a simple rank propagation over the declared types,
+// every such node's input rank is known, at least 3, and agrees with its kernel and its lists,
+// whose kernels, strides, dilations and group are positive and pads not negative; otherwise
+// every rank stays unknown ("?").
 bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
   static const std::set<std::string> kConvPool = {
       "Conv",          "ConvTranspose", "ConvInteger", "QLinearConv",       "AveragePool",
@@ -234,6 +236,14 @@ bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
           return false;
         }
         if (a.name() == "pads" && n != 2 * (x - 2)) return false;
+        // It also divides by strides and dilations (a zero stride raised SIGFPE) and sizes by
+        // kernels and groups.
+        const bool positive = a.name() == "kernel_shape" || a.name() == "strides" ||
+                              a.name() == "dilations" || a.name() == "group";
+        for (const auto v : a.ints()) {
+          if ((positive && v < 1) || v < 0) return false;
+        }
+        if (a.name() == "group" && a.i() < 1) return false;
       }
       out = x;
     } else if (kSameRank.count(op) != 0) {
