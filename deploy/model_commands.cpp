@@ -68,6 +68,8 @@ Status ModelCheck(const ModelCheckOptions& options, std::ostream& out) {
     return Fail(ErrorCode::kNotFound,
                 "no backend library loaded from " + manifests::QuoteName(dir.string()));
   }
+  // Every backend is named with any version: the check is of the file, not of a manifest's range.
+  EF_ASSIGN_OR_RETURN(const auto any, manifests::VersionRange::Parse("*"));
   json report = json::array();
   bool all_served = true;
   for (const auto& file : options.models) {
@@ -81,8 +83,7 @@ Status ModelCheck(const ModelCheckOptions& options, std::ostream& out) {
     manifests::Variant variant = rt::CaseVariant(graph, file.filename().string());
     variant.forms = rt::FormKeys(graph);
     for (const auto& backend : scan.backends) {
-      auto any = manifests::VersionRange::Parse("*");
-      variant.backends.push_back({backend->capabilities().name, *any});
+      variant.backends.push_back({backend->capabilities().name, any});
     }
     json entry = {{"model", file.string()},        {"opset", variant.opset},
                   {"nodes", graph.nodes.size()},   {"operators", variant.operators.size()},

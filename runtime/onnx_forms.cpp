@@ -214,7 +214,11 @@ bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
       rank[v.name()] = v.type().tensor_type().shape().dim_size();
     }
   }
-  for (const auto& init : graph.initializer()) rank[init.name()] = init.dims_size();
+  std::map<std::string, const onnx::TensorProto*> initializers;
+  for (const auto& init : graph.initializer()) {
+    rank[init.name()] = init.dims_size();
+    initializers[init.name()] = &init;
+  }
   for (const auto& node : graph.node()) {
     auto input_rank = [&](int i) {
       if (i >= node.input_size() || node.input(i).empty()) return -1;
@@ -268,14 +272,11 @@ bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
       for (const auto& a : node.attribute()) {
         if (a.name() == "value" && a.has_t()) out = a.t().dims_size();
       }
-    } else if (op == "Reshape") {
-      if (const auto shape = rank.find(node.input_size() > 1 ? node.input(1) : std::string());
-          shape != rank.end()) {
-        for (const auto& init : graph.initializer()) {
-          if (init.name() == node.input(1) && init.dims_size() == 1) {
-            out = static_cast<int>(init.dims(0));
-          }
-        }
+    } else if (op == "Reshape" && node.input_size() > 1) {
+      // The output's rank is the length of a constant 1-D shape.
+      if (const auto shape = initializers.find(node.input(1));
+          shape != initializers.end() && shape->second->dims_size() == 1) {
+        out = static_cast<int>(shape->second->dims(0));
       }
     }
     for (const auto& name : node.output()) {
