@@ -2,9 +2,11 @@
 #include <chrono>
 #include <iomanip>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
+#include "deploy/bundle_lower.hpp"
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
 #include "deploy/variant_inspect.hpp"
@@ -177,14 +179,23 @@ Status BundleCreate(const BundleCreateOptions& options, std::ostream& out) {
     }
   }
   if (options.version) spec["version"] = *options.version;
-  EF_RETURN_IF_ERROR(FillVariantsFromFiles(spec, options.source_dir, spec_path, out));
+  std::optional<ScratchDir> scratch;
+  std::map<std::string, std::filesystem::path> generated;  // bundle path -> lowered file
+  if (!options.lower.empty()) {
+    EF_ASSIGN_OR_RETURN(auto dir, ScratchDir::Create());
+    scratch.emplace(std::move(dir));
+    EF_RETURN_IF_ERROR(AddLoweredVariants(spec, options.source_dir, spec_path, options.lower,
+                                          options.backends_dir, *scratch, generated, out));
+  }
+  EF_RETURN_IF_ERROR(FillVariantsFromFiles(spec, options.source_dir, spec_path, out, generated));
 
   const auto now = manifests::Now();
   json files = json::array();
   std::vector<std::pair<std::string, std::filesystem::path>> sources;
   for (const auto& name : ReferencedFiles(spec)) {
     if (!manifests::IsSafeRelativePath(name)) continue;  // the manifest parser names it below
-    auto path = options.source_dir / name;
+    const auto made = generated.find(name);
+    auto path = made == generated.end() ? options.source_dir / name : made->second;
     std::error_code ec;
     auto status = std::filesystem::symlink_status(path, ec);
     if (ec || !std::filesystem::is_regular_file(status)) {

@@ -56,6 +56,11 @@ struct BundleCreateOptions {
   std::optional<std::string> version;  // overrides bundle.json's version
   Compression compression = Compression::kZstd;
   std::vector<std::filesystem::path> keys;  // sign right away (optional)
+  // "opencv-4.6": also a variant lowered for that backend beside each ONNX variant it does not
+  // run as exported (deploy/bundle_lower.hpp); backends from `backends_dir` (default beside the
+  // program).
+  std::string lower;
+  std::filesystem::path backends_dir;
 };
 Status BundleCreate(const BundleCreateOptions& options, std::ostream& out);
 
@@ -80,6 +85,22 @@ struct ModelCheckOptions {
   bool json = false;
 };
 Status ModelCheck(const ModelCheckOptions& options, std::ostream& out);
+
+// edgefleet model lower: rewrites `input` into forms the `target` backend ("opencv-4.6") runs
+// (runtime/onnx_lower.hpp), checks the lowered model on that backend against `golden` (a
+// directory of input_K.pb / output_K.pb) or, without it, against the original's outputs on the
+// `reference` backend for fixed random inputs, and only then writes `output`. Fails naming the
+// node, the golden output or the file; writes nothing then.
+struct ModelLowerOptions {
+  std::filesystem::path input;
+  std::filesystem::path output;
+  std::string target;
+  std::filesystem::path golden;
+  std::filesystem::path backends_dir;
+  std::string reference = "onnxruntime";
+  runtime::NodeCaseTolerance tolerance{1e-3, 1e-3};
+};
+Status ModelLower(const ModelLowerOptions& options, std::ostream& out);
 
 struct BundleVerifyOptions {
   std::filesystem::path bundle;

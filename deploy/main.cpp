@@ -76,6 +76,12 @@ int main(int argc, char** argv) {
   create_cmd->add_option("--compression", compression, "zstd (default), gzip or none")
       ->check(CLI::IsMember({"zstd", "gzip", "none"}));
   create_cmd->add_option("--key", create.keys, "Sign with these private key file(s) right away");
+  create_cmd->add_option(
+      "--lower", create.lower,
+      "Add a variant lowered for this backend (e.g. opencv-4.6) beside each ONNX "
+      "variant it does not run as exported");
+  create_cmd->add_option("--backends-dir", create.backends_dir,
+                         "Backend libraries for --lower (default: beside this program)");
   create_cmd->callback([&] {
     run = [&]() -> Status {
       auto parsed = deploy::ParseCompression(compression);
@@ -126,6 +132,24 @@ int main(int argc, char** argv) {
                       "With --golden: also run where the verdict refuses (finds false refusals)");
   check_cmd->add_flag("--json", check.json, "Print a JSON report");
   check_cmd->callback([&] { run = [&] { return deploy::ModelCheck(check, std::cout); }; });
+  deploy::ModelLowerOptions lower;
+  auto* lower_cmd = model_cmd->add_subcommand(
+      "lower", "Rewrite a model into forms a backend runs, check it on golden data, write it");
+  lower_cmd->add_option("model", lower.input, "ONNX file")->required()->check(CLI::ExistingFile);
+  lower_cmd->add_option("-o,--output", lower.output, "Lowered ONNX file to write")->required();
+  lower_cmd->add_option("--for", lower.target, "Target backend, e.g. opencv-4.6")->required();
+  lower_cmd
+      ->add_option("--golden", lower.golden,
+                   "Directory of input_K.pb/output_K.pb the lowered model must match (default: "
+                   "the original's outputs on the reference backend for random inputs)")
+      ->check(CLI::ExistingDirectory);
+  lower_cmd->add_option("--reference", lower.reference,
+                        "Backend that computes the original's outputs (default onnxruntime)");
+  lower_cmd->add_option("--backends-dir", lower.backends_dir,
+                        "Backend libraries (default: lib/edgefleet/backends beside this program)");
+  lower_cmd->add_option("--rtol", lower.tolerance.rtol, "Relative tolerance (default 1e-3)");
+  lower_cmd->add_option("--atol", lower.tolerance.atol, "Absolute tolerance (default 1e-3)");
+  lower_cmd->callback([&] { run = [&] { return deploy::ModelLower(lower, std::cout); }; });
 
   deploy::CollectOptions collect;
   std::string port_file;

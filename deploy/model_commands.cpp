@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "deploy/commands.hpp"
+#include "deploy/model_lower.hpp"
 #include "manifests/log_value.hpp"
 #include "runtime/compat.hpp"
 #include "runtime/node_cases.hpp"
@@ -20,46 +21,101 @@ namespace {
 using nlohmann::json;
 namespace rt = runtime;
 
-struct Golden {
-  std::vector<rt::Tensor> inputs;
-  std::vector<rt::Tensor> outputs;
-};
-
-Result<Golden> ReadGolden(const std::filesystem::path& dir, const rt::GraphInfo& graph) {
-  Golden golden;
-  for (std::size_t k = 0; k < graph.inputs.size(); ++k) {
-    EF_ASSIGN_OR_RETURN(auto t, rt::ReadTensorProto(dir / ("input_" + std::to_string(k) + ".pb")));
-    t.name = graph.inputs[k].name;
-    golden.inputs.push_back(std::move(t));
+// Golden data for a model given without any: every input float32 with its symbolic dimensions
+// at 1, values from a fixed-seed generator in [0, 1), and the outputs `reference` computes from
+// the original file.
+Result<GoldenSet> ReferenceGolden(rt::Backend& reference, const std::filesystem::path& file,
+                                  const rt::GraphInfo& graph) {
+  GoldenSet golden;
+  golden.name = "random inputs on " + reference.capabilities().name;
+  std::uint32_t state = 12345;
+  for (const auto& input : graph.inputs) {
+    if (input.dtype != rt::DType::kFloat32) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  file.string() + ": input " + manifests::QuoteName(input.name) + " is " +
+                      std::string(rt::ToString(input.dtype)) +
+                      "; random reference data is float32 only, give --golden DIR");
+    }
+    std::vector<std::int64_t> shape;
+    std::size_t count = 1;
+    for (const auto d : input.shape) {
+      shape.push_back(d < 0 ? 1 : d);
+      count *= static_cast<std::size_t>(shape.back());
+    }
+    if (count > (64u << 20)) {
+      return Fail(ErrorCode::kLimit, file.string() + ": input " + manifests::QuoteName(input.name) +
+                                         " has " + std::to_string(count) + " elements");
+    }
+    std::vector<float> values(count);
+    for (auto& v : values) {
+      state = state * 1664525u + 1013904223u;
+      v = static_cast<float>(state >> 8) / static_cast<float>(1u << 24);
+    }
+    EF_ASSIGN_OR_RETURN(auto tensor, rt::Tensor::FromFloats(input.name, shape, values));
+    golden.inputs.push_back(std::move(tensor));
   }
-  for (std::size_t k = 0; k < graph.outputs.size(); ++k) {
-    EF_ASSIGN_OR_RETURN(auto t, rt::ReadTensorProto(dir / ("output_" + std::to_string(k) + ".pb")));
-    golden.outputs.push_back(std::move(t));
-  }
-  return golden;
-}
-
-// Loads and runs the model on `backend`, compares with the golden outputs: "" when it matched,
-// else why not.
-std::string RunGolden(rt::Backend& backend, const std::filesystem::path& file,
-                      const manifests::Variant& variant, const Golden& golden,
-                      const rt::NodeCaseTolerance& tolerance) {
   rt::SessionOptions options;
   options.threads = 1;
   options.parallel_runs = 1;
-  auto session = backend.Load(file, variant, options);
-  if (!session) return "load failed: " + session.error().message;
-  auto outputs = (*session)->Run(golden.inputs);
-  if (!outputs) return "run failed: " + outputs.error().message;
-  if (outputs->size() != golden.outputs.size()) return "wrong number of outputs";
-  for (std::size_t k = 0; k < outputs->size(); ++k) {
-    const auto difference = rt::CompareTensors((*outputs)[k], golden.outputs[k], tolerance);
-    if (!difference.empty()) return "output " + std::to_string(k) + ": " + difference;
-  }
-  return "";
+  EF_ASSIGN_OR_RETURN(
+      auto session,
+      reference.Load(file, rt::CaseVariant(graph, file.filename().string()), options));
+  EF_ASSIGN_OR_RETURN(golden.outputs, session->Run(golden.inputs));
+  return golden;
 }
 
 }  // namespace
+
+Status ModelLower(const ModelLowerOptions& options, std::ostream& out) {
+  std::error_code ec;
+  if (std::filesystem::equivalent(options.input, options.output, ec)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "-o " + manifests::QuoteName(options.output.string()) +
+                    " is the input file; write the lowered model beside it");
+  }
+  const auto dir = options.backends_dir.empty() ? rt::DefaultBackendsDir() : options.backends_dir;
+  EF_ASSIGN_OR_RETURN(auto scan, rt::LoadBackendPlugins(dir));
+  std::vector<rt::Backend*> backends;
+  for (const auto& backend : scan.backends) backends.push_back(backend.get());
+  EF_ASSIGN_OR_RETURN(auto* target, FindLowerTarget(options.target, backends));
+  EF_ASSIGN_OR_RETURN(auto graph, rt::InspectOnnx(options.input));
+  std::vector<GoldenSet> golden;
+  if (!options.golden.empty()) {
+    auto read = ReadGoldenDir(options.golden, graph);
+    if (!read) return read.error().Wrap(options.golden.string());
+    golden.push_back(std::move(*read));
+  } else {
+    rt::Backend* reference = nullptr;
+    for (auto* backend : backends) {
+      if (backend->capabilities().name == options.reference) reference = backend;
+    }
+    if (reference == nullptr || reference == target) {
+      return Fail(ErrorCode::kNotFound, options.input.string() +
+                                            ": no golden data (--golden DIR) and no " +
+                                            manifests::QuoteName(options.reference) +
+                                            " backend to compute the original's outputs with");
+    }
+    auto computed = ReferenceGolden(*reference, options.input, graph);
+    if (!computed) return computed.error().Wrap("reference outputs");
+    golden.push_back(std::move(*computed));
+  }
+  const auto& caps = target->capabilities();
+  out << "model lower: " << manifests::SafeText(options.input.string()) << " for " << caps.name
+      << " " << caps.version.ToString() << "\n";
+  EF_ASSIGN_OR_RETURN(auto lowered, LowerCheckAndWrite(options.input, options.output, *target,
+                                                       golden, options.tolerance));
+  for (const auto& step : lowered.steps) out << "  " << manifests::SafeText(step) << "\n";
+  for (const auto& form : lowered.unmeasured) {
+    out << "  not measured on " << caps.name
+        << " (the golden check decided): " << manifests::SafeText(form) << "\n";
+  }
+  out << "  checked on " << caps.name << " against " << manifests::SafeText(golden[0].name)
+      << ": match (atol " << options.tolerance.atol << ", rtol " << options.tolerance.rtol << ")\n";
+  out << "model lower: opset " << lowered.from_opset << " -> " << lowered.to_opset << ", "
+      << lowered.graph.nodes.size() << " nodes -> " << manifests::SafeText(options.output.string())
+      << "\n";
+  return Ok();
+}
 
 Status ModelCheck(const ModelCheckOptions& options, std::ostream& out) {
   const auto dir = options.backends_dir.empty() ? rt::DefaultBackendsDir() : options.backends_dir;
@@ -74,9 +130,9 @@ Status ModelCheck(const ModelCheckOptions& options, std::ostream& out) {
   bool all_served = true;
   for (const auto& file : options.models) {
     EF_ASSIGN_OR_RETURN(auto graph, rt::InspectOnnx(file));
-    std::optional<Golden> golden;
+    std::optional<GoldenSet> golden;
     if (!options.golden.empty()) {
-      auto read = ReadGolden(options.golden, graph);
+      auto read = ReadGoldenDir(options.golden, graph);
       if (!read) return read.error().Wrap(options.golden.string());
       golden = std::move(*read);
     }
@@ -114,7 +170,7 @@ Status ModelCheck(const ModelCheckOptions& options, std::ostream& out) {
       verdict["after_download"] = after;
       std::string ran;
       if (golden && (after == "accepted" || options.run_refused)) {
-        ran = RunGolden(*backend, file, variant, *golden, options.tolerance);
+        ran = RunGoldenSets(*backend, file, graph, {*golden}, options.tolerance);
         verdict["golden"] = ran.empty() ? "match" : ran;
       }
       const bool this_serves = after == "accepted" && (!golden || ran.empty());

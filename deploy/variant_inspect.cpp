@@ -55,7 +55,8 @@ std::optional<std::string> Disagreement(const json& declared, const json& found)
 }  // namespace
 
 Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir,
-                             const std::filesystem::path& spec_path, std::ostream& out) {
+                             const std::filesystem::path& spec_path, std::ostream& out,
+                             const std::map<std::string, std::filesystem::path>& generated) {
   json* variants = spec.contains("variants") ? &spec["variants"] : nullptr;
   if (variants == nullptr || !variants->is_array()) return Ok();  // the parser names it
   const std::string where = spec_path.string();
@@ -66,7 +67,9 @@ Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir
     const std::string field = "variants[" + std::to_string(i) + "]";
     const bool onnx = v.contains("format") ? v["format"] == "onnx" : file.ends_with(".onnx");
     if (!onnx || !manifests::IsSafeRelativePath(file)) continue;
-    EF_ASSIGN_OR_RETURN(auto graph, runtime::InspectOnnx(source_dir / file));
+    const auto made = generated.find(file);
+    EF_ASSIGN_OR_RETURN(auto graph, runtime::InspectOnnx(made == generated.end() ? source_dir / file
+                                                                                 : made->second));
     std::vector<std::string> filled;
     auto fill = [&](const char* key, const json& value) -> Status {
       if (!v.contains(key)) {

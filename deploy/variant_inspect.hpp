@@ -9,7 +9,9 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <ostream>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
@@ -17,10 +19,11 @@
 
 namespace edgefleet::deploy {
 
-// Fills spec["variants"][i] from the files under `source_dir`; one line per filled variant on
-// `out`. Fails with the checker's error naming the file, or kParse naming the field, what
-// bundle.json says and what the file says.
+// Fills spec["variants"][i] from the files under `source_dir` (or, for a file `generated` names,
+// from where it was generated); one line per filled variant on `out`. Fails with the checker's
+// error naming the file, or kParse naming the field, what bundle.json says and what the file says.
 Status FillVariantsFromFiles(nlohmann::json& spec, const std::filesystem::path& source_dir,
-                             const std::filesystem::path& spec_path, std::ostream& out);
+                             const std::filesystem::path& spec_path, std::ostream& out,
+                             const std::map<std::string, std::filesystem::path>& generated = {});
 
 }  // namespace edgefleet::deploy

@@ -24,10 +24,6 @@
 namespace edgefleet::runtime {
 namespace {
 
-// Protobuf cannot parse a message of 2 GiB or more, and a model that large would not fit an
-// edge box's memory beside the running one anyway; refusing it before reading costs nothing.
-constexpr std::uintmax_t kMaxOnnxBytes = 1ull << 30;
-
 // Messages name at most this many offending nodes per operator: a MobileNetV2 has 35 Clip nodes,
 // and 35 identical lines hide the other reasons.
 constexpr std::size_t kMaxNodesNamedPerOp = 5;

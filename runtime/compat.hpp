@@ -17,6 +17,11 @@
 
 namespace edgefleet::runtime {
 
+// The largest ONNX file edgefleet reads. Protobuf cannot parse a message of 2 GiB or more, and a
+// model that large would not fit an edge box's memory beside the running one anyway; refusing it
+// before reading costs nothing.
+inline constexpr std::uintmax_t kMaxOnnxBytes = 1ull << 30;
+
 // Every reason `variant` cannot run on `backend` (empty when it can): format, the backend's name
 // and version against the variant's backend requirements, opset range, each operator not
 // claimed at the variant's opset, or, for a variant that lists its forms, each form the backend

@@ -292,13 +292,15 @@ bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
 
 }  // namespace
 
+bool ShapeInferenceIsSafe(const onnx::GraphProto& graph) { return ConvPoolRanksAgree(graph); }
+
 std::string FormKey(const std::string& domain, const std::string& op, const std::string& form) {
   const bool default_domain = domain.empty() || domain == "ai.onnx";
   return (default_domain ? op : domain + ":" + op) + "(" + form + ")";
 }
 
 std::vector<std::string> NodeForms(onnx::ModelProto& model) {
-  if (ConvPoolRanksAgree(model.graph())) {
+  if (ShapeInferenceIsSafe(model.graph())) {
     try {
       // Node-level errors are ignored (error_mode 0): an uninferable node leaves its outputs
       // without a shape, and their consumers get "?" ranks.

@@ -42,4 +42,9 @@ inline constexpr std::size_t kMaxFormBytes = 400;
 // the checker. Never fails.
 std::vector<std::string> NodeForms(onnx::ModelProto& model);
 
+// Whether libonnx 1.12's shape inference can run on `graph` without reading out of bounds (its
+// convolution and pooling inference trusts ranks and kernel attributes; see onnx_forms.cpp).
+// NodeForms and the lowering (runtime/onnx_lower.hpp) infer shapes only when this holds.
+bool ShapeInferenceIsSafe(const onnx::GraphProto& graph);
+
 }  // namespace edgefleet::runtime
