@@ -25,13 +25,15 @@ class AgentOnnxRuntime : public AgentE2E {
   static testing::GoldenModel Model(const std::string& zoo) { return {kZoo / zoo, "model.onnx"}; }
   // A bundle named `name` whose one variant is the zoo file, runnable by opencv or onnxruntime;
   // `bundle create` fills opset, operators, inputs and outputs from the file.
-  Bundle MakeZooBundle(const std::string& zoo, const std::string& name) {
+  Bundle MakeZooBundle(const std::string& zoo, const std::string& name,
+                       const std::vector<std::string>& extra_args = {}) {
     const json variant = {{"id", "onnx"},
                           {"format", "onnx"},
                           {"backends",
                            {{{"name", "opencv"}, {"version", ">=4.5.0 <5.0.0"}},
                             {{"name", "onnxruntime"}, {"version", ">=1.16.0 <2.0.0"}}}}};
-    return testing::MakeGoldenBundle(fleet_, tmp_.path(), Model(zoo), name, variant, kAtol, kRtol);
+    return testing::MakeGoldenBundle(fleet_, tmp_.path(), Model(zoo), name, variant, kAtol, kRtol,
+                                     extra_args);
   }
 
   // backend -> median ms, from the install's event=variant_measured lines that passed.
@@ -191,6 +193,80 @@ TEST_F(AgentOnnxRuntime, ABoxWithoutTheOnnxRuntimePluginRefusesModernExportsBefo
   }
   EXPECT_EQ(Status().value("deployments", json::array()).size(), 0U);
   StopAgent();
+}
+
+// Issue 13: the same opset-17 MobileNetV2 a box with only opencv refuses as exported is served
+// there after `bundle create --lower opencv-4.6`: the lowered variant (opset 10, Clip bounds as
+// attributes) is chosen, passes parity on the bundle's golden data and answers like PyTorch.
+TEST_F(AgentOnnxRuntime, AnOpencvOnlyBoxServesAModernExportLoweredByBundleCreate) {
+  WriteConfig({}, {{"backends", {"opencv"}}});
+  const Bundle bundle =
+      MakeZooBundle("mobilenet_v2_op17", "mobilenetv2-lowered", {"--lower", "opencv-4.6"});
+  const json variants = bundle.manifest.value("variants", json::array());
+  ASSERT_EQ(variants.size(), 2U) << bundle.manifest.dump();
+  EXPECT_EQ(variants[0].value("opset", 0), 17);
+  EXPECT_EQ(variants[1].value("id", ""), "onnx-opencv-4.6");
+  EXPECT_EQ(variants[1].value("opset", 0), 10);
+  EXPECT_EQ(variants[1]["backends"].size(), 1U);
+  EXPECT_EQ(variants[1]["backends"][0].value("name", ""), "opencv");
+  const auto forms = variants[1].value("forms", json::array()).dump();
+  EXPECT_EQ(forms.find("Clip(f32;d4,c0,c0"), std::string::npos) << forms;
+  EXPECT_NE(forms.find("Clip(f32;d4;max=6,min=0)"), std::string::npos) << forms;
+
+  const auto installed = Install(bundle.path, seconds(240));
+  const std::string log = installed.out + installed.err;
+  ASSERT_EQ(installed.exit_code, 0) << log;
+  EXPECT_TRUE(std::regex_search(
+      log, std::regex("event=parity id=[0-9]+ pass=true .* variant=onnx-opencv-4.6 "
+                      "backend=opencv")))
+      << log;
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(ExpectServedLikePyTorch("mobilenet_v2_op17", "mobilenetv2-lowered"));
+  StopAgent();
+}
+
+// `edgefleet model lower` checks its result before writing: against the original's outputs on
+// onnxruntime (no --golden), then the lowered file is what `model check` says opencv runs and
+// matches; a model it cannot lower and a truncated file fail naming why, and write nothing.
+TEST_F(AgentOnnxRuntime, ModelLowerWritesOnlyAFileThatMatchesTheOriginal) {
+  const fs::path out = tmp_.path() / "lowered.onnx";
+  auto lower = [&](const fs::path& in) {
+    return testing::RunProcess(
+        {EDGEFLEET_CLI, "model", "lower", in.string(), "-o", out.string(), "--for", "opencv-4.6"},
+        seconds(120));
+  };
+  const auto ok = lower(kZoo / "mobilenet_v2_op17" / "model.onnx");
+  ASSERT_EQ(ok.exit_code, 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("Clip: min/max inputs to attributes (35 node(s))"), std::string::npos)
+      << ok.out;
+  EXPECT_NE(ok.out.find("checked on opencv against random inputs on onnxruntime: match"),
+            std::string::npos)
+      << ok.out;
+  EXPECT_NE(ok.out.find("opset 17 -> 10"), std::string::npos) << ok.out;
+  const auto check = testing::RunProcess({EDGEFLEET_CLI, "model", "check", out.string(), "--golden",
+                                          (kZoo / "mobilenet_v2_op17" / "golden").string()},
+                                         seconds(120));
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_NE(check.out.find("opencv 4.6.0: before download runs; after download accepted; golden "
+                           "match"),
+            std::string::npos)
+      << check.out;
+  fs::remove(out);
+
+  const auto refused = lower(kZoo / "efficientnet_b0_op13" / "model.onnx");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("cannot lower for opencv 4.6.0"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("node '"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("fails on opencv 4.6.0"), std::string::npos) << refused.err;
+  EXPECT_FALSE(fs::exists(out));
+
+  const std::string bytes = testing::ReadFile(kZoo / "mobilenet_v2_op17" / "model.onnx");
+  const fs::path cut = tmp_.path() / "cut.onnx";
+  testing::WriteFile(cut, bytes.substr(0, bytes.size() / 3));
+  const auto truncated = lower(cut);
+  EXPECT_NE(truncated.exit_code, 0);
+  EXPECT_NE(truncated.err.find("cut.onnx: not an ONNX model"), std::string::npos) << truncated.err;
+  EXPECT_FALSE(fs::exists(out));
 }
 
 }  // namespace

@@ -14,33 +14,37 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 Bundle MakeGoldenBundle(const Fleet& fleet, const fs::path& work, const GoldenModel& model,
-                        const std::string& name, json variant, double atol, double rtol) {
-  return MakeBundle(fleet, "v1", work, [&](json& body, const fs::path& dir) {
-    fs::remove_all(dir / "model");
-    fs::remove_all(dir / "golden");
-    fs::create_directories(dir / "model");
-    fs::create_directories(dir / "golden" / "g");
-    const std::string file = name + fs::path(model.file).extension().string();
-    fs::copy_file(model.dir / model.file, dir / "model" / file);
-    for (const std::string pb : {"input_0.pb", "output_0.pb"}) {
-      fs::copy_file(model.dir / "golden" / pb, dir / "golden" / "g" / pb);
-    }
-    variant["file"] = "model/" + file;
-    body = {{"name", name},
-            {"version", "1.0.0"},
-            {"description", model.dir.filename().string() + " (random weights)"},
-            {"variants", {variant}},
-            {"golden",
-             {{{"name", "g"},
-               {"inputs", {"golden/g/input_0.pb"}},
-               {"outputs", {"golden/g/output_0.pb"}}}}},
-            {"parity",
-             {{"atol", atol},
-              {"rtol", rtol},
-              {"min_top1_agreement", 1.0},
-              {"max_latency_factor", 3.0}}},
-            {"watch", ShortWatch()}};
-  });
+                        const std::string& name, json variant, double atol, double rtol,
+                        const std::vector<std::string>& extra_args) {
+  return MakeBundle(
+      fleet, "v1", work,
+      [&](json& body, const fs::path& dir) {
+        fs::remove_all(dir / "model");
+        fs::remove_all(dir / "golden");
+        fs::create_directories(dir / "model");
+        fs::create_directories(dir / "golden" / "g");
+        const std::string file = name + fs::path(model.file).extension().string();
+        fs::copy_file(model.dir / model.file, dir / "model" / file);
+        for (const std::string pb : {"input_0.pb", "output_0.pb"}) {
+          fs::copy_file(model.dir / "golden" / pb, dir / "golden" / "g" / pb);
+        }
+        variant["file"] = "model/" + file;
+        body = {{"name", name},
+                {"version", "1.0.0"},
+                {"description", model.dir.filename().string() + " (random weights)"},
+                {"variants", {variant}},
+                {"golden",
+                 {{{"name", "g"},
+                   {"inputs", {"golden/g/input_0.pb"}},
+                   {"outputs", {"golden/g/output_0.pb"}}}}},
+                {"parity",
+                 {{"atol", atol},
+                  {"rtol", rtol},
+                  {"min_top1_agreement", 1.0},
+                  {"max_latency_factor", 3.0}}},
+                {"watch", ShortWatch()}};
+      },
+      extra_args);
 }
 
 void ExpectAgentServesGolden(int port, const std::string& name, const GoldenModel& model,

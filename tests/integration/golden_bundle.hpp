@@ -23,10 +23,10 @@ struct GoldenModel {
 
 // A bundle named `name`, version 1.0.0, whose one variant (`variant` without "file", which is
 // set here) is the model's file, with its golden pair and parity at atol/rtol, made by
-// `edgefleet bundle create` in `work`.
+// `edgefleet bundle create` in `work` (`extra_args` appended).
 Bundle MakeGoldenBundle(const Fleet& fleet, const std::filesystem::path& work,
                         const GoldenModel& model, const std::string& name, nlohmann::json variant,
-                        double atol, double rtol);
+                        double atol, double rtol, const std::vector<std::string>& extra_args = {});
 
 // POSTs golden row 0 as a JSON FP32 tensor to the agent's infer route for `name` on `port` and
 // checks the logits against golden row 0 (gtest assertions).
