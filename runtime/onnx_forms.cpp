@@ -166,125 +166,120 @@ std::string Rank(const ValueType& type) {
 // libonnx 1.12's convolution and pooling shape inference reads past its vectors when a kernel's
 // rank or a kernel_shape/pads/strides/dilations list disagrees with the input's spatial rank, and
 // divides by zero on a zero stride (fuzzed models crashed in convPoolShapeInference1). Shape
-// inference therefore runs only when, by a simple rank propagation over the declared types,
-// every such node's input rank is known, at least 3, and agrees with its kernel and its lists,
-// whose kernels, strides, dilations and group are positive and pads not negative; otherwise
-// every rank stays unknown ("?").
-bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
-  static const std::set<std::string> kConvPool = {
+// inference therefore runs only when every such node's input rank is known, at least 3, and
+// agrees with its kernel and its lists, whose kernels, strides, dilations and group are positive
+// and pads not negative; otherwise every rank stays unknown ("?").
+//
+// The ranks come from libonnx itself, on a stand-in copy of the model in which every
+// convolution and pooling node is an Identity of its first input (one per output): their outputs
+// have their input's rank, so every rank is what real inference gives, while the code that can
+// crash never runs. (Ranks do not depend on dimension values here: data propagation is off.)
+const std::set<std::string>& ConvPoolOps() {
+  static const std::set<std::string> ops = {
       "Conv",          "ConvTranspose", "ConvInteger", "QLinearConv",       "AveragePool",
       "MaxPool",       "LpPool",        "MaxUnpool",   "MaxRoiPool",        "GlobalAveragePool",
       "GlobalMaxPool", "GlobalLpPool",  "DeformConv",  "QLinearAveragePool"};
-  static const std::set<std::string> kSameRank = {"Relu",
-                                                  "Clip",
-                                                  "Sigmoid",
-                                                  "Add",
-                                                  "Mul",
-                                                  "Sub",
-                                                  "Div",
-                                                  "Identity",
-                                                  "HardSwish",
-                                                  "HardSigmoid",
-                                                  "LeakyRelu",
-                                                  "Dropout",
-                                                  "Sqrt",
-                                                  "Exp",
-                                                  "Tanh",
-                                                  "Erf",
-                                                  "Pow",
-                                                  "Max",
-                                                  "Min",
-                                                  "Sum",
-                                                  "Mean",
-                                                  "Elu",
-                                                  "Softmax",
-                                                  "Cast",
-                                                  "Neg",
-                                                  "Abs",
-                                                  "BatchNormalization",
-                                                  "Concat",
-                                                  "Transpose",
-                                                  "LRN",
-                                                  "InstanceNormalization",
-                                                  "PRelu",
-                                                  "Selu"};
-  std::map<std::string, int> rank;
-  for (const auto& v : graph.input()) {
-    if (v.type().has_tensor_type() && v.type().tensor_type().has_shape()) {
-      rank[v.name()] = v.type().tensor_type().shape().dim_size();
+  return ops;
+}
+
+std::optional<std::map<std::string, int>> StandInRanks(const onnx::ModelProto& model) {
+  onnx::ModelProto copy;
+  *copy.mutable_opset_import() = model.opset_import();
+  copy.set_ir_version(model.ir_version());
+  auto* graph = copy.mutable_graph();
+  const auto& original = model.graph();
+  // Inputs with symbolic dimensions and outputs without shapes: a stand-in's output keeps its
+  // input's dimensions where the real node changes them (channels, spatial size), and a value
+  // would then disagree with a constant's somewhere downstream; a symbol never does.
+  *graph->mutable_input() = original.input();
+  int symbol = 0;
+  for (auto& input : *graph->mutable_input()) {
+    auto* type = input.mutable_type();
+    if (!type->has_tensor_type() || !type->tensor_type().has_shape()) continue;
+    for (auto& dim : *type->mutable_tensor_type()->mutable_shape()->mutable_dim()) {
+      dim.set_dim_param("edgefleet_" + std::to_string(symbol++));
     }
   }
-  std::map<std::string, const onnx::TensorProto*> initializers;
-  for (const auto& init : graph.initializer()) {
-    rank[init.name()] = init.dims_size();
-    initializers[init.name()] = &init;
+  for (const auto& output : original.output()) {
+    auto* o = graph->add_output();
+    o->set_name(output.name());
+    if (output.type().has_tensor_type()) {
+      o->mutable_type()->mutable_tensor_type()->set_elem_type(
+          output.type().tensor_type().elem_type());
+    }
   }
-  for (const auto& node : graph.node()) {
+  for (const auto& init : original.initializer()) {
+    // Dims only: inference needs no data, and the copy stays small.
+    auto* t = graph->add_initializer();
+    t->set_name(init.name());
+    t->set_data_type(init.data_type());
+    *t->mutable_dims() = init.dims();
+  }
+  for (const auto& node : original.node()) {
+    const bool default_domain = node.domain().empty() || node.domain() == "ai.onnx";
+    if (!default_domain || ConvPoolOps().count(node.op_type()) == 0) {
+      *graph->add_node() = node;
+      continue;
+    }
+    if (node.input_size() == 0 || node.input(0).empty()) return std::nullopt;
+    for (const auto& output : node.output()) {
+      if (output.empty()) continue;
+      auto* stand_in = graph->add_node();
+      stand_in->set_op_type("Identity");
+      stand_in->add_input(node.input(0));
+      stand_in->add_output(output);
+    }
+  }
+  try {
+    onnx::shape_inference::InferShapes(copy, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions(false, 0, false));
+  } catch (const std::exception&) {
+    // What it inferred before failing stays.
+  }
+  std::map<std::string, int> ranks;
+  auto take = [&](const onnx::ValueInfoProto& value) {
+    if (value.type().has_tensor_type() && value.type().tensor_type().has_shape()) {
+      ranks[value.name()] = value.type().tensor_type().shape().dim_size();
+    }
+  };
+  for (const auto& v : graph->input()) take(v);
+  for (const auto& v : graph->value_info()) take(v);
+  for (const auto& v : graph->output()) take(v);
+  for (const auto& init : graph->initializer()) ranks[init.name()] = init.dims_size();
+  return ranks;
+}
+
+bool ConvPoolRanksAgree(const onnx::ModelProto& model) {
+  const auto ranks = StandInRanks(model);
+  if (!ranks) return false;
+  for (const auto& node : model.graph().node()) {
+    const std::string& op = node.op_type();
+    if (ConvPoolOps().count(op) == 0) continue;
     auto input_rank = [&](int i) {
       if (i >= node.input_size() || node.input(i).empty()) return -1;
-      const auto found = rank.find(node.input(i));
-      return found == rank.end() ? -1 : found->second;
+      const auto found = ranks->find(node.input(i));
+      return found == ranks->end() ? -1 : found->second;
     };
-    int out = -1;
-    const std::string& op = node.op_type();
-    if (kConvPool.count(op) != 0) {
-      const int x = input_rank(0);
-      if (x < 3) return false;
-      const int weight = op == "QLinearConv" ? 3 : (op.rfind("Conv", 0) == 0 ? 1 : -1);
-      if (weight >= 0 && input_rank(weight) != x) return false;
-      for (const auto& a : node.attribute()) {
-        const auto n = static_cast<int>(a.ints_size());
-        if ((a.name() == "kernel_shape" || a.name() == "strides" || a.name() == "dilations" ||
-             a.name() == "output_padding") &&
-            n != x - 2) {
-          return false;
-        }
-        if (a.name() == "pads" && n != 2 * (x - 2)) return false;
-        // It also divides by strides and dilations (a zero stride raised SIGFPE) and sizes by
-        // kernels and groups.
-        const bool positive = a.name() == "kernel_shape" || a.name() == "strides" ||
-                              a.name() == "dilations" || a.name() == "group";
-        for (const auto v : a.ints()) {
-          if ((positive && v < 1) || v < 0) return false;
-        }
-        if (a.name() == "group" && a.i() < 1) return false;
+    const int x = input_rank(0);
+    if (x < 3) return false;
+    const int weight = op == "QLinearConv" ? 3 : (op.rfind("Conv", 0) == 0 ? 1 : -1);
+    if (weight >= 0 && input_rank(weight) != x) return false;
+    for (const auto& a : node.attribute()) {
+      const auto n = static_cast<int>(a.ints_size());
+      if ((a.name() == "kernel_shape" || a.name() == "strides" || a.name() == "dilations" ||
+           a.name() == "output_padding") &&
+          n != x - 2) {
+        return false;
       }
-      out = x;
-    } else if (kSameRank.count(op) != 0) {
-      for (int i = 0; i < node.input_size(); ++i) {
-        const int r = input_rank(i);
-        if (node.input(i).empty()) continue;
-        if (r < 0 && op != "Concat") {
-          out = -1;
-          break;
-        }
-        out = std::max(out, r);
-        if (op == "Concat" || op == "Transpose" || op == "BatchNormalization" || op == "Clip" ||
-            op == "PRelu" || op == "InstanceNormalization") {
-          break;  // the first input decides
-        }
+      if (a.name() == "pads" && n != 2 * (x - 2)) return false;
+      // It also divides by strides and dilations (a zero stride raised SIGFPE) and sizes by
+      // kernels and groups.
+      const bool positive = a.name() == "kernel_shape" || a.name() == "strides" ||
+                            a.name() == "dilations" || a.name() == "group";
+      for (const auto v : a.ints()) {
+        if ((positive && v < 1) || v < 0) return false;
       }
-    } else if (op == "Flatten" || op == "Gemm") {
-      out = 2;
-    } else if (op == "Shape") {
-      out = 1;
-    } else if (op == "Constant") {
-      for (const auto& a : node.attribute()) {
-        if (a.name() == "value" && a.has_t()) out = a.t().dims_size();
-      }
-    } else if (op == "Reshape" && node.input_size() > 1) {
-      // The output's rank is the length of a constant 1-D shape.
-      if (const auto shape = initializers.find(node.input(1));
-          shape != initializers.end() && shape->second->dims_size() == 1) {
-        out = static_cast<int>(shape->second->dims(0));
-      }
-    }
-    for (const auto& name : node.output()) {
-      if (out >= 0) {
-        rank[name] = out;
-      } else {
-        rank.erase(name);
-      }
+      if (a.name() == "group" && a.i() < 1) return false;
     }
   }
   return true;
@@ -292,7 +287,7 @@ bool ConvPoolRanksAgree(const onnx::GraphProto& graph) {
 
 }  // namespace
 
-bool ShapeInferenceIsSafe(const onnx::GraphProto& graph) { return ConvPoolRanksAgree(graph); }
+bool ShapeInferenceIsSafe(const onnx::ModelProto& model) { return ConvPoolRanksAgree(model); }
 
 std::string FormKey(const std::string& domain, const std::string& op, const std::string& form) {
   const bool default_domain = domain.empty() || domain == "ai.onnx";
@@ -300,7 +295,7 @@ std::string FormKey(const std::string& domain, const std::string& op, const std:
 }
 
 std::vector<std::string> NodeForms(onnx::ModelProto& model) {
-  if (ShapeInferenceIsSafe(model.graph())) {
+  if (ShapeInferenceIsSafe(model)) {
     try {
       // Node-level errors are ignored (error_mode 0): an uninferable node leaves its outputs
       // without a shape, and their consumers get "?" ranks.

@@ -45,6 +45,6 @@ std::vector<std::string> NodeForms(onnx::ModelProto& model);
 // Whether libonnx 1.12's shape inference can run on `graph` without reading out of bounds (its
 // convolution and pooling inference trusts ranks and kernel attributes; see onnx_forms.cpp).
 // NodeForms and the lowering (runtime/onnx_lower.hpp) infer shapes only when this holds.
-bool ShapeInferenceIsSafe(const onnx::GraphProto& graph);
+bool ShapeInferenceIsSafe(const onnx::ModelProto& model);
 
 }  // namespace edgefleet::runtime

@@ -258,7 +258,7 @@ Result<LoweredModel> LowerOnnx(std::string_view model_bytes, std::string_view so
   const auto folded_steps = FoldConstantsAndIdentities(*model.mutable_graph());
   // Shape inference runs only where it is safe (as for node forms); without it ranks are unknown,
   // and the rewrites that need one (negative axes, Softmax) refuse.
-  const bool infer = ShapeInferenceIsSafe(model.graph());
+  const bool infer = ShapeInferenceIsSafe(model);
   const RankMap ranks = infer ? InferRanks(model) : RankMap{};
 
   std::optional<LoweredModel> best;  // highest opset without problems (unmeasured forms allowed)

@@ -103,9 +103,10 @@ def rand(*shape, low=-1.0, high=1.0):
 
 
 def write_case(name, opset, node, inputs, initializers, outputs, root=NODE_OUT):
-    """inputs/outputs: lists of (name, array); initializers: list of (name, array)."""
+    """node: one node or a list; inputs/outputs: lists of (name, array); initializers: list of
+    (name, array)."""
     graph = helper.make_graph(
-        [node], name,
+        node if isinstance(node, list) else [node], name,
         [helper.make_tensor_value_info(n, onnx.mapping.NP_TYPE_TO_TENSOR_TYPE[a.dtype], a.shape)
          for n, a in inputs],
         [helper.make_tensor_value_info(n, onnx.mapping.NP_TYPE_TO_TENSOR_TYPE[a.dtype], a.shape)
@@ -273,6 +274,18 @@ def case_transpose(opset):
                [("y", x.transpose(0, 2, 3, 1).copy())])
 
 
+def case_constant(opset):
+    # A Constant node's output as an operand, as exporters write shape and pad arguments (torch
+    # at opset 11 feeds Pad's pads from a Constant). Its own RNG, so that the other cases' data
+    # stay as they were.
+    rng = np.random.default_rng(1000 + opset)
+    x = rng.uniform(-1, 1, size=(2, 3)).astype(np.float32)
+    c = rng.uniform(-1, 1, size=(2, 3)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(c, "c")),
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    write_case(f"ef_constant_add_op{opset}", opset, nodes, [("x", x)], [], [("y", x + c)])
+
+
 def make_node_cases():
     for root in (NODE_OUT, LIMITS_OUT):
         shutil.rmtree(root, ignore_errors=True)
@@ -296,6 +309,7 @@ def make_node_cases():
         "Concat": lambda opset, since: case_concat(opset),
         "Softmax": lambda opset, since: case_softmax(opset),
         "Transpose": lambda opset, since: case_transpose(opset),
+        "Constant": lambda opset, since: case_constant(opset),
     }
     count = 0
     for op, make in makers.items():
