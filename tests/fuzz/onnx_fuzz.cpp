@@ -2,8 +2,9 @@
 // runtime::InspectOnnx from bytes (protobuf parse, libonnx's checker, shape inference and the
 // node forms, the graph's imports, nodes, inputs and outputs), then CheckGraph against the
 // digits manifest's variant and a small backend with a form table, and again with the graph's
-// own forms, and the verdict before download from them; and runtime::OnnxNodes with
-// OutputLimitProblems, the backend's own check at load.
+// own forms, and the verdict before download from them; runtime::LowerOnnx for that backend
+// (constant folding, opset down-conversion, a re-inspection per opset tried); and
+// runtime::OnnxNodes with OutputLimitProblems, the backend's own check at load.
 #include <cstddef>
 #include <cstdint>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include "manifests/manifest.hpp"
 #include "runtime/backend.hpp"
 #include "runtime/compat.hpp"
+#include "runtime/onnx_lower.hpp"
 
 namespace runtime = edgefleet::runtime;
 
@@ -26,7 +28,12 @@ const runtime::BackendCapabilities& Backend() {
     b.formats = {"onnx"};
     b.min_opset = 7;
     b.max_opset = 17;
-    b.operators = {{"", "Conv", 1, 17}, {"", "Relu", 6, 17}, {"", "Gemm", 7, 13}};
+    // Clip and Unsqueeze only in their older forms, so that lowering has work to do.
+    b.operators = {{"", "Conv", 1, 17},
+                   {"", "Relu", 6, 17},
+                   {"", "Gemm", 7, 13},
+                   {"", "Clip", 6, 10},
+                   {"", "Unsqueeze", 1, 10}};
     b.output_limits = {{"", "Dropout", 1, "fuzz"}};
     b.forms = {{"", "Gemm", 13, 17, "f32;d2,c2,c1;b;alpha=1,beta=1,transB=1", true, ""},
                {"", "Conv", 11, 17, "f32;d4,c4,d1;b", false, "fuzz"}};
@@ -72,6 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)runtime::CheckGraph(*graph, variant, Backend(), "digits");
     (void)runtime::CompatibilityProblems(variant, Backend());
     (void)runtime::UnmeasuredForms(variant, Backend());
+    (void)runtime::LowerOnnx(bytes, "model.onnx", Backend());
   }
   auto nodes = runtime::OnnxNodes(bytes, "model.onnx");
   if (nodes) (void)runtime::OutputLimitProblems(*nodes, Backend().output_limits, "fuzz");
