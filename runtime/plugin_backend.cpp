@@ -434,6 +434,16 @@ class PluginSession final : public Session {
                                                      ShapeToString(info.shape) + ", found " +
                                                      ShapeToString(t.shape));
       }
+      // An empty batch (or any empty dynamic dimension) is the client's mistake, said here:
+      // engines fail on it, and their failure would count as a server error against the model
+      // (a client sending batch 0 during a watch window could roll back a good model).
+      for (std::size_t d = 0; d < t.shape.size(); ++d) {
+        if (t.shape[d] == 0 && info.shape[d] != 0) {
+          return Fail(ErrorCode::kInvalidArgument, what() + ": dimension " + std::to_string(d) +
+                                                       " is 0 (shape " + ShapeToString(t.shape) +
+                                                       "); at least 1 is needed");
+        }
+      }
       if (auto valid = t.Validate(); !valid) {
         return Fail(ErrorCode::kInvalidArgument, what() + ": " + valid.error().message);
       }

@@ -657,6 +657,8 @@ TEST_F(LocalApiDigits, HostileRequestsAreRefusedWithProtocolErrors) {
       {"huge shape product", infer, input("[100000000,1,8,8]", "FP32", "[1]"), "application/json",
        400},
       {"negative dimension", infer, input("[-1,1,8,8]", "FP32", "[]"), "application/json", 400},
+      // A 400, not the engine's failure (a 500 that the watch counts against the model).
+      {"batch 0", infer, input("[0,1,8,8]", "FP32", "[]"), "application/json", 400},
       {"shape the model does not take", infer, input("[1,1,9,9]", "FP32", "[]"), "application/json",
        400},
       {"unknown input name", infer,

@@ -169,6 +169,9 @@ TEST(OpenCvBackend, RefusesWrongInputsPrecisely) {
                 "input \"input\": expected shape [-1,1,8,8], found [3,3,8,8]");
   ExpectRefused(*session, {*Tensor::FromFloats("input", {1, 64}, {zeros.data(), 64})},
                 "input \"input\": expected shape [-1,1,8,8], found [1,64]");
+  // Batch 0: the client's mistake (400), not an engine failure that counts against the model.
+  ExpectRefused(*session, {*Tensor::FromFloats("input", {0, 1, 8, 8}, {})},
+                "input \"input\": dimension 0 is 0 (shape [0,1,8,8]); at least 1 is needed");
   Tensor wrong_type;
   wrong_type.name = "input";
   wrong_type.dtype = DType::kFloat64;
