@@ -65,11 +65,22 @@ std::string NewRequestId() {
                      hi & 0xffff, lo >> 48, lo & 0xffffffffffffULL);
 }
 
-// Client-chosen ids go into headers, logs and the feedback table: printable ASCII without
-// spaces, bounded, so they can neither inject header lines nor grow memory without bound.
+// An X-Request-Id header (ours, from the client or echoed back): printable ASCII without spaces,
+// bounded, so it can neither inject header lines nor grow memory without bound.
 bool IsUsableRequestId(std::string_view id) {
   if (id.empty() || id.size() > kMaxRequestIdBytes) return false;
   return std::all_of(id.begin(), id.end(), [](char c) { return c > ' ' && c < 0x7f; });
+}
+
+// A request's JSON "id": the protocol allows any string and echoes it. Bounded, valid UTF-8 and
+// without control characters (logs escape it, the feedback table keys on it); it is echoed in
+// the X-Request-Id header only when it is also usable there.
+bool IsUsableJsonId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxRequestIdBytes || !manifests::IsValidUtf8(id)) return false;
+  return std::none_of(id.begin(), id.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
 }
 
 std::string_view DatatypeName(runtime::DType dtype) {
@@ -505,9 +516,9 @@ std::optional<HttpError> DecodeInferRequest(
   if (auto error = ParseJsonWithin(json_text, options.max_json_depth, &doc)) return error;
   if (!doc.is_object()) return fail(400, "the request must be a JSON object");
   if (auto it = doc.find("id"); it != doc.end()) {
-    if (!it->is_string() || !IsUsableRequestId(it->get_ref<const std::string&>())) {
-      return fail(400, fmt::format("\"id\" must be a string of 1 to {} printable characters "
-                                   "without spaces",
+    if (!it->is_string() || !IsUsableJsonId(it->get_ref<const std::string&>())) {
+      return fail(400, fmt::format("\"id\" must be a string of 1 to {} bytes of UTF-8 without "
+                                   "control characters",
                                    kMaxRequestIdBytes));
     }
     *request_id = it->get<std::string>();
@@ -897,7 +908,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
   VersionMetrics* vm = nullptr;
 
   auto fail = [&](int status, std::string_view message) {
-    res.set_header("X-Request-Id", request_id);
+    if (IsUsableRequestId(request_id)) res.set_header("X-Request-Id", request_id);
     if (vm) {
       vm->requests.fetch_add(1, std::memory_order_relaxed);
       (status >= 500 ? vm->server_errors : vm->client_errors)
@@ -1031,7 +1042,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
     }
   }
   response["parameters"] = std::move(parameters);
-  res.set_header("X-Request-Id", request_id);
+  if (IsUsableRequestId(request_id)) res.set_header("X-Request-Id", request_id);
   if (any_binary) {
     std::string text = response.dump(-1, ' ', false, json::error_handler_t::replace);
     res.set_header("Inference-Header-Content-Length", std::to_string(text.size()));
@@ -1100,8 +1111,7 @@ void LocalApi::Impl::HandleFeedback(const httplib::Request& req, httplib::Respon
   }
   auto id = doc.find("id");
   auto label = doc.find("label");
-  if (id == doc.end() || !id->is_string() ||
-      !IsUsableRequestId(id->get_ref<const std::string&>())) {
+  if (id == doc.end() || !id->is_string() || !IsUsableJsonId(id->get_ref<const std::string&>())) {
     return ReplyError(res, 400, "\"id\" must be the request id string of an earlier infer");
   }
   if (label == doc.end() || !label->is_number_integer()) {

@@ -30,8 +30,9 @@
 // decode), 404 unknown model/version/route/request id, 409 feedback already given for that id,
 // 413 body over max_body_bytes, 415 unsupported Content-Type, 503 model not serving, 500
 // backend failure. Every infer response carries its request id: the
-// JSON "id" (from the request, else the X-Request-Id header, else a generated UUID) and the
-// X-Request-Id response header, errors included.
+// JSON "id" (from the request: any UTF-8 string of up to 128 bytes without control characters,
+// else the X-Request-Id header, else a generated UUID) and the X-Request-Id response header,
+// errors included (the header only for an id of printable ASCII without spaces).
 //
 // An infer takes a snapshot of the instance that serves it (the active slot, or the slot that
 // holds the requested version) and finishes on that snapshot, so a slot switch in the middle of

@@ -668,7 +668,7 @@ TEST_F(LocalApiDigits, HostileRequestsAreRefusedWithProtocolErrors) {
        "application/json", 400},
       {"unknown output", infer, "{\"inputs\":[" + good_input + "],\"outputs\":[{\"name\":\"z\"}]}",
        "application/json", 400},
-      {"id with spaces", infer, "{\"id\":\"a b\",\"inputs\":[" + good_input + "]}",
+      {"id with a control character", infer, "{\"id\":\"a\\nb\",\"inputs\":[" + good_input + "]}",
        "application/json", 400},
       {"id not a string", infer, "{\"id\":5,\"inputs\":[" + good_input + "]}", "application/json",
        400},
@@ -796,6 +796,22 @@ TEST_F(LocalApiDigits, RequestIdsFromHeaderBodyOrGenerated) {
   ASSERT_TRUE(failed);
   EXPECT_EQ(failed->status, 400);
   EXPECT_EQ(failed->get_header_value("X-Request-Id"), "bad-1");
+
+  // The protocol allows any string as "id" and echoes it: spaces and non-ASCII letters come back
+  // in the body (the header, which cannot carry them safely, is left out).
+  for (const std::string any : {"frame 12 of cam A", "caméra-№3"}) {
+    const json request = {{"id", any},
+                          {"inputs",
+                           {{{"name", "input"},
+                             {"shape", {1, 1, 8, 8}},
+                             {"datatype", "FP32"},
+                             {"data", std::vector<float>(64, 0.5f)}}}}};
+    auto echoed = InferJson(request);
+    ASSERT_TRUE(echoed);
+    EXPECT_EQ(echoed->status, 200) << echoed->body;
+    EXPECT_EQ(ParseBody(echoed)["id"], any);
+    EXPECT_FALSE(echoed->has_header("X-Request-Id"));
+  }
 }
 
 // Feedback scores the served top-1 once per id; /metrics shows labeled and correct.
