@@ -6,6 +6,7 @@
 // Thread safety: DecodeInferRequest keeps no state; the shared memory registry is thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,10 +28,20 @@ struct HttpError {
 struct InferRequest {
   std::vector<runtime::Tensor> inputs;      // one per declared input, in the request's order
   std::vector<std::string> wanted_outputs;  // empty: all
-  // Outputs to return as raw bytes after the JSON header (per output "binary_data"), or all of
-  // them with the request's parameters.binary_data_output.
+  // Outputs to return as raw bytes after the JSON header (per output "binary_data": true), or
+  // all of them with the request's parameters.binary_data_output except those whose own
+  // "binary_data" is false (the per-output parameter wins).
   std::vector<std::string> binary_outputs;
+  std::vector<std::string> json_outputs;
   bool all_binary = false;
+
+  // Whether `output` comes back as raw bytes.
+  bool Binary(const std::string& output) const {
+    auto listed = [&](const std::vector<std::string>& names) {
+      return std::find(names.begin(), names.end(), output) != names.end();
+    };
+    return listed(binary_outputs) || (all_binary && !listed(json_outputs));
+  }
 };
 
 // Decodes `body`: all JSON, or with `header_length` (the Inference-Header-Content-Length

@@ -700,7 +700,7 @@ std::optional<HttpError> DecodeInferRequest(
             return fail(400, fmt::format("output '{}': \"binary_data\" must be true or false",
                                          output_name));
           }
-          if (b->get<bool>()) out->binary_outputs.push_back(output_name);
+          (b->get<bool>() ? out->binary_outputs : out->json_outputs).push_back(output_name);
         }
       }
       if (std::none_of(declared_outputs.begin(), declared_outputs.end(),
@@ -951,10 +951,9 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
 
   std::vector<runtime::Tensor> inputs;
   std::vector<std::string> wanted_outputs;  // empty: all
-  // Binary tensor extension, output side: these outputs (or all, with the request's
-  // parameters.binary_data_output) come back as raw bytes after the JSON header.
-  std::vector<std::string> binary_outputs;
-  bool all_binary = false;
+  // Binary tensor extension, output side: which outputs come back as raw bytes after the JSON
+  // header (InferRequest::Binary); none for a raw image request.
+  InferRequest binary_choice;
   if (is_json) {
     const std::string header_length =
         binary_ext ? req.get_header_value("Inference-Header-Content-Length") : std::string();
@@ -966,8 +965,9 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
     }
     inputs = std::move(request.inputs);
     wanted_outputs = std::move(request.wanted_outputs);
-    binary_outputs = std::move(request.binary_outputs);
-    all_binary = request.all_binary;
+    binary_choice.binary_outputs = std::move(request.binary_outputs);
+    binary_choice.json_outputs = std::move(request.json_outputs);
+    binary_choice.all_binary = request.all_binary;
   } else {
     if (!instance->preprocessing) {
       return fail(415, fmt::format("model '{}' version {} declares no preprocessing: send JSON "
@@ -1004,8 +1004,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
         std::find(wanted_outputs.begin(), wanted_outputs.end(), t.name) == wanted_outputs.end()) {
       continue;
     }
-    if (all_binary ||
-        std::find(binary_outputs.begin(), binary_outputs.end(), t.name) != binary_outputs.end()) {
+    if (binary_choice.Binary(t.name)) {
       any_binary = true;
       outs.push_back({{"name", t.name},
                       {"shape", t.shape},

@@ -388,6 +388,14 @@ TEST_F(LocalApiDigits, BinaryOutputsCarryTheSameValuesAsJson) {
     for (std::size_t k = 0; k < 10; ++k) EXPECT_FLOAT_EQ(values[k], expected[k].get<float>());
     EXPECT_EQ(header["parameters"]["top1_class"], ParseBody(plain)["parameters"]["top1_class"]);
   }
+  // An output's own "binary_data": false wins over the request's binary_data_output: true.
+  json except = all;
+  except["outputs"] = {{{"name", "logits"}, {"parameters", {{"binary_data", false}}}}};
+  auto as_json = InferJson(except);
+  ASSERT_TRUE(as_json) << Describe(as_json);
+  ASSERT_EQ(as_json->status, 200) << as_json->body;
+  EXPECT_TRUE(as_json->get_header_value("Inference-Header-Content-Length").empty());
+  EXPECT_EQ(ParseBody(as_json)["outputs"][0]["data"], expected);
   json wrong = plain_request;
   wrong["parameters"] = {{"binary_data_output", 1}};
   auto res = InferJson(wrong);
