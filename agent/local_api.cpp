@@ -851,7 +851,8 @@ void LocalApi::Impl::HandleMetadata(const httplib::Request& req, httplib::Respon
   Reply(res, 200,
         {{"name", name},
          {"versions", versions},
-         {"platform", "onnx"},
+         // The protocol's "<engine>_<format>", as Triton's "onnxruntime_onnx".
+         {"platform", instance->backend + "_" + instance->format},
          {"inputs", inputs},
          {"outputs", outputs}});
 }

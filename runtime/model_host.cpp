@@ -107,6 +107,7 @@ Status ModelHost::Load(const LoadRequest& request) {
   instance->slot = request.slot;
   instance->variant_id = request.variant.id;
   instance->backend = request.backend->capabilities().name;
+  instance->format = request.variant.format;
   instance->bundle_sha256 = request.bundle_sha256;
   instance->preprocessing = request.preprocessing;
   instance->session = std::move(shared);

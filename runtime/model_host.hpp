@@ -38,6 +38,7 @@ struct ModelInstance {
   Slot slot = Slot::kA;
   std::string variant_id;
   std::string backend;        // backend name
+  std::string format;         // the variant's format ("onnx", "torchscript")
   std::string bundle_sha256;  // of the bundle it came from (status reports)
   std::optional<manifests::Preprocessing> preprocessing;
   std::shared_ptr<Session> session;

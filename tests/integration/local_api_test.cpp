@@ -195,7 +195,7 @@ TEST_F(LocalApiDigits, HealthAndMetadata) {
   ASSERT_EQ(meta->status, 200) << meta->body;
   json m = ParseBody(meta);
   EXPECT_EQ(m["name"], "digits");
-  EXPECT_EQ(m["platform"], "onnx");
+  EXPECT_EQ(m["platform"], "opencv_onnx");  // "<engine>_<format>", as Triton's
   EXPECT_EQ(m["versions"], json::array({"1.0.0"}));
   ASSERT_EQ(m["inputs"].size(), 1u);
   EXPECT_EQ(m["inputs"][0]["name"], "input");
