@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <filesystem>
@@ -84,6 +85,56 @@ TEST_F(AgentE2E, InstallRollbackOnBadWatchCommitAndParityRefusal) {
   EXPECT_GT(during["1.1.0"], 0);
   EXPECT_EQ(ServedVersion(), "1.1.0");
   EXPECT_EQ(ActiveOf(Status()).value("version", ""), "1.1.0");
+  StopAgent();
+}
+
+// Issue 14, acceptance 3: a side client sending batch-0 and malformed requests every 20 ms
+// through a watch window is refused with 400s that neither count against the model nor fill
+// the log: the good 1.1.0 is committed, not rolled back.
+TEST_F(AgentE2E, ClientFaultsDuringAWatchWindowDoNotRollBackAGoodModel) {
+  StartAgent();
+  ASSERT_NO_FATAL_FAILURE(InstallV1());
+  Bundle v2 = testing::MakeBundle(fleet_, "v2", tmp_.path(), [](json& b, const fs::path&) {
+    b["watch"] = testing::ShortWatch();
+  });
+  server_.Add("/v2.efb", v2.bytes);
+  const std::size_t log_before = LogText().size();
+
+  std::atomic<bool> stop{false};
+  std::map<int, int> side_statuses;
+  std::thread side([&] {
+    httplib::Client client("127.0.0.1", port_);
+    client.set_read_timeout(5, 0);
+    const std::vector<std::string> bodies = {
+        R"({"inputs":[{"name":"input","shape":[0,1,8,8],"datatype":"FP32","data":[]}]})",
+        R"({"inputs":[{"name":"input","shape":[1,1,8,8],"datatype":"FP32","data":[1,2]}]})",
+        R"({"inputs":[)",
+        R"({"inputs":[{"name":"nope","shape":[1],"datatype":"FP32","data":[1]}]})"};
+    for (std::size_t k = 0; !stop.load(); ++k) {
+      auto res =
+          client.Post("/v2/models/digits/infer", bodies[k % bodies.size()], "application/json");
+      side_statuses[res ? res->status : -1]++;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  const std::uint64_t before = MaxDeploymentId(Status());
+  Deploy({testing::DesiredModel(v2, server_.Url("/v2.efb"))});
+  const json d = WaitTerminal("1.1.0", before, seconds(90), true);
+  stop = true;
+  side.join();
+  EXPECT_EQ(d.value("state", ""), "committed") << d.dump(1);
+  EXPECT_EQ(ServedVersion(), "1.1.0");
+  // Every side request was a 400, and there were enough of them to matter.
+  EXPECT_EQ(side_statuses.size(), 1u) << json(side_statuses).dump();
+  EXPECT_GT(side_statuses[400], 50) << json(side_statuses).dump();
+  // Client mistakes are not logged one line each (they are at debug level).
+  const std::string log = LogText().substr(log_before);
+  std::size_t lines = 0;
+  for (std::size_t at = log.find("event=infer_failed"); at != std::string::npos;
+       at = log.find("event=infer_failed", at + 1)) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 5u) << "infer_failed lines for " << side_statuses[400] << " bad requests";
   StopAgent();
 }
 
