@@ -195,7 +195,7 @@ struct Attempt {
 };
 
 Attempt TryOpset(const onnx::ModelProto& folded, std::int64_t opset, const RankMap& ranks,
-                 bool infer, const BackendCapabilities& backend, std::string_view source) {
+                 bool type_check, const BackendCapabilities& backend, std::string_view source) {
   Attempt attempt;
   attempt.opset = opset;
   onnx::ModelProto model = folded;
@@ -205,7 +205,7 @@ Attempt TryOpset(const onnx::ModelProto& folded, std::int64_t opset, const RankM
     return attempt;
   }
   DropUnusedInitializers(*model.mutable_graph());
-  if (const auto type_error = infer ? StrictTypeCheck(model) : ""; !type_error.empty()) {
+  if (const auto type_error = type_check ? StrictTypeCheck(model) : ""; !type_error.empty()) {
     attempt.problems.push_back("ONNX type check at opset " + std::to_string(opset) + ": " +
                                manifests::SafeText(type_error));
     return attempt;
@@ -260,12 +260,15 @@ Result<LoweredModel> LowerOnnx(std::string_view model_bytes, std::string_view so
   // and the rewrites that need one (negative axes, Softmax) refuse.
   const bool infer = ShapeInferenceIsSafe(model);
   const RankMap ranks = infer ? InferRanks(model) : RankMap{};
+  // The strict type check judges the conversion, so it applies only where the original passes
+  // it (an export with a node libonnx cannot infer strictly is not made worse by lowering).
+  const bool type_check = infer && StrictTypeCheck(model).empty();
 
   std::optional<LoweredModel> best;  // highest opset without problems (unmeasured forms allowed)
   std::optional<Attempt> lowest;     // the lowest opset the model converted to
   std::string stopped;               // why it converts to no lower opset
   for (std::int64_t opset = from; opset >= kLowestOpset; --opset) {
-    Attempt attempt = TryOpset(model, opset, ranks, infer, backend, source);
+    Attempt attempt = TryOpset(model, opset, ranks, type_check, backend, source);
     if (!attempt.lowered) {
       // A node that does not convert to this opset does not convert to any lower one either.
       stopped = Join(attempt.problems, "; ");
