@@ -146,6 +146,8 @@ std::vector<std::string> FoldConstantsAndIdentities(onnx::GraphProto& graph) {
 
 void DropUnusedInitializers(onnx::GraphProto& graph) {
   std::set<std::string> used = GraphOutputs(graph);
+  // An initializer that is also a graph input (before IR 4) is that input's default: keep it.
+  for (const auto& input : graph.input()) used.insert(input.name());
   for (const auto& node : graph.node()) used.insert(node.input().begin(), node.input().end());
   auto* initializers = graph.mutable_initializer();
   initializers->erase(
