@@ -52,7 +52,7 @@ Result<std::string> ReadPassword(const std::filesystem::path& path) {
 struct FleetLink::Impl {
   const AgentConfig* config = nullptr;
   const runtime::ModelHost* host = nullptr;
-  LocalApi* api = nullptr;
+  ServingStats* serving = nullptr;
   std::vector<telemetry::BackendInfo> backends;
   std::string status_topic, telemetry_topic, events_topic;
   std::set<std::string> desired_topics;
@@ -205,11 +205,11 @@ struct FleetLink::Impl {
   // Closes the telemetry window: one message per model version that served, had feedback or
   // is active (so health keeps flowing while idle), in one outbox transaction.
   void CloseWindow() {
-    if (api == nullptr) return;
+    if (serving == nullptr) return;
     const std::int64_t end_ms = NowMs();
     const auto end = std::chrono::steady_clock::now();
     const double window_s = std::chrono::duration<double>(end - window_start).count();
-    const std::vector<WindowStats> windows = api->TakeWindows();
+    const std::vector<WindowStats> windows = serving->TakeWindows();
     const telemetry::Health box = health.Sample();
     const std::vector<telemetry::ModelStatus> models = Models();
     std::uint64_t dropped = 0;
@@ -315,11 +315,12 @@ FleetLink::~FleetLink() { Stop(std::chrono::milliseconds(0)); }
 
 Result<std::unique_ptr<FleetLink>> FleetLink::Start(const AgentConfig& config,
                                                     std::vector<telemetry::BackendInfo> backends,
-                                                    const runtime::ModelHost& host, LocalApi* api) {
+                                                    const runtime::ModelHost& host,
+                                                    ServingStats* stats) {
   auto impl = std::make_unique<Impl>(config.state_dir);
   impl->config = &config;
   impl->host = &host;
-  impl->api = api;
+  impl->serving = stats;
   impl->backends = std::move(backends);
   impl->status_topic = telemetry::DeviceTopic(config.fleet, config.device, "status");
   impl->telemetry_topic = telemetry::DeviceTopic(config.fleet, config.device, "telemetry");
@@ -389,7 +390,7 @@ Result<std::unique_ptr<FleetLink>> FleetLink::Start(const AgentConfig& config,
   EF_ASSIGN_OR_RETURN(
       impl->client,
       telemetry::MqttClient::Start(std::move(options), impl->outbox.get(), std::move(handlers)));
-  if (api != nullptr) impl->telemetry_thread = std::thread([self] { self->TelemetryLoop(); });
+  if (stats != nullptr) impl->telemetry_thread = std::thread([self] { self->TelemetryLoop(); });
   spdlog::info("event=fleet_link_started broker={} tls={} window_s={} outbox={}", LogValue(broker),
                mq.ca_file.empty() ? "off" : "on", config.telemetry.window_s,
                LogValue((config.state_dir / "outbox.db").string()));

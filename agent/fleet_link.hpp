@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "agent/config.hpp"
-#include "agent/local_api.hpp"
+#include "agent/serving_stats.hpp"
 #include "manifests/result.hpp"
 #include "runtime/model_host.hpp"
 #include "telemetry/payloads.hpp"
@@ -35,13 +35,13 @@ struct DesiredDocument {
 class FleetLink final {
  public:
   // Opens the outbox, queues the birth status and starts the MQTT client (connecting in the
-  // background) and the telemetry thread. `host` and `api` must outlive the link; `api` may be
-  // null (no telemetry windows). Fails with kIo when the outbox or the journal cannot be opened,
+  // background) and the telemetry thread. `host` and `stats` must outlive the link; `stats` may
+  // be null (no telemetry windows). Fails with kIo when the outbox or the journal cannot be opened,
   // kInvalidArgument for an unusable MQTT config (e.g. an unreadable password or TLS file).
   static Result<std::unique_ptr<FleetLink>> Start(const AgentConfig& config,
                                                   std::vector<telemetry::BackendInfo> backends,
                                                   const runtime::ModelHost& host,
-                                                  LocalApi* api);
+                                                  ServingStats* stats);
   ~FleetLink();  // Stop()
   FleetLink(const FleetLink&) = delete;
   FleetLink& operator=(const FleetLink&) = delete;

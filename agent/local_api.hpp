@@ -48,10 +48,10 @@
 #include <string>
 #include <vector>
 
+#include "agent/serving_stats.hpp"
 #include "manifests/result.hpp"
 #include "runtime/image_decode.hpp"
 #include "runtime/model_host.hpp"
-#include "telemetry/latency_histogram.hpp"
 
 namespace edgefleet::agent {
 
@@ -64,11 +64,12 @@ struct LocalApiOptions {
   std::size_t max_body_bytes = 16u << 20;  // after decoding; larger bodies get 413
   std::size_t max_elements = 4u << 20;     // per input tensor (shape product); larger get 400
   int max_json_depth = 32;                 // deeper JSON is refused before it is parsed
-  int read_timeout_s = 5;                  // per socket read (slow clients cannot hold a worker)
+  // Per socket read, not per request: a client that sends a byte within each timeout holds its
+  // worker for as long as it likes (a known limit of cpp-httplib's model; README "Limits").
+  int read_timeout_s = 5;
   int write_timeout_s = 5;
   int keep_alive_timeout_s = 5;
   std::size_t keep_alive_max_requests = 1000;
-  std::size_t feedback_capacity = 10000;  // request ids remembered per model version
   // What decoding one raw image body may cost (pixels, plus libjpeg's coefficient buffer for a
   // progressive JPEG), checked from the image's header before any pixel memory exists; images
   // that would cost more get 400 naming their dimensions and the bytes they need.
@@ -82,39 +83,13 @@ struct LocalApiOptions {
   std::vector<std::string> models;
 };
 
-// Counters of one model version since the API started (the watch window reads them).
-struct VersionStats {
-  std::uint64_t requests = 0;          // infer requests that resolved to this version
-  std::uint64_t client_errors = 0;     // 4xx among them
-  std::uint64_t server_errors = 0;     // 5xx among them
-  telemetry::LatencySnapshot latency;  // successful requests, end to end
-  std::uint64_t labeled = 0;           // feedback accepted
-  std::uint64_t correct = 0;           // ... whose label was the top-1 class
-};
-
-// One model version's traffic in one telemetry window (LocalApi::TakeWindows).
-struct WindowStats {
-  std::string model;
-  std::string version;
-  std::uint64_t requests = 0;  // infer requests answered, any outcome
-  std::uint64_t client_errors = 0;
-  std::uint64_t server_errors = 0;
-  telemetry::LatencySnapshot latency;  // successful requests, end to end
-  double preprocess_ms = 0;            // sums over successful requests
-  double infer_ms = 0;
-  double postprocess_ms = 0;
-  std::uint64_t labeled = 0;  // feedback accepted in the window
-  std::uint64_t correct = 0;
-  std::uint64_t predictions = 0;  // top-1 predictions remembered in the window
-  double confidence_mean = 0;     // of their top-1 confidence
-  double confidence_std = 0;
-};
-
 class LocalApi final {
  public:
-  // Binds `options.host:options.port` and starts serving on a background thread. Fails with
-  // kIo when the address cannot be bound, kInvalidArgument on unusable options.
-  static Result<std::unique_ptr<LocalApi>> Start(runtime::ModelHost& host, LocalApiOptions options);
+  // Binds `options.host:options.port` and starts serving on a background thread; every infer and
+  // feedback is recorded in `stats`, which must outlive the API. Fails with kIo when the address
+  // cannot be bound, kInvalidArgument on unusable options.
+  static Result<std::unique_ptr<LocalApi>> Start(runtime::ModelHost& host, ServingStats& stats,
+                                                 LocalApiOptions options);
   ~LocalApi();  // stops and joins
   LocalApi(const LocalApi&) = delete;
   LocalApi& operator=(const LocalApi&) = delete;
@@ -122,14 +97,9 @@ class LocalApi final {
   int port() const;
   // Stops accepting, finishes the requests in progress, joins the threads. Idempotent.
   void Stop();
-  // The text GET /metrics returns.
+  // The text GET /metrics returns: the serving stats' families, then the API's own (active
+  // slots, HTTP responses by status).
   std::string MetricsText() const;
-  // Counters of `model` at `version` so far; all zero when that version never served.
-  VersionStats Stats(const std::string& model, const std::string& version) const;
-  // Every version's traffic since the previous call (the first call: since Start), so each
-  // request, latency sample and feedback belongs to exactly one window; versions that had
-  // nothing in the window are included with zeros. Called by one thread (the telemetry thread).
-  std::vector<WindowStats> TakeWindows();
 
   struct Impl;
 

@@ -165,7 +165,8 @@ Status OpenEnv(const std::filesystem::path& config_path, Env& env, bool with_bac
   return edgefleet::Ok();
 }
 
-agent::MachineContext Context(Env& env, runtime::ModelHost& host, const agent::LocalApi* api) {
+agent::MachineContext Context(Env& env, runtime::ModelHost& host,
+                              const agent::ServingStats* stats) {
   agent::MachineContext ctx;
   ctx.config = &env.config;
   ctx.trust = &*env.trust;
@@ -173,7 +174,7 @@ agent::MachineContext Context(Env& env, runtime::ModelHost& host, const agent::L
   ctx.slots = &*env.slots;
   ctx.host = &host;
   ctx.backends = env.backends;
-  ctx.api = api;
+  ctx.stats = stats;
   ctx.cancel = &g_stop;
   return ctx;
 }
@@ -249,7 +250,8 @@ int RunCommand(const std::filesystem::path& config_path) {
   api_options.port = env.config.api.port;
   api_options.shared_memory = env.config.api.shared_memory;
   api_options.max_image_bytes = static_cast<std::size_t>(env.config.api.max_image_bytes);
-  auto api = agent::LocalApi::Start(host, api_options);
+  agent::ServingStats stats;
+  auto api = agent::LocalApi::Start(host, stats, api_options);
   if (!api) return Refuse(api.error().message);
   if (auto ok = updater::WriteFileAtomically(env.config.state_dir / "api.port",
                                              std::to_string((*api)->port()) + "\n");
@@ -263,12 +265,12 @@ int RunCommand(const std::filesystem::path& config_path) {
       const auto& caps = b->capabilities();
       backends.push_back({caps.name, caps.version.ToString(), caps.formats, caps.targets});
     }
-    auto started = agent::FleetLink::Start(env.config, std::move(backends), host, api->get());
+    auto started = agent::FleetLink::Start(env.config, std::move(backends), host, &stats);
     if (!started) return Refuse(started.error().message);
     link = std::move(started).value();
     for (auto& e : recovery_events) link->Event(std::move(e));
   }
-  auto machine_ctx = Context(env, host, api->get());
+  auto machine_ctx = Context(env, host, &stats);
   if (link) {
     machine_ctx.on_event = [&link](edgefleet::telemetry::EventMessage e) {
       link->Event(std::move(e));

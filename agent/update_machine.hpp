@@ -21,7 +21,8 @@
 #include <vector>
 
 #include "agent/config.hpp"
-#include "agent/local_api.hpp"
+#include "agent/serving_stats.hpp"
+#include "manifests/clock.hpp"
 #include "manifests/desired_state.hpp"
 #include "manifests/trust.hpp"
 #include "runtime/backend.hpp"
@@ -66,13 +67,6 @@ const std::vector<TransitionRule>& TransitionTable();
 // The next state, or nullopt when the table has no such move.
 std::optional<DeploymentState> NextState(DeploymentState from, Event event);
 
-// The watch's latency rule: a breach when the candidate's p95 is above `factor` x the previous
-// model's AND at least `min_increase_ms` above it. The floor keeps scheduler noise on a
-// sub-millisecond model (0.2 ms -> 0.5 ms is 2.5x) from rolling back a good candidate. Returns
-// the breach text, or nullopt.
-std::optional<std::string> LatencyBreach(double p95_ms, double previous_p95_ms, double factor,
-                                         double min_increase_ms);
-
 // Maps the updater's slot enum to the runtime's and back.
 runtime::Slot ToRuntimeSlot(updater::Slot slot);
 
@@ -83,8 +77,10 @@ struct MachineContext {
   const updater::SlotStore* slots = nullptr;
   runtime::ModelHost* host = nullptr;
   std::vector<runtime::Backend*> backends;  // in the configured preference order
-  const LocalApi* api = nullptr;            // nullptr: offline (no watch window)
+  const ServingStats* stats = nullptr;      // nullptr: offline (no watch window)
   const std::atomic<bool>* cancel = nullptr;
+  // Time for the watch window; nullptr: manifests::SteadyClock().
+  manifests::Clock* clock = nullptr;
   // Fleet events (ARCHITECTURE.md "events" topic): every transition, the parity report, and each
   // desired state or model entry refused. Called on the update thread after the journal write;
   // the receiver fills id, device and ts. Empty: no events (offline commands).

@@ -159,7 +159,8 @@ int main(int argc, char** argv) {
   edgefleet::agent::LocalApiOptions api_options;
   api_options.max_body_bytes = 64u << 20;
   api_options.max_elements = 64u << 20;
-  auto api = edgefleet::agent::LocalApi::Start(host, api_options);
+  edgefleet::agent::ServingStats stats;
+  auto api = edgefleet::agent::LocalApi::Start(host, stats, api_options);
   if (!api) return Fail(api.error().message);
   httplib::Client client("127.0.0.1", (*api)->port());
   client.set_keep_alive(true);

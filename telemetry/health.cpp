@@ -59,6 +59,12 @@ std::uint64_t ReadDiskFreeBytes(const std::filesystem::path& dir) {
 
 }  // namespace
 
+double ReadCpuSeconds() {
+  const long ticks_per_s = ::sysconf(_SC_CLK_TCK);
+  if (ticks_per_s <= 0) return 0;
+  return static_cast<double>(ReadCpuTicks()) / static_cast<double>(ticks_per_s);
+}
+
 std::uint64_t ReadRssBytes() {
   std::ifstream in("/proc/self/statm");
   std::uint64_t size_pages = 0;

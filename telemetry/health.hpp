@@ -32,6 +32,9 @@ class HealthSampler final {
   std::uint64_t last_cpu_ticks_ = 0;
 };
 
+// User plus system CPU time of this process so far, in seconds (0 when /proc is unreadable).
+double ReadCpuSeconds();
+
 // Resident set size of this process in bytes (0 when /proc is unreadable).
 std::uint64_t ReadRssBytes();
 

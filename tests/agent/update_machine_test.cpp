@@ -1,4 +1,5 @@
 #include "agent/update_machine.hpp"
+#include "agent/watch_judge.hpp"
 
 #include <set>
 #include <string>
@@ -12,9 +13,9 @@ using S = DeploymentState;
 
 TEST(TransitionTableTest, HappyPathsReachCommitted) {
   S s = S::kPending;
-  for (Event e : {Event::kStartDownload, Event::kDownloaded, Event::kManifestMatches,
-                  Event::kUnpacked, Event::kLoaded, Event::kParityPassed, Event::kActivated,
-                  Event::kWatchPassed}) {
+  for (Event e :
+       {Event::kStartDownload, Event::kDownloaded, Event::kManifestMatches, Event::kUnpacked,
+        Event::kLoaded, Event::kParityPassed, Event::kActivated, Event::kWatchPassed}) {
     auto next = NextState(s, e);
     ASSERT_TRUE(next) << updater::ToString(s) << " on " << ToString(e);
     s = *next;
@@ -40,8 +41,8 @@ TEST(TransitionTableTest, NoWayBackToCommittedAfterServingWithoutWatch) {
 }
 
 TEST(TransitionTableTest, EveryStateBeforeServingCanFailOrBeAbandoned) {
-  for (S s : {S::kPending, S::kDownloading, S::kVerifying, S::kUnpacking, S::kLoading,
-              S::kParity}) {
+  for (S s :
+       {S::kPending, S::kDownloading, S::kVerifying, S::kUnpacking, S::kLoading, S::kParity}) {
     EXPECT_EQ(NextState(s, Event::kFailure), S::kFailed) << updater::ToString(s);
     EXPECT_EQ(NextState(s, Event::kInterrupted), S::kAbandoned) << updater::ToString(s);
     EXPECT_FALSE(NextState(s, Event::kRestartedServing)) << updater::ToString(s);
@@ -61,7 +62,7 @@ TEST(TransitionTableTest, TableIsAFunctionAndLeavesTerminalStatesAlone) {
 // The watch's latency rule needs both the factor and the absolute floor: a sub-millisecond model
 // whose p95 doubles on scheduler noise is not rolled back, a real slowdown is.
 TEST(LatencyBreachTest, FactorAndFloorMustBothBeExceeded) {
-  EXPECT_FALSE(LatencyBreach(0.5, 0.2, 2.0, 1.0));   // 2.5x, but only 0.3 ms more
+  EXPECT_FALSE(LatencyBreach(0.5, 0.2, 2.0, 1.0));    // 2.5x, but only 0.3 ms more
   EXPECT_FALSE(LatencyBreach(30.0, 20.0, 2.0, 1.0));  // 10 ms more, but only 1.5x
   EXPECT_FALSE(LatencyBreach(2.0, 1.0, 2.0, 0.5));    // exactly the factor is not above it
   auto slow = LatencyBreach(2.5, 0.2, 2.0, 1.0);

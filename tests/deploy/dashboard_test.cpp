@@ -16,6 +16,7 @@
 #include "telemetry/latency_histogram.hpp"
 #include "telemetry/payloads.hpp"
 #include "tests/deploy/collector_fixture.hpp"
+#include "tests/support/grafana.hpp"
 
 namespace edgefleet {
 namespace {
@@ -70,33 +71,6 @@ json Rollout(const std::string& id, std::int64_t ts, std::int64_t started_ts,
 }
 
 // Names of the samples in a Prometheus text exposition (not the # HELP/# TYPE lines).
-std::set<std::string> SampleNames(const std::string& metrics) {
-  std::set<std::string> names;
-  for (const std::string& line : LinesStartingWith(metrics, "edgefleet_")) {
-    names.insert(line.substr(0, line.find_first_of("{ ")));
-  }
-  return names;
-}
-
-// Every metric name the Grafana dashboard's queries (and variables) use.
-std::set<std::string> GrafanaMetricNames(const json& dashboard) {
-  std::set<std::string> names;
-  const std::regex metric("edgefleet_[a-z0-9_]+");
-  std::function<void(const json&)> walk = [&](const json& node) {
-    if (node.is_string()) {
-      const std::string text = node.get<std::string>();
-      for (auto it = std::sregex_iterator(text.begin(), text.end(), metric);
-           it != std::sregex_iterator(); ++it) {
-        names.insert(it->str());
-      }
-    } else if (node.is_structured()) {
-      for (const auto& child : node) walk(child);
-    }
-  };
-  walk(dashboard);
-  return names;
-}
-
 json FindSeries(const json& doc, const std::string& model, const std::string& version) {
   for (const auto& s : doc["series"]) {
     if (s["model"] == model && s["version"] == version) return s;
@@ -428,10 +402,12 @@ TEST_F(CollectorTest, DashboardPageAndAssetsAreServedWithSecurityHeaders) {
 }
 
 // The page's script against a real collector, in Debian's headless chromium (installed by
-// scripts/install-deps.sh): the DOM contract the browser test and operators rely on, and hostile text shown as text.
+// scripts/install-deps.sh): the DOM contract the browser test and operators rely on, and hostile
+// text shown as text.
 TEST_F(CollectorTest, DashboardScriptRendersTheFleetInChromium) {
   const fs::path chromium = "/usr/bin/chromium";
-  ASSERT_TRUE(fs::exists(chromium)) << "no " << chromium << " (scripts/install-deps.sh installs it)";
+  ASSERT_TRUE(fs::exists(chromium))
+      << "no " << chromium << " (scripts/install-deps.sh installs it)";
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
   const std::int64_t now = NowMs();
@@ -481,7 +457,7 @@ TEST_F(CollectorTest, GrafanaDashboardUsesOnlyMetricsTheCollectorServes) {
                   nullptr, false);
   ASSERT_TRUE(dashboard.is_object()) << "the Grafana dashboard is not a JSON object";
   ASSERT_TRUE(dashboard["panels"].is_array());
-  const std::set<std::string> used = GrafanaMetricNames(dashboard);
+  const std::set<std::string> used = testing::GrafanaMetricNames(dashboard);
   for (const char* needed :
        {"edgefleet_fleet_device_online", "edgefleet_fleet_requests_total",
         "edgefleet_fleet_errors_total", "edgefleet_fleet_latency_seconds_bucket",
@@ -502,7 +478,7 @@ TEST_F(CollectorTest, GrafanaDashboardUsesOnlyMetricsTheCollectorServes) {
     return Counter("messages", "status") == 1 && Counter("messages", "telemetry") == 1 &&
            Counter("messages", "rollouts") == 1;
   }));
-  const std::set<std::string> served = SampleNames(Metrics());
+  const std::set<std::string> served = testing::MetricSampleNames(Metrics());
   for (const std::string& name : used) {
     EXPECT_EQ(served.count(name), 1u)
         << "the Grafana dashboard uses " << name << ", which the collector does not serve";
@@ -514,8 +490,8 @@ TEST_F(CollectorTest, GrafanaDashboardUsesOnlyMetricsTheCollectorServes) {
 // package, installed by scripts/install-deps.sh for this test).
 TEST(PrometheusFiles, ConfigAndGrafanaQueriesPassPromtool) {
   const fs::path promtool = "/usr/bin/promtool";
-  ASSERT_TRUE(fs::exists(promtool)) << "no " << promtool
-                                     << " (scripts/install-deps.sh installs Debian's prometheus)";
+  ASSERT_TRUE(fs::exists(promtool))
+      << "no " << promtool << " (scripts/install-deps.sh installs Debian's prometheus)";
   testing::TempDir dir;
   const fs::path config = kSourceDir / "deploy" / "prometheus" / "prometheus.yml";
   ProcessResult r =
@@ -524,27 +500,32 @@ TEST(PrometheusFiles, ConfigAndGrafanaQueriesPassPromtool) {
   EXPECT_NE(testing::ReadFile(config).find("job_name: edgefleet-collector"), std::string::npos);
   EXPECT_NE(testing::ReadFile(config).find("\"127.0.0.1:8080\""), std::string::npos);
 
-  // Each panel query as a recording rule (JSON is YAML), the $model variable as "match all".
-  const json dashboard = json::parse(
-      testing::ReadFile(kSourceDir / "deploy" / "grafana" / "edgefleet-dashboard.json"));
+  // Each panel query of both dashboards as a recording rule (JSON is YAML), the $model and
+  // $instance variables as "match all".
   json rules = json::array();
-  for (const auto& panel : dashboard["panels"]) {
-    for (const auto& target : panel["targets"]) {
-      std::string expr = target["expr"].get<std::string>();
-      for (std::size_t at; (at = expr.find("$model")) != std::string::npos;) {
-        expr.replace(at, 6, ".*");
+  for (const char* file : {"edgefleet-dashboard.json", "edgefleet-agent-dashboard.json"}) {
+    const json dashboard = json::parse(testing::ReadFile(kSourceDir / "deploy" / "grafana" / file));
+    for (const auto& panel : dashboard["panels"]) {
+      for (const auto& target : panel["targets"]) {
+        std::string expr = target["expr"].get<std::string>();
+        for (const std::string var : {"$model", "$instance"}) {
+          for (std::size_t at; (at = expr.find(var)) != std::string::npos;) {
+            expr.replace(at, var.size(), ".*");
+          }
+        }
+        rules.push_back(
+            {{"record", "edgefleet:check:" + std::to_string(rules.size())}, {"expr", expr}});
       }
-      rules.push_back(
-          {{"record", "edgefleet:check:" + std::to_string(rules.size())}, {"expr", expr}});
     }
   }
-  ASSERT_GE(rules.size(), 8u);
+  ASSERT_GE(rules.size(), 20u);
   testing::WriteFile(dir.path() / "rules.yml",
                      json{{"groups", {{{"name", "grafana"}, {"rules", rules}}}}}.dump(1));
   r = RunProcess({promtool.string(), "check", "rules", (dir.path() / "rules.yml").string()},
                  seconds(30));
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find(std::to_string(rules.size()) + " rules found"), std::string::npos) << r.out;
+  EXPECT_NE(testing::ReadFile(config).find("job_name: edgefleet-agent"), std::string::npos);
 }
 
 }  // namespace

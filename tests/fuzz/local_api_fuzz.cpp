@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "agent/infer_request.hpp"
+#include "agent/kserve_codec.hpp"
 #include "agent/local_api.hpp"
 #include "agent/shared_memory.hpp"
 #include "runtime/backend.hpp"

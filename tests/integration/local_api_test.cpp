@@ -20,6 +20,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -29,6 +30,7 @@
 #include "runtime/model_host.hpp"
 #include "runtime/tensor.hpp"
 #include "tests/support/digits.hpp"
+#include "tests/support/grafana.hpp"
 #include "tests/support/opencv_plugin.hpp"
 
 namespace edgefleet {
@@ -104,7 +106,7 @@ class Served {
   }
 
   void Start(agent::LocalApiOptions options = {}) {
-    auto api = agent::LocalApi::Start(host_, std::move(options));
+    auto api = agent::LocalApi::Start(host_, stats_, std::move(options));
     ASSERT_TRUE(api) << api.error().message;
     api_ = std::move(api).value();
     ASSERT_GT(api_->port(), 0);
@@ -120,10 +122,12 @@ class Served {
 
   runtime::ModelHost& host() { return host_; }
   agent::LocalApi& api() { return *api_; }
+  agent::ServingStats& stats() { return stats_; }
 
  private:
   std::unique_ptr<runtime::Backend> backend_;
   runtime::ModelHost host_;
+  agent::ServingStats stats_;
   std::unique_ptr<agent::LocalApi> api_;
 };
 
@@ -874,6 +878,85 @@ TEST_F(LocalApiDigits, FeedbackBecomesOnlineAccuracyInMetrics) {
             std::string::npos);
 }
 
+// What Triton users look for, under edgefleet names (README "Metrics for Triton users"):
+// successes, inferences counted per sample, requests in flight, the process's CPU and memory,
+// and the build.
+TEST_F(LocalApiDigits, MetricsCountInferencesPerSampleAndTheProcess) {
+  auto batch = runtime::ReadTensorProto(kDigits / "v1/golden/heldout/input_0.pb");
+  ASSERT_TRUE(batch) << batch.error().message;
+  for (std::size_t row = 0; row < 2; ++row) {
+    auto res = InferJson(RowRequest(*batch, row));
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200);
+  }
+  auto values = batch->As<float>();
+  const std::vector<float> three(values.begin(), values.begin() + 3 * 64);
+  auto res = InferJson(
+      {{"inputs",
+        {{{"name", "input"}, {"shape", {3, 1, 8, 8}}, {"datatype", "FP32"}, {"data", three}}}}});
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body.substr(0, 300);
+  res = InferJson(
+      {{"inputs",
+        {{{"name", "input"}, {"shape", {1, 1, 8, 8}}, {"datatype", "FP32"}, {"data", {1, 2}}}}}});
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 400);
+
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  ASSERT_EQ(metrics->status, 200);
+  const std::string& text = metrics->body;
+  const std::string labels = "{model=\"digits\",version=\"1.0.0\"}";
+  EXPECT_NE(text.find("edgefleet_inference_requests_total" + labels + " 4\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("edgefleet_inference_success_total" + labels + " 3\n"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("edgefleet_inference_count_total" + labels + " 5\n"), std::string::npos)
+      << "two single rows and a batch of three";
+  EXPECT_NE(text.find("edgefleet_inference_in_flight 0\n"), std::string::npos);
+  EXPECT_NE(text.find("edgefleet_build_info{version=\""), std::string::npos);
+  auto sample = [&](const std::string& name) {
+    const auto at = text.find("\n" + name + " ");
+    if (at == std::string::npos) return -1.0;
+    return std::stod(text.substr(at + name.size() + 2));
+  };
+  const double rss = sample("edgefleet_process_resident_memory_bytes");
+  EXPECT_GT(rss, 4e6) << "the test process holds a model and a server";
+  EXPECT_LT(rss, 4e9);
+  const double cpu = sample("edgefleet_process_cpu_seconds_total");
+  EXPECT_GT(cpu, 0.0) << "loading the model took CPU";
+  EXPECT_LT(cpu, 3600.0);
+}
+
+// deploy/grafana/edgefleet-agent-dashboard.json (the per-box dashboard) queries only metrics a
+// real local API serves; promtool checks its queries (tests/deploy/dashboard_test.cpp).
+TEST_F(LocalApiDigits, GrafanaBoxDashboardUsesOnlyMetricsTheAgentServes) {
+  std::ifstream in(fs::path(EDGEFLEET_SOURCE_DIR) / "deploy" / "grafana" /
+                   "edgefleet-agent-dashboard.json");
+  const json dashboard = json::parse(in, nullptr, false);
+  ASSERT_TRUE(dashboard.is_object()) << "the box dashboard is not a JSON object";
+  const std::set<std::string> used = testing::GrafanaMetricNames(dashboard);
+  for (const char* needed :
+       {"edgefleet_inference_success_total", "edgefleet_inference_errors_total",
+        "edgefleet_inference_count_total", "edgefleet_inference_latency_seconds_bucket",
+        "edgefleet_inference_in_flight", "edgefleet_process_cpu_seconds_total",
+        "edgefleet_process_resident_memory_bytes", "edgefleet_model_active"}) {
+    EXPECT_EQ(used.count(needed), 1u) << "the box dashboard does not show " << needed;
+  }
+  const auto images = LoadHeldoutPngs();
+  auto res = client_->Post("/v2/models/digits/infer", {{"X-Request-Id", "dash-1"}}, images[0].png,
+                           "image/png");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  const std::set<std::string> served = testing::MetricSampleNames(metrics->body);
+  for (const std::string& name : used) {
+    EXPECT_EQ(served.count(name), 1u)
+        << "the box dashboard uses " << name << ", which the agent does not serve";
+  }
+}
+
 // /metrics is Prometheus text: every line a comment or `name{labels} value`; histograms are
 // cumulative and end with +Inf == _count.
 TEST_F(LocalApiDigits, MetricsParseAsPrometheusText) {
@@ -965,7 +1048,8 @@ TEST(LocalApiStart, RefusesAPortInUse) {
   agent::LocalApiOptions options;
   options.port = first.api().port();
   runtime::ModelHost host;
-  auto second = agent::LocalApi::Start(host, options);
+  agent::ServingStats second_stats;
+  auto second = agent::LocalApi::Start(host, second_stats, options);
   ASSERT_FALSE(second);
   EXPECT_EQ(second.error().code, ErrorCode::kIo);
 }
