@@ -5,11 +5,12 @@ set -euo pipefail
 root=${1:-$(git rev-parse --show-toplevel)}
 declare -A allowed=(
   [manifests]="manifests"
+  [http]="manifests http"
   [runtime]="manifests runtime"
   [updater]="manifests updater"
   [telemetry]="manifests telemetry"
-  [agent]="manifests runtime updater telemetry agent"
-  [deploy]="manifests runtime telemetry updater deploy"
+  [agent]="manifests http runtime updater telemetry agent"
+  [deploy]="manifests http runtime telemetry updater deploy"
 )
 bad=0
 for module in "${!allowed[@]}"; do
@@ -20,7 +21,7 @@ for module in "${!allowed[@]}"; do
       *" $used "*) ;;
       *) echo "$file:$line: module '$module' may not include '$used' ($text)"; bad=1 ;;
     esac
-  done < <(grep -rnE '^#include "(manifests|runtime|updater|telemetry|agent|deploy)/' \
+  done < <(grep -rnE '^#include "(manifests|http|runtime|updater|telemetry|agent|deploy)/' \
              --include='*.hpp' --include='*.cpp' "$root/$module" || true)
 done
 # Engines live in backend plugins: OpenCV headers only under runtime/opencv/ (the agent and every

@@ -1,0 +1,427 @@
+#include "http/server.hpp"
+
+#include <fmt/format.h>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cctype>
+#include <optional>
+#include <thread>
+
+#include "http/worker_pool.hpp"
+
+namespace edgefleet::http {
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+bool IEquals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+std::string_view View(boost::beast::string_view v) { return {v.data(), v.size()}; }
+
+std::pair<std::string, std::string> JsonError(int /*status*/, std::string_view message) {
+  return {nlohmann::json{{"error", message}}.dump(-1, ' ', false,
+                                                  nlohmann::json::error_handler_t::replace),
+          "application/json"};
+}
+
+}  // namespace
+
+std::string Request::Header(std::string_view name) const {
+  for (const auto& [key, value] : headers) {
+    if (IEquals(key, name)) return value;
+  }
+  return {};
+}
+
+bool Request::HasHeader(std::string_view name) const {
+  return std::any_of(headers.begin(), headers.end(),
+                     [&](const auto& h) { return IEquals(h.first, name); });
+}
+
+void Response::SetHeader(std::string name, std::string value) {
+  for (auto& [key, v] : headers) {
+    if (IEquals(key, name)) {
+      v = std::move(value);
+      return;
+    }
+  }
+  headers.emplace_back(std::move(name), std::move(value));
+}
+
+void Router::Add(std::string method, const std::string& pattern, Lane lane, Handler handler) {
+  routes_.push_back({std::move(method), std::regex(pattern), lane, std::move(handler)});
+}
+
+struct Server::Impl {
+  explicit Impl(Router r, ServerOptions o)
+      : router(std::move(r)),
+        options(std::move(o)),
+        pool(options.workers, options.queue_limit),
+        acceptor(ioc) {}
+
+  const Router router;
+  const ServerOptions options;
+  // Counters first: sessions destroyed with the io_context below still update them.
+  std::atomic<std::uint64_t> open{0};
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> deadline_closed{0};
+  std::atomic<std::uint64_t> queue_full{0};
+  WorkerPool pool;
+  net::io_context ioc;
+  tcp::acceptor acceptor;
+  std::vector<std::thread> threads;
+  int port = 0;
+  std::once_flag stop_once;
+
+  void Accept();
+  void Refuse(tcp::socket socket);
+  std::pair<std::string, std::string> ErrorBody(int status, std::string_view message) const {
+    return options.error_body ? options.error_body(status, message) : JsonError(status, message);
+  }
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, Server::Impl& server) : stream_(std::move(socket)), server_(server) {
+    server_.open.fetch_add(1, std::memory_order_relaxed);
+    beast::error_code ec;
+    // Responses go out whole; Nagle would hold a small one back for the peer's delayed ACK.
+    stream_.socket().set_option(tcp::no_delay(true), ec);
+    const auto peer = stream_.socket().remote_endpoint(ec);
+    if (!ec) remote_ = fmt::format("{}:{}", peer.address().to_string(), peer.port());
+  }
+  ~Session() { server_.open.fetch_sub(1, std::memory_order_relaxed); }
+
+  void Start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
+  }
+
+ private:
+  void ReadHeader() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_.options.max_header_bytes));
+    parser_->body_limit(server_.options.max_body_bytes);
+    // Acknowledge at once: a client that writes its headers and body in two segments (cpp-httplib,
+    // curl) with Nagle on waits for this ACK before it sends the body (40 ms of delayed ACK).
+    int one = 1;
+    ::setsockopt(stream_.socket().native_handle(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+    // One deadline for the whole request, idle time before it included.
+    stream_.expires_after(server_.options.request_deadline);
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
+  }
+
+  // A read failed: answer what deserves an answer, close the rest.
+  void OnReadError(beast::error_code ec) {
+    if (ec == beast::error::timeout) {
+      server_.deadline_closed.fetch_add(1, std::memory_order_relaxed);
+      return Close();
+    }
+    if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted ||
+        ec == net::error::bad_descriptor) {
+      return Close();
+    }
+    if (ec == bhttp::error::body_limit) {
+      return WriteError(
+          413, fmt::format("request body exceeds {} bytes", server_.options.max_body_bytes));
+    }
+    if (ec == bhttp::error::header_limit) {
+      return WriteError(
+          431, fmt::format("request headers exceed {} bytes", server_.options.max_header_bytes));
+    }
+    if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
+      return WriteError(400, fmt::format("malformed request: {}", ec.message()));
+    }
+    Close();
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnReadError(ec);
+    const auto& header = parser_->get();
+    if (const auto length = parser_->content_length();
+        length && *length > server_.options.max_body_bytes) {
+      return WriteError(
+          413, fmt::format("request body exceeds {} bytes", server_.options.max_body_bytes));
+    }
+    if (parser_->is_done()) return OnRequest();
+    if (IEquals(View(header[bhttp::field::expect]), "100-continue")) {
+      auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_,
+                                                                       header.version());
+      return bhttp::async_write(
+          stream_, *cont, [self = shared_from_this(), cont](beast::error_code wec, std::size_t) {
+            if (wec) return self->Close();
+            self->ReadBody();
+          });
+    }
+    ReadBody();
+  }
+
+  void ReadBody() {
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return self->OnReadError(ec);
+                        self->OnRequest();
+                      });
+  }
+
+  void OnRequest() {
+    stream_.expires_never();
+    ++served_;
+    auto message = parser_->release();
+    keep_alive_ = message.keep_alive();
+    request_ = Request{};
+    response_ = Response{};
+    request_.method = std::string(message.method_string());
+    request_.target = std::string(message.target());
+    const auto q = request_.target.find('?');
+    request_.path = request_.target.substr(0, q);
+    if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
+    for (const auto& field : message) {
+      request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    request_.body = std::move(message.body());
+    request_.remote = remote_;
+
+    const Router::Route* route = nullptr;
+    bool path_known = false;
+    for (const auto& r : server_.router.routes()) {
+      std::smatch m;
+      if (!std::regex_match(request_.path, m, r.pattern)) continue;
+      path_known = true;
+      if (r.method != request_.method) continue;
+      route = &r;
+      request_.matches.assign(m.begin(), m.end());
+      break;
+    }
+    if (!route) {
+      return WriteError(path_known ? 405 : 404,
+                        path_known ? fmt::format("method {} not allowed", request_.method)
+                                   : std::string("not found"),
+                        /*close=*/false);
+    }
+    if (route->lane == Lane::kInline) {
+      RunHandler(*route);
+      return Write();
+    }
+    const auto enqueued = SteadyClock::now();
+    const bool queued = server_.pool.TryPost([self = shared_from_this(), route, enqueued] {
+      self->request_.queue_wait = SteadyClock::now() - enqueued;
+      self->RunHandler(*route);
+      net::post(self->stream_.get_executor(), [self] { self->Write(); });
+    });
+    if (!queued) {
+      server_.queue_full.fetch_add(1, std::memory_order_relaxed);
+      WriteError(503, "server busy: the inference queue is full; retry later", /*close=*/false,
+                 /*retry_after=*/true);
+    }
+  }
+
+  void RunHandler(const Router::Route& route) {
+    try {
+      route.handler(request_, response_);
+    } catch (const std::exception& e) {
+      Fail500(e.what());
+    } catch (...) {
+      Fail500("unknown exception");
+    }
+  }
+
+  void Fail500(std::string_view what) {
+    if (server_.options.on_exception) server_.options.on_exception(request_, what);
+    response_ = Response{};
+    response_.status = 500;
+    std::tie(response_.body, response_.content_type) = server_.ErrorBody(500, "internal error");
+  }
+
+  void WriteError(int status, std::string message, bool close = true, bool retry_after = false) {
+    stream_.expires_never();
+    response_ = Response{};
+    response_.status = status;
+    std::tie(response_.body, response_.content_type) = server_.ErrorBody(status, message);
+    response_.close = close;
+    if (retry_after) {
+      response_.SetHeader("Retry-After", std::to_string(server_.options.retry_after_s));
+    }
+    Write();
+  }
+
+  void Write() {
+    auto out = std::make_shared<bhttp::response<bhttp::string_body>>();
+    out->version(11);
+    out->result(static_cast<unsigned>(response_.status));
+    bool close =
+        response_.close || !keep_alive_ || served_ >= server_.options.keep_alive_max_requests;
+    for (const auto& [name, value] : response_.headers) {
+      if (IEquals(name, "Connection")) {
+        if (IEquals(value, "close")) close = true;
+        continue;
+      }
+      if (IEquals(name, "Content-Length")) continue;
+      out->set(name, value);
+    }
+    if (!response_.body.empty() || !response_.content_type.empty()) {
+      out->set(bhttp::field::content_type, response_.content_type);
+    }
+    out->body() = std::move(response_.body);
+    out->keep_alive(!close);
+    out->prepare_payload();
+    stream_.expires_after(server_.options.write_deadline);
+    bhttp::async_write(stream_, *out,
+                       [self = shared_from_this(), out, close](beast::error_code ec, std::size_t) {
+                         if (self->server_.options.on_response) {
+                           self->response_.body.clear();
+                           self->server_.options.on_response(self->request_, self->response_);
+                         }
+                         if (ec || close) return self->Close();
+                         self->ReadHeader();
+                       });
+  }
+
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  Server::Impl& server_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  Request request_;
+  Response response_;
+  std::string remote_;
+  bool keep_alive_ = true;
+  std::size_t served_ = 0;
+};
+
+}  // namespace
+
+void Server::Impl::Refuse(tcp::socket socket) {
+  refused.fetch_add(1, std::memory_order_relaxed);
+  const auto [body, type] =
+      ErrorBody(503, fmt::format("too many connections (limit {})", options.max_connections));
+  const std::string text = fmt::format(
+      "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {}\r\nContent-Type: {}\r\n"
+      "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+      options.retry_after_s, type, body.size(), body);
+  beast::error_code ec;
+  socket.non_blocking(true, ec);  // a fresh socket's send buffer takes this; never wait for it
+  net::write(socket, net::buffer(text), ec);
+  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.close(ec);
+}
+
+void Server::Impl::Accept() {
+  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
+    if (!ec) {
+      accepted.fetch_add(1, std::memory_order_relaxed);
+      if (open.load(std::memory_order_relaxed) >= options.max_connections) {
+        Refuse(std::move(socket));
+      } else {
+        std::make_shared<Session>(std::move(socket), *this)->Start();
+      }
+    }
+    Accept();
+  });
+}
+
+Server::Server(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Stop(); }
+
+Result<std::unique_ptr<Server>> Server::Start(Router router, ServerOptions options) {
+  if (options.port < 0 || options.port > 65535) {
+    return Fail(ErrorCode::kInvalidArgument, "http: port must be in 0..65535");
+  }
+  if (options.io_threads < 1 || options.io_threads > 64 || options.workers < 1 ||
+      options.workers > 1024 || options.queue_limit < 1 || options.max_connections < 1) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "http: io_threads must be in 1..64, workers in 1..1024, queue_limit and "
+                "max_connections >= 1");
+  }
+  if (options.request_deadline.count() <= 0 || options.write_deadline.count() <= 0) {
+    return Fail(ErrorCode::kInvalidArgument, "http: deadlines must be > 0");
+  }
+  auto impl = std::make_shared<Impl>(std::move(router), std::move(options));
+  const ServerOptions& o = impl->options;
+  beast::error_code ec;
+  const auto address = net::ip::make_address(o.host, ec);
+  if (ec) {
+    return Fail(ErrorCode::kInvalidArgument,
+                fmt::format("http: host '{}' is not an IP address", o.host));
+  }
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(o.port));
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) impl->acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) impl->acceptor.bind(endpoint, ec);
+  if (!ec) impl->acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return Fail(ErrorCode::kIo,
+                fmt::format("http: cannot listen on {}:{}: {}", o.host, o.port, ec.message()));
+  }
+  impl->port = impl->acceptor.local_endpoint().port();
+  impl->Accept();
+  for (int i = 0; i < o.io_threads; ++i) {
+    impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });
+  }
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+int Server::port() const { return impl_->port; }
+
+ServerStats Server::stats() const {
+  ServerStats s;
+  s.connections_open = impl_->open.load(std::memory_order_relaxed);
+  s.connections_accepted = impl_->accepted.load(std::memory_order_relaxed);
+  s.connections_refused = impl_->refused.load(std::memory_order_relaxed);
+  s.deadline_closed = impl_->deadline_closed.load(std::memory_order_relaxed);
+  s.queue_full = impl_->queue_full.load(std::memory_order_relaxed);
+  s.pool_waiting = impl_->pool.waiting();
+  s.pool_running = impl_->pool.running();
+  return s;
+}
+
+void Server::Stop() {
+  std::call_once(impl_->stop_once, [this] {
+    Impl& impl = *impl_;
+    net::post(impl.ioc, [&impl] {
+      beast::error_code ec;
+      impl.acceptor.close(ec);
+    });
+    // Running handlers finish; queued ones are dropped with their connections.
+    impl.pool.Shutdown();
+    impl.ioc.stop();
+    for (auto& t : impl.threads) t.join();
+    impl.threads.clear();
+  });
+}
+
+}  // namespace edgefleet::http
