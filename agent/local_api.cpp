@@ -1,7 +1,6 @@
 #include "agent/local_api.hpp"
 
 #include <fmt/format.h>
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -23,6 +22,7 @@
 #include "agent/kserve_codec.hpp"
 #include "agent/log_value.hpp"
 #include "agent/shared_memory.hpp"
+#include "http/server.hpp"
 #include "runtime/preprocess.hpp"
 #include "runtime/tensor.hpp"
 #include "telemetry/health.hpp"
@@ -41,8 +41,8 @@ double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-std::string MediaType(const httplib::Request& req) {
-  std::string type = req.get_header_value("Content-Type");
+std::string MediaType(const http::Request& req) {
+  std::string type = req.Header("Content-Type");
   type = type.substr(0, type.find(';'));
   std::transform(type.begin(), type.end(), type.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -73,65 +73,6 @@ int StatusFor(const Error& error) {
   }
 }
 
-// ---- thread pool -------------------------------------------------------------------------
-
-// httplib's own ThreadPool queues accepted connections without limit. This one holds at most
-// `limit` waiting connections; when full, enqueue (called by the accept loop) waits, so a flood
-// of connections backs up into the kernel's listen backlog instead of into our memory.
-class BoundedTaskQueue final : public httplib::TaskQueue {
- public:
-  BoundedTaskQueue(std::size_t threads, std::size_t limit)
-      : limit_(std::max<std::size_t>(limit, 1)) {
-    for (std::size_t i = 0; i < threads; ++i) workers_.emplace_back([this] { Work(); });
-  }
-  ~BoundedTaskQueue() override {
-    if (!workers_.empty()) shutdown();
-  }
-
-  void enqueue(std::function<void()> fn) override {
-    std::unique_lock lock(mu_);
-    space_.wait(lock, [this] { return jobs_.size() < limit_ || stopping_; });
-    jobs_.push_back(std::move(fn));
-    work_.notify_one();
-  }
-
-  void shutdown() override {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    work_.notify_all();
-    space_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
-  }
-
- private:
-  void Work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock lock(mu_);
-        work_.wait(lock, [this] { return !jobs_.empty() || stopping_; });
-        // Jobs own accepted sockets: run every one, even while stopping, so each gets closed.
-        if (jobs_.empty()) return;
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      space_.notify_one();
-      fn();
-    }
-  }
-
-  const std::size_t limit_;
-  std::mutex mu_;
-  std::condition_variable work_;
-  std::condition_variable space_;
-  std::deque<std::function<void()>> jobs_;  // guarded by mu_
-  bool stopping_ = false;                   // guarded by mu_
-  std::vector<std::thread> workers_;
-};
-
 }  // namespace
 
 // ---- the server --------------------------------------------------------------------------
@@ -147,44 +88,39 @@ struct LocalApi::Impl {
   ServingStats& stats;
   const LocalApiOptions options;
   SharedMemoryRegistry shared_memory;
-  httplib::Server server;
-  std::thread listener;
+  std::unique_ptr<http::Server> server;
   int port = 0;
   std::once_flag stop_once;
   std::array<std::atomic<std::uint64_t>, 600> responses_by_status{};
 
-  void Install();
-  void Reply(httplib::Response& res, int status, const json& body) const;
-  void ReplyError(httplib::Response& res, int status, std::string_view message) const;
+  http::Router Routes();
+  http::ServerOptions ServerOptions();
+  void Reply(http::Response& res, int status, const json& body) const;
+  void ReplyError(http::Response& res, int status, std::string_view message) const;
   bool Ready(std::string* why) const;
   bool Known(const std::string& name) const;
   // The instance serving `name` (version empty: the active slot). On failure fills `error`.
   std::shared_ptr<const runtime::ModelInstance> Resolve(const std::string& name,
                                                         const std::string& version,
                                                         HttpError* error) const;
-  void HandleMetadata(const httplib::Request& req, httplib::Response& res, bool versioned);
-  void HandleModelReady(const httplib::Request& req, httplib::Response& res, bool versioned);
-  void HandleInfer(const httplib::Request& req, httplib::Response& res,
-                   const httplib::ContentReader& reader, bool versioned);
-  void HandleFeedback(const httplib::Request& req, httplib::Response& res,
-                      const httplib::ContentReader& reader);
-  void HandleRegister(const httplib::Request& req, httplib::Response& res,
-                      const httplib::ContentReader& reader);
+  void HandleMetadata(const http::Request& req, http::Response& res, bool versioned);
+  void HandleModelReady(const http::Request& req, http::Response& res, bool versioned);
+  void HandleInfer(const http::Request& req, http::Response& res, bool versioned);
+  void HandleFeedback(const http::Request& req, http::Response& res);
+  void HandleRegister(const http::Request& req, http::Response& res);
   // A request's JSON, after the depth check (the parser recurses once per level).
   std::optional<HttpError> ParseJson(std::string_view text, json* doc) const;
-  std::optional<HttpError> ReadBody(const httplib::Request& req, httplib::Response& res,
-                                    const httplib::ContentReader& reader, std::string* body) const;
   std::string Metrics() const;
 };
 
-void LocalApi::Impl::Reply(httplib::Response& res, int status, const json& body) const {
+void LocalApi::Impl::Reply(http::Response& res, int status, const json& body) const {
   res.status = status;
   // Replace: invalid UTF-8 from a client (echoed in a message) must not throw here.
-  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  res.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  res.content_type = "application/json";
 }
 
-void LocalApi::Impl::ReplyError(httplib::Response& res, int status,
-                                std::string_view message) const {
+void LocalApi::Impl::ReplyError(http::Response& res, int status, std::string_view message) const {
   Reply(res, status, json{{"error", message}});
 }
 
@@ -242,8 +178,7 @@ std::shared_ptr<const runtime::ModelInstance> LocalApi::Impl::Resolve(const std:
   return nullptr;
 }
 
-void LocalApi::Impl::HandleMetadata(const httplib::Request& req, httplib::Response& res,
-                                    bool versioned) {
+void LocalApi::Impl::HandleMetadata(const http::Request& req, http::Response& res, bool versioned) {
   const std::string name = req.matches[1];
   const std::string version = versioned ? std::string(req.matches[2]) : std::string();
   HttpError error;
@@ -277,7 +212,7 @@ void LocalApi::Impl::HandleMetadata(const httplib::Request& req, httplib::Respon
          {"outputs", outputs}});
 }
 
-void LocalApi::Impl::HandleModelReady(const httplib::Request& req, httplib::Response& res,
+void LocalApi::Impl::HandleModelReady(const http::Request& req, http::Response& res,
                                       bool versioned) {
   const std::string name = req.matches[1];
   const std::string version = versioned ? std::string(req.matches[2]) : std::string();
@@ -291,46 +226,16 @@ std::optional<HttpError> LocalApi::Impl::ParseJson(std::string_view text, json* 
   return ParseJsonWithin(text, options.max_json_depth, doc);
 }
 
-std::optional<HttpError> LocalApi::Impl::ReadBody(const httplib::Request& req,
-                                                  httplib::Response& res,
-                                                  const httplib::ContentReader& reader,
-                                                  std::string* body) const {
-  // One allocation for a declared length (httplib already refused one over the cap) instead of
-  // doubling from 4 KiB: a 588 KiB tensor body was copied about 1 MiB over in regrowth.
-  const std::uint64_t declared = req.get_header_value<std::uint64_t>("Content-Length");
-  body->reserve(
-      static_cast<std::size_t>(std::min<std::uint64_t>(declared, options.max_body_bytes)));
-  bool too_large = false;
-  // The receiver sees bytes after any Content-Encoding was undone, so the cap also bounds
-  // what a small compressed body inflates to.
-  const bool ok = reader([&](const char* data, std::size_t n) {
-    if (n > options.max_body_bytes - body->size()) {
-      too_large = true;
-      return false;
-    }
-    body->append(data, n);
-    return true;
-  });
-  if (too_large || res.status == 413) {
-    // The rest of the body is still on the socket: this connection cannot carry another request.
-    res.set_header("Connection", "close");
-    return HttpError{413, fmt::format("request body exceeds {} bytes", options.max_body_bytes)};
-  }
-  if (!ok) return HttpError{400, "could not read the request body"};
-  return std::nullopt;
-}
-
-void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response& res,
-                                 const httplib::ContentReader& reader, bool versioned) {
+void LocalApi::Impl::HandleInfer(const http::Request& req, http::Response& res, bool versioned) {
   const std::string name = req.matches[1];
   const std::string version = versioned ? std::string(req.matches[2]) : std::string();
-  std::string request_id = req.get_header_value("X-Request-Id");
+  std::string request_id = req.Header("X-Request-Id");
   if (!IsUsableRequestId(request_id)) request_id = NewRequestId();
   std::string served_version;  // known once the request resolved to an instance
   const ServingStats::InFlight in_flight(stats);
 
   auto fail = [&](int status, std::string_view message) {
-    if (IsUsableRequestId(request_id)) res.set_header("X-Request-Id", request_id);
+    if (IsUsableRequestId(request_id)) res.SetHeader("X-Request-Id", request_id);
     if (!served_version.empty()) stats.RecordFailure(name, served_version, status);
     // Client mistakes at debug: a misbehaving client must not be able to flood the log.
     const auto level = status >= 500 ? spdlog::level::err : spdlog::level::debug;
@@ -340,25 +245,23 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
     ReplyError(res, status, message);
   };
 
-  // The media type is checked before the body is read: httplib's reader cannot take a multipart
-  // body through a plain receiver, and there is no point in buffering what will be refused.
   const std::string media = MediaType(req);
   // KServe/Triton binary tensor extension: a JSON header of Inference-Header-Content-Length
   // bytes, then the raw tensor bytes of the inputs that say "binary_data_size", in order. It
   // spares large tensors the JSON number round trip (a 224x224x3 image is 150k numbers).
-  const bool binary_ext = req.has_header("Inference-Header-Content-Length");
+  const bool binary_ext = req.HasHeader("Inference-Header-Content-Length");
   const bool is_json = binary_ext || media.empty() || media == "application/json";
   const bool is_image = !binary_ext && (media == "image/png" || media == "image/jpeg" ||
                                         media == "application/octet-stream");
   if (!is_json && !is_image) {
-    res.set_header("Connection", "close");  // the unread body is still on the socket
     return fail(415, fmt::format("unsupported Content-Type '{}': send application/json, "
                                  "image/png, image/jpeg or application/octet-stream",
                                  media));
   }
-  std::string body;
-  if (auto error = ReadBody(req, res, reader, &body)) return fail(error->status, error->message);
-  const auto start = Clock::now();
+  const std::string& body = req.body;
+  // The request's time starts when it reached the front of the queue minus its wait there, so
+  // the latency histogram includes queue time (edgefleet_inference_queue_seconds has it alone).
+  const auto start = Clock::now() - req.queue_wait;
 
   HttpError resolve_error;
   auto instance = Resolve(name, version, &resolve_error);
@@ -372,7 +275,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
   InferRequest request;
   if (is_json) {
     const std::string header_length =
-        binary_ext ? req.get_header_value("Inference-Header-Content-Length") : std::string();
+        binary_ext ? req.Header("Inference-Header-Content-Length") : std::string();
     if (auto error =
             DecodeInferRequest(body, binary_ext ? &header_length : nullptr, session.inputs(),
                                session.outputs(), options, shared_memory, &request_id, &request)) {
@@ -395,7 +298,7 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
     if (!tensor) return fail(StatusFor(tensor.error()), tensor.error().message);
     inputs.push_back(std::move(tensor).value());
   }
-  const double preprocess_ms = MsSince(start);
+  const double preprocess_ms = MsSince(start + req.queue_wait);
 
   const auto infer_start = Clock::now();
   auto outputs = instance->session->Run(inputs);
@@ -412,31 +315,28 @@ void LocalApi::Impl::HandleInfer(const httplib::Request& req, httplib::Response&
                               *outputs, request, &response)) {
     return fail(error->status, error->message);
   }
-  if (IsUsableRequestId(request_id)) res.set_header("X-Request-Id", request_id);
+  if (IsUsableRequestId(request_id)) res.SetHeader("X-Request-Id", request_id);
   if (response.header_length) {
-    res.set_header("Inference-Header-Content-Length", std::to_string(*response.header_length));
+    res.SetHeader("Inference-Header-Content-Length", std::to_string(*response.header_length));
   }
   res.status = 200;
-  res.set_content(std::move(response.body), response.content_type);
+  res.body = std::move(response.body);
+  res.content_type = response.content_type;
   const double post_ms = MsSince(post_start);
 
   const double total_ms = MsSince(start);
-  stats.RecordSuccess(name, served_version, {preprocess_ms, infer_ms, post_ms, total_ms},
+  const double queue_ms = std::chrono::duration<double, std::milli>(req.queue_wait).count();
+  stats.RecordSuccess(name, served_version, {preprocess_ms, infer_ms, post_ms, total_ms, queue_ms},
                       request_id, response.top1, BatchOf(inputs));
   spdlog::debug("event=infer model={} version={} slot={} id={} ms={:.3f} infer_ms={:.3f}",
                 LogValue(name), LogValue(served_version), runtime::ToString(instance->slot),
                 LogValue(request_id), total_ms, infer_ms);
 }
 
-void LocalApi::Impl::HandleRegister(const httplib::Request& req, httplib::Response& res,
-                                    const httplib::ContentReader& reader) {
+void LocalApi::Impl::HandleRegister(const http::Request& req, http::Response& res) {
   const std::string name = req.matches[1];
-  std::string body;
-  if (auto error = ReadBody(req, res, reader, &body)) {
-    return ReplyError(res, error->status, error->message);
-  }
   json doc;
-  if (auto error = ParseJson(body, &doc)) return ReplyError(res, error->status, error->message);
+  if (auto error = ParseJson(req.body, &doc)) return ReplyError(res, error->status, error->message);
   auto key = doc.is_object() ? doc.find("key") : doc.end();
   auto size = doc.is_object() ? doc.find("byte_size") : doc.end();
   auto offset = doc.is_object() ? doc.find("offset") : doc.end();
@@ -454,20 +354,14 @@ void LocalApi::Impl::HandleRegister(const httplib::Request& req, httplib::Respon
   Reply(res, 200, json::object());
 }
 
-void LocalApi::Impl::HandleFeedback(const httplib::Request& req, httplib::Response& res,
-                                    const httplib::ContentReader& reader) {
+void LocalApi::Impl::HandleFeedback(const http::Request& req, http::Response& res) {
   const std::string name = req.matches[1];
   const std::string media = MediaType(req);
   if (!media.empty() && media != "application/json") {
-    res.set_header("Connection", "close");  // the unread body is still on the socket
     return ReplyError(res, 415, fmt::format("unsupported Content-Type '{}': send JSON", media));
   }
-  std::string body;
-  if (auto error = ReadBody(req, res, reader, &body)) {
-    return ReplyError(res, error->status, error->message);
-  }
   json doc;
-  if (auto error = ParseJson(body, &doc)) return ReplyError(res, error->status, error->message);
+  if (auto error = ParseJson(req.body, &doc)) return ReplyError(res, error->status, error->message);
   if (!doc.is_object()) {
     return ReplyError(res, 400, "the request must be a JSON object");
   }
@@ -535,161 +429,120 @@ std::string LocalApi::Impl::Metrics() const {
   return out;
 }
 
-void LocalApi::Impl::Install() {
-  // Every handler is the module edge for nlohmann and httplib: nothing may escape as an exception
-  // into httplib's worker (it would answer 500 without our error shape), so the handler
-  // wrappers catch everything.
-  using Req = const httplib::Request&;
-  using Res = httplib::Response&;
-  using Reader = const httplib::ContentReader&;
-  auto on_exception = [this](Req req, Res res, const char* what) {
-    spdlog::error("event=handler_exception path={} error={}", LogValue(req.path), LogValue(what));
-    ReplyError(res, 500, "internal error");
-  };
-  auto guard = [on_exception](auto body) {
-    return [on_exception, body](Req req, Res res) {
-      try {
-        body(req, res);
-      } catch (const std::exception& e) {
-        on_exception(req, res, e.what());
-      } catch (...) {
-        on_exception(req, res, "unknown exception");
-      }
-    };
-  };
-  auto guard_reader = [on_exception](auto body) {
-    return [on_exception, body](Req req, Res res, Reader reader) {
-      try {
-        body(req, res, reader);
-      } catch (const std::exception& e) {
-        on_exception(req, res, e.what());
-      } catch (...) {
-        on_exception(req, res, "unknown exception");
-      }
-    };
-  };
-
-  server.Get("/v2", guard([this](Req, Res res) {
-               Reply(res, 200,
-                     {{"name", "edgefleet"},
-                      {"version", EDGEFLEET_VERSION},
-                      {"extensions", options.shared_memory
-                                         ? json{"binary_tensor_data", "system_shared_memory"}
-                                         : json{"binary_tensor_data"}}});
-             }));
-  server.Get("/v2/health/live", guard([this](Req, Res res) { Reply(res, 200, {{"live", true}}); }));
-  server.Get("/v2/health/ready", guard([this](Req, Res res) {
-               std::string why;
-               if (Ready(&why)) return Reply(res, 200, {{"ready", true}});
-               ReplyError(res, 503, why);
-             }));
+http::Router LocalApi::Impl::Routes() {
+  // Inline handlers run on the HTTP layer's I/O thread and never wait behind inference: health,
+  // metadata, readiness, shared-memory status and /metrics. Infer, feedback and registration
+  // (which parse bodies or open files) run in the bounded pool. Exceptions become 500s in the
+  // layer (on_exception logs them).
+  using Req = const http::Request&;
+  using Res = http::Response&;
+  using http::Lane;
+  http::Router r;
+  r.Get("/v2", Lane::kInline, [this](Req, Res res) {
+    // Inputs from shared memory only: outputs always come back in the response, and an output
+    // that asks for a region is refused with 400 saying so.
+    Reply(res, 200,
+          {{"name", "edgefleet"},
+           {"version", EDGEFLEET_VERSION},
+           {"extensions", options.shared_memory ? json{"binary_tensor_data", "system_shared_memory"}
+                                                : json{"binary_tensor_data"}}});
+  });
+  r.Get("/v2/health/live", Lane::kInline, [this](Req, Res res) {
+    Reply(res, 200, {{"live", true}});
+  });
+  r.Get("/v2/health/ready", Lane::kInline, [this](Req, Res res) {
+    std::string why;
+    if (Ready(&why)) return Reply(res, 200, {{"ready", true}});
+    ReplyError(res, 503, why);
+  });
   const std::string model = R"(/v2/models/([^/]+))";
   const std::string version = R"(/versions/([^/]+))";
-  server.Get(model, guard([this](Req req, Res res) { HandleMetadata(req, res, false); }));
-  server.Get(model + version, guard([this](Req req, Res res) { HandleMetadata(req, res, true); }));
-  server.Get(model + "/ready",
-             guard([this](Req req, Res res) { HandleModelReady(req, res, false); }));
-  server.Get(model + version + "/ready",
-             guard([this](Req req, Res res) { HandleModelReady(req, res, true); }));
-  server.Post(model + "/infer", guard_reader([this](Req req, Res res, Reader reader) {
-                HandleInfer(req, res, reader, false);
-              }));
-  server.Post(model + version + "/infer", guard_reader([this](Req req, Res res, Reader reader) {
-                HandleInfer(req, res, reader, true);
-              }));
-  server.Post(model + "/feedback", guard_reader([this](Req req, Res res, Reader reader) {
-                HandleFeedback(req, res, reader);
-              }));
+  r.Get(model, Lane::kInline, [this](Req req, Res res) { HandleMetadata(req, res, false); });
+  r.Get(model + version, Lane::kInline,
+        [this](Req req, Res res) { HandleMetadata(req, res, true); });
+  r.Get(model + "/ready", Lane::kInline,
+        [this](Req req, Res res) { HandleModelReady(req, res, false); });
+  r.Get(model + version + "/ready", Lane::kInline,
+        [this](Req req, Res res) { HandleModelReady(req, res, true); });
+  r.Post(model + "/infer", Lane::kPool, [this](Req req, Res res) { HandleInfer(req, res, false); });
+  r.Post(model + version + "/infer", Lane::kPool,
+         [this](Req req, Res res) { HandleInfer(req, res, true); });
+  r.Post(model + "/feedback", Lane::kPool, [this](Req req, Res res) { HandleFeedback(req, res); });
   if (options.shared_memory) {
     // Registrations log at debug, as client mistakes do: a client looping register/unregister
     // must not be able to flood the agent's log.
     const std::string region = R"(/v2/systemsharedmemory/region/([^/]+))";
     auto list = [](const std::vector<SharedMemoryRegionInfo>& regions) {
       json out = json::array();
-      for (const auto& r : regions) {
-        out.push_back(
-            {{"name", r.name}, {"key", r.key}, {"offset", r.offset}, {"byte_size", r.byte_size}});
+      for (const auto& info : regions) {
+        out.push_back({{"name", info.name},
+                       {"key", info.key},
+                       {"offset", info.offset},
+                       {"byte_size", info.byte_size}});
       }
       return out;
     };
-    server.Get("/v2/systemsharedmemory/status",
-               guard([this, list](Req, Res res) { Reply(res, 200, list(shared_memory.List())); }));
-    server.Get(region + "/status", guard([this, list](Req req, Res res) {
-                 auto found = shared_memory.Find(req.matches[1]);
-                 if (!found) return ReplyError(res, 404, found.error().message);
-                 Reply(res, 200, list({*found}));
-               }));
-    server.Post(region + "/register", guard_reader([this](Req req, Res res, Reader reader) {
-                  HandleRegister(req, res, reader);
-                }));
-    server.Post(region + "/unregister", guard([this](Req req, Res res) {
-                  auto done = shared_memory.Unregister(req.matches[1]);
-                  if (!done) return ReplyError(res, 404, done.error().message);
-                  spdlog::debug("event=shm_unregistered region={}",
-                                LogValue(std::string(req.matches[1])));
-                  Reply(res, 200, json::object());
-                }));
-    server.Post("/v2/systemsharedmemory/unregister", guard([this](Req, Res res) {
-                  shared_memory.UnregisterAll();
-                  spdlog::debug("event=shm_unregistered region=all");
-                  Reply(res, 200, json::object());
-                }));
+    r.Get("/v2/systemsharedmemory/status", Lane::kInline,
+          [this, list](Req, Res res) { Reply(res, 200, list(shared_memory.List())); });
+    r.Get(region + "/status", Lane::kInline, [this, list](Req req, Res res) {
+      auto found = shared_memory.Find(req.matches[1]);
+      if (!found) return ReplyError(res, 404, found.error().message);
+      Reply(res, 200, list({*found}));
+    });
+    r.Post(region + "/register", Lane::kPool,
+           [this](Req req, Res res) { HandleRegister(req, res); });
+    r.Post(region + "/unregister", Lane::kInline, [this](Req req, Res res) {
+      auto done = shared_memory.Unregister(req.matches[1]);
+      if (!done) return ReplyError(res, 404, done.error().message);
+      spdlog::debug("event=shm_unregistered region={}", LogValue(req.matches[1]));
+      Reply(res, 200, json::object());
+    });
+    r.Post("/v2/systemsharedmemory/unregister", Lane::kInline, [this](Req, Res res) {
+      shared_memory.UnregisterAll();
+      spdlog::debug("event=shm_unregistered region=all");
+      Reply(res, 200, json::object());
+    });
   }
-  server.Get("/metrics", guard([this](Req, Res res) {
-               res.status = 200;
-               res.set_content(Metrics(), "text/plain; version=0.0.4; charset=utf-8");
-             }));
+  r.Get("/metrics", Lane::kInline, [this](Req, Res res) {
+    res.body = Metrics();
+    res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  });
+  return r;
+}
 
-  // Responses httplib makes itself (no route, 413 on a declared length over the cap, 400 on an
-  // unparsable request line, 414) get the protocol's error shape too.
-  server.set_error_handler(httplib::Server::HandlerWithResponse([this](Req req, Res res) {
-    if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-    std::string message;
-    switch (res.status) {
-      case 404:
-        message = fmt::format("no route for {} {}", req.method, req.path);
-        break;
-      case 413:
-        message = fmt::format("request body exceeds {} bytes", options.max_body_bytes);
-        break;
-      case 414:
-        message = "request URI too long";
-        break;
-      default:
-        message = fmt::format("bad request (HTTP {})", res.status);
-        break;
-    }
-    ReplyError(res, res.status, message);
-    return httplib::Server::HandlerResponse::Handled;
-  }));
-  server.set_exception_handler(
-      [this](Req, Res res, std::exception_ptr) { ReplyError(res, 500, "internal error"); });
-  server.set_logger([this](Req req, const httplib::Response& res) {
+http::ServerOptions LocalApi::Impl::ServerOptions() {
+  http::ServerOptions o;
+  o.host = options.host;
+  o.port = options.port;
+  o.io_threads = options.io_threads;
+  o.max_connections = options.max_connections;
+  o.request_deadline = std::chrono::milliseconds(options.request_deadline_ms);
+  o.write_deadline = std::chrono::milliseconds(options.write_deadline_ms);
+  o.max_body_bytes = options.max_body_bytes;
+  o.keep_alive_max_requests = options.keep_alive_max_requests;
+  o.workers = options.threads;
+  o.queue_limit = options.queue_limit;
+  // Every infer answer carries a request id, the layer's own refusals (413, 503) included.
+  o.on_layer_error = [](const http::Request& req, http::Response& res) {
+    if (req.path.size() < 6 || req.path.compare(req.path.size() - 6, 6, "/infer") != 0) return;
+    std::string id = req.Header("X-Request-Id");
+    if (!IsUsableRequestId(id)) id = NewRequestId();
+    res.SetHeader("X-Request-Id", id);
+  };
+  o.on_exception = [](const http::Request& req, std::string_view what) {
+    spdlog::error("event=handler_exception path={} error={}", LogValue(req.path), LogValue(what));
+  };
+  o.on_response = [this](const http::Request& req, const http::Response& res) {
     if (res.status >= 100 && res.status < static_cast<int>(responses_by_status.size())) {
       responses_by_status[static_cast<std::size_t>(res.status)].fetch_add(
           1, std::memory_order_relaxed);
     }
     if (res.status >= 400) {
       spdlog::debug("event=http_error method={} path={} status={} remote={}", LogValue(req.method),
-                    LogValue(req.path), res.status, LogValue(req.remote_addr));
+                    LogValue(req.path), res.status, LogValue(req.remote));
     }
-  });
-  // A declared Content-Length over the cap is refused before its bytes are buffered.
-  server.set_payload_max_length(options.max_body_bytes);
-  server.set_read_timeout(options.read_timeout_s, 0);
-  server.set_write_timeout(options.write_timeout_s, 0);
-  server.set_keep_alive_timeout(options.keep_alive_timeout_s);
-  server.set_keep_alive_max_count(options.keep_alive_max_requests);
-  // httplib's default sets SO_REUSEPORT, which would let a second agent bind the same port and
-  // silently share its connections; SO_REUSEADDR alone still allows a quick restart.
-  server.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  server.set_tcp_nodelay(true);  // small JSON responses must not wait for Nagle
-  const auto threads = static_cast<std::size_t>(options.threads);
-  const std::size_t limit = options.queue_limit;
-  server.new_task_queue = [threads, limit] { return new BoundedTaskQueue(threads, limit); };
+  };
+  return o;
 }
 
 LocalApi::LocalApi(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -712,47 +565,18 @@ Result<std::unique_ptr<LocalApi>> LocalApi::Start(runtime::ModelHost& host, Serv
     return Fail(ErrorCode::kInvalidArgument, "local API: max_image_bytes must be > 0");
   }
   auto impl = std::make_unique<Impl>(host, stats, std::move(options));
-  try {
-    impl->Install();
-    const auto& o = impl->options;
-    int port = o.port;
-    if (port == 0) {
-      port = impl->server.bind_to_any_port(o.host);
-    } else if (!impl->server.bind_to_port(o.host, port)) {
-      port = -1;
-    }
-    if (port <= 0) {
-      return Fail(ErrorCode::kIo, fmt::format("local API: cannot bind {}:{}: {}", o.host, o.port,
-                                              std::strerror(errno)));
-    }
-    impl->port = port;
-    Impl* raw = impl.get();
-    auto finished = std::make_shared<std::atomic<bool>>(false);
-    impl->listener = std::thread([raw, finished] {
-      if (!raw->server.listen_after_bind()) {
-        spdlog::error("event=api_listen_failed port={}", raw->port);
-      }
-      finished->store(true);
-    });
-    // httplib's stop() does nothing until the accept loop runs; waiting here makes Stop() (and
-    // the destructor) safe right after Start returns.
-    const auto deadline = Clock::now() + std::chrono::seconds(10);
-    while (!impl->server.is_running() && !finished->load() && Clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    if (!impl->server.is_running()) {
-      impl->server.stop();
-      if (finished->load())
-        impl->listener.join();
-      else
-        impl->listener.detach();  // never observed: httplib did not start in 10 s
-      return Fail(ErrorCode::kInternal, "local API: the accept loop did not start");
-    }
-    spdlog::info("event=api_started host={} port={} threads={} max_body_bytes={}", LogValue(o.host),
-                 port, o.threads, o.max_body_bytes);
-  } catch (const std::exception& e) {
-    return Fail(ErrorCode::kInternal, fmt::format("local API: {}", e.what()));
+  auto server = http::Server::Start(impl->Routes(), impl->ServerOptions());
+  if (!server) {
+    return Fail(server.error().code, fmt::format("local API: {}", server.error().message));
   }
+  impl->server = std::move(server).value();
+  impl->port = impl->server->port();
+  const auto& o = impl->options;
+  spdlog::info(
+      "event=api_started host={} port={} workers={} queue_limit={} max_connections={} "
+      "request_deadline_ms={} max_body_bytes={}",
+      LogValue(o.host), impl->port, o.threads, o.queue_limit, o.max_connections,
+      o.request_deadline_ms, o.max_body_bytes);
   return std::unique_ptr<LocalApi>(new LocalApi(std::move(impl)));
 }
 
@@ -760,8 +584,7 @@ int LocalApi::port() const { return impl_->port; }
 
 void LocalApi::Stop() {
   std::call_once(impl_->stop_once, [this] {
-    impl_->server.stop();
-    if (impl_->listener.joinable()) impl_->listener.join();
+    impl_->server->Stop();
     spdlog::info("event=api_stopped port={}", impl_->port);
   });
 }

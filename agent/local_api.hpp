@@ -38,8 +38,12 @@
 // holds the requested version) and finishes on that snapshot, so a slot switch in the middle of
 // a request neither fails it nor mixes one version's preprocessing with another's model.
 //
-// Thread safety: Start/Stop/port may be called from any thread; the server's own worker threads
-// (a bounded pool) run the handlers.
+// Served by the event-driven HTTP layer (http/server.hpp): no connection holds a thread while it
+// is slow or idle, each request has one deadline for its header and body, and a full inference
+// queue is answered 503 with Retry-After at once.
+//
+// Thread safety: Start/Stop/port may be called from any thread; the layer's I/O thread runs the
+// cheap handlers and its bounded pool the infer, feedback and registration handlers.
 #pragma once
 
 #include <cstddef>
@@ -58,17 +62,20 @@ namespace edgefleet::agent {
 struct LocalApiOptions {
   std::string host = "127.0.0.1";  // loopback: the API has no authentication
   int port = 0;                    // 0 picks a free port; LocalApi::port() reports it
-  int threads = 8;                 // worker threads; each keep-alive connection holds one
-  std::size_t queue_limit = 64;    // accepted connections waiting for a worker; beyond it the
-                                   // accept loop waits and the kernel backlog absorbs the rest
-  std::size_t max_body_bytes = 16u << 20;  // after decoding; larger bodies get 413
+  // The HTTP layer (http/server.hpp): infer, feedback and registration run in a pool of
+  // `threads` workers with at most `queue_limit` waiting (beyond: 503 with Retry-After); health,
+  // metadata and /metrics run on the I/O thread and never wait behind inference.
+  int threads = 8;
+  std::size_t queue_limit = 64;
+  int io_threads = 1;
+  std::size_t max_connections = 256;  // one more gets 503 with Retry-After and is closed
+  // One deadline for a request's whole header and body (and the idle time before it on a
+  // keep-alive connection): slow or idle clients are closed when it passes.
+  int request_deadline_ms = 10000;
+  int write_deadline_ms = 10000;
+  std::size_t max_body_bytes = 16u << 20;  // larger bodies get 413 (a declared length at once)
   std::size_t max_elements = 4u << 20;     // per input tensor (shape product); larger get 400
   int max_json_depth = 32;                 // deeper JSON is refused before it is parsed
-  // Per socket read, not per request: a client that sends a byte within each timeout holds its
-  // worker for as long as it likes (a known limit of cpp-httplib's model; README "Limits").
-  int read_timeout_s = 5;
-  int write_timeout_s = 5;
-  int keep_alive_timeout_s = 5;
   std::size_t keep_alive_max_requests = 1000;
   // What decoding one raw image body may cost (pixels, plus libjpeg's coefficient buffer for a
   // progressive JPEG), checked from the image's header before any pixel memory exists; images

@@ -42,6 +42,7 @@ struct ServingStats::VersionMetrics {
   std::atomic<std::uint64_t> postprocess_ns{0};
   telemetry::LatencyHistogram latency;         // since start (/metrics, watch window)
   telemetry::LatencyHistogram window_latency;  // since the last TakeWindows
+  telemetry::LatencyHistogram queue;           // waits for a worker (/metrics)
   telemetry::AccuracyTracker accuracy;
   // Cumulative counters at the last TakeWindows; only the telemetry thread touches them.
   struct Mark {
@@ -135,6 +136,7 @@ void ServingStats::RecordSuccess(const std::string& model, const std::string& ve
   AddMs(vm.postprocess_ns, timing.postprocess_ms);
   vm.latency.Record(timing.total_ms);
   vm.window_latency.Record(timing.total_ms);
+  vm.queue.Record(timing.queue_ms);
 }
 
 FeedbackResult ServingStats::Feedback(const std::string& model, const std::string& request_id,
@@ -261,23 +263,31 @@ std::string ServingStats::PrometheusText() const {
     out += fmt::format("edgefleet_inference_errors_total{{{},class=\"server\"}} {}\n", labels(*vm),
                        Load(vm->server_errors));
   }
-  family("edgefleet_inference_latency_seconds", "histogram",
-         "Time from a read request body to the response, successful inferences only.");
-  std::vector<std::pair<const VersionMetrics*, telemetry::AccuracySnapshot>> accuracy;
-  for (const VersionMetrics* vm : all) {
-    const telemetry::LatencySnapshot s = vm->latency.Snapshot();
-    const std::string l = labels(*vm);
-    for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
-      const std::string le = i < telemetry::kLatencyBoundsMs.size()
-                                 ? fmt::format("{:g}", telemetry::kLatencyBoundsMs[i] / 1000.0)
-                                 : std::string("+Inf");
-      out += fmt::format("edgefleet_inference_latency_seconds_bucket{{{},le=\"{}\"}} {}\n", l, le,
-                         s.buckets[i]);
+  auto histogram = [&](std::string_view metric, std::string_view help,
+                       const telemetry::LatencyHistogram VersionMetrics::*member) {
+    family(metric, "histogram", help);
+    for (const VersionMetrics* vm : all) {
+      const telemetry::LatencySnapshot s = (vm->*member).Snapshot();
+      const std::string l = labels(*vm);
+      for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
+        const std::string le = i < telemetry::kLatencyBoundsMs.size()
+                                   ? fmt::format("{:g}", telemetry::kLatencyBoundsMs[i] / 1000.0)
+                                   : std::string("+Inf");
+        out += fmt::format("{}_bucket{{{},le=\"{}\"}} {}\n", metric, l, le, s.buckets[i]);
+      }
+      out += fmt::format("{}_sum{{{}}} {}\n", metric, l, s.sum_ms / 1000.0);
+      out += fmt::format("{}_count{{{}}} {}\n", metric, l, s.count);
     }
-    out += fmt::format("edgefleet_inference_latency_seconds_sum{{{}}} {}\n", l, s.sum_ms / 1000.0);
-    out += fmt::format("edgefleet_inference_latency_seconds_count{{{}}} {}\n", l, s.count);
-    accuracy.emplace_back(vm, vm->accuracy.Snapshot());
-  }
+  };
+  histogram("edgefleet_inference_latency_seconds",
+            "Time from a read request body to the response, the wait for a worker included; "
+            "successful inferences only.",
+            &VersionMetrics::latency);
+  histogram("edgefleet_inference_queue_seconds",
+            "Time a successful inference waited for a worker of the local API.",
+            &VersionMetrics::queue);
+  std::vector<std::pair<const VersionMetrics*, telemetry::AccuracySnapshot>> accuracy;
+  for (const VersionMetrics* vm : all) accuracy.emplace_back(vm, vm->accuracy.Snapshot());
   family("edgefleet_inference_stage_seconds_total", "counter",
          "Time spent per stage (preprocess, infer, postprocess) per model version.");
   for (const VersionMetrics* vm : all) {

@@ -60,7 +60,8 @@ struct InferTiming {
   double preprocess_ms = 0;
   double infer_ms = 0;
   double postprocess_ms = 0;
-  double total_ms = 0;  // from the read body to the response
+  double total_ms = 0;  // from the read body to the response, the wait for a worker included
+  double queue_ms = 0;  // the wait for a worker alone
 };
 
 // What feedback for one request id did.

@@ -123,6 +123,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   void ReadHeader() {
+    request_read_ = false;
+    request_ = Request{};
+    request_.remote = remote_;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_.options.max_header_bytes));
     parser_->body_limit(server_.options.max_body_bytes);
@@ -137,8 +140,25 @@ class Session : public std::enable_shared_from_this<Session> {
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
   }
 
+  // The request's head, known once the header was read, so errors the layer answers itself can
+  // be decorated (on_layer_error).
+  void FillHead() {
+    // (Also after a header error such as body_limit, where the fields read so far are kept.)
+    if (!request_.method.empty() || !parser_ || parser_->get().method_string().empty()) return;
+    const auto& header = parser_->get();
+    request_.method = std::string(header.method_string());
+    request_.target = std::string(header.target());
+    const auto q = request_.target.find('?');
+    request_.path = request_.target.substr(0, q);
+    if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
+    for (const auto& field : header) {
+      request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+  }
+
   // A read failed: answer what deserves an answer, close the rest.
   void OnReadError(beast::error_code ec) {
+    FillHead();
     if (ec == beast::error::timeout) {
       server_.deadline_closed.fetch_add(1, std::memory_order_relaxed);
       return Close();
@@ -165,6 +185,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void OnHeader(beast::error_code ec) {
     if (ec) return OnReadError(ec);
     const auto& header = parser_->get();
+    FillHead();
     if (const auto length = parser_->content_length();
         length && *length > server_.options.max_body_bytes) {
       return WriteError(
@@ -193,37 +214,23 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void OnRequest() {
     stream_.expires_never();
+    request_read_ = true;
     ++served_;
     auto message = parser_->release();
     keep_alive_ = message.keep_alive();
-    request_ = Request{};
     response_ = Response{};
-    request_.method = std::string(message.method_string());
-    request_.target = std::string(message.target());
-    const auto q = request_.target.find('?');
-    request_.path = request_.target.substr(0, q);
-    if (q != std::string::npos) request_.query = request_.target.substr(q + 1);
-    for (const auto& field : message) {
-      request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-    }
     request_.body = std::move(message.body());
-    request_.remote = remote_;
 
     const Router::Route* route = nullptr;
-    bool path_known = false;
     for (const auto& r : server_.router.routes()) {
       std::smatch m;
-      if (!std::regex_match(request_.path, m, r.pattern)) continue;
-      path_known = true;
-      if (r.method != request_.method) continue;
+      if (r.method != request_.method || !std::regex_match(request_.path, m, r.pattern)) continue;
       route = &r;
       request_.matches.assign(m.begin(), m.end());
       break;
     }
     if (!route) {
-      return WriteError(path_known ? 405 : 404,
-                        path_known ? fmt::format("method {} not allowed", request_.method)
-                                   : std::string("not found"),
+      return WriteError(404, fmt::format("no route for {} {}", request_.method, request_.path),
                         /*close=*/false);
     }
     if (route->lane == Lane::kInline) {
@@ -269,6 +276,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (retry_after) {
       response_.SetHeader("Retry-After", std::to_string(server_.options.retry_after_s));
     }
+    if (server_.options.on_layer_error) server_.options.on_layer_error(request_, response_);
     Write();
   }
 
@@ -299,9 +307,30 @@ class Session : public std::enable_shared_from_this<Session> {
                            self->response_.body.clear();
                            self->server_.options.on_response(self->request_, self->response_);
                          }
-                         if (ec || close) return self->Close();
+                         if (ec) return self->Close();
+                         if (close) return self->request_read_ ? self->Close() : self->Linger();
                          self->ReadHeader();
                        });
+  }
+
+  // A response went out before the request's body was read (413, 400): stop sending, then read
+  // and drop what the client still sends for a short while, so it can finish its write and read
+  // the answer instead of getting a reset in the middle of its body.
+  void Linger() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(kLinger);
+    DrainSome();
+  }
+
+  void DrainSome() {
+    if (!drain_) drain_ = std::make_unique<char[]>(kDrainChunk);
+    stream_.async_read_some(net::buffer(drain_.get(), kDrainChunk),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->drained_ += n;
+                              if (ec || self->drained_ > kMaxDrain) return self->Close();
+                              self->DrainSome();
+                            });
   }
 
   void Close() {
@@ -318,6 +347,12 @@ class Session : public std::enable_shared_from_this<Session> {
   Response response_;
   std::string remote_;
   bool keep_alive_ = true;
+  bool request_read_ = false;
+  static constexpr auto kLinger = std::chrono::seconds(2);
+  static constexpr std::size_t kDrainChunk = 64u << 10;
+  static constexpr std::size_t kMaxDrain = 256u << 20;
+  std::unique_ptr<char[]> drain_;
+  std::size_t drained_ = 0;
   std::size_t served_ = 0;
 };
 

@@ -81,7 +81,8 @@ enum class Lane {
 class Router {
  public:
   // `pattern` must match the whole path (std::regex ECMAScript); its groups become
-  // Request::matches. Routes are tried in the order they were added.
+  // Request::matches. Routes are tried in the order they were added; a request that matches
+  // none (method and path) gets 404 "no route for <method> <path>".
   void Add(std::string method, const std::string& pattern, Lane lane, Handler handler);
   void Get(const std::string& pattern, Lane lane, Handler handler) {
     Add("GET", pattern, lane, std::move(handler));
@@ -118,6 +119,10 @@ struct ServerOptions {
   // The body of an error the layer writes itself (404, 413, 503, ...), with content type.
   std::function<std::pair<std::string, std::string>(int status, std::string_view message)>
       error_body;
+  // Called on each error the layer answers itself (404, 413, 503, ...) before it is written, with
+  // what is known of the request (method, path and headers once they were read; no body), so
+  // the application can add its own headers (e.g. a request id). Must not block.
+  std::function<void(const Request&, Response&)> on_layer_error;
   // Called after each response is written (or failed to be), from the thread that wrote it.
   std::function<void(const Request&, const Response&)> on_response;
   // Called when a handler throws; the client gets a 500. Default: nothing more.

@@ -1,0 +1,188 @@
+// Issue 14's attack on the local API, at its full size: 64 connections that send one header byte
+// every 2 s plus 64 idle TCP connections, held for 60 s (each reopened when the server closes
+// it), while 4 well-behaved keep-alive clients infer on the digits model and a probe checks
+// readiness. Every probe must answer within 100 ms, the clients' p99 must stay within 2x their
+// p99 measured without the attack in the same run, and the server must close each slow or idle
+// connection at its request deadline (10 s). Label `load`, RUN_SERIAL: a timing test that needs
+// the machine to itself, run in the release pass only (scripts/test.sh).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/served_api.hpp"
+
+namespace edgefleet {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+int Connect(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));  // completes in the background
+  return fd;
+}
+
+// True when the server closed `fd` (read returns 0 or a reset).
+bool ClosedByPeer(int fd) {
+  char buf[256];
+  const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOTCONN);
+}
+
+double Percentile(std::vector<double> v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1))];
+}
+
+// Four keep-alive clients inferring raw PNGs for `duration`; returns every latency in ms.
+std::vector<double> Infer(Served& served, Clock::duration duration, std::atomic<int>& failures) {
+  const auto images = LoadHeldoutPngs();
+  std::mutex mu;
+  std::vector<double> all;
+  std::vector<std::thread> clients;
+  const auto end = Clock::now() + duration;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&, c] {
+      auto client = served.Client();
+      client->set_keep_alive(true);
+      std::vector<double> mine;
+      for (std::size_t i = static_cast<std::size_t>(c); Clock::now() < end; i += 4) {
+        const auto t0 = Clock::now();
+        auto res =
+            client->Post("/v2/models/digits/infer", images[i % images.size()].png, "image/png");
+        mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        if (!res || res->status != 200) ++failures;
+      }
+      std::lock_guard lock(mu);
+      all.insert(all.end(), mine.begin(), mine.end());
+    });
+  }
+  for (auto& t : clients) t.join();
+  return all;
+}
+
+TEST(LocalApiAttack, SixtyFourSlowAndSixtyFourIdleConnectionsStopNothing) {
+  Served served;
+  ASSERT_NO_FATAL_FAILURE(served.Load("v1", runtime::Slot::kA));
+  ASSERT_TRUE(served.host().Activate("digits", runtime::Slot::kA));
+  agent::LocalApiOptions options;
+  options.request_deadline_ms = 10000;
+  ASSERT_NO_FATAL_FAILURE(served.Start(options));
+  const int port = served.api().port();
+
+  std::atomic<int> failures{0};
+  const std::vector<double> quiet = Infer(served, seconds(10), failures);
+  ASSERT_EQ(failures.load(), 0);
+  ASSERT_GT(quiet.size(), 100u);
+
+  // The attack: each slot holds one connection; a closed one is counted and reopened.
+  struct Held {
+    int fd = -1;
+    Clock::time_point opened;
+    std::size_t sent = 0;
+  };
+  const std::string header =
+      "POST /v2/models/digits/infer HTTP/1.1\r\nHost: box\r\nContent-Type: image/png\r\n"
+      "Content-Length: 100\r\n\r\n";
+  std::vector<Held> slow(64), idle(64);
+  std::vector<double> closed_after_s;  // how long each connection lived before the server closed it
+  std::atomic<bool> stop{false};
+  std::thread attacker([&] {
+    auto open = [&](Held& h) {
+      h.fd = Connect(port);
+      h.opened = Clock::now();
+      h.sent = 0;
+    };
+    for (auto& h : slow) open(h);
+    for (auto& h : idle) open(h);
+    auto next_byte = Clock::now();
+    while (!stop) {
+      const bool drip = Clock::now() >= next_byte;
+      if (drip) next_byte += seconds(2);
+      for (auto* group : {&slow, &idle}) {
+        for (Held& h : *group) {
+          if (ClosedByPeer(h.fd)) {
+            closed_after_s.push_back(
+                std::chrono::duration<double>(Clock::now() - h.opened).count());
+            ::close(h.fd);
+            open(h);
+          } else if (drip && group == &slow && h.sent < header.size()) {
+            if (::send(h.fd, header.data() + h.sent, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
+              ++h.sent;
+            }
+          }
+        }
+      }
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+    for (auto* group : {&slow, &idle}) {
+      for (Held& h : *group) ::close(h.fd);
+    }
+  });
+
+  std::atomic<double> worst_probe_ms{0};
+  std::atomic<int> probes{0}, probe_failures{0};
+  std::thread prober([&] {
+    auto client = served.Client();
+    client->set_keep_alive(true);
+    while (!stop) {
+      const auto t0 = Clock::now();
+      auto res = client->Get("/v2/health/ready");
+      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      if (ms > worst_probe_ms) worst_probe_ms = ms;
+      ++probes;
+      if (!res || res->status != 200) ++probe_failures;
+      std::this_thread::sleep_for(milliseconds(250));
+    }
+  });
+  std::this_thread::sleep_for(seconds(1));  // the attack is in place
+  const std::vector<double> attacked = Infer(served, seconds(60), failures);
+  stop = true;
+  prober.join();
+  attacker.join();
+
+  const double quiet_p99 = Percentile(quiet, 0.99);
+  const double attacked_p99 = Percentile(attacked, 0.99);
+  std::printf(
+      "quiet: %zu requests p50 %.3f p99 %.3f ms; attacked: %zu requests p50 %.3f p99 %.3f ms "
+      "(%.2fx); %d probes, worst %.1f ms; %zu connections closed by the server, after %.1f-%.1f "
+      "s\n",
+      quiet.size(), Percentile(quiet, 0.5), quiet_p99, attacked.size(), Percentile(attacked, 0.5),
+      attacked_p99, attacked_p99 / quiet_p99, probes.load(), worst_probe_ms.load(),
+      closed_after_s.size(),
+      closed_after_s.empty() ? 0 : *std::min_element(closed_after_s.begin(), closed_after_s.end()),
+      closed_after_s.empty() ? 0 : *std::max_element(closed_after_s.begin(), closed_after_s.end()));
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(probe_failures.load(), 0);
+  EXPECT_GE(probes.load(), 200);
+  EXPECT_LT(worst_probe_ms.load(), 100.0) << "a readiness probe waited";
+  EXPECT_LE(attacked_p99, 2.0 * quiet_p99) << "the attack slowed the well-behaved clients";
+  // 128 connections closed about every 10 s for 60 s: each at its deadline, none earlier.
+  EXPECT_GE(closed_after_s.size(), 128u * 5);
+  for (double s : closed_after_s) {
+    EXPECT_GE(s, 9.5) << "closed before its deadline";
+    EXPECT_LE(s, 11.5) << "held past its deadline";
+  }
+}
+
+}  // namespace
+}  // namespace edgefleet
