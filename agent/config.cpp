@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "manifests/json_fields.hpp"
+#include "manifests/log_value.hpp"
 
 namespace edgefleet::agent {
 
@@ -159,7 +160,34 @@ Result<AgentConfig> ParseConfig(std::string_view text, const std::filesystem::pa
   }
 
   if (const json* api = r.Object(doc, "api", "api", /*required=*/false)) {
-    r.RejectUnknown(*api, {"host", "port", "shared_memory", "max_image_bytes"}, "api");
+    r.RejectUnknown(*api,
+                    {"host", "port", "shared_memory", "max_image_bytes", "unix_socket",
+                     "unix_socket_mode", "unix_socket_group"},
+                    "api");
+    if (auto v = r.String(*api, "unix_socket", "api.unix_socket", false)) {
+      if (v->empty())
+        r.Problem("api.unix_socket", "expected a socket path, found \"\"");
+      else
+        config.api.unix_socket = Resolve(base, *v);
+    }
+    if (auto v = r.String(*api, "unix_socket_mode", "api.unix_socket_mode", false)) {
+      // Octal permission bits for owner and group only: a local API socket open to others would
+      // let any user on the box infer, which is what the socket is there to prevent.
+      unsigned mode = 0;
+      const bool octal =
+          !v->empty() && v->size() <= 4 && v->find_first_not_of("01234567") == std::string::npos;
+      if (octal) mode = static_cast<unsigned>(std::stoul(*v, nullptr, 8));
+      if (!octal || (mode & 07007) != 0) {
+        r.Problem("api.unix_socket_mode",
+                  "expected octal permissions for owner and group such as \"0660\", found " +
+                      manifests::LogValue(*v));
+      } else {
+        config.api.unix_socket_mode = mode;
+      }
+    }
+    if (auto v = r.String(*api, "unix_socket_group", "api.unix_socket_group", false)) {
+      config.api.unix_socket_group = *v;
+    }
     if (auto v = r.Bool(*api, "shared_memory", "api.shared_memory", false)) {
       config.api.shared_memory = *v;
     }

@@ -23,6 +23,11 @@ struct ApiConfig {
   // What decoding one raw image body may cost (runtime/image_decode.hpp): 16 MiB, within the
   // agent's 40 MiB memory budget, takes a 1920x1080 RGB frame.
   std::int64_t max_image_bytes = std::int64_t{16} << 20;
+  // Also serve the API on this Unix socket (empty: TCP only), with this mode (octal string in the
+  // config, e.g. "0660") and group, so that only apps in the group can infer.
+  std::filesystem::path unix_socket;
+  unsigned unix_socket_mode = 0660;
+  std::string unix_socket_group;
 };
 
 struct DesiredStateConfig {

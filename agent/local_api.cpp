@@ -514,6 +514,9 @@ http::ServerOptions LocalApi::Impl::ServerOptions() {
   http::ServerOptions o;
   o.host = options.host;
   o.port = options.port;
+  o.unix_socket = options.unix_socket;
+  o.unix_socket_mode = options.unix_socket_mode;
+  o.unix_socket_group = options.unix_socket_group;
   o.io_threads = options.io_threads;
   o.max_connections = options.max_connections;
   o.request_deadline = std::chrono::milliseconds(options.request_deadline_ms);

@@ -62,6 +62,10 @@ namespace edgefleet::agent {
 struct LocalApiOptions {
   std::string host = "127.0.0.1";  // loopback: the API has no authentication
   int port = 0;                    // 0 picks a free port; LocalApi::port() reports it
+  // Also on this Unix socket, with this mode and group (http::ServerOptions).
+  std::string unix_socket;
+  unsigned unix_socket_mode = 0660;
+  std::string unix_socket_group;
   // The HTTP layer (http/server.hpp): infer, feedback and registration run in a pool of
   // `threads` workers with at most `queue_limit` waiting (beyond: 503 with Retry-After); health,
   // metadata and /metrics run on the I/O thread and never wait behind inference.

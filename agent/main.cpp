@@ -249,6 +249,9 @@ int RunCommand(const std::filesystem::path& config_path) {
   api_options.host = env.config.api.host;
   api_options.port = env.config.api.port;
   api_options.shared_memory = env.config.api.shared_memory;
+  api_options.unix_socket = env.config.api.unix_socket.string();
+  api_options.unix_socket_mode = env.config.api.unix_socket_mode;
+  api_options.unix_socket_group = env.config.api.unix_socket_group;
   api_options.max_image_bytes = static_cast<std::size_t>(env.config.api.max_image_bytes);
   agent::ServingStats stats;
   auto api = agent::LocalApi::Start(host, stats, api_options);

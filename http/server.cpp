@@ -4,6 +4,7 @@
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
@@ -11,16 +12,23 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include "http/worker_pool.hpp"
+#include "manifests/log_value.hpp"
 
 namespace edgefleet::http {
 namespace {
@@ -29,6 +37,7 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+using unix_socket = net::local::stream_protocol;
 using SteadyClock = std::chrono::steady_clock;
 
 bool IEquals(std::string_view a, std::string_view b) {
@@ -92,12 +101,15 @@ struct Server::Impl {
   WorkerPool pool;
   net::io_context ioc;
   tcp::acceptor acceptor;
+  std::optional<unix_socket::acceptor> unix_acceptor;  // with options.unix_socket
   std::vector<std::thread> threads;
   int port = 0;
   std::once_flag stop_once;
 
   void Accept();
-  void Refuse(tcp::socket socket);
+  void AcceptUnix();
+  template <class Socket>
+  void Refuse(Socket socket);
   std::pair<std::string, std::string> ErrorBody(int status, std::string_view message) const {
     return options.error_body ? options.error_body(status, message) : JsonError(status, message);
   }
@@ -105,15 +117,25 @@ struct Server::Impl {
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+// One connection, over TCP or a Unix socket.
+template <class Protocol>
+class Session : public std::enable_shared_from_this<Session<Protocol>> {
+  using std::enable_shared_from_this<Session<Protocol>>::shared_from_this;
+  static constexpr bool kTcp = std::is_same_v<Protocol, tcp>;
+
  public:
-  Session(tcp::socket socket, Server::Impl& server) : stream_(std::move(socket)), server_(server) {
+  Session(typename Protocol::socket socket, Server::Impl& server)
+      : stream_(std::move(socket)), server_(server) {
     server_.open.fetch_add(1, std::memory_order_relaxed);
     beast::error_code ec;
     // Responses go out whole; Nagle would hold a small one back for the peer's delayed ACK.
-    stream_.socket().set_option(tcp::no_delay(true), ec);
-    const auto peer = stream_.socket().remote_endpoint(ec);
-    if (!ec) remote_ = fmt::format("{}:{}", peer.address().to_string(), peer.port());
+    if constexpr (kTcp) {
+      stream_.socket().set_option(tcp::no_delay(true), ec);
+      const auto peer = stream_.socket().remote_endpoint(ec);
+      if (!ec) remote_ = fmt::format("{}:{}", peer.address().to_string(), peer.port());
+    } else {
+      remote_ = "unix";
+    }
   }
   ~Session() { server_.open.fetch_sub(1, std::memory_order_relaxed); }
 
@@ -220,6 +242,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // which Linux otherwise delays by up to 40 ms. Quick-ACK mode does not stick, so it is set
   // before every read.
   void QuickAck() {
+    if constexpr (!kTcp) return;
     int one = 1;
     ::setsockopt(stream_.socket().native_handle(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
   }
@@ -331,7 +354,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // the answer instead of getting a reset in the middle of its body.
   void Linger() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().shutdown(net::socket_base::shutdown_send, ec);
     stream_.expires_after(kLinger);
     DrainSome();
   }
@@ -348,11 +371,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void Close() {
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().shutdown(net::socket_base::shutdown_both, ec);
     stream_.close();
   }
 
-  beast::tcp_stream stream_;
+  beast::basic_stream<Protocol> stream_;
   Server::Impl& server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -373,7 +396,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
 }  // namespace
 
-void Server::Impl::Refuse(tcp::socket socket) {
+template <class Socket>
+void Server::Impl::Refuse(Socket socket) {
   refused.fetch_add(1, std::memory_order_relaxed);
   const auto [body, type] =
       ErrorBody(503, fmt::format("too many connections (limit {})", options.max_connections));
@@ -384,7 +408,7 @@ void Server::Impl::Refuse(tcp::socket socket) {
   beast::error_code ec;
   socket.non_blocking(true, ec);  // a fresh socket's send buffer takes this; never wait for it
   net::write(socket, net::buffer(text), ec);
-  socket.shutdown(tcp::socket::shutdown_both, ec);
+  socket.shutdown(net::socket_base::shutdown_both, ec);
   socket.close(ec);
 }
 
@@ -396,12 +420,84 @@ void Server::Impl::Accept() {
       if (open.load(std::memory_order_relaxed) >= options.max_connections) {
         Refuse(std::move(socket));
       } else {
-        std::make_shared<Session>(std::move(socket), *this)->Start();
+        std::make_shared<Session<tcp>>(std::move(socket), *this)->Start();
       }
     }
     Accept();
   });
 }
+
+void Server::Impl::AcceptUnix() {
+  unix_acceptor->async_accept(
+      net::make_strand(ioc), [this](beast::error_code ec, unix_socket::socket socket) {
+        if (ec == net::error::operation_aborted || !unix_acceptor->is_open()) return;
+        if (!ec) {
+          accepted.fetch_add(1, std::memory_order_relaxed);
+          if (open.load(std::memory_order_relaxed) >= options.max_connections) {
+            Refuse(std::move(socket));
+          } else {
+            std::make_shared<Session<unix_socket>>(std::move(socket), *this)->Start();
+          }
+        }
+        AcceptUnix();
+      });
+}
+
+namespace {
+
+// Binds the Unix socket at options.unix_socket: a stale socket file there is replaced, anything
+// else is refused; then its mode and group are set before it accepts (the listen backlog fills
+// only after listen, so no client can connect under other permissions).
+Status ListenUnix(Server::Impl& impl) {
+  const ServerOptions& o = impl.options;
+  const std::string& path = o.unix_socket;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("http: {} exists and is not a socket; refusing to replace it",
+                              manifests::LogValue(path)));
+    }
+    ::unlink(path.c_str());
+  }
+  gid_t gid = static_cast<gid_t>(-1);
+  if (!o.unix_socket_group.empty()) {
+    const group* g = ::getgrnam(o.unix_socket_group.c_str());
+    if (g == nullptr) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("http: unix socket group {} does not exist",
+                              manifests::LogValue(o.unix_socket_group)));
+    }
+    gid = g->gr_gid;
+  }
+  beast::error_code ec;
+  impl.unix_acceptor.emplace(impl.ioc);
+  const unix_socket::endpoint endpoint(path);
+  impl.unix_acceptor->open(endpoint.protocol(), ec);
+  if (!ec) impl.unix_acceptor->bind(endpoint, ec);
+  if (ec) {
+    return Fail(ErrorCode::kIo, fmt::format("http: cannot bind unix socket {}: {}",
+                                            manifests::LogValue(path), ec.message()));
+  }
+  if (::chmod(path.c_str(), static_cast<mode_t>(o.unix_socket_mode)) != 0 ||
+      (gid != static_cast<gid_t>(-1) && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0)) {
+    const int err = errno;
+    ::unlink(path.c_str());
+    return Fail(ErrorCode::kIo,
+                fmt::format("http: cannot set mode {:o} and group {} on {}: {}", o.unix_socket_mode,
+                            manifests::LogValue(o.unix_socket_group), manifests::LogValue(path),
+                            std::strerror(err)));
+  }
+  impl.unix_acceptor->listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    ::unlink(path.c_str());
+    return Fail(ErrorCode::kIo, fmt::format("http: cannot listen on {}: {}",
+                                            manifests::LogValue(path), ec.message()));
+  }
+  return Ok();
+}
+
+}  // namespace
 
 Server::Server(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
@@ -438,7 +534,11 @@ Result<std::unique_ptr<Server>> Server::Start(Router router, ServerOptions optio
                 fmt::format("http: cannot listen on {}:{}: {}", o.host, o.port, ec.message()));
   }
   impl->port = impl->acceptor.local_endpoint().port();
+  if (!o.unix_socket.empty()) {
+    if (auto ok = ListenUnix(*impl); !ok) return ok.error();
+  }
   impl->Accept();
+  if (impl->unix_acceptor) impl->AcceptUnix();
   for (int i = 0; i < o.io_threads; ++i) {
     impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });
   }
@@ -465,12 +565,14 @@ void Server::Stop() {
     net::post(impl.ioc, [&impl] {
       beast::error_code ec;
       impl.acceptor.close(ec);
+      if (impl.unix_acceptor) impl.unix_acceptor->close(ec);
     });
     // Running handlers finish; queued ones are dropped with their connections.
     impl.pool.Shutdown();
     impl.ioc.stop();
     for (auto& t : impl.threads) t.join();
     impl.threads.clear();
+    if (impl.unix_acceptor) ::unlink(impl.options.unix_socket.c_str());
   });
 }
 

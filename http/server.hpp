@@ -106,6 +106,13 @@ class Router {
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;  // 0 picks a free port; Server::port() reports it
+  // Also listen on this Unix socket path (empty: TCP only). A stale socket file there is
+  // replaced, any other file refused; the socket gets `unix_socket_mode` and, when given, the
+  // group `unix_socket_group` before it accepts, so only that group's members can connect. It
+  // is removed at Stop.
+  std::string unix_socket;
+  unsigned unix_socket_mode = 0660;
+  std::string unix_socket_group;
   int io_threads = 1;
   std::size_t max_connections = 256;
   std::chrono::milliseconds request_deadline{10000};  // whole header + body, and idle time

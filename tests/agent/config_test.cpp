@@ -34,7 +34,9 @@ TEST(ConfigTest, FullExample) {
   auto c = ParseConfig(R"({"device": "box-1", "fleet": "demo", "groups": ["lab"],
  "state_dir": "state", "trust_root": "root.json", "backends": ["opencv", "tflite"],
  "backends_dir": "backends", "backend_options": {"onnxruntime": {"threads": 2}},
- "api": {"host": "127.0.0.1", "port": 8000, "shared_memory": false, "max_image_bytes": 8388608},
+ "api": {"host": "127.0.0.1", "port": 8000, "shared_memory": false, "max_image_bytes": 8388608,
+         "unix_socket": "/run/edgefleet/api.sock", "unix_socket_mode": "0640",
+         "unix_socket_group": "edgefleet-apps"},
  "desired_state": {"file": "desired.json", "url": "", "poll_ms": 250},
  "download": {"connect_timeout_s": 10, "low_speed_bytes_per_s": 5000, "low_speed_time_s": 60,
               "max_bytes_per_s": 0, "reserve_bytes": 67108864, "max_attempts": 5,
@@ -52,11 +54,33 @@ TEST(ConfigTest, FullExample) {
   EXPECT_EQ(c->api.port, 8000);
   EXPECT_FALSE(c->api.shared_memory);
   EXPECT_EQ(c->api.max_image_bytes, 8 << 20);
+  EXPECT_EQ(c->api.unix_socket, "/run/edgefleet/api.sock");
+  EXPECT_EQ(c->api.unix_socket_mode, 0640u);
+  EXPECT_EQ(c->api.unix_socket_group, "edgefleet-apps");
   EXPECT_DOUBLE_EQ(c->watch.min_p95_increase_ms, 2.5);
   EXPECT_EQ(c->desired_state.file, "/etc/edgefleet/desired.json");
   EXPECT_EQ(c->desired_state.poll_ms, 250);
   EXPECT_EQ(c->download.ca_file, "/etc/edgefleet/ca.pem");
   EXPECT_TRUE(c->download.client_cert.empty());
+}
+
+TEST(ConfigTest, AUnixSocketModeIsOctalForOwnerAndGroupOnly) {
+  for (const char* bad : {"0666", "660x", "", "99", "01777", "4660"}) {
+    auto c = ParseConfig(std::string(R"({"device": "b", "fleet": "f", "state_dir": "s",
+        "trust_root": "r.json", "api": {"unix_socket": "api.sock", "unix_socket_mode": ")") +
+                             bad + "\"}}",
+                         kPath);
+    ASSERT_FALSE(c) << bad;
+    EXPECT_NE(c.error().message.find("api.unix_socket_mode: expected octal permissions"),
+              std::string::npos)
+        << c.error().message;
+  }
+  auto c = ParseConfig(R"({"device": "b", "fleet": "f", "state_dir": "s", "trust_root": "r.json",
+      "api": {"unix_socket": "api.sock", "unix_socket_mode": "600"}})",
+                       kPath);
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->api.unix_socket_mode, 0600u);
+  EXPECT_EQ(c->api.unix_socket, "/etc/edgefleet/api.sock") << "relative to the config file";
 }
 
 TEST(ConfigTest, EveryProblemWithItsPath) {

@@ -2,19 +2,26 @@
 // pool's queue limit, body and header limits, keep-alive, and Expect: 100-continue. Raw sockets
 // play the hostile clients; cpp-httplib's client plays a well-behaved one.
 #include "http/server.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
 
 #include <arpa/inet.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -357,6 +364,71 @@ TEST(HttpServer, StopClosesConnectionsAndIsIdempotent) {
   ASSERT_FALSE(clash);
   EXPECT_EQ(clash.error().code, ErrorCode::kIo);
   EXPECT_NE(clash.error().message.find("cannot listen"), std::string::npos);
+}
+
+// The Unix socket beside TCP: its mode and group are set before it accepts, curl infers through
+// it, and (when the test runs as root, as CI does) a user outside the group is refused while one
+// in it gets through; a regular file at the path is never replaced.
+TEST(HttpServer, AUnixSocketCarriesItsModeAndGroupAndAdmitsOnlyTheGroup) {
+  namespace fs = std::filesystem;
+  testing::TempDir temp;
+  const fs::path dir = temp.path();
+  fs::permissions(dir, fs::perms::owner_all | fs::perms::group_exec | fs::perms::others_exec);
+  const bool root = ::geteuid() == 0;
+  const group* g = root ? ::getgrnam("nogroup") : ::getgrgid(::getegid());
+  ASSERT_NE(g, nullptr);
+  const gid_t gid = g->gr_gid;
+  ServerOptions options;
+  options.unix_socket = (dir / "api.sock").string();
+  options.unix_socket_mode = 0660;
+  options.unix_socket_group = g->gr_name;
+  {
+    auto server = StartServer(TestRoutes(), options);
+    ASSERT_TRUE(server);
+    struct stat st {};
+    ASSERT_EQ(::stat(options.unix_socket.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISSOCK(st.st_mode));
+    EXPECT_EQ(st.st_mode & 0777, 0660u);
+    EXPECT_EQ(st.st_gid, gid);
+    const std::vector<std::string> curl = {
+        "curl", "-s",   "--max-time",    "5",  "--unix-socket",       options.unix_socket,
+        "-X",   "POST", "--data-binary", "hi", "http://box/echo/unix"};
+    auto as = [&](std::vector<std::string> prefix) {
+      prefix.insert(prefix.end(), curl.begin(), curl.end());
+      return testing::RunProcess(prefix, seconds(10));
+    };
+    auto got = as({});
+    EXPECT_EQ(got.exit_code, 0) << got.err;
+    EXPECT_EQ(got.out, "unix:hi");
+    // TCP still answers.
+    httplib::Client client("127.0.0.1", server->port());
+    auto res = client.Get("/health");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+    if (root) {
+      // nobody in the socket's group gets through; nobody in another group (daemon) is refused
+      // by the file's permissions (curl exit 7: could not connect).
+      got = as({"setpriv", "--reuid=65534", "--regid=" + std::to_string(gid), "--clear-groups"});
+      EXPECT_EQ(got.exit_code, 0) << got.err;
+      EXPECT_EQ(got.out, "unix:hi");
+      got = as({"setpriv", "--reuid=65534", "--regid=1", "--clear-groups"});
+      EXPECT_EQ(got.exit_code, 7) << "curl: could not connect; " << got.err;
+      EXPECT_EQ(got.out, "");
+    }
+  }
+  EXPECT_FALSE(fs::exists(options.unix_socket)) << "Stop removes the socket";
+  // A regular file at the path is refused, not replaced.
+  std::ofstream(options.unix_socket) << "keep me";
+  auto refused = Server::Start(TestRoutes(), options);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("is not a socket"), std::string::npos)
+      << refused.error().message;
+  EXPECT_TRUE(fs::exists(options.unix_socket));
+  options.unix_socket_group = "no-such-group-edgefleet";
+  fs::remove(options.unix_socket);
+  refused = Server::Start(TestRoutes(), options);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("does not exist"), std::string::npos);
 }
 
 }  // namespace

@@ -33,6 +33,8 @@
 #include "tests/support/digits.hpp"
 #include "tests/support/grafana.hpp"
 #include "tests/support/opencv_plugin.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace edgefleet {
 namespace {
@@ -835,6 +837,38 @@ TEST_F(LocalApiDigits, MetricsCountInferencesPerSampleAndTheProcess) {
   const double cpu = sample("edgefleet_process_cpu_seconds_total");
   EXPECT_GT(cpu, 0.0) << "loading the model took CPU";
   EXPECT_LT(cpu, 3600.0);
+}
+
+// The local API on a Unix socket beside TCP (README: the curl line): an app infers with
+// `curl --unix-socket`; the socket has the configured mode. (Who may connect is the HTTP layer's
+// test: http.HttpServer.AUnixSocketCarriesItsModeAndGroupAndAdmitsOnlyTheGroup.)
+TEST(LocalApiUnixSocket, CurlInfersThroughTheSocket) {
+  testing::TempDir dir;
+  Served served;
+  ASSERT_NO_FATAL_FAILURE(served.Load("v1", runtime::Slot::kA));
+  ASSERT_TRUE(served.host().Activate("digits", runtime::Slot::kA));
+  agent::LocalApiOptions options;
+  options.unix_socket = (dir.path() / "api.sock").string();
+  options.unix_socket_mode = 0600;
+  ASSERT_NO_FATAL_FAILURE(served.Start(options));
+  struct stat st {};
+  ASSERT_EQ(::stat(options.unix_socket.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const auto images = LoadHeldoutPngs();
+  const fs::path png = dir.path() / "digit.png";
+  std::ofstream(png, std::ios::binary) << images[0].png;
+  auto r =
+      testing::RunProcess({"curl", "-s", "--max-time", "10", "--unix-socket", options.unix_socket,
+                           "-H", "Content-Type: image/png", "--data-binary", "@" + png.string(),
+                           "http://localhost/v2/models/digits/infer"},
+                          std::chrono::seconds(20));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json body = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(body.is_object()) << r.out;
+  EXPECT_EQ(body["model_name"], "digits");
+  EXPECT_EQ(body["parameters"]["top1_class"], images[0].label);
+  served.api().Stop();
+  EXPECT_FALSE(fs::exists(options.unix_socket));
 }
 
 // deploy/grafana/edgefleet-agent-dashboard.json (the per-box dashboard) queries only metrics a
