@@ -420,6 +420,23 @@ std::string LocalApi::Impl::Metrics() const {
   family("edgefleet_build_info", "gauge", "1, labelled with the agent's version.");
   out += fmt::format("edgefleet_build_info{{version=\"{}\"}} 1\n",
                      PrometheusLabelValue(EDGEFLEET_VERSION));
+  if (server) {
+    const http::ServerStats s = server->stats();
+    family("edgefleet_inference_queue_waiting", "gauge",
+           "Infer, feedback and registration requests waiting for a worker.");
+    out += fmt::format("edgefleet_inference_queue_waiting {}\n", s.pool_waiting);
+    family("edgefleet_http_connections_open", "gauge", "Open connections to the local API.");
+    out += fmt::format("edgefleet_http_connections_open {}\n", s.connections_open);
+    family("edgefleet_http_connections_refused_total", "counter",
+           "Connections refused with 503 because max_connections were open.");
+    out += fmt::format("edgefleet_http_connections_refused_total {}\n", s.connections_refused);
+    family("edgefleet_http_deadline_closed_total", "counter",
+           "Connections closed because a request did not arrive whole by its deadline.");
+    out += fmt::format("edgefleet_http_deadline_closed_total {}\n", s.deadline_closed);
+    family("edgefleet_http_queue_full_total", "counter",
+           "Requests answered 503 because the worker queue was full.");
+    out += fmt::format("edgefleet_http_queue_full_total {}\n", s.queue_full);
+  }
   family("edgefleet_http_responses_total", "counter", "HTTP responses of the local API by status.");
   for (std::size_t code = 100; code < responses_by_status.size(); ++code) {
     if (const auto n = load(responses_by_status[code])) {

@@ -92,8 +92,9 @@ class ServingStats final {
                      const InferTiming& timing, const std::string& request_id,
                      const std::optional<telemetry::Top1>& top1, std::uint64_t samples = 1);
 
-  // Infer requests in progress (edgefleet_inference_in_flight): held by the local API from the
-  // moment a request's headers are read until its response is set.
+  // Infer requests in progress (edgefleet_inference_in_flight): held by the local API while a
+  // worker handles the request, until its response is set. (Requests still waiting for a worker
+  // are the HTTP layer's edgefleet_inference_queue_waiting.)
   class InFlight {
    public:
     explicit InFlight(ServingStats& stats) : stats_(stats) {

@@ -825,12 +825,16 @@ TEST_F(LocalApiDigits, MetricsCountInferencesPerSampleAndTheProcess) {
   EXPECT_NE(text.find("edgefleet_inference_count_total" + labels + " 5\n"), std::string::npos)
       << "two single rows and a batch of three";
   EXPECT_NE(text.find("edgefleet_inference_in_flight 0\n"), std::string::npos);
+  EXPECT_NE(text.find("edgefleet_inference_queue_waiting 0\n"), std::string::npos);
+  EXPECT_NE(text.find("edgefleet_http_queue_full_total 0\n"), std::string::npos);
+  EXPECT_NE(text.find("edgefleet_http_connections_refused_total 0\n"), std::string::npos);
   EXPECT_NE(text.find("edgefleet_build_info{version=\""), std::string::npos);
   auto sample = [&](const std::string& name) {
     const auto at = text.find("\n" + name + " ");
     if (at == std::string::npos) return -1.0;
     return std::stod(text.substr(at + name.size() + 2));
   };
+  EXPECT_GE(sample("edgefleet_http_connections_open"), 1.0) << "this client's connection";
   const double rss = sample("edgefleet_process_resident_memory_bytes");
   EXPECT_GT(rss, 4e6) << "the test process holds a model and a server";
   EXPECT_LT(rss, 4e9);
