@@ -23,9 +23,12 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 
 #include "http/worker_pool.hpp"
 #include "manifests/log_value.hpp"
@@ -105,9 +108,13 @@ struct Server::Impl {
   std::vector<std::thread> threads;
   int port = 0;
   std::once_flag stop_once;
+  // Closers of the live connections, so Stop can close them on their own strands.
+  std::mutex live_mu;
+  std::unordered_map<const void*, std::function<void()>> live;  // guarded by live_mu
 
-  void Accept();
-  void AcceptUnix();
+  // Accepts on `on` (TCP or Unix) until it is closed; one connection over the limit is refused.
+  template <class Protocol>
+  void Accept(typename Protocol::acceptor& on);
   template <class Socket>
   void Refuse(Socket socket);
   std::pair<std::string, std::string> ErrorBody(int status, std::string_view message) const {
@@ -137,9 +144,23 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
       remote_ = "unix";
     }
   }
-  ~Session() { server_.open.fetch_sub(1, std::memory_order_relaxed); }
+  ~Session() {
+    {
+      std::lock_guard lock(server_.live_mu);
+      server_.live.erase(this);
+    }
+    server_.open.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   void Start() {
+    {
+      std::lock_guard lock(server_.live_mu);
+      server_.live[this] = [weak = this->weak_from_this()] {
+        if (auto self = weak.lock()) {
+          net::dispatch(self->stream_.get_executor(), [self] { self->Close(); });
+        }
+      };
+    }
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
   }
 
@@ -412,35 +433,21 @@ void Server::Impl::Refuse(Socket socket) {
   socket.close(ec);
 }
 
-void Server::Impl::Accept() {
-  acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
-    if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
-    if (!ec) {
-      accepted.fetch_add(1, std::memory_order_relaxed);
-      if (open.load(std::memory_order_relaxed) >= options.max_connections) {
-        Refuse(std::move(socket));
-      } else {
-        std::make_shared<Session<tcp>>(std::move(socket), *this)->Start();
-      }
-    }
-    Accept();
-  });
-}
-
-void Server::Impl::AcceptUnix() {
-  unix_acceptor->async_accept(
-      net::make_strand(ioc), [this](beast::error_code ec, unix_socket::socket socket) {
-        if (ec == net::error::operation_aborted || !unix_acceptor->is_open()) return;
-        if (!ec) {
-          accepted.fetch_add(1, std::memory_order_relaxed);
-          if (open.load(std::memory_order_relaxed) >= options.max_connections) {
-            Refuse(std::move(socket));
-          } else {
-            std::make_shared<Session<unix_socket>>(std::move(socket), *this)->Start();
-          }
-        }
-        AcceptUnix();
-      });
+template <class Protocol>
+void Server::Impl::Accept(typename Protocol::acceptor& on) {
+  on.async_accept(net::make_strand(ioc),
+                  [this, &on](beast::error_code ec, typename Protocol::socket socket) {
+                    if (ec == net::error::operation_aborted || !on.is_open()) return;
+                    if (!ec) {
+                      accepted.fetch_add(1, std::memory_order_relaxed);
+                      if (open.load(std::memory_order_relaxed) >= options.max_connections) {
+                        Refuse(std::move(socket));
+                      } else {
+                        std::make_shared<Session<Protocol>>(std::move(socket), *this)->Start();
+                      }
+                    }
+                    Accept<Protocol>(on);
+                  });
 }
 
 namespace {
@@ -537,8 +544,8 @@ Result<std::unique_ptr<Server>> Server::Start(Router router, ServerOptions optio
   if (!o.unix_socket.empty()) {
     if (auto ok = ListenUnix(*impl); !ok) return ok.error();
   }
-  impl->Accept();
-  if (impl->unix_acceptor) impl->AcceptUnix();
+  impl->Accept<tcp>(impl->acceptor);
+  if (impl->unix_acceptor) impl->Accept<unix_socket>(*impl->unix_acceptor);
   for (int i = 0; i < o.io_threads; ++i) {
     impl->threads.emplace_back([raw = impl.get()] { raw->ioc.run(); });
   }
@@ -569,6 +576,19 @@ void Server::Stop() {
     });
     // Running handlers finish; queued ones are dropped with their connections.
     impl.pool.Shutdown();
+    // Every open connection is closed on its strand; its pending read then ends and the session
+    // goes. Bounded: a connection that does not go within 2 s goes with the io_context.
+    std::vector<std::function<void()>> closers;
+    {
+      std::lock_guard lock(impl.live_mu);
+      for (auto& [key, close] : impl.live) closers.push_back(close);
+    }
+    for (auto& close : closers) close();
+    closers.clear();
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(2);
+    while (impl.open.load(std::memory_order_relaxed) > 0 && SteadyClock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     impl.ioc.stop();
     for (auto& t : impl.threads) t.join();
     impl.threads.clear();

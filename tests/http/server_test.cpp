@@ -352,7 +352,13 @@ TEST(HttpServer, StopClosesConnectionsAndIsIdempotent) {
   ASSERT_TRUE(server);
   RawClient idle(server->port());
   ASSERT_TRUE(idle.connected());
+  // Accepted and waiting for its request: Stop must close it, not leave it to the destructor.
+  for (int i = 0; i < 200 && server->stats().connections_open < 1; ++i) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  ASSERT_EQ(server->stats().connections_open, 1u);
   server->Stop();
+  EXPECT_EQ(server->stats().connections_open, 0u);
   server->Stop();
   idle.Read(milliseconds(1000));
   EXPECT_TRUE(idle.closed());
