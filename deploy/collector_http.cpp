@@ -1,7 +1,6 @@
 #include "deploy/collector_http.hpp"
 
 #include <fmt/format.h>
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
@@ -9,13 +8,12 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <thread>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "deploy/commands.hpp"
-#include "deploy/http_listen.hpp"
+#include "http/server.hpp"
 #include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {
@@ -94,9 +92,9 @@ json MessageJson(const StoredMessage& m) {
 // A query string checked against the parameters an endpoint takes.
 class Query final {
  public:
-  static Result<Query> From(const httplib::Request& req, std::set<std::string> allowed) {
+  static Result<Query> From(const http::Request& req, std::set<std::string> allowed) {
     Query q;
-    for (const auto& [key, value] : req.params) {
+    for (const auto& [key, value] : http::ParseQuery(req.query)) {
       if (allowed.count(key) == 0) {
         std::string names;
         for (const auto& a : allowed) names += (names.empty() ? "" : ", ") + a;
@@ -414,21 +412,38 @@ Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters
 struct CollectorHttp::Impl {
   const FleetView* view = nullptr;
   std::function<CollectorCounters()> counters;
-  httplib::Server server;
-  std::thread thread;
-  int port = 0;
+  std::unique_ptr<http::Server> server;
 };
 
 CollectorHttp::CollectorHttp(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CollectorHttp::~CollectorHttp() { Stop(); }
-int CollectorHttp::port() const { return impl_->port; }
+int CollectorHttp::port() const { return impl_->server->port(); }
 
 void CollectorHttp::Stop() {
-  if (impl_->thread.joinable()) {
-    impl_->server.stop();
-    impl_->thread.join();
-  }
+  if (impl_->server) impl_->server->Stop();
 }
+
+namespace {
+
+constexpr std::string_view kEndpoints =
+    "GET /, /assets/<file>, /metrics, /api/devices, /api/telemetry, /api/events, /api/summary, "
+    "/api/series, /api/rollouts";
+
+void Reply(http::Response& res, int status, const json& body) {
+  res.status = status;
+  res.SetHeader("X-Content-Type-Options", "nosniff");
+  res.body = body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  res.content_type = "application/json";
+}
+
+void NoSuchEndpoint(const http::Request& req, http::Response& res) {
+  Reply(
+      res, 404,
+      {{"error", "no such endpoint " + manifests::QuoteName(http::PercentDecode(req.path, false)) +
+                     " (" + std::string(kEndpoints) + ")"}});
+}
+
+}  // namespace
 
 Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
     const std::string& host, int port, const FleetView& view,
@@ -437,97 +452,89 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
   impl->view = &view;
   impl->counters = std::move(counters);
   Impl* self = impl.get();
-  httplib::Server& server = impl->server;
 
-  using Req = const httplib::Request&;
-  using Res = httplib::Response&;
-  auto reply = [](Res res, int status, const json& body) {
-    res.status = status;
-    res.set_header("X-Content-Type-Options", "nosniff");
-    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace) + "\n",
-                    "application/json");
+  using Req = const http::Request&;
+  using Res = http::Response&;
+  // One JSON endpoint: parameters checked, database errors as 500. Database reads run in the
+  // layer's worker pool, so a slow query never holds the I/O thread.
+  http::Router router;
+  auto api = [&router, self](const std::string& path, std::set<std::string> params, auto handler) {
+    router.Get(
+        path, http::Lane::kPool, [self, params = std::move(params), handler](Req req, Res res) {
+          Result<Query> query = Query::From(req, params);
+          if (!query) return Reply(res, 400, {{"error", query.error().message}});
+          Result<json> body = handler(*self, *query);
+          if (!body) {
+            const bool bad_request = body.error().code == ErrorCode::kInvalidArgument;
+            if (!bad_request) {
+              spdlog::error("event=http_error path={} error={}", manifests::LogValue(req.path),
+                            manifests::LogValue(body.error().message));
+            }
+            return Reply(res, bad_request ? 400 : 500, {{"error", body.error().message}});
+          }
+          Reply(res, 200, *body);
+        });
   };
-  // One JSON endpoint: parameters checked, database errors as 500.
-  auto api = [self, reply](std::set<std::string> params, auto handler) {
-    return [self, reply, params = std::move(params), handler](Req req, Res res) {
-      Result<Query> query = Query::From(req, params);
-      if (!query) return reply(res, 400, {{"error", query.error().message}});
-      Result<json> body = handler(*self, *query);
-      if (!body) {
-        const bool bad_request = body.error().code == ErrorCode::kInvalidArgument;
-        if (!bad_request) {
-          spdlog::error("event=http_error path={} error={}", manifests::LogValue(req.path),
-                        manifests::LogValue(body.error().message));
-        }
-        return reply(res, bad_request ? 400 : 500, {{"error", body.error().message}});
-      }
-      reply(res, 200, *body);
-    };
-  };
-  server.Get("/api/devices", api({}, [](Impl& s, const Query&) { return ApiDevices(*s.view); }));
-  server.Get("/api/telemetry",
-             api({"device", "model", "since_ms", "limit"},
-                 [](Impl& s, const Query& q) { return ApiTelemetry(*s.view, q); }));
-  server.Get("/api/events", api({"device", "limit"},
-                                [](Impl& s, const Query& q) { return ApiEvents(*s.view, q); }));
-  server.Get("/api/summary", api({"window"}, [](Impl& s, const Query& q) {
-               return ApiSummary(*s.view, q, s.counters());
-             }));
-  server.Get("/api/rollouts",
-             api({"limit"}, [](Impl& s, const Query& q) { return ApiRollouts(*s.view, q); }));
-  server.Get("/api/series", api({"model", "since_ms", "bucket_s"},
-                                [](Impl& s, const Query& q) { return ApiSeries(*s.view, q); }));
+  api("/api/devices", {}, [](Impl& s, const Query&) { return ApiDevices(*s.view); });
+  api("/api/telemetry", {"device", "model", "since_ms", "limit"},
+      [](Impl& s, const Query& q) { return ApiTelemetry(*s.view, q); });
+  api("/api/events", {"device", "limit"},
+      [](Impl& s, const Query& q) { return ApiEvents(*s.view, q); });
+  api("/api/summary", {"window"},
+      [](Impl& s, const Query& q) { return ApiSummary(*s.view, q, s.counters()); });
+  api("/api/rollouts", {"limit"}, [](Impl& s, const Query& q) { return ApiRollouts(*s.view, q); });
+  api("/api/series", {"model", "since_ms", "bucket_s"},
+      [](Impl& s, const Query& q) { return ApiSeries(*s.view, q); });
   // The dashboard: static files built into the binary; its script reads /api/* only.
   auto asset = [](Res res, const DashboardAsset& a) {
-    res.set_header("Content-Security-Policy", "default-src 'self'");
-    res.set_header("X-Content-Type-Options", "nosniff");
-    res.set_header("Referrer-Policy", "no-referrer");
-    res.set_header("Cache-Control", "no-cache");
-    res.set_content(std::string(a.bytes), std::string(ContentType(a.name)));
+    res.SetHeader("Content-Security-Policy", "default-src 'self'");
+    res.SetHeader("X-Content-Type-Options", "nosniff");
+    res.SetHeader("Referrer-Policy", "no-referrer");
+    res.SetHeader("Cache-Control", "no-cache");
+    res.body = std::string(a.bytes);
+    res.content_type = std::string(ContentType(a.name));
   };
-  for (const char* path : {"/", "/dashboard"}) {
-    server.Get(path, [asset](Req, Res res) { asset(res, *FindAsset("index.html")); });
-  }
-  server.Get(R"(/assets/([A-Za-z0-9._-]+))", [asset](Req req, Res res) {
-    const DashboardAsset* a = FindAsset(req.matches[1].str());
-    if (a == nullptr) {
-      res.status = 404;  // the error handler writes the body
-      return;
-    }
+  router.Get("/|/dashboard", http::Lane::kInline,
+             [asset](Req, Res res) { asset(res, *FindAsset("index.html")); });
+  router.Get(R"(/assets/([A-Za-z0-9._-]+))", http::Lane::kInline, [asset](Req req, Res res) {
+    const DashboardAsset* a = FindAsset(req.matches[1]);
+    if (a == nullptr) return NoSuchEndpoint(req, res);
     asset(res, *a);
   });
-  server.Get("/metrics", [self](Req req, Res res) {
+  router.Get("/metrics", http::Lane::kPool, [self](Req req, Res res) {
     Result<std::string> text = RenderMetrics(*self->view, self->counters());
     if (!text) {
       spdlog::error("event=http_error path={} error={}", manifests::LogValue(req.path),
                     manifests::LogValue(text.error().message));
       res.status = 500;
-      res.set_content(text.error().message + "\n", "text/plain");
+      res.body = text.error().message + "\n";
+      res.content_type = "text/plain";
       return;
     }
-    res.set_content(*text, "text/plain; version=0.0.4; charset=utf-8");
+    res.body = std::move(*text);
+    res.content_type = "text/plain; version=0.0.4; charset=utf-8";
   });
-  server.set_error_handler([reply](Req req, Res res) {
-    if (res.status == 404) {
-      reply(res, 404,
-            {{"error", "no such endpoint " + manifests::QuoteName(req.path) +
-                           " (GET /, /assets/<file>, /metrics, /api/devices, /api/telemetry, "
-                           "/api/events, /api/summary, /api/series, /api/rollouts)"}});
-    }
-  });
+  router.Get(".*", http::Lane::kInline, NoSuchEndpoint);
 
-  int bound = -1;
-  if (port == 0) {
-    bound = server.bind_to_any_port(host);
-  } else if (server.bind_to_port(host, port)) {
-    bound = port;
-  }
-  if (bound <= 0) {
+  http::ServerOptions options;
+  options.host = host;
+  options.port = port;
+  options.workers = 4;
+  options.queue_limit = 64;
+  options.on_layer_error = [](Req req, Res res) {
+    if (res.status == 404) NoSuchEndpoint(req, res);  // a method other than GET and HEAD
+  };
+  options.on_exception = [](Req req, std::string_view what) {
+    spdlog::error("event=http_error path={} error={}", manifests::LogValue(req.path),
+                  manifests::LogValue(what));
+  };
+  Result<std::unique_ptr<http::Server>> server =
+      http::Server::Start(std::move(router), std::move(options));
+  if (!server) {
     return Fail(ErrorCode::kIo, "--http: cannot listen on " + host + ":" + std::to_string(port) +
-                                    " (address in use, or not an address of this host)");
+                                    " (" + server.error().message + ")");
   }
-  impl->port = bound;
-  EF_ASSIGN_OR_RETURN(impl->thread, ListenInBackground(self->server));
+  impl->server = std::move(*server);
   return std::unique_ptr<CollectorHttp>(new CollectorHttp(std::move(impl)));
 }
 

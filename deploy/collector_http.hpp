@@ -1,9 +1,9 @@
-// The collector's HTTP side (cpp-httplib): Prometheus metrics and a JSON API over the collector
-// database, for Prometheus, Grafana and the dashboard page. Every endpoint is a GET; every JSON
-// answer is an object; errors are {"error": "<what is wrong>"} with 400 (bad query parameter,
-// unknown parameter), 404 (unknown path) or 500 (the database failed). Times named *_ms are
-// Unix milliseconds: ts/start_ts/status_ts from the device's clock, received_ms/last_seen_ms/
-// offline_since_ms from the collector's. There is no authentication: listen on loopback (as the
+// The collector's HTTP side, on the HTTP layer (http/server.hpp): Prometheus metrics and a JSON
+// API over the collector database, for Prometheus, Grafana and the dashboard page. Every endpoint
+// is a GET (HEAD too); every JSON answer is an object; errors are {"error": "<what is wrong>"}
+// with 400 (bad query parameter, unknown parameter), 404 (unknown path or method) or 500 (the
+// database failed). Times named *_ms are Unix milliseconds: ts/start_ts/status_ts from the
+// device's clock, received_ms/last_seen_ms/offline_since_ms from the collector's. There is no authentication: listen on loopback (as the
 // README's example does) or behind a reverse proxy that adds it.
 //
 // GET /metrics  Prometheus text format 0.0.4.
@@ -62,6 +62,10 @@
 //   its script and style sheet (deploy/dashboard/*, built into the binary). Served with
 //   Content-Security-Policy: default-src 'self' and X-Content-Type-Options: nosniff; the page
 //   polls the JSON API above every 2 s and builds its DOM with textContent only.
+//
+// Slow and idle clients cost no thread and are closed at the layer's 10 s request deadline; the
+// database reads (/api/*, /metrics) run in a pool of 4 workers with a queue of 64 (then 503 with
+// Retry-After); the dashboard's static files answer on the I/O thread.
 //
 // Thread safety: the server answers on its own threads; it reads through the FleetView (which
 // has its own lock) and the counters function, which must be callable from any thread.

@@ -4,7 +4,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -15,15 +14,14 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
-#include "deploy/http_listen.hpp"
 #include "deploy/stop_signals.hpp"
+#include "http/server.hpp"
 #include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {
@@ -31,21 +29,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using manifests::LogValue;
-
-constexpr std::size_t kChunkBytes = 64 * 1024;
-
-// An open regular file, closed in the destructor; shared by a response's content provider.
-class OpenFile final {
- public:
-  explicit OpenFile(int fd) : fd_(fd) {}
-  ~OpenFile() { ::close(fd_); }
-  OpenFile(const OpenFile&) = delete;
-  OpenFile& operator=(const OpenFile&) = delete;
-  int fd() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 // The byte range [first, first + length) of a file of `size` bytes.
 struct ByteRange {
@@ -137,9 +120,10 @@ std::string ContentType(const fs::path& path) {
   return path.extension() == ".json" ? "application/json" : "application/octet-stream";
 }
 
-void SetError(httplib::Response& res, int status, const std::string& message) {
+void SetError(http::Response& res, int status, const std::string& message) {
   res.status = status;
-  res.set_content(nlohmann::json{{"error", message}}.dump() + "\n", "application/json");
+  res.body = nlohmann::json{{"error", message}}.dump() + "\n";
+  res.content_type = "application/json";
 }
 
 // The top-level regular files of `root`: [{"name", "size"}], names sorted.
@@ -161,14 +145,14 @@ std::string Index(const fs::path& root) {
          "\n";
 }
 
-void ServeFile(const fs::path& root, const httplib::Request& req, httplib::Response& res) {
+void ServeFile(const fs::path& root, const http::Request& req, http::Response& res) {
   if (req.path == "/") {
     res.status = 200;
-    res.set_content(Index(root), "application/json");
+    res.body = Index(root);
     return;
   }
   fs::path file;
-  switch (Resolve(root, req.path, file)) {
+  switch (Resolve(root, http::PercentDecode(req.path, /*plus_as_space=*/false), file)) {
     case Refusal::kForbidden:
       return SetError(res, 403, "forbidden path");
     case Refusal::kNotFound:
@@ -179,49 +163,39 @@ void ServeFile(const fs::path& root, const httplib::Request& req, httplib::Respo
   // O_NONBLOCK: opening a FIFO someone put in the directory must not hang this thread.
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   if (fd < 0) return SetError(res, 404, "not found");
-  auto open_file = std::make_shared<OpenFile>(fd);
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
     return SetError(res, 403, "not a regular file");
   }
   const auto size = static_cast<std::uint64_t>(st.st_size);
-  res.set_header("Accept-Ranges", "bytes");
-  res.set_header("ETag", "\"" + std::to_string(size) + "-" + std::to_string(st.st_mtim.tv_sec) +
-                             "." + std::to_string(st.st_mtim.tv_nsec) + "\"");
+  res.SetHeader("Accept-Ranges", "bytes");
+  res.SetHeader("ETag", "\"" + std::to_string(size) + "-" + std::to_string(st.st_mtim.tv_sec) +
+                            "." + std::to_string(st.st_mtim.tv_nsec) + "\"");
 
   ByteRange range{0, size};
   res.status = 200;
-  if (req.has_header("Range")) {
-    switch (ParseRange(req.get_header_value("Range"), size, range)) {
+  if (req.HasHeader("Range")) {
+    switch (ParseRange(req.Header("Range"), size, range)) {
       case RangeKind::kNone:
         range = {0, size};
         break;
       case RangeKind::kUnsatisfiable:
+        ::close(fd);
         res.status = 416;
-        res.set_header("Content-Range", "bytes */" + std::to_string(size));
+        res.content_type.clear();
+        res.SetHeader("Content-Range", "bytes */" + std::to_string(size));
         return;
       case RangeKind::kSatisfiable:
         res.status = 206;
-        res.set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" +
-                                            std::to_string(range.first + range.length - 1) + "/" +
-                                            std::to_string(size));
+        res.SetHeader("Content-Range", "bytes " + std::to_string(range.first) + "-" +
+                                           std::to_string(range.first + range.length - 1) + "/" +
+                                           std::to_string(size));
         break;
     }
   }
-  if (range.length == 0) {  // an empty file: httplib sends no provider for length 0
-    res.set_content("", ContentType(file));
-    return;
-  }
-  const std::uint64_t base = range.first;
-  res.set_content_provider(
-      static_cast<std::size_t>(range.length), ContentType(file),
-      [open_file, base](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
-        std::vector<char> buffer(std::min(length, kChunkBytes));
-        const ssize_t n = ::pread(open_file->fd(), buffer.data(), buffer.size(),
-                                  static_cast<off_t>(base + offset));
-        if (n <= 0) return false;  // read error or the file shrank: abort the connection
-        return sink.write(buffer.data(), static_cast<std::size_t>(n));
-      });
+  res.content_type = ContentType(file);
+  res.file = std::make_shared<http::FileRange>(fd, range.first, range.length);
 }
 
 }  // namespace
@@ -246,78 +220,58 @@ Status Serve(const ServeOptions& options) {
     return Fail(ErrorCode::kIo, "--dir: " + options.dir.string() + ": " + ec.message());
   }
 
-  std::unique_ptr<httplib::Server> server;
   if (!options.tls_cert.empty()) {
-#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
     for (const fs::path& f : {options.tls_cert, options.tls_key}) {
       if (!fs::is_regular_file(f, ec)) {
         return Fail(ErrorCode::kNotFound, f.string() + ": no such file");
       }
     }
-    server =
-        std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(), options.tls_key.c_str());
-    if (!server->is_valid()) {
-      return Fail(ErrorCode::kInvalidArgument, options.tls_cert.string() + ", " +
-                                                   options.tls_key.string() +
-                                                   ": cannot load the TLS certificate and key");
-    }
-#else
-    return Fail(ErrorCode::kInvalidArgument, "--tls-cert: this build has no TLS support");
-#endif
-  } else {
-    server = std::make_unique<httplib::Server>();
   }
 
-  const StopSignals stop;  // before the listener thread starts
+  const StopSignals stop;  // before the server's threads start
   UseKeyValueLog("edgefleet-serve");
 
-  auto handler = [root](const httplib::Request& req, httplib::Response& res) {
-    // httplib 0.11 applies the request's Range to whatever response it gets: it cuts string
-    // bodies (an error body can turn into a 416) and offsets a content provider without
-    // clamping the range to the length. This handler answers Range itself, so the parsed ranges
-    // are dropped here. `req` is the server's own non-const Request object.
-    const_cast<httplib::Request&>(req).ranges.clear();
-    ServeFile(root, req, res);
-  };
-  server->Get(".*", handler);
-  server->set_logger([](const httplib::Request& req, const httplib::Response& res) {
-    std::string bytes = "0";
-    if (req.method != "HEAD" && res.has_header("Content-Length")) {
-      bytes = res.get_header_value("Content-Length");
-    }
+  http::Router router;
+  router.Get(".*", http::Lane::kInline,
+             [root](const http::Request& req, http::Response& res) { ServeFile(root, req, res); });
+  http::ServerOptions server_options;
+  server_options.host = http.host;
+  server_options.port = http.port;
+  server_options.tls_cert_file = options.tls_cert.string();
+  server_options.tls_key_file = options.tls_key.string();
+  server_options.io_threads = 2;
+  // A download goes at the client's pace; one that takes nothing for this long is closed.
+  server_options.write_deadline = std::chrono::seconds(60);
+  server_options.on_response = [](const http::Request& req, const http::Response& res) {
+    std::uint64_t bytes = 0;
+    if (!req.head) bytes = res.file ? res.file->length() : res.body.size();
     spdlog::info("event=served method={} path={} status={} bytes={} range={}", LogValue(req.method),
-                 LogValue(req.path), res.status, LogValue(bytes),
-                 LogValue(req.has_header("Range") ? req.get_header_value("Range") : "-"));
-  });
-
-  int port = http.port;
-  if (port == 0) {
-    port = server->bind_to_any_port(http.host.c_str());
-  } else if (!server->bind_to_port(http.host.c_str(), port)) {
-    port = -1;
+                 LogValue(req.path), res.status, bytes,
+                 LogValue(req.HasHeader("Range") ? req.Header("Range") : "-"));
+  };
+  Result<std::unique_ptr<http::Server>> server =
+      http::Server::Start(std::move(router), std::move(server_options));
+  if (!server) {
+    if (server.error().code == ErrorCode::kIo) {
+      return Fail(ErrorCode::kIo,
+                  "--http: cannot listen on " + options.http + " (" + server.error().message + ")");
+    }
+    return Unexpected(server.error());
   }
-  if (port <= 0) {
-    return Fail(ErrorCode::kIo, "--http: cannot listen on " + options.http);
-  }
-  EF_ASSIGN_OR_RETURN(std::thread listener, ListenInBackground(*server));
+  const int port = (*server)->port();
   spdlog::info("event=serve_started http_port={} dir={} tls={}", port, LogValue(root.string()),
                options.tls_cert.empty() ? "off" : "on");
   // The port file comes last: whoever waits for it finds the server listening and its start
   // logged.
   if (options.port_file) {
     Status written = WriteFileAtomically(*options.port_file, std::to_string(port) + "\n");
-    if (!written) {
-      server->stop();
-      listener.join();
-      return written;
-    }
+    if (!written) return written;
   }
 
   int signo = 0;
   while (signo == 0) signo = stop.Wait(std::chrono::seconds(1));
   spdlog::info("event=stopping signal={}", StopSignals::Name(signo));
-  server->stop();
-  listener.join();
+  (*server)->Stop();
   spdlog::info("event=serve_stopped");
   return Ok();
 }

@@ -6,15 +6,18 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 #include <grp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,6 +33,7 @@
 #include <type_traits>
 #include <unordered_map>
 
+#include "http/file_range_body.hpp"
 #include "http/worker_pool.hpp"
 #include "manifests/log_value.hpp"
 
@@ -105,6 +109,7 @@ struct Server::Impl {
   net::io_context ioc;
   tcp::acceptor acceptor;
   std::optional<unix_socket::acceptor> unix_acceptor;  // with options.unix_socket
+  std::optional<net::ssl::context> tls;                // with options.tls_cert_file
   std::vector<std::thread> threads;
   int port = 0;
   std::once_flag stop_once;
@@ -117,6 +122,8 @@ struct Server::Impl {
   void Accept(typename Protocol::acceptor& on);
   template <class Socket>
   void Refuse(Socket socket);
+  template <class Protocol>
+  void StartSession(typename Protocol::socket socket);
   std::pair<std::string, std::string> ErrorBody(int status, std::string_view message) const {
     return options.error_body ? options.error_body(status, message) : JsonError(status, message);
   }
@@ -124,21 +131,38 @@ struct Server::Impl {
 
 namespace {
 
-// One connection, over TCP or a Unix socket.
+// The stream of a connection: plain, or TLS over it.
+template <class Protocol, bool kTls>
+struct StreamOf {
+  using type = beast::basic_stream<Protocol>;
+  static type Make(typename Protocol::socket socket, Server::Impl&) {
+    return type(std::move(socket));
+  }
+};
 template <class Protocol>
-class Session : public std::enable_shared_from_this<Session<Protocol>> {
-  using std::enable_shared_from_this<Session<Protocol>>::shared_from_this;
+struct StreamOf<Protocol, true> {
+  using type = beast::ssl_stream<beast::basic_stream<Protocol>>;
+  static type Make(typename Protocol::socket socket, Server::Impl& server) {
+    return type(std::move(socket), *server.tls);
+  }
+};
+
+// One connection, over TCP (plain or TLS) or a Unix socket.
+template <class Protocol, bool kTls = false>
+class Session : public std::enable_shared_from_this<Session<Protocol, kTls>> {
+  using std::enable_shared_from_this<Session<Protocol, kTls>>::shared_from_this;
   static constexpr bool kTcp = std::is_same_v<Protocol, tcp>;
+  using Stream = typename StreamOf<Protocol, kTls>::type;
 
  public:
   Session(typename Protocol::socket socket, Server::Impl& server)
-      : stream_(std::move(socket)), server_(server) {
+      : stream_(StreamOf<Protocol, kTls>::Make(std::move(socket), server)), server_(server) {
     server_.open.fetch_add(1, std::memory_order_relaxed);
     beast::error_code ec;
     // Responses go out whole; Nagle would hold a small one back for the peer's delayed ACK.
     if constexpr (kTcp) {
-      stream_.socket().set_option(tcp::no_delay(true), ec);
-      const auto peer = stream_.socket().remote_endpoint(ec);
+      Lowest().socket().set_option(tcp::no_delay(true), ec);
+      const auto peer = Lowest().socket().remote_endpoint(ec);
       if (!ec) remote_ = fmt::format("{}:{}", peer.address().to_string(), peer.port());
     } else {
       remote_ = "unix";
@@ -161,10 +185,29 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
         }
       };
     }
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->ReadHeader(); });
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Handshake(); });
   }
 
  private:
+  beast::basic_stream<Protocol>& Lowest() { return beast::get_lowest_layer(stream_); }
+
+  // TLS first, within the first request's deadline; a plain connection goes straight on.
+  void Handshake() {
+    if constexpr (kTls) {
+      Lowest().expires_after(server_.options.request_deadline);
+      stream_.async_handshake(
+          net::ssl::stream_base::server, [self = shared_from_this()](beast::error_code ec) {
+            if (ec == beast::error::timeout) {
+              self->server_.deadline_closed.fetch_add(1, std::memory_order_relaxed);
+            }
+            if (ec) return self->Close();
+            self->ReadHeader();
+          });
+    } else {
+      ReadHeader();
+    }
+  }
+
   void ReadHeader() {
     request_read_ = false;
     request_ = Request{};
@@ -174,7 +217,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     parser_->body_limit(server_.options.max_body_bytes);
     QuickAck();
     // One deadline for the whole request, idle time before it included.
-    stream_.expires_after(server_.options.request_deadline);
+    Lowest().expires_after(server_.options.request_deadline);
     bhttp::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
@@ -265,11 +308,11 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   void QuickAck() {
     if constexpr (!kTcp) return;
     int one = 1;
-    ::setsockopt(stream_.socket().native_handle(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+    ::setsockopt(Lowest().socket().native_handle(), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
   }
 
   void OnRequest() {
-    stream_.expires_never();
+    Lowest().expires_never();
     if (buffer_.size() == 0 && buffer_.capacity() > kIdleBufferBytes) buffer_.shrink_to_fit();
     request_read_ = true;
     ++served_;
@@ -278,10 +321,13 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
     response_ = Response{};
     request_.body = std::move(message.body());
 
+    request_.head = request_.method == "HEAD";
+    const std::string_view method =
+        request_.head ? std::string_view("GET") : std::string_view(request_.method);
     const Router::Route* route = nullptr;
     for (const auto& r : server_.router.routes()) {
       std::smatch m;
-      if (r.method != request_.method || !std::regex_match(request_.path, m, r.pattern)) continue;
+      if (r.method != method || !std::regex_match(request_.path, m, r.pattern)) continue;
       route = &r;
       request_.matches.assign(m.begin(), m.end());
       break;
@@ -325,7 +371,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   }
 
   void WriteError(int status, std::string message, bool close = true, bool retry_after = false) {
-    stream_.expires_never();
+    Lowest().expires_never();
     response_ = Response{};
     response_.status = status;
     std::tie(response_.body, response_.content_type) = server_.ErrorBody(status, message);
@@ -338,36 +384,81 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   }
 
   void Write() {
-    auto out = std::make_shared<bhttp::response<bhttp::string_body>>();
-    out->version(11);
-    out->result(static_cast<unsigned>(response_.status));
     bool close =
         response_.close || !keep_alive_ || served_ >= server_.options.keep_alive_max_requests;
+    if (request_.head) {
+      auto out = std::make_shared<bhttp::response<bhttp::empty_body>>();
+      Fill(*out, close);
+      // The length the GET would have sent; no body follows a HEAD's header.
+      out->content_length(response_.file ? response_.file->length() : response_.body.size());
+      return Send(std::move(out), close);
+    }
+    if (response_.file) {
+      auto out = std::make_shared<bhttp::response<FileRangeBody>>();
+      Fill(*out, close);
+      out->body() = response_.file;
+      out->prepare_payload();
+      return Send(std::move(out), close);
+    }
+    auto out = std::make_shared<bhttp::response<bhttp::string_body>>();
+    Fill(*out, close);
+    out->body() = std::move(response_.body);
+    out->prepare_payload();
+    Send(std::move(out), close);
+  }
+
+  // Status and headers of response_ onto `out`; a "Connection: close" header sets `close`.
+  template <class Message>
+  void Fill(Message& out, bool& close) {
+    out.version(11);
+    out.result(static_cast<unsigned>(response_.status));
     for (const auto& [name, value] : response_.headers) {
       if (IEquals(name, "Connection")) {
         if (IEquals(value, "close")) close = true;
         continue;
       }
       if (IEquals(name, "Content-Length")) continue;
-      out->set(name, value);
+      out.set(name, value);
     }
-    if (!response_.body.empty() || !response_.content_type.empty()) {
-      out->set(bhttp::field::content_type, response_.content_type);
+    if (response_.file || !response_.body.empty() || !response_.content_type.empty()) {
+      out.set(bhttp::field::content_type, response_.content_type);
     }
-    out->body() = std::move(response_.body);
-    out->keep_alive(!close);
-    out->prepare_payload();
-    stream_.expires_after(server_.options.write_deadline);
-    bhttp::async_write(stream_, *out,
-                       [self = shared_from_this(), out, close](beast::error_code ec, std::size_t) {
-                         if (self->server_.options.on_response) {
-                           self->response_.body.clear();
-                           self->server_.options.on_response(self->request_, self->response_);
-                         }
-                         if (ec) return self->Close();
-                         if (close) return self->request_read_ ? self->Close() : self->Linger();
-                         self->ReadHeader();
-                       });
+    out.keep_alive(!close);
+  }
+
+  // Writes `out` a piece at a time; the write deadline is for each piece, so a large file goes
+  // out at the client's pace while a client that stops reading is closed.
+  template <class Message>
+  void Send(std::shared_ptr<Message> out, bool close) {
+    using Serializer = bhttp::serializer<false, typename Message::body_type>;
+    auto serializer = std::make_shared<Serializer>(*out);
+    WriteSome(std::move(out), std::move(serializer), close);
+  }
+
+  template <class Message, class Serializer>
+  void WriteSome(std::shared_ptr<Message> out, std::shared_ptr<Serializer> serializer, bool close) {
+    Lowest().expires_after(server_.options.write_deadline);
+    auto& sr = *serializer;
+    bhttp::async_write_some(
+        stream_, sr,
+        [self = shared_from_this(), out = std::move(out), serializer = std::move(serializer),
+         close](beast::error_code ec, std::size_t) mutable {
+          if (!ec && !serializer->is_done()) {
+            return self->WriteSome(std::move(out), std::move(serializer), close);
+          }
+          self->Written(ec, close);
+        });
+  }
+
+  void Written(beast::error_code ec, bool close) {
+    if (server_.options.on_response) {
+      response_.body.clear();
+      server_.options.on_response(request_, response_);
+    }
+    response_.file.reset();
+    if (ec) return Close();
+    if (close) return request_read_ ? Close() : Linger();
+    ReadHeader();
   }
 
   // A response went out before the request's body was read (413, 400): stop sending, then read
@@ -375,8 +466,8 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   // the answer instead of getting a reset in the middle of its body.
   void Linger() {
     beast::error_code ec;
-    stream_.socket().shutdown(net::socket_base::shutdown_send, ec);
-    stream_.expires_after(kLinger);
+    Lowest().socket().shutdown(net::socket_base::shutdown_send, ec);
+    Lowest().expires_after(kLinger);
     DrainSome();
   }
 
@@ -392,11 +483,11 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
 
   void Close() {
     beast::error_code ec;
-    stream_.socket().shutdown(net::socket_base::shutdown_both, ec);
-    stream_.close();
+    Lowest().socket().shutdown(net::socket_base::shutdown_both, ec);
+    Lowest().close();
   }
 
-  beast::basic_stream<Protocol> stream_;
+  Stream stream_;
   Server::Impl& server_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
@@ -434,6 +525,14 @@ void Server::Impl::Refuse(Socket socket) {
 }
 
 template <class Protocol>
+void Server::Impl::StartSession(typename Protocol::socket socket) {
+  if constexpr (std::is_same_v<Protocol, tcp>) {
+    if (tls) return std::make_shared<Session<tcp, true>>(std::move(socket), *this)->Start();
+  }
+  std::make_shared<Session<Protocol>>(std::move(socket), *this)->Start();
+}
+
+template <class Protocol>
 void Server::Impl::Accept(typename Protocol::acceptor& on) {
   on.async_accept(net::make_strand(ioc),
                   [this, &on](beast::error_code ec, typename Protocol::socket socket) {
@@ -443,7 +542,7 @@ void Server::Impl::Accept(typename Protocol::acceptor& on) {
                       if (open.load(std::memory_order_relaxed) >= options.max_connections) {
                         Refuse(std::move(socket));
                       } else {
-                        std::make_shared<Session<Protocol>>(std::move(socket), *this)->Start();
+                        StartSession<Protocol>(std::move(socket));
                       }
                     }
                     Accept<Protocol>(on);
@@ -523,9 +622,37 @@ Result<std::unique_ptr<Server>> Server::Start(Router router, ServerOptions optio
   if (options.request_deadline.count() <= 0 || options.write_deadline.count() <= 0) {
     return Fail(ErrorCode::kInvalidArgument, "http: deadlines must be > 0");
   }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "http: TLS needs both a certificate and a key file");
+  }
   auto impl = std::make_shared<Impl>(std::move(router), std::move(options));
   const ServerOptions& o = impl->options;
   beast::error_code ec;
+  if (!o.tls_cert_file.empty()) {
+    impl->tls.emplace(net::ssl::context::tls_server);
+    impl->tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                               net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                               net::ssl::context::no_tlsv1_1,
+                           ec);
+    if (!ec) impl->tls->use_certificate_chain_file(o.tls_cert_file, ec);
+    if (ec) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("http: {}: cannot load the TLS certificate chain: {}",
+                              manifests::LogValue(o.tls_cert_file), ec.message()));
+    }
+    impl->tls->use_private_key_file(o.tls_key_file, net::ssl::context::pem, ec);
+    if (ec) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("http: {}: cannot load the TLS private key: {}",
+                              manifests::LogValue(o.tls_key_file), ec.message()));
+    }
+    if (::SSL_CTX_check_private_key(impl->tls->native_handle()) != 1) {
+      return Fail(
+          ErrorCode::kInvalidArgument,
+          fmt::format("http: the TLS private key {} does not match the certificate {}",
+                      manifests::LogValue(o.tls_key_file), manifests::LogValue(o.tls_cert_file)));
+    }
+  }
   const auto address = net::ip::make_address(o.host, ec);
   if (ec) {
     return Fail(ErrorCode::kInvalidArgument,

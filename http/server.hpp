@@ -15,6 +15,11 @@
 //     (health, /metrics, metadata): it never waits behind inference. kPool runs in a bounded
 //     worker pool (`workers` threads, `queue_limit` waiting); a request that finds the queue full
 //     is answered 503 with Retry-After at once instead of waiting.
+//   - A response body can be a byte range of an open file (Response::file), sent from disk a
+//     chunk at a time, so a 100 MiB download costs a 64 KiB buffer. GET routes also answer HEAD:
+//     the same headers and Content-Length, no body.
+//   - With `tls_cert_file` and `tls_key_file`, TCP connections speak TLS (OpenSSL); the
+//     handshake is part of the first request's deadline.
 //   - Bodies over `max_body_bytes` are refused with 413 (a declared length before a byte of it
 //     is read), headers over `max_header_bytes` with 431, a malformed request (e.g.
 //     Content-Length -1) with 400; each closes the connection. A POST without a body and without
@@ -51,7 +56,8 @@ struct Request {
   std::string query;                                         // after '?', undecoded
   std::vector<std::pair<std::string, std::string>> headers;  // in order, names as sent
   std::string body;
-  std::string remote;                // "ip:port" of the peer
+  bool head = false;   // a HEAD request, routed to the GET route: its body is not sent
+  std::string remote;  // "ip:port" of the peer
   std::vector<std::string> matches;  // the route's regex groups; [0] is the whole path
   // Time the request waited for a pool worker (kPool lane; 0 for kInline).
   std::chrono::steady_clock::duration queue_wait{};
@@ -61,9 +67,31 @@ struct Request {
   bool HasHeader(std::string_view name) const;
 };
 
+// A byte range [offset, offset + length) of an open file, the body of a Response. Owns the
+// descriptor (closed when the last response holding it is written). If the file cannot be read
+// while it is sent (it shrank, an I/O error), the connection is closed mid-body, so the client
+// sees a short response rather than a wrong one.
+class FileRange final {
+ public:
+  FileRange(int fd, std::uint64_t offset, std::uint64_t length)
+      : fd_(fd), offset_(offset), length_(length) {}
+  ~FileRange();
+  FileRange(const FileRange&) = delete;
+  FileRange& operator=(const FileRange&) = delete;
+  int fd() const { return fd_; }
+  std::uint64_t offset() const { return offset_; }
+  std::uint64_t length() const { return length_; }
+
+ private:
+  int fd_;
+  std::uint64_t offset_;
+  std::uint64_t length_;
+};
+
 struct Response {
   int status = 200;
   std::string body;
+  std::shared_ptr<const FileRange> file;  // when set, the body instead of `body`
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   bool close = false;  // close the connection after this response
@@ -106,6 +134,10 @@ class Router {
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 0;  // 0 picks a free port; Server::port() reports it
+  // TLS on the TCP port: PEM certificate chain and private key (both or neither). The Unix socket
+  // stays plain.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // Also listen on this Unix socket path (empty: TCP only). A stale socket file there is
   // replaced, any other file refused; the socket gets `unix_socket_mode` and, when given, the
   // group `unix_socket_group` before it accepts, so only that group's members can connect. It
@@ -146,6 +178,14 @@ struct ServerStats {
   std::uint64_t pool_waiting = 0;         // kPool requests waiting now
   std::uint64_t pool_running = 0;         // kPool requests running now
 };
+
+// Percent-decodes `text` (RFC 3986); with `plus_as_space`, '+' becomes ' ' (form encoding, for
+// query strings). A '%' not followed by two hex digits stays as it is.
+std::string PercentDecode(std::string_view text, bool plus_as_space);
+
+// The query string's "name=value" pairs, in order, each name and value percent-decoded with '+'
+// as space; a pair without '=' has an empty value; empty pairs ("a=1&&b=2") are skipped.
+std::vector<std::pair<std::string, std::string>> ParseQuery(std::string_view query);
 
 class Server final {
  public:

@@ -5,12 +5,7 @@
 // p99 measured without the attack in the same run, and the server must close each slow or idle
 // connection at its request deadline (10 s). Label `load`, RUN_SERIAL: a timing test that needs
 // the machine to itself, run in the release pass only (scripts/test.sh).
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +17,7 @@
 #include <vector>
 
 #include "tests/integration/served_api.hpp"
+#include "tests/support/connection_attack.hpp"
 
 namespace edgefleet {
 namespace {
@@ -29,23 +25,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
-
-int Connect(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));  // completes in the background
-  return fd;
-}
-
-// True when the server closed `fd` (read returns 0 or a reset).
-bool ClosedByPeer(int fd) {
-  char buf[256];
-  const ssize_t n = ::recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOTCONN);
-}
 
 double Percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
@@ -94,51 +73,12 @@ TEST(LocalApiAttack, SixtyFourSlowAndSixtyFourIdleConnectionsStopNothing) {
   ASSERT_EQ(failures.load(), 0);
   ASSERT_GT(quiet.size(), 100u);
 
-  // The attack: each slot holds one connection; a closed one is counted and reopened.
-  struct Held {
-    int fd = -1;
-    Clock::time_point opened;
-    std::size_t sent = 0;
-  };
-  const std::string header =
+  // The attack: each of its connections closed by the server is counted and reopened.
+  testing::ConnectionAttack attack(
+      port,
       "POST /v2/models/digits/infer HTTP/1.1\r\nHost: box\r\nContent-Type: image/png\r\n"
-      "Content-Length: 100\r\n\r\n";
-  std::vector<Held> slow(64), idle(64);
-  std::vector<double> closed_after_s;  // how long each connection lived before the server closed it
+      "Content-Length: 100\r\n\r\n");
   std::atomic<bool> stop{false};
-  std::thread attacker([&] {
-    auto open = [&](Held& h) {
-      h.fd = Connect(port);
-      h.opened = Clock::now();
-      h.sent = 0;
-    };
-    for (auto& h : slow) open(h);
-    for (auto& h : idle) open(h);
-    auto next_byte = Clock::now();
-    while (!stop) {
-      const bool drip = Clock::now() >= next_byte;
-      if (drip) next_byte += seconds(2);
-      for (auto* group : {&slow, &idle}) {
-        for (Held& h : *group) {
-          if (ClosedByPeer(h.fd)) {
-            closed_after_s.push_back(
-                std::chrono::duration<double>(Clock::now() - h.opened).count());
-            ::close(h.fd);
-            open(h);
-          } else if (drip && group == &slow && h.sent < header.size()) {
-            if (::send(h.fd, header.data() + h.sent, 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
-              ++h.sent;
-            }
-          }
-        }
-      }
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-    for (auto* group : {&slow, &idle}) {
-      for (Held& h : *group) ::close(h.fd);
-    }
-  });
-
   std::atomic<double> worst_probe_ms{0};
   std::atomic<int> probes{0}, probe_failures{0};
   std::thread prober([&] {
@@ -158,7 +98,8 @@ TEST(LocalApiAttack, SixtyFourSlowAndSixtyFourIdleConnectionsStopNothing) {
   const std::vector<double> attacked = Infer(served, seconds(60), failures);
   stop = true;
   prober.join();
-  attacker.join();
+  attack.Stop();
+  const std::vector<double> closed_after_s = attack.ClosedAfterSeconds();
 
   const double quiet_p99 = Percentile(quiet, 0.99);
   const double attacked_p99 = Percentile(attacked, 0.99);
