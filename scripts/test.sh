@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds with warnings as errors, runs every
-# test through ctest, then builds and runs the suite again under ASan + UBSan, then builds the
-# fuzz targets with clang-14 (libFuzzer + ASan + UBSan) and runs each for 30 s. Tests labelled
-# `fleet` (the demo, the browser test, the 50-agent rollout) run in the release pass only: they
-# drive the same code as the smaller end-to-end tests that the sanitizer pass does run, at a scale
-# (dozens of processes, chromium) that would only cost minutes under ASan. So do tests labelled
-# `load` (the 60 s slow-connection attack on the local API): timing limits measured under ASan
-# would measure ASan; the HTTP layer's own tests (http_tests) run in both passes.
+# test through ctest, then builds and runs the suite again under ASan + UBSan, then builds and
+# runs the tests where threads meet under ThreadSanitizer, then builds the fuzz targets with
+# clang-14 (libFuzzer + ASan + UBSan) and runs each for 30 s. Tests labelled `fleet` (the demo,
+# the browser test, the 50-agent rollout) run in the release pass only: they drive the same code
+# as the smaller end-to-end tests that the sanitizer pass does run, at a scale (dozens of
+# processes, chromium) that would only cost minutes under ASan. So do tests labelled `load` (the
+# slow-connection attacks on the local API, the collector and `serve`): timing limits measured
+# under a sanitizer would measure the sanitizer; the HTTP layer's own tests (http_tests) run in
+# every pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -24,7 +26,23 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
   ctest --test-dir build/sanitize --output-on-failure -j"$jobs" --timeout 900 -LE "fleet|load"
 
-# Third pass: the libFuzzer targets (tests/fuzz) and only the libraries they need, built with
+# Third pass: ThreadSanitizer over the tests where threads meet (label `tsan`): the agent's unit
+# tests, the local API in-process (HTTP I/O thread, workers, ModelHost, ServingStats), the HTTP
+# layer, the collector and `serve` end to end, and the agent against a real broker and collector
+# (MQTT, telemetry, update and HTTP threads in one process). Only those targets are built. A
+# race stops the process that has it (halt_on_error): a test fails on its exit code, or on
+# "Sanitizer" in the log of an agent or collector it started. setarch -R: GCC 12's TSan cannot
+# map its shadow memory under some kernels' address-space randomisation.
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DEDGEFLEET_WERROR=ON -DEDGEFLEET_TSAN=ON \
+      -DEDGEFLEET_BUILD_BENCH=OFF -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON
+cmake --build build/tsan -j"$jobs" --target agent_tests integration_tests http_tests \
+      collector_tests serve_tests agent_mqtt_tests
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
+  setarch "$(uname -m)" -R \
+  ctest --test-dir build/tsan --output-on-failure -j"$jobs" --timeout 900 -L tsan
+
+# Fourth pass: the libFuzzer targets (tests/fuzz) and only the libraries they need, built with
 # clang-14 (which also keeps the code building with a second compiler). Through ctest (label
 # `fuzz`), each replays its regression inputs, then fuzzes for EDGEFLEET_FUZZ_SECONDS (30 s) from
 # the committed seeds; a crash, leak or UBSan report fails it. Longer runs: tests/fuzz/run.sh.

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -90,6 +91,11 @@ class Served {
   }
 
   void Start(agent::LocalApiOptions options = {}) {
+    // Logging exists before the server's threads do, as in the agent's main. Otherwise spdlog's
+    // registry is created by the API's first log line after its workers started, and a worker's
+    // first read of it is ordered only through a client and a socket, which ThreadSanitizer
+    // cannot see.
+    spdlog::default_logger();
     auto api = agent::LocalApi::Start(host_, stats_, std::move(options));
     ASSERT_TRUE(api) << api.error().message;
     api_ = std::move(api).value();
