@@ -25,11 +25,11 @@
 #include "agent/local_api.hpp"
 #include "agent/update_machine.hpp"
 #include "manifests/envelope.hpp"
+#include "manifests/files.hpp"
 #include "manifests/log_value.hpp"
 #include "manifests/time.hpp"
 #include "manifests/trust.hpp"
 #include "runtime/model_host.hpp"
-#include "updater/disk.hpp"
 #include "updater/journal.hpp"
 #include "updater/slots.hpp"
 
@@ -157,7 +157,8 @@ Status OpenEnv(const std::filesystem::path& config_path, Env& env, bool with_bac
                       {"formats", caps.formats},
                       {"devices", caps.targets}});
     }
-    if (auto ok = updater::WriteFileAtomically(env.config.state_dir / "backends.json", list.dump());
+    if (auto ok =
+            manifests::WriteFileAtomically(env.config.state_dir / "backends.json", list.dump());
         !ok) {
       spdlog::warn("event=backends_not_recorded error={}", manifests::LogValue(ok.error().message));
     }
@@ -256,8 +257,8 @@ int RunCommand(const std::filesystem::path& config_path) {
   agent::ServingStats stats;
   auto api = agent::LocalApi::Start(host, stats, api_options);
   if (!api) return Refuse(api.error().message);
-  if (auto ok = updater::WriteFileAtomically(env.config.state_dir / "api.port",
-                                             std::to_string((*api)->port()) + "\n");
+  if (auto ok = manifests::WriteFileAtomically(env.config.state_dir / "api.port",
+                                               std::to_string((*api)->port()) + "\n");
       !ok) {
     return Refuse(ok.error().message);
   }

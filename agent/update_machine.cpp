@@ -4,7 +4,6 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
-#include <fstream>
 #include <set>
 #include <thread>
 
@@ -17,12 +16,13 @@
 #include "manifests/canonical.hpp"
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
+#include "manifests/files.hpp"
+#include "manifests/files.hpp"
 #include "manifests/join.hpp"
 #include "manifests/json_fields.hpp"
 #include "runtime/compat.hpp"
 #include "runtime/parity.hpp"
 #include "updater/bundle_reader.hpp"
-#include "updater/disk.hpp"
 #include "updater/fetch.hpp"
 #include "updater/unpack.hpp"
 
@@ -35,16 +35,6 @@ using updater::Deployment;
 using updater::Slot;
 
 constexpr std::size_t kMaxLocalReadBytes = manifests::kMaxManifestBytes;
-
-Result<std::string> ReadSmallFile(const std::filesystem::path& path, std::size_t cap) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return edgefleet::Fail(ErrorCode::kIo, path.string() + ": cannot open");
-  std::string text(cap + 1, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  if (in.bad()) return edgefleet::Fail(ErrorCode::kIo, path.string() + ": read failed");
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  return text;
-}
 
 }  // namespace
 
@@ -260,7 +250,8 @@ Status UpdateMachine::LoadSlot(const std::string& model, Slot slot, const std::s
                                const std::filesystem::path& slot_dir,
                                manifests::Manifest* manifest_out) {
   const auto manifest_path = slot_dir / "manifest.json";
-  EF_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(manifest_path, kMaxLocalReadBytes));
+  EF_ASSIGN_OR_RETURN(std::string text,
+                      manifests::ReadSmallFile(manifest_path, kMaxLocalReadBytes));
   EF_ASSIGN_OR_RETURN(auto envelope, manifests::SignedEnvelope::FromText(
                                          text, manifest_path.string(), kMaxLocalReadBytes));
   EF_RETURN_IF_ERROR(ctx_.trust->Verify(envelope, manifests::Role::kRelease));
@@ -273,7 +264,7 @@ Status UpdateMachine::LoadSlot(const std::string& model, Slot slot, const std::s
   runtime::VariantChoice choice = runnable->front();
   // The file holds the variant id, then (since backends could share a variant) a line with the
   // backend's name; an older file has the id alone and takes the first backend that runs it.
-  if (auto remembered = ReadSmallFile(VariantFile(model, slot), 256)) {
+  if (auto remembered = manifests::ReadSmallFile(VariantFile(model, slot), 256)) {
     const auto newline = remembered->find('\n');
     const std::string id = remembered->substr(0, newline);
     const std::string backend =
@@ -574,7 +565,7 @@ runtime::SessionOptions UpdateMachine::LoadOptions(const std::string& model, Slo
 
 void UpdateMachine::RememberVariant(const std::string& model, Slot slot,
                                     const std::string& variant) {
-  if (auto ok = updater::WriteFileAtomically(VariantFile(model, slot), variant); !ok) {
+  if (auto ok = manifests::WriteFileAtomically(VariantFile(model, slot), variant); !ok) {
     spdlog::warn("event=variant_not_remembered model={} error={}", LogValue(model),
                  LogValue(ok.error().message));
   }

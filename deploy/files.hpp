@@ -1,4 +1,4 @@
-// Small helpers for the operator tools: bounded reads, atomic writes, HOST:PORT flags.
+// Small helpers for the operator tools: HOST:PORT flags, and the file helpers they share.
 #pragma once
 
 #include <cstddef>
@@ -6,14 +6,14 @@
 #include <string>
 #include <string_view>
 
+#include "manifests/files.hpp"
 #include "manifests/result.hpp"
 
 namespace edgefleet::deploy {
 
-// Reads a whole file of at most `max_bytes`; kLimit when larger, kIo naming the path otherwise.
-Result<std::string> ReadSmallFile(const std::filesystem::path& path, std::size_t max_bytes);
-// Writes to a temporary file beside `path`, fsyncs, renames: readers see old or new, never half.
-Status WriteFileAtomically(const std::filesystem::path& path, std::string_view contents);
+// Bounded reads and atomic writes are manifests/files.hpp's (one copy for every module).
+using manifests::ReadSmallFile;
+using manifests::WriteFileAtomically;
 
 struct HostPort {
   std::string host;

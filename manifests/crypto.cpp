@@ -1,12 +1,9 @@
 // SHA-256, Ed25519 and key files on OpenSSL 3 EVP (see manifests/crypto.hpp).
 #include "manifests/crypto.hpp"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -15,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "manifests/files.hpp"
 #include "manifests/json_fields.hpp"
 #include "manifests/log_value.hpp"
 
@@ -42,95 +40,6 @@ EvpPkey PrivatePkey(const std::array<std::uint8_t, kKeyBytes>& seed) {
 }
 
 std::string ErrnoText(int err) { return std::strerror(err); }
-
-// Owns a POSIX file descriptor; closes it on every path out of the writer below.
-class Fd final {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now so that a close() failure (delayed write error) can be reported.
-  int Close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
-
-// Writes `contents` to `path` atomically: a temp file in the same directory created with
-// `mode` (so a private key is never readable by others, not even briefly), fsync, rename.
-Status WriteFileAtomically(const std::filesystem::path& path, std::string_view contents,
-                           mode_t mode) {
-  const std::string where = path.string();
-  std::filesystem::path temp = path;
-  temp += ".tmp-XXXXXX";
-  std::string temp_name = temp.string();
-  // mkstemp creates with 0600; fchmod below widens it for public keys only.
-  Fd fd(::mkstemp(temp_name.data()));
-  if (fd.get() < 0) {
-    return Fail(ErrorCode::kIo, where + ": cannot create temporary file: " + ErrnoText(errno));
-  }
-  bool committed = false;
-  struct Cleanup {
-    const std::string& name;
-    const bool& committed;
-    ~Cleanup() {
-      if (!committed) ::unlink(name.c_str());
-    }
-  } cleanup{temp_name, committed};
-
-  if (::fchmod(fd.get(), mode) != 0) {
-    return Fail(ErrorCode::kIo, where + ": cannot set file mode: " + ErrnoText(errno));
-  }
-  std::size_t written = 0;
-  while (written < contents.size()) {
-    const ssize_t n = ::write(fd.get(), contents.data() + written, contents.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Fail(ErrorCode::kIo, where + ": write failed: " + ErrnoText(errno));
-    }
-    written += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd.get()) != 0) {
-    return Fail(ErrorCode::kIo, where + ": fsync failed: " + ErrnoText(errno));
-  }
-  if (fd.Close() != 0) {
-    return Fail(ErrorCode::kIo, where + ": close failed: " + ErrnoText(errno));
-  }
-  if (::rename(temp_name.c_str(), where.c_str()) != 0) {
-    return Fail(ErrorCode::kIo, where + ": cannot rename temporary file: " + ErrnoText(errno));
-  }
-  committed = true;
-  // The rename is durable only once the directory entry is on disk; a failure here leaves a
-  // complete file in place, so it is not reported as an error.
-  const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : ".";
-  Fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir.get() >= 0) ::fsync(dir.get());
-  return Ok();
-}
-
-Result<std::string> ReadSmallFile(const std::filesystem::path& path, std::size_t max_bytes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Fail(ErrorCode::kIo, path.string() + ": cannot open: " + ErrnoText(errno));
-  std::string data;
-  char buffer[4096];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    data.append(buffer, static_cast<std::size_t>(in.gcount()));
-    if (data.size() > max_bytes) {
-      return Fail(ErrorCode::kLimit,
-                  path.string() + ": larger than " + std::to_string(max_bytes) + " bytes");
-    }
-  }
-  if (in.bad()) return Fail(ErrorCode::kIo, path.string() + ": read failed");
-  return data;
-}
 
 // The fields shared by public and private key files. Returns the public key when every field
 // is well-formed and the keyid matches.

@@ -2,6 +2,7 @@
 #include "telemetry/health.hpp"
 
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -60,9 +61,11 @@ std::uint64_t ReadDiskFreeBytes(const std::filesystem::path& dir) {
 }  // namespace
 
 double ReadCpuSeconds() {
-  const long ticks_per_s = ::sysconf(_SC_CLK_TCK);
-  if (ticks_per_s <= 0) return 0;
-  return static_cast<double>(ReadCpuTicks()) / static_cast<double>(ticks_per_s);
+  // The process's CPU clock (every thread, user and system) to the nanosecond; /proc's ticks
+  // are 10 ms, so a process that had used less read 0.
+  timespec ts{};
+  if (::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return 0;
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
 std::uint64_t ReadRssBytes() {

@@ -32,7 +32,8 @@ class HealthSampler final {
   std::uint64_t last_cpu_ticks_ = 0;
 };
 
-// User plus system CPU time of this process so far, in seconds (0 when /proc is unreadable).
+// User plus system CPU time of this process so far (every thread), in seconds, to the
+// nanosecond (CLOCK_PROCESS_CPUTIME_ID; 0 if that clock cannot be read).
 double ReadCpuSeconds();
 
 // Resident set size of this process in bytes (0 when /proc is unreadable).

@@ -5,25 +5,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <string>
 
 namespace edgefleet::updater {
-
-Status WriteFileAtomically(const std::filesystem::path& path, std::string_view text) {
-  const auto tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    out.flush();
-    if (!out) return Fail(ErrorCode::kIo, tmp + ": write failed");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return Fail(ErrorCode::kIo, path.string() + ": rename: " + ec.message());
-  return Ok();
-}
 
 Result<std::uint64_t> FreeBytes(const std::filesystem::path& dir) {
   struct statvfs info {};

@@ -26,10 +26,6 @@ Result<std::uint64_t> FreeBytes(const std::filesystem::path& dir);
 Status CheckFreeSpace(const std::filesystem::path& dir, std::uint64_t needed,
                       std::uint64_t reserve);
 
-// Writes `text` to `path`.tmp and renames it over `path`: a reader sees the old or the new
-// contents, never a part. Fails with kIo naming the file.
-Status WriteFileAtomically(const std::filesystem::path& path, std::string_view text);
-
 // Starts the write-back of a file being written, in steps, without waiting for it: once
 // kStepBytes more bytes were written since the last step, sync_file_range(SYNC_FILE_RANGE_WRITE)
 // hands them to the disk. The fsync that makes the file durable at its end then has little left
