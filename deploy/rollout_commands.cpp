@@ -600,10 +600,17 @@ class Driver final {
     MarkRollout();
     std::vector<telemetry::OutgoingMessage> msgs;
     const json entry = r_.desired_model;
+    // Every serial of the wave in one transaction (one fsync, not one per device).
+    std::vector<RolloutStore::SerialRequest> requests;
+    for (const RolloutDevice& d : devices_) {
+      if (d.wave == wave) requests.push_back({"device/" + d.device, d.prev_serial});
+    }
+    EF_ASSIGN_OR_RETURN(const std::vector<std::uint64_t> serials,
+                        store_.NextSerials(r_.fleet, requests, NowMs()));
+    std::size_t next_serial = 0;
     for (RolloutDevice& d : devices_) {
       if (d.wave != wave) continue;
-      EF_ASSIGN_OR_RETURN(
-          d.serial, store_.NextSerial(r_.fleet, "device/" + d.device, d.prev_serial, NowMs()));
+      d.serial = serials[next_serial++];
       EF_ASSIGN_OR_RETURN(d.doc, SignDesired(signer_, "device", d.device, d.serial,
                                              WithModel(d.prev_models, entry, false)));
       const auto active = Active(d.device);
@@ -662,9 +669,19 @@ class Driver final {
     Say("state=" + std::string(ToString(state)) + " reason=" + LogValue(reason) +
         " restoring=previous_desired_state");
     std::vector<telemetry::OutgoingMessage> msgs;
+    auto restorable = [](const RolloutDevice& d) {
+      return d.state != DeviceState::kWaiting && d.prev_models.is_array();
+    };
+    std::vector<RolloutStore::SerialRequest> requests;
+    for (const RolloutDevice& d : devices_) {
+      if (restorable(d)) requests.push_back({"device/" + d.device, d.serial});
+    }
+    EF_ASSIGN_OR_RETURN(const std::vector<std::uint64_t> serials,
+                        store_.NextSerials(r_.fleet, requests, NowMs()));
+    std::size_t next_serial = 0;
     for (RolloutDevice& d : devices_) {
       if (d.state == DeviceState::kWaiting) continue;
-      if (!d.prev_models.is_array()) {
+      if (!restorable(d)) {
         Changed(d, DeviceState::kRestored, "no previous desired state; left as it is");
         continue;
       }
@@ -674,8 +691,7 @@ class Driver final {
       }
       json models =
           prev_entry.is_null() ? d.prev_models : WithModel(d.prev_models, prev_entry, true);
-      EF_ASSIGN_OR_RETURN(d.restore_serial,
-                          store_.NextSerial(r_.fleet, "device/" + d.device, d.serial, NowMs()));
+      d.restore_serial = serials[next_serial++];
       EF_ASSIGN_OR_RETURN(d.restore_doc,
                           SignDesired(signer_, "device", d.device, d.restore_serial, models));
       Changed(d, DeviceState::kRestoring, d.detail);

@@ -18,8 +18,7 @@ using nlohmann::json;
 // "EFRO" in the file header, so a collector or journal file given as --db is named, not used.
 constexpr int kApplicationId = 0x4546524f;
 
-constexpr SqlMigration kMigrations[] = {
-    {1, "rollouts", R"sql(
+constexpr SqlMigration kMigrations[] = {{1, "rollouts", R"sql(
 -- One row per rollout. `spec` is what `rollout start` was asked (JSON, never changes); the other
 -- columns are its progress. Times *_ms are Unix milliseconds of the operator's clock.
 CREATE TABLE rollouts (
@@ -169,8 +168,8 @@ Status WriteDevice(const SqliteDb& db, const std::string& rollout, const Rollout
 }  // namespace
 
 json RolloutConnection::ToJson() const {
-  return {{"broker", broker},       {"ca_file", ca_file},   {"cert_file", cert_file},
-          {"key_file", key_file},   {"username", username}, {"password_file", password_file},
+  return {{"broker", broker},          {"ca_file", ca_file},   {"cert_file", cert_file},
+          {"key_file", key_file},      {"username", username}, {"password_file", password_file},
           {"deploy_keys", deploy_keys}};
 }
 
@@ -193,8 +192,9 @@ Result<RolloutConnection> RolloutConnection::FromJson(const json& j) {
 Result<RolloutStore> RolloutStore::Open(const fs::path& path, bool read_only) {
   std::error_code ec;
   if (read_only && !fs::is_regular_file(path, ec)) {
-    return Fail(ErrorCode::kNotFound, path.string() + ": no such rollout database (`edgefleet "
-                                                      "rollout start --db " +
+    return Fail(ErrorCode::kNotFound, path.string() +
+                                          ": no such rollout database (`edgefleet "
+                                          "rollout start --db " +
                                           path.string() + "` creates it)");
   }
   EF_ASSIGN_OR_RETURN(SqliteDb db,
@@ -224,13 +224,13 @@ Status RolloutStore::Create(const RolloutRecord& r, std::span<const RolloutDevic
                   db_.path().string() + ": a rollout with id '" + r.id + "' exists already");
     }
   }
-  EF_ASSIGN_OR_RETURN(SqlStatement s,
-                      SqlStatement::Prepare(db_, "create rollout",
-                                            std::string("INSERT INTO rollouts (created_seq, ") +
-                                                kRolloutColumns +
-                                                ") VALUES ((SELECT COALESCE(MAX(created_seq), 0) "
-                                                "+ 1 FROM rollouts), ?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-                                                "?8, ?9, ?10, ?11, ?12, ?13)"));
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement s,
+      SqlStatement::Prepare(db_, "create rollout",
+                            std::string("INSERT INTO rollouts (created_seq, ") + kRolloutColumns +
+                                ") VALUES ((SELECT COALESCE(MAX(created_seq), 0) "
+                                "+ 1 FROM rollouts), ?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                                "?8, ?9, ?10, ?11, ?12, ?13)"));
   s.Bind(1, r.id)
       .Bind(2, SpecJson(r).dump())
       .Bind(3, ToString(r.state))
@@ -419,28 +419,44 @@ Status RolloutStore::ReleaseLease(const std::string& id, std::int64_t pid) {
 
 Result<std::uint64_t> RolloutStore::NextSerial(const std::string& fleet, const std::string& target,
                                                std::uint64_t seen, std::int64_t now_ms) {
-  EF_ASSIGN_OR_RETURN(SqlTransaction tx, SqlTransaction::Begin(db_, "next serial"));
+  const SerialRequest request{target, seen};
+  EF_ASSIGN_OR_RETURN(std::vector<std::uint64_t> serials,
+                      NextSerials(fleet, std::span<const SerialRequest>(&request, 1), now_ms));
+  return serials.front();
+}
+
+Result<std::vector<std::uint64_t>> RolloutStore::NextSerials(
+    const std::string& fleet, std::span<const SerialRequest> requests, std::int64_t now_ms) {
+  EF_ASSIGN_OR_RETURN(SqlTransaction tx, SqlTransaction::Begin(db_, "next serials"));
   EF_ASSIGN_OR_RETURN(SqlStatement q, SqlStatement::Prepare(db_, "read serial",
                                                             "SELECT serial FROM serials WHERE "
                                                             "fleet = ?1 AND target = ?2"));
-  q.Bind(1, fleet).Bind(2, target);
-  EF_ASSIGN_OR_RETURN(const bool row, q.Step());
-  const std::uint64_t used = row ? static_cast<std::uint64_t>(q.ColumnInt(0)) : 0;
-  q.Reset();
-  const std::uint64_t next = std::max({seen + 1, used + 1, static_cast<std::uint64_t>(now_ms)});
-  if (next > static_cast<std::uint64_t>(INT64_MAX)) {
-    return Fail(ErrorCode::kLimit, target + ": serial " + std::to_string(seen) +
-                                       " leaves no room for a higher one");
-  }
   EF_ASSIGN_OR_RETURN(SqlStatement s,
                       SqlStatement::Prepare(db_, "record serial",
                                             "INSERT INTO serials (fleet, target, serial) VALUES "
                                             "(?1, ?2, ?3) ON CONFLICT (fleet, target) DO UPDATE "
                                             "SET serial = excluded.serial"));
-  s.Bind(1, fleet).Bind(2, target).Bind(3, static_cast<std::int64_t>(next));
-  EF_RETURN_IF_ERROR(s.Run());
+  std::vector<std::uint64_t> serials;
+  serials.reserve(requests.size());
+  for (const SerialRequest& r : requests) {
+    q.Bind(1, fleet).Bind(2, r.target);
+    EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+    const std::uint64_t used = row ? static_cast<std::uint64_t>(q.ColumnInt(0)) : 0;
+    q.Reset();
+    const std::uint64_t next = std::max(
+        {r.seen + 1, used + 1, static_cast<std::uint64_t>(std::max<std::int64_t>(now_ms, 0))});
+    if (r.seen >= static_cast<std::uint64_t>(INT64_MAX) ||
+        next > static_cast<std::uint64_t>(INT64_MAX)) {
+      return Fail(ErrorCode::kLimit, r.target + ": serial " + std::to_string(r.seen) +
+                                         " leaves no room for a higher one");
+    }
+    s.Bind(1, fleet).Bind(2, r.target).Bind(3, static_cast<std::int64_t>(next));
+    EF_RETURN_IF_ERROR(s.Run());
+    s.Reset();
+    serials.push_back(next);
+  }
   EF_RETURN_IF_ERROR(tx.Commit());
-  return next;
+  return serials;
 }
 
 bool ProcessAlive(std::int64_t pid) {

@@ -21,13 +21,10 @@ TEST(RolloutPlan, WavesParseAndRefuseWithTheReason) {
     const char* text;
     const char* says;
   };
-  for (const Bad& bad : {Bad{"10%,50%", "the last wave must be 100%"},
-                         Bad{"50%,10%,100%", "must increase"},
-                         Bad{"0%,100%", "above 0%"},
-                         Bad{"10%,150%", "at most 100%"},
-                         Bad{"ten,100%", "found 'ten'"},
-                         Bad{"10%,,100%", "found ''"},
-                         Bad{"", "found ''"}}) {
+  for (const Bad& bad :
+       {Bad{"10%,50%", "the last wave must be 100%"}, Bad{"50%,10%,100%", "must increase"},
+        Bad{"0%,100%", "above 0%"}, Bad{"10%,150%", "at most 100%"}, Bad{"ten,100%", "found 'ten'"},
+        Bad{"10%,,100%", "found ''"}, Bad{"", "found ''"}}) {
     auto r = ParseWaves(bad.text);
     ASSERT_FALSE(r) << bad.text;
     EXPECT_NE(r.error().message.find(bad.says), std::string::npos) << r.error().message;
@@ -175,6 +172,23 @@ TEST(RolloutStore, LeaseControlAndSerials) {
   EXPECT_EQ(*store->NextSerial("demo", "device/box-1", 9000, 5000), 9001u);
   EXPECT_EQ(*store->NextSerial("demo", "group/lab", 0, 100), 100u) << "per target";
   EXPECT_FALSE(store->NextSerial("demo", "device/box-1", static_cast<std::uint64_t>(INT64_MAX), 1));
+  EXPECT_FALSE(store->NextSerial("demo", "device/box-1", UINT64_MAX, 1)) << "seen + 1 wraps";
+
+  // A wave's serials in one transaction: the same rules per target, in request order; one
+  // refused request records none of them.
+  using Req = RolloutStore::SerialRequest;
+  const std::vector<Req> wave = {{"device/box-1", 0}, {"device/box-2", 7000}, {"group/lab", 0}};
+  auto serials = store->NextSerials("demo", wave, 5000);
+  ASSERT_TRUE(serials) << serials.error().message;
+  EXPECT_EQ(*serials, (std::vector<std::uint64_t>{9002u, 7001u, 5000u}));
+  const std::vector<Req> refused = {{"device/box-1", 0}, {"device/box-3", UINT64_MAX}};
+  auto none = store->NextSerials("demo", refused, 1);
+  ASSERT_FALSE(none);
+  EXPECT_NE(none.error().message.find("device/box-3"), std::string::npos) << none.error().message;
+  EXPECT_EQ(*store->NextSerial("demo", "device/box-1", 0, 1), 9003u)
+      << "the refused batch left no trace";
+  EXPECT_EQ(*store->NextSerial("demo", "device/box-3", 0, 1), 1u);
+  EXPECT_TRUE(store->NextSerials("demo", {}, 1)->empty());
 }
 
 TEST(RolloutStore, RefusesAFileThatIsNotARolloutDatabase) {
