@@ -29,8 +29,9 @@ base=(
                                             # golden data (tests/data/make_torchscript.py), too
                                             # large to commit
   libonnx-dev libonnx-testdata protobuf-compiler libprotobuf-dev  # ONNX graph inspection, test data
-  libcpp-httplib-dev                        # collector, bundle server, test clients
+  libcpp-httplib-dev                        # desired-state URL fetch, test clients, bench peer
   libboost1.74-dev                          # the HTTP layer (Boost.Beast/Asio, header-only)
+  libmicrohttpd-dev                         # bench only: the other HTTP layer candidate
   libspdlog-dev libcli11-dev                # logs, command lines
   libgtest-dev libgmock-dev libbenchmark-dev  # tests and benchmarks
   python3 python3-jsonschema                # schema conformance test
