@@ -267,7 +267,11 @@ struct FleetLink::Impl {
       t.confidence_std = w.confidence_std;
       t.health = box;
       t.outbox_dropped = dropped;
-      batch.push_back({telemetry_topic, telemetry::EncodeTelemetry(t), 1, false, false});
+      batch.push_back(
+          {telemetry_topic, "", 1, false, false, [t](const telemetry::Sequence& seq) mutable {
+             t.seq = {seq.stream, seq.n};
+             return telemetry::EncodeTelemetry(t);
+           }});
       spdlog::info(
           "event=telemetry_window model={} version={} count={} errors={} labeled={} "
           "p50_ms={:.3f} p99_ms={:.3f} window_s={:.1f}",
@@ -412,7 +416,12 @@ void FleetLink::Event(telemetry::EventMessage event) {
     }
   }
   const bool changes = ChangesServing(event.event);
-  impl_->Append({{impl_->events_topic, telemetry::EncodeEvent(event), 1, false, false}}, "event");
+  impl_->Append({{impl_->events_topic, "", 1, false, false,
+                  [event](const telemetry::Sequence& seq) mutable {
+                    event.seq = {seq.stream, seq.n};
+                    return telemetry::EncodeEvent(event);
+                  }}},
+                "event");
   if (changes) impl_->QueueStatus(true);
 }
 

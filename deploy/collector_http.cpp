@@ -151,6 +151,8 @@ Result<json> ApiDevices(const FleetView& view) {
                     {"status_ts", OptionalInt(d.status_ts)},
                     {"agent_version", d.agent_version},
                     {"connection", d.connection},
+                    {"numbered", d.numbered},
+                    {"missing", d.missing},
                     {"status", status.is_discarded() ? json(nullptr) : status}});
   }
   return json{{"devices", std::move(list)}};
@@ -263,9 +265,13 @@ Result<json> ApiSummary(const FleetView& view, const Query& q, const CollectorCo
     m.sum.latency.Merge(s.latency);
     m.devices.insert(s.device);
   }
-  std::size_t online = 0;
+  std::size_t online = 0, devices_missing = 0;
+  std::uint64_t numbered = 0, missing = 0;
   for (const DeviceRecord& d : devices) {
     if (d.online) ++online;
+    numbered += d.numbered;
+    missing += d.missing;
+    if (d.missing > 0) ++devices_missing;
     for (const telemetry::ModelStatus& model : d.Models()) {
       if (model.active) by_version[{model.name, model.active->version}].active_on.insert(d.device);
     }
@@ -288,6 +294,10 @@ Result<json> ApiSummary(const FleetView& view, const Query& q, const CollectorCo
       {"devices",
        {{"total", devices.size()}, {"online", online}, {"offline", devices.size() - online}}},
       {"models", std::move(models)},
+      // Over all time (not the window): numbered windows and events stored, and the numbers
+      // never stored (lost between the devices' outboxes and the database).
+      {"messages",
+       {{"numbered", numbered}, {"missing", missing}, {"devices_missing", devices_missing}}},
       {"collector", CountersJson(counters)}};
 }
 
@@ -319,6 +329,19 @@ Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters
     out += fmt::format("edgefleet_fleet_device_last_seen_seconds{{device=\"{}\"}} {}\n",
                        Label(d.device), static_cast<double>(*d.last_seen_ms) / 1000.0);
   }
+  family("edgefleet_fleet_device_messages_missing", "gauge",
+         "The device's numbered telemetry windows and events never stored: the numbers missing "
+         "between the lowest and highest stored (lost between its outbox and the database).");
+  std::uint64_t missing = 0;
+  for (const DeviceRecord& d : devices) {
+    missing += d.missing;
+    if (d.numbered == 0) continue;
+    out += fmt::format("edgefleet_fleet_device_messages_missing{{device=\"{}\"}} {}\n",
+                       Label(d.device), d.missing);
+  }
+  family("edgefleet_fleet_messages_missing", "gauge",
+         "Numbered telemetry windows and events never stored, all devices.");
+  out += fmt::format("edgefleet_fleet_messages_missing {}\n", missing);
   auto labels = [](const SeriesStats& s) {
     return fmt::format("device=\"{}\",model=\"{}\",version=\"{}\"", Label(s.device), Label(s.model),
                        Label(s.version));

@@ -35,7 +35,6 @@ std::int64_t AsInt(std::uint64_t value) {
   return static_cast<std::int64_t>(std::min<std::uint64_t>(value, INT64_MAX));
 }
 
-
 // The column of latency bucket i: "b00" .. "b16".
 std::string BucketColumn(std::size_t i) { return (i < 10 ? "b0" : "b") + std::to_string(i); }
 // "b00, b01, ..., b16".
@@ -63,8 +62,8 @@ namespace detail {
 struct StoreImpl {
   explicit StoreImpl(SqliteDb db) : conn(std::move(db)) {}
   SqliteDb conn;
-  std::optional<SqlStatement> insert_window, add_totals, insert_event, read_status, put_status,
-      put_will, touch, read_rollout, put_rollout;
+  std::optional<SqlStatement> insert_window, add_totals, insert_event, count_seq, read_status,
+      put_status, put_will, touch, read_rollout, put_rollout;
 };
 }  // namespace detail
 
@@ -75,13 +74,14 @@ Status PrepareWriter(detail::StoreImpl& s) {
   // 31 named columns + 17 buckets.
   EF_ASSIGN_OR_RETURN(
       s.insert_window,
-      SqlStatement::Prepare(c, "store window",
-                         "INSERT OR IGNORE INTO windows (id, device, fleet, model, version, slot, "
-                         "role, ts, start_ts, window_s, received_ms, count, errors, server_errors, "
-                         "latency_count, latency_sum_ms, latency_max_ms, p50_ms, p99_ms, "
-                         "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
-                         "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
-                             BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) + ")"));
+      SqlStatement::Prepare(
+          c, "store window",
+          "INSERT OR IGNORE INTO windows (id, device, fleet, model, version, slot, "
+          "role, ts, start_ts, window_s, received_ms, count, errors, server_errors, "
+          "latency_count, latency_sum_ms, latency_max_ms, p50_ms, p99_ms, "
+          "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
+          "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
+              BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) + ")"));
   EF_ASSIGN_OR_RETURN(
       s.add_totals, SqlStatement::Prepare(c, "add to totals", [] {
         std::string sql =
@@ -105,14 +105,24 @@ Status PrepareWriter(detail::StoreImpl& s) {
       }()));
   EF_ASSIGN_OR_RETURN(
       s.insert_event,
-      SqlStatement::Prepare(c, "store event",
-                         "INSERT OR IGNORE INTO events (id, device, fleet, ts, received_ms, event, "
-                         "deployment, model, version, from_state, reason, serial, target, json) "
-                         "VALUES (" +
-                             Parameters(1, 14) + ")"));
-  EF_ASSIGN_OR_RETURN(s.read_status, SqlStatement::Prepare(c, "read status",
-                                                        "SELECT status_id, status_ts FROM devices "
-                                                        "WHERE device = ?1"));
+      SqlStatement::Prepare(
+          c, "store event",
+          "INSERT OR IGNORE INTO events (id, device, fleet, ts, received_ms, event, "
+          "deployment, model, version, from_state, reason, serial, target, json) "
+          "VALUES (" +
+              Parameters(1, 14) + ")"));
+  EF_ASSIGN_OR_RETURN(
+      s.count_seq,
+      SqlStatement::Prepare(
+          c, "count sequence",
+          "INSERT INTO sequences (device, stream, first_n, last_n, received, updated_ms) "
+          "VALUES (?1, ?2, ?3, ?3, 1, ?4) ON CONFLICT (device, stream) DO UPDATE SET "
+          "first_n = MIN(first_n, excluded.first_n), last_n = MAX(last_n, excluded.last_n), "
+          "received = received + 1, updated_ms = excluded.updated_ms"));
+  EF_ASSIGN_OR_RETURN(s.read_status,
+                      SqlStatement::Prepare(c, "read status",
+                                            "SELECT status_id, status_ts FROM devices "
+                                            "WHERE device = ?1"));
   EF_ASSIGN_OR_RETURN(
       s.put_status,
       SqlStatement::Prepare(
@@ -126,21 +136,21 @@ Status PrepareWriter(detail::StoreImpl& s) {
           "status_ts = excluded.status_ts, agent_version = excluded.agent_version, "
           "connection = excluded.connection, status_json = excluded.status_json"));
   EF_ASSIGN_OR_RETURN(
-      s.put_will,
-      SqlStatement::Prepare(c, "store last will",
-                         "INSERT INTO devices (device, fleet, online, offline_since_ms, status_id) "
-                         "VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (device) DO UPDATE SET "
-                         "fleet = excluded.fleet, online = 0, "
-                         "offline_since_ms = excluded.offline_since_ms, "
-                         "status_id = excluded.status_id"));
+      s.put_will, SqlStatement::Prepare(
+                      c, "store last will",
+                      "INSERT INTO devices (device, fleet, online, offline_since_ms, status_id) "
+                      "VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (device) DO UPDATE SET "
+                      "fleet = excluded.fleet, online = 0, "
+                      "offline_since_ms = excluded.offline_since_ms, "
+                      "status_id = excluded.status_id"));
   // A device first heard through telemetry or events is online: it just spoke.
-  EF_ASSIGN_OR_RETURN(
-      s.touch,
-      SqlStatement::Prepare(c, "update last seen",
-                         "INSERT INTO devices (device, fleet, online, last_seen_ms) "
-                         "VALUES (?1, ?2, 1, ?3) ON CONFLICT (device) DO UPDATE SET "
-                         "fleet = excluded.fleet, "
-                         "last_seen_ms = MAX(COALESCE(last_seen_ms, 0), excluded.last_seen_ms)"));
+  EF_ASSIGN_OR_RETURN(s.touch,
+                      SqlStatement::Prepare(
+                          c, "update last seen",
+                          "INSERT INTO devices (device, fleet, online, last_seen_ms) "
+                          "VALUES (?1, ?2, 1, ?3) ON CONFLICT (device) DO UPDATE SET "
+                          "fleet = excluded.fleet, "
+                          "last_seen_ms = MAX(COALESCE(last_seen_ms, 0), excluded.last_seen_ms)"));
   EF_ASSIGN_OR_RETURN(s.read_rollout, SqlStatement::Prepare(c, "read rollout",
                                                             "SELECT ts, json FROM rollouts "
                                                             "WHERE fleet = ?1 AND id = ?2"));
@@ -156,6 +166,15 @@ Status PrepareWriter(detail::StoreImpl& s) {
               "finished_ts = excluded.finished_ts, grp = excluded.grp, model = excluded.model, "
               "version = excluded.version, state = excluded.state, json = excluded.json"));
   return Ok();
+}
+
+// A stored window or event takes its number in the device's sequence (when it has one).
+Status CountSequence(detail::StoreImpl& s, const IncomingMessage& in, const std::string& device,
+                     const telemetry::MessageSeq& seq) {
+  if (seq.n == 0) return Ok();
+  SqlStatement& q = *s.count_seq;
+  q.Bind(1, device).Bind(2, seq.stream).Bind(3, AsInt(seq.n)).Bind(4, in.received_ms);
+  return q.Run();
 }
 
 Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in,
@@ -210,6 +229,7 @@ Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in
       .Bind(12, w.slot);
   for (int i = 0; i < kBuckets; ++i) t.Bind(13 + i, AsInt(w.latency.buckets[i]));
   EF_RETURN_IF_ERROR(t.Run());
+  EF_RETURN_IF_ERROR(CountSequence(s, in, w.device, w.seq));
   return ApplyOutcome::kStored;
 }
 
@@ -231,7 +251,9 @@ Result<ApplyOutcome> StoreEvent(detail::StoreImpl& s, const IncomingMessage& in,
       .Bind(13, e.target)
       .Bind(14, in.json);
   EF_RETURN_IF_ERROR(q.Run());
-  return s.conn.Changes() == 0 ? ApplyOutcome::kDuplicate : ApplyOutcome::kStored;
+  if (s.conn.Changes() == 0) return ApplyOutcome::kDuplicate;
+  EF_RETURN_IF_ERROR(CountSequence(s, in, e.device, e.seq));
+  return ApplyOutcome::kStored;
 }
 
 bool IsLastWill(const telemetry::StatusMessage& m) { return !m.online && m.connection == 0; }
@@ -321,8 +343,8 @@ Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
   const SqliteDb& c = impl->conn;
   // The first statement reads the header: a file that is not a database fails here.
   {
-    EF_ASSIGN_OR_RETURN(SqlStatement mode,
-                        SqlStatement::Prepare(c, "set journal_mode=WAL", "PRAGMA journal_mode=WAL"));
+    EF_ASSIGN_OR_RETURN(SqlStatement mode, SqlStatement::Prepare(c, "set journal_mode=WAL",
+                                                                 "PRAGMA journal_mode=WAL"));
     EF_ASSIGN_OR_RETURN(const bool row, mode.Step());
     const std::string found = row ? mode.ColumnText(0) : "";
     if (row) mode.Reset();
@@ -487,7 +509,8 @@ Result<FleetView> FleetView::Open(const fs::path& path) {
   const SqliteDb& c = impl->conn;
   EF_ASSIGN_OR_RETURN(const bool empty, c.CheckApplicationId(kApplicationId, "collector"));
   if (empty) {
-    return Fail(ErrorCode::kIntegrity, path.string() + ": not a collector database (an empty file)");
+    return Fail(ErrorCode::kIntegrity,
+                path.string() + ": not a collector database (an empty file)");
   }
   EF_ASSIGN_OR_RETURN(
       const std::int64_t version,
@@ -505,11 +528,17 @@ Result<FleetView> FleetView::Open(const fs::path& path) {
 
 Result<std::vector<DeviceRecord>> FleetView::Devices() const {
   std::lock_guard lock(impl_->mu);
-  EF_ASSIGN_OR_RETURN(SqlStatement q,
-                      SqlStatement::Prepare(impl_->conn, "list devices",
-                                         "SELECT device, fleet, online, last_seen_ms, "
-                                         "offline_since_ms, status_ts, agent_version, connection, "
-                                         "status_json FROM devices ORDER BY device"));
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement q,
+      SqlStatement::Prepare(impl_->conn, "list devices",
+                            "SELECT d.device, fleet, online, last_seen_ms, "
+                            "offline_since_ms, status_ts, agent_version, connection, "
+                            "status_json, COALESCE(q.numbered, 0), "
+                            "COALESCE(q.missing, 0) FROM devices d LEFT JOIN "
+                            "(SELECT device, SUM(received) AS numbered, "
+                            "SUM(MAX(last_n - first_n + 1 - received, 0)) AS missing "
+                            "FROM sequences GROUP BY device) q ON q.device = d.device "
+                            "ORDER BY d.device"));
   std::vector<DeviceRecord> out;
   while (true) {
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
@@ -524,6 +553,8 @@ Result<std::vector<DeviceRecord>> FleetView::Devices() const {
     d.agent_version = q.ColumnText(6);
     d.connection = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(7)));
     d.status_json = q.ColumnText(8);
+    d.numbered = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(9)));
+    d.missing = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(10)));
     out.push_back(std::move(d));
   }
   return out;
@@ -606,11 +637,11 @@ Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) 
   std::lock_guard lock(impl_->mu);
   EF_ASSIGN_OR_RETURN(SqlStatement q,
                       SqlStatement::Prepare(impl_->conn, "list windows",
-                                         "SELECT fleet, received_ms, json FROM windows "
-                                         "WHERE (?1 IS NULL OR device = ?1) "
-                                         "AND (?2 IS NULL OR model = ?2) "
-                                         "AND (?3 IS NULL OR ts >= ?3) "
-                                         "ORDER BY ts DESC, id DESC LIMIT ?4"));
+                                            "SELECT fleet, received_ms, json FROM windows "
+                                            "WHERE (?1 IS NULL OR device = ?1) "
+                                            "AND (?2 IS NULL OR model = ?2) "
+                                            "AND (?3 IS NULL OR ts >= ?3) "
+                                            "ORDER BY ts DESC, id DESC LIMIT ?4"));
   q.Bind(1, query.device)
       .Bind(2, query.model)
       .Bind(3, query.since_ms)
@@ -620,10 +651,11 @@ Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) 
 
 Result<std::vector<StoredMessage>> FleetView::Events(const EventQuery& query) const {
   std::lock_guard lock(impl_->mu);
-  EF_ASSIGN_OR_RETURN(SqlStatement q, SqlStatement::Prepare(impl_->conn, "list events",
-                                                      "SELECT fleet, received_ms, json FROM events "
-                                                      "WHERE (?1 IS NULL OR device = ?1) "
-                                                      "ORDER BY ts DESC, id DESC LIMIT ?2"));
+  EF_ASSIGN_OR_RETURN(SqlStatement q,
+                      SqlStatement::Prepare(impl_->conn, "list events",
+                                            "SELECT fleet, received_ms, json FROM events "
+                                            "WHERE (?1 IS NULL OR device = ?1) "
+                                            "ORDER BY ts DESC, id DESC LIMIT ?2"));
   q.Bind(1, query.device).Bind(2, static_cast<std::int64_t>(query.limit));
   return ReadMessages(q);
 }

@@ -9,6 +9,9 @@
 // - windows and events: INSERT OR IGNORE by message id; an id already stored is a duplicate and
 //   changes nothing (at-least-once delivery never counts twice). A new window also adds to the
 //   totals of its device, model and version.
+// - a stored window or event with a sequence number ("seq") adds to its device's sequence
+//   (table sequences): lowest and highest number and how many were stored, so the numbers
+//   never stored are counted (DeviceRecord::missing).
 // - status: the newest by the device's clock wins; an older one (ts below the stored one) is
 //   stale and only refreshes last_seen_ms. The last will (online false, connection 0) is
 //   composed by the agent when it connects, so its ts is older than the birth that follows; the
@@ -136,6 +139,12 @@ struct DeviceRecord {
   std::string agent_version;
   std::uint64_t connection = 0;
   std::string status_json;  // empty until a full status arrived
+  // The device's numbered windows and events stored, and the numbers missing between the lowest
+  // and highest stored in each of its streams (deploy/collector_migrations/0003_sequences.sql):
+  // messages lost between its outbox and this database. A device that sends a number twice
+  // under two ids (no agent does) can hide as many missing ones; never below 0.
+  std::uint64_t numbered = 0;
+  std::uint64_t missing = 0;
 
   // The models of status_json (empty when there is none, or it no longer parses).
   std::vector<telemetry::ModelStatus> Models() const;

@@ -1,10 +1,12 @@
 #include "telemetry/outbox.hpp"
 
 #include <mosquitto.h>
+#include <openssl/rand.h>
 #include <sqlite3.h>
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <mutex>
 #include <utility>
 
@@ -26,6 +28,8 @@ constexpr std::size_t kMaxPayload = 268435455 - 65535 - 8;
 // per commit. The only index covers the superseding rows: every other row is written and
 // deleted once, and each index page it touched would be written twice more (about half the
 // single-message append rate). Age expiry walks the rows in id order instead of by an index.
+// The meta keys next_seq and seq_stream (the message sequence, telemetry/outbox.hpp Sequence)
+// are added at Open when missing, so a file written before numbering keeps schema 1.
 constexpr const char* kSchema = R"sql(
 CREATE TABLE outbox_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
 CREATE TABLE outbox (
@@ -92,9 +96,10 @@ constexpr std::array<const char*, static_cast<std::size_t>(Sql::kSize)> kSql = {
     "ORDER BY id LIMIT ?2",
     "DELETE FROM outbox WHERE id = ?1",
     "UPDATE outbox_meta SET value = CASE key WHEN 'next_id' THEN max(value, ?5) "
+    "WHEN 'next_seq' THEN max(value, ?6) "
     "WHEN 'appended_total' THEN value + ?1 WHEN 'acked_total' THEN value + ?2 "
     "WHEN 'dropped_total' THEN value + ?3 WHEN 'superseded_total' THEN value + ?4 END "
-    "WHERE key IN ('next_id', 'appended_total', 'acked_total', 'dropped_total', "
+    "WHERE key IN ('next_id', 'next_seq', 'appended_total', 'acked_total', 'dropped_total', "
     "'superseded_total')",
     "SELECT key, value FROM outbox_meta",
     "BEGIN IMMEDIATE",
@@ -108,7 +113,8 @@ struct Delta {
   std::int64_t acked = 0;
   std::int64_t dropped = 0;
   std::int64_t superseded = 0;
-  std::int64_t next_id = 0;  // 0: unchanged
+  std::int64_t next_id = 0;   // 0: unchanged
+  std::int64_t next_seq = 0;  // 0: unchanged
 };
 
 }  // namespace
@@ -122,6 +128,9 @@ struct Outbox::Impl {
   // Rows in the table, counted at Open and kept in step by every committed change (COUNT(*) is
   // a scan in SQLite, too slow for every Append). One Outbox per file writes it.
   std::int64_t pending = 0;
+  // The next sequence number and the stream, read at Open; next_seq follows committed appends.
+  std::int64_t next_seq = 1;
+  std::string stream;
 
   // "<file>: <operation>: <sqlite message>", taken right after the failing call.
   Unexpected SqlError(std::string_view operation, int rc) const {
@@ -228,7 +237,8 @@ struct Outbox::Impl {
             .Bind(2, delta.acked)
             .Bind(3, delta.dropped)
             .Bind(4, delta.superseded)
-            .Bind(5, delta.next_id);
+            .Bind(5, delta.next_id)
+            .Bind(6, delta.next_seq);
         EF_RETURN_IF_ERROR(add.Run());
       }
       EF_ASSIGN_OR_RETURN(const std::int64_t ignored,
@@ -236,6 +246,7 @@ struct Outbox::Impl {
       (void)ignored;
       open_ = false;
       impl_.pending = pending_after;
+      if (delta.next_seq != 0) impl_.next_seq = delta.next_seq;
       return Ok();
     }
 
@@ -275,6 +286,42 @@ struct Outbox::Impl {
   }
 
   Status CheckSchema();
+
+  // Reads the sequence's stream and next number; a file written before messages were numbered
+  // gets both now (its stream is new: nothing it sent before carried a number).
+  Status ReadSequence() {
+    std::uint64_t random = 0;
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&random), sizeof(random)) != 1) {
+      return Refuse(ErrorCode::kIo, "open", "no random bytes for the sequence stream");
+    }
+    sqlite3_stmt* raw = nullptr;
+    const char* sql =
+        "INSERT OR IGNORE INTO outbox_meta (key, value) VALUES ('next_seq', 1), ('seq_stream', ?1)";
+    int rc = sqlite3_prepare_v2(db.get(), sql, -1, &raw, nullptr);
+    Stmt insert(raw);
+    if (rc != SQLITE_OK) return SqlError("open: number the messages", rc);
+    // SQLite integers are signed; the stream is the 63 low bits.
+    sqlite3_bind_int64(insert.get(), 1, static_cast<std::int64_t>(random >> 1));
+    if ((rc = sqlite3_step(insert.get())) != SQLITE_DONE) {
+      return SqlError("open: number the messages", rc);
+    }
+    Use read(*this, Sql::kReadMeta, "open: read the sequence");
+    for (;;) {
+      EF_ASSIGN_OR_RETURN(const bool more, read.Step());
+      if (!more) break;
+      const std::string key = read.Bytes(0);
+      if (key == "next_seq") next_seq = read.Int(1);
+      if (key == "seq_stream") {
+        char hex[17];
+        std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(read.Int(1)));
+        stream = hex;
+      }
+    }
+    if (stream.empty() || next_seq < 1) {
+      return Refuse(ErrorCode::kIo, "open", "outbox_meta has no valid sequence");
+    }
+    return Ok();
+  }
 };
 
 Status Outbox::Impl::CheckSchema() {
@@ -380,6 +427,7 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
     EF_ASSIGN_OR_RETURN(const bool row, count.Step());
     impl->pending = row ? count.Int(0) : 0;
   }
+  EF_RETURN_IF_ERROR(impl->ReadSequence());
   return std::unique_ptr<Outbox>(new Outbox(std::move(impl)));
 }
 
@@ -397,7 +445,7 @@ Status Outbox::Append(std::span<const OutgoingMessage> messages) {
                                "\" is not a topic to publish to (wildcard, NUL, invalid UTF-8 "
                                "or longer than 65535 bytes)");
     }
-    if (m.payload.size() > kMaxPayload) {
+    if (!m.numbered && m.payload.size() > kMaxPayload) {
       return impl_->Refuse(ErrorCode::kInvalidArgument, where + " (" + m.topic + ")",
                            "payload of " + std::to_string(m.payload.size()) +
                                " bytes is larger than an MQTT packet allows");
@@ -421,7 +469,21 @@ Status Outbox::Append(std::span<const OutgoingMessage> messages) {
     if (!row) return impl_->Refuse(ErrorCode::kIo, kOp, "outbox_meta has no next_id");
     delta.next_id = next.Int(0);
   }
-  for (const OutgoingMessage& m : messages) {
+  std::int64_t next_seq = impl_->next_seq;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const OutgoingMessage& m = messages[i];
+    std::string numbered_payload;
+    if (m.numbered) {
+      numbered_payload = m.numbered(Sequence{impl_->stream, static_cast<std::uint64_t>(next_seq)});
+      if (numbered_payload.size() > kMaxPayload) {
+        return impl_->Refuse(ErrorCode::kInvalidArgument,
+                             "append: message " + std::to_string(i) + " (" + m.topic + ")",
+                             "payload of " + std::to_string(numbered_payload.size()) +
+                                 " bytes is larger than an MQTT packet allows");
+      }
+      delta.next_seq = ++next_seq;
+    }
+    const std::string& payload = m.numbered ? numbered_payload : m.payload;
     if (m.supersede) {
       Impl::Use del(*impl_, Sql::kDeleteTopic, "append: supersede");
       del.BindText(1, m.topic);
@@ -432,7 +494,7 @@ Status Outbox::Append(std::span<const OutgoingMessage> messages) {
     Impl::Use insert(*impl_, Sql::kInsert, kOp);
     insert.Bind(1, delta.next_id++)
         .BindText(2, m.topic)
-        .BindBlob(3, m.payload)
+        .BindBlob(3, payload)
         .Bind(4, m.qos)
         .Bind(5, m.retain ? 1 : 0)
         .Bind(6, m.supersede ? 1 : 0)
@@ -519,8 +581,11 @@ Result<OutboxStats> Outbox::Stats() {
     if (key == "acked_total") stats.acked_total = value;
     if (key == "dropped_total") stats.dropped_total = value;
     if (key == "superseded_total") stats.superseded_total = value;
+    if (key == "next_seq") stats.numbered_total = value - 1;
   }
   return stats;
 }
+
+std::string Outbox::SequenceStream() const { return impl_->stream; }
 
 }  // namespace edgefleet::telemetry

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -40,12 +41,26 @@ struct OutboxLimits {
   std::chrono::seconds max_age{7 * 24 * 3600};  // older rows are dropped
 };
 
+// A message's place in the device's sequence. Telemetry windows and events are numbered 1, 2,
+// 3, ... in the order they enter the outbox, within a stream named when the outbox file was
+// created (a new file, say after the state directory was wiped, starts a new stream at 1), so
+// the collector can count what never arrived: a number it never saw was lost on the way or
+// dropped by the outbox's bounds.
+struct Sequence {
+  std::string stream;  // 16 lower-case hex digits, fixed for the outbox file
+  std::uint64_t n = 0;
+};
+
 struct OutgoingMessage {
   std::string topic;
   std::string payload;
   int qos = 1;
   bool retain = false;
   bool supersede = false;  // delete the superseding rows still queued for `topic` first
+  // When set, the message is numbered: Append gives it the next number of the sequence and
+  // builds the payload with this function (`payload` is not used), in the transaction that
+  // stores the row, so numbers are never skipped by a failed or rolled-back append.
+  std::function<std::string(const Sequence&)> numbered = nullptr;
 };
 
 struct OutboxRow {
@@ -63,6 +78,7 @@ struct OutboxStats {
   std::uint64_t acked_total = 0;       // deleted by an acknowledgement
   std::uint64_t dropped_total = 0;     // removed by the count or age bound
   std::uint64_t superseded_total = 0;  // replaced by a newer message on the same topic
+  std::uint64_t numbered_total = 0;    // the last sequence number given (0: none yet)
 };
 
 class Outbox final {
@@ -79,7 +95,7 @@ class Outbox final {
   // Appends the messages in one transaction, then enforces the bounds (count, age). Fails with
   // kIo (nothing appended) when SQLite fails, kInvalidArgument (nothing appended) for a topic
   // that cannot be published to (empty, wildcards, invalid UTF-8), qos not 0-2 or a payload
-  // larger than an MQTT packet.
+  // (as given, or as a numbered message's function built it) larger than an MQTT packet.
   Status Append(std::span<const OutgoingMessage> messages);
   Status Append(const OutgoingMessage& message) { return Append(std::span(&message, 1)); }
   // Up to `limit` rows with id > after_id, oldest first (expired rows are dropped first).
@@ -87,6 +103,8 @@ class Outbox final {
   // Deletes acknowledged rows in one transaction; unknown ids are ignored (a duplicate ack).
   Status Ack(std::span<const std::int64_t> ids);
   Result<OutboxStats> Stats();
+  // The stream this file numbers its messages in.
+  std::string SequenceStream() const;
 
  private:
   struct Impl;

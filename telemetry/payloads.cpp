@@ -6,6 +6,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -261,6 +262,11 @@ Result<Message> ParseMessage(std::string_view text, std::string_view source, Rea
   }
 }
 
+// "seq" last, when the message is numbered.
+void AddSeq(OrderedJson& out, const MessageSeq& seq) {
+  if (seq.n != 0) out["seq"] = {{"stream", seq.stream}, {"n", seq.n}};
+}
+
 // Strings the agent did not make (error messages naming files, backend versions) may hold bytes
 // that are not UTF-8; they are sent with U+FFFD in their place instead of throwing.
 std::string Dump(const OrderedJson& doc) {
@@ -435,13 +441,58 @@ void ReadLatency(Reader& r, const Json& doc, LatencySnapshot& s) {
   s.UpdatePercentiles();
 }
 
+bool IsSeqStream(std::string_view s) {
+  return s.size() == 16 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+// The optional "seq": {"stream": "<16 hex>", "n": <1 or more>}.
+void ReadSeq(Reader& r, const Json& doc, MessageSeq& seq) {
+  const Json* v = r.Find(doc, "seq", "seq", "an object", false);
+  if (v == nullptr) return;
+  if (!v->is_object()) {
+    r.Expected("seq", "an object", *v);
+    return;
+  }
+  r.RejectUnknown(*v, {"stream", "n"}, "seq");
+  if (auto s = r.String(*v, "stream", "seq.stream", "16 lower-case hex digits", IsSeqStream)) {
+    seq.stream = *s;
+  }
+  if (auto n = r.Count(*v, "n", "seq.n")) {
+    if (*n == 0) {
+      r.Problem("seq.n", "expected a number of 1 or more, found 0");
+    } else {
+      seq.n = *n;
+    }
+  }
+}
+
 void ReadTelemetry(Reader& r, const Json& doc, TelemetryWindow& m) {
   r.RejectUnknown(doc,
-                  {"id", "device", "ts", "start_ts", "window_s", "model", "version", "slot", "role",
-                   "count", "errors", "server_errors", "throughput_rps", "latency_ms", "stage_ms",
-                   "accuracy", "confidence", "health", "outbox"},
+                  {"id",
+                   "device",
+                   "ts",
+                   "start_ts",
+                   "window_s",
+                   "model",
+                   "version",
+                   "slot",
+                   "role",
+                   "count",
+                   "errors",
+                   "server_errors",
+                   "throughput_rps",
+                   "latency_ms",
+                   "stage_ms",
+                   "accuracy",
+                   "confidence",
+                   "health",
+                   "outbox",
+                   "seq"},
                   "");
   ReadCommon(r, doc, m.id, m.device, m.ts);
+  ReadSeq(r, doc, m.seq);
   if (auto v = r.Millis(doc, "start_ts", "start_ts")) m.start_ts = *v;
   constexpr double kMax = std::numeric_limits<double>::max();
   // 0 is possible: a window closed in the millisecond it opened (at shutdown).
@@ -499,9 +550,10 @@ void ReadTelemetry(Reader& r, const Json& doc, TelemetryWindow& m) {
 void ReadEvent(Reader& r, const Json& doc, EventMessage& m) {
   r.RejectUnknown(doc,
                   {"id", "device", "ts", "event", "deployment", "model", "version", "from",
-                   "reason", "serial", "target", "parity"},
+                   "reason", "serial", "target", "parity", "seq"},
                   "");
   ReadCommon(r, doc, m.id, m.device, m.ts);
+  ReadSeq(r, doc, m.seq);
   constexpr std::string_view kEventWhat = "lower-case letters and '_' (1 to 64)";
   if (auto v = r.String(doc, "event", "event", kEventWhat, IsEventName)) m.event = *v;
   if (auto v = r.Count(doc, "deployment", "deployment"))
@@ -653,31 +705,32 @@ std::string EncodeTelemetry(const TelemetryWindow& m) {
   OrderedJson health = {{"rss_bytes", m.health.rss_bytes}, {"cpu_pct", Finite(m.health.cpu_pct)}};
   if (m.health.temp_c) health["temp_c"] = Finite(*m.health.temp_c);
   health["disk_free_bytes"] = m.health.disk_free_bytes;
-  const OrderedJson out = {{"id", m.id},
-                           {"device", m.device},
-                           {"ts", m.ts},
-                           {"start_ts", m.start_ts},
-                           {"window_s", Finite(m.window_s)},
-                           {"model", m.model},
-                           {"version", m.version},
-                           {"slot", m.slot},
-                           {"role", m.role},
-                           {"count", m.count},
-                           {"errors", m.errors},
-                           {"server_errors", m.server_errors},
-                           {"throughput_rps", Finite(m.throughput_rps)},
-                           {"latency_ms", LatencyJson(m.latency)},
-                           {"stage_ms",
-                            {{"pre", Finite(m.stage_ms.pre)},
-                             {"infer", Finite(m.stage_ms.infer)},
-                             {"post", Finite(m.stage_ms.post)}}},
-                           {"accuracy", std::move(accuracy)},
-                           {"confidence",
-                            {{"mean", Finite(m.confidence_mean)},
-                             {"std", Finite(m.confidence_std)},
-                             {"count", m.predictions}}},
-                           {"health", std::move(health)},
-                           {"outbox", {{"dropped", m.outbox_dropped}}}};
+  OrderedJson out = {{"id", m.id},
+                     {"device", m.device},
+                     {"ts", m.ts},
+                     {"start_ts", m.start_ts},
+                     {"window_s", Finite(m.window_s)},
+                     {"model", m.model},
+                     {"version", m.version},
+                     {"slot", m.slot},
+                     {"role", m.role},
+                     {"count", m.count},
+                     {"errors", m.errors},
+                     {"server_errors", m.server_errors},
+                     {"throughput_rps", Finite(m.throughput_rps)},
+                     {"latency_ms", LatencyJson(m.latency)},
+                     {"stage_ms",
+                      {{"pre", Finite(m.stage_ms.pre)},
+                       {"infer", Finite(m.stage_ms.infer)},
+                       {"post", Finite(m.stage_ms.post)}}},
+                     {"accuracy", std::move(accuracy)},
+                     {"confidence",
+                      {{"mean", Finite(m.confidence_mean)},
+                       {"std", Finite(m.confidence_std)},
+                       {"count", m.predictions}}},
+                     {"health", std::move(health)},
+                     {"outbox", {{"dropped", m.outbox_dropped}}}};
+  AddSeq(out, m.seq);
   return Dump(out);
 }
 
@@ -700,6 +753,7 @@ std::string EncodeEvent(const EventMessage& m) {
     if (!parity.is_object()) parity = {{"unparsed", m.parity_json}};
     out["parity"] = std::move(parity);
   }
+  AddSeq(out, m.seq);
   return Dump(out);
 }
 

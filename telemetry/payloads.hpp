@@ -73,6 +73,15 @@ struct StatusMessage {
   std::uint64_t outbox_dropped = 0;
 };
 
+// ---- the device's message sequence (telemetry windows and events; "seq" in the JSON) ----
+// The outbox numbers each telemetry window and event 1, 2, 3, ... within a stream (see
+// telemetry/outbox.hpp), so the collector can count the numbers that never arrived. Agents
+// before sequence numbers send none: n 0, stream empty, and nothing is counted for them.
+struct MessageSeq {
+  std::string stream;  // 16 lower-case hex digits
+  std::uint64_t n = 0;
+};
+
 // ---- telemetry (one message per model version and window) ----
 struct StageMs {  // mean per successful request in the window
   double pre = 0;
@@ -110,6 +119,7 @@ struct TelemetryWindow {
   double confidence_std = 0;
   Health health;
   std::uint64_t outbox_dropped = 0;  // the outbox's drop counter when the window closed
+  MessageSeq seq;
 };
 
 // ---- events (update lifecycle) ----
@@ -129,6 +139,7 @@ struct EventMessage {
   std::uint64_t serial = 0;  // desired-state serial when known
   std::string target;        // "device/<name>", "group/<name>" or "offline" when known
   std::string parity_json;   // the parity report (JSON object text) for "parity_report"; else empty
+  MessageSeq seq;
 };
 
 std::string EncodeStatus(const StatusMessage& m);

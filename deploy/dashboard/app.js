@@ -90,6 +90,10 @@
     byId('count-total').textContent = num(d.total) ?? '-';
     byId('count-online').textContent = num(d.online) ?? '-';
     byId('count-offline').textContent = num(d.offline) ?? '-';
+    const messages = (summary && summary.messages) || {};
+    const missing = byId('count-missing');
+    missing.textContent = num(messages.missing) ?? '-';
+    missing.className = num(messages.missing) > 0 ? 'missing' : '';
     const status = byId('collector-status');
     const connected = summary && summary.collector && summary.collector.connected === true;
     status.className = connected ? 'connected' : 'disconnected';
@@ -124,7 +128,10 @@
           el('td', {class: online ? 'online' : 'offline'}, online ? 'online' : 'offline'),
           el('td', {class: 'groups'}, groups || '-'),
           modelCell,
-          el('td', {class: 'last-seen', title: iso(d.last_seen_ms)}, ago(d.last_seen_ms, now)));
+          el('td', {class: 'last-seen', title: iso(d.last_seen_ms)}, ago(d.last_seen_ms, now)),
+          el('td', {class: num(d.missing) > 0 ? 'missing' : 'count',
+                    title: plural(num(d.numbered) ?? 0, 'numbered message') + ' stored'},
+             String(num(d.missing) ?? '-')));
     });
     byId('devices').tBodies[0].replaceChildren(...rows);
     byId('devices-empty').hidden = rows.length > 0;

@@ -97,6 +97,37 @@ TEST_F(CollectorStoreTest, ADuplicateInTheSameBatchCountsOnce) {
   EXPECT_EQ(totals->front().latency.count, 4u);
 }
 
+TEST_F(CollectorStoreTest, MissingNumbersCountFromTheLowestStoredAndNeverBelowZero) {
+  auto numbered = [](std::uint64_t n, const std::string& stream = "00000000000000aa") {
+    auto w = Window(5000 + static_cast<std::int64_t>(n), 1);
+    w.seq = {stream, n};
+    return telemetry::EncodeTelemetry(w);
+  };
+  // Out of order: 7, then 4; 5 and 6 are missing.
+  EXPECT_EQ(Apply({In("telemetry", numbered(7)), In("telemetry", numbered(4))}),
+            (std::vector<O>{O::kStored, O::kStored}));
+  EXPECT_EQ(BoxA().numbered, 2u);
+  EXPECT_EQ(BoxA().missing, 2u);
+  // An event takes its number in the same sequence.
+  auto event = telemetry::EventMessage{};
+  event.id = telemetry::NewMessageId();
+  event.device = "box-a";
+  event.ts = 6000;
+  event.event = "downloading";
+  event.seq = {"00000000000000aa", 5};
+  EXPECT_EQ(Apply({In("events", telemetry::EncodeEvent(event))}), std::vector<O>{O::kStored});
+  EXPECT_EQ(BoxA().missing, 1u);
+  // A device that sends one number under several ids (no agent does) cannot make the count
+  // negative: 4 three times more fills 6 and then nothing.
+  Apply({In("telemetry", numbered(4)), In("telemetry", numbered(4)), In("telemetry", numbered(4))});
+  EXPECT_EQ(BoxA().numbered, 6u);
+  EXPECT_EQ(BoxA().missing, 0u);
+  // Another stream of the same device adds its own gaps.
+  Apply({In("telemetry", numbered(1, "00000000000000bb")),
+         In("telemetry", numbered(4, "00000000000000bb"))});
+  EXPECT_EQ(BoxA().missing, 2u);
+}
+
 TEST_F(CollectorStoreTest, TheAgentsFixedLastWillMarksOfflineEveryTime) {
   // The agent composes its will once per run (one id, the start time) and births per connection.
   const std::string will = telemetry::EncodeStatus(Status(false, 0, 1000));

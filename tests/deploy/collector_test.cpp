@@ -339,6 +339,76 @@ TEST_F(CollectorTest, ThousandsOfWindowsAreStoredInBatches) {
   StopCollectorCleanly();
 }
 
+// Loss between a device's outbox and the database is visible: the numbers never stored are
+// counted per device (API, summary, /metrics, a warning in the log), a late one fills its gap, a
+// redelivered one counts once, a new stream counts from its own first number, and messages
+// without numbers (older agents) count nothing.
+TEST_F(CollectorTest, SequenceNumbersNeverStoredAreCountedAsMissing) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  const std::string stream = "0123456789abcdef";
+  auto numbered_window = [&](std::uint64_t n) {
+    auto w = Window("box-a", "1.0.0", now - 100000 + static_cast<std::int64_t>(n), {1.0}, 0, 0, 0);
+    w.seq = {stream, n};
+    return telemetry::EncodeTelemetry(w);
+  };
+  // 1, 2, 4, 5 as windows (2 twice: a resend), 6 as an event; 3 is missing.
+  const std::string two = numbered_window(2);
+  PublishLines(Topic("box-a", "telemetry"),
+               {numbered_window(1), two, numbered_window(4), numbered_window(5), two});
+  auto event = Event("box-a", "downloading", now);
+  event.seq = {stream, 6};
+  MustPublish(Topic("box-a", "events"), telemetry::EncodeEvent(event));
+  // box-b is an older agent: no numbers.
+  MustPublish(Topic("box-b", "telemetry"),
+              telemetry::EncodeTelemetry(Window("box-b", "1.0.0", now, {1.0}, 0, 0, 0)));
+  ASSERT_TRUE(WaitFor("6 windows and an event stored", seconds(20), [&] {
+    return Counter("messages", "telemetry") == 5 && Counter("messages", "events") == 1 &&
+           Counter("duplicates") == 1;
+  }));
+  json a = Device("box-a");
+  EXPECT_EQ(a["numbered"], 5) << a;
+  EXPECT_EQ(a["missing"], 1) << a;
+  json b = Device("box-b");
+  EXPECT_EQ(b["numbered"], 0) << b;
+  EXPECT_EQ(b["missing"], 0) << b;
+  json summary = GetJson("/api/summary");
+  EXPECT_EQ(summary["messages"], json::parse(R"({"numbered":5,"missing":1,"devices_missing":1})"))
+      << summary.dump(1);
+  std::string metrics = Metrics();
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_device_messages_missing{device=\"box-a\"} 1"))
+      << metrics;
+  EXPECT_EQ(metrics.find("edgefleet_fleet_device_messages_missing{device=\"box-b\"}"),
+            std::string::npos)
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_messages_missing 1")) << metrics;
+  // The collector says so in its log within its 10 s check.
+  ASSERT_TRUE(WaitFor("the missing message logged", seconds(20), [&] {
+    return Log().find("event=messages_missing missing=1 new=1 devices=1") != std::string::npos;
+  }));
+
+  // 3 arrives late (a broker that had queued it): the gap is filled.
+  MustPublish(Topic("box-a", "telemetry"), numbered_window(3));
+  ASSERT_TRUE(WaitFor("the gap filled", seconds(20), [&] {
+    return Device("box-a")["missing"] == 0 && Device("box-a")["numbered"] == 6;
+  }));
+  // A new stream (the box's state directory was wiped) counts from its own first number: 10
+  // and 12 arrive, 11 is missing; nothing before 10 is.
+  const std::string wiped = "fedcba9876543210";
+  for (std::uint64_t n : {10u, 12u}) {
+    auto w = Window("box-a", "1.0.0", now + static_cast<std::int64_t>(n), {1.0}, 0, 0, 0);
+    w.seq = {wiped, n};
+    MustPublish(Topic("box-a", "telemetry"), telemetry::EncodeTelemetry(w));
+  }
+  ASSERT_TRUE(WaitFor("the new stream's gap counted", seconds(20), [&] {
+    return Device("box-a")["missing"] == 1 && Device("box-a")["numbered"] == 8;
+  }));
+  ASSERT_NO_FATAL_FAILURE(StopCollectorCleanly());
+  EXPECT_NE(Log().find("event=collector_stopped"), std::string::npos);
+  EXPECT_NE(Log().find(" missing=1\n"), std::string::npos) << Log();
+}
+
 TEST_F(CollectorTest, SigtermStopsFlushesAndExitsZero) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());

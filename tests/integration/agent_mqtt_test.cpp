@@ -441,6 +441,57 @@ TEST_F(AgentMqttE2E, BrokerOutageAndSigkillLoseNoWindow) {
   EXPECT_EQ(collected_windows, final_windows);
   EXPECT_EQ(ids.size(), final_windows);
   EXPECT_EQ(logged_sum, 10000u);
+  // The numbering survived the kill (the next number is stored with the rows): the collector
+  // finds no number missing.
+  json device = CollectorDevice("box-1");
+  EXPECT_GE(device.value("numbered", 0u), final_windows) << device.dump(1);
+  EXPECT_EQ(device.value("missing", 1u), 0u) << device.dump(1);
+}
+
+// Loss is visible: an outage longer than the outbox's bound drops the oldest queued windows on
+// the box; when the broker returns, the collector counts their numbers as missing (API, summary,
+// log), no more than the agent's own drop counter says it dropped.
+TEST_F(AgentMqttE2E, WindowsTheOutboxDroppedAreCountedMissingInTheCollector) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  json mqtt = {{"host", "127.0.0.1"},
+               {"port", broker_->port()},
+               {"keepalive_s", 5},
+               {"reconnect_min_ms", 100},
+               {"reconnect_max_ms", 500}};
+  WriteConfig({}, {{"mqtt", mqtt},
+                   {"telemetry", {{"window_s", 0.1}, {"outbox_max_messages", 20}}},
+                   {"desired_state", nullptr}});
+  v1_ = testing::MakeBundle(fleet_, "v1", tmp_.path(), nullptr);
+  ASSERT_NO_FATAL_FAILURE(InstallOffline(v1_));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  StartAgent();
+  ASSERT_TRUE(WaitFor("box-1's first numbered windows in the collector", seconds(30),
+                      [&] { return CollectorDevice("box-1").value("numbered", 0u) >= 3; }));
+  EXPECT_EQ(CollectorDevice("box-1").value("missing", 1u), 0u);
+
+  broker_->Stop();
+  // About 40 windows of 0.1 s, one per window while idle: twice what the outbox keeps.
+  std::this_thread::sleep_for(seconds(4));
+  broker_->Start();
+  json device;
+  ASSERT_TRUE(WaitFor("the dropped windows counted missing", seconds(60), [&] {
+    device = CollectorDevice("box-1");
+    return device.value("missing", 0u) >= 10;
+  })) << device.dump(1);
+  // The agent's status reports what its outbox dropped; the missing numbers are among them
+  // (a dropped row may also have been a status, which carries no number).
+  ASSERT_TRUE(WaitFor("the status's drop counter", seconds(20), [&] {
+    device = CollectorDevice("box-1");
+    return device["status"].is_object() &&
+           device["status"]["outbox"].value("dropped", 0u) >= device.value("missing", 0u);
+  })) << device.dump(1);
+  json summary = CollectorGet("/api/summary");
+  EXPECT_EQ(summary["messages"]["devices_missing"], 1) << summary.dump(1);
+  EXPECT_EQ(summary["messages"]["missing"], device["missing"]) << summary.dump(1);
+  ASSERT_TRUE(WaitFor("the collector's warning", seconds(20), [&] {
+    return testing::ReadFile(tmp_ / "collector.log").find("event=messages_missing") !=
+           std::string::npos;
+  }));
 }
 
 // A clean stop while the broker is down queues the status "offline"; the next run must not

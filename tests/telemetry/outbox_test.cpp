@@ -400,5 +400,92 @@ TEST(Outbox, ConcurrentAppendAndAckFromThreads) {
   EXPECT_EQ(s.acked_total, 2u * kPerThread);
 }
 
+// A numbered message: its payload is "<stream>/<n>", built by the outbox.
+OutgoingMessage Numbered(std::string topic) {
+  OutgoingMessage m;
+  m.topic = std::move(topic);
+  m.numbered = [](const Sequence& seq) { return seq.stream + "/" + std::to_string(seq.n); };
+  return m;
+}
+
+TEST(Outbox, NumberedMessagesCountOneTwoThreeInAStreamThatOutlivesAReopen) {
+  TempDir tmp;
+  std::string stream;
+  {
+    auto outbox = OpenOrFail(tmp / "outbox.db");
+    ASSERT_TRUE(outbox);
+    stream = outbox->SequenceStream();
+    ASSERT_EQ(stream.size(), 16u);
+    EXPECT_EQ(stream.find_first_not_of("0123456789abcdef"), std::string::npos) << stream;
+    // Status rows (not numbered) between them take no number.
+    std::vector<OutgoingMessage> batch = {Numbered("t"), Msg("s", "status"), Numbered("e")};
+    ASSERT_TRUE(outbox->Append(batch));
+    ASSERT_TRUE(outbox->Append(Numbered("t")));
+    // A batch refused inside its transaction (a built payload too large) takes no number.
+    OutgoingMessage huge;
+    huge.topic = "t";
+    huge.numbered = [](const Sequence&) { return std::string(256u << 20, 'x'); };
+    std::vector<OutgoingMessage> refused = {Numbered("t"), huge};
+    auto failed = outbox->Append(refused);
+    ASSERT_FALSE(failed);
+    EXPECT_NE(failed.error().message.find("larger than an MQTT packet"), std::string::npos)
+        << failed.error().message;
+    EXPECT_EQ(StatsOf(*outbox).numbered_total, 3u);
+  }
+  auto outbox = OpenOrFail(tmp / "outbox.db");
+  ASSERT_TRUE(outbox);
+  EXPECT_EQ(outbox->SequenceStream(), stream);
+  ASSERT_TRUE(outbox->Append(Numbered("t")));
+  EXPECT_EQ(Payloads(All(*outbox)),
+            (std::vector<std::string>{stream + "/1", "status", stream + "/2", stream + "/3",
+                                      stream + "/4"}));
+  EXPECT_EQ(StatsOf(*outbox).numbered_total, 4u);
+
+  // Another file is another stream, from 1.
+  auto other = OpenOrFail(tmp / "other.db");
+  ASSERT_TRUE(other);
+  EXPECT_NE(other->SequenceStream(), stream);
+  ASSERT_TRUE(other->Append(Numbered("t")));
+  EXPECT_EQ(Payloads(All(*other)), std::vector<std::string>{other->SequenceStream() + "/1"});
+}
+
+TEST(Outbox, AFileFromBeforeNumberingGetsAStream) {
+  TempDir tmp;
+  {
+    auto outbox = OpenOrFail(tmp / "outbox.db");
+    ASSERT_TRUE(outbox);
+    ASSERT_TRUE(outbox->Append(Msg("t", "old")));
+  }
+  // What a build before sequence numbers wrote: no next_seq, no seq_stream.
+  {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open((tmp / "outbox.db").c_str(), &raw);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, &sqlite3_close);
+    ASSERT_EQ(rc, SQLITE_OK);
+    ASSERT_EQ(
+        sqlite3_exec(db.get(), "DELETE FROM outbox_meta WHERE key IN ('next_seq', 'seq_stream')",
+                     nullptr, nullptr, nullptr),
+        SQLITE_OK);
+  }
+  auto outbox = OpenOrFail(tmp / "outbox.db");
+  ASSERT_TRUE(outbox);
+  EXPECT_EQ(outbox->SequenceStream().size(), 16u);
+  ASSERT_TRUE(outbox->Append(Numbered("t")));
+  EXPECT_EQ(Payloads(All(*outbox)),
+            (std::vector<std::string>{"old", outbox->SequenceStream() + "/1"}));
+}
+
+TEST(Outbox, NumberedRowsTheBoundsDropLeaveTheirNumbersMissing) {
+  TempDir tmp;
+  auto outbox = OpenOrFail(tmp / "outbox.db", {3, std::chrono::hours(1)});
+  ASSERT_TRUE(outbox);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(outbox->Append(Numbered("t")));
+  const std::string s = outbox->SequenceStream();
+  // 1 and 2 were dropped: the numbers that arrive start at 3, so a collector sees the gap only
+  // when it saw 1 or 2 before; the outbox counts the drops either way.
+  EXPECT_EQ(Payloads(All(*outbox)), (std::vector<std::string>{s + "/3", s + "/4", s + "/5"}));
+  EXPECT_EQ(StatsOf(*outbox).dropped_total, 2u);
+}
+
 }  // namespace
 }  // namespace edgefleet::telemetry

@@ -187,6 +187,8 @@ void ExpectSame(const TelemetryWindow& a, const TelemetryWindow& b) {
   EXPECT_EQ(a.health.temp_c, b.health.temp_c);
   EXPECT_EQ(a.health.disk_free_bytes, b.health.disk_free_bytes);
   EXPECT_EQ(a.outbox_dropped, b.outbox_dropped);
+  EXPECT_EQ(a.seq.stream, b.seq.stream);
+  EXPECT_EQ(a.seq.n, b.seq.n);
 }
 
 void ExpectSame(const EventMessage& a, const EventMessage& b) {
@@ -202,6 +204,8 @@ void ExpectSame(const EventMessage& a, const EventMessage& b) {
   EXPECT_EQ(a.serial, b.serial);
   EXPECT_EQ(a.target, b.target);
   EXPECT_EQ(a.parity_json, b.parity_json);
+  EXPECT_EQ(a.seq.stream, b.seq.stream);
+  EXPECT_EQ(a.seq.n, b.seq.n);
 }
 
 TEST(StatusPayload, RoundTripEveryOptionalPresent) {
@@ -380,8 +384,8 @@ std::vector<Sample> Samples() {
       {Kind::kTelemetry,
        "telemetry",
        json::parse(EncodeTelemetry(FullWindow())),
-       {"accuracy.golden", "accuracy.shadow_agree", "health.temp_c"}},
-      {Kind::kEvent, "event", json::parse(EncodeEvent(ParityEvent())), {"parity"}},
+       {"accuracy.golden", "accuracy.shadow_agree", "health.temp_c", "seq"}},
+      {Kind::kEvent, "event", json::parse(EncodeEvent(ParityEvent())), {"parity", "seq"}},
   };
 }
 
@@ -638,6 +642,38 @@ TEST(PayloadRefusals, EventFields) {
   EXPECT_TRUE(refused([](json& d) { d["model"] = "../x"; }, "event: model: expected \"\""));
   EXPECT_TRUE(refused([](json& d) { d["serial"] = "7"; },
                       "event: serial: expected a non-negative integer, found \"7\""));
+}
+
+TEST(PayloadRefusals, SequenceNumbers) {
+  const auto refused = [](const std::function<void(json&)>& mutate, const std::string& message) {
+    json doc = json::parse(EncodeTelemetry(FullWindow()));
+    mutate(doc);
+    return FailsWith(ParseTelemetry(doc.dump()), message);
+  };
+  EXPECT_TRUE(refused([](json& d) { d["seq"]["n"] = 0; },
+                      "telemetry: seq.n: expected a number of 1 or more, found 0"));
+  EXPECT_TRUE(refused([](json& d) { d["seq"]["n"] = -1; },
+                      "telemetry: seq.n: expected a non-negative integer, found -1"));
+  EXPECT_TRUE(refused([](json& d) { d["seq"]["stream"] = "ABCDEF0123456789"; },
+                      "telemetry: seq.stream: expected 16 lower-case hex digits, found "
+                      "\"ABCDEF0123456789\""));
+  EXPECT_TRUE(
+      refused([](json& d) { d["seq"] = "7"; }, "telemetry: seq: expected an object, found \"7\""));
+  EXPECT_TRUE(refused([](json& d) { d["seq"].erase("stream"); },
+                      "telemetry: seq.stream: missing required field"));
+  EXPECT_TRUE(refused([](json& d) { d["seq"]["boot"] = 1; }, "telemetry: seq.boot: unknown"));
+  // Absent: an agent before sequence numbers; nothing to count, and nothing encoded back.
+  json doc = json::parse(EncodeTelemetry(FullWindow()));
+  doc.erase("seq");
+  auto parsed = ParseTelemetry(doc.dump());
+  ASSERT_TRUE(parsed) << parsed.error().message;
+  EXPECT_EQ(parsed->seq.n, 0u);
+  EXPECT_FALSE(json::parse(EncodeTelemetry(*parsed)).contains("seq"));
+  auto event = ParseEvent(EncodeEvent(ParityEvent()));
+  ASSERT_TRUE(event) << event.error().message;
+  EXPECT_EQ(event->seq.n, 4098u);
+  EXPECT_EQ(json::parse(EncodeEvent(*event))["seq"],
+            json::parse(R"({"stream":"00c0ffee12345678","n":4098})"));
 }
 
 TEST(PayloadRefusals, EveryProblemIsReportedAtOnce) {

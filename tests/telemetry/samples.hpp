@@ -73,6 +73,7 @@ inline TelemetryWindow FullWindow() {
   m.confidence_std = 0.09;
   m.health = {81234944, 37.5, -4.5, 1234567890};
   m.outbox_dropped = 2;
+  m.seq = {"00c0ffee12345678", 4097};
   return m;
 }
 
@@ -108,6 +109,7 @@ inline EventMessage ParityEvent() {
   // Compact with sorted keys: what the parser gives back.
   m.parity_json =
       R"({"accuracy":0.98,"passed":true,"sets":[{"max_abs_diff":1e-06,"name":"heldout","top1_agreement":1.0}]})";
+  m.seq = {"00c0ffee12345678", 4098};
   return m;
 }
 

@@ -172,6 +172,13 @@ void TelemetryExamples(Writer& w) {
   invalid("role-unknown", [](json& d) { d["role"] = "leader"; });
   invalid("version-partial", [](json& d) { d["version"] = "1.2"; });
   invalid("model-upper", [](json& d) { d["model"] = "Digits"; });
+  invalid("seq-zero", [](json& d) { d["seq"]["n"] = 0; });
+  invalid("seq-negative", [](json& d) { d["seq"]["n"] = -3; });
+  invalid("seq-stream-upper", [](json& d) { d["seq"]["stream"] = "00C0FFEE12345678"; });
+  invalid("seq-stream-short", [](json& d) { d["seq"]["stream"] = "c0ffee"; });
+  invalid("seq-missing-n", [](json& d) { d["seq"].erase("n"); });
+  invalid("seq-unknown", [](json& d) { d["seq"]["epoch"] = 1; });
+  invalid("seq-number", [](json& d) { d["seq"] = 4097; });
   {
     std::string text = EncodeTelemetry(testing::FullWindow());
     const std::string key = "\"cpu_pct\":37.5";
@@ -209,6 +216,8 @@ void EventExamples(Writer& w) {
   invalid("serial-string", [](json& d) { d["serial"] = "7"; });
   invalid("reason-null", [](json& d) { d["reason"] = nullptr; });
   invalid("target-number", [](json& d) { d["target"] = 5; });
+  invalid("seq-zero", [](json& d) { d["seq"]["n"] = 0; });
+  invalid("seq-stream-missing", [](json& d) { d["seq"].erase("stream"); });
   const auto semantic = [&](const std::string& label, const std::string& text) {
     w.AddText(kind, Verdict::kSemantic, label, text);
   };
