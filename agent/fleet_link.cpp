@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/log_value.hpp"
+#include "manifests/time.hpp"
 #include "telemetry/health.hpp"
 #include "telemetry/mqtt_client.hpp"
 #include "telemetry/outbox.hpp"
@@ -24,11 +25,7 @@ namespace edgefleet::agent {
 
 namespace {
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using manifests::NowMs;
 
 // Transitions after which a different model (or none) may be serving, or the standby changed.
 bool ChangesServing(const std::string& event) {

@@ -18,6 +18,7 @@
 
 #include "manifests/json_fields.hpp"
 #include "manifests/log_value.hpp"
+#include "manifests/time.hpp"
 #include "telemetry/payloads.hpp"
 
 namespace edgefleet::deploy {
@@ -64,11 +65,7 @@ Status CheckWindow(const telemetry::TelemetryWindow& w) {
   return Ok();
 }
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using manifests::NowMs;
 
 // Rollout status fields (see collector.hpp).
 constexpr std::string_view kRolloutStates[] = {"running", "paused", "completed", "halted",

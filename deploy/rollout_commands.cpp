@@ -43,11 +43,7 @@ using nlohmann::json;
 
 constexpr std::uint64_t kMaxBundleBytes = 8ull << 30;  // what start downloads to inspect
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using manifests::NowMs;
 
 // ---- the bundle: downloaded once, so what the devices will fetch is what start checked ----
 

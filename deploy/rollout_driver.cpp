@@ -28,11 +28,7 @@ using nlohmann::json;
 constexpr std::int64_t kLeaseStaleMs = 5000;
 constexpr std::size_t kMaxFailuresListed = 20;
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using manifests::NowMs;
 
 // ---- signing desired state ----
 

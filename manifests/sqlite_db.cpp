@@ -5,6 +5,8 @@
 #include <chrono>
 #include <utility>
 
+#include "manifests/time.hpp"
+
 namespace edgefleet::manifests {
 namespace {
 
@@ -29,23 +31,16 @@ ErrorCode CodeFor(int rc) {
   }
 }
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 void SqliteDb::Close::operator()(sqlite3* db) const { sqlite3_close_v2(db); }
 void SqlStatement::Finalize::operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
 
-Result<SqliteDb> SqliteDb::Open(const std::filesystem::path& path, Mode mode,
-                                int busy_timeout_ms) {
+Result<SqliteDb> SqliteDb::Open(const std::filesystem::path& path, Mode mode, int busy_timeout_ms) {
   SqliteDb db;
   db.path_ = path;
-  const int flags = mode == Mode::kReadOnly ? SQLITE_OPEN_READONLY
-                                            : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  const int flags =
+      mode == Mode::kReadOnly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
   db.db_.reset(raw);  // owned even on failure: sqlite allocates a handle for the message
@@ -87,9 +82,9 @@ Result<int> SqliteDb::SchemaVersion() const {
                           "CREATE TABLE IF NOT EXISTS schema_version ("
                           "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
                           "applied_ms INTEGER NOT NULL) STRICT"));
-  EF_ASSIGN_OR_RETURN(const std::int64_t version,
-                      QueryInt("read schema_version",
-                               "SELECT COALESCE(MAX(version), 0) FROM schema_version"));
+  EF_ASSIGN_OR_RETURN(
+      const std::int64_t version,
+      QueryInt("read schema_version", "SELECT COALESCE(MAX(version), 0) FROM schema_version"));
   return static_cast<int>(version);
 }
 
@@ -106,8 +101,9 @@ Result<bool> SqliteDb::CheckApplicationId(std::int32_t application_id,
   EF_ASSIGN_OR_RETURN(const std::int64_t tables,
                       QueryInt("inspect", "SELECT COUNT(*) FROM sqlite_schema"));
   if (tables != 0) {
-    return Fail(ErrorCode::kIntegrity, not_ours + " (it holds other tables); refusing to write "
-                                                  "into it");
+    return Fail(ErrorCode::kIntegrity, not_ours +
+                                           " (it holds other tables); refusing to write "
+                                           "into it");
   }
   return true;
 }
@@ -173,9 +169,7 @@ SqlStatement& SqlStatement::BindText(int index, std::string_view text) {
   return Check(sqlite3_bind_text(stmt_.get(), index, text.data() ? text.data() : "",
                                  static_cast<int>(text.size()), SQLITE_TRANSIENT));
 }
-SqlStatement& SqlStatement::Null(int index) {
-  return Check(sqlite3_bind_null(stmt_.get(), index));
-}
+SqlStatement& SqlStatement::Null(int index) { return Check(sqlite3_bind_null(stmt_.get(), index)); }
 
 Result<bool> SqlStatement::Step() {
   if (bind_rc_ != SQLITE_OK) {

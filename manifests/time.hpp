@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -20,5 +21,9 @@ Result<Timestamp> ParseTimestamp(std::string_view text);
 std::string FormatTimestamp(Timestamp t);
 
 Timestamp Now();
+
+// Unix time in milliseconds (the system clock): the one copy every module stamps its records
+// and messages with.
+std::int64_t NowMs();
 
 }  // namespace edgefleet::manifests

@@ -10,6 +10,8 @@
 #include <mutex>
 #include <utility>
 
+#include "manifests/time.hpp"
+
 namespace edgefleet::telemetry {
 namespace {
 
@@ -56,11 +58,7 @@ struct FinalizeStmt {
 };
 using Stmt = std::unique_ptr<sqlite3_stmt, FinalizeStmt>;  // default-constructible, for arrays
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using manifests::NowMs;
 
 // The statements every call uses, prepared once at Open.
 enum class Sql : std::size_t {

@@ -8,6 +8,7 @@
 #include "manifests/log_value.hpp"
 #include "manifests/semver.hpp"
 #include "manifests/sqlite_db.hpp"
+#include "manifests/time.hpp"
 
 namespace edgefleet::updater {
 namespace {
@@ -26,11 +27,7 @@ constexpr int kBusyTimeoutMs = 5000;
 
 constexpr std::int64_t kMaxInt64 = std::numeric_limits<std::int64_t>::max();
 
-std::int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+using manifests::NowMs;
 
 constexpr std::array<std::pair<DeploymentState, std::string_view>, 13> kStateNames = {{
     {DeploymentState::kPending, "pending"},
