@@ -67,6 +67,11 @@ Status CheckWindow(const telemetry::TelemetryWindow& w) {
 
 using manifests::NowMs;
 
+// Mosquitto's own drop counter (see ReadBrokerDropped).
+constexpr const char* kBrokerDroppedTopic = "$SYS/broker/publish/messages/dropped";
+// A message that waited this long unstored means the writer is behind.
+constexpr std::int64_t kBehindLagMs = 5000;
+
 // Rollout status fields (see collector.hpp).
 constexpr std::string_view kRolloutStates[] = {"running", "paused", "completed", "halted",
                                                "aborted"};
@@ -338,17 +343,67 @@ struct Collector::Impl {
   bool closing = false;               // guarded by mu: Stop began, do not wait for space
   bool stopping = false;              // guarded by mu: the network is down, drain and exit
 
+  std::int64_t inflight_since_ms = 0;  // guarded by mu: oldest message the writer holds (0: none)
+  bool behind = false;                 // guarded by mu: said `collector_behind`, not caught up yet
+
   std::atomic<std::uint64_t> status{0}, telemetry{0}, events{0}, rollouts{0}, duplicates{0},
       stale{0}, rejected{0}, store_retries{0}, lost{0};
+  std::atomic<std::int64_t> broker_dropped{-1};  // the broker's $SYS counter; -1 until read
 
   Impl(CollectorOptions o, CollectorStore s) : options(std::move(o)), store(std::move(s)) {}
 
+  // How long the oldest message not yet stored has waited (0 when none).
+  std::int64_t LagMsLocked(std::int64_t now) const {
+    std::int64_t oldest = inflight_since_ms;
+    if (!queue.empty() && (oldest == 0 || queue.front().received_ms < oldest)) {
+      oldest = queue.front().received_ms;
+    }
+    return oldest == 0 ? 0 : std::max<std::int64_t>(0, now - oldest);
+  }
+
+  // Behind: a message has waited kBehindLagMs, or the queue is half full. Said once when it
+  // starts, well before the queue is full (then the network thread stops reading and the
+  // broker's queue for this client fills and drops), and once when the writer has caught up.
+  void UpdateBehindLocked(std::int64_t now) {
+    const std::int64_t lag = LagMsLocked(now);
+    const std::size_t depth = queue.size();
+    if (!behind && (lag >= kBehindLagMs || depth >= options.max_queue / 2)) {
+      behind = true;
+      spdlog::warn("event=collector_behind lag_ms={} queued={} max_queue={}", lag, depth,
+                   options.max_queue);
+    } else if (behind && lag < kBehindLagMs / 2 && depth < options.max_queue / 4) {
+      behind = false;
+      spdlog::info("event=collector_caught_up lag_ms={} queued={}", lag, depth);
+    }
+  }
+
   void Enqueue(const telemetry::MqttMessage& m) {
+    if (m.topic == kBrokerDroppedTopic) {
+      ReadBrokerDropped(m.payload);
+      return;
+    }
     std::unique_lock lock(mu);
     has_space.wait(lock, [&] { return queue.size() < options.max_queue || closing; });
-    queue.push_back({m.topic, m.payload, NowMs()});
+    const std::int64_t now = NowMs();
+    queue.push_back({m.topic, m.payload, now});
+    UpdateBehindLocked(now);
     lock.unlock();
     has_work.notify_one();
+  }
+
+  // "$SYS/broker/publish/messages/dropped": mosquitto's count of messages it dropped for any
+  // client's full queue since it started (every sys_interval). A rise is logged.
+  void ReadBrokerDropped(const std::string& payload) {
+    if (payload.empty() || payload.size() > 18 ||
+        payload.find_first_not_of("0123456789") != std::string::npos) {
+      Reject(kBrokerDroppedTopic, "expected a count, found " + manifests::QuoteName(payload));
+      return;
+    }
+    const std::int64_t now = std::stoll(payload);
+    const std::int64_t before = broker_dropped.exchange(now);
+    if (now > before && now > 0) {
+      spdlog::warn("event=broker_dropped dropped={} new={}", now, before < 0 ? now : now - before);
+    }
   }
 
   void Reject(const std::string& topic, const std::string& error) {
@@ -415,6 +470,7 @@ struct Collector::Impl {
                     LogValue(outcomes.error().message), delay.count());
       {
         std::unique_lock lock(mu);
+        UpdateBehindLocked(NowMs());
         has_work.wait_for(lock, delay, [&] { return stopping; });
       }
       delay = std::min(delay * 2, std::chrono::milliseconds(5000));
@@ -432,6 +488,7 @@ struct Collector::Impl {
         has_work.wait(lock, [&] { return !queue.empty() || stopping; });
         if (queue.empty()) return;  // stopping and drained
         const std::size_t n = std::min(queue.size(), options.max_batch);
+        inflight_since_ms = queue.front().received_ms;
         for (std::size_t i = 0; i < n; ++i) {
           raw.push_back(std::move(queue.front()));
           queue.pop_front();
@@ -450,6 +507,9 @@ struct Collector::Impl {
         topics.push_back(&m.topic);
       }
       Store(batch, topics);
+      std::lock_guard lock(mu);
+      inflight_since_ms = 0;
+      UpdateBehindLocked(NowMs());
     }
   }
 };
@@ -474,6 +534,7 @@ Result<std::unique_ptr<Collector>> Collector::Start(CollectorOptions options,
     options.mqtt.subscriptions.push_back(telemetry::DeviceTopic(fleet, "+", leaf));
   }
   options.mqtt.subscriptions.push_back(RolloutStatusTopic(fleet, "+"));
+  options.mqtt.subscriptions.push_back(std::string(kBrokerDroppedTopic));
   options.mqtt.max_incoming_bytes = telemetry::kMaxPayloadBytes;
   // Back on the broker soon after it is: messages published while the collector is away are
   // lost (the client has a clean session), and after an outage the agents flush their outboxes
@@ -538,9 +599,12 @@ CollectorCounters Collector::Counters() const {
   c.rejected = load(s.rejected);
   c.store_retries = load(s.store_retries);
   c.lost = load(s.lost);
+  c.broker_dropped = s.broker_dropped.load();
   {
     std::lock_guard lock(s.mu);
     c.queued = s.queue.size();
+    c.lag_ms = s.LagMsLocked(NowMs());
+    c.behind = s.behind;
   }
   if (s.client) {
     c.connected = s.client->connected();

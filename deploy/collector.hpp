@@ -22,6 +22,12 @@
 //    "failures": [{"device", "reason"}] (at most 20)}
 // Counts are non-negative integers.
 //
+// Falling behind and loss: the collector says it is behind (log, CollectorCounters::behind)
+// when a message has waited 5 s unstored or its queue is half full, and it reads mosquitto's
+// drop counter ($SYS/broker/publish/messages/dropped, logged `event=broker_dropped` when it
+// rises). What was lost on the way shows per device as missing sequence numbers
+// (collector_store.hpp).
+//
 // Thread safety: Start/Stop/Counters may be called from any thread; Stop is idempotent.
 #pragma once
 
@@ -67,7 +73,15 @@ struct CollectorCounters {
   std::uint64_t store_retries = 0;  // batches written again after a database error
   std::uint64_t lost = 0;           // messages dropped at shutdown while the database failed
   std::uint64_t queued = 0;         // waiting for the writer now
-  std::uint64_t connections = 0;    // successful broker connections so far
+  std::int64_t lag_ms = 0;          // how long the oldest message not yet stored has waited
+  // Said (log `event=collector_behind`) when a message waited 5 s or the queue is half full,
+  // until the writer caught up (`event=collector_caught_up`): before anything can be dropped.
+  bool behind = false;
+  // The broker's own count of messages it dropped for full client queues
+  // ($SYS/broker/publish/messages/dropped, mosquitto; every client, since the broker started);
+  // -1 until the broker sent it (a broker without it, or an ACL that hides it).
+  std::int64_t broker_dropped = -1;
+  std::uint64_t connections = 0;  // successful broker connections so far
   bool connected = false;
 };
 

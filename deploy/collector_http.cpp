@@ -235,6 +235,9 @@ json CountersJson(const CollectorCounters& c) {
           {"stale", c.stale},
           {"rejected", c.rejected},
           {"queued", c.queued},
+          {"lag_ms", c.lag_ms},
+          {"behind", c.behind},
+          {"broker_dropped", c.broker_dropped < 0 ? json(nullptr) : json(c.broker_dropped)},
           {"connected", c.connected}};
 }
 
@@ -403,6 +406,19 @@ Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters
   for (const auto& [metric, type, help, value] : singles) {
     family(metric, type, help);
     out += fmt::format("{} {}\n", metric, value);
+  }
+  family("edgefleet_collector_store_lag_seconds", "gauge",
+         "How long the oldest message received and not yet stored has waited.");
+  out += fmt::format("edgefleet_collector_store_lag_seconds {}\n",
+                     static_cast<double>(counters.lag_ms) / 1000.0);
+  family("edgefleet_collector_behind", "gauge",
+         "1 while the collector is behind (a message waited 5 s or its queue is half full).");
+  out += fmt::format("edgefleet_collector_behind {}\n", counters.behind ? 1 : 0);
+  if (counters.broker_dropped >= 0) {
+    family("edgefleet_broker_dropped_messages", "gauge",
+           "The broker's count of messages it dropped for full client queues since it started "
+           "($SYS/broker/publish/messages/dropped).");
+    out += fmt::format("edgefleet_broker_dropped_messages {}\n", counters.broker_dropped);
   }
 
   family("edgefleet_rollout_devices", "gauge",

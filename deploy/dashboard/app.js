@@ -95,9 +95,15 @@
     missing.textContent = num(messages.missing) ?? '-';
     missing.className = num(messages.missing) > 0 ? 'missing' : '';
     const status = byId('collector-status');
-    const connected = summary && summary.collector && summary.collector.connected === true;
-    status.className = connected ? 'connected' : 'disconnected';
-    status.textContent = connected ? 'broker connected' : 'broker disconnected';
+    const collector = (summary && summary.collector) || {};
+    const connected = collector.connected === true;
+    const behind = collector.behind === true;
+    const dropped = num(collector.broker_dropped);
+    status.className = connected && !behind && !(dropped > 0) ? 'connected' : 'disconnected';
+    status.textContent = (connected ? 'broker connected' : 'broker disconnected') +
+        (behind ? ', collector behind by ' + Math.round((num(collector.lag_ms) ?? 0) / 1000) + ' s'
+                : '') +
+        (dropped > 0 ? ', broker dropped ' + plural(dropped, 'message') : '');
   }
 
   // ---- fleet ----

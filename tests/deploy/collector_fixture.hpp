@@ -133,9 +133,10 @@ class CollectorTest : public ::testing::Test {
 
   // The broker queues as many QoS 1 messages for a slow subscriber as the production config
   // does (mosquitto's default of 1000 drops the rest when the collector falls behind a burst).
-  void StartBroker(bool tls) {
+  // `extra`: more mosquitto.conf lines (a later line wins over the defaults).
+  void StartBroker(bool tls, const std::string& extra = "") {
     testing::BrokerOptions options;
-    options.extra_config = "max_queued_messages 100000";
+    options.extra_config = "max_queued_messages 100000\n" + extra;
     if (tls) {
       pki_ = testing::MakeTestPki(dir_ / "pki", {"collector", "box-a", "box-b", "operator"});
       options.tls = &pki_;

@@ -3,6 +3,7 @@
 // real HTTP and from the real CLI. The TLS tests run the broker with client certificates and the
 // ACL file the project ships (deploy/mosquitto/acl).
 #include <signal.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -407,6 +408,85 @@ TEST_F(CollectorTest, SequenceNumbersNeverStoredAreCountedAsMissing) {
   ASSERT_NO_FATAL_FAILURE(StopCollectorCleanly());
   EXPECT_NE(Log().find("event=collector_stopped"), std::string::npos);
   EXPECT_NE(Log().find(" missing=1\n"), std::string::npos) << Log();
+}
+
+// Issue 15 acceptance 2: a collector that cannot keep up says so before anything is dropped,
+// and what is lost while it is starved is visible. A second connection holding the database's
+// write lock keeps the writer from storing: the collector says it is behind (log, summary,
+// /metrics) and, once the lock is gone, that it caught up, with nothing lost. Then the process
+// is stopped (SIGSTOP) while a device publishes more than the broker queues for it
+// (max_queued_messages 20): the broker drops the rest, and after SIGCONT the collector shows the
+// broker's own drop counter and the device's missing numbers, and its stop line says missing.
+TEST_F(CollectorTest, AStarvedCollectorSaysItIsBehindAndShowsWhatWasDropped) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(false, "sys_interval 1\nmax_queued_messages 20"));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  const std::string stream = "00000000000000c1";
+  auto numbered = [&](std::uint64_t n) {
+    auto w = Window("box-a", "1.0.0", now + static_cast<std::int64_t>(n), {1.0}, 0, 0, 0);
+    w.seq = {stream, n};
+    return telemetry::EncodeTelemetry(w);
+  };
+  MustPublish(Topic("box-a", "telemetry"), numbered(1));
+  ASSERT_TRUE(WaitFor("the first window", seconds(20),
+                      [&] { return Counter("messages", "telemetry") == 1; }));
+  EXPECT_EQ(Counters()["behind"], false);
+
+  {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open((dir_ / "collector.db").c_str(), &raw);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> lock(raw, &sqlite3_close);
+    ASSERT_EQ(rc, SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(lock.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    std::vector<std::string> lines;
+    for (std::uint64_t n = 2; n <= 11; ++n) lines.push_back(numbered(n));
+    PublishLines(Topic("box-a", "telemetry"), lines);
+    ASSERT_TRUE(WaitFor("the collector says it is behind", seconds(30),
+                        [&] { return Log().find("event=collector_behind") != std::string::npos; }));
+    json c = Counters();
+    EXPECT_EQ(c["behind"], true) << c;
+    EXPECT_GE(c["lag_ms"].get<std::int64_t>(), 5000) << c;
+    EXPECT_TRUE(HasLine(Metrics(), "edgefleet_collector_behind 1"));
+    ASSERT_EQ(sqlite3_exec(lock.get(), "ROLLBACK", nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  ASSERT_TRUE(WaitFor("caught up, all 11 stored", seconds(30), [&] {
+    return Counter("messages", "telemetry") == 11 &&
+           Log().find("event=collector_caught_up") != std::string::npos;
+  }));
+  EXPECT_EQ(Counters()["behind"], false);
+  EXPECT_EQ(Device("box-a")["missing"], 0);
+
+  // Starved: the broker keeps 20 (plus what is in flight) for it and drops the rest.
+  collector_->Signal(SIGSTOP);
+  std::vector<std::string> lines;
+  for (std::uint64_t n = 12; n <= 211; ++n) lines.push_back(numbered(n));
+  PublishLines(Topic("box-a", "telemetry"), lines);
+  collector_->Signal(SIGCONT);
+  // A gap shows once a later number arrives: the device's next window (an agent sends one per
+  // window even when idle).
+  ASSERT_TRUE(WaitFor("the queued windows stored", seconds(30), [&] {
+    return Counter("messages", "telemetry") > 11 && Counters()["queued"] == 0;
+  }));
+  MustPublish(Topic("box-a", "telemetry"), numbered(212));
+  json device;
+  ASSERT_TRUE(WaitFor("the dropped windows counted missing", seconds(30), [&] {
+    device = Device("box-a");
+    return device["numbered"].get<int>() + device["missing"].get<int>() == 212;
+  })) << device;
+  EXPECT_GT(device["missing"].get<int>(), 0) << device;
+  // Whatever arrived is stored; the rest is missing, none of it silently.
+  EXPECT_EQ(device["numbered"].get<std::uint64_t>(), Counter("messages", "telemetry"));
+  ASSERT_TRUE(WaitFor("the broker's drop counter read", seconds(20), [&] {
+    return Counters()["broker_dropped"].is_number() &&
+           Counters()["broker_dropped"].get<std::int64_t>() > 0;
+  })) << Counters();
+  EXPECT_GE(Counters()["broker_dropped"].get<std::int64_t>(),
+            device["missing"].get<std::int64_t>());
+  EXPECT_NE(Log().find("event=broker_dropped"), std::string::npos) << Log();
+  const std::string metrics = Metrics();
+  EXPECT_NE(metrics.find("edgefleet_broker_dropped_messages "), std::string::npos) << metrics;
+  ASSERT_NO_FATAL_FAILURE(StopCollectorCleanly());
+  EXPECT_NE(Log().find(" missing=" + device["missing"].dump() + "\n"), std::string::npos) << Log();
 }
 
 TEST_F(CollectorTest, SigtermStopsFlushesAndExitsZero) {
