@@ -150,6 +150,8 @@ Status Collect(const CollectOptions& options) {
 
   CollectorOptions collector_options;
   collector_options.fleet = options.fleet;
+  // Beside the database: what was received and not yet stored survives a SIGKILL.
+  collector_options.spool = options.db.string() + ".spool";
   telemetry::MqttOptions& mqtt = collector_options.mqtt;
   mqtt.host = broker.host;
   mqtt.port = broker.port;

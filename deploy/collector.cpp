@@ -229,6 +229,7 @@ struct RawMessage {
   std::string topic;
   std::string payload;
   std::int64_t received_ms = 0;
+  std::uint64_t spooled = 0;  // the spool generation holding it; 0: not spooled
 };
 
 }  // namespace
@@ -332,7 +333,8 @@ Result<IncomingMessage> ClassifyMessage(std::string_view topic, std::string_view
 
 struct Collector::Impl {
   CollectorOptions options;
-  CollectorStore store;  // the writer thread's alone
+  CollectorStore store;                   // the writer thread's alone
+  std::unique_ptr<CollectorSpool> spool;  // null: options.spool is empty
   std::unique_ptr<telemetry::MqttClient> client;
   std::thread writer;
 
@@ -347,7 +349,7 @@ struct Collector::Impl {
   bool behind = false;                 // guarded by mu: said `collector_behind`, not caught up yet
 
   std::atomic<std::uint64_t> status{0}, telemetry{0}, events{0}, rollouts{0}, duplicates{0},
-      stale{0}, rejected{0}, store_retries{0}, lost{0};
+      stale{0}, rejected{0}, store_retries{0}, lost{0}, spool_failures{0};
   std::atomic<std::int64_t> broker_dropped{-1};  // the broker's $SYS counter; -1 until read
 
   Impl(CollectorOptions o, CollectorStore s) : options(std::move(o)), store(std::move(s)) {}
@@ -382,10 +384,21 @@ struct Collector::Impl {
       ReadBrokerDropped(m.payload);
       return;
     }
+    const std::int64_t now = NowMs();
+    std::uint64_t spooled = 0;
+    if (spool) {
+      // Before this returns: libmosquitto has acknowledged the message already.
+      if (Result<std::uint64_t> g = spool->Append(m.topic, m.payload, now)) {
+        spooled = *g;
+      } else {
+        spool_failures.fetch_add(1, std::memory_order_relaxed);
+        spdlog::error("event=spool_failed topic={} error={}", LogValue(m.topic),
+                      LogValue(g.error().message));
+      }
+    }
     std::unique_lock lock(mu);
     has_space.wait(lock, [&] { return queue.size() < options.max_queue || closing; });
-    const std::int64_t now = NowMs();
-    queue.push_back({m.topic, m.payload, now});
+    queue.push_back({m.topic, m.payload, now, spooled});
     UpdateBehindLocked(now);
     lock.unlock();
     has_work.notify_one();
@@ -437,14 +450,15 @@ struct Collector::Impl {
   // Writes the batch; a database that is busy or full is retried with backoff until it works or
   // Stop, a batch that fails for another reason is written message by message so only the
   // message the database refuses is lost (and logged as rejected).
-  void Store(const std::vector<IncomingMessage>& batch,
+  // Returns false when the batch was dropped at shutdown (it stays in the spool).
+  bool Store(const std::vector<IncomingMessage>& batch,
              const std::vector<const std::string*>& topics) {
     auto delay = std::chrono::milliseconds(100);
     while (true) {
       Result<std::vector<ApplyOutcome>> outcomes = store.Apply(batch);
       if (outcomes) {
         for (std::size_t i = 0; i < batch.size(); ++i) Count(batch[i], (*outcomes)[i]);
-        return;
+        return true;
       }
       if (outcomes.error().code != ErrorCode::kIo) {
         spdlog::error("event=store_failed messages={} error={} action=one_by_one", batch.size(),
@@ -457,14 +471,15 @@ struct Collector::Impl {
             Reject(*topics[i], "store: " + one.error().message);
           }
         }
-        return;
+        return true;
       }
       store_retries.fetch_add(1, std::memory_order_relaxed);
       if (Stopping()) {
         lost.fetch_add(batch.size(), std::memory_order_relaxed);
-        spdlog::error("event=store_failed messages={} error={} action=dropped_at_shutdown",
-                      batch.size(), LogValue(outcomes.error().message));
-        return;
+        spdlog::error("event=store_failed messages={} error={} action=dropped_at_shutdown{}",
+                      batch.size(), LogValue(outcomes.error().message),
+                      spool ? " kept_in_spool=true" : "");
+        return false;
       }
       spdlog::error("event=store_failed messages={} error={} retry_in_ms={}", batch.size(),
                     LogValue(outcomes.error().message), delay.count());
@@ -506,7 +521,16 @@ struct Collector::Impl {
         batch.push_back(std::move(*in));
         topics.push_back(&m.topic);
       }
-      Store(batch, topics);
+      if (Store(batch, topics) && spool) {
+        // Done in the spool: runs of one generation at a time (a batch spans at most a few).
+        std::size_t i = 0;
+        while (i < raw.size()) {
+          std::size_t j = i;
+          while (j < raw.size() && raw[j].spooled == raw[i].spooled) ++j;
+          if (raw[i].spooled != 0) spool->Done(raw[i].spooled, j - i);
+          i = j;
+        }
+      }
       std::lock_guard lock(mu);
       inflight_since_ms = 0;
       UpdateBehindLocked(NowMs());
@@ -546,6 +570,18 @@ Result<std::unique_ptr<Collector>> Collector::Start(CollectorOptions options,
 
   auto impl = std::make_unique<Impl>(std::move(options), std::move(store));
   Impl* self = impl.get();
+  if (!self->options.spool.empty()) {
+    std::vector<CollectorSpool::Record> leftover;
+    EF_ASSIGN_OR_RETURN(self->spool, CollectorSpool::Open(self->options.spool, leftover));
+    for (CollectorSpool::Record& r : leftover) {
+      self->queue.push_back(
+          {std::move(r.topic), std::move(r.payload), r.received_ms, r.generation});
+    }
+    if (!leftover.empty()) {
+      spdlog::info("event=spool_replayed messages={} spool={}", leftover.size(),
+                   LogValue(self->options.spool.string()));
+    }
+  }
   self->writer = std::thread([self] { self->WriterLoop(); });
   const std::string broker =
       self->options.mqtt.host + ":" + std::to_string(self->options.mqtt.port);

@@ -33,10 +33,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include "deploy/collector_spool.hpp"
 #include "deploy/collector_store.hpp"
 #include "manifests/result.hpp"
 #include "telemetry/mqtt_client.hpp"
@@ -90,6 +92,9 @@ struct CollectorOptions {
   std::string fleet;            // a fleet name, or "+" for every fleet
   std::size_t max_queue = 100000;  // the network thread waits (TCP backpressure) beyond this
   std::size_t max_batch = 5000;    // messages per transaction at most
+  // Files <spool>.<n> that hold every received message until it is stored, so a SIGKILL loses
+  // none (deploy/collector_spool.hpp); empty: none (a kill loses what was received, not stored).
+  std::filesystem::path spool;
 };
 
 class Collector final {
