@@ -23,7 +23,10 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, std::chrono::mill
   int out_pipe[2];
   int err_pipe[2];
   int in_pipe[2];
-  if (pipe(out_pipe) != 0 || pipe(err_pipe) != 0 || pipe(in_pipe) != 0) {
+  // CLOEXEC: a process another thread forks meanwhile must not hold our ends (a stdin it
+  // inherited would never reach EOF).
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 ||
+      pipe2(in_pipe, O_CLOEXEC) != 0) {
     result.err = "pipe failed";
     return result;
   }
