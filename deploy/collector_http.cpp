@@ -136,8 +136,24 @@ class Query final {
   std::map<std::string, std::string> values_;
 };
 
-Result<json> ApiDevices(const FleetView& view) {
-  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
+Result<json> ApiDevices(const FleetView& view, const Query& q) {
+  DeviceQuery query;
+  if (const std::optional<std::string> online = q.Text("online")) {
+    if (*online != "true" && *online != "false") {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "online: expected true or false, found " + manifests::QuoteName(*online));
+    }
+    query.online = *online == "true";
+  }
+  query.group = q.Text("group");
+  query.model = q.Text("model");
+  query.version = q.Text("version");
+  query.after = q.Text("after");
+  if (q.Text("limit")) {
+    EF_ASSIGN_OR_RETURN(query.limit, q.Limit());
+  }
+  EF_ASSIGN_OR_RETURN(DevicePage page, view.Devices(query));
+  const std::vector<DeviceRecord>& devices = page.devices;
   json list = json::array();
   for (const DeviceRecord& d : devices) {
     json status = d.status_json.empty()
@@ -155,7 +171,9 @@ Result<json> ApiDevices(const FleetView& view) {
                     {"missing", d.missing},
                     {"status", status.is_discarded() ? json(nullptr) : status}});
   }
-  return json{{"devices", std::move(list)}};
+  return json{{"devices", std::move(list)},
+              {"matching", page.matching},
+              {"next", page.next ? json(*page.next) : json(nullptr)}};
 }
 
 Result<json> ApiTelemetry(const FleetView& view, const Query& q) {
@@ -514,7 +532,8 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
           Reply(res, 200, *body);
         });
   };
-  api("/api/devices", {}, [](Impl& s, const Query&) { return ApiDevices(*s.view); });
+  api("/api/devices", {"online", "group", "model", "version", "after", "limit"},
+      [](Impl& s, const Query& q) { return ApiDevices(*s.view, q); });
   api("/api/telemetry", {"device", "model", "since_ms", "limit"},
       [](Impl& s, const Query& q) { return ApiTelemetry(*s.view, q); });
   api("/api/events", {"device", "limit"},

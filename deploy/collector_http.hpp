@@ -22,10 +22,15 @@
 //   edgefleet_rollout_info{rollout,model,version,group,state} 1 (state: running|paused|
 //     completed|halted|aborted)
 //
-// GET /api/devices
+// GET /api/devices?online=&group=&model=&version=&after=&limit=
 //   {"devices": [{"device", "fleet", "online", "last_seen_ms", "offline_since_ms", "status_ts",
-//                 "agent_version", "connection", "status": <status message as published>|null}]}
-//   sorted by device.
+//                 "agent_version", "connection", "numbered", "missing",
+//                 "status": <status message as published>|null}],
+//    "matching": <devices matching the filters, all pages>, "next": <name>|null}
+//   sorted by device. Filters (all optional, all must match): online true|false; group (in its
+//   newest status's groups); model (a model its status lists); version (the active version of
+//   a listed model, of `model` when given). Pages: limit 1..100000 devices, then after=<next>
+//   for the following page; without limit, every match (one page).
 // GET /api/telemetry?device=&model=&since_ms=&limit=
 //   {"windows": [<telemetry window as published> + "fleet", "received_ms"]}, newest first;
 //   since_ms filters on the window's end (ts); limit 1..100000, default 100.

@@ -527,22 +527,61 @@ Result<FleetView> FleetView::Open(const fs::path& path) {
 }
 
 Result<std::vector<DeviceRecord>> FleetView::Devices() const {
+  EF_ASSIGN_OR_RETURN(DevicePage page, Devices(DeviceQuery{}));
+  return std::move(page.devices);
+}
+
+Result<DevicePage> FleetView::Devices(const DeviceQuery& query) const {
+  // ?1 online, ?2 group, ?3 model, ?4 version: NULL matches any. Groups and models are read from
+  // the stored status (SQLite's JSON functions; status_json was checked when it arrived).
+  static constexpr const char* kMatch =
+      "FROM devices d WHERE (?1 IS NULL OR d.online = ?1) "
+      "AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(d.status_json, '$.groups') g "
+      "WHERE g.value = ?2)) "
+      "AND ((?3 IS NULL AND ?4 IS NULL) OR EXISTS (SELECT 1 FROM "
+      "json_each(d.status_json, '$.models') m WHERE (?3 IS NULL OR "
+      "json_extract(m.value, '$.name') = ?3) AND (?4 IS NULL OR "
+      "json_extract(m.value, '$.active.version') = ?4)))";
+  auto bind = [&](SqlStatement& q) {
+    q.Bind(1, query.online).Bind(2, query.group).Bind(3, query.model).Bind(4, query.version);
+  };
   std::lock_guard lock(impl_->mu);
+  DevicePage page;
+  {
+    EF_ASSIGN_OR_RETURN(SqlStatement count,
+                        SqlStatement::Prepare(impl_->conn, "count devices",
+                                              std::string("SELECT COUNT(*) ") + kMatch));
+    bind(count);
+    EF_ASSIGN_OR_RETURN(const bool row, count.Step());
+    if (row) {
+      page.matching = static_cast<std::uint64_t>(std::max<std::int64_t>(0, count.ColumnInt(0)));
+      count.Reset();
+    }
+  }
+  // One more than the page, to know whether another follows. The sequence counts per device
+  // come from its rows of `sequences` (the primary key's prefix).
   EF_ASSIGN_OR_RETURN(
       SqlStatement q,
-      SqlStatement::Prepare(impl_->conn, "list devices",
-                            "SELECT d.device, fleet, online, last_seen_ms, "
-                            "offline_since_ms, status_ts, agent_version, connection, "
-                            "status_json, COALESCE(q.numbered, 0), "
-                            "COALESCE(q.missing, 0) FROM devices d LEFT JOIN "
-                            "(SELECT device, SUM(received) AS numbered, "
-                            "SUM(MAX(last_n - first_n + 1 - received, 0)) AS missing "
-                            "FROM sequences GROUP BY device) q ON q.device = d.device "
-                            "ORDER BY d.device"));
-  std::vector<DeviceRecord> out;
+      SqlStatement::Prepare(
+          impl_->conn, "list devices",
+          std::string("SELECT d.device, fleet, online, last_seen_ms, offline_since_ms, "
+                      "status_ts, agent_version, connection, status_json, "
+                      "(SELECT COALESCE(SUM(received), 0) FROM sequences s "
+                      "WHERE s.device = d.device), "
+                      "(SELECT COALESCE(SUM(MAX(last_n - first_n + 1 - received, 0)), 0) "
+                      "FROM sequences s WHERE s.device = d.device) ") +
+              kMatch + " AND (?5 IS NULL OR d.device > ?5) ORDER BY d.device LIMIT ?6"));
+  bind(q);
+  q.Bind(5, query.after);
+  q.Bind(6, query.limit == 0 ? std::int64_t{-1} : static_cast<std::int64_t>(query.limit) + 1);
   while (true) {
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
     if (!row) break;
+    if (query.limit != 0 && page.devices.size() == query.limit) {
+      page.next = page.devices.back().device;
+      q.Reset();
+      break;
+    }
     DeviceRecord d;
     d.device = q.ColumnText(0);
     d.fleet = q.ColumnText(1);
@@ -555,9 +594,9 @@ Result<std::vector<DeviceRecord>> FleetView::Devices() const {
     d.status_json = q.ColumnText(8);
     d.numbered = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(9)));
     d.missing = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(10)));
-    out.push_back(std::move(d));
+    page.devices.push_back(std::move(d));
   }
-  return out;
+  return page;
 }
 
 Result<std::vector<SeriesStats>> FleetView::Totals() const {

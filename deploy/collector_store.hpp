@@ -172,6 +172,22 @@ struct StoredMessage {
   std::string json;  // as published
 };
 
+// A page of devices, by name, that match every filter given.
+struct DeviceQuery {
+  std::optional<bool> online;
+  std::optional<std::string> group;    // in the groups of its newest status
+  std::optional<std::string> model;    // a model its newest status lists
+  std::optional<std::string> version;  // the active version of a model it lists (of `model`
+                                       // when given)
+  std::optional<std::string> after;    // names after this one: the previous page's `next`
+  std::size_t limit = 0;               // 0: every match
+};
+struct DevicePage {
+  std::vector<DeviceRecord> devices;
+  std::uint64_t matching = 0;       // devices matching the filters, on every page together
+  std::optional<std::string> next;  // `after` for the next page; none on the last
+};
+
 struct WindowQuery {
   std::optional<std::string> device;
   std::optional<std::string> model;
@@ -214,6 +230,8 @@ class FleetView final {
 
   // Every device, by name.
   Result<std::vector<DeviceRecord>> Devices() const;
+  // A page of the devices that match `query`.
+  Result<DevicePage> Devices(const DeviceQuery& query) const;
   // Per device, model and version, every window ever stored (the running totals).
   Result<std::vector<SeriesStats>> Totals() const;
   // Per device, model and version, the windows ending within `span` before that series' newest

@@ -489,6 +489,60 @@ TEST_F(CollectorTest, AStarvedCollectorSaysItIsBehindAndShowsWhatWasDropped) {
   EXPECT_NE(Log().find(" missing=" + device["missing"].dump() + "\n"), std::string::npos) << Log();
 }
 
+// /api/devices pages and filters: by name, `limit` per page and `after` the previous page's
+// `next`; online, group, model and version filters combine; `matching` counts every page.
+TEST_F(CollectorTest, DevicesArePagedAndFiltered) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  // box-0..box-4: even ones in group "lab" on 1.1.0, odd ones in "field" on 1.0.0; box-4 is
+  // offline (its last will).
+  for (int i = 0; i < 5; ++i) {
+    const std::string device = "box-" + std::to_string(i);
+    auto status = Status(device, i % 2 == 0 ? "1.1.0" : "1.0.0", now);
+    status.groups = {i % 2 == 0 ? "lab" : "field"};
+    MustPublish(Topic(device, "status"), telemetry::EncodeStatus(status), true);
+  }
+  MustPublish(Topic("box-4", "status"), telemetry::EncodeStatus(LastWill("box-4", now - 1)), true);
+  ASSERT_TRUE(WaitFor("5 devices, box-4 offline", seconds(20), [&] {
+    json d = GetJson("/api/devices?online=false");
+    return d.is_object() && d["devices"].size() == 1 && GetJson("/api/devices")["matching"] == 5;
+  }));
+  auto names = [](const json& page) {
+    std::vector<std::string> out;
+    for (const auto& d : page["devices"]) out.push_back(d["device"]);
+    return out;
+  };
+  json page = GetJson("/api/devices?limit=2");
+  EXPECT_EQ(names(page), (std::vector<std::string>{"box-0", "box-1"}));
+  EXPECT_EQ(page["matching"], 5);
+  ASSERT_EQ(page["next"], "box-1");
+  page = GetJson("/api/devices?limit=2&after=box-1");
+  EXPECT_EQ(names(page), (std::vector<std::string>{"box-2", "box-3"}));
+  page = GetJson("/api/devices?limit=2&after=" + page["next"].get<std::string>());
+  EXPECT_EQ(names(page), std::vector<std::string>{"box-4"});
+  EXPECT_TRUE(page["next"].is_null()) << page;
+
+  // The last will keeps the stored status: box-4 is still in lab, offline.
+  EXPECT_EQ(names(GetJson("/api/devices?group=lab")),
+            (std::vector<std::string>{"box-0", "box-2", "box-4"}));
+  EXPECT_EQ(names(GetJson("/api/devices?group=lab&online=true")),
+            (std::vector<std::string>{"box-0", "box-2"}));
+  EXPECT_EQ(names(GetJson("/api/devices?model=digits&version=1.0.0")),
+            (std::vector<std::string>{"box-1", "box-3"}));
+  EXPECT_EQ(names(GetJson("/api/devices?version=1.1.0&online=true&limit=1")),
+            std::vector<std::string>{"box-0"});
+  EXPECT_EQ(GetJson("/api/devices?version=1.1.0&online=true&limit=1")["matching"], 2);
+  EXPECT_TRUE(GetJson("/api/devices?model=other")["devices"].empty());
+  EXPECT_TRUE(GetJson("/api/devices?group=lab%27%20OR%201=1--")["devices"].empty());
+  for (const char* bad : {"/api/devices?online=yes", "/api/devices?limit=0", "/api/devices?limit=x",
+                          "/api/devices?group=a&group=b"}) {
+    auto r = Get(bad);
+    ASSERT_TRUE(r) << bad;
+    EXPECT_EQ(r->status, 400) << bad << ": " << r->body;
+  }
+}
+
 TEST_F(CollectorTest, SigtermStopsFlushesAndExitsZero) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
