@@ -17,7 +17,6 @@
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
 #include "manifests/files.hpp"
-#include "manifests/files.hpp"
 #include "manifests/join.hpp"
 #include "manifests/json_fields.hpp"
 #include "runtime/compat.hpp"

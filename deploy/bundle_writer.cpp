@@ -166,7 +166,8 @@ Result<std::string> BundleWriter::AddFile(std::string_view name,
   std::vector<char> buffer(kChunk);
   std::uint64_t done = 0;
   while (done < size) {
-    in.read(buffer.data(), static_cast<std::streamsize>(std::min<std::uint64_t>(kChunk, size - done)));
+    in.read(buffer.data(),
+            static_cast<std::streamsize>(std::min<std::uint64_t>(kChunk, size - done)));
     auto got = static_cast<std::size_t>(in.gcount());
     if (got == 0) {
       return Fail(ErrorCode::kIo, source.string() + ": file shrank while bundling (read " +
@@ -196,8 +197,10 @@ Status BundleWriter::Commit() {
   std::error_code ec;
   std::filesystem::rename(impl_->temp, impl_->target, ec);
   if (ec) {
-    return Fail(ErrorCode::kIo, impl_->target.string() + ": cannot move the finished archive into "
-                                "place: " + ec.message());
+    return Fail(ErrorCode::kIo, impl_->target.string() +
+                                    ": cannot move the finished archive into "
+                                    "place: " +
+                                    ec.message());
   }
   impl_->committed = true;
   return Ok();

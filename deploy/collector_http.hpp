@@ -3,8 +3,9 @@
 // is a GET (HEAD too); every JSON answer is an object; errors are {"error": "<what is wrong>"}
 // with 400 (bad query parameter, unknown parameter), 404 (unknown path or method) or 500 (the
 // database failed). Times named *_ms are Unix milliseconds: ts/start_ts/status_ts from the
-// device's clock, received_ms/last_seen_ms/offline_since_ms from the collector's. There is no authentication: listen on loopback (as the
-// README's example does) or behind a reverse proxy that adds it.
+// device's clock, received_ms/last_seen_ms/offline_since_ms from the collector's. There is no
+// authentication: listen on loopback (as the README's example does) or behind a reverse proxy that
+// adds it.
 //
 // GET /metrics  Prometheus text format 0.0.4.
 //   edgefleet_fleet_device_online{device}              gauge, 1 online, 0 after the last will

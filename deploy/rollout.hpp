@@ -61,9 +61,10 @@ struct RolloutStartOptions {
   RolloutConnectionOptions connection;
 };
 // Creates the rollout and drives it to the end (a paused rollout keeps its driver waiting for
-// `resume`). Returns the exit code (kRolloutCompleted, kRolloutHalted, kRolloutAborted) or an error (bad flags, an unreachable
-// broker or bundle, a bundle that is not --model, no device in the group, a database problem).
-// SIGINT/SIGTERM stop the command and leave the rollout as it is for `resume`: kIo "interrupted".
+// `resume`). Returns the exit code (kRolloutCompleted, kRolloutHalted, kRolloutAborted) or an error
+// (bad flags, an unreachable broker or bundle, a bundle that is not --model, no device in the
+// group, a database problem). SIGINT/SIGTERM stop the command and leave the rollout as it is for
+// `resume`: kIo "interrupted".
 Result<int> RolloutStart(const RolloutStartOptions& options, std::ostream& out);
 
 struct RolloutCommandOptions {

@@ -54,8 +54,10 @@ Result<DeviceState> ParseDeviceState(std::string_view text) {
                         DeviceState::kFailed, DeviceState::kRestoring, DeviceState::kRestored}) {
     if (ToString(s) == text) return s;
   }
-  return Fail(ErrorCode::kParse, "device state: expected waiting, updating, succeeded, failed, "
-                                 "restoring or restored, found '" + std::string(text) + "'");
+  return Fail(ErrorCode::kParse,
+              "device state: expected waiting, updating, succeeded, failed, "
+              "restoring or restored, found '" +
+                  std::string(text) + "'");
 }
 
 std::string_view ToString(RolloutState state) {
@@ -79,8 +81,10 @@ Result<RolloutState> ParseRolloutState(std::string_view text) {
                          RolloutState::kHalted, RolloutState::kAborted}) {
     if (ToString(s) == text) return s;
   }
-  return Fail(ErrorCode::kParse, "rollout state: expected running, paused, completed, halted or "
-                                 "aborted, found '" + std::string(text) + "'");
+  return Fail(ErrorCode::kParse,
+              "rollout state: expected running, paused, completed, halted or "
+              "aborted, found '" +
+                  std::string(text) + "'");
 }
 
 bool IsFinal(RolloutState state) {
@@ -126,9 +130,9 @@ Result<std::vector<double>> ParseWaves(std::string_view text) {
 Result<double> ParsePercent(std::string_view flag, std::string_view text) {
   const auto value = PercentNumber(text);
   if (!value || *value < 0 || *value > 100) {
-    return Fail(ErrorCode::kInvalidArgument, std::string(flag) +
-                                                 ": expected a percentage 0%..100%, found '" +
-                                                 std::string(text) + "'");
+    return Fail(
+        ErrorCode::kInvalidArgument,
+        std::string(flag) + ": expected a percentage 0%..100%, found '" + std::string(text) + "'");
   }
   return *value / 100;
 }
@@ -138,7 +142,8 @@ std::vector<WavePlan> PlanWaves(const std::vector<double>& percents, std::size_t
   if (devices == 0) return plan;
   for (double p : percents) {
     // ceil, less a hair so 30% of 10 is 3 even when the product rounds to 3.0000000000000004.
-    std::size_t n = static_cast<std::size_t>(std::ceil(p / 100 * static_cast<double>(devices) - 1e-9));
+    std::size_t n =
+        static_cast<std::size_t>(std::ceil(p / 100 * static_cast<double>(devices) - 1e-9));
     n = std::min(std::max<std::size_t>(n, 1), devices);
     if (!plan.empty() && n <= plan.back().cumulative) continue;
     plan.push_back({p, n});

@@ -39,7 +39,8 @@ Result<manifests::Timestamp> ParseExpiry(const std::string& text, manifests::Tim
   if (!parsed) {
     return Fail(ErrorCode::kInvalidArgument,
                 "--expires: expected a duration like 90d/12h/30m/45s or an RFC 3339 time like "
-                "2027-01-01T00:00:00Z, found '" + text + "'");
+                "2027-01-01T00:00:00Z, found '" +
+                    text + "'");
   }
   return *parsed;
 }
@@ -88,10 +89,9 @@ Result<manifests::RoleKeys> CollectRole(std::string_view role,
     keys.emplace(key.KeyId(), key);
   }
   if (threshold < 1 || static_cast<std::size_t>(threshold) > role_keys.keyids.size()) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "--" + std::string(role) + "-threshold: expected 1.." +
-                    std::to_string(role_keys.keyids.size()) + ", found " +
-                    std::to_string(threshold));
+    return Fail(ErrorCode::kInvalidArgument, "--" + std::string(role) + "-threshold: expected 1.." +
+                                                 std::to_string(role_keys.keyids.size()) +
+                                                 ", found " + std::to_string(threshold));
   }
   return role_keys;
 }
@@ -106,12 +106,12 @@ Status TrustInit(const TrustInitOptions& options, std::ostream& out) {
   body.expires = expires;
   EF_ASSIGN_OR_RETURN(body.roles[manifests::Role::kRoot],
                       CollectRole("root", options.root_keys, options.root_threshold, body.keys));
-  EF_ASSIGN_OR_RETURN(body.roles[manifests::Role::kRelease],
-                      CollectRole("release", options.release_keys, options.release_threshold,
-                                  body.keys));
-  EF_ASSIGN_OR_RETURN(body.roles[manifests::Role::kDeploy],
-                      CollectRole("deploy", options.deploy_keys, options.deploy_threshold,
-                                  body.keys));
+  EF_ASSIGN_OR_RETURN(
+      body.roles[manifests::Role::kRelease],
+      CollectRole("release", options.release_keys, options.release_threshold, body.keys));
+  EF_ASSIGN_OR_RETURN(
+      body.roles[manifests::Role::kDeploy],
+      CollectRole("deploy", options.deploy_keys, options.deploy_threshold, body.keys));
   manifests::SignedEnvelope envelope;
   envelope.signed_body = body.ToJson();
   for (const auto& file : options.root_keys) {
@@ -119,10 +119,9 @@ Status TrustInit(const TrustInitOptions& options, std::ostream& out) {
     EF_RETURN_IF_ERROR(envelope.Sign(key));
   }
   EF_RETURN_IF_ERROR(WriteFileAtomically(options.output, envelope.ToJson().dump(2) + "\n"));
-  out << "trust init: root v" << body.version << " expires "
-      << manifests::FormatTimestamp(expires) << ", " << body.keys.size() << " key(s), "
-      << envelope.signatures.size() << " root signature(s) -> " << options.output.string()
-      << "\n";
+  out << "trust init: root v" << body.version << " expires " << manifests::FormatTimestamp(expires)
+      << ", " << body.keys.size() << " key(s), " << envelope.signatures.size()
+      << " root signature(s) -> " << options.output.string() << "\n";
   for (const auto& [role, keys] : body.roles) {
     out << "  " << manifests::ToString(role) << ": threshold " << keys.threshold << " of "
         << keys.keyids.size() << "\n";
@@ -133,9 +132,9 @@ Status TrustInit(const TrustInitOptions& options, std::ostream& out) {
 Status TrustSign(const TrustSignOptions& options, std::ostream& out) {
   if (options.keys.empty()) return Fail(ErrorCode::kInvalidArgument, "--key: at least one key");
   EF_ASSIGN_OR_RETURN(auto text, ReadSmallFile(options.document, manifests::kMaxManifestBytes));
-  EF_ASSIGN_OR_RETURN(auto envelope, manifests::SignedEnvelope::FromText(
-                                         text, options.document.string(),
-                                         manifests::kMaxManifestBytes));
+  EF_ASSIGN_OR_RETURN(auto envelope,
+                      manifests::SignedEnvelope::FromText(text, options.document.string(),
+                                                          manifests::kMaxManifestBytes));
   for (const auto& file : options.keys) {
     EF_ASSIGN_OR_RETURN(auto key, manifests::LoadPrivateKey(file));
     EF_RETURN_IF_ERROR(envelope.Sign(key));

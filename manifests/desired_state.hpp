@@ -30,7 +30,7 @@
 namespace edgefleet::manifests {
 
 struct BundleRef {
-  std::string url;  // http, https or file
+  std::string url;         // http, https or file
   std::uint64_t size = 0;  // exact size of the .efb; downloads stop past it
   std::string sha256;
 };
@@ -45,8 +45,8 @@ struct DesiredModel {
 
 struct DesiredState {
   std::string fleet;
-  std::string target_kind;  // "device" | "group"
-  std::string target;       // device or group name
+  std::string target_kind;   // "device" | "group"
+  std::string target;        // device or group name
   std::uint64_t serial = 0;  // strictly increasing per target; replay defence
   Timestamp created{};
   Timestamp expires{};

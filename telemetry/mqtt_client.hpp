@@ -67,11 +67,11 @@ struct MqttOptions {
 };
 
 struct MqttCounters {
-  std::uint64_t connections = 0;   // successful CONNACKs so far
-  std::uint64_t published = 0;     // outbox rows handed to the broker (re-sends included)
-  std::uint64_t acked = 0;         // PUBACKs received for outbox rows
-  std::uint64_t received = 0;      // incoming messages given to on_message
-  std::uint64_t rejected = 0;      // incoming messages refused (too large)
+  std::uint64_t connections = 0;  // successful CONNACKs so far
+  std::uint64_t published = 0;    // outbox rows handed to the broker (re-sends included)
+  std::uint64_t acked = 0;        // PUBACKs received for outbox rows
+  std::uint64_t received = 0;     // incoming messages given to on_message
+  std::uint64_t rejected = 0;     // incoming messages refused (too large)
 };
 
 struct MqttHandlers {

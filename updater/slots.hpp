@@ -85,7 +85,7 @@ class StagingSink final : public FileSink {
   std::uint64_t current_size_ = 0;
   std::uint64_t current_written_ = 0;
   WriteBehind write_behind_;  // of the file being written
-  bool finished_ = false;  // committed or discarded
+  bool finished_ = false;     // committed or discarded
 };
 
 struct GcOptions {

@@ -1,8 +1,8 @@
 // Writes the signed seed inputs of the fuzz targets into <dir>/<target>/ with the fixed keys of
 // fuzz_keys.hpp: a manifest, a desired state, trust roots (v1 and a valid rotation to v2) and
 // small bundles (plain, gzip, zstd); and the collector's MQTT messages from the telemetry tests'
-// samples, in collector_fuzz.cpp's input layout. The output is committed under tests/fuzz/corpus/; run this
-// again after a format change:
+// samples, in collector_fuzz.cpp's input layout. The output is committed under tests/fuzz/corpus/;
+// run this again after a format change:
 //   build/fuzz/tests/fuzz/make_fuzz_seeds tests/fuzz/corpus
 // Exits 1 naming what failed.
 #include <archive.h>
@@ -56,7 +56,8 @@ std::string Tar(const Files& files, const std::string& filter) {
   std::vector<char> buffer(1 << 20);
   std::size_t used = 0;
   int rc = archive_write_set_format_pax_restricted(a);
-  if (rc == ARCHIVE_OK && filter != "none") rc = archive_write_add_filter_by_name(a, filter.c_str());
+  if (rc == ARCHIVE_OK && filter != "none")
+    rc = archive_write_add_filter_by_name(a, filter.c_str());
   if (rc == ARCHIVE_OK) rc = archive_write_open_memory(a, buffer.data(), buffer.size(), &used);
   for (const auto& [path, contents] : files) {
     if (rc != ARCHIVE_OK) break;
@@ -68,9 +69,8 @@ std::string Tar(const Files& files, const std::string& filter) {
     archive_entry_set_perm(entry.get(), 0644);
     archive_entry_set_mtime(entry.get(), 1764547200, 0);
     rc = archive_write_header(a, entry.get());
-    if (rc == ARCHIVE_OK &&
-        archive_write_data(a, contents.data(), contents.size()) !=
-            static_cast<la_ssize_t>(contents.size())) {
+    if (rc == ARCHIVE_OK && archive_write_data(a, contents.data(), contents.size()) !=
+                                static_cast<la_ssize_t>(contents.size())) {
       rc = ARCHIVE_FATAL;
     }
   }
@@ -112,9 +112,9 @@ int main(int argc, char** argv) {
     ok &= !tar.empty() && WriteFile(dir / "archive" / ("bundle-" + filter + ".efb"), tar);
   }
 
-  ok &= WriteFile(dir / "desired_state" / "signed.json",
-                  Signed(manifests::testing::SampleDesiredStateBody(),
-                         edgefleet::fuzz::DeployKey()));
+  ok &=
+      WriteFile(dir / "desired_state" / "signed.json",
+                Signed(manifests::testing::SampleDesiredStateBody(), edgefleet::fuzz::DeployKey()));
 
   manifests::SignedEnvelope root = edgefleet::fuzz::FixedRootEnvelope();
   ok &= WriteFile(dir / "trust_root" / "root-v1.json", root.ToJson().dump(1) + "\n");

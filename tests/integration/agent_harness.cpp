@@ -91,7 +91,8 @@ BundleServer::BundleServer() : server_(std::make_unique<httplib::Server>()) {
             Entry& e = entries_[path];
             if (e.down) return false;
             if (faults.cut_after > 0 && e.sent + chunk >= faults.cut_after) {
-              chunk = static_cast<std::size_t>(faults.cut_after - std::min(e.sent, faults.cut_after));
+              chunk =
+                  static_cast<std::size_t>(faults.cut_after - std::min(e.sent, faults.cut_after));
               cut = true;
             }
             // Counted before the write so the count is final when the client has the bytes.
@@ -229,8 +230,9 @@ Bundle MakeBundle(const Fleet& fleet, const std::string& name, const fs::path& w
   if (edit) edit(body, dir);
   WriteFile(dir / "bundle.json", body.dump(2));
   b.path = work / (tag + ".efb");
-  std::vector<std::string> args = {EDGEFLEET_CLI, "bundle", "create", dir.string(), "-o",
-                                   b.path.string(), "--key", fleet.release_key_file.string()};
+  std::vector<std::string> args = {
+      EDGEFLEET_CLI, "bundle",        "create", dir.string(),
+      "-o",          b.path.string(), "--key",  fleet.release_key_file.string()};
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   auto r = RunProcess(args, std::chrono::seconds(60));
   EXPECT_EQ(r.exit_code, 0) << "bundle create: " << r.out << r.err;

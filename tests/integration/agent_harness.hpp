@@ -36,10 +36,10 @@ namespace edgefleet::testing {
 
 // Fault modes for one served path.
 struct ServeFaults {
-  std::uint64_t cut_after = 0;        // >0: close the connection once this many bytes were sent
-                                      // in total for the path, then answer 503 until Heal()
-  std::uint64_t bytes_per_s = 0;      // >0: throttle (trickle) to about this rate
-  std::uint64_t extra_bytes = 0;      // >0: serve this much garbage past the real content
+  std::uint64_t cut_after = 0;    // >0: close the connection once this many bytes were sent
+                                  // in total for the path, then answer 503 until Heal()
+  std::uint64_t bytes_per_s = 0;  // >0: throttle (trickle) to about this rate
+  std::uint64_t extra_bytes = 0;  // >0: serve this much garbage past the real content
 };
 
 // A loopback HTTP file server (cpp-httplib) that answers Range requests itself and counts the

@@ -31,9 +31,10 @@ TEST(SqliteDb, ApplicationIdTellsWhoseFileItIs) {
     auto other = db->CheckApplicationId(kOurs + 1, "rollout");
     ASSERT_FALSE(other);
     EXPECT_EQ(other.error().code, ErrorCode::kIntegrity);
-    EXPECT_NE(other.error().message.find(path.string() + ": not a rollout database (application_id " +
-                                         std::to_string(kOurs) + ")"),
-              std::string::npos)
+    EXPECT_NE(
+        other.error().message.find(path.string() + ": not a rollout database (application_id " +
+                                   std::to_string(kOurs) + ")"),
+        std::string::npos)
         << other.error().message;
   }
   // A file with tables but no id (e.g. made by another program): refused, not written into.

@@ -15,8 +15,7 @@ enum class Compression { kNone, kZstd, kGzip };
 
 class TarBuilder {
  public:
-  explicit TarBuilder(Compression compression = Compression::kNone)
-      : compression_(compression) {}
+  explicit TarBuilder(Compression compression = Compression::kNone) : compression_(compression) {}
 
   TarBuilder& File(std::string path, std::string contents);
   TarBuilder& Directory(std::string path);

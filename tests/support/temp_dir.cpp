@@ -11,8 +11,8 @@ namespace edgefleet::testing {
 
 TempDir::TempDir() {
   const char* base = std::getenv("TMPDIR");
-  std::string pattern = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
-                        "/edgefleet-test-XXXXXX";
+  std::string pattern =
+      std::string(base != nullptr && *base != '\0' ? base : "/tmp") + "/edgefleet-test-XXXXXX";
   if (mkdtemp(pattern.data()) == nullptr) {
     std::abort();
   }

@@ -153,7 +153,8 @@ TEST_F(JournalTest, ReopeningKeepsEverythingAndDoesNotMigrateAgain) {
     id = begun->id;
     EF_ASSERT_OK(journal.RecordTransition(id, State::kDownloading, "fetching"));
     EF_ASSERT_OK(journal.RecordDownloadBytes(id, 4096));
-    EXPECT_EQ(journal.AcceptSerial("device/box-1", 7, "d7").value(), Journal::SerialVerdict::kAccepted);
+    EXPECT_EQ(journal.AcceptSerial("device/box-1", 7, "d7").value(),
+              Journal::SerialVerdict::kAccepted);
   }
   Journal journal = OpenOrDie(db_path());
   Result<ModelRecord> record = journal.ReadModel("digits");
@@ -355,11 +356,11 @@ TEST_F(JournalTest, SerialsOnlyIncrease) {
   using V = Journal::SerialVerdict;
   EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "aa").value(), V::kAccepted);
   EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "aa").value(), V::kSameDocument);  // re-read
-  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "bb").value(), V::kReplay);  // other content
-  EXPECT_EQ(journal.AcceptSerial("group/lab", 4, "aa").value(), V::kReplay);  // older
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "bb").value(), V::kReplay);        // other content
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 4, "aa").value(), V::kReplay);        // older
   EXPECT_EQ(journal.LastSerial("group/lab").value(), std::optional<std::uint64_t>(5));
   EXPECT_EQ(journal.AcceptSerial("group/lab", 6, "cc").value(), V::kAccepted);
-  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "aa").value(), V::kReplay);  // now older
+  EXPECT_EQ(journal.AcceptSerial("group/lab", 5, "aa").value(), V::kReplay);       // now older
   EXPECT_EQ(journal.AcceptSerial("device/box-1", 1, "aa").value(), V::kAccepted);  // per target
   EXPECT_EQ(journal.LastSerial("group/lab").value(), std::optional<std::uint64_t>(6));
   auto huge = journal.AcceptSerial("group/lab", std::uint64_t{1} << 63, "aa");
