@@ -471,14 +471,16 @@ TEST_F(CollectorTest, AStarvedCollectorSaysItIsBehindAndShowsWhatWasDropped) {
   json device;
   ASSERT_TRUE(WaitFor("the dropped windows counted missing", seconds(30), [&] {
     device = Device("box-a");
-    return device["numbered"].get<int>() + device["missing"].get<int>() == 212;
+    return device.is_object() && device["numbered"].is_number() && device["missing"].is_number() &&
+           device["numbered"].get<int>() + device["missing"].get<int>() == 212;
   })) << device;
   EXPECT_GT(device["missing"].get<int>(), 0) << device;
   // Whatever arrived is stored; the rest is missing, none of it silently.
   EXPECT_EQ(device["numbered"].get<std::uint64_t>(), Counter("messages", "telemetry"));
   ASSERT_TRUE(WaitFor("the broker's drop counter read", seconds(20), [&] {
-    return Counters()["broker_dropped"].is_number() &&
-           Counters()["broker_dropped"].get<std::int64_t>() > 0;
+    const json c = Counters();
+    return c.is_object() && c["broker_dropped"].is_number() &&
+           c["broker_dropped"].get<std::int64_t>() > 0;
   })) << Counters();
   EXPECT_GE(Counters()["broker_dropped"].get<std::int64_t>(),
             device["missing"].get<std::int64_t>());
