@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "deploy/rollout_plan.hpp"
+#include "deploy/rollout_status.hpp"
 #include "deploy/rollout_store.hpp"
 #include "deploy/stop_signals.hpp"
 #include "manifests/crypto.hpp"
@@ -96,13 +97,6 @@ struct Discovery {
   // Events, in arrival order: for `resume`, the verdicts the broker queued while no driver ran.
   std::vector<telemetry::MqttMessage> events;
 };
-
-// ---- progress report ----
-
-std::size_t MaxWave(const std::vector<RolloutDevice>& devices);
-Tally Count(const std::vector<RolloutDevice>& devices, std::size_t up_to_wave);
-// The rollout status message (topic rollout/<id>/status; `status --json` adds the devices).
-nlohmann::json StatusJson(const RolloutRecord& r, const std::vector<RolloutDevice>& devices);
 
 // ---- the driver ----
 
