@@ -184,25 +184,18 @@ Status Collect(const CollectOptions& options) {
   // Every 10 s: a warning when the devices' sequences show more messages missing than before
   // (lost between their outboxes and the database; see 0003_sequences.sql).
   std::uint64_t missing_logged = 0;
-  auto missing_now = [&]() -> std::optional<std::pair<std::uint64_t, std::size_t>> {
-    Result<std::vector<DeviceRecord>> devices = view.Devices();
-    if (!devices) return std::nullopt;
-    std::uint64_t missing = 0;
-    std::size_t with_missing = 0;
-    for (const DeviceRecord& d : *devices) {
-      missing += d.missing;
-      if (d.missing > 0) ++with_missing;
-    }
-    return std::make_pair(missing, with_missing);
+  auto missing_now = [&]() -> std::optional<FleetView::MissingTotals> {
+    Result<FleetView::MissingTotals> m = view.Missing();
+    return m ? std::optional(*m) : std::nullopt;
   };
   int signo = 0;
   for (int tick = 1; signo == 0; ++tick) {
     signo = stop.Wait(std::chrono::seconds(1));
     if (signo != 0 || tick % 10 != 0) continue;
-    if (auto m = missing_now(); m && m->first > missing_logged) {
-      spdlog::warn("event=messages_missing missing={} new={} devices={}", m->first,
-                   m->first - missing_logged, m->second);
-      missing_logged = m->first;
+    if (auto m = missing_now(); m && m->missing > missing_logged) {
+      spdlog::warn("event=messages_missing missing={} new={} devices={}", m->missing,
+                   m->missing - missing_logged, m->devices);
+      missing_logged = m->missing;
     }
   }
   spdlog::info("event=stopping signal={}", StopSignals::Name(signo));
@@ -214,7 +207,7 @@ Status Collect(const CollectOptions& options) {
       "event=collector_stopped stored_status={} stored_telemetry={} stored_events={} "
       "stored_rollouts={} duplicates={} stale={} rejected={} lost={} missing={}",
       c.status, c.telemetry, c.events, c.rollouts, c.duplicates, c.stale, c.rejected, c.lost,
-      missing ? std::to_string(missing->first) : std::string("unknown"));
+      missing ? std::to_string(missing->missing) : std::string("unknown"));
   return Ok();
 }
 

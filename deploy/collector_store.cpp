@@ -599,6 +599,24 @@ Result<DevicePage> FleetView::Devices(const DeviceQuery& query) const {
   return page;
 }
 
+Result<FleetView::MissingTotals> FleetView::Missing() const {
+  std::lock_guard lock(impl_->mu);
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement q,
+      SqlStatement::Prepare(impl_->conn, "count missing",
+                            "SELECT COALESCE(SUM(m), 0), COUNT(*) FROM (SELECT "
+                            "SUM(MAX(last_n - first_n + 1 - received, 0)) AS m FROM sequences "
+                            "GROUP BY device HAVING m > 0)"));
+  MissingTotals totals;
+  EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+  if (row) {
+    totals.missing = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(0)));
+    totals.devices = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(1)));
+    q.Reset();
+  }
+  return totals;
+}
+
 Result<std::vector<SeriesStats>> FleetView::Totals() const {
   std::lock_guard lock(impl_->mu);
   return QuerySeries(impl_->conn, "read totals",

@@ -232,6 +232,13 @@ class FleetView final {
   Result<std::vector<DeviceRecord>> Devices() const;
   // A page of the devices that match `query`.
   Result<DevicePage> Devices(const DeviceQuery& query) const;
+  // Numbers missing over every device (DeviceRecord::missing summed) and how many devices miss
+  // any: from the sequences table alone.
+  struct MissingTotals {
+    std::uint64_t missing = 0;
+    std::uint64_t devices = 0;
+  };
+  Result<MissingTotals> Missing() const;
   // Per device, model and version, every window ever stored (the running totals).
   Result<std::vector<SeriesStats>> Totals() const;
   // Per device, model and version, the windows ending within `span` before that series' newest
