@@ -8,6 +8,7 @@
 
 #include "deploy/commands.hpp"
 #include "deploy/rollout.hpp"
+#include "deploy/simulate.hpp"
 
 namespace {
 
@@ -187,6 +188,46 @@ int main(int argc, char** argv) {
                           "Latency and accuracy over each device's last windows of this span "
                           "(default 5m)");
   devices_cmd->callback([&] { run = [&] { return deploy::Devices(devices, std::cout); }; });
+
+  deploy::SimulateOptions sim;
+  std::string sim_duration = "60s", sim_report;
+  auto* sim_cmd = app.add_subcommand(
+      "simulate",
+      "Load tool: play N devices against a broker (one MQTT connection each, a real agent's "
+      "payloads) and report what was sent and acknowledged as JSON");
+  sim_cmd
+      ->add_option("--broker", sim.broker, "MQTT broker HOST:PORT (loopback unless --allow-remote)")
+      ->required();
+  sim_cmd->add_option("--fleet", sim.fleet, "Fleet name")->required();
+  sim_cmd->add_option("--devices", sim.devices, "How many devices (1..20000, default 100)");
+  sim_cmd->add_option("--duration", sim_duration,
+                      "How long, e.g. 90s or 5m (default 60s, at most 24h)");
+  sim_cmd->add_option("--prefix", sim.prefix, "Device names: <prefix>00001, ... (default sim-)");
+  sim_cmd->add_option("--group", sim.groups, "A group every device belongs to (repeatable)");
+  sim_cmd->add_option("--model", sim.model,
+                      "The model the devices run at the start (default digits)");
+  sim_cmd->add_option("--version", sim.version, "Its version (default 1.0.0)");
+  sim_cmd->add_option("--window-s", sim.window_s, "Telemetry window length (default 1)");
+  sim_cmd->add_option("--event-every-s", sim.event_every_s,
+                      "An event this often (default 60; 0: none)");
+  sim_cmd->add_option("--update-s", sim.update_s,
+                      "From a desired state to its committed or failed event (default 2)");
+  sim_cmd->add_option("--fail-share", sim.fail_share,
+                      "Share of devices whose updates fail at parity (0..1, default 0)");
+  sim_cmd->add_option("--connect-rate", sim.connect_rate,
+                      "New connections per second (default 1000)");
+  sim_cmd->add_option("--username", sim.username, "MQTT username");
+  sim_cmd->add_option("--password", sim.password, "MQTT password");
+  sim_cmd->add_flag("--allow-remote", sim.allow_remote, "Allow a broker that is not on loopback");
+  sim_cmd->add_option("--report", sim_report, "Also write the JSON report to this file");
+  sim_cmd->callback([&] {
+    run = [&]() -> edgefleet::Status {
+      EF_ASSIGN_OR_RETURN(const std::chrono::seconds d, deploy::ParseDuration(sim_duration));
+      sim.duration = d;
+      if (!sim_report.empty()) sim.report = sim_report;
+      return deploy::Simulate(sim, std::cout);
+    };
+  });
 
   deploy::ServeOptions serve;
   std::string serve_port_file;

@@ -23,6 +23,7 @@
 #include "tests/support/mosquitto_broker.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/wait.hpp"
 
 namespace edgefleet {
 namespace {
@@ -31,7 +32,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-using Clock = std::chrono::steady_clock;
+using testing::WaitFor;
 
 struct Box {
   std::string name;
@@ -146,17 +147,6 @@ class RolloutE2E : public ::testing::Test {
       return b.process->Running() && fs::exists(b.state / "api.port", ec) &&
              Retained("edgefleet/v1/demo/device/" + b.name + "/status").value("online", false);
     });
-  }
-
-  bool WaitFor(const std::string& what, milliseconds timeout, const std::function<bool()>& pred) {
-    const auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(milliseconds(200));
-    }
-    if (pred()) return true;
-    ADD_FAILURE() << "timed out after " << timeout.count() << " ms waiting for: " << what;
-    return false;
   }
 
   std::vector<std::string> RolloutArgs(const testing::Bundle& b, const std::string& waves,

@@ -1,0 +1,407 @@
+// `edgefleet simulate` (issue 15, item 6): the simulated device's behaviour in-process (its
+// payloads read back with the collector's own parsers, desired state signed by the test fleet's
+// deploy key), then the real CLI against a real mosquitto broker and the real `edgefleet
+// collect`: what the simulator reports sent is what the collector stored, exactly once. Built a
+// second time with EDGEFLEET_FLEET_SCALE (label `fleet`, release pass only): the real `edgefleet
+// rollout` over simulated devices, waves that complete and a flaky group that halts and restores.
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "deploy/sim_device.hpp"
+#include "manifests/crypto.hpp"
+#include "telemetry/payloads.hpp"
+#include "tests/integration/agent_harness.hpp"
+#include "tests/support/background_process.hpp"
+#include "tests/support/mosquitto_broker.hpp"
+#include "tests/support/process.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/wait.hpp"
+
+namespace edgefleet {
+namespace {
+
+namespace fs = std::filesystem;
+using deploy::SimDevice;
+using deploy::SimMessage;
+using deploy::SimProfile;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+using testing::WaitFor;
+
+#ifndef EDGEFLEET_FLEET_SCALE
+
+class SimDeviceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::MakeFleet(tmp_.path(), fleet_);
+    profile_.fleet = "demo";
+    profile_.groups = {"lab"};
+    profile_.window_s = 1;
+    profile_.event_every_s = 0;
+    profile_.update_s = 0.9;
+  }
+
+  // Everything due up to `until_ms`, stepping the clock 100 ms at a time.
+  std::vector<SimMessage> Run(SimDevice& d, std::int64_t from_ms, std::int64_t until_ms) {
+    std::vector<SimMessage> out;
+    for (std::int64_t t = from_ms; t <= until_ms; t += 100) d.TakeDue(t, &out);
+    return out;
+  }
+
+  static std::vector<telemetry::EventMessage> Events(const std::vector<SimMessage>& messages) {
+    std::vector<telemetry::EventMessage> out;
+    for (const SimMessage& m : messages) {
+      if (m.kind != SimMessage::Kind::kEvent) continue;
+      auto e = telemetry::ParseEvent(m.payload);
+      EXPECT_TRUE(e.has_value()) << (e ? "" : e.error().message);
+      if (e) out.push_back(*e);
+    }
+    return out;
+  }
+
+  std::string Doc(std::uint64_t serial, const std::string& version, const std::string& sha,
+                  const json& target = {{"device", "sim-1"}}) {
+    json model = {{"name", "digits"},
+                  {"version", version},
+                  {"bundle", {{"url", "http://127.0.0.1:1/b.efb"}, {"size", 1}, {"sha256", sha}}},
+                  {"allow_downgrade", true}};
+    return testing::DesiredStateDoc(*fleet_.deploy, serial, {model}, std::chrono::hours(1), target);
+  }
+
+  testing::TempDir tmp_;
+  testing::Fleet fleet_;
+  SimProfile profile_;
+};
+
+TEST_F(SimDeviceTest, WindowsAreNumberedInOrderAndReadByTheCollectorsParser) {
+  SimDevice d(&profile_, "sim-1", false, 42, 0);
+  const auto messages = Run(d, 0, 10'000);
+  std::uint64_t expect = 1;
+  std::string stream;
+  for (const SimMessage& m : messages) {
+    ASSERT_EQ(m.kind, SimMessage::Kind::kWindow);
+    EXPECT_EQ(m.topic, "edgefleet/v1/demo/device/sim-1/telemetry");
+    auto w = telemetry::ParseTelemetry(m.payload);
+    ASSERT_TRUE(w.has_value()) << w.error().message;
+    EXPECT_EQ(w->seq.n, expect++);
+    if (stream.empty()) stream = w->seq.stream;
+    EXPECT_EQ(w->seq.stream, stream);
+    EXPECT_EQ(w->count, profile_.requests_per_window);
+    EXPECT_EQ(w->latency.count, profile_.requests_per_window);
+    EXPECT_EQ(w->version, "1.0.0");
+  }
+  EXPECT_GE(messages.size(), 10u);  // one per second of 10
+  EXPECT_LE(messages.size(), 11u);
+  EXPECT_EQ(d.counters().numbered, messages.size());
+  EXPECT_EQ(stream.size(), 16u);
+  // The birth and the will parse, and name the model the device runs.
+  auto birth = telemetry::ParseStatus(d.Status(true, 1, 0).payload);
+  ASSERT_TRUE(birth.has_value()) << birth.error().message;
+  ASSERT_EQ(birth->models.size(), 1u);
+  EXPECT_EQ(birth->models[0].active->version, "1.0.0");
+  EXPECT_EQ(birth->groups, std::vector<std::string>{"lab"});
+  auto will = telemetry::ParseStatus(d.Status(false, 0, 0).payload);
+  ASSERT_TRUE(will.has_value()) << will.error().message;
+  EXPECT_FALSE(will->online);
+}
+
+TEST_F(SimDeviceTest, ADesiredStateIsAnsweredWithAnAgentsEventsAndAReplayIsIgnored) {
+  profile_.window_s = 3600;  // only the update's messages in this test
+  SimDevice d(&profile_, "sim-1", false, 7, 0);
+  const std::string sha(64, 'a');
+  d.OnDesired("edgefleet/v1/demo/device/sim-1/desired", Doc(5, "1.1.0", sha), 0);
+  const auto messages = Run(d, 0, 2000);
+  const auto events = Events(messages);
+  std::vector<std::string> names;
+  for (const auto& e : events) {
+    names.push_back(e.event);
+    EXPECT_EQ(e.serial, 5u);
+    EXPECT_EQ(e.version, "1.1.0");
+    EXPECT_EQ(e.target, "device/sim-1");
+  }
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"downloading", "verifying", "unpacking", "loading", "parity",
+                                      "parity_report", "activating", "watching", "committed"}));
+  // After the commit: a fresh status with the new version active and the old one standing by.
+  auto status = std::find_if(messages.begin(), messages.end(), [](const SimMessage& m) {
+    return m.kind == SimMessage::Kind::kStatus;
+  });
+  ASSERT_NE(status, messages.end());
+  auto s = telemetry::ParseStatus(status->payload);
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  EXPECT_EQ(s->models[0].active->version, "1.1.0");
+  EXPECT_EQ(s->models[0].active->sha256, sha);
+  EXPECT_EQ(s->models[0].active->slot, "B");
+  EXPECT_EQ(s->models[0].standby->version, "1.0.0");
+  EXPECT_EQ(d.counters().committed, 1u);
+  // The same serial again (a retained copy after a reconnect) starts nothing.
+  d.OnDesired("edgefleet/v1/demo/device/sim-1/desired", Doc(5, "1.2.0", sha), 3000);
+  EXPECT_TRUE(Run(d, 3000, 6000).empty());
+  EXPECT_EQ(d.counters().desired, 1u);
+}
+
+TEST_F(SimDeviceTest, AFailingDeviceFailsAtParityButItsRestoreSucceeds) {
+  profile_.window_s = 3600;
+  SimDevice d(&profile_, "sim-1", /*fails_updates=*/true, 7, 0);
+  const std::string topic = "edgefleet/v1/demo/group/lab/desired";
+  d.OnDesired(topic, Doc(1, "1.1.0", std::string(64, 'b'), {{"group", "lab"}}), 0);
+  auto events = Events(Run(d, 0, 2000));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().event, "failed");
+  EXPECT_EQ(events.back().from, "parity");
+  EXPECT_EQ(events.back().target, "group/lab");
+  EXPECT_NE(events.back().reason.find("parity failed"), std::string::npos);
+  EXPECT_EQ(d.counters().failed, 1u);
+  // Back to the version it started with: a restore, which succeeds.
+  d.OnDesired(topic, Doc(2, "1.0.0", std::string(64, 'c'), {{"group", "lab"}}), 3000);
+  events = Events(Run(d, 3000, 5000));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().event, "committed");
+  EXPECT_EQ(events.back().serial, 2u);
+}
+
+TEST_F(SimDeviceTest, ADocumentThatDoesNotParseIsRejectedWithTheReason) {
+  profile_.window_s = 3600;
+  SimDevice d(&profile_, "sim-1", false, 7, 0);
+  d.OnDesired("edgefleet/v1/demo/device/sim-1/desired", "{\"signed\": 1}", 0);
+  const auto events = Events(Run(d, 0, 100));
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].event, "rejected");
+  EXPECT_NE(events[0].reason.find("signed"), std::string::npos) << events[0].reason;
+  EXPECT_EQ(d.counters().rejected, 1u);
+}
+
+// The real CLI end to end: what the simulator says it sent and had acknowledged is what the
+// collector stored, each window and event once, no number missing, every device offline at the
+// end (its clean stop).
+TEST(SimulateE2E, WhatTheSimulatorSentIsWhatTheCollectorStoredExactlyOnce) {
+  testing::TempDir tmp;
+  testing::MosquittoBroker broker(tmp / "broker");
+  ASSERT_TRUE(broker.running());
+  const std::string address = "127.0.0.1:" + std::to_string(broker.port());
+  const fs::path port_file = tmp / "collector.port";
+  testing::BackgroundProcess collector(
+      {EDGEFLEET_CLI, "collect", "--broker", address, "--fleet", "simf", "--db",
+       (tmp / "c.db").string(), "--http", "127.0.0.1:0", "--port-file", port_file.string()},
+      tmp / "collector.log");
+  int port = 0;
+  ASSERT_TRUE(WaitFor("the collector's port file", seconds(30), [&] {
+    std::error_code ec;
+    if (!fs::exists(port_file, ec)) return false;
+    port = std::stoi(testing::ReadFile(port_file));
+    return true;
+  }));
+  auto get = [&](const std::string& path) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(10, 0);
+    auto r = client.Get(path);
+    return r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+  };
+
+  const fs::path report_file = tmp / "report.json";
+  auto run = testing::RunProcess(
+      {EDGEFLEET_CLI, "simulate", "--broker", address, "--fleet", "simf", "--devices", "150",
+       "--duration", "6s", "--window-s", "0.5", "--event-every-s", "2", "--connect-rate", "300",
+       "--report", report_file.string()},
+      seconds(60));
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  const json report = json::parse(run.out, nullptr, false);
+  ASSERT_TRUE(report.is_object()) << run.out;
+  EXPECT_EQ(json::parse(testing::ReadFile(report_file)), report);
+  EXPECT_EQ(report["connections"]["accepted"], 150) << report.dump(1);
+  EXPECT_EQ(report["connections"]["lost"], 0) << report.dump(1);
+  const std::uint64_t windows = report["windows"]["acked"];
+  const std::uint64_t events = report["events"]["acked"];
+  EXPECT_EQ(report["windows"]["sent"], windows);
+  EXPECT_EQ(report["events"]["sent"], events);
+  EXPECT_GE(windows, 150u * 8) << "a window per 0.5 s for about 5 s after the ramp";
+  EXPECT_GE(events, 150u * 2);
+  EXPECT_EQ(report["numbered"].get<std::uint64_t>(), windows + events);
+  EXPECT_NE(run.err.find("event=simulate_stopped"), std::string::npos) << run.err;
+
+  json summary;
+  ASSERT_TRUE(WaitFor("every numbered message stored", seconds(30), [&] {
+    summary = get("/api/summary");
+    return summary.is_object() && summary["messages"]["numbered"] == windows + events &&
+           summary["devices"]["offline"] == 150;
+  })) << summary.dump(1);
+  EXPECT_EQ(summary["messages"]["missing"], 0) << summary.dump(1);
+  EXPECT_EQ(summary["devices"]["total"], 150) << summary.dump(1);
+  // Exactly once: the windows stored for one device are its numbers 1..n without a repeat.
+  const json stored = get("/api/telemetry?device=sim-00007&limit=100000");
+  std::vector<std::uint64_t> numbers;
+  for (const json& w : stored.value("windows", json::array())) numbers.push_back(w["seq"]["n"]);
+  std::sort(numbers.begin(), numbers.end());
+  EXPECT_EQ(std::adjacent_find(numbers.begin(), numbers.end()), numbers.end());
+  EXPECT_GE(numbers.size(), 8u);
+}
+
+TEST(SimulateE2E, BadOptionsAreRefusedNamingTheOption) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {{"--devices", "0"}, "--devices: expected 1..20000, found 0"},
+      {{"--devices", "20001"}, "--devices: expected 1..20000, found 20001"},
+      {{"--fail-share", "1.5"}, "--fail-share: expected 0..1"},
+      {{"--window-s", "0"}, "--window-s: expected 0.1..3600"},
+      {{"--duration", "25h"}, "--duration"},
+      {{"--prefix", "a/b"}, "--prefix"},
+      {{"--broker", "192.0.2.1:1883"}, "not a loopback address"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> argv = {EDGEFLEET_CLI, "simulate", "--fleet", "f", "--duration", "1s"};
+    if (std::find(c.args.begin(), c.args.end(), "--broker") == c.args.end()) {
+      argv.insert(argv.end(), {"--broker", "127.0.0.1:1"});
+    }
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    auto r = testing::RunProcess(argv, seconds(30));
+    EXPECT_NE(r.exit_code, 0) << c.says;
+    EXPECT_NE(r.err.find(c.says), std::string::npos) << "expected: " << c.says << "\n" << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+#else  // EDGEFLEET_FLEET_SCALE
+
+// The real `edgefleet rollout` over simulated devices: 600 in group lab take v1 in waves of 1%,
+// 10% and 100%; then 200 in group flaky, 15% of which fail updates at parity, take v2 and the
+// rollout halts and restores v1 on every device it released.
+TEST(SimulatedFleetRollout, WavesCompleteAndAFlakyGroupHaltsAndRestores) {
+  testing::TempDir tmp;
+  testing::Fleet fleet;
+  testing::MakeFleet(tmp.path(), fleet);
+  const fs::path deploy_key = tmp / "deploy.key";
+  ASSERT_TRUE(manifests::SavePrivateKey(*fleet.deploy, deploy_key));
+  testing::MosquittoBroker broker(tmp / "broker");
+  ASSERT_TRUE(broker.running());
+  const std::string address = "127.0.0.1:" + std::to_string(broker.port());
+  const fs::path work = tmp / "bundles";
+  fs::create_directories(work);
+  auto v1 = testing::MakeBundle(fleet, "v1", work, nullptr);
+  auto v2 = testing::MakeBundle(fleet, "v2", work, nullptr);
+  testing::BundleServer server;
+  server.Add("/v1.efb", v1.bytes);
+  server.Add("/v2.efb", v2.bytes);
+
+  auto simulate = [&](const std::string& prefix, const std::string& group, int devices,
+                      const std::string& fail_share) {
+    return std::make_unique<testing::BackgroundProcess>(
+        std::vector<std::string>{
+            EDGEFLEET_CLI,     "simulate", "--broker",       address,
+            "--fleet",         "demo",     "--devices",      std::to_string(devices),
+            "--prefix",        prefix,     "--group",        group,
+            "--duration",      "10m",      "--window-s",     "5",
+            "--event-every-s", "0",        "--update-s",     "1",
+            "--fail-share",    fail_share, "--connect-rate", "500"},
+        tmp / (prefix + "sim.log"));
+  };
+  auto lab = simulate("lab-", "lab", 600, "0");
+  auto flaky = simulate("flaky-", "flaky", 200, "0.15");
+  ASSERT_TRUE(WaitFor("800 devices connected", seconds(60), [&] {
+    auto r = testing::RunProcess(
+        {"mosquitto_sub", "-h", "127.0.0.1", "-p", std::to_string(broker.port()), "-t",
+         "edgefleet/v1/demo/device/+/status", "--retained-only", "-W", "2", "-F", "%t"},
+        seconds(10));
+    return std::count(r.out.begin(), r.out.end(), '\n') >= 800;
+  }));
+
+  const fs::path db = tmp / "rollouts.db";
+  auto rollout = [&](const std::string& url, const std::string& group, const std::string& id) {
+    return testing::RunProcess({EDGEFLEET_CLI,
+                                "rollout",
+                                "start",
+                                "--model",
+                                "digits",
+                                "--bundle",
+                                server.Url(url),
+                                "--group",
+                                group,
+                                "--waves",
+                                "1%,10%,100%",
+                                "--fleet",
+                                "demo",
+                                "--broker",
+                                address,
+                                "--deploy-key",
+                                deploy_key.string(),
+                                "--db",
+                                db.string(),
+                                "--id",
+                                id,
+                                "--trust",
+                                fleet.root_json.string(),
+                                "--wave-timeout",
+                                "2m",
+                                "--discover",
+                                "2s"},
+                               seconds(400));
+  };
+  auto status_of = [&](const std::string& id) {
+    auto r = testing::RunProcess(
+        {EDGEFLEET_CLI, "rollout", "status", id, "--db", db.string(), "--json"}, seconds(60));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    json doc = json::parse(r.out, nullptr, false);
+    return doc.is_discarded() ? json::object() : doc;
+  };
+
+  auto first = rollout("/v1.efb", "lab", "lab-v1");
+  ASSERT_EQ(first.exit_code, 0) << first.out.substr(0, 4000) << first.err;
+  json status = status_of("lab-v1");
+  EXPECT_EQ(status.value("state", ""), "completed");
+  ASSERT_EQ(status["waves"].size(), 3u) << status.dump(1).substr(0, 2000);
+  EXPECT_EQ(status["waves"][0]["devices"], 6);
+  EXPECT_EQ(status["waves"][1]["devices"], 54);
+  EXPECT_EQ(status["waves"][2]["devices"], 540);
+  int succeeded = 0;
+  for (const json& d : status.value("device_list", json::array())) {
+    succeeded += d.value("outcome", "") == "succeeded";
+  }
+  EXPECT_EQ(succeeded, 600);
+
+  // The flaky group: v1 everywhere first (a restore needs a previous desired state), then v2.
+  auto base = rollout("/v1.efb", "flaky", "flaky-v1");
+  ASSERT_EQ(base.exit_code, 0) << base.out.substr(0, 4000) << base.err;
+  auto second = rollout("/v2.efb", "flaky", "flaky-v2");
+  EXPECT_EQ(second.exit_code, 2) << second.out.substr(0, 4000) << second.err;
+  status = status_of("flaky-v2");
+  EXPECT_EQ(status.value("state", ""), "halted") << status.value("reason", "");
+  int failed = 0, restored = 0, released = 0;
+  for (const json& d : status.value("device_list", json::array())) {
+    if (d.value("serial", 0) == 0) {
+      EXPECT_EQ(d.value("state", ""), "waiting") << d.dump();
+      continue;
+    }
+    ++released;
+    failed += d.value("outcome", "") == "failed";
+    restored += d.value("state", "") == "restored";
+  }
+  EXPECT_GT(failed, 0);
+  EXPECT_LT(released, 200) << "halted before the last wave";
+  EXPECT_EQ(restored, released) << status.dump(1).substr(0, 4000);
+
+  lab->Signal(SIGTERM);
+  flaky->Signal(SIGTERM);
+  EXPECT_EQ(lab->Wait(seconds(30)), std::optional<int>(0));
+  EXPECT_EQ(flaky->Wait(seconds(30)), std::optional<int>(0));
+}
+
+#endif  // EDGEFLEET_FLEET_SCALE
+
+}  // namespace
+}  // namespace edgefleet
