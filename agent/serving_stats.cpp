@@ -11,22 +11,6 @@
 
 namespace edgefleet::agent {
 
-std::string PrometheusLabelValue(std::string_view value) {
-  std::string out;
-  out.reserve(value.size());
-  for (char c : value) {
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
 struct ServingStats::VersionMetrics {
   VersionMetrics(std::string m, std::string v, std::size_t feedback_capacity)
       : model(std::move(m)), version(std::move(v)), accuracy(feedback_capacity) {}

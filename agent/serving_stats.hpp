@@ -24,6 +24,7 @@
 
 #include "telemetry/accuracy_tracker.hpp"
 #include "telemetry/latency_histogram.hpp"
+#include "telemetry/prometheus_text.hpp"
 
 namespace edgefleet::agent {
 
@@ -72,8 +73,7 @@ struct FeedbackResult {
   telemetry::AccuracySnapshot accuracy;  // that version's, after this feedback
 };
 
-// Prometheus label values escape backslash, double quote and newline.
-std::string PrometheusLabelValue(std::string_view value);
+using telemetry::PrometheusLabelValue;
 
 class ServingStats final {
  public:

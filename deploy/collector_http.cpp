@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "deploy/collector_metrics.hpp"
 #include "deploy/commands.hpp"
 #include "http/server.hpp"
 #include "manifests/log_value.hpp"
@@ -23,8 +24,6 @@ using nlohmann::json;
 
 constexpr std::size_t kMaxLimit = 100000;
 constexpr std::size_t kMaxRolloutLimit = 1000;
-// /metrics reports the newest this many rollouts (old ones stay in the database and the API).
-constexpr std::size_t kMetricsRollouts = 1000;
 constexpr std::int64_t kMaxBucketS = 86400;
 
 // deploy/dashboard/*, embedded by deploy/dashboard/embed.cmake.
@@ -53,23 +52,6 @@ std::string_view ContentType(std::string_view name) {
   if (ends(".css")) return "text/css; charset=utf-8";
   if (ends(".svg")) return "image/svg+xml";
   return "application/octet-stream";
-}
-
-// Prometheus label values escape backslash, double quote and newline.
-std::string Label(std::string_view value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
 }
 
 json LatencyJson(const telemetry::LatencySnapshot& s) {
@@ -261,210 +243,44 @@ json CountersJson(const CollectorCounters& c) {
 
 Result<json> ApiSummary(const FleetView& view, const Query& q, const CollectorCounters& counters) {
   const std::optional<std::string> window = q.Text("window");
-  std::vector<SeriesStats> series;
+  std::optional<std::chrono::milliseconds> span;
   if (window) {
-    Result<std::chrono::seconds> span = ParseDuration(*window);
-    if (!span) return Fail(ErrorCode::kInvalidArgument, "window: " + span.error().message);
-    EF_ASSIGN_OR_RETURN(series, view.Recent(*span));
-  } else {
-    EF_ASSIGN_OR_RETURN(series, view.Totals());
+    Result<std::chrono::seconds> parsed = ParseDuration(*window);
+    if (!parsed) return Fail(ErrorCode::kInvalidArgument, "window: " + parsed.error().message);
+    span = *parsed;
   }
-  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
-
-  struct ModelSum {
-    SeriesStats sum;
-    std::set<std::string> devices;
-    std::set<std::string> active_on;
-  };
-  std::map<std::pair<std::string, std::string>, ModelSum> by_version;
-  for (const SeriesStats& s : series) {
-    ModelSum& m = by_version[{s.model, s.version}];
-    m.sum.requests += s.requests;
-    m.sum.errors += s.errors;
-    m.sum.labeled += s.labeled;
-    m.sum.correct += s.correct;
-    m.sum.latency.Merge(s.latency);
-    m.devices.insert(s.device);
-  }
-  std::size_t online = 0, devices_missing = 0;
-  std::uint64_t numbered = 0, missing = 0;
-  for (const DeviceRecord& d : devices) {
-    if (d.online) ++online;
-    numbered += d.numbered;
-    missing += d.missing;
-    if (d.missing > 0) ++devices_missing;
-    for (const telemetry::ModelStatus& model : d.Models()) {
-      if (model.active) by_version[{model.name, model.active->version}].active_on.insert(d.device);
-    }
-  }
+  EF_ASSIGN_OR_RETURN(const FleetSummary summary, view.Summary(span));
+  EF_ASSIGN_OR_RETURN(const FleetView::MissingTotals missing, view.Missing());
   json models = json::array();
-  for (const auto& [key, m] : by_version) {
-    models.push_back({{"model", key.first},
-                      {"version", key.second},
-                      {"devices", m.devices.size()},
-                      {"active_on", m.active_on.size()},
-                      {"requests", m.sum.requests},
-                      {"errors", m.sum.errors},
-                      {"latency_ms", LatencyJson(m.sum.latency)},
-                      {"labeled", m.sum.labeled},
-                      {"correct", m.sum.correct},
-                      {"accuracy", FractionOrNull(m.sum.correct, m.sum.labeled)}});
+  for (const VersionSummary& v : summary.versions) {
+    const SeriesStats& m = v.sum;
+    models.push_back({{"model", v.model},
+                      {"version", v.version},
+                      {"devices", v.devices},
+                      {"active_on", v.active_on},
+                      {"requests", m.requests},
+                      {"errors", m.errors},
+                      {"latency_ms", LatencyJson(m.latency)},
+                      {"labeled", m.labeled},
+                      {"correct", m.correct},
+                      {"accuracy", FractionOrNull(m.correct, m.labeled)}});
   }
-  return json{
-      {"window", window.value_or("all")},
-      {"devices",
-       {{"total", devices.size()}, {"online", online}, {"offline", devices.size() - online}}},
-      {"models", std::move(models)},
-      // Over all time (not the window): numbered windows and events stored, and the numbers
-      // never stored (lost between the devices' outboxes and the database).
-      {"messages",
-       {{"numbered", numbered}, {"missing", missing}, {"devices_missing", devices_missing}}},
-      {"collector", CountersJson(counters)}};
+  const std::uint64_t numbered = summary.numbered;
+  const std::uint64_t online = summary.online;
+  const std::uint64_t total = summary.devices;
+  return json{{"window", window.value_or("all")},
+              {"devices", {{"total", total}, {"online", online}, {"offline", total - online}}},
+              {"models", std::move(models)},
+              // Over all time (not the window): numbered windows and events stored, and the numbers
+              // never stored (lost between the devices' outboxes and the database).
+              {"messages",
+               {{"numbered", numbered},
+                {"missing", missing.missing},
+                {"devices_missing", missing.devices}}},
+              {"collector", CountersJson(counters)}};
 }
 
 }  // namespace
-
-Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters& counters) {
-  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
-  EF_ASSIGN_OR_RETURN(std::vector<SeriesStats> totals, view.Totals());
-  EF_ASSIGN_OR_RETURN(std::vector<StoredMessage> stored_rollouts, view.Rollouts(kMetricsRollouts));
-  std::vector<RolloutStatus> rollouts;
-  for (const StoredMessage& m : stored_rollouts) {
-    // Checked when it arrived; a row that no longer parses (a newer build wrote it) is skipped.
-    if (Result<RolloutStatus> r = ParseRolloutStatus(m.json)) rollouts.push_back(std::move(*r));
-  }
-  std::string out;
-  auto family = [&](std::string_view metric, std::string_view type, std::string_view help) {
-    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", metric, help, metric, type);
-  };
-  family("edgefleet_fleet_device_online", "gauge",
-         "1 while the device's newest status says online, 0 after its last will or shutdown.");
-  for (const DeviceRecord& d : devices) {
-    out += fmt::format("edgefleet_fleet_device_online{{device=\"{}\"}} {}\n", Label(d.device),
-                       d.online ? 1 : 0);
-  }
-  family("edgefleet_fleet_device_last_seen_seconds", "gauge",
-         "When the collector last received a message from the device (Unix seconds).");
-  for (const DeviceRecord& d : devices) {
-    if (!d.last_seen_ms) continue;
-    out += fmt::format("edgefleet_fleet_device_last_seen_seconds{{device=\"{}\"}} {}\n",
-                       Label(d.device), static_cast<double>(*d.last_seen_ms) / 1000.0);
-  }
-  family("edgefleet_fleet_device_messages_missing", "gauge",
-         "The device's numbered telemetry windows and events never stored: the numbers missing "
-         "between the lowest and highest stored (lost between its outbox and the database).");
-  std::uint64_t missing = 0;
-  for (const DeviceRecord& d : devices) {
-    missing += d.missing;
-    if (d.numbered == 0) continue;
-    out += fmt::format("edgefleet_fleet_device_messages_missing{{device=\"{}\"}} {}\n",
-                       Label(d.device), d.missing);
-  }
-  family("edgefleet_fleet_messages_missing", "gauge",
-         "Numbered telemetry windows and events never stored, all devices.");
-  out += fmt::format("edgefleet_fleet_messages_missing {}\n", missing);
-  auto labels = [](const SeriesStats& s) {
-    return fmt::format("device=\"{}\",model=\"{}\",version=\"{}\"", Label(s.device), Label(s.model),
-                       Label(s.version));
-  };
-  auto counter = [&](std::string_view metric, std::string_view help, auto&& value) {
-    family(metric, "counter", help);
-    for (const SeriesStats& s : totals) {
-      out += fmt::format("{}{{{}}} {}\n", metric, labels(s), value(s));
-    }
-  };
-  counter("edgefleet_fleet_requests_total",
-          "Inference requests answered per device and model version, any outcome.",
-          [](const SeriesStats& s) { return s.requests; });
-  counter("edgefleet_fleet_errors_total", "Failed inference requests per device and model version.",
-          [](const SeriesStats& s) { return s.errors; });
-  family("edgefleet_fleet_latency_seconds", "histogram",
-         "Latency of successful inference requests per device and model version.");
-  for (const SeriesStats& s : totals) {
-    const std::string l = labels(s);
-    for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
-      const std::string le = i < telemetry::kLatencyBoundsMs.size()
-                                 ? fmt::format("{:g}", telemetry::kLatencyBoundsMs[i] / 1000.0)
-                                 : std::string("+Inf");
-      out += fmt::format("edgefleet_fleet_latency_seconds_bucket{{{},le=\"{}\"}} {}\n", l, le,
-                         s.latency.buckets[i]);
-    }
-    out +=
-        fmt::format("edgefleet_fleet_latency_seconds_sum{{{}}} {}\n", l, s.latency.sum_ms / 1000.0);
-    out += fmt::format("edgefleet_fleet_latency_seconds_count{{{}}} {}\n", l, s.latency.count);
-  }
-  counter("edgefleet_fleet_feedback_labeled_total",
-          "Predictions that received their true label, per device and model version.",
-          [](const SeriesStats& s) { return s.labeled; });
-  counter("edgefleet_fleet_feedback_correct_total",
-          "Labeled predictions whose top-1 class was right, per device and model version.",
-          [](const SeriesStats& s) { return s.correct; });
-
-  family("edgefleet_collector_messages_total", "counter",
-         "Messages stored, by kind (new windows and events, statuses that became current).");
-  out += fmt::format("edgefleet_collector_messages_total{{kind=\"status\"}} {}\n", counters.status);
-  out += fmt::format("edgefleet_collector_messages_total{{kind=\"telemetry\"}} {}\n",
-                     counters.telemetry);
-  out += fmt::format("edgefleet_collector_messages_total{{kind=\"events\"}} {}\n", counters.events);
-  out += fmt::format("edgefleet_collector_messages_total{{kind=\"rollouts\"}} {}\n",
-                     counters.rollouts);
-  const std::tuple<const char*, const char*, const char*, std::uint64_t> singles[] = {
-      {"edgefleet_collector_duplicates_total", "counter",
-       "Messages whose id was already stored (at-least-once redelivery).", counters.duplicates},
-      {"edgefleet_collector_stale_total", "counter",
-       "Status messages older than the device's (rollout's) current status.", counters.stale},
-      {"edgefleet_collector_rejected_total", "counter",
-       "Messages refused: unknown topic, malformed, too large, or another device's name.",
-       counters.rejected},
-      {"edgefleet_collector_queue_depth", "gauge", "Messages received and not yet stored.",
-       counters.queued},
-      {"edgefleet_collector_connected", "gauge", "1 while connected to the broker.",
-       counters.connected ? 1u : 0u},
-  };
-  for (const auto& [metric, type, help, value] : singles) {
-    family(metric, type, help);
-    out += fmt::format("{} {}\n", metric, value);
-  }
-  family("edgefleet_collector_store_lag_seconds", "gauge",
-         "How long the oldest message received and not yet stored has waited.");
-  out += fmt::format("edgefleet_collector_store_lag_seconds {}\n",
-                     static_cast<double>(counters.lag_ms) / 1000.0);
-  family("edgefleet_collector_behind", "gauge",
-         "1 while the collector is behind (a message waited 5 s or its queue is half full).");
-  out += fmt::format("edgefleet_collector_behind {}\n", counters.behind ? 1 : 0);
-  if (counters.broker_dropped >= 0) {
-    family("edgefleet_broker_dropped_messages", "gauge",
-           "The broker's count of messages it dropped for full client queues since it started "
-           "($SYS/broker/publish/messages/dropped).");
-    out += fmt::format("edgefleet_broker_dropped_messages {}\n", counters.broker_dropped);
-  }
-
-  family("edgefleet_rollout_devices", "gauge",
-         "Devices of a rollout by their state in it, as `edgefleet rollout` last reported.");
-  for (const RolloutStatus& r : rollouts) {
-    const RolloutDeviceCounts& d = r.devices;
-    const std::pair<const char*, std::uint64_t> states[] = {{"succeeded", d.succeeded},
-                                                            {"failed", d.failed},
-                                                            {"updating", d.updating},
-                                                            {"waiting", d.waiting},
-                                                            {"restored", d.restored}};
-    for (const auto& [state, value] : states) {
-      out += fmt::format(
-          "edgefleet_rollout_devices{{rollout=\"{}\",model=\"{}\",version=\"{}\",state=\"{}\"}} "
-          "{}\n",
-          Label(r.id), Label(r.model), Label(r.version), state, value);
-    }
-  }
-  family("edgefleet_rollout_info", "gauge",
-         "1 per rollout, labeled with its model, version, group and state.");
-  for (const RolloutStatus& r : rollouts) {
-    out += fmt::format(
-        "edgefleet_rollout_info{{rollout=\"{}\",model=\"{}\",version=\"{}\",group=\"{}\","
-        "state=\"{}\"}} 1\n",
-        Label(r.id), Label(r.model), Label(r.version), Label(r.group), Label(r.state));
-  }
-  return out;
-}
 
 struct CollectorHttp::Impl {
   const FleetView* view = nullptr;
@@ -560,7 +376,18 @@ Result<std::unique_ptr<CollectorHttp>> CollectorHttp::Start(
     asset(res, *a);
   });
   router.Get("/metrics", http::Lane::kPool, [self](Req req, Res res) {
-    Result<std::string> text = RenderMetrics(*self->view, self->counters());
+    MetricsOptions options;
+    Result<Query> query = Query::From(req, {"per_device"});
+    Result<std::optional<std::int64_t>> per_device =
+        query ? query->Int("per_device", 0, 1) : Result<std::optional<std::int64_t>>(query.error());
+    if (!per_device) {
+      res.status = 400;
+      res.body = per_device.error().message + "\n";
+      res.content_type = "text/plain";
+      return;
+    }
+    options.per_device = per_device->value_or(0) == 1;
+    Result<std::string> text = RenderMetrics(*self->view, self->counters(), options);
     if (!text) {
       spdlog::error("event=http_error path={} error={}", manifests::LogValue(req.path),
                     manifests::LogValue(text.error().message));

@@ -7,16 +7,20 @@
 // authentication: listen on loopback (as the README's example does) or behind a reverse proxy that
 // adds it.
 //
-// GET /metrics  Prometheus text format 0.0.4.
-//   edgefleet_fleet_device_online{device}              gauge, 1 online, 0 after the last will
-//   edgefleet_fleet_device_last_seen_seconds{device}   gauge, Unix seconds of the last message
-//   per device, model and version, summed over every window stored:
+// GET /metrics[?per_device=1]  Prometheus text format 0.0.4 (deploy/collector_metrics.hpp):
+//   by default aggregated per group, model and version:
+//   edgefleet_fleet_devices{group,state="online|offline"}   gauge, devices
+//   edgefleet_fleet_messages_missing                          gauge, numbers never stored
+//   per group, model and version, summed over every window stored:
 //   edgefleet_fleet_requests_total, edgefleet_fleet_errors_total,
 //   edgefleet_fleet_latency_seconds_bucket{le} / _sum / _count (successful requests),
 //   edgefleet_fleet_feedback_labeled_total, edgefleet_fleet_feedback_correct_total
+//   per_device=1: those counters per device too ({device,group,model,version}), and
+//   edgefleet_fleet_device_online{device}, edgefleet_fleet_device_last_seen_seconds{device},
+//   edgefleet_fleet_device_messages_missing{device}
 //   the collector itself: edgefleet_collector_messages_total{kind="status|telemetry|events|
 //   rollouts"} (stored), _duplicates_total, _stale_total, _rejected_total, _queue_depth,
-//   _connected.
+//   _connected, _store_lag_seconds, _behind, edgefleet_broker_dropped_messages.
 //   per rollout (the newest 1000 by start), as `edgefleet rollout` last reported it:
 //   edgefleet_rollout_devices{rollout,model,version,state} gauge, devices per
 //     state = succeeded|failed|updating|waiting|restored
@@ -58,7 +62,11 @@
 //                            "golden_accuracy": mean of the windows' values|null}]}]}
 //   Every device's windows of a model version summed per bucket of window end times (ts);
 //   sorted by model, version and t. bucket_s 1..86400, default 10; since_ms defaults to the
-//   newest window's ts minus 15 minutes. More than 20000 points: 400.
+//   newest window's ts minus 15 minutes. More than 20000 points: 400. A bucket_s that is a
+//   multiple of 10 is read from the 10-second sums the collector keeps as it stores windows
+//   (deploy/collector_migrations/0004_series.sql; a few rows per bucket, whatever the fleet's
+//   size), and since_ms then takes the whole 10-second bucket that holds it; other sizes read
+//   the windows.
 // GET /api/rollouts?limit=
 //   {"rollouts": [<rollout status as published> + "fleet", "received_ms"]}, the newest
 //   started first (started_ts, then id); limit 1..1000, default 50. The status format is in
@@ -86,9 +94,6 @@
 #include "manifests/result.hpp"
 
 namespace edgefleet::deploy {
-
-// The /metrics text for the view and the collector's counters; fails when the database does.
-Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters& counters);
 
 class CollectorHttp final {
  public:

@@ -214,6 +214,23 @@ struct SeriesBuckets {
   std::vector<SeriesStats> buckets;
 };
 
+// The fleet at a glance for /api/summary, computed in the database (no status is parsed per
+// device): device counts, numbered and missing messages, and per model version the devices that
+// sent windows of it, the devices whose newest status has it active, and its windows summed.
+struct VersionSummary {
+  std::string model;
+  std::string version;
+  std::uint64_t devices = 0;    // devices with windows of it (within the span, when given)
+  std::uint64_t active_on = 0;  // devices whose newest status has it active
+  SeriesStats sum;              // device empty
+};
+struct FleetSummary {
+  std::uint64_t devices = 0;
+  std::uint64_t online = 0;
+  std::uint64_t numbered = 0;            // numbered windows and events stored, every device
+  std::vector<VersionSummary> versions;  // sorted by model, version
+};
+
 namespace detail {
 struct ViewImpl;
 }
@@ -239,6 +256,9 @@ class FleetView final {
     std::uint64_t devices = 0;
   };
   Result<MissingTotals> Missing() const;
+  // The summary above; with `span`, the windows within it (as Recent counts them), else every
+  // window ever stored. Missing numbers come from Missing().
+  Result<FleetSummary> Summary(std::optional<std::chrono::milliseconds> span) const;
   // Per device, model and version, every window ever stored (the running totals).
   Result<std::vector<SeriesStats>> Totals() const;
   // Per device, model and version, the windows ending within `span` before that series' newest

@@ -8,6 +8,8 @@
 
 (function () {
   const POLL_MS = 2000;
+  // The fleet table shows this many devices (the first by name); /api/devices pages the rest.
+  const DEVICES_SHOWN = 200;
   const SVG_NS = 'http://www.w3.org/2000/svg';
   const PALETTE = ['#2563eb', '#d97706', '#059669', '#7c3aed', '#dc2626', '#0891b2', '#65a30d',
                    '#db2777', '#4b5563', '#9333ea'];
@@ -141,6 +143,11 @@
     });
     byId('devices').tBodies[0].replaceChildren(...rows);
     byId('devices-empty').hidden = rows.length > 0;
+    // The table shows the first page by name; the rest stays in the API (/api/devices?after=).
+    const matching = num(doc && doc.matching) ?? rows.length;
+    const more = byId('devices-more');
+    more.hidden = matching <= rows.length;
+    more.textContent = 'showing the first ' + rows.length + ' of ' + matching + ' devices';
   }
 
   // ---- charts ----
@@ -351,7 +358,7 @@
 
   const views = [
     ['api/summary', (doc) => renderSummary(doc)],
-    ['api/devices', (doc, now) => renderDevices(doc, now)],
+    ['api/devices?limit=' + DEVICES_SHOWN, (doc, now) => renderDevices(doc, now)],
     ['api/series', (doc) => renderCharts(doc)],
     ['api/rollouts?limit=20', (doc, now) => renderRollouts(doc, now)],
     ['api/events?limit=30', (doc) => renderEvents(doc)],

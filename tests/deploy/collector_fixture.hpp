@@ -289,8 +289,9 @@ class CollectorTest : public ::testing::Test {
     json doc = json::parse(r->body, nullptr, false);
     return doc.is_discarded() ? json() : doc;
   }
-  std::string Metrics() {
-    auto r = Get("/metrics");
+  // GET /metrics (`query`: "?per_device=1" for the per-device series).
+  std::string Metrics(const std::string& query = "") {
+    auto r = Get("/metrics" + query);
     return r && r->status == 200 ? r->body : "";
   }
   json Counters() {

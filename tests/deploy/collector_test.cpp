@@ -109,9 +109,18 @@ TEST_F(CollectorTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
   EXPECT_DOUBLE_EQ(v12["latency_ms"]["p99"].get<double>(), merged.p99);
   EXPECT_DOUBLE_EQ(v12["accuracy"].get<double>(), 37.0 / 40.0);
 
-  // /metrics: the right values under the right labels.
-  const std::string metrics = Metrics();
-  const std::string l = "device=\"box-a\",model=\"digits\",version=\"1.2.0\"";
+  // /metrics: the right values under the right labels (per device on request; by default the
+  // same sums per group, model and version: neither device is in a group).
+  const std::string aggregated = Metrics();
+  EXPECT_TRUE(HasLine(aggregated, "edgefleet_fleet_devices{group=\"\",state=\"online\"} 2"))
+      << aggregated;
+  EXPECT_TRUE(HasLine(
+      aggregated, "edgefleet_fleet_requests_total{group=\"\",model=\"digits\",version=\"1.2.0\"} " +
+                      std::to_string(requests)))
+      << aggregated;
+  EXPECT_EQ(aggregated.find("device=\""), std::string::npos) << aggregated;
+  const std::string metrics = Metrics("?per_device=1");
+  const std::string l = "device=\"box-a\",group=\"\",model=\"digits\",version=\"1.2.0\"";
   EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_device_online{device=\"box-a\"} 1")) << metrics;
   EXPECT_TRUE(
       HasLine(metrics, "edgefleet_fleet_requests_total{" + l + "} " + std::to_string(requests)))
@@ -171,6 +180,60 @@ TEST_F(CollectorTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
   StopCollectorCleanly();
 }
 
+// /metrics grows with groups and versions, not devices: three devices in two group sets sum
+// into one series per group set and version; per_device=1 gives each device's series, whose sum
+// is the aggregate.
+TEST_F(CollectorTest, MetricsAggregateDevicesPerGroupUnlessPerDeviceIsAsked) {
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  const std::int64_t now = NowMs();
+  const std::vector<std::pair<std::string, std::vector<std::string>>> devices = {
+      {"box-a", {"lab"}}, {"box-b", {"lab"}}, {"box-c", {"lab", "eu"}}};
+  for (const auto& [name, groups] : devices) {
+    telemetry::StatusMessage status = Status(name, "1.2.0", now);
+    status.groups = groups;
+    MustPublish(Topic(name, "status"), telemetry::EncodeStatus(status), true);
+    MustPublish(Topic(name, "telemetry"),
+                telemetry::EncodeTelemetry(Window(name, "1.2.0", now, {1.0, 2.0, 30.0}, 1, 4, 3)));
+  }
+  ASSERT_TRUE(WaitFor("three statuses and windows stored", seconds(20), [&] {
+    return Counter("messages", "status") == 3 && Counter("messages", "telemetry") == 3;
+  }));
+  const std::string metrics = Metrics();
+  const std::string lab = "group=\"lab\",model=\"digits\",version=\"1.2.0\"";
+  const std::string eu_lab = "group=\"eu,lab\",model=\"digits\",version=\"1.2.0\"";
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_devices{group=\"lab\",state=\"online\"} 2"))
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_devices{group=\"eu,lab\",state=\"online\"} 1"))
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_requests_total{" + lab + "} 8")) << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_errors_total{" + lab + "} 2")) << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_requests_total{" + eu_lab + "} 4")) << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_latency_seconds_count{" + lab + "} 6")) << metrics;
+  EXPECT_TRUE(
+      HasLine(metrics, "edgefleet_fleet_latency_seconds_bucket{" + lab + ",le=\"0.005\"} 4"))
+      << metrics;
+  EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_feedback_correct_total{" + lab + "} 6")) << metrics;
+  EXPECT_EQ(metrics.find("device=\""), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("edgefleet_fleet_device_online"), std::string::npos) << metrics;
+
+  const std::string each = Metrics("?per_device=1");
+  EXPECT_TRUE(HasLine(each, "edgefleet_fleet_requests_total{device=\"box-a\"," + lab + "} 4"))
+      << each;
+  EXPECT_TRUE(HasLine(each, "edgefleet_fleet_requests_total{device=\"box-b\"," + lab + "} 4"))
+      << each;
+  EXPECT_TRUE(HasLine(each, "edgefleet_fleet_requests_total{device=\"box-c\"," + eu_lab + "} 4"))
+      << each;
+  EXPECT_EQ(LinesStartingWith(each, "edgefleet_fleet_device_online{").size(), 3u) << each;
+  // The same scrape without the opt-in stays aggregated; a bad value is refused.
+  auto bad = Get("/metrics?per_device=yes");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_NE(bad->body.find("per_device"), std::string::npos) << bad->body;
+  EXPECT_EQ(Get("/metrics?devices=1")->status, 400);
+  StopCollectorCleanly();
+}
+
 TEST_F(CollectorTest, StatusOnlineOfflineAndOlderStatusDoesNotOverwrite) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
@@ -188,7 +251,9 @@ TEST_F(CollectorTest, StatusOnlineOfflineAndOlderStatusDoesNotOverwrite) {
   json d = Device("box-a");
   EXPECT_EQ(d["status"]["models"][0]["active"]["version"], "1.2.0") << "the will keeps the models";
   EXPECT_TRUE(d["offline_since_ms"].is_number()) << d;
-  EXPECT_TRUE(HasLine(Metrics(), "edgefleet_fleet_device_online{device=\"box-a\"} 0"));
+  EXPECT_TRUE(
+      HasLine(Metrics("?per_device=1"), "edgefleet_fleet_device_online{device=\"box-a\"} 0"));
+  EXPECT_TRUE(HasLine(Metrics(), "edgefleet_fleet_devices{group=\"\",state=\"offline\"} 1"));
 
   // Reconnected (a newer birth), then an outbox resend of an older status: ignored as stale.
   MustPublish(Topic("box-a", "status"),
@@ -377,7 +442,7 @@ TEST_F(CollectorTest, SequenceNumbersNeverStoredAreCountedAsMissing) {
   json summary = GetJson("/api/summary");
   EXPECT_EQ(summary["messages"], json::parse(R"({"numbered":5,"missing":1,"devices_missing":1})"))
       << summary.dump(1);
-  std::string metrics = Metrics();
+  std::string metrics = Metrics("?per_device=1");
   EXPECT_TRUE(HasLine(metrics, "edgefleet_fleet_device_messages_missing{device=\"box-a\"} 1"))
       << metrics;
   EXPECT_EQ(metrics.find("edgefleet_fleet_device_messages_missing{device=\"box-b\"}"),

@@ -1,0 +1,442 @@
+// The reading side of the collector database (FleetView in collector_store.hpp): devices, running
+// totals, recent windows, time series, events and rollouts, and the fleet summary, each one
+// query on a read-only connection.
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string_view>
+#include <utility>
+
+#include "deploy/collector_sql.hpp"
+#include "deploy/collector_store.hpp"
+#include "manifests/sqlite_db.hpp"
+
+namespace edgefleet::deploy {
+namespace {
+
+namespace fs = std::filesystem;
+using collector_sql::BucketColumn;
+using collector_sql::BucketColumns;
+using collector_sql::kApplicationId;
+using collector_sql::kBuckets;
+using manifests::SqliteDb;
+using manifests::SqlStatement;
+
+}  // namespace
+
+// ---- FleetView ----
+
+namespace detail {
+struct ViewImpl {
+  explicit ViewImpl(SqliteDb db) : conn(std::move(db)) {}
+  SqliteDb conn;
+  mutable std::mutex mu;  // guards conn and every statement on it
+};
+}  // namespace detail
+
+namespace {
+
+// Columns shared by Totals(), Recent() and Series(): device, model, version, last_slot, last_ts,
+// windows, requests, errors, labeled, correct, latency_count, latency_sum_ms, latency_max_ms,
+// b00..b16, golden accuracy (NULL when none).
+SeriesStats ReadSeries(const SqlStatement& q) {
+  SeriesStats s;
+  s.device = q.ColumnText(0);
+  s.model = q.ColumnText(1);
+  s.version = q.ColumnText(2);
+  s.last_slot = q.ColumnText(3);
+  s.last_ts = q.ColumnInt(4);
+  auto u = [&](int column) {
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(column)));
+  };
+  s.windows = u(5);
+  s.requests = u(6);
+  s.errors = u(7);
+  s.labeled = u(8);
+  s.correct = u(9);
+  s.latency.count = u(10);
+  s.latency.sum_ms = q.ColumnReal(11);
+  s.latency.max_ms = q.ColumnReal(12);
+  for (int i = 0; i < kBuckets; ++i) s.latency.buckets[static_cast<std::size_t>(i)] = u(13 + i);
+  s.latency.UpdatePercentiles();
+  if (!q.IsNull(13 + kBuckets)) s.golden_accuracy = q.ColumnReal(13 + kBuckets);
+  return s;
+}
+
+// `bind` binds the statement's parameters; more than `max_rows` rows fail with kInvalidArgument.
+Result<std::vector<SeriesStats>> QuerySeries(const SqliteDb& conn, std::string operation,
+                                             const std::string& sql,
+                                             const std::function<void(SqlStatement&)>& bind,
+                                             std::size_t max_rows = SIZE_MAX) {
+  EF_ASSIGN_OR_RETURN(SqlStatement q, SqlStatement::Prepare(conn, std::move(operation), sql));
+  bind(q);
+  std::vector<SeriesStats> out;
+  while (true) {
+    EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+    if (!row) break;
+    if (out.size() == max_rows) {
+      q.Reset();
+      return Fail(ErrorCode::kInvalidArgument, "more than " + std::to_string(max_rows) +
+                                                   " points: use a larger bucket or a later start");
+    }
+    out.push_back(ReadSeries(q));
+  }
+  return out;
+}
+
+// ", SUM(b00), ..., SUM(b16)".
+std::string SeriesBucketSums() {
+  std::string sums;
+  for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
+    sums += ", SUM(" + BucketColumn(i) + ")";
+  }
+  return sums;
+}
+
+// ", SUM(w.b00), ..., SUM(w.b16)".
+std::string BucketSums() {
+  std::string sums;
+  for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
+    sums += ", SUM(w." + BucketColumn(i) + ")";
+  }
+  return sums;
+}
+
+Result<std::vector<StoredMessage>> ReadMessages(SqlStatement& q) {
+  std::vector<StoredMessage> out;
+  while (true) {
+    EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+    if (!row) break;
+    out.push_back({q.ColumnText(0), q.ColumnInt(1), q.ColumnText(2)});
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<telemetry::ModelStatus> DeviceRecord::Models() const {
+  if (status_json.empty()) return {};
+  Result<telemetry::StatusMessage> status = telemetry::ParseStatus(status_json);
+  return status ? std::move(status->models) : std::vector<telemetry::ModelStatus>{};
+}
+
+FleetView::FleetView(std::unique_ptr<detail::ViewImpl> impl) : impl_(std::move(impl)) {}
+FleetView::FleetView(FleetView&&) noexcept = default;
+FleetView& FleetView::operator=(FleetView&&) noexcept = default;
+FleetView::~FleetView() = default;
+
+Result<FleetView> FleetView::Open(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    return Fail(ErrorCode::kNotFound,
+                path.string() + ": no such collector database (run `edgefleet collect --db " +
+                    path.string() + "` first)");
+  }
+  EF_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, SqliteDb::Mode::kReadOnly));
+  auto impl = std::make_unique<detail::ViewImpl>(std::move(db));
+  const SqliteDb& c = impl->conn;
+  EF_ASSIGN_OR_RETURN(const bool empty, c.CheckApplicationId(kApplicationId, "collector"));
+  if (empty) {
+    return Fail(ErrorCode::kIntegrity,
+                path.string() + ": not a collector database (an empty file)");
+  }
+  EF_ASSIGN_OR_RETURN(
+      const std::int64_t version,
+      c.QueryInt("read schema_version", "SELECT COALESCE(MAX(version), 0) FROM schema_version"));
+  if (version != CollectorStore::LatestSchemaVersion()) {
+    return Fail(ErrorCode::kUnsupported,
+                path.string() + ": schema version " + std::to_string(version) +
+                    ", this build reads " + std::to_string(CollectorStore::LatestSchemaVersion()) +
+                    (version < CollectorStore::LatestSchemaVersion()
+                         ? " (start this build's `edgefleet collect` on it once to migrate)"
+                         : " (written by a newer edgefleet)"));
+  }
+  return FleetView(std::move(impl));
+}
+
+Result<std::vector<DeviceRecord>> FleetView::Devices() const {
+  EF_ASSIGN_OR_RETURN(DevicePage page, Devices(DeviceQuery{}));
+  return std::move(page.devices);
+}
+
+Result<DevicePage> FleetView::Devices(const DeviceQuery& query) const {
+  // ?1 online, ?2 group, ?3 model, ?4 version: NULL matches any. Groups and models are read from
+  // the stored status (SQLite's JSON functions; status_json was checked when it arrived).
+  static constexpr const char* kMatch =
+      "FROM devices d WHERE (?1 IS NULL OR d.online = ?1) "
+      "AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(d.status_json, '$.groups') g "
+      "WHERE g.value = ?2)) "
+      "AND ((?3 IS NULL AND ?4 IS NULL) OR EXISTS (SELECT 1 FROM "
+      "json_each(d.status_json, '$.models') m WHERE (?3 IS NULL OR "
+      "json_extract(m.value, '$.name') = ?3) AND (?4 IS NULL OR "
+      "json_extract(m.value, '$.active.version') = ?4)))";
+  auto bind = [&](SqlStatement& q) {
+    q.Bind(1, query.online).Bind(2, query.group).Bind(3, query.model).Bind(4, query.version);
+  };
+  std::lock_guard lock(impl_->mu);
+  DevicePage page;
+  {
+    EF_ASSIGN_OR_RETURN(SqlStatement count,
+                        SqlStatement::Prepare(impl_->conn, "count devices",
+                                              std::string("SELECT COUNT(*) ") + kMatch));
+    bind(count);
+    EF_ASSIGN_OR_RETURN(const bool row, count.Step());
+    if (row) {
+      page.matching = static_cast<std::uint64_t>(std::max<std::int64_t>(0, count.ColumnInt(0)));
+      count.Reset();
+    }
+  }
+  // One more than the page, to know whether another follows. The sequence counts per device
+  // come from its rows of `sequences` (the primary key's prefix).
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement q,
+      SqlStatement::Prepare(
+          impl_->conn, "list devices",
+          std::string("SELECT d.device, fleet, online, last_seen_ms, offline_since_ms, "
+                      "status_ts, agent_version, connection, status_json, "
+                      "(SELECT COALESCE(SUM(received), 0) FROM sequences s "
+                      "WHERE s.device = d.device), "
+                      "(SELECT COALESCE(SUM(MAX(last_n - first_n + 1 - received, 0)), 0) "
+                      "FROM sequences s WHERE s.device = d.device) ") +
+              kMatch + " AND (?5 IS NULL OR d.device > ?5) ORDER BY d.device LIMIT ?6"));
+  bind(q);
+  q.Bind(5, query.after);
+  q.Bind(6, query.limit == 0 ? std::int64_t{-1} : static_cast<std::int64_t>(query.limit) + 1);
+  while (true) {
+    EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+    if (!row) break;
+    if (query.limit != 0 && page.devices.size() == query.limit) {
+      page.next = page.devices.back().device;
+      q.Reset();
+      break;
+    }
+    DeviceRecord d;
+    d.device = q.ColumnText(0);
+    d.fleet = q.ColumnText(1);
+    d.online = q.ColumnInt(2) != 0;
+    d.last_seen_ms = q.ColumnOptionalInt(3);
+    d.offline_since_ms = q.ColumnOptionalInt(4);
+    d.status_ts = q.ColumnOptionalInt(5);
+    d.agent_version = q.ColumnText(6);
+    d.connection = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(7)));
+    d.status_json = q.ColumnText(8);
+    d.numbered = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(9)));
+    d.missing = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(10)));
+    page.devices.push_back(std::move(d));
+  }
+  return page;
+}
+
+Result<FleetView::MissingTotals> FleetView::Missing() const {
+  std::lock_guard lock(impl_->mu);
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement q,
+      SqlStatement::Prepare(impl_->conn, "count missing",
+                            "SELECT COALESCE(SUM(m), 0), COUNT(*) FROM (SELECT "
+                            "SUM(MAX(last_n - first_n + 1 - received, 0)) AS m FROM sequences "
+                            "GROUP BY device HAVING m > 0)"));
+  MissingTotals totals;
+  EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+  if (row) {
+    totals.missing = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(0)));
+    totals.devices = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(1)));
+    q.Reset();
+  }
+  return totals;
+}
+
+Result<std::vector<SeriesStats>> FleetView::Totals() const {
+  std::lock_guard lock(impl_->mu);
+  return QuerySeries(impl_->conn, "read totals",
+                     "SELECT device, model, version, last_slot, last_ts, windows, requests, "
+                     "errors, labeled, correct, latency_count, latency_sum_ms, latency_max_ms, " +
+                         BucketColumns() + ", NULL FROM totals ORDER BY device, model, version",
+                     [](SqlStatement&) {});
+}
+
+Result<std::vector<SeriesStats>> FleetView::Recent(std::chrono::milliseconds span) const {
+  std::lock_guard lock(impl_->mu);
+  return QuerySeries(
+      impl_->conn, "read recent windows",
+      "SELECT t.device, t.model, t.version, t.last_slot, t.last_ts, COUNT(*), SUM(w.count), "
+      "SUM(w.errors), SUM(w.labeled), SUM(w.correct), SUM(w.latency_count), "
+      "SUM(w.latency_sum_ms), MAX(w.latency_max_ms)" +
+          BucketSums() +
+          ", AVG(w.golden_accuracy) FROM totals t JOIN windows w ON w.device = t.device AND "
+          "w.model = t.model AND w.version = t.version AND w.ts >= t.last_ts - ?1 "
+          "GROUP BY t.device, t.model, t.version ORDER BY t.device, t.model, t.version",
+      [&](SqlStatement& q) { q.Bind(1, span.count()); });
+}
+
+Result<SeriesBuckets> FleetView::Series(const SeriesQuery& query) const {
+  if (query.bucket_ms <= 0) {
+    return Fail(ErrorCode::kInvalidArgument, "bucket: must be positive");
+  }
+  std::lock_guard lock(impl_->mu);
+  SeriesBuckets out;
+  if (query.since_ms) {
+    out.since_ms = *query.since_ms;
+  } else {
+    EF_ASSIGN_OR_RETURN(SqlStatement newest,
+                        SqlStatement::Prepare(impl_->conn, "read newest window",
+                                              "SELECT MAX(ts) FROM windows "
+                                              "WHERE (?1 IS NULL OR model = ?1)"));
+    newest.Bind(1, query.model);
+    EF_ASSIGN_OR_RETURN(const bool row, newest.Step());
+    const std::optional<std::int64_t> ts = row ? newest.ColumnOptionalInt(0) : std::nullopt;
+    if (row) newest.Reset();
+    if (!ts) return out;  // no windows yet
+    out.since_ms =
+        *ts -
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::minutes(15)).count();
+  }
+  // From the 10-second buckets summed as windows were stored (0004_series.sql): a bucket_ms
+  // that is a multiple of 10 s merges them (floor(bucket_ts / bucket) * bucket; SQLite's %
+  // truncates toward zero), and since_ms takes every 10-second bucket that holds it or starts
+  // after it. Other bucket sizes read the windows themselves.
+  const bool coarse = query.bucket_ms % 10000 == 0;
+  const std::string sql =
+      coarse ? "SELECT '', model, version, '', bucket_ts - (((bucket_ts % ?3) + ?3) % ?3) AS t, "
+               "SUM(windows), SUM(requests), SUM(errors), SUM(labeled), SUM(correct), "
+               "SUM(latency_count), SUM(latency_sum_ms), MAX(latency_max_ms)" +
+                   SeriesBucketSums() +
+                   ", CASE WHEN SUM(golden_n) > 0 THEN SUM(golden_sum) / SUM(golden_n) END "
+                   "FROM series WHERE (?1 IS NULL OR model = ?1) AND bucket_ts > ?2 - 10000 "
+                   "GROUP BY model, version, t ORDER BY model, version, t"
+             : "SELECT '', w.model, w.version, '', w.ts - (((w.ts % ?3) + ?3) % ?3) AS t, "
+               "COUNT(*), SUM(w.count), SUM(w.errors), SUM(w.labeled), SUM(w.correct), "
+               "SUM(w.latency_count), SUM(w.latency_sum_ms), MAX(w.latency_max_ms)" +
+                   BucketSums() +
+                   ", AVG(w.golden_accuracy) FROM windows w WHERE (?1 IS NULL OR w.model = ?1) "
+                   "AND w.ts >= ?2 GROUP BY w.model, w.version, t ORDER BY w.model, w.version, t";
+  EF_ASSIGN_OR_RETURN(out.buckets,
+                      QuerySeries(
+                          impl_->conn, "read series", sql,
+                          [&](SqlStatement& q) {
+                            q.Bind(1, query.model).Bind(2, out.since_ms).Bind(3, query.bucket_ms);
+                          },
+                          query.max_points));
+  return out;
+}
+
+Result<std::vector<StoredMessage>> FleetView::Rollouts(std::size_t limit) const {
+  std::lock_guard lock(impl_->mu);
+  EF_ASSIGN_OR_RETURN(SqlStatement q,
+                      SqlStatement::Prepare(impl_->conn, "list rollouts",
+                                            "SELECT fleet, received_ms, json FROM rollouts "
+                                            "ORDER BY started_ts DESC, id DESC LIMIT ?1"));
+  q.Bind(1, static_cast<std::int64_t>(limit));
+  return ReadMessages(q);
+}
+
+Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) const {
+  std::lock_guard lock(impl_->mu);
+  EF_ASSIGN_OR_RETURN(SqlStatement q,
+                      SqlStatement::Prepare(impl_->conn, "list windows",
+                                            "SELECT fleet, received_ms, json FROM windows "
+                                            "WHERE (?1 IS NULL OR device = ?1) "
+                                            "AND (?2 IS NULL OR model = ?2) "
+                                            "AND (?3 IS NULL OR ts >= ?3) "
+                                            "ORDER BY ts DESC, id DESC LIMIT ?4"));
+  q.Bind(1, query.device)
+      .Bind(2, query.model)
+      .Bind(3, query.since_ms)
+      .Bind(4, static_cast<std::int64_t>(query.limit));
+  return ReadMessages(q);
+}
+
+Result<std::vector<StoredMessage>> FleetView::Events(const EventQuery& query) const {
+  std::lock_guard lock(impl_->mu);
+  EF_ASSIGN_OR_RETURN(SqlStatement q,
+                      SqlStatement::Prepare(impl_->conn, "list events",
+                                            "SELECT fleet, received_ms, json FROM events "
+                                            "WHERE (?1 IS NULL OR device = ?1) "
+                                            "ORDER BY ts DESC, id DESC LIMIT ?2"));
+  q.Bind(1, query.device).Bind(2, static_cast<std::int64_t>(query.limit));
+  return ReadMessages(q);
+}
+
+Result<FleetSummary> FleetView::Summary(std::optional<std::chrono::milliseconds> span) const {
+  // Per model version: the windows' sums (over the span, per device series, as Recent counts
+  // them; else the running totals, summed in the database).
+  std::map<std::pair<std::string, std::string>, VersionSummary> by_version;
+  auto add = [&](const SeriesStats& s, std::uint64_t devices) {
+    VersionSummary& v = by_version[{s.model, s.version}];
+    v.model = s.model;
+    v.version = s.version;
+    v.devices += devices;
+    v.sum.model = s.model;
+    v.sum.version = s.version;
+    v.sum.windows += s.windows;
+    v.sum.requests += s.requests;
+    v.sum.errors += s.errors;
+    v.sum.labeled += s.labeled;
+    v.sum.correct += s.correct;
+    v.sum.latency.Merge(s.latency);
+  };
+  if (span) {
+    EF_ASSIGN_OR_RETURN(std::vector<SeriesStats> recent, Recent(*span));
+    for (const SeriesStats& s : recent) add(s, 1);
+  } else {
+    std::lock_guard lock(impl_->mu);
+    // ReadSeries' columns, with the device count where the device goes.
+    EF_ASSIGN_OR_RETURN(SqlStatement q,
+                        SqlStatement::Prepare(
+                            impl_->conn, "sum totals per model version",
+                            "SELECT COUNT(*), model, version, '', MAX(last_ts), SUM(windows), "
+                            "SUM(requests), SUM(errors), SUM(labeled), SUM(correct), "
+                            "SUM(latency_count), SUM(latency_sum_ms), MAX(latency_max_ms)" +
+                                SeriesBucketSums() + ", NULL FROM totals GROUP BY model, version"));
+    while (true) {
+      EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+      if (!row) break;
+      add(ReadSeries(q), static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(0))));
+    }
+  }
+  std::lock_guard lock(impl_->mu);
+  FleetSummary out;
+  {
+    EF_ASSIGN_OR_RETURN(SqlStatement q,
+                        SqlStatement::Prepare(impl_->conn, "count devices",
+                                              "SELECT COUNT(*), COALESCE(SUM(online), 0), "
+                                              "(SELECT COALESCE(SUM(received), 0) FROM sequences) "
+                                              "FROM devices"));
+    EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+    if (row) {
+      out.devices = static_cast<std::uint64_t>(q.ColumnInt(0));
+      out.online = static_cast<std::uint64_t>(q.ColumnInt(1));
+      out.numbered = static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(2)));
+      q.Reset();
+    }
+  }
+  {
+    // The active version of each model in each device's newest status, counted by SQLite's
+    // JSON functions (the status was checked when it was stored).
+    EF_ASSIGN_OR_RETURN(
+        SqlStatement q,
+        SqlStatement::Prepare(
+            impl_->conn, "count active versions",
+            "SELECT json_extract(m.value, '$.name') AS model, "
+            "json_extract(m.value, '$.active.version') AS version, COUNT(DISTINCT d.device) "
+            "FROM devices d, json_each(d.status_json, '$.models') m "
+            "WHERE d.status_json IS NOT NULL AND json_valid(d.status_json) "
+            "AND json_type(m.value, '$.active') = 'object' GROUP BY model, version"));
+    while (true) {
+      EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+      if (!row) break;
+      VersionSummary& v = by_version[{q.ColumnText(0), q.ColumnText(1)}];
+      v.model = q.ColumnText(0);
+      v.version = q.ColumnText(1);
+      v.active_on = static_cast<std::uint64_t>(q.ColumnInt(2));
+    }
+  }
+  for (auto& [key, v] : by_version) {
+    v.sum.latency.UpdatePercentiles();
+    out.versions.push_back(std::move(v));
+  }
+  return out;
+}
+
+}  // namespace edgefleet::deploy
