@@ -446,18 +446,21 @@ Status Simulate(const SimulateOptions& options, std::ostream& out) {
                     " is not a loopback address; a load tool aims at another host only with "
                     "--allow-remote");
   }
-  // One socket per device (and a few for the process): raise the soft limit to what it needs.
+  // Three descriptors per device (libmosquitto keeps a socket pair beside each connection's
+  // socket) and a few for the process: raise the limit to that, the hard one too where the
+  // process may (root), or say what is missing.
   rlimit nofile{};
-  const auto need = static_cast<rlim_t>(options.devices + 64);
+  const auto need = static_cast<rlim_t>(options.devices * 3 + 64);
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < need) {
-    if (nofile.rlim_max < need) {
+    rlimit raised{need, std::max(need, nofile.rlim_max)};
+    if (setrlimit(RLIMIT_NOFILE, &raised) != 0) {
       return Fail(ErrorCode::kLimit, "--devices: " + std::to_string(options.devices) +
                                          " connections need " + std::to_string(need) +
-                                         " open files; the hard limit (ulimit -Hn) is " +
-                                         std::to_string(nofile.rlim_max));
+                                         " open files (three per device); the hard limit "
+                                         "(ulimit -Hn) is " +
+                                         std::to_string(nofile.rlim_max) +
+                                         " and could not be raised: " + strerror(errno));
     }
-    nofile.rlim_cur = need;
-    (void)setrlimit(RLIMIT_NOFILE, &nofile);
   }
   const StopSignals stop;
   UseKeyValueLog("edgefleet-simulate");
