@@ -46,12 +46,14 @@ class Processes:
 
 
 def start_broker(procs, work):
-    """mosquitto on a free loopback port, no connection limit, no persistence; its port."""
+    """mosquitto on a free loopback port with the shipped config's queue bounds
+    (deploy/mosquitto/mosquitto.conf), no connection limit, no persistence, no TLS; its port."""
     port = free_port()
     conf = os.path.join(work, "mosquitto.conf")
     with open(conf, "w") as f:
         f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                "max_connections -1\npersistence false\n")
+                "max_connections -1\npersistence false\n"
+                "max_queued_messages 100000\nmax_inflight_messages 100\n")
     procs.start(["mosquitto", "-c", conf], os.path.join(work, "broker.log"),
                 preexec_fn=raise_nofile)
     for _ in range(100):
