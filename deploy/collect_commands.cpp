@@ -159,6 +159,9 @@ Status Collect(const CollectOptions& options) {
   // A persistent session: the broker queues what devices publish while the collector
   // reconnects (after a broker restart, devices often flush their outboxes first).
   mqtt.clean_session = false;
+  // Acknowledged only once the spool holds it (CollectorOptions::spool): a SIGKILL loses
+  // nothing the broker thinks delivered.
+  mqtt.ack_after_handler = true;
   mqtt.username = options.username;
   mqtt.password = options.password;
   mqtt.ca_file = options.ca_file;

@@ -71,50 +71,45 @@ Status PrepareWriter(detail::StoreImpl& s) {
           "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
           "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
               BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) + ")"));
-  EF_ASSIGN_OR_RETURN(
-      s.add_totals, SqlStatement::Prepare(c, "add to totals", [] {
-        std::string sql =
-            "INSERT INTO totals (device, model, version, windows, requests, errors, "
-            "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, last_ts, "
-            "last_slot, " +
-            BucketColumns() + ") VALUES (?1, ?2, ?3, 1, " + Parameters(4, 9 + kBuckets) +
-            ") ON CONFLICT (device, model, version) DO UPDATE SET windows = windows + 1, "
-            "requests = requests + excluded.requests, errors = errors + excluded.errors, "
-            "latency_count = latency_count + excluded.latency_count, "
-            "latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, "
-            "latency_max_ms = MAX(latency_max_ms, excluded.latency_max_ms), "
-            "labeled = labeled + excluded.labeled, correct = correct + excluded.correct, "
-            "last_slot = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last_slot "
-            "ELSE last_slot END, last_ts = MAX(last_ts, excluded.last_ts)";
+  // A window adds to its device's running totals and to its 10-second bucket of the series
+  // (0004_series.sql) the same sums: parameters 4..10 and 13.. (BindSums).
+  const std::string add_sums =
+      "windows = windows + 1, requests = requests + excluded.requests, "
+      "errors = errors + excluded.errors, latency_count = latency_count + excluded.latency_count, "
+      "latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, "
+      "latency_max_ms = MAX(latency_max_ms, excluded.latency_max_ms), "
+      "labeled = labeled + excluded.labeled, correct = correct + excluded.correct" +
+      [] {
+        std::string buckets;
         for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
           const std::string column = BucketColumn(i);
-          sql += ", " + column + " = " + column + " + excluded." + column;
+          buckets += ", " + column + " = " + column + " + excluded." + column;
         }
-        return sql;
-      }()));
+        return buckets;
+      }();
   EF_ASSIGN_OR_RETURN(
-      s.add_series, SqlStatement::Prepare(c, "add to series", [] {
-        // The window's 10-second bucket (0004_series.sql); SQLite's % truncates toward zero.
-        std::string sql =
-            "INSERT INTO series (model, version, bucket_ts, windows, requests, errors, "
-            "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, golden_sum, "
-            "golden_n, " +
-            BucketColumns() + ") VALUES (?1, ?2, ?3 - (((?3 % 10000) + 10000) % 10000), 1, " +
-            Parameters(4, 9 + kBuckets) +
-            ") ON CONFLICT (model, version, bucket_ts) DO UPDATE SET windows = windows + 1, "
-            "requests = requests + excluded.requests, errors = errors + excluded.errors, "
-            "latency_count = latency_count + excluded.latency_count, "
-            "latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, "
-            "latency_max_ms = MAX(latency_max_ms, excluded.latency_max_ms), "
-            "labeled = labeled + excluded.labeled, correct = correct + excluded.correct, "
-            "golden_sum = golden_sum + excluded.golden_sum, golden_n = golden_n + "
-            "excluded.golden_n";
-        for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
-          const std::string column = BucketColumn(i);
-          sql += ", " + column + " = " + column + " + excluded." + column;
-        }
-        return sql;
-      }()));
+      s.add_totals,
+      SqlStatement::Prepare(
+          c, "add to totals",
+          "INSERT INTO totals (device, model, version, windows, requests, errors, "
+          "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, last_ts, last_slot, " +
+              BucketColumns() + ") VALUES (?1, ?2, ?3, 1, " + Parameters(4, 9 + kBuckets) +
+              ") ON CONFLICT (device, model, version) DO UPDATE SET " + add_sums +
+              ", last_slot = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last_slot "
+              "ELSE last_slot END, last_ts = MAX(last_ts, excluded.last_ts)"));
+  // SQLite's % truncates toward zero: the bucket is ts rounded down to 10 s.
+  EF_ASSIGN_OR_RETURN(
+      s.add_series,
+      SqlStatement::Prepare(
+          c, "add to series",
+          "INSERT INTO series (model, version, bucket_ts, windows, requests, errors, "
+          "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, golden_sum, "
+          "golden_n, " +
+              BucketColumns() + ") VALUES (?1, ?2, ?3 - (((?3 % 10000) + 10000) % 10000), 1, " +
+              Parameters(4, 9 + kBuckets) +
+              ") ON CONFLICT (model, version, bucket_ts) DO UPDATE SET " + add_sums +
+              ", golden_sum = golden_sum + excluded.golden_sum, "
+              "golden_n = golden_n + excluded.golden_n"));
   EF_ASSIGN_OR_RETURN(
       s.insert_event,
       SqlStatement::Prepare(

@@ -272,6 +272,9 @@ Mosq MqttClient::Impl::NewHandle(std::string& reason) {
     }
   };
   check("protocol version", mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311));
+  // Threaded: packets (PUBACKs included) are queued, not written inside loop_read; the session
+  // loop writes them after loop_read returns, i.e. after on_message (options.ack_after_handler).
+  if (options.ack_after_handler) check("threaded", mosquitto_threaded_set(m, true));
   // Our cap, not libmosquitto's default of 20: it decides how many rows wait for a PUBACK.
   check("max inflight",
         mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, static_cast<int>(options.max_inflight)));

@@ -61,6 +61,12 @@ struct MqttOptions {
   // queues QoS 1 messages for it while it is away (the collector: nothing published while it
   // reconnects is lost; the broker's max_queued_messages bounds the queue).
   bool clean_session = true;
+  // true: the PUBACK of a QoS 1 message leaves only after on_message has returned for it (and
+  // for the other messages read with it). libmosquitto 2.0.11 otherwise writes the PUBACK
+  // before it calls on_message, so a process killed in between loses a message the broker
+  // thinks delivered (the collector spools in on_message). Done by telling libmosquitto the
+  // application is threaded, so acknowledgements are queued for this client's own write step.
+  bool ack_after_handler = false;
   // Incoming messages larger than this are not given to the handler; they are counted and
   // reported to on_rejected instead.
   std::size_t max_incoming_bytes = 64 * 1024;
