@@ -21,18 +21,6 @@ constexpr std::size_t kMetricsRollouts = 1000;
 
 std::string Label(std::string_view value) { return telemetry::PrometheusLabelValue(value); }
 
-// The device's groups from its newest status, sorted and joined by ',' (empty: none, or no
-// status yet).
-std::string GroupsLabel(const DeviceRecord& d) {
-  if (d.status_json.empty()) return {};
-  Result<telemetry::StatusMessage> status = telemetry::ParseStatus(d.status_json);
-  if (!status) return {};
-  std::vector<std::string> groups = status->groups;
-  std::sort(groups.begin(), groups.end());
-  groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
-  return Join(groups, ",");
-}
-
 struct SeriesSum {
   std::uint64_t requests = 0, errors = 0, labeled = 0, correct = 0;
   telemetry::LatencySnapshot latency;
@@ -42,7 +30,8 @@ struct SeriesSum {
 
 Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters& counters,
                                   const MetricsOptions& options) {
-  EF_ASSIGN_OR_RETURN(std::vector<DeviceRecord> devices, view.Devices());
+  EF_ASSIGN_OR_RETURN(const std::vector<FleetView::DeviceGroups> groups, view.Groups());
+  EF_ASSIGN_OR_RETURN(const FleetView::MissingTotals missing, view.Missing());
   EF_ASSIGN_OR_RETURN(std::vector<SeriesStats> totals, view.Totals());
   EF_ASSIGN_OR_RETURN(std::vector<StoredMessage> stored_rollouts, view.Rollouts(kMetricsRollouts));
   std::vector<RolloutStatus> rollouts;
@@ -60,12 +49,9 @@ Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters
   // groups count each device once.
   std::map<std::string, std::string> group_of;
   std::map<std::pair<std::string, bool>, std::uint64_t> by_group;
-  std::uint64_t missing = 0;
-  for (const DeviceRecord& d : devices) {
-    const std::string group = GroupsLabel(d);
-    group_of[d.device] = group;
-    ++by_group[{group, d.online}];
-    missing += d.missing;
+  for (const FleetView::DeviceGroups& d : groups) {
+    group_of[d.device] = d.groups;
+    ++by_group[{d.groups, d.online}];
   }
   family("edgefleet_fleet_devices", "gauge",
          "Devices by group (the device's groups joined by ',') and state (online: its newest "
@@ -76,9 +62,10 @@ Result<std::string> RenderMetrics(const FleetView& view, const CollectorCounters
   }
   family("edgefleet_fleet_messages_missing", "gauge",
          "Numbered telemetry windows and events never stored, all devices.");
-  out += fmt::format("edgefleet_fleet_messages_missing {}\n", missing);
+  out += fmt::format("edgefleet_fleet_messages_missing {}\n", missing.missing);
 
   if (options.per_device) {
+    EF_ASSIGN_OR_RETURN(const std::vector<DeviceRecord> devices, view.Devices());
     family("edgefleet_fleet_device_online", "gauge",
            "1 while the device's newest status says online, 0 after its last will or shutdown.");
     for (const DeviceRecord& d : devices) {

@@ -256,6 +256,15 @@ class FleetView final {
     std::uint64_t devices = 0;
   };
   Result<MissingTotals> Missing() const;
+  // Every device, by name, with its state and its groups (from its newest status, sorted,
+  // without repeats, joined by ','; empty for none): read with SQLite's JSON functions, no status
+  // parsed per device (/metrics).
+  struct DeviceGroups {
+    std::string device;
+    bool online = false;
+    std::string groups;
+  };
+  Result<std::vector<DeviceGroups>> Groups() const;
   // The summary above; with `span`, the windows within it (as Recent counts them), else every
   // window ever stored. Missing numbers come from Missing().
   Result<FleetSummary> Summary(std::optional<std::chrono::milliseconds> span) const;

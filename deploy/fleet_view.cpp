@@ -11,6 +11,7 @@
 
 #include "deploy/collector_sql.hpp"
 #include "deploy/collector_store.hpp"
+#include "manifests/join.hpp"
 #include "manifests/sqlite_db.hpp"
 
 namespace edgefleet::deploy {
@@ -38,9 +39,12 @@ struct ViewImpl {
 
 namespace {
 
-// Columns shared by Totals(), Recent() and Series(): device, model, version, last_slot, last_ts,
-// windows, requests, errors, labeled, correct, latency_count, latency_sum_ms, latency_max_ms,
-// b00..b16, golden accuracy (NULL when none).
+// How many columns ReadSeries reads; a query may add its own after them.
+constexpr int kSeriesColumns = 14 + kBuckets;
+
+// Columns shared by Totals(), Recent(), Series() and Summary(): device, model, version, last_slot,
+// last_ts, windows, requests, errors, labeled, correct, latency_count, latency_sum_ms,
+// latency_max_ms, b00..b16, golden accuracy (NULL when none).
 SeriesStats ReadSeries(const SqlStatement& q) {
   SeriesStats s;
   s.device = q.ColumnText(0);
@@ -247,6 +251,37 @@ Result<FleetView::MissingTotals> FleetView::Missing() const {
   return totals;
 }
 
+Result<std::vector<FleetView::DeviceGroups>> FleetView::Groups() const {
+  std::lock_guard lock(impl_->mu);
+  EF_ASSIGN_OR_RETURN(
+      SqlStatement q,
+      SqlStatement::Prepare(impl_->conn, "read device groups",
+                            "SELECT d.device, d.online, CASE WHEN json_valid(d.status_json) THEN "
+                            "(SELECT group_concat(j.value, char(10)) FROM "
+                            "json_each(d.status_json, '$.groups') j) END "
+                            "FROM devices d ORDER BY d.device"));
+  std::vector<DeviceGroups> out;
+  while (true) {
+    EF_ASSIGN_OR_RETURN(const bool row, q.Step());
+    if (!row) break;
+    DeviceGroups d{q.ColumnText(0), q.ColumnInt(1) != 0, {}};
+    // One group per line (group names hold no control characters), sorted here.
+    std::vector<std::string> groups;
+    const std::string listed = q.IsNull(2) ? std::string() : q.ColumnText(2);
+    std::string_view rest = listed;
+    while (!rest.empty()) {
+      const std::size_t end = std::min(rest.find('\n'), rest.size());
+      groups.emplace_back(rest.substr(0, end));
+      rest.remove_prefix(std::min(end + 1, rest.size()));
+    }
+    std::sort(groups.begin(), groups.end());
+    groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+    d.groups = Join(groups, ",");
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
 Result<std::vector<SeriesStats>> FleetView::Totals() const {
   std::lock_guard lock(impl_->mu);
   return QuerySeries(impl_->conn, "read totals",
@@ -381,18 +416,20 @@ Result<FleetSummary> FleetView::Summary(std::optional<std::chrono::milliseconds>
     for (const SeriesStats& s : recent) add(s, 1);
   } else {
     std::lock_guard lock(impl_->mu);
-    // ReadSeries' columns, with the device count where the device goes.
-    EF_ASSIGN_OR_RETURN(SqlStatement q,
-                        SqlStatement::Prepare(
-                            impl_->conn, "sum totals per model version",
-                            "SELECT COUNT(*), model, version, '', MAX(last_ts), SUM(windows), "
-                            "SUM(requests), SUM(errors), SUM(labeled), SUM(correct), "
-                            "SUM(latency_count), SUM(latency_sum_ms), MAX(latency_max_ms)" +
-                                SeriesBucketSums() + ", NULL FROM totals GROUP BY model, version"));
+    // ReadSeries' columns (no device: every device), then the device count.
+    EF_ASSIGN_OR_RETURN(
+        SqlStatement q,
+        SqlStatement::Prepare(impl_->conn, "sum totals per model version",
+                              "SELECT '', model, version, '', MAX(last_ts), SUM(windows), "
+                              "SUM(requests), SUM(errors), SUM(labeled), SUM(correct), "
+                              "SUM(latency_count), SUM(latency_sum_ms), MAX(latency_max_ms)" +
+                                  SeriesBucketSums() +
+                                  ", NULL, COUNT(*) FROM totals GROUP BY model, version"));
     while (true) {
       EF_ASSIGN_OR_RETURN(const bool row, q.Step());
       if (!row) break;
-      add(ReadSeries(q), static_cast<std::uint64_t>(std::max<std::int64_t>(0, q.ColumnInt(0))));
+      const std::int64_t devices = q.ColumnInt(kSeriesColumns);
+      add(ReadSeries(q), static_cast<std::uint64_t>(std::max<std::int64_t>(0, devices)));
     }
   }
   std::lock_guard lock(impl_->mu);

@@ -148,7 +148,7 @@ class Simulation final {
         if (!c.connected || c.device->NextDue() > now) continue;
         due.clear();
         c.device->TakeDue(now, &due);
-        for (SimMessage& m : due) Publish(c, m);
+        for (const SimMessage& m : due) PublishOn(c, m);
         Settle(c, MOSQ_ERR_SUCCESS, now);
       }
       if (now >= next_misc) {
@@ -257,7 +257,6 @@ class Simulation final {
     ++c.totals->sent[Index(m.kind)];
     c.inflight[mid] = m.kind;
   }
-  void Publish(Conn& c, const SimMessage& m) { PublishOn(c, m); }
 
   void Open(Conn& c, std::int64_t now) {
     c.retry_ms = 0;
