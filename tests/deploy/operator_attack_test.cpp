@@ -14,6 +14,7 @@
 #include "manifests/crypto.hpp"
 #include "tests/deploy/collector_fixture.hpp"
 #include "tests/support/connection_attack.hpp"
+#include "tests/support/httplib_prime.hpp"
 
 namespace edgefleet::collector_testing {
 namespace {
@@ -63,6 +64,7 @@ TEST_F(OperatorServersAttack, TheDashboardApiAndABundleDownloadKeepAnswering) {
   const auto end = Clock::now() + seconds(25);
   std::vector<double> api_ms, download_ms;
   int api_failures = 0, download_failures = 0;
+  testing::PrimeHttplibClient();
   std::thread box([&] {
     httplib::Client client("127.0.0.1", serve_port);
     client.set_keep_alive(true);

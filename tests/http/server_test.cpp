@@ -2,6 +2,7 @@
 // pool's queue limit, body and header limits, keep-alive, and Expect: 100-continue. Raw sockets
 // play the hostile clients; cpp-httplib's client plays a well-behaved one.
 #include "http/server.hpp"
+#include "tests/support/httplib_prime.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -272,6 +273,7 @@ TEST(HttpServer, AFullQueueIsRefusedAtOnceAndHealthNeverWaitsBehindThePool) {
     auto res = c.Post("/block", "", "text/plain");
     return res ? res->status : -1;
   };
+  testing::PrimeHttplibClient();
   std::thread running([&] { EXPECT_EQ(post_block(), 200); });
   ASSERT_TRUE(gate.AwaitWaiting(1, seconds(5)));
   std::thread queued([&] { EXPECT_EQ(post_block(), 200); });

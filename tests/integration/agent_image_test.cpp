@@ -18,6 +18,7 @@
 
 #include "tests/integration/agent_fixture.hpp"
 #include "tests/support/hostile_images.hpp"
+#include "tests/support/httplib_prime.hpp"
 
 namespace edgefleet {
 namespace {
@@ -68,6 +69,7 @@ class AgentImages : public AgentE2E {
   // response's status and error message ("" on transport failure).
   std::vector<std::pair<int, std::string>> PostConcurrently(const std::string& bytes,
                                                             const std::string& content_type) {
+    testing::PrimeHttplibClient();
     std::vector<std::future<std::pair<int, std::string>>> replies;
     for (int k = 0; k < kConcurrent; ++k) {
       replies.push_back(std::async(std::launch::async, [&] {

@@ -22,6 +22,7 @@
 
 #include "tests/integration/agent_fixture.hpp"
 #include "tests/integration/agent_harness.hpp"
+#include "tests/support/httplib_prime.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/tar_builder.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -102,6 +103,7 @@ TEST_F(AgentE2E, ClientFaultsDuringAWatchWindowDoNotRollBackAGoodModel) {
 
   std::atomic<bool> stop{false};
   std::map<int, int> side_statuses;
+  testing::PrimeHttplibClient();
   std::thread side([&] {
     httplib::Client client("127.0.0.1", port_);
     client.set_read_timeout(5, 0);

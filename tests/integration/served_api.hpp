@@ -18,6 +18,7 @@
 #include "agent/serving_stats.hpp"
 #include "runtime/model_host.hpp"
 #include "tests/support/digits.hpp"
+#include "tests/support/httplib_prime.hpp"
 #include "tests/support/opencv_plugin.hpp"
 
 namespace edgefleet {
@@ -96,6 +97,8 @@ class Served {
     // first read of it is ordered only through a client and a socket, which ThreadSanitizer
     // cannot see.
     spdlog::default_logger();
+    // Tests then send from several client threads; see httplib_prime.hpp.
+    testing::PrimeHttplibClient();
     auto api = agent::LocalApi::Start(host_, stats_, std::move(options));
     ASSERT_TRUE(api) << api.error().message;
     api_ = std::move(api).value();
