@@ -3,8 +3,8 @@
 # not touched and apt-get runs only when something is missing. Run as root (or with sudo).
 #
 #   scripts/install-deps.sh            build + test + demo dependencies
-#   scripts/install-deps.sh --models   also scikit-learn and Pillow, to regenerate the committed
-#                                      digits models and for the benchmarks that export models
+#   scripts/install-deps.sh --models   also scikit-learn, Pillow and flatbuffers, to regenerate the
+#                                      committed digits and TFLite models and for the benchmarks that export models
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,8 @@ base=(
   libpng-dev libjpeg62-turbo-dev            # image decoding for the local API
   libopencv-imgcodecs-dev                   # tests only: cv::imdecode as the decoders' reference
   libtorch-dev                              # the torch backend plugin (TorchScript, libtorch)
+  libarmnn-dev libarmnntfliteparser-dev libarmnn-cpuref-backend22  # the tflite backend plugin
+                                            # (TFLite on Arm NN 20.08, reference CPU backend)
   python3-torch python3-torchvision python3-onnx python3-numpy  # tests: the build generates the
                                             # torch backend's MobileNetV2/ResNet-18 test models and
                                             # golden data (tests/data/make_torchscript.py), too
@@ -40,7 +42,7 @@ base=(
   prometheus                                # tests only: promtool checks the scrape config and
                                             # every Grafana query (the server is not started)
 )
-models=(python3-sklearn python3-pil)  # with the main list's python3-torch & co.
+models=(python3-sklearn python3-pil python3-flatbuffers)  # with the main list's python3-torch & co.
 
 want=("${base[@]}")
 for arg in "$@"; do
