@@ -118,9 +118,42 @@ install_onnxruntime() {
   mv "$tmp" "$dir"
 }
 
+# The MediaPipe face detector for the tflite plugin's real-model test, from npm
+# (tests/data/mediapipe/npm, pinned by its package-lock.json, --ignore-scripts), the way the
+# browser test gets Playwright: only the .tflite files are kept, in the per-user cache keyed by the
+# lock's SHA-256 (tests/CMakeLists.txt finds them by the same key). Not committed: Google's files.
+install_mediapipe() {
+  local lock=tests/data/mediapipe/npm/package-lock.json
+  local key dir tmp
+  key=$(sha256sum "$lock" | cut -c1-16)
+  dir="${EDGEFLEET_CACHE_DIR:-${HOME}/.cache/edgefleet}/mediapipe-npm/$key"
+  if [ -f "$dir/COMPLETE" ]; then
+    echo "install-deps: mediapipe models present ($dir)"
+    return 0
+  fi
+  echo "install-deps: installing the mediapipe face detector (about 14 MB) into $dir"
+  mkdir -p "$(dirname "$dir")"
+  tmp=$(mktemp -d "$dir.tmp.XXXXXX")
+  cp tests/data/mediapipe/npm/package.json "$lock" "$tmp/"
+  if ! (cd "$tmp" && timeout 600 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
+    rm -rf "$tmp"
+    echo "install-deps: npm ci of tests/data/mediapipe/npm failed (is the npm registry reachable?)" >&2
+    return 1
+  fi
+  mkdir -p "$tmp/models"
+  cp "$tmp"/node_modules/@mediapipe/face_detection/*.tflite "$tmp/models/"
+  rm -rf "$tmp/node_modules"
+  chmod 755 "$tmp"
+  chmod -R go-w "$tmp"
+  touch "$tmp/COMPLETE"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#want[@]} packages present"
   [ "${EDGEFLEET_SKIP_ONNXRUNTIME:-0}" = 1 ] || install_onnxruntime
+  install_mediapipe
   exit 0
 fi
 
@@ -143,3 +176,4 @@ if ! { "${sudo[@]}" apt-get update -q && "${sudo[@]}" $line; }; then
   exit 1
 fi
 [ "${EDGEFLEET_SKIP_ONNXRUNTIME:-0}" = 1 ] || install_onnxruntime
+install_mediapipe

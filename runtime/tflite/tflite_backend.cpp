@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "runtime/plugin_kit.hpp"
+#include "runtime/tflite/fp16_fold.hpp"
 
 #ifndef EDGEFLEET_ARMNN_BACKENDS_DIR
 #error "the build defines EDGEFLEET_ARMNN_BACKENDS_DIR (where Arm_CpuRef_backend.so is)"
@@ -59,13 +60,21 @@ constexpr std::int32_t kSchemaVersion = 3;
 constexpr const char* kFormats[] = {"tflite"};
 
 // Operators proven on Arm NN here: each appears in a model that loads and matches a reference
-// other than Arm NN (tests/runtime/tflite_backend_test.cpp: the digits CNN against torch's
-// logits; README "TFLite" lists the models). Builtin operators have the default domain; a custom
-// operator (domain "custom") is never claimed, so the agent refuses it before download.
+// other than Arm NN (tests/runtime/: the digits CNN against torch's logits; MediaPipe's face
+// detector by finding the face OpenCV's Haar cascade finds, and none where it finds none).
+// DEQUANTIZE is claimed as those models use it: float16 constant weights, which the plugin folds
+// to float32 before parsing (tflite/fp16_fold.hpp). Builtin operators have the default domain; a
+// custom operator is never claimed, so the agent refuses it before download.
 constexpr ef_operator kOperators[] = {
+    {"", "ADD", kSchemaVersion, kSchemaVersion},
+    {"", "CONCATENATION", kSchemaVersion, kSchemaVersion},
     {"", "CONV_2D", kSchemaVersion, kSchemaVersion},
+    {"", "DEPTHWISE_CONV_2D", kSchemaVersion, kSchemaVersion},
+    {"", "DEQUANTIZE", kSchemaVersion, kSchemaVersion},
     {"", "FULLY_CONNECTED", kSchemaVersion, kSchemaVersion},
     {"", "MAX_POOL_2D", kSchemaVersion, kSchemaVersion},
+    {"", "PAD", kSchemaVersion, kSchemaVersion},
+    {"", "RELU", kSchemaVersion, kSchemaVersion},
     {"", "RESHAPE", kSchemaVersion, kSchemaVersion},
 };
 
@@ -215,7 +224,8 @@ Check Load(ef_backend& backend, const char* path, const ef_model_spec& spec,
   }
   std::string bytes;
   if (auto failed = edgefleet::runtime::plugin_kit::ReadModelFile(path, bytes)) return failed;
-  const std::vector<std::uint8_t> content(bytes.begin(), bytes.end());
+  std::vector<std::uint8_t> content(bytes.begin(), bytes.end());
+  edgefleet::runtime::tflite::FoldFloat16Weights(content);  // Arm NN 20.08 wants float32 weights
   auto parser = armnnTfLiteParser::ITfLiteParser::Create();
   armnn::INetworkPtr network = parser->CreateNetworkFromBinary(content);
   if (parser->GetSubgraphCount() != 1) {
