@@ -13,6 +13,10 @@ namespace edgefleet::testing {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+std::string OutputFile(int i) { return "output_" + std::to_string(i) + ".pb"; }
+}  // namespace
+
 Bundle MakeGoldenBundle(const Fleet& fleet, const fs::path& work, const GoldenModel& model,
                         const std::string& name, json variant, double atol, double rtol,
                         const std::vector<std::string>& extra_args) {
@@ -25,8 +29,12 @@ Bundle MakeGoldenBundle(const Fleet& fleet, const fs::path& work, const GoldenMo
         fs::create_directories(dir / "golden" / "g");
         const std::string file = name + fs::path(model.file).extension().string();
         fs::copy_file(model.dir / model.file, dir / "model" / file);
-        for (const std::string pb : {"input_0.pb", "output_0.pb"}) {
-          fs::copy_file(model.dir / "golden" / pb, dir / "golden" / "g" / pb);
+        // input_0.pb and output_0.pb, output_1.pb, ... (one per model output).
+        json outputs = json::array();
+        fs::copy_file(model.dir / "golden" / "input_0.pb", dir / "golden" / "g" / "input_0.pb");
+        for (int i = 0; i == 0 || fs::exists(model.dir / "golden" / OutputFile(i)); ++i) {
+          fs::copy_file(model.dir / "golden" / OutputFile(i), dir / "golden" / "g" / OutputFile(i));
+          outputs.push_back("golden/g/" + OutputFile(i));
         }
         variant["file"] = "model/" + file;
         body = {{"name", name},
@@ -34,9 +42,7 @@ Bundle MakeGoldenBundle(const Fleet& fleet, const fs::path& work, const GoldenMo
                 {"description", model.dir.filename().string() + " (random weights)"},
                 {"variants", {variant}},
                 {"golden",
-                 {{{"name", "g"},
-                   {"inputs", {"golden/g/input_0.pb"}},
-                   {"outputs", {"golden/g/output_0.pb"}}}}},
+                 {{{"name", "g"}, {"inputs", {"golden/g/input_0.pb"}}, {"outputs", outputs}}}},
                 {"parity",
                  {{"atol", atol},
                   {"rtol", rtol},

@@ -14,8 +14,9 @@
 
 namespace edgefleet::testing {
 
-// A generated model: <dir>/<model file> and <dir>/golden/{input_0,output_0}.pb (input "input"
-// float32 [2,3,224,224], output "logits" float32 [2,1000]).
+// A generated model: <dir>/<model file> and <dir>/golden/input_0.pb, output_0.pb (and
+// output_1.pb, ... for a model with more outputs); the classifiers' input "input" is float32
+// [2,3,224,224], their output "logits" float32 [2,1000].
 struct GoldenModel {
   std::filesystem::path dir;
   std::string file;  // "model.pt", "model.onnx"
