@@ -2,12 +2,14 @@
 #include "deploy/variant_inspect.hpp"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "manifests/join.hpp"
 #include "manifests/log_value.hpp"
 #include "manifests/manifest.hpp"
 #include "runtime/compat.hpp"
+#include "runtime/tflite_model.hpp"
 
 namespace edgefleet::deploy {
 namespace {
@@ -52,6 +54,54 @@ std::optional<std::string> Disagreement(const json& declared, const json& found)
   return std::nullopt;
 }
 
+// What a model file says about its variant: the fields to fill or check, in the order they are
+// filled, the inputs and outputs, and a summary for the line `bundle create` prints.
+struct FileFacts {
+  std::vector<std::pair<const char*, json>> fields;
+  std::vector<runtime::TensorInfo> inputs;
+  std::vector<runtime::TensorInfo> outputs;
+  std::string summary;
+};
+
+Result<FileFacts> OnnxFacts(const std::filesystem::path& path) {
+  EF_ASSIGN_OR_RETURN(auto graph, runtime::InspectOnnx(path));
+  const auto operators = runtime::OperatorKeys(graph);
+  const auto forms = runtime::FormKeys(graph);
+  const auto opset = runtime::DefaultOpset(graph);
+  FileFacts facts;
+  facts.fields = {{"format", "onnx"}, {"opset", opset}, {"operators", operators}, {"forms", forms}};
+  facts.inputs = std::move(graph.inputs);
+  facts.outputs = std::move(graph.outputs);
+  facts.summary = "opset " + std::to_string(opset) + ", " + std::to_string(operators.size()) +
+                  " operators, " + std::to_string(forms.size()) + " forms";
+  return facts;
+}
+
+// A TFLite file's opset is its schema version; custom operators are "custom:<name>".
+Result<FileFacts> TfliteFacts(const std::filesystem::path& path) {
+  EF_ASSIGN_OR_RETURN(auto model, runtime::InspectTflite(path));
+  const auto operators = runtime::TfliteOperatorKeys(model);
+  FileFacts facts;
+  facts.fields = {{"format", "tflite"}, {"opset", model.schema_version}, {"operators", operators}};
+  facts.inputs = std::move(model.inputs);
+  facts.outputs = std::move(model.outputs);
+  facts.summary = "schema " + std::to_string(model.schema_version) + ", " +
+                  std::to_string(operators.size()) + " operators, " +
+                  std::to_string(model.node_count) + " nodes";
+  return facts;
+}
+
+// The format a variant's file is read as: its "format", or else the file's extension; empty for
+// one this build does not read.
+std::string ReadableFormat(const json& variant, const std::string& file) {
+  for (const char* format : {"onnx", "tflite"}) {
+    const bool named = variant.contains("format") ? variant["format"] == format
+                                                  : file.ends_with(std::string(".") + format);
+    if (named) return format;
+  }
+  return "";
+}
+
 }  // namespace
 
 Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir,
@@ -65,33 +115,29 @@ Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir
     if (!v.is_object() || !v.contains("file") || !v["file"].is_string()) continue;
     const std::string file = v["file"].get<std::string>();
     const std::string field = "variants[" + std::to_string(i) + "]";
-    const bool onnx = v.contains("format") ? v["format"] == "onnx" : file.ends_with(".onnx");
-    if (!onnx || !manifests::IsSafeRelativePath(file)) continue;
+    const std::string format = ReadableFormat(v, file);
+    if (format.empty() || !manifests::IsSafeRelativePath(file)) continue;
     const auto made = generated.find(file);
-    EF_ASSIGN_OR_RETURN(auto graph, runtime::InspectOnnx(made == generated.end() ? source_dir / file
-                                                                                 : made->second));
+    const auto path = made == generated.end() ? source_dir / file : made->second;
+    EF_ASSIGN_OR_RETURN(auto facts, format == "onnx" ? OnnxFacts(path) : TfliteFacts(path));
     std::vector<std::string> filled;
-    auto fill = [&](const char* key, const json& value) -> Status {
+    for (const auto& [key, value] : facts.fields) {
       if (!v.contains(key)) {
         v[key] = value;
         filled.emplace_back(key);
-        return Ok();
+        continue;
       }
       // A value of another type is left to the manifest parser, which names it with the others.
       const bool same_kind =
           (v[key].is_number() && value.is_number()) || v[key].type() == value.type();
-      if (v[key] == value || !same_kind) return Ok();
+      if (v[key] == value || !same_kind) continue;
       return Fail(ErrorCode::kParse, where + ": " + field + "." + key + ": bundle.json says " +
                                          manifests::SafeText(v[key].dump()) + ", " +
                                          manifests::QuoteName(file) + " has " +
                                          manifests::SafeText(value.dump()));
-    };
-    EF_RETURN_IF_ERROR(fill("format", "onnx"));
-    EF_RETURN_IF_ERROR(fill("opset", runtime::DefaultOpset(graph)));
-    EF_RETURN_IF_ERROR(fill("operators", runtime::OperatorKeys(graph)));
-    EF_RETURN_IF_ERROR(fill("forms", runtime::FormKeys(graph)));
+    }
     for (const char* key : {"inputs", "outputs"}) {
-      const json found = TensorsJson(key == std::string("inputs") ? graph.inputs : graph.outputs);
+      const json found = TensorsJson(key == std::string("inputs") ? facts.inputs : facts.outputs);
       if (!v.contains(key)) {
         v[key] = found;
         filled.emplace_back(key);
@@ -103,9 +149,7 @@ Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir
     }
     out << "  " << field << " " << manifests::SafeText(v.value("id", "")) << ": "
         << (filled.empty() ? "checked against " : "filled " + Join(filled, ", ") + " from ")
-        << manifests::SafeText(file) << " (opset " << runtime::DefaultOpset(graph) << ", "
-        << runtime::OperatorKeys(graph).size() << " operators, " << runtime::FormKeys(graph).size()
-        << " forms)\n";
+        << manifests::SafeText(file) << " (" << facts.summary << ")\n";
   }
   return Ok();
 }

@@ -44,9 +44,10 @@ struct BackendRequirement {
 struct Variant {
   std::string id;      // unique within the manifest, e.g. "onnx-op10"
   std::string file;    // a path listed in files, under model/
-  std::string format;  // "onnx"
-  int opset = 0;       // default-domain opset the graph imports
-  // Operators the graph uses: "Conv" for the default domain, "<domain>:<op>" otherwise.
+  std::string format;  // "onnx", "tflite", "torchscript"
+  int opset = 0;       // ONNX: default-domain opset the graph imports; TFLite: schema version (3)
+  // Operators the graph uses: "Conv" for the default domain, "<domain>:<op>" otherwise. TFLite:
+  // builtin operators by name ("CONV_2D"), custom ones in domain "custom" ("custom:<name>").
   std::vector<std::string> operators;
   // The node forms the graph uses, "<operator>(<form>)" (runtime/onnx_forms.hpp), sorted and
   // without repeats; optional (empty: the verdict is by operator only). `bundle create` fills it.

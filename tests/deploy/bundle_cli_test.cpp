@@ -13,6 +13,7 @@
 #include "tests/support/process.hpp"
 #include "tests/support/tar_builder.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/tflite_builder.hpp"
 
 namespace edgefleet {
 namespace {
@@ -93,6 +94,30 @@ class BundleCliTest : public ::testing::Test {
       EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr lacks '" << needle << "':\n"
                                                        << r.err;
     }
+  }
+
+  // Copies the digits source into `src` with one more variant, `variant`, whose file holds
+  // `model`; returns the bundle.json written.
+  json WithVariant(const testing::TempDir& src, const std::string& model, const json& variant) {
+    fs::copy(kDigitsV1, src.path(), fs::copy_options::recursive);
+    testing::WriteFile(src / variant["file"].get<std::string>(), model);
+    auto spec = json::parse(testing::ReadFile(src / "bundle.json"));
+    spec["variants"].push_back(variant);
+    testing::WriteFile(src / "bundle.json", spec.dump());
+    return spec;
+  }
+
+  // `bundle create` of `src` into `name`, signed; its stdout, and the variants `bundle inspect`
+  // reads back (null when either failed).
+  std::pair<std::string, json> CreateAndInspect(const testing::TempDir& src, const char* name) {
+    auto r = Cli(
+        {"bundle", "create", src.path().string(), "-o", Path(name), "--key", Path("release.key")});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    if (r.exit_code != 0) return {r.out, json()};
+    auto inspected = Cli({"bundle", "inspect", "--json", Path(name)});
+    EXPECT_EQ(inspected.exit_code, 0) << inspected.err;
+    if (inspected.exit_code != 0) return {r.out, json()};
+    return {r.out, json::parse(inspected.out)["signed"]["variants"]};
   }
 
   testing::TempDir dir_;
@@ -332,6 +357,80 @@ TEST_F(BundleCliTest, CreateFillsAnOnnxVariantFromItsFileAndChecksWhatIsGiven) {
             std::string::npos)
       << r.err;
   EXPECT_FALSE(fs::exists(dir_ / "wrong.efb"));
+}
+
+// A tflite variant (a .tflite file, or "format": "tflite") is filled the same way: the schema
+// version as its opset, the builtin operators by name, inputs and outputs with their dynamic
+// dimensions, all from the file.
+TEST_F(BundleCliTest, CreateFillsATfliteVariantFromItsFile) {
+  testing::TempDir src;
+  json spec = WithVariant(src, testing::BuildTflite(testing::SmallTfliteModel()),
+                          {{"id", "tflite"},
+                           {"file", "model/digits.tflite"},
+                           {"backends", {{{"name", "tflite"}, {"version", ">=20.8.0 <21.0.0"}}}}});
+  const auto [out, variants] = CreateAndInspect(src, "tflite.efb");
+  EXPECT_NE(out.find("variants[2] tflite: filled format, opset, operators, inputs, outputs from "
+                     "model/digits.tflite (schema 3, 4 operators, 4 nodes)"),
+            std::string::npos)
+      << out;
+  ASSERT_EQ(variants.size(), 3u);
+  const json& variant = variants[2];
+  EXPECT_EQ(variant["format"], "tflite");
+  EXPECT_EQ(variant["opset"], 3);
+  EXPECT_EQ(variant["operators"], json({"CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE"}));
+  EXPECT_FALSE(variant.contains("forms"));
+  EXPECT_EQ(variant["inputs"],
+            json::parse(R"([{"name":"input","dtype":"float32","shape":[-1,8,8,1]}])"));
+  EXPECT_EQ(variant["outputs"],
+            json::parse(R"([{"name":"logits","dtype":"float32","shape":[-1,10]}])"));
+  EXPECT_EQ(Verify(dir_ / "tflite.efb").exit_code, 0);
+
+  // What bundle.json gives is checked against the file; a broken file is refused by name.
+  spec["variants"][2]["operators"] = {"CONV_2D"};
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  auto r = Cli({"bundle", "create", src.path().string(), "-o", Path("wrong.efb")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("variants[2].operators: bundle.json says [\"CONV_2D\"], "
+                       "'model/digits.tflite' has [\"CONV_2D\",\"FULLY_CONNECTED\","),
+            std::string::npos)
+      << r.err;
+  spec["variants"][2].erase("operators");
+  spec["variants"][2]["inputs"] = json::parse(R"([{"name":"input","dtype":"float32",
+                                                    "shape":[-1,1,8,8]}])");
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  r = Cli({"bundle", "create", src.path().string(), "-o", Path("wrong.efb")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("variants[2].inputs: [0] shape [-1,1,8,8], the file has [-1,8,8,1]"),
+            std::string::npos)
+      << r.err;
+  spec["variants"][2].erase("inputs");
+  testing::WriteFile(src / "bundle.json", spec.dump());
+  std::string broken = testing::BuildTflite(testing::SmallTfliteModel());
+  testing::WriteFile(src / "model" / "digits.tflite", broken.substr(0, broken.size() / 3));
+  r = Cli({"bundle", "create", src.path().string(), "-o", Path("wrong.efb")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("model/digits.tflite: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("past the end of the file"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir_ / "wrong.efb"));
+}
+
+// A custom operator is listed as "custom:<name>", the form a backend's table would have to
+// claim, so a box whose backend does not refuses the variant before download.
+TEST_F(BundleCliTest, CreateListsATfliteCustomOperatorByItsDomain) {
+  testing::TempDir src;
+  WithVariant(src, testing::BuildTflite(testing::SmallTfliteModel("Fancy.Op-2")),
+              {{"id", "tflite-custom"},
+               {"file", "model/fancy.bin"},
+               {"format", "tflite"},
+               {"backends", {{{"name", "tflite"}, {"version", ">=20.8.0"}}}}});
+  const auto [out, variants] = CreateAndInspect(src, "custom.efb");
+  EXPECT_NE(out.find("variants[2] tflite-custom: filled opset, operators, inputs, outputs from "
+                     "model/fancy.bin (schema 3, 5 operators, 5 nodes)"),
+            std::string::npos)
+      << out;
+  ASSERT_EQ(variants.size(), 3u);
+  EXPECT_EQ(variants[2]["operators"],
+            json({"CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "RESHAPE", "custom:Fancy.Op-2"}));
 }
 
 TEST_F(BundleCliTest, NonAsciiFileNamesRoundTrip) {

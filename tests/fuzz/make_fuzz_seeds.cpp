@@ -1,8 +1,9 @@
 // Writes the signed seed inputs of the fuzz targets into <dir>/<target>/ with the fixed keys of
 // fuzz_keys.hpp: a manifest, a desired state, trust roots (v1 and a valid rotation to v2) and
 // small bundles (plain, gzip, zstd); and the collector's MQTT messages from the telemetry tests'
-// samples, in collector_fuzz.cpp's input layout. The output is committed under tests/fuzz/corpus/;
-// run this again after a format change:
+// samples, in collector_fuzz.cpp's input layout; and two small TFLite models (builtin operators
+// only, and one with a custom operator; tests/support/tflite_builder). The output is committed
+// under tests/fuzz/corpus/; run this again after a format change:
 //   build/fuzz/tests/fuzz/make_fuzz_seeds tests/fuzz/corpus
 // Exits 1 naming what failed.
 #include <archive.h>
@@ -23,6 +24,7 @@
 #include "telemetry/payloads.hpp"
 #include "tests/fuzz/fuzz_keys.hpp"
 #include "tests/manifests/samples.hpp"
+#include "tests/support/tflite_builder.hpp"
 #include "tests/telemetry/samples.hpp"
 
 namespace {
@@ -138,5 +140,11 @@ int main(int argc, char** argv) {
   for (const auto& [name, bytes] : messages) {
     ok &= WriteFile(dir / "collector" / (std::string(name) + ".msg"), bytes);
   }
+
+  namespace testing = edgefleet::testing;
+  ok &=
+      WriteFile(dir / "tflite" / "small.tflite", testing::BuildTflite(testing::SmallTfliteModel()));
+  ok &= WriteFile(dir / "tflite" / "custom-op.tflite",
+                  testing::BuildTflite(testing::SmallTfliteModel("Fancy")));
   return ok ? 0 : 1;
 }

@@ -32,7 +32,8 @@ if [ $# -ne 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
   echo "usage: tests/fuzz/run.sh [--build-dir DIR] [--jobs N] <target|all> <seconds>" >&2
   exit 2
 fi
-all=(manifest desired_state trust_root semver archive tensor_proto image onnx collector local_api)
+all=(manifest desired_state trust_root semver archive tensor_proto image onnx tflite collector
+     local_api)
 if [ "$1" = all ]; then targets=("${all[@]}"); else targets=("$1"); fi
 seconds=$2
 
@@ -41,6 +42,7 @@ extra_seeds() {
   case "$1" in
     tensor_proto) echo "$src/tests/data/digits/v1/golden $src/tests/data/onnx/node" ;;
     onnx) echo "$src/tests/data/digits/v1/model $src/tests/data/onnx/node" ;;
+    tflite) echo "$src/tests/data/tflite" ;;
   esac
 }
 
