@@ -5,15 +5,18 @@
 # (limit: <= 1.03x), and the latency per backend. opencv and onnxruntime run the ONNX export at
 # opset 10 (bench/inference_overhead: model host vs a bare cv::dnn::Net / ORT C API session),
 # torch the frozen TorchScript trace (bench/torch_overhead: plugin vs torch::jit forward). One
-# intra-op thread, batch 1 (the TorchScript golden input's first row).
+# intra-op thread, batch 1 (the TorchScript golden input's first row). tflite has no MobileNetV2
+# file (Debian has no TensorFlow to convert one): it runs MediaPipe's short-range face detector
+# from npm (scripts/install-deps.sh) instead (bench/tflite_overhead: plugin vs Arm NN's own API,
+# CpuRef, fixed input), a real TFLite model of the same kind (depthwise-separable CNN).
 #
 #   bench/backends_side_by_side.sh [runs=100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release --target inference_overhead torch_overhead edgefleet_onnx_zoo \
-  edgefleet_torchscript_models >/dev/null
+cmake --build build/release --target inference_overhead torch_overhead tflite_overhead \
+  edgefleet_onnx_zoo edgefleet_torchscript_models >/dev/null
 b=build/release
 onnx=$b/testdata/onnx_zoo/mobilenet_v2_op10/model.onnx
 ts=$b/testdata/torchscript/mobilenet_v2
@@ -30,6 +33,12 @@ log=$("$b/bench/torch_overhead" "$ts/model.pt" "$ts/golden/input_0.pb" --threads
 direct=$(echo "$log" | awk '$1 == "direct" {print $2}')
 plugin=$(echo "$log" | awk '$1 == "plugin" {print $2}')
 rows+=("torch $direct $plugin")
+key=$(sha256sum tests/data/mediapipe/npm/package-lock.json | cut -c1-16)
+face="${EDGEFLEET_CACHE_DIR:-$HOME/.cache/edgefleet}/mediapipe-npm/$key/models/face_detection_short_range.tflite"
+log=$("$b/bench/tflite_overhead" "$face" --runs $((runs / 10 > 2 ? runs / 10 : 3)) --rounds 3 2>/dev/null)
+direct=$(echo "$log" | awk '$1 == "direct" {print $2}')
+plugin=$(echo "$log" | awk '$1 == "plugin" {print $2}')
+rows+=("tflite(face) $direct $plugin")
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 printf '%-12s %12s %12s %14s\n' backend direct_ms agent_ms agent/direct
