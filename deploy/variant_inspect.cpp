@@ -10,6 +10,7 @@
 #include "manifests/manifest.hpp"
 #include "runtime/compat.hpp"
 #include "runtime/tflite_model.hpp"
+#include "runtime/torchscript_model.hpp"
 
 namespace edgefleet::deploy {
 namespace {
@@ -60,6 +61,7 @@ struct FileFacts {
   std::vector<std::pair<const char*, json>> fields;
   std::vector<runtime::TensorInfo> inputs;
   std::vector<runtime::TensorInfo> outputs;
+  bool has_tensors = true;  // false: the file does not say (TorchScript); bundle.json must
   std::string summary;
 };
 
@@ -91,12 +93,27 @@ Result<FileFacts> TfliteFacts(const std::filesystem::path& path) {
   return facts;
 }
 
+// A TorchScript file's operators from its serialized code ("aten:<op>"); it carries no tensor
+// names or shapes, so inputs and outputs stay as bundle.json gives them. Its opset is 1.
+Result<FileFacts> TorchScriptFacts(const std::filesystem::path& path) {
+  EF_ASSIGN_OR_RETURN(auto model, runtime::InspectTorchScript(path));
+  const auto operators = runtime::TorchScriptOperatorKeys(model);
+  FileFacts facts;
+  facts.fields = {{"format", "torchscript"}, {"opset", 1}, {"operators", operators}};
+  facts.has_tensors = false;
+  facts.summary = std::to_string(operators.size()) + " operators in " +
+                  std::to_string(model.code_files) + " code file(s)";
+  return facts;
+}
+
 // The format a variant's file is read as: its "format", or else the file's extension; empty for
 // one this build does not read.
 std::string ReadableFormat(const json& variant, const std::string& file) {
-  for (const char* format : {"onnx", "tflite"}) {
-    const bool named = variant.contains("format") ? variant["format"] == format
-                                                  : file.ends_with(std::string(".") + format);
+  for (const auto& [format, extension] :
+       {std::pair{"onnx", ".onnx"}, std::pair{"tflite", ".tflite"},
+        std::pair{"torchscript", ".pt"}}) {
+    const bool named =
+        variant.contains("format") ? variant["format"] == format : file.ends_with(extension);
     if (named) return format;
   }
   return "";
@@ -119,7 +136,9 @@ Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir
     if (format.empty() || !manifests::IsSafeRelativePath(file)) continue;
     const auto made = generated.find(file);
     const auto path = made == generated.end() ? source_dir / file : made->second;
-    EF_ASSIGN_OR_RETURN(auto facts, format == "onnx" ? OnnxFacts(path) : TfliteFacts(path));
+    EF_ASSIGN_OR_RETURN(auto facts, format == "onnx"     ? OnnxFacts(path)
+                                    : format == "tflite" ? TfliteFacts(path)
+                                                         : TorchScriptFacts(path));
     std::vector<std::string> filled;
     for (const auto& [key, value] : facts.fields) {
       if (!v.contains(key)) {
@@ -137,6 +156,7 @@ Status FillVariantsFromFiles(json& spec, const std::filesystem::path& source_dir
                                          manifests::SafeText(value.dump()));
     }
     for (const char* key : {"inputs", "outputs"}) {
+      if (!facts.has_tensors) break;
       const json found = TensorsJson(key == std::string("inputs") ? facts.inputs : facts.outputs);
       if (!v.contains(key)) {
         v[key] = found;

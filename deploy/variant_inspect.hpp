@@ -5,9 +5,11 @@
 // "tflite", or a .tflite file without a format; runtime/tflite_model.hpp) the format, the schema
 // version as the opset (3), the builtin operators by name ("CONV_2D", custom ones as
 // "custom:<custom_code>") and subgraph 0's inputs and outputs (-1 where shape_signature says the
-// dimension is dynamic). A field bundle.json already gives is kept when it agrees with the file
-// (inputs and outputs may narrow a dynamic dimension) and refused when it does not. Other formats
-// are taken as typed (this build cannot read them).
+// dimension is dynamic); for a TorchScript file (format "torchscript", or a .pt file;
+// runtime/torchscript_model.hpp) the format, opset 1 and the operators its code calls
+// ("aten:<op>"), its inputs and outputs staying as typed. A field bundle.json already gives is kept
+// when it agrees with the file (inputs and outputs may narrow a dynamic dimension) and refused when
+// it does not. Other formats are taken as typed (this build cannot read them).
 //
 // Thread safety: free functions.
 #pragma once

@@ -23,6 +23,8 @@
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/script.h>
 #include <torch/version.h>
 
@@ -35,6 +37,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -53,6 +56,25 @@ constexpr std::int32_t kMinOpset = 1;
 constexpr std::int32_t kMaxOpset = 1;
 
 constexpr const char* kFormats[] = {"torchscript"};
+
+// The aten operators proven on this plugin: each is called by a model whose outputs match
+// python's (tests/runtime/torch_backend_test.cpp: torchvision MobileNetV2 and ResNet-18, traced
+// and frozen; tests/data/torchscript/digits.pt against torch's golden logits). `bundle create`
+// lists a TorchScript file's operators from its code (runtime/torchscript_model.hpp), so a model
+// calling anything else is refused before download; load checks the graph again (prim::
+// operators, the interpreter's own, always run).
+constexpr ef_operator kOperators[] = {
+    {"aten", "_convolution", kMinOpset, kMaxOpset},
+    {"aten", "adaptive_avg_pool2d", kMinOpset, kMaxOpset},
+    {"aten", "add", kMinOpset, kMaxOpset},
+    {"aten", "add_", kMinOpset, kMaxOpset},
+    {"aten", "flatten", kMinOpset, kMaxOpset},
+    {"aten", "hardtanh_", kMinOpset, kMaxOpset},
+    {"aten", "linear", kMinOpset, kMaxOpset},
+    {"aten", "max_pool2d", kMinOpset, kMaxOpset},
+    {"aten", "relu", kMinOpset, kMaxOpset},
+    {"aten", "relu_", kMinOpset, kMaxOpset},
+};
 constexpr const char* kDevices[] = {"cpu"};
 
 using edgefleet::runtime::plugin_kit::Check;
@@ -154,6 +176,39 @@ struct ef_session {
 
 namespace {
 
+// Every operator forward() runs (submodule calls inlined) must be in kOperators, or be one of
+// the interpreter's own (prim::); the first that is not is named with its node.
+Check CheckOperators(const torch::jit::Module& module, const std::string& where) {
+  const auto method = module.find_method("forward");
+  if (!method) return Failure{EF_UNSUPPORTED, where + ": the module has no forward()"};
+  auto graph = method->graph()->copy();
+  torch::jit::Inline(*graph);
+  std::vector<const torch::jit::Block*> blocks = {graph->block()};
+  while (!blocks.empty()) {
+    const torch::jit::Block* block = blocks.back();
+    blocks.pop_back();
+    for (const torch::jit::Node* node : block->nodes()) {
+      for (const torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+      const c10::Symbol kind = node->kind();
+      if (kind.is_prim()) continue;
+      const std::string ns = kind.ns().toUnqualString();
+      const std::string op = kind.toUnqualString();
+      const bool claimed =
+          std::any_of(std::begin(kOperators), std::end(kOperators),
+                      [&](const ef_operator& o) { return ns == o.domain && op == o.op; });
+      if (claimed) continue;
+      std::ostringstream text;
+      text << *node;
+      std::string shown = text.str();
+      shown = shown.substr(0, std::min(shown.find('\n'), std::size_t{200}));
+      return Failure{EF_UNSUPPORTED,
+                     where + ": operator " + ns + ":" + op +
+                         " is not in the torch backend's measured table (node: " + shown + ")"};
+    }
+  }
+  return std::nullopt;
+}
+
 // forward()'s arguments after `self` must be as many as the manifest's inputs.
 Check CheckArity(const torch::jit::Module& module, std::size_t inputs, const std::string& where) {
   const auto method = module.find_method("forward");
@@ -197,6 +252,7 @@ Check Load(const char* path, const ef_model_spec& spec, const ef_session_options
   ApplyThreads(options.threads);
   session->module = torch::jit::load(where, c10::Device(c10::kCPU));
   session->module.eval();
+  if (auto failed = CheckOperators(session->module, where)) return failed;
   return CheckArity(session->module, session->inputs.size(), where);
 }
 
@@ -391,6 +447,8 @@ EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* /*options_json*/,
         info.device_count = std::size(kDevices);
         info.min_opset = kMinOpset;
         info.max_opset = kMaxOpset;
+        info.operators = kOperators;
+        info.operator_count = std::size(kOperators);
         *backend = made.release();
         return std::nullopt;
       },

@@ -1,5 +1,7 @@
 #!/usr/bin/python3
-"""Write tests/data/torchscript/digits.pt: digits/v1's CNN as a frozen TorchScript module.
+"""Write tests/data/torchscript/: digits/v1's CNN as a frozen TorchScript module (digits.pt),
+and cumsum.pt, a module calling an operator the torch backend does not claim (aten::cumsum), for
+the tests that such a model is refused by name.
 
 The weights are read from digits/v1's ONNX file (nothing is trained), loaded into make_digits.py's
 DigitsCNN, traced on one row and frozen. Before writing, the module must reproduce torch's golden
@@ -23,6 +25,14 @@ from make_digits import DigitsCNN
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIGITS = os.path.join(HERE, "digits", "v1")
 OUT = os.path.join(HERE, "torchscript", "digits.pt")
+UNCLAIMED = os.path.join(HERE, "torchscript", "cumsum.pt")
+
+
+class Cumsum(torch.nn.Module):
+    """forward(x [N,1,8,8]) -> [N,64]: flatten, then a running sum (aten::cumsum)."""
+
+    def forward(self, x):
+        return torch.cumsum(torch.flatten(x, 1), 1)
 
 
 def main():
@@ -44,6 +54,10 @@ def main():
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     torch.jit.save(frozen, OUT)
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes); max diff to the golden logits {worst:.2e}")
+    with torch.no_grad():
+        cumsum = torch.jit.freeze(torch.jit.trace(Cumsum().eval(), torch.from_numpy(x[:1].copy())))
+    torch.jit.save(cumsum, UNCLAIMED)
+    print(f"wrote {UNCLAIMED} ({os.path.getsize(UNCLAIMED)} bytes)")
 
 
 if __name__ == "__main__":

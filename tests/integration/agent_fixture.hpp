@@ -166,6 +166,20 @@ class AgentE2E : public ::testing::Test {
         {EDGEFLEET_AGENT, "install", "--config", config_path_.string(), bundle.string()}, timeout);
   }
 
+  // The agent's `event=desired_model serial=1 model=<model>` line (what it decided about a desired
+  // model: accepted, or refused with the reason), awaited up to 60 s; "" and a failure on timeout.
+  std::string AwaitDesiredModelLine(const std::string& model) {
+    std::string line;
+    WaitFor("the desired_model line of " + model, seconds(60), [&] {
+      const std::string log = LogText();
+      const auto at = log.find("event=desired_model serial=1 model=" + model + " ");
+      if (at == std::string::npos) return false;
+      line = log.substr(at, log.find('\n', at) - at);
+      return true;
+    });
+    return line;
+  }
+
   // Bounded poll; on timeout fails loudly with the last status and the log tail.
   bool WaitFor(const std::string& what, milliseconds timeout, const std::function<bool()>& pred) {
     const auto deadline = Clock::now() + timeout;

@@ -213,14 +213,7 @@ TEST_F(AgentTflite, ACustomOperatorIsRefusedBeforeDownloadByName) {
       kAtol, kRtol);
   server_.Add("/segmenter.efb", bundle.bytes);
   Deploy({testing::DesiredModel(bundle, server_.Url("/segmenter.efb"))});
-  std::string line;
-  ASSERT_TRUE(WaitFor("the refusal", seconds(60), [&] {
-    const std::string log = LogText();
-    const auto at = log.find("event=desired_model serial=1 model=segmenter ");
-    if (at == std::string::npos) return false;
-    line = log.substr(at, log.find('\n', at) - at);
-    return true;
-  }));
+  const std::string line = AwaitDesiredModelLine("segmenter");
   EXPECT_NE(line.find("result=refused"), std::string::npos) << line;
   EXPECT_NE(line.find("custom:Convolution2DTransposeBias"), std::string::npos) << line;
   EXPECT_EQ(server_.BytesSent("/segmenter.efb"), 0U) << "downloaded before refusing";

@@ -24,13 +24,10 @@ class AgentTorch : public AgentE2E {
   Bundle MakeTorchBundle(const std::string& model, const std::string& name) {
     const json input = {{"name", "input"}, {"dtype", "float32"}, {"shape", {-1, 3, 224, 224}}};
     const json logits = {{"name", "logits"}, {"dtype", "float32"}, {"shape", {-1, 1000}}};
-    const json variant = {{"id", "torchscript"},
-                          {"format", "torchscript"},
-                          {"opset", 1},
-                          {"operators", json::array()},
-                          {"backends", {{{"name", "torch"}, {"version", ">=1.13.0 <2.0.0"}}}},
-                          {"inputs", {input}},
-                          {"outputs", {logits}}};
+    const json variant = {
+        {"id", "torchscript"}, {"format", "torchscript"},
+        {"opset", 1},          {"backends", {{{"name", "torch"}, {"version", ">=1.13.0 <2.0.0"}}}},
+        {"inputs", {input}},   {"outputs", {logits}}};
     return testing::MakeGoldenBundle(fleet_, tmp_.path(), Model(model), name, variant, kAtol,
                                      kRtol);
   }
@@ -70,6 +67,38 @@ TEST_F(AgentTorch, MobileNetV2AndResNet18InstallPassParityAndServeThroughTorch) 
     SCOPED_TRACE(model);
     ASSERT_NO_FATAL_FAILURE(ExpectServedLikePython(model, name));
   }
+  StopAgent();
+}
+
+// `bundle create` lists a TorchScript file's operators from its code; a box whose torch backend
+// does not claim one (aten::cumsum) refuses the bundle before downloading a byte, naming it.
+TEST_F(AgentTorch, AnOperatorOutsideTheTableIsRefusedBeforeDownloadByName) {
+  WriteConfig({}, {{"backends", {"torch"}}});
+  StartAgent();
+  const fs::path dir = tmp_ / "cumsum";
+  fs::create_directories(dir / "golden");
+  fs::copy_file(fs::path(EDGEFLEET_TEST_DATA_DIR) / "torchscript/cumsum.pt", dir / "model.pt");
+  // Golden files of the right shapes; never read, the bundle is refused before download.
+  const std::vector<float> in(64, 0.0F), out(64, 0.0F);
+  testing::WriteFile(
+      dir / "golden/input_0.pb",
+      *runtime::SerializeTensorProto(*runtime::Tensor::FromFloats("input", {1, 1, 8, 8}, in)));
+  testing::WriteFile(
+      dir / "golden/output_0.pb",
+      *runtime::SerializeTensorProto(*runtime::Tensor::FromFloats("output", {1, 64}, out)));
+  const json variant = {
+      {"id", "torchscript"},
+      {"backends", {{{"name", "torch"}, {"version", ">=1.13.0 <2.0.0"}}}},
+      {"inputs", {{{"name", "input"}, {"dtype", "float32"}, {"shape", {-1, 1, 8, 8}}}}},
+      {"outputs", {{{"name", "output"}, {"dtype", "float32"}, {"shape", {-1, 64}}}}}};
+  const Bundle bundle = testing::MakeGoldenBundle(fleet_, tmp_.path(), {dir, "model.pt"},
+                                                  "running-sum", variant, kAtol, kRtol);
+  server_.Add("/running-sum.efb", bundle.bytes);
+  Deploy({testing::DesiredModel(bundle, server_.Url("/running-sum.efb"))});
+  const std::string line = AwaitDesiredModelLine("running-sum");
+  EXPECT_NE(line.find("result=refused"), std::string::npos) << line;
+  EXPECT_NE(line.find("operator aten:cumsum is not supported by torch"), std::string::npos) << line;
+  EXPECT_EQ(server_.BytesSent("/running-sum.efb"), 0U) << "downloaded before refusing";
   StopAgent();
 }
 

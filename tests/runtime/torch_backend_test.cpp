@@ -154,6 +154,39 @@ TEST(TorchBackend, AFileThatIsNotTorchScriptIsRefusedAtLoad) {
   EXPECT_EQ(missing.error().code, ErrorCode::kIo) << missing.error().message;
 }
 
+// The plugin claims the aten operators its models proved, and its load checks the graph again:
+// a module calling another one (aten::cumsum) is refused naming the operator and the node.
+TEST(TorchBackend, AModuleCallingAnOperatorOutsideTheTableIsRefusedNamingIt) {
+  auto backend = MakeBackend();
+  ASSERT_TRUE(backend);
+  const auto& ops = backend->capabilities().operators;
+  const auto claims = [&](const std::string& op) {
+    return std::any_of(ops.begin(), ops.end(),
+                       [&](const auto& o) { return o.domain == "aten" && o.op == op; });
+  };
+  EXPECT_TRUE(claims("_convolution") && claims("linear") && claims("hardtanh_"));
+  EXPECT_FALSE(claims("cumsum"));
+  manifests::Variant v = TorchVariant("cumsum");
+  v.inputs = {{"input", "float32", {-1, 1, 8, 8}}};
+  v.outputs = {{"output", "float32", {-1, 64}}};
+  const fs::path file = fs::path(EDGEFLEET_TEST_DATA_DIR) / "torchscript/cumsum.pt";
+  auto session = backend->Load(file, v, {});
+  ASSERT_FALSE(session);
+  EXPECT_EQ(session.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(session.error().message.find("operator aten:cumsum is not in the torch backend's "
+                                         "measured table (node: "),
+            std::string::npos)
+      << session.error().message;
+  EXPECT_NE(session.error().message.find("aten::cumsum("), std::string::npos)
+      << session.error().message;
+  // The digits module, from the same script, calls only claimed operators.
+  manifests::Variant digits = TorchVariant("digits");
+  digits.inputs = {{"input", "float32", {-1, 1, 8, 8}}};
+  digits.outputs = {{"logits", "float32", {-1, 10}}};
+  auto ok = backend->Load(fs::path(EDGEFLEET_TEST_DATA_DIR) / "torchscript/digits.pt", digits, {});
+  EXPECT_TRUE(ok) << ok.error().message;
+}
+
 TEST(TorchBackend, AManifestDeclaringOtherInputsThanForwardTakesIsRefusedAtLoad) {
   auto backend = MakeBackend();
   ASSERT_TRUE(backend);
