@@ -5,10 +5,12 @@
 # (limit: <= 1.03x), and the latency per backend. opencv and onnxruntime run the ONNX export at
 # opset 10 (bench/inference_overhead: model host vs a bare cv::dnn::Net / ORT C API session),
 # torch the frozen TorchScript trace (bench/torch_overhead: plugin vs torch::jit forward). One
-# intra-op thread, batch 1 (the TorchScript golden input's first row). tflite has no MobileNetV2
-# file (Debian has no TensorFlow to convert one): it runs MediaPipe's short-range face detector
-# from npm (scripts/install-deps.sh) instead (bench/tflite_overhead: plugin vs Arm NN's own API,
-# CpuRef, fixed input), a real TFLite model of the same kind (depthwise-separable CNN).
+# intra-op thread, batch 1 (the TorchScript golden input's first row). tflite runs the same
+# MobileNetV2 written as TFLite by bench/make_tflite_mobilenet.py (no TensorFlow in Debian: batch
+# norms folded, NHWC; its logits must match torch's, checked here) and MediaPipe's short-range
+# face detector from npm (bench/tflite_overhead: plugin vs Arm NN's own API, CpuRef). Arm NN's
+# CpuRef takes seconds per MobileNetV2 run, so its row uses 2 rounds of max(runs/50, 2) runs.
+# Needs scripts/install-deps.sh --models (python3-flatbuffers) for the TFLite MobileNetV2.
 #
 #   bench/backends_side_by_side.sh [runs=100]
 set -euo pipefail
@@ -33,6 +35,16 @@ log=$("$b/bench/torch_overhead" "$ts/model.pt" "$ts/golden/input_0.pb" --threads
 direct=$(echo "$log" | awk '$1 == "direct" {print $2}')
 plugin=$(echo "$log" | awk '$1 == "plugin" {print $2}')
 rows+=("torch $direct $plugin")
+mbv2=$b/testdata/tflite_mobilenet_v2
+if [ ! -f "$mbv2/model.tflite" ] || [ bench/make_tflite_mobilenet.py -nt "$mbv2/model.tflite" ]; then
+  /usr/bin/python3 bench/make_tflite_mobilenet.py "$mbv2" >/dev/null
+fi
+few=$((runs / 50 > 2 ? runs / 50 : 2))
+log=$("$b/bench/tflite_overhead" "$mbv2/model.tflite" --golden "$mbv2" --runs "$few" --rounds 2)
+echo "$log" | grep '^against' || true
+direct=$(echo "$log" | awk '$1 == "direct" {print $2}')
+plugin=$(echo "$log" | awk '$1 == "plugin" {print $2}')
+rows+=("tflite $direct $plugin")
 key=$(sha256sum tests/data/mediapipe/npm/package-lock.json | cut -c1-16)
 face="${EDGEFLEET_CACHE_DIR:-$HOME/.cache/edgefleet}/mediapipe-npm/$key/models/face_detection_short_range.tflite"
 log=$("$b/bench/tflite_overhead" "$face" --runs $((runs / 10 > 2 ? runs / 10 : 3)) --rounds 3 2>/dev/null)

@@ -7,20 +7,25 @@
 //           into preallocated outputs
 // Both load the same bytes: the model file with its float16 weights folded to float32, which is
 // what the plugin hands Arm NN (runtime/tflite/fp16_fold.hpp; a model without them is unchanged).
-// The input is fixed pseudo-random values in [-1, 1] of the model's first input's shape, batch 1.
-// Prints the median and p90 per path, in milliseconds.
+// The input is fixed pseudo-random values in [-1, 1] of the model's first input's shape, batch
+// 1, or with --golden DIR, DIR/golden/input_0.pb; then the plugin's first output is also
+// compared with DIR/golden/output_0.pb (a reference other than Arm NN: torch's logits) and the
+// run fails when a value is off by more than 1e-3 + 1e-3 x |expected|. Prints the median and
+// p90 per path, in milliseconds.
 //
-//   tflite_overhead MODEL.tflite [--runs N=30] [--rounds R=5]
+//   tflite_overhead MODEL.tflite [--runs N=30] [--rounds R=5] [--golden DIR]
 #include <armnn/ArmNN.hpp>
 #include <armnn/Utils.hpp>
 #include <armnnTfLiteParser/ITfLiteParser.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -61,11 +66,13 @@ int main(int argc, char** argv) {
   if (argc < 2) return Fail("usage: tflite_overhead MODEL.tflite [--runs N] [--rounds R]");
   int runs = 30;
   int rounds = 5;
+  std::string golden;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const int value = std::atoi(argv[i + 1]);
     if (flag == "--runs") runs = value;
     if (flag == "--rounds") rounds = value;
+    if (flag == "--golden") golden = argv[i + 1];
   }
   auto info = rt::InspectTflite(std::filesystem::path(argv[1]));
   if (!info) return Fail(info.error().message);
@@ -79,6 +86,12 @@ int main(int argc, char** argv) {
   for (auto& v : values) {
     seed = seed * 1664525U + 1013904223U;
     v = static_cast<float>(seed >> 8) / static_cast<float>(1U << 23) - 1.0F;
+  }
+  if (!golden.empty()) {
+    auto given = rt::ReadTensorProto(golden + "/golden/input_0.pb");
+    if (!given) return Fail(given.error().message);
+    if (given->shape != shape) return Fail("the golden input's shape is not the model's");
+    values.assign(given->As<float>().begin(), given->As<float>().end());
   }
   auto input = rt::Tensor::FromFloats(info->inputs[0].name, shape, values);
   if (!input) return Fail(input.error().message);
@@ -142,6 +155,27 @@ int main(int argc, char** argv) {
   for (int r = 0; r < rounds; ++r) {
     Time(runs, plugin_ms, plugin_run);
     Time(runs, direct_ms, direct_run);
+  }
+  if (!golden.empty()) {
+    auto expected = rt::ReadTensorProto(golden + "/golden/output_0.pb");
+    auto got = (*session)->Run({*input});
+    if (!expected || !got) return Fail("cannot compare with the golden output");
+    const auto e = expected->As<float>();
+    const auto g = (*got)[0].As<float>();
+    if (e.size() != g.size()) return Fail("the output's size is not the golden output's");
+    double worst = 0;
+    std::size_t off = 0;
+    for (std::size_t i = 0; i < e.size(); ++i) {
+      const double d = std::abs(static_cast<double>(g[i]) - e[i]);
+      worst = std::max(worst, d);
+      if (d > 1e-3 + 1e-3 * std::abs(e[i])) ++off;
+    }
+    const auto top = [](std::span<const float> v) {
+      return std::max_element(v.begin(), v.end()) - v.begin();
+    };
+    std::printf("against %s/golden/output_0.pb: max |diff| %.3g, %zu of %zu values off, top-1 %s\n",
+                golden.c_str(), worst, off, e.size(), top(e) == top(g) ? "agrees" : "DIFFERS");
+    if (off > 0 || top(e) != top(g)) return 1;
   }
   std::printf("%d runs each, batch 1, Arm NN CpuRef\n", runs * rounds);
   std::printf("%-8s %10s %10s\n", "path", "p50 ms", "p90 ms");

@@ -61,12 +61,14 @@ constexpr const char* kFormats[] = {"tflite"};
 
 // Operators proven on Arm NN here: each appears in a model that loads and matches a reference
 // other than Arm NN (tests/runtime/: the digits CNN against torch's logits; MediaPipe's face
-// detector by finding the face OpenCV's Haar cascade finds, and none where it finds none).
+// detector by finding the face OpenCV's Haar cascade finds, and none where it finds none;
+// bench/make_tflite_mobilenet.py's MobileNetV2 against torch's logits, in the side-by-side).
 // DEQUANTIZE is claimed as those models use it: float16 constant weights, which the plugin folds
 // to float32 before parsing (tflite/fp16_fold.hpp). Builtin operators have the default domain; a
 // custom operator is never claimed, so the agent refuses it before download.
 constexpr ef_operator kOperators[] = {
     {"", "ADD", kSchemaVersion, kSchemaVersion},
+    {"", "AVERAGE_POOL_2D", kSchemaVersion, kSchemaVersion},
     {"", "CONCATENATION", kSchemaVersion, kSchemaVersion},
     {"", "CONV_2D", kSchemaVersion, kSchemaVersion},
     {"", "DEPTHWISE_CONV_2D", kSchemaVersion, kSchemaVersion},

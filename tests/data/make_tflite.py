@@ -86,8 +86,8 @@ class ModelWriter:
             vec = None
             if data:
                 b.StartVector(1, len(data), 16)  # force_align: 16, as the schema asks
-                for byte in reversed(data):
-                    b.PrependByte(byte)
+                b.head = b.head - len(data)  # the bytes at once (as CreateByteVector does)
+                b.Bytes[b.head:b.head + len(data)] = data
                 vec = b.EndVector()
             b.StartObject(1)
             if vec is not None:
