@@ -3,8 +3,10 @@
 # not touched and apt-get runs only when something is missing. Run as root (or with sudo).
 #
 #   scripts/install-deps.sh            build + test + demo dependencies
-#   scripts/install-deps.sh --models   also scikit-learn, Pillow and flatbuffers, to regenerate the
-#                                      committed digits and TFLite models and for the benchmarks that export models
+#   scripts/install-deps.sh --models   also scikit-learn, Pillow, flatbuffers, OpenCV's python
+#                                      module and data, scikit-image: to regenerate the committed
+#                                      test models and images, and for the benchmarks that export
+#                                      models
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +44,7 @@ base=(
   prometheus                                # tests only: promtool checks the scrape config and
                                             # every Grafana query (the server is not started)
 )
-models=(python3-sklearn python3-pil python3-flatbuffers)  # with the main list's python3-torch & co.
+models=(python3-sklearn python3-pil python3-flatbuffers python3-opencv opencv-data python3-skimage)  # with the main list's python3-torch & co.
 
 want=("${base[@]}")
 for arg in "$@"; do
