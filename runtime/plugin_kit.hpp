@@ -16,9 +16,11 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <new>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace edgefleet::runtime::plugin_kit {
@@ -60,8 +62,10 @@ inline std::vector<Declared> CopySpecs(const ef_tensor_spec* specs, std::size_t 
 // from turning into an allocation of arbitrary size (protobuf cannot parse more than 2 GiB).
 inline constexpr std::uintmax_t kMaxModelBytes = std::uintmax_t{2} << 30;
 
-// Reads a model file whole into `bytes`: EF_IO naming the file, or EF_LIMIT over the cap.
-inline Check ReadModelFile(const char* path, std::string& bytes) {
+// Reads a model file whole into `bytes` (a std::string or a std::vector of bytes): EF_IO naming
+// the file, or EF_LIMIT over the cap.
+template <typename Bytes>
+Check ReadModelFile(const char* path, Bytes& bytes) {
   const std::string where(path);
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
@@ -71,8 +75,8 @@ inline Check ReadModelFile(const char* path, std::string& bytes) {
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return Failure{EF_IO, where + ": cannot open"};
-  bytes.assign(static_cast<std::size_t>(size), '\0');
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  bytes.assign(static_cast<std::size_t>(size), 0);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   if (static_cast<std::size_t>(in.gcount()) != bytes.size()) {
     return Failure{EF_IO, where + ": short read"};
   }
@@ -102,7 +106,8 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
 
 // The exports every in-tree plugin defines alike, expanded once at file scope of its source:
 // abi_version, describe (returns &backend->info), run (calls the file's own Guarded and Run) and
-// destroy. create, self_test, load and release_session stay the plugin's own.
+// destroy. load and release_session stay the plugin's own; create and self_test too, or the
+// second macro below.
 // NOLINTBEGIN(cppcoreguidelines-macro-usage)
 #define EDGEFLEET_PLUGIN_KIT_COMMON_EXPORTS()                                                     \
   extern "C" EF_BACKEND_EXPORT uint32_t edgefleet_backend_abi_version(void) {                     \
@@ -119,5 +124,24 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
   }                                                                                               \
   extern "C" EF_BACKEND_EXPORT void edgefleet_backend_destroy(ef_backend* backend) {              \
     delete backend;                                                                               \
+  }
+
+// create and self_test for a plugin whose file defines, in scope of the expansion,
+//   Check Create(const char* options_json, std::unique_ptr<ef_backend>& made) and
+//   Check SelfTest(ef_backend& backend)
+// (onnxruntime, tflite): create reports a failure as "create: <reason>" and hands the backend
+// over only on success.
+#define EDGEFLEET_PLUGIN_KIT_CREATE_EXPORTS()                                                      \
+  extern "C" EF_BACKEND_EXPORT int32_t edgefleet_backend_create(                                   \
+      const char* options_json, ef_backend** backend, char* err, size_t err_size) {                \
+    std::unique_ptr<ef_backend> made;                                                              \
+    const std::int32_t status =                                                                    \
+        Guarded([&] { return Create(options_json, made); }, "create: ", err, err_size);            \
+    if (status == EF_OK) *backend = made.release();                                                \
+    return status;                                                                                 \
+  }                                                                                                \
+  extern "C" EF_BACKEND_EXPORT int32_t edgefleet_backend_self_test(ef_backend* backend, char* err, \
+                                                                   size_t err_size) {              \
+    return Guarded([&] { return SelfTest(*backend); }, "", err, err_size);                         \
   }
 // NOLINTEND(cppcoreguidelines-macro-usage)

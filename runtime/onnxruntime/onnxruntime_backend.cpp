@@ -578,22 +578,9 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
 }  // namespace
 
 EDGEFLEET_PLUGIN_KIT_COMMON_EXPORTS()
+EDGEFLEET_PLUGIN_KIT_CREATE_EXPORTS()
 
 extern "C" {
-
-EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* options_json, ef_backend** backend,
-                                                   char* err, size_t err_size) {
-  std::unique_ptr<ef_backend> made;
-  const std::int32_t status =
-      Guarded([&] { return Create(options_json, made); }, "create: ", err, err_size);
-  if (status == EF_OK) *backend = made.release();
-  return status;
-}
-
-EF_BACKEND_EXPORT int32_t edgefleet_backend_self_test(ef_backend* backend, char* err,
-                                                      size_t err_size) {
-  return Guarded([&] { return SelfTest(*backend); }, "", err, err_size);
-}
 
 EF_BACKEND_EXPORT int32_t edgefleet_backend_load(ef_backend* backend, const char* model_path,
                                                  const ef_model_spec* spec,

@@ -269,61 +269,82 @@ void Apply(std::vector<std::uint8_t>& b, const Fold& f) {
 }  // namespace
 
 FoldResult FoldFloat16Weights(std::vector<std::uint8_t>& model) {
-  FoldResult result;
-  if (model.size() < 8 || model.size() > (std::size_t{1} << 31)) return result;
-  std::vector<std::uint8_t> out = model;  // patched copy; `model` changes only on success
+  if (model.size() < 8 || model.size() > (std::size_t{1} << 31)) return {};
+  // Everything is read and planned first and the room for the appended data reserved; the
+  // writes after that cannot fail, so a file is changed whole or not at all, in place. The reader
+  // sees the writes, which only touch what no later step reads (see each step).
   const Reader r(model);
   const auto root = r.Deref(0);
-  if (!root) return result;
+  if (!root) return {};
   const auto builtins = Builtins(r, *root);
   const auto buffers = r.Tables(*root, kModelBuffers);
   const auto graphs = r.Tables(*root, kModelSubgraphs);
-  if (!builtins || !buffers || !graphs) return result;
+  if (!builtins || !buffers || !graphs) return {};
   // How many tensors (of every subgraph) use each buffer: only a buffer with one user is changed.
   std::vector<std::uint32_t> buffer_users(buffers->size(), 0);
   for (const std::size_t graph : *graphs) {
     const auto tables = r.Tables(graph, kGraphTensors);
-    if (!tables) return result;
+    if (!tables) return {};
     for (const std::size_t t : *tables) {
       const auto info = ReadTensor(r, t);
-      if (!info) return result;
+      if (!info) return {};
       if (info->buffer < buffer_users.size()) ++buffer_users[info->buffer];
     }
   }
-  for (const std::size_t graph : *graphs) {
+  struct Plan {
+    std::vector<Fold> folds;
     std::vector<Op> ops;
-    const auto folds = PlanSubgraph(r, graph, *builtins, *buffers, buffer_users, ops);
-    if (!folds) return FoldResult{};
+    Reader::Vec operators;
+  };
+  std::vector<Plan> plans;
+  for (const std::size_t graph : *graphs) {
+    Plan plan;
+    auto folds = PlanSubgraph(r, graph, *builtins, *buffers, buffer_users, plan.ops);
+    const auto operators = r.Vector(graph, kGraphOperators, 4);
+    if (!folds || !operators) return {};
     if (folds->empty()) continue;
-    std::vector<bool> dropped(ops.size(), false);
-    for (const Fold& f : *folds) {
-      Apply(out, f);
-      // The tensor is FLOAT32 now; every reader of the DEQUANTIZE's output reads it instead.
-      Write<std::uint8_t>(out, f.type_field, kFloat32);
-      for (const Op& op : ops) {
+    plan.folds = std::move(*folds);
+    plan.operators = *operators;
+    plans.push_back(std::move(plan));
+  }
+  // The appended float32 copies' room, reserved before the first write: after it nothing throws.
+  std::size_t room = 0;
+  for (const Plan& plan : plans) {
+    for (const Fold& f : plan.folds) room += 16 + 4 + static_cast<std::size_t>(f.elements) * 4;
+  }
+  model.reserve(model.size() + room);
+  FoldResult result;
+  for (const Plan& plan : plans) {
+    std::vector<bool> dropped(plan.ops.size(), false);
+    for (const Fold& f : plan.folds) {
+      Apply(model, f);
+      // The tensor is FLOAT32 now; every reader of the DEQUANTIZE's output reads it instead (a
+      // `from` is a constant, never an operator's output, so no replaced entry matches a `to`).
+      Write<std::uint8_t>(model, f.type_field, kFloat32);
+      for (const Op& op : plan.ops) {
         for (std::uint32_t i = 0; i < op.inputs.count; ++i) {
           const std::size_t at = op.inputs.first + 4 * static_cast<std::size_t>(i);
-          if (r.Read<std::int32_t>(at) == f.to) Write<std::int32_t>(out, at, f.from);
+          if (r.Read<std::int32_t>(at) == f.to) Write<std::int32_t>(model, at, f.from);
         }
       }
       dropped[f.op] = true;
     }
     // Drop the folded operators: compact the operators vector in place (each element is an
-    // offset relative to its own slot, so a moved one is adjusted by the distance it moved).
-    const auto vec = r.Vector(graph, kGraphOperators, 4);
+    // offset relative to its own slot, so a moved one is adjusted by the distance it moved; a
+    // slot is written only after it was read).
+    const Reader::Vec& vec = plan.operators;
     std::uint32_t kept = 0;
-    for (std::uint32_t i = 0; i < vec->count; ++i) {
+    for (std::uint32_t i = 0; i < vec.count; ++i) {
       if (dropped[i]) continue;
-      const std::size_t from = vec->first + 4 * static_cast<std::size_t>(i);
-      const std::size_t to = vec->first + 4 * static_cast<std::size_t>(kept);
+      const std::size_t from = vec.first + 4 * static_cast<std::size_t>(i);
+      const std::size_t to = vec.first + 4 * static_cast<std::size_t>(kept);
       const auto offset = *r.Read<std::uint32_t>(from);
-      Write<std::uint32_t>(out, to, static_cast<std::uint32_t>(offset + (from - to)));
+      Write<std::uint32_t>(model, to, static_cast<std::uint32_t>(offset + (from - to)));
       ++kept;
     }
-    Write<std::uint32_t>(out, vec->first - 4, kept);
-    result.folded += folds->size();
+    Write<std::uint32_t>(model, vec.first - 4, kept);
+    result.folded += plan.folds.size();
   }
-  if (result.folded > 0) model = std::move(out);
   return result;
 }
 

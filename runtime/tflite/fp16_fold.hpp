@@ -27,8 +27,9 @@ struct FoldResult {
   std::size_t folded = 0;  // DEQUANTIZE operators removed (their weights now float32)
 };
 
-// Rewrites `model` (a whole .tflite file) in place. Never throws on malformed input (only
-// std::bad_alloc); a malformed or unexpected file is left as it was, with folded 0.
+// Rewrites `model` (a whole .tflite file) in place, whole or not at all. Never throws on
+// malformed input (only std::bad_alloc, before any byte changed); a malformed or unexpected file
+// is left as it was, with folded 0.
 FoldResult FoldFloat16Weights(std::vector<std::uint8_t>& model);
 
 }  // namespace edgefleet::runtime::tflite

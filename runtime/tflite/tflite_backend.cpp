@@ -224,9 +224,8 @@ Check Load(ef_backend& backend, const char* path, const ef_model_spec& spec,
     return Failure{EF_UNSUPPORTED,
                    "format \"" + std::string(spec.format ? spec.format : "") + "\" is not tflite"};
   }
-  std::string bytes;
-  if (auto failed = edgefleet::runtime::plugin_kit::ReadModelFile(path, bytes)) return failed;
-  std::vector<std::uint8_t> content(bytes.begin(), bytes.end());
+  std::vector<std::uint8_t> content;
+  if (auto failed = edgefleet::runtime::plugin_kit::ReadModelFile(path, content)) return failed;
   edgefleet::runtime::tflite::FoldFloat16Weights(content);  // Arm NN 20.08 wants float32 weights
   auto parser = armnnTfLiteParser::ITfLiteParser::Create();
   armnn::INetworkPtr network = parser->CreateNetworkFromBinary(content);
@@ -443,22 +442,9 @@ std::int32_t Guarded(Step&& step, const std::string& prefix, char* err, std::siz
 }  // namespace
 
 EDGEFLEET_PLUGIN_KIT_COMMON_EXPORTS()
+EDGEFLEET_PLUGIN_KIT_CREATE_EXPORTS()
 
 extern "C" {
-
-EF_BACKEND_EXPORT int32_t edgefleet_backend_create(const char* options_json, ef_backend** backend,
-                                                   char* err, size_t err_size) {
-  std::unique_ptr<ef_backend> made;
-  const std::int32_t status =
-      Guarded([&] { return Create(options_json, made); }, "create: ", err, err_size);
-  if (status == EF_OK) *backend = made.release();
-  return status;
-}
-
-EF_BACKEND_EXPORT int32_t edgefleet_backend_self_test(ef_backend* backend, char* err,
-                                                      size_t err_size) {
-  return Guarded([&] { return SelfTest(*backend); }, "", err, err_size);
-}
 
 EF_BACKEND_EXPORT int32_t edgefleet_backend_load(ef_backend* backend, const char* model_path,
                                                  const ef_model_spec* spec,
