@@ -28,10 +28,13 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_stats.hpp"
 #include "runtime/plugin_backend.hpp"
 #include "runtime/tensor.hpp"
 
 namespace {
+
+using edgefleet::bench::Percentile;
 
 using Clock = std::chrono::steady_clock;
 using edgefleet::runtime::Session;
@@ -50,13 +53,6 @@ struct Sample {
   int errors = 0;
   double Throughput() const { return static_cast<double>(latencies_us.size()) / seconds; }
 };
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  const auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-  return v[k];
-}
 
 // `run` is called by `clients` threads until `seconds` pass (after a warm-up of a fifth of that
 // with the same threads, so every net in a pool has set itself up for batch 1).

@@ -19,28 +19,14 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_stats.hpp"
 #include "runtime/plugin_backend.hpp"
 #include "runtime/tensor.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  const auto k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-  return v[k];
-}
-
-template <typename Fn>
-void Time(int runs, std::vector<double>& out, Fn&& fn) {
-  for (int i = 0; i < runs; ++i) {
-    const auto start = Clock::now();
-    fn();
-    out.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
-  }
-}
+using edgefleet::bench::Percentile;
+using edgefleet::bench::Time;
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "torch_overhead: %s\n", message.c_str());

@@ -65,53 +65,35 @@ if ! command -v npm >/dev/null; then
   status=$(dpkg-query -W -f='${Status}' npm 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=(npm)
 fi
-# ONNX Runtime for the onnxruntime backend plugin, from npm (runtime/onnxruntime/npm): pinned by
-# its package-lock.json, installed with --ignore-scripts (onnxruntime-node's install script would
-# download more from elsewhere) into a per-user cache outside the tree, keyed by the lock's
-# SHA-256, so a second clone or CI run on this machine reuses it without a download. CMake finds
-# it by the same key (runtime/CMakeLists.txt). EDGEFLEET_SKIP_ONNXRUNTIME=1 skips it (the plugin
-# is then not built, and CMake says so).
-install_onnxruntime() {
-  local lock=runtime/onnxruntime/npm/package-lock.json
-  local key dir tmp
+# npm packages edgefleet takes from the registry the way the browser test gets Playwright: pinned
+# by a package-lock.json, installed with --ignore-scripts (an install script could download more
+# from elsewhere) into a per-user cache outside the tree, keyed by the lock's SHA-256, so a second
+# clone or CI run on this machine reuses it without a download; CMake finds each by the same key.
+#   npm_into_cache <cache name> <dir with package.json and the lock> <what, for messages> <keep>
+# `keep` runs with the install directory and moves what is kept out of its node_modules, which
+# is removed after; it fails with a message to refuse the install.
+npm_into_cache() {
+  local name=$1 npm_dir=$2 what=$3 keep=$4
+  local lock=$npm_dir/package-lock.json key dir tmp
   key=$(sha256sum "$lock" | cut -c1-16)
-  dir="${EDGEFLEET_CACHE_DIR:-${HOME}/.cache/edgefleet}/onnxruntime-npm/$key"
+  dir="${EDGEFLEET_CACHE_DIR:-${HOME}/.cache/edgefleet}/$name/$key"
   if [ -f "$dir/COMPLETE" ]; then
-    echo "install-deps: onnxruntime npm pieces present ($dir)"
+    echo "install-deps: $what present ($dir)"
     return 0
   fi
-  echo "install-deps: installing the onnxruntime npm pieces (about 260 MB) into $dir"
+  echo "install-deps: installing $what into $dir"
   mkdir -p "$(dirname "$dir")"
   tmp=$(mktemp -d "$dir.tmp.XXXXXX")
-  cp runtime/onnxruntime/npm/package.json "$lock" "$tmp/"
+  cp "$npm_dir/package.json" "$lock" "$tmp/"
   if ! (cd "$tmp" && timeout 900 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
     rm -rf "$tmp"
-    echo "install-deps: npm ci of runtime/onnxruntime/npm failed (is the npm registry reachable?)" >&2
+    echo "install-deps: npm ci of $npm_dir failed (is the npm registry reachable?)" >&2
     return 1
   fi
-  # The headers' API version must not be above the library's (ORT_API_VERSION N is ORT 1.N).
-  local header api lib_version
-  header=$(find "$tmp/node_modules/com.github.asus4.onnxruntime" -path '*simulator*' \
-             -name onnxruntime_c_api.h | head -1)
-  api=$(sed -n 's/^#define ORT_API_VERSION \([0-9]*\)$/\1/p' "$header")
-  lib_version=$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' \
-                  "$tmp/node_modules/onnxruntime-node/package.json" | head -1)
-  if [ -z "$api" ] || [ "$api" -gt "$(echo "$lib_version" | cut -d. -f2)" ]; then
+  if ! "$keep" "$tmp"; then
     rm -rf "$tmp"
-    echo "install-deps: onnxruntime headers (API ${api:-?}) are newer than the library" \
-         "($lib_version)" >&2
     return 1
   fi
-  # Keep what the build needs, in the layout of an ONNX Runtime release (include/, lib/), about
-  # 50 MB of the 670 MB npm installs: the headers and this machine's library.
-  local arch
-  case "$(uname -m)" in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; *) arch=none ;; esac
-  mkdir -p "$tmp/include" "$tmp/lib"
-  cp "$(dirname "$header")"/*.h "$tmp/include/"
-  if [ -f "$tmp/node_modules/onnxruntime-node/bin/napi-v6/linux/$arch/libonnxruntime.so.1" ]; then
-    cp "$tmp/node_modules/onnxruntime-node/bin/napi-v6/linux/$arch/libonnxruntime.so.1" "$tmp/lib/"
-  fi
-  echo "$lib_version" >"$tmp/VERSION"
   rm -rf "$tmp/node_modules"
   chmod 755 "$tmp"
   chmod -R go-w "$tmp"
@@ -120,36 +102,48 @@ install_onnxruntime() {
   mv "$tmp" "$dir"
 }
 
-# The MediaPipe face detector for the tflite plugin's real-model test, from npm
-# (tests/data/mediapipe/npm, pinned by its package-lock.json, --ignore-scripts), the way the
-# browser test gets Playwright: only the .tflite files are kept, in the per-user cache keyed by the
-# lock's SHA-256 (tests/CMakeLists.txt finds them by the same key). Not committed: Google's files.
-install_mediapipe() {
-  local lock=tests/data/mediapipe/npm/package-lock.json
-  local key dir tmp
-  key=$(sha256sum "$lock" | cut -c1-16)
-  dir="${EDGEFLEET_CACHE_DIR:-${HOME}/.cache/edgefleet}/mediapipe-npm/$key"
-  if [ -f "$dir/COMPLETE" ]; then
-    echo "install-deps: mediapipe models present ($dir)"
-    return 0
-  fi
-  echo "install-deps: installing the mediapipe face detector (about 14 MB) into $dir"
-  mkdir -p "$(dirname "$dir")"
-  tmp=$(mktemp -d "$dir.tmp.XXXXXX")
-  cp tests/data/mediapipe/npm/package.json "$lock" "$tmp/"
-  if ! (cd "$tmp" && timeout 600 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); then
-    rm -rf "$tmp"
-    echo "install-deps: npm ci of tests/data/mediapipe/npm failed (is the npm registry reachable?)" >&2
+# ONNX Runtime for the onnxruntime backend plugin (runtime/onnxruntime/npm; about 260 MB to
+# download). EDGEFLEET_SKIP_ONNXRUNTIME=1 skips it (the plugin is then not built, and CMake says
+# so).
+keep_onnxruntime() {
+  # The headers' API version must not be above the library's (ORT_API_VERSION N is ORT 1.N).
+  local tmp=$1 header api lib_version
+  header=$(find "$tmp/node_modules/com.github.asus4.onnxruntime" -path '*simulator*' \
+             -name onnxruntime_c_api.h | head -1)
+  api=$(sed -n 's/^#define ORT_API_VERSION \([0-9]*\)$/\1/p' "$header")
+  lib_version=$(sed -n 's/.*"version": "\([0-9.]*\)".*/\1/p' \
+                  "$tmp/node_modules/onnxruntime-node/package.json" | head -1)
+  if [ -z "$api" ] || [ "$api" -gt "$(echo "$lib_version" | cut -d. -f2)" ]; then
+    echo "install-deps: onnxruntime headers (API ${api:-?}) are newer than the library" \
+         "($lib_version)" >&2
     return 1
   fi
-  mkdir -p "$tmp/models"
-  cp "$tmp"/node_modules/@mediapipe/face_detection/*.tflite "$tmp/models/"
-  rm -rf "$tmp/node_modules"
-  chmod 755 "$tmp"
-  chmod -R go-w "$tmp"
-  touch "$tmp/COMPLETE"
-  rm -rf "$dir"
-  mv "$tmp" "$dir"
+  # Keep what the build needs, in the layout of an ONNX Runtime release (include/, lib/), about
+  # 50 MB of the 670 MB npm installs: the headers and this machine's library.
+  local arch
+  case "$(uname -m)" in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; *) arch=none ;; esac
+  mkdir -p "$tmp/include" "$tmp/lib" || return 1
+  cp "$(dirname "$header")"/*.h "$tmp/include/" || return 1
+  if [ -f "$tmp/node_modules/onnxruntime-node/bin/napi-v6/linux/$arch/libonnxruntime.so.1" ]; then
+    cp "$tmp/node_modules/onnxruntime-node/bin/napi-v6/linux/$arch/libonnxruntime.so.1" \
+      "$tmp/lib/" || return 1
+  fi
+  echo "$lib_version" >"$tmp/VERSION"
+}
+install_onnxruntime() {
+  npm_into_cache onnxruntime-npm runtime/onnxruntime/npm "the onnxruntime npm pieces" \
+    keep_onnxruntime
+}
+
+# MediaPipe's face detector for the tflite plugin's real-model test (tests/data/mediapipe/npm):
+# only the .tflite files are kept (tests/CMakeLists.txt). Not committed: Google's files.
+keep_mediapipe() {
+  mkdir -p "$1/models" || return 1
+  cp "$1"/node_modules/@mediapipe/face_detection/*.tflite "$1/models/"
+}
+install_mediapipe() {
+  npm_into_cache mediapipe-npm tests/data/mediapipe/npm "the mediapipe face detector" \
+    keep_mediapipe
 }
 
 if [ ${#missing[@]} -eq 0 ]; then
