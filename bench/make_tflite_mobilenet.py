@@ -57,19 +57,6 @@ def depthwise_options(stride, padding, activation):
     return build
 
 
-def conv_options(stride, padding, activation):
-    def build(b):
-        b.StartObject(6)
-        b.PrependInt8Slot(0, padding, 0)
-        b.PrependInt32Slot(1, stride, 0)
-        b.PrependInt32Slot(2, stride, 0)
-        b.PrependInt8Slot(3, activation, 0)
-        b.PrependInt32Slot(4, 1, 1)
-        b.PrependInt32Slot(5, 1, 1)
-        return b.EndObject()
-    return build
-
-
 def add_options(b):
     b.StartObject(1)
     b.PrependInt8Slot(0, tfl.ACT_NONE, 0)
@@ -116,7 +103,7 @@ class Converter:
         else:  # OIHW -> OHWI
             wt = self.m.constant(self.name("w"), weights.transpose(0, 2, 3, 1).copy())
             self.m.op(tfl.CONV_2D, [x, wt, b], [y], tfl.OPT_CONV2D,
-                      conv_options(stride, padding, act))
+                      tfl.conv_options(act, stride, padding))
         return y, [n, oh, ow, out_c]
 
     def conv_norm_act(self, x, shape, block):
@@ -144,17 +131,7 @@ class Converter:
             else:
                 y, s = self.inverted_residual(y, s, block)
         pooled = self.m.tensor("pooled", [1, 1, 1, s[3]])
-
-        def pool_options(b):
-            b.StartObject(6)
-            b.PrependInt8Slot(0, tfl.VALID, 0)
-            b.PrependInt32Slot(1, 1, 0)
-            b.PrependInt32Slot(2, 1, 0)
-            b.PrependInt32Slot(3, s[2], 0)
-            b.PrependInt32Slot(4, s[1], 0)
-            b.PrependInt8Slot(5, tfl.ACT_NONE, 0)
-            return b.EndObject()
-        self.m.op(AVERAGE_POOL_2D, [y], [pooled], tfl.OPT_POOL2D, pool_options)
+        self.m.op(AVERAGE_POOL_2D, [y], [pooled], tfl.OPT_POOL2D, tfl.pool_options(s[2], s[1], 1))
         flat = self.m.tensor("flat", [1, s[3]])
         self.m.op(tfl.RESHAPE, [pooled, self.m.constant("flat_shape", np.array([1, s[3]], np.int32))],
                   [flat], tfl.OPT_RESHAPE, tfl.reshape_options([1, s[3]]))

@@ -152,12 +152,12 @@ class ModelWriter:
         return bytes(b.Output())
 
 
-def conv_options(activation):
+def conv_options(activation, stride=1, padding=SAME):
     def build(b):
         b.StartObject(6)
-        b.PrependInt8Slot(0, SAME, 0)
-        b.PrependInt32Slot(1, 1, 0)
-        b.PrependInt32Slot(2, 1, 0)
+        b.PrependInt8Slot(0, padding, 0)
+        b.PrependInt32Slot(1, stride, 0)
+        b.PrependInt32Slot(2, stride, 0)
         b.PrependInt8Slot(3, activation, 0)
         b.PrependInt32Slot(4, 1, 1)
         b.PrependInt32Slot(5, 1, 1)
@@ -165,15 +165,17 @@ def conv_options(activation):
     return build
 
 
-def pool_options(b):
-    b.StartObject(6)
-    b.PrependInt8Slot(0, VALID, 0)
-    b.PrependInt32Slot(1, 2, 0)
-    b.PrependInt32Slot(2, 2, 0)
-    b.PrependInt32Slot(3, 2, 0)
-    b.PrependInt32Slot(4, 2, 0)
-    b.PrependInt8Slot(5, ACT_NONE, 0)
-    return b.EndObject()
+def pool_options(filter_w, filter_h, stride, padding=VALID):
+    def build(b):
+        b.StartObject(6)
+        b.PrependInt8Slot(0, padding, 0)
+        b.PrependInt32Slot(1, stride, 0)
+        b.PrependInt32Slot(2, stride, 0)
+        b.PrependInt32Slot(3, filter_w, 0)
+        b.PrependInt32Slot(4, filter_h, 0)
+        b.PrependInt8Slot(5, ACT_NONE, 0)
+        return b.EndObject()
+    return build
 
 
 def fc_options(b):
@@ -250,7 +252,7 @@ def write_digits():
     m.op(CONV_2D, [c1, m.constant("conv2.weight", p["w2"]), m.constant("conv2.bias", p["b2"])],
          [c2], OPT_CONV2D, conv_options(ACT_RELU))
     pooled = m.tensor("pool", [1, 4, 4, 16])
-    m.op(MAX_POOL_2D, [c2], [pooled], OPT_POOL2D, pool_options)
+    m.op(MAX_POOL_2D, [c2], [pooled], OPT_POOL2D, pool_options(2, 2, 2))
     flat = m.tensor("flat", [1, 256])
     m.op(RESHAPE, [pooled, m.constant("flat_shape", np.array([1, 256], np.int32))], [flat],
          OPT_RESHAPE, reshape_options([1, 256]))
