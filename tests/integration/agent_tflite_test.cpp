@@ -75,19 +75,10 @@ class AgentTflite : public AgentE2E {
     const fs::path model = testing::FaceDetectorModel();
     EXPECT_TRUE(fs::exists(model)) << model << " is missing: run scripts/install-deps.sh";
     fs::copy_file(model, dir / "model.tflite");
-    auto backend =
-        runtime::LoadBackendPlugin(testing::BuildBackendsDir() / "libedgefleet_backend_tflite.so");
+    auto backend = testing::LoadBuiltPlugin("tflite");
     EXPECT_TRUE(backend) << backend.error().message;
     if (!backend) return {dir, "model.tflite"};
-    manifests::Variant v;
-    v.id = "tflite";
-    v.file = "model/face.tflite";
-    v.format = "tflite";
-    v.opset = 3;
-    v.inputs = {{"input", "float32", {1, 128, 128, 3}}};
-    v.outputs = {{"regressors", "float32", {1, 896, 16}},
-                 {"classificators", "float32", {1, 896, 1}}};
-    auto session = (*backend)->Load(dir / "model.tflite", v, {});
+    auto session = (*backend)->Load(dir / "model.tflite", testing::FaceDetectorVariant(), {});
     EXPECT_TRUE(session) << session.error().message;
     if (!session) return {dir, "model.tflite"};
     const runtime::Tensor input =

@@ -12,9 +12,9 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -28,18 +28,6 @@ namespace {
 
 using testing::FaceBox;
 
-manifests::Variant DetectorVariant() {
-  manifests::Variant v;
-  v.id = "tflite";
-  v.file = "model/face_detection_short_range.tflite";
-  v.format = "tflite";
-  v.opset = 3;
-  v.inputs = {{"input", "float32", {1, testing::kFaceInputSize, testing::kFaceInputSize, 3}}};
-  v.outputs = {{"regressors", "float32", {1, testing::kFaceAnchors, testing::kFaceCoords}},
-               {"classificators", "float32", {1, testing::kFaceAnchors, 1}}};
-  return v;
-}
-
 std::vector<FaceBox> Detect(Session& session, const std::string& png) {
   auto out = session.Run({testing::FaceInput(testing::FaceImagesDir() / png)});
   EXPECT_TRUE(out) << out.error().message;
@@ -51,9 +39,9 @@ TEST(MediaPipeFaceDetection, FindsTheFaceTheHaarCascadeFoundAndNoneInAPhotoWitho
   const auto model = testing::FaceDetectorModel();
   ASSERT_TRUE(std::filesystem::exists(model))
       << model << " is missing: run scripts/install-deps.sh";
-  auto backend = LoadBackendPlugin(testing::BuildBackendsDir() / "libedgefleet_backend_tflite.so");
+  auto backend = testing::LoadBuiltPlugin("tflite");
   ASSERT_TRUE(backend) << backend.error().message;
-  auto session = (*backend)->Load(model, DetectorVariant(), {});
+  auto session = (*backend)->Load(model, testing::FaceDetectorVariant(), {});
   ASSERT_TRUE(session) << session.error().message;
 
   const auto haar = testing::HaarFaces("astronaut_128.png");

@@ -30,7 +30,7 @@ constexpr double kAtol = 1e-4;
 constexpr double kRtol = 1e-3;
 
 std::unique_ptr<Backend> MakeBackend() {
-  auto backend = LoadBackendPlugin(testing::BuildBackendsDir() / "libedgefleet_backend_torch.so");
+  auto backend = testing::LoadBuiltPlugin("torch");
   EXPECT_TRUE(backend) << backend.error().message;
   return backend ? std::move(backend).value() : nullptr;
 }

@@ -48,6 +48,18 @@ fs::path FaceDetectorModel() {
   return fs::path(EDGEFLEET_MEDIAPIPE_MODELS_DIR) / "face_detection_short_range.tflite";
 }
 
+manifests::Variant FaceDetectorVariant() {
+  manifests::Variant v;
+  v.id = "tflite";
+  v.file = "model/face_detection_short_range.tflite";
+  v.format = "tflite";
+  v.opset = 3;
+  v.inputs = {{"input", "float32", {1, kFaceInputSize, kFaceInputSize, 3}}};
+  v.outputs = {{"regressors", "float32", {1, kFaceAnchors, kFaceCoords}},
+               {"classificators", "float32", {1, kFaceAnchors, 1}}};
+  return v;
+}
+
 runtime::Tensor FaceInput(const fs::path& png) {
   auto image = runtime::DecodeImage(ReadFile(png), {});
   if (!image) {

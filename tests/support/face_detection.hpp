@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "manifests/manifest.hpp"
 #include "runtime/tensor.hpp"
 
 namespace edgefleet::testing {
@@ -22,6 +23,10 @@ inline constexpr double kFaceMinScore = 0.5;  // the graph's min_score_thresh
 std::filesystem::path FaceImagesDir();
 // face_detection_short_range.tflite where scripts/install-deps.sh put it.
 std::filesystem::path FaceDetectorModel();
+
+// The detector's variant as a bundle declares it: input "input" [1,128,128,3], outputs
+// "regressors" [1,896,16] and "classificators" [1,896,1], float32.
+manifests::Variant FaceDetectorVariant();
 
 struct FaceBox {
   double x = 0, y = 0, w = 0, h = 0;  // top-left and size, as fractions of the image

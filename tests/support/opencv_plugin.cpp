@@ -14,4 +14,8 @@ Result<std::unique_ptr<runtime::Backend>> LoadOpenCvPlugin() {
   return runtime::LoadBackendPlugin(OpenCvPluginPath());
 }
 
+Result<std::unique_ptr<runtime::Backend>> LoadBuiltPlugin(const std::string& name) {
+  return runtime::LoadBackendPlugin(BuildBackendsDir() / ("libedgefleet_backend_" + name + ".so"));
+}
+
 }  // namespace edgefleet::testing
