@@ -1,5 +1,5 @@
-// Reading TensorFlow Lite model files (runtime/tflite_model.hpp): a bounds-checked FlatBuffer
-// reader over the file's bytes, and the few tables of TFLite's schema.fbs edgefleet needs.
+// Reading TensorFlow Lite model files (runtime/tflite_model.hpp): the few tables of TFLite's
+// schema.fbs edgefleet needs, through the bounds-checked reader of runtime/tflite/flatbuffer.hpp.
 #include "runtime/tflite_model.hpp"
 
 #include <algorithm>
@@ -11,6 +11,7 @@
 
 #include "manifests/files.hpp"
 #include "manifests/log_value.hpp"
+#include "runtime/tflite/flatbuffer.hpp"
 
 namespace edgefleet::runtime {
 namespace {
@@ -39,8 +40,6 @@ constexpr int kTensorShapeSignature = 7;  // [int], -1 for a dynamic dimension
 constexpr int kOperatorOpcodeIndex = 0;   // uint
 
 constexpr std::string_view kIdentifier = "TFL3";  // bytes 4-7
-// FlatBuffers offsets are unsigned 32-bit but must stay below 2 GiB (the verifier's rule).
-constexpr std::uint64_t kMaxOffset = 0x7fffffff;
 
 // TensorType values 0-18 (schema.fbs): the name, and the dtype edgefleet tensors hold it as (none
 // for strings, complex numbers, resources, ...).
@@ -70,179 +69,70 @@ std::string Child(std::string_view path, std::string_view name) {
   return std::string(path) + "." + std::string(name);
 }
 
-// A table the reader has checked: its first byte (the offset to its vtable), the vtable, and
-// the sizes the vtable declares.
-struct Table {
-  std::uint64_t pos = 0;
-  std::uint64_t vtable = 0;
-  std::uint16_t vtable_size = 0;
-  std::uint16_t size = 0;  // the table's inline bytes, from pos
-};
+using Table = tflite::FlatTable;
+using Vector = tflite::FlatVector;
 
-// A vector whose `count` elements of the size it was read with lie inside the file.
-struct Vector {
-  std::uint64_t data = 0;  // the first element
-  std::uint32_t count = 0;
-};
-
-// Reads FlatBuffer structures out of a byte string, checking each before it reads; every error
-// names the file, the schema path and the byte offset.
+// tflite::FlatBytes (runtime/tflite/flatbuffer.hpp, the checks) with edgefleet's Result: every
+// error names the file, the schema path and the byte offset.
 class FlatReader {
  public:
   FlatReader(std::string_view bytes, std::string_view where) : bytes_(bytes), where_(where) {}
-
-  std::uint64_t size() const { return bytes_.size(); }
 
   Unexpected Problem(std::string_view path, const std::string& what,
                      ErrorCode code = ErrorCode::kParse) const {
     return Fail(code, std::string(where_) + ": " + std::string(path) + ": " + what);
   }
 
-  // True when `length` bytes from `pos` lie inside the file.
-  bool Fits(std::uint64_t pos, std::uint64_t length) const {
-    return pos <= size() && length <= size() - pos;
-  }
-
-  // A little-endian T at `pos`, which the caller has checked with Fits.
-  template <typename T>
-  T Load(std::uint64_t pos) const {
-    using U = std::make_unsigned_t<T>;
-    U value = 0;
-    for (std::size_t i = 0; i < sizeof(T); ++i) {
-      value |=
-          static_cast<U>(static_cast<U>(static_cast<unsigned char>(bytes_[pos + i])) << (8 * i));
-    }
-    return static_cast<T>(value);
-  }
-
-  // The position the uoffset stored at `slot` points to: not zero (pointing at itself), below
-  // 2 GiB, and inside the file.
   Result<std::uint64_t> Follow(std::uint64_t slot, std::string_view path) const {
-    if (!Fits(slot, 4)) return Problem(path, "offset at byte " + At(slot) + PastTheEnd());
-    const std::uint64_t offset = Load<std::uint32_t>(slot);
-    if (offset == 0) return Problem(path, "offset at byte " + At(slot) + " points to itself");
-    if (offset > kMaxOffset) {
-      return Problem(
-          path, "offset " + std::to_string(offset) + " at byte " + At(slot) + " is over 2 GiB");
-    }
-    if (!Fits(slot + offset, 1)) {
-      return Problem(path, "offset at byte " + At(slot) + " points to byte " +
-                               std::to_string(slot + offset) + ", past the end of the file (size " +
-                               At(size()) + ")");
-    }
-    return slot + offset;
+    std::uint64_t pos = 0;
+    if (!bytes_.Follow(slot, path, pos)) return Failed();
+    return pos;
   }
 
   Result<Table> TableAt(std::uint64_t pos, std::string_view path) const {
-    if (!Fits(pos, 4)) return Problem(path, "table at byte " + At(pos) + PastTheEnd());
-    const std::int64_t vtable = static_cast<std::int64_t>(pos) - Load<std::int32_t>(pos);
-    if (vtable < 0 || !Fits(static_cast<std::uint64_t>(vtable), 4)) {
-      return Problem(path, "vtable at byte " + std::to_string(vtable) + " (of the table at byte " +
-                               At(pos) + ") lies outside the file (size " + At(size()) + ")");
-    }
     Table table;
-    table.pos = pos;
-    table.vtable = static_cast<std::uint64_t>(vtable);
-    table.vtable_size = Load<std::uint16_t>(table.vtable);
-    table.size = Load<std::uint16_t>(table.vtable + 2);
-    if (table.vtable_size < 4 || table.vtable_size % 2 != 0) {
-      return Problem(path, "vtable at byte " + At(table.vtable) + " declares " +
-                               std::to_string(table.vtable_size) +
-                               " bytes (expected an even size of 4 or more)");
-    }
-    if (!Fits(table.vtable, table.vtable_size)) {
-      return Problem(path, "vtable of " + std::to_string(table.vtable_size) + " bytes at byte " +
-                               At(table.vtable) + PastTheEnd());
-    }
-    if (table.size < 4 || !Fits(pos, table.size)) {
-      return Problem(path,
-                     "table of " + std::to_string(table.size) + " bytes at byte " + At(pos) +
-                         (table.size < 4 ? " is smaller than its vtable offset" : PastTheEnd()));
-    }
+    if (!bytes_.TableAt(pos, path, table)) return Failed();
     return table;
-  }
-
-  // Where field `field` of `width` bytes is, or nullopt when the table does not have it (a
-  // vtable too short for it, or a zero entry: the schema's default).
-  Result<std::optional<std::uint64_t>> FieldPos(const Table& table, int field, std::size_t width,
-                                                std::string_view path) const {
-    const std::uint64_t entry = 4 + 2 * static_cast<std::uint64_t>(field);
-    if (entry + 2 > table.vtable_size) return std::optional<std::uint64_t>();
-    const std::uint16_t offset = Load<std::uint16_t>(table.vtable + entry);
-    if (offset == 0) return std::optional<std::uint64_t>();
-    if (offset < 4 || offset + width > table.size) {
-      return Problem(path, "field at offset " + std::to_string(offset) + " (" +
-                               std::to_string(width) + " bytes) lies outside its table of " +
-                               std::to_string(table.size) + " bytes at byte " + At(table.pos));
-    }
-    return std::optional<std::uint64_t>(table.pos + offset);
   }
 
   template <typename T>
   Result<T> Scalar(const Table& table, int field, T fallback, std::string_view path) const {
-    EF_ASSIGN_OR_RETURN(auto pos, FieldPos(table, field, sizeof(T), path));
-    return pos ? Load<T>(*pos) : fallback;
+    T value{};
+    if (!bytes_.Scalar(table, field, fallback, path, value)) return Failed();
+    return value;
   }
 
   Result<std::optional<Vector>> VectorField(const Table& table, int field, std::size_t element,
                                             std::string_view path) const {
-    EF_ASSIGN_OR_RETURN(auto slot, FieldPos(table, field, 4, path));
-    if (!slot) return std::optional<Vector>();
-    EF_ASSIGN_OR_RETURN(auto pos, Follow(*slot, path));
-    EF_ASSIGN_OR_RETURN(auto vector, VectorAt(pos, element, path));
-    return std::optional<Vector>(vector);
-  }
-
-  // A string field as bytes (without its terminating NUL).
-  Result<std::optional<std::string_view>> StringField(const Table& table, int field,
-                                                      std::string_view path) const {
-    EF_ASSIGN_OR_RETURN(auto slot, FieldPos(table, field, 4, path));
-    if (!slot) return std::optional<std::string_view>();
-    EF_ASSIGN_OR_RETURN(auto pos, Follow(*slot, path));
-    if (!Fits(pos, 4)) return Problem(path, "string at byte " + At(pos) + PastTheEnd());
-    const std::uint32_t length = Load<std::uint32_t>(pos);
-    if (!Fits(pos + 4, std::uint64_t{length} + 1)) {
-      return Problem(
-          path, "string of " + std::to_string(length) + " bytes at byte " + At(pos) + PastTheEnd());
-    }
-    if (bytes_[pos + 4 + length] != '\0') {
-      return Problem(path, "string at byte " + At(pos) + " lacks its terminating NUL");
-    }
-    return std::optional<std::string_view>(bytes_.substr(pos + 4, length));
-  }
-
-  // Element `i` of a vector of tables.
-  Result<Table> TableElement(const Vector& vector, std::uint32_t i, std::string_view path) const {
-    EF_ASSIGN_OR_RETURN(auto pos, Follow(vector.data + 4 * std::uint64_t{i}, path));
-    return TableAt(pos, path);
-  }
-
-  // Element `i` of a vector of T (read with element size sizeof(T), so it lies inside the file).
-  template <typename T>
-  T Element(const Vector& vector, std::uint32_t i) const {
-    return Load<T>(vector.data + sizeof(T) * std::uint64_t{i});
-  }
-
- private:
-  Result<Vector> VectorAt(std::uint64_t pos, std::size_t element, std::string_view path) const {
-    if (!Fits(pos, 4)) return Problem(path, "vector at byte " + At(pos) + PastTheEnd());
-    Vector vector;
-    vector.data = pos + 4;
-    vector.count = Load<std::uint32_t>(pos);
-    if (!Fits(vector.data, std::uint64_t{vector.count} * element)) {
-      return Problem(path, "vector of " + std::to_string(vector.count) + " elements of " +
-                               std::to_string(element) + " bytes at byte " + At(pos) +
-                               PastTheEnd());
-    }
+    std::optional<Vector> vector;
+    if (!bytes_.VectorField(table, field, element, path, vector)) return Failed();
     return vector;
   }
 
-  static std::string At(std::uint64_t pos) { return std::to_string(pos); }
-  std::string PastTheEnd() const {
-    return " runs past the end of the file (size " + At(size()) + ")";
+  Result<std::optional<std::string_view>> StringField(const Table& table, int field,
+                                                      std::string_view path) const {
+    std::optional<std::string_view> text;
+    if (!bytes_.StringField(table, field, path, text)) return Failed();
+    return text;
   }
 
-  std::string_view bytes_;
+  Result<Table> TableElement(const Vector& vector, std::uint32_t i, std::string_view path) const {
+    Table table;
+    if (!bytes_.TableElement(vector, i, path, table)) return Failed();
+    return table;
+  }
+
+  template <typename T>
+  T Element(const Vector& vector, std::uint32_t i) const {
+    return bytes_.Element<T>(vector, i);
+  }
+
+ private:
+  Unexpected Failed() const {
+    return Fail(ErrorCode::kParse, std::string(where_) + ": " + bytes_.problem());
+  }
+
+  tflite::FlatBytes bytes_;
   std::string_view where_;
 };
 

@@ -1,5 +1,7 @@
 #include "runtime/tflite/fp16_fold.hpp"
 
+#include "runtime/tflite/flatbuffer.hpp"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -25,41 +27,36 @@ constexpr int kBufferData = 0;
 // Bounds a hostile file's counts (a real model has at most a few thousand tensors).
 constexpr std::uint32_t kMaxCount = 1U << 20;
 
-// Bounds-checked little-endian reads of a flatbuffer; every accessor fails rather than reading
-// outside the file.
+// The fold's view of the file, over FlatBytes (flatbuffer.hpp, which checks everything): tables
+// by position, and nullopt for any problem (the fold then leaves the file as it was, so the
+// problem's text is not kept). A FlatBytes is made per read because the fold appends to the
+// vector it reads.
 class Reader {
  public:
   explicit Reader(const std::vector<std::uint8_t>& bytes) : b_(bytes) {}
 
   template <typename T>
   std::optional<T> Read(std::size_t pos) const {
-    if (pos > b_.size() || b_.size() - pos < sizeof(T)) return std::nullopt;
-    T v;
-    std::memcpy(&v, b_.data() + pos, sizeof(T));
-    return v;
+    const FlatBytes f = Bytes();
+    if (!f.Fits(pos, sizeof(T))) return std::nullopt;
+    return f.Load<T>(pos);
   }
 
-  // Where a table's field is: 0 when the field is absent, nullopt when the table is malformed.
-  std::optional<std::size_t> Field(std::size_t table, int slot) const {
-    const auto soffset = Read<std::int32_t>(table);
-    if (!soffset) return std::nullopt;
-    const auto vtable = static_cast<std::int64_t>(table) - *soffset;
-    if (vtable < 0) return std::nullopt;
-    const auto vt = static_cast<std::size_t>(vtable);
-    const auto vsize = Read<std::uint16_t>(vt);
-    if (!vsize) return std::nullopt;
-    const std::size_t entry = 4 + 2 * static_cast<std::size_t>(slot);
-    if (entry + 2 > *vsize) return std::size_t{0};
-    const auto offset = Read<std::uint16_t>(vt + entry);
-    if (!offset) return std::nullopt;
-    return *offset == 0 ? 0 : table + *offset;
+  // Where a table's field of `width` bytes is: 0 when the field is absent, nullopt when the
+  // table is malformed.
+  std::optional<std::size_t> Field(std::size_t table, int slot, std::size_t width) const {
+    const FlatBytes f = Bytes();
+    FlatTable t;
+    std::optional<std::uint64_t> pos;
+    if (!f.TableAt(table, "", t) || !f.FieldPos(t, slot, width, "", pos)) return std::nullopt;
+    return pos ? static_cast<std::size_t>(*pos) : 0;
   }
 
   // Follows the forward offset stored at `pos`.
   std::optional<std::size_t> Deref(std::size_t pos) const {
-    const auto u = Read<std::uint32_t>(pos);
-    if (!u || *u == 0 || *u >= b_.size() - pos) return std::nullopt;
-    return pos + *u;
+    std::uint64_t out = 0;
+    if (!Bytes().Follow(pos, "", out)) return std::nullopt;
+    return static_cast<std::size_t>(out);
   }
 
   struct Vec {
@@ -68,16 +65,13 @@ class Reader {
   };
   // A table's vector field of `elem`-byte elements; an absent field is an empty vector.
   std::optional<Vec> Vector(std::size_t table, int slot, std::size_t elem) const {
-    const auto field = Field(table, slot);
-    if (!field) return std::nullopt;
-    if (*field == 0) return Vec{};
-    const auto at = Deref(*field);
-    if (!at) return std::nullopt;
-    const auto count = Read<std::uint32_t>(*at);
-    if (!count || *count > kMaxCount) return std::nullopt;
-    const std::size_t first = *at + 4;
-    if (first > b_.size() || (b_.size() - first) / elem < *count) return std::nullopt;
-    return Vec{first, *count};
+    const FlatBytes f = Bytes();
+    FlatTable t;
+    std::optional<FlatVector> v;
+    if (!f.TableAt(table, "", t) || !f.VectorField(t, slot, elem, "", v)) return std::nullopt;
+    if (!v) return Vec{};
+    if (v->count > kMaxCount) return std::nullopt;
+    return Vec{static_cast<std::size_t>(v->data), v->count};
   }
 
   // The tables of a vector-of-tables field.
@@ -95,12 +89,18 @@ class Reader {
 
   template <typename T>
   std::optional<T> Scalar(std::size_t table, int slot, T fallback) const {
-    const auto field = Field(table, slot);
-    if (!field) return std::nullopt;
-    return *field == 0 ? fallback : Read<T>(*field);
+    const FlatBytes f = Bytes();
+    FlatTable t;
+    T value{};
+    if (!f.TableAt(table, "", t) || !f.Scalar(t, slot, fallback, "", value)) return std::nullopt;
+    return value;
   }
 
  private:
+  FlatBytes Bytes() const {
+    return FlatBytes(std::string_view(reinterpret_cast<const char*>(b_.data()), b_.size()));
+  }
+
   const std::vector<std::uint8_t>& b_;
 };
 
@@ -160,7 +160,7 @@ std::optional<std::vector<std::int32_t>> Builtins(const Reader& r, std::size_t m
 
 std::optional<TensorInfo> ReadTensor(const Reader& r, std::size_t table) {
   TensorInfo t;
-  const auto type_field = r.Field(table, kTensorType);
+  const auto type_field = r.Field(table, kTensorType, 1);
   const auto buffer = r.Scalar<std::uint32_t>(table, kTensorBuffer, 0);
   const auto shape = r.Vector(table, kTensorShape, 4);
   if (!type_field || !buffer || !shape) return std::nullopt;
@@ -238,7 +238,7 @@ std::optional<std::vector<Fold>> PlanSubgraph(const Reader& r, std::size_t graph
         Contains(r, *graph_inputs, *from)) {
       continue;
     }
-    const auto data_field = r.Field(buffers[in.buffer], kBufferData);
+    const auto data_field = r.Field(buffers[in.buffer], kBufferData, 4);
     if (!data_field || *data_field == 0) continue;
     const auto data = r.Deref(*data_field);
     if (!data) continue;
