@@ -29,12 +29,10 @@ bool CallFollows(std::string_view text, std::size_t pos) {
   return pos < text.size() && text[pos] == '(';
 }
 
-std::string LineAt(std::string_view text, std::size_t pos, const std::string& file) {
-  const std::size_t start =
-      text.rfind('\n', pos) == std::string_view::npos ? 0 : text.rfind('\n', pos) + 1;
-  const std::size_t end = std::min(text.find('\n', pos), text.size());
-  const auto line = 1 + static_cast<std::size_t>(std::count(
-                            text.begin(), text.begin() + static_cast<long>(start), '\n'));
+// "<file>:<line>: <the line>" for the line that starts at `start`, cut to 160 bytes.
+std::string LineAt(std::string_view text, std::size_t start, std::size_t line,
+                   const std::string& file) {
+  const std::size_t end = std::min(text.find('\n', start), text.size());
   std::string_view content = text.substr(start, end - start);
   while (!content.empty() && content.front() == ' ') content.remove_prefix(1);
   constexpr std::size_t kMaxLine = 160;
@@ -64,7 +62,14 @@ bool ReadEntry(archive* a, std::size_t size_hint, std::size_t& budget, std::stri
 std::vector<TorchScriptOperator> ScanTorchScriptCode(std::string_view code,
                                                      const std::string& file) {
   std::vector<TorchScriptOperator> out;
+  std::size_t line = 1;        // the line `pos` is on, counted as the scan passes newlines
+  std::size_t line_start = 0;  // where that line starts
   for (std::size_t pos = 0; pos < code.size(); ++pos) {
+    if (code[pos] == '\n') {
+      ++line;
+      line_start = pos + 1;
+      continue;
+    }
     if (pos > 0 && (IsIdentChar(code[pos - 1]) || code[pos - 1] == '.')) continue;
     std::string domain;
     std::size_t op_at = 0;
@@ -83,8 +88,8 @@ std::vector<TorchScriptOperator> ScanTorchScriptCode(std::string_view code,
     }
     const auto op = Identifier(code, op_at);
     if (op.empty() || !CallFollows(code, op_at + op.size())) continue;
-    out.push_back({domain + ":" + std::string(op), LineAt(code, pos, file)});
-    pos = op_at + op.size();
+    out.push_back({domain + ":" + std::string(op), LineAt(code, line_start, line, file)});
+    pos = op_at + op.size() - 1;  // the identifier holds no newline; the loop steps past it
   }
   return out;
 }
