@@ -42,6 +42,33 @@ inline std::int32_t Report(const Failure& failure, char* err, std::size_t err_si
   return failure.status;
 }
 
+// An ef_dtype's name as manifests spell it ("float32"), for messages; "dtype <n>" for a value
+// the ABI does not define.
+inline std::string DTypeName(std::int32_t dtype) {
+  switch (dtype) {
+    case EF_FLOAT32:
+      return "float32";
+    case EF_UINT8:
+      return "uint8";
+    case EF_INT8:
+      return "int8";
+    case EF_INT16:
+      return "int16";
+    case EF_INT32:
+      return "int32";
+    case EF_INT64:
+      return "int64";
+    case EF_BOOL:
+      return "bool";
+    case EF_FLOAT16:
+      return "float16";
+    case EF_FLOAT64:
+      return "float64";
+    default:
+      return "dtype " + std::to_string(dtype);
+  }
+}
+
 // One declared tensor, owning its strings (the spec the agent passed lives only for the call).
 struct Declared {
   std::string name;

@@ -45,6 +45,7 @@ using edgefleet::runtime::ort::OrtLibrary;
 using edgefleet::runtime::plugin_kit::Check;
 using edgefleet::runtime::plugin_kit::CopySpecs;
 using edgefleet::runtime::plugin_kit::Declared;
+using edgefleet::runtime::plugin_kit::DTypeName;
 using edgefleet::runtime::plugin_kit::Failure;
 
 // Default-domain opsets claimed: the operator table is measured on libonnx 1.12's conformance
@@ -411,9 +412,9 @@ Check WriteOutput(const ef_session& s, std::size_t i, OrtValue* value, const ef_
   if (auto f = Ort(api, status, EF_INTERNAL, "output \"" + declared.name + "\": ")) return f;
   // ef_dtype values are ONNX's TensorProto numbers, as are ORT's element types.
   if (static_cast<std::int32_t>(type) != declared.dtype) {
-    return Failure{EF_INTERNAL, "output \"" + declared.name + "\": the graph gives element type " +
-                                    std::to_string(type) + ", the model spec declares " +
-                                    std::to_string(declared.dtype)};
+    return Failure{EF_INTERNAL, "output \"" + declared.name + "\": the graph gives " +
+                                    DTypeName(static_cast<std::int32_t>(type)) +
+                                    ", the model spec declares " + DTypeName(declared.dtype)};
   }
   std::size_t bytes = 0;
   if (auto f = Ort(api, api->GetTensorSizeInBytes(value, &bytes), EF_INTERNAL,

@@ -73,6 +73,7 @@ constexpr const char* kDevices[] = {"cpu"};
 using edgefleet::runtime::plugin_kit::Check;
 using edgefleet::runtime::plugin_kit::CopySpecs;
 using edgefleet::runtime::plugin_kit::Declared;
+using edgefleet::runtime::plugin_kit::DTypeName;
 using edgefleet::runtime::plugin_kit::Failure;
 
 std::string CvError(const cv::Exception& e) {
@@ -97,31 +98,6 @@ std::size_t ElementSize(std::int32_t dtype) {
       return 1;
     default:
       return 0;
-  }
-}
-
-const char* DTypeName(std::int32_t dtype) {
-  switch (dtype) {
-    case EF_FLOAT32:
-      return "float32";
-    case EF_FLOAT64:
-      return "float64";
-    case EF_FLOAT16:
-      return "float16";
-    case EF_INT8:
-      return "int8";
-    case EF_UINT8:
-      return "uint8";
-    case EF_INT16:
-      return "int16";
-    case EF_INT32:
-      return "int32";
-    case EF_INT64:
-      return "int64";
-    case EF_BOOL:
-      return "bool";
-    default:
-      return "unknown";
   }
 }
 
@@ -159,8 +135,7 @@ Check ForEachStorageType(std::int32_t dtype, Each&& each) {
     case EF_INT64:
       return each(std::int64_t{});
     default:
-      return Failure{EF_INVALID_ARGUMENT,
-                     "element type " + std::to_string(dtype) + " is not supported"};
+      return Failure{EF_INVALID_ARGUMENT, "element type " + DTypeName(dtype) + " is not supported"};
   }
 }
 

@@ -85,6 +85,7 @@ constexpr std::size_t kMaxRank = 8;
 using edgefleet::runtime::plugin_kit::Check;
 using edgefleet::runtime::plugin_kit::CopySpecs;
 using edgefleet::runtime::plugin_kit::Declared;
+using edgefleet::runtime::plugin_kit::DTypeName;
 using edgefleet::runtime::plugin_kit::Failure;
 
 std::optional<armnn::DataType> ToArmnn(std::int32_t dtype) {
@@ -190,9 +191,8 @@ Check Bind(const std::vector<Declared>& declared, const std::vector<std::string>
     const auto type = ToArmnn(d.dtype);
     const auto model_type = ToDType(info.second.GetDataType());
     if (!type || !model_type || *model_type != d.dtype) {
-      return Failure{EF_UNSUPPORTED, std::string(kind) + " \"" + d.name +
-                                         "\": the manifest says dtype " + std::to_string(d.dtype) +
-                                         ", the model has Arm NN type " +
+      return Failure{EF_UNSUPPORTED, std::string(kind) + " \"" + d.name + "\": the manifest says " +
+                                         DTypeName(d.dtype) + ", the model has Arm NN type " +
                                          armnn::GetDataTypeName(info.second.GetDataType())};
     }
     const auto dims = Dims(info.second.GetShape());

@@ -80,6 +80,7 @@ constexpr const char* kDevices[] = {"cpu"};
 using edgefleet::runtime::plugin_kit::Check;
 using edgefleet::runtime::plugin_kit::CopySpecs;
 using edgefleet::runtime::plugin_kit::Declared;
+using edgefleet::runtime::plugin_kit::DTypeName;
 using edgefleet::runtime::plugin_kit::Failure;
 
 // The scalar type of an ABI dtype; nullopt for one libtorch has no match for.
@@ -242,7 +243,7 @@ Check Load(const char* path, const ef_model_spec& spec, const ef_session_options
   for (const auto& in : session->inputs) {
     if (!ToScalarType(in.dtype)) {
       return Failure{EF_UNSUPPORTED, "input \"" + in.name + "\": element type " +
-                                         std::to_string(in.dtype) + " is not supported"};
+                                         DTypeName(in.dtype) + " is not supported"};
     }
   }
   std::error_code ec;

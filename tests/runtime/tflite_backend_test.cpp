@@ -153,6 +153,14 @@ TEST(TfliteBackend, ManifestsThatDoNotFitTheFileAreRefused) {
   auto b = backend->Load(kTflite / "digits.tflite", reshaped, {});
   ASSERT_FALSE(b);
   EXPECT_NE(b.error().message.find("[-1,1,28,28]"), std::string::npos) << b.error().message;
+  manifests::Variant retyped = DigitsVariant();
+  retyped.inputs[0].dtype = "int32";
+  auto d = backend->Load(kTflite / "digits.tflite", retyped, {});
+  ASSERT_FALSE(d);
+  EXPECT_NE(d.error().message.find(
+                "input \"input\": the manifest says int32, the model has Arm NN type Float32"),
+            std::string::npos)
+      << d.error().message;
   auto c = backend->Load(kData / "digits/v1/model/digits_op10.onnx", DigitsVariant(), {});
   ASSERT_FALSE(c) << "an ONNX file parsed as TFLite";
 }
