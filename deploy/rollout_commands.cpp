@@ -114,12 +114,12 @@ Result<FetchedBundle> FetchBundle(const std::string& url, const fs::path& dest) 
 
 // ---- before the driver starts ----
 
-// Collects retained statuses and desired documents (and keeps events) for `span`.
+// Collects retained statuses and desired documents (and keeps events) for `span`, then stops
+// the discovery client and takes what it delivered before it stopped.
 Discovery Discover(Link& link, const std::string& fleet, const std::string& group,
                    std::chrono::milliseconds span) {
   Discovery d;
-  const auto deadline = std::chrono::steady_clock::now() + span;
-  while (std::chrono::steady_clock::now() < deadline) {
+  auto take = [&] {
     std::deque<telemetry::MqttMessage> batch;
     {
       std::lock_guard lock(link.inbox->mu);
@@ -141,8 +141,17 @@ Discovery Discover(Link& link, const std::string& fleet, const std::string& grou
         d.events.push_back(m);
       }
     }
+  };
+  const auto deadline = std::chrono::steady_clock::now() + span;
+  while (std::chrono::steady_clock::now() < deadline) {
+    take();
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  if (link.discovery) {
+    link.discovery->Stop();
+    link.discovery.reset();
+  }
+  take();
   return d;
 }
 
@@ -274,7 +283,10 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
 
   StopSignals signals;
   EF_ASSIGN_OR_RETURN(Link link, OpenLink(connection, o.fleet, o.group, id, o.db));
-  auto stop_link = [&] { link.client->Stop(); };
+  auto stop_link = [&] {
+    if (link.discovery) link.discovery->Stop();
+    link.client->Stop();
+  };
   if (Status up = WaitConnected(link, connection.broker, signals, std::chrono::seconds(15)); !up) {
     stop_link();
     return Unexpected(up.error());

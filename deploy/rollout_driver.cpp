@@ -1,5 +1,6 @@
 // The rollout's driver: see rollout_driver.hpp. Everything here runs on the thread that calls
-// Drive, except the Link's callbacks, which only fill its Inbox.
+// Drive, except the Link's callbacks, which only fill its Inbox, and SignDeviceDocs' helper
+// threads.
 #include "deploy/rollout_driver.hpp"
 
 #include <unistd.h>
@@ -57,6 +58,39 @@ Result<std::string> SignDesired(const Signer& signer, const std::string& kind,
   }
   return text;
 }
+
+}  // namespace
+
+Result<std::vector<std::string>> SignDeviceDocs(const Signer& signer,
+                                                const std::vector<DeviceDoc>& docs) {
+  std::vector<Result<std::string>> signed_docs(docs.size(), std::string());
+  auto sign_range = [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) {
+      signed_docs[i] =
+          SignDesired(signer, "device", *docs[i].device, docs[i].serial, docs[i].models);
+    }
+  };
+  // Below a few hundred documents a thread costs more than it saves.
+  const std::size_t threads =
+      docs.size() < 256 ? 1 : std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 8);
+  std::vector<std::thread> helpers;
+  const std::size_t per = (docs.size() + threads - 1) / threads;
+  for (std::size_t t = 1; t < threads; ++t) {
+    helpers.emplace_back(sign_range, std::min(docs.size(), t * per),
+                         std::min(docs.size(), (t + 1) * per));
+  }
+  sign_range(0, std::min(docs.size(), per));
+  for (std::thread& h : helpers) h.join();
+  std::vector<std::string> out;
+  out.reserve(docs.size());
+  for (Result<std::string>& r : signed_docs) {
+    if (!r) return Unexpected(r.error());
+    out.push_back(std::move(*r));
+  }
+  return out;
+}
+
+namespace {
 
 // `models` with the entry named like `entry` replaced by it (or appended), allow_downgrade set
 // on it as given.
@@ -328,12 +362,17 @@ class Driver final {
     }
     EF_ASSIGN_OR_RETURN(const std::vector<std::uint64_t> serials,
                         store_.NextSerials(r_.fleet, requests, NowMs()));
-    std::size_t next_serial = 0;
+    std::vector<DeviceDoc> docs;
+    for (const RolloutDevice& d : devices_) {
+      if (d.wave != wave) continue;
+      docs.push_back({&d.device, serials[docs.size()], WithModel(d.prev_models, entry, false)});
+    }
+    EF_ASSIGN_OR_RETURN(std::vector<std::string> signed_docs, SignDeviceDocs(signer_, docs));
+    std::size_t next = 0;
     for (RolloutDevice& d : devices_) {
       if (d.wave != wave) continue;
-      d.serial = serials[next_serial++];
-      EF_ASSIGN_OR_RETURN(d.doc, SignDesired(signer_, "device", d.device, d.serial,
-                                             WithModel(d.prev_models, entry, false)));
+      d.serial = serials[next];
+      d.doc = std::move(signed_docs[next++]);
       const auto active = Active(d.device);
       if (active && active->version == r_.version && active->sha256 == BundleSha()) {
         d.outcome = "succeeded";
@@ -346,6 +385,8 @@ class Driver final {
     EF_RETURN_IF_ERROR(Save());  // what was published is on disk before it is sent
     EF_RETURN_IF_ERROR(link_.outbox->Append(msgs));
     link_.client->Wake();
+    at_broker_wave_ = wave;
+    at_broker_count_ = msgs.size();
     Say(WaveLine());
     for (const RolloutDevice& d : devices_) {
       if (d.wave == wave) {
@@ -399,22 +440,27 @@ class Driver final {
     }
     EF_ASSIGN_OR_RETURN(const std::vector<std::uint64_t> serials,
                         store_.NextSerials(r_.fleet, requests, NowMs()));
-    std::size_t next_serial = 0;
+    std::vector<DeviceDoc> docs;
+    for (const RolloutDevice& d : devices_) {
+      if (!restorable(d)) continue;
+      json prev_entry;
+      for (const json& m : d.prev_models) {
+        if (m.is_object() && m.value("name", "") == r_.model) prev_entry = m;
+      }
+      docs.push_back(
+          {&d.device, serials[docs.size()],
+           prev_entry.is_null() ? d.prev_models : WithModel(d.prev_models, prev_entry, true)});
+    }
+    EF_ASSIGN_OR_RETURN(std::vector<std::string> signed_docs, SignDeviceDocs(signer_, docs));
+    std::size_t next = 0;
     for (RolloutDevice& d : devices_) {
       if (d.state == DeviceState::kWaiting) continue;
       if (!restorable(d)) {
         Changed(d, DeviceState::kRestored, "no previous desired state; left as it is");
         continue;
       }
-      json prev_entry;
-      for (const json& m : d.prev_models) {
-        if (m.is_object() && m.value("name", "") == r_.model) prev_entry = m;
-      }
-      json models =
-          prev_entry.is_null() ? d.prev_models : WithModel(d.prev_models, prev_entry, true);
-      d.restore_serial = serials[next_serial++];
-      EF_ASSIGN_OR_RETURN(d.restore_doc,
-                          SignDesired(signer_, "device", d.device, d.restore_serial, models));
+      d.restore_serial = serials[next];
+      d.restore_doc = std::move(signed_docs[next++]);
       Changed(d, DeviceState::kRestoring, d.detail);
       msgs.push_back(DesiredMessage(d.device, d.restore_doc));
     }
@@ -533,6 +579,7 @@ class Driver final {
         EF_RETURN_IF_ERROR(PublishStatus());
         last_publish = now;
       }
+      ReportAtBroker(now);
       if (now - last_beat >= 1000) {
         EF_RETURN_IF_ERROR(store_.Heartbeat(r_.id, pid, now));
         last_beat = now;
@@ -579,6 +626,20 @@ class Driver final {
   }
 
   // Waits until the broker acknowledged everything queued (or the limit).
+  // Once the broker has acknowledged every document of the wave released last: how long they
+  // took to leave. The outbox publishes in order and a wave's documents are appended together,
+  // so they are all acknowledged once its oldest row is not a desired document (progress
+  // statuses are appended between and after them). Checked once per loop turn (~200 ms).
+  void ReportAtBroker(std::int64_t now) {
+    if (at_broker_wave_ == 0) return;
+    auto oldest = link_.outbox->After(0, 1);
+    if (!oldest) return;
+    if (!oldest->empty() && oldest->front().topic.ends_with("/desired")) return;
+    Say("wave=" + std::to_string(at_broker_wave_) + " event=documents_at_broker documents=" +
+        std::to_string(at_broker_count_) + " ms=" + std::to_string(now - r_.wave_started_ms));
+    at_broker_wave_ = 0;
+  }
+
   bool Flush(std::chrono::seconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
@@ -607,6 +668,8 @@ class Driver final {
   bool publish_pending_ = false;
   bool restore_timed_out_ = false;
   bool finished_ = false;
+  std::size_t at_broker_wave_ = 0;  // a wave whose documents the broker has not all acknowledged
+  std::size_t at_broker_count_ = 0;
 };
 
 }  // namespace
@@ -654,7 +717,10 @@ Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
   o.max_inflight = 1000;
   const std::string root = std::string(telemetry::kTopicRoot) + "/" + fleet;
   o.subscriptions = {root + "/device/+/status", root + "/device/+/events",
-                     root + "/device/+/desired", telemetry::GroupDesiredTopic(fleet, group)};
+                     telemetry::GroupDesiredTopic(fleet, group)};
+  EF_ASSIGN_OR_RETURN(telemetry::MqttOptions d,
+                      MqttOptionsFor(c, ClientId(rollout_id) + "-discovery", true));
+  d.subscriptions = {root + "/device/+/desired"};
   Inbox* inbox = link.inbox.get();
   telemetry::MqttHandlers h;
   h.on_message = [inbox](const telemetry::MqttMessage& m) {
@@ -666,6 +732,8 @@ Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
     std::lock_guard lock(inbox->mu);
     inbox->last_connection_reason = reason;
   };
+  EF_ASSIGN_OR_RETURN(link.discovery,
+                      telemetry::MqttClient::Start(std::move(d), nullptr, {h.on_message, {}, {}}));
   EF_ASSIGN_OR_RETURN(link.client,
                       telemetry::MqttClient::Start(std::move(o), link.outbox.get(), std::move(h)));
   return link;
@@ -674,7 +742,7 @@ Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
 Status WaitConnected(Link& link, const std::string& broker, const StopSignals& stop,
                      std::chrono::seconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!link.inbox->up) {
+  while (!link.inbox->up || (link.discovery && !link.discovery->connected())) {
     if (std::chrono::steady_clock::now() > deadline) {
       std::lock_guard lock(link.inbox->mu);
       return Fail(

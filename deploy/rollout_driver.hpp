@@ -52,6 +52,20 @@ struct Signer {
 Result<Signer> LoadSigner(const std::vector<std::string>& files, const std::string& fleet,
                           std::int64_t expires_s);
 
+// One device's desired-state document to sign: the device, its serial and its models array.
+struct DeviceDoc {
+  const std::string* device;
+  std::uint64_t serial;
+  nlohmann::json models;
+};
+
+// The signed documents (envelopes as published) of `docs`, in order, signed on every core (a
+// wave's thousands of Ed25519 signatures and their JSON decide how soon its documents leave);
+// below a few hundred documents on the calling thread only. The first error, if any: a body the
+// desired-state checks refuse, or a document above the agents' payload limit.
+Result<std::vector<std::string>> SignDeviceDocs(const Signer& signer,
+                                                const std::vector<DeviceDoc>& docs);
+
 // What a retained desired document says, read without checking signatures (the rollout only
 // needs what the devices were told; the agents do the checking).
 struct PreviousDoc {
@@ -74,17 +88,23 @@ struct Link {
   std::unique_ptr<Inbox> inbox;
   std::unique_ptr<telemetry::Outbox> outbox;
   std::unique_ptr<telemetry::MqttClient> client;
+  // Clean session "edgefleet-rollout-<id>-discovery" on the devices' desired topics: their
+  // retained documents are read once, before the driver starts (Discover stops it), so the
+  // documents a wave publishes do not come back to the rollout.
+  std::unique_ptr<telemetry::MqttClient> discovery;
   std::filesystem::path outbox_path;
 };
 
 // The rollout's persistent session (client id "edgefleet-rollout-<id>", outbox <db>.<id>.outbox),
-// subscribed to the fleet's device status, events and desired topics and the group's desired
-// topic. Errors: a bad --broker or password file, the outbox or the client failing to start.
+// subscribed to the fleet's device status and events topics and the group's desired topic, and
+// the discovery client beside it. Both fill the one Inbox. Errors: a bad --broker or password
+// file, the outbox or a client failing to start.
 Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
                       const std::string& group, const std::string& rollout_id,
                       const std::filesystem::path& db);
 
-// Waits for the first connection (or a stop signal); kIo naming the broker and why otherwise.
+// Waits for the first connection of the link's clients (or a stop signal); kIo naming the broker
+// and why otherwise.
 Status WaitConnected(Link& link, const std::string& broker, const StopSignals& stop,
                      std::chrono::seconds limit);
 

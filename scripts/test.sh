@@ -29,15 +29,16 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 # Third pass: ThreadSanitizer over the tests where threads meet (label `tsan`): the agent's unit
 # tests, the local API in-process (HTTP I/O thread, workers, ModelHost, ServingStats), the HTTP
 # layer, the collector and `serve` end to end, and the agent against a real broker and collector
-# (MQTT, telemetry, update and HTTP threads in one process). Only those targets are built. A
-# race stops the process that has it (halt_on_error): a test fails on its exit code, or on
-# "Sanitizer" in the log of an agent or collector it started. setarch -R: GCC 12's TSan cannot
-# map its shadow memory under some kernels' address-space randomisation.
+# (MQTT, telemetry, update and HTTP threads in one process), and a rollout wave signed on helper
+# threads. Only those targets are built. A race stops the process that has it (halt_on_error): a
+# test fails on its exit code, or on "Sanitizer" in the log of an agent or collector it started.
+# setarch -R: GCC 12's TSan cannot map its shadow memory under some kernels' address-space
+# randomisation.
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DEDGEFLEET_WERROR=ON -DEDGEFLEET_TSAN=ON \
       -DEDGEFLEET_BUILD_BENCH=OFF -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON
 cmake --build build/tsan -j"$jobs" --target agent_tests integration_tests http_tests \
-      collector_tests serve_tests agent_mqtt_tests
+      collector_tests serve_tests agent_mqtt_tests rollout_sign_tests
 TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
   setarch "$(uname -m)" -R \
   ctest --test-dir build/tsan --output-on-failure -j"$jobs" --timeout 900 -L tsan
