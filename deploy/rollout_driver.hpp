@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "deploy/rollout_plan.hpp"
+#include "deploy/rollout_sign.hpp"
 #include "deploy/rollout_status.hpp"
 #include "deploy/rollout_store.hpp"
 #include "deploy/stop_signals.hpp"
@@ -38,33 +39,6 @@
 #include "telemetry/payloads.hpp"
 
 namespace edgefleet::deploy {
-
-// ---- signing desired state ----
-
-struct Signer {
-  std::vector<manifests::PrivateKey> keys;
-  std::string fleet;
-  std::int64_t expires_s = 0;
-};
-
-// The deploy-role keys in `files`; kInvalidArgument when there is none, the key loader's error
-// when one cannot be read.
-Result<Signer> LoadSigner(const std::vector<std::string>& files, const std::string& fleet,
-                          std::int64_t expires_s);
-
-// One device's desired-state document to sign: the device, its serial and its models array.
-struct DeviceDoc {
-  const std::string* device;
-  std::uint64_t serial;
-  nlohmann::json models;
-};
-
-// The signed documents (envelopes as published) of `docs`, in order, signed on every core (a
-// wave's thousands of Ed25519 signatures and their JSON decide how soon its documents leave);
-// below a few hundred documents on the calling thread only. The first error, if any: a body the
-// desired-state checks refuse, or a document above the agents' payload limit.
-Result<std::vector<std::string>> SignDeviceDocs(const Signer& signer,
-                                                const std::vector<DeviceDoc>& docs);
 
 // What a retained desired document says, read without checking signatures (the rollout only
 // needs what the devices were told; the agents do the checking).

@@ -1,4 +1,4 @@
-// A wave's desired-state documents signed on every core (deploy/rollout_driver: SignDeviceDocs):
+// A wave's desired-state documents signed on every core (deploy/rollout_sign: SignDeviceDocs):
 // each document is the one its device and serial ask for, in order, and its signature verifies.
 // Label tsan: the helper threads share the signer and the input.
 #include <gtest/gtest.h>
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "deploy/rollout_driver.hpp"
+#include "deploy/rollout_sign.hpp"
 #include "manifests/canonical.hpp"
 #include "manifests/envelope.hpp"
 
