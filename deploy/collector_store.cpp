@@ -4,12 +4,14 @@
 #include "manifests/sqlite_db.hpp"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <string_view>
+#include <tuple>
 #include <utility>
 
 namespace edgefleet::deploy {
@@ -48,11 +50,27 @@ std::string Parameters(int first, int count) {
 // ---- CollectorStore ----
 
 namespace detail {
+// A batch's sums for one 10-second bucket of one model version's series (0004_series.sql).
+struct SeriesAdd {
+  std::int64_t windows = 0, requests = 0, errors = 0, latency_count = 0, labeled = 0, correct = 0;
+  double latency_sum_ms = 0, latency_max_ms = 0, golden_sum = 0;
+  std::int64_t golden_n = 0;
+  std::array<std::int64_t, kBuckets> buckets{};
+};
+// A batch's numbers in one device's stream (0003_sequences.sql).
+struct SequenceAdd {
+  std::int64_t first_n = INT64_MAX, last_n = 0, received = 0, updated_ms = 0;
+};
+
 struct StoreImpl {
   explicit StoreImpl(SqliteDb db) : conn(std::move(db)) {}
   SqliteDb conn;
   std::optional<SqlStatement> insert_window, add_totals, add_series, insert_event, count_seq,
       read_status, put_status, put_will, touch, read_rollout, put_rollout;
+  // Summed over a batch and written once per key before it commits: a batch of windows from
+  // thousands of devices touches a few series rows thousands of times otherwise.
+  std::map<std::tuple<std::string, std::string, std::int64_t>, SeriesAdd> series;
+  std::map<std::pair<std::string, std::string>, SequenceAdd> sequences;
 };
 }  // namespace detail
 
@@ -71,10 +89,11 @@ Status PrepareWriter(detail::StoreImpl& s) {
           "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
           "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
               BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) + ")"));
-  // A window adds to its device's running totals and to its 10-second bucket of the series
-  // (0004_series.sql) the same sums: parameters 4..10 and 13.. (BindSums).
+  // A window adds to its device's running totals the sums of parameters 4..10 and 13..
+  // (BindSums); a batch adds its windows' sums to their 10-second buckets of the series
+  // (0004_series.sql) in the same places (WriteBatchSums), with the window count last.
   const std::string add_sums =
-      "windows = windows + 1, requests = requests + excluded.requests, "
+      "windows = windows + excluded.windows, requests = requests + excluded.requests, "
       "errors = errors + excluded.errors, latency_count = latency_count + excluded.latency_count, "
       "latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, "
       "latency_max_ms = MAX(latency_max_ms, excluded.latency_max_ms), "
@@ -105,8 +124,8 @@ Status PrepareWriter(detail::StoreImpl& s) {
           "INSERT INTO series (model, version, bucket_ts, windows, requests, errors, "
           "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, golden_sum, "
           "golden_n, " +
-              BucketColumns() + ") VALUES (?1, ?2, ?3 - (((?3 % 10000) + 10000) % 10000), 1, " +
-              Parameters(4, 9 + kBuckets) +
+              BucketColumns() + ") VALUES (?1, ?2, ?3 - (((?3 % 10000) + 10000) % 10000), ?" +
+              std::to_string(13 + kBuckets) + ", " + Parameters(4, 9 + kBuckets) +
               ") ON CONFLICT (model, version, bucket_ts) DO UPDATE SET " + add_sums +
               ", golden_sum = golden_sum + excluded.golden_sum, "
               "golden_n = golden_n + excluded.golden_n"));
@@ -123,9 +142,10 @@ Status PrepareWriter(detail::StoreImpl& s) {
       SqlStatement::Prepare(
           c, "count sequence",
           "INSERT INTO sequences (device, stream, first_n, last_n, received, updated_ms) "
-          "VALUES (?1, ?2, ?3, ?3, 1, ?4) ON CONFLICT (device, stream) DO UPDATE SET "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device, stream) DO UPDATE SET "
           "first_n = MIN(first_n, excluded.first_n), last_n = MAX(last_n, excluded.last_n), "
-          "received = received + 1, updated_ms = excluded.updated_ms"));
+          "received = received + excluded.received, "
+          "updated_ms = MAX(updated_ms, excluded.updated_ms)"));
   EF_ASSIGN_OR_RETURN(s.read_status,
                       SqlStatement::Prepare(c, "read status",
                                             "SELECT status_id, status_ts FROM devices "
@@ -175,16 +195,76 @@ Status PrepareWriter(detail::StoreImpl& s) {
   return Ok();
 }
 
-// A stored window or event takes its number in the device's sequence (when it has one).
-Status CountSequence(detail::StoreImpl& s, const IncomingMessage& in, const std::string& device,
-                     const telemetry::MessageSeq& seq) {
-  if (seq.n == 0) return Ok();
-  SqlStatement& q = *s.count_seq;
-  q.Bind(1, device).Bind(2, seq.stream).Bind(3, AsInt(seq.n)).Bind(4, in.received_ms);
-  return q.Run();
+// A stored window or event takes its number in the device's sequence (when it has one); written
+// with the batch (WriteBatchSums).
+void CountSequence(detail::StoreImpl& s, const IncomingMessage& in, const std::string& device,
+                   const telemetry::MessageSeq& seq) {
+  if (seq.n == 0) return;
+  detail::SequenceAdd& a = s.sequences[{device, seq.stream}];
+  a.first_n = std::min(a.first_n, AsInt(seq.n));
+  a.last_n = std::max(a.last_n, AsInt(seq.n));
+  a.received += 1;
+  a.updated_ms = std::max(a.updated_ms, in.received_ms);
 }
 
-// The sums a window adds to totals and to series: parameters 4..10 (count, errors, latency
+// A stored window adds to its 10-second bucket of the series; written with the batch.
+void AddToSeries(detail::StoreImpl& s, const telemetry::TelemetryWindow& w) {
+  // The bucket as the statement computes it (SQLite's % truncates toward zero, as C++'s does).
+  const std::int64_t bucket = w.ts - (((w.ts % 10000) + 10000) % 10000);
+  detail::SeriesAdd& a = s.series[{w.model, w.version, bucket}];
+  a.windows += 1;
+  a.requests += AsInt(w.count);
+  a.errors += AsInt(w.errors);
+  a.latency_count += AsInt(w.latency.count);
+  a.latency_sum_ms += w.latency.sum_ms;
+  a.latency_max_ms =
+      a.windows == 1 ? w.latency.max_ms : std::max(a.latency_max_ms, w.latency.max_ms);
+  a.labeled += AsInt(w.labeled);
+  a.correct += AsInt(w.correct);
+  if (w.golden_accuracy) {
+    a.golden_sum += *w.golden_accuracy;
+    a.golden_n += 1;
+  }
+  for (int i = 0; i < kBuckets; ++i) a.buckets[i] += AsInt(w.latency.buckets[i]);
+}
+
+// The batch's series and sequence sums, one statement per key; clears them.
+Status WriteBatchSums(detail::StoreImpl& s) {
+  SqlStatement& b = *s.add_series;
+  for (const auto& [key, a] : s.series) {
+    const auto& [model, version, bucket] = key;
+    b.Bind(1, model)
+        .Bind(2, version)
+        .Bind(3, bucket)
+        .Bind(4, a.requests)
+        .Bind(5, a.errors)
+        .Bind(6, a.latency_count)
+        .Bind(7, a.latency_sum_ms)
+        .Bind(8, a.latency_max_ms)
+        .Bind(9, a.labeled)
+        .Bind(10, a.correct)
+        .Bind(11, a.golden_sum)
+        .Bind(12, a.golden_n)
+        .Bind(13 + kBuckets, a.windows);
+    for (int i = 0; i < kBuckets; ++i) b.Bind(13 + i, a.buckets[i]);
+    EF_RETURN_IF_ERROR(b.Run());
+  }
+  SqlStatement& q = *s.count_seq;
+  for (const auto& [key, a] : s.sequences) {
+    q.Bind(1, key.first)
+        .Bind(2, key.second)
+        .Bind(3, a.first_n)
+        .Bind(4, a.last_n)
+        .Bind(5, a.received)
+        .Bind(6, a.updated_ms);
+    EF_RETURN_IF_ERROR(q.Run());
+  }
+  s.series.clear();
+  s.sequences.clear();
+  return Ok();
+}
+
+// The sums a window adds to its totals: parameters 4..10 (count, errors, latency
 // count, sum and max, labeled, correct) and 13.. (the latency buckets).
 SqlStatement& BindSums(SqlStatement& q, const telemetry::TelemetryWindow& w) {
   q.Bind(4, AsInt(w.count))
@@ -240,12 +320,8 @@ Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in
       .Bind(11, w.ts)
       .Bind(12, w.slot);
   EF_RETURN_IF_ERROR(t.Run());
-  SqlStatement& b = *s.add_series;
-  BindSums(b.Bind(1, w.model).Bind(2, w.version).Bind(3, w.ts), w)
-      .Bind(11, w.golden_accuracy.value_or(0.0))
-      .Bind(12, std::int64_t{w.golden_accuracy ? 1 : 0});
-  EF_RETURN_IF_ERROR(b.Run());
-  EF_RETURN_IF_ERROR(CountSequence(s, in, w.device, w.seq));
+  AddToSeries(s, w);
+  CountSequence(s, in, w.device, w.seq);
   return ApplyOutcome::kStored;
 }
 
@@ -268,7 +344,7 @@ Result<ApplyOutcome> StoreEvent(detail::StoreImpl& s, const IncomingMessage& in,
       .Bind(14, in.json);
   EF_RETURN_IF_ERROR(q.Run());
   if (s.conn.Changes() == 0) return ApplyOutcome::kDuplicate;
-  EF_RETURN_IF_ERROR(CountSequence(s, in, e.device, e.seq));
+  CountSequence(s, in, e.device, e.seq);
   return ApplyOutcome::kStored;
 }
 
@@ -384,6 +460,8 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
   outcomes.reserve(batch.size());
   if (batch.empty()) return outcomes;
   detail::StoreImpl& s = *impl_;
+  s.series.clear();  // a batch that failed before WriteBatchSums left its sums here
+  s.sequences.clear();
   EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(s.conn, "store messages"));
   // Newest arrival per device (and its topic's fleet), written once per batch.
   std::map<std::string, std::pair<std::string, std::int64_t>> seen;
@@ -417,6 +495,7 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
     s.touch->Bind(1, device).Bind(2, fleet_when.first).Bind(3, fleet_when.second);
     EF_RETURN_IF_ERROR(s.touch->Run());
   }
+  EF_RETURN_IF_ERROR(WriteBatchSums(s));
   EF_RETURN_IF_ERROR(txn.Commit());
   return outcomes;
 }

@@ -220,6 +220,79 @@ TEST_F(CollectorStoreTest, SeriesBucketsByWindowEndAndRefusesTooManyPoints) {
   EXPECT_EQ(series->buckets.front().requests, 2u);  // ts 1102000, 1103000
 }
 
+// A batch sums its windows into the 10-second series and its numbers into the sequences once per
+// key (CollectorStore::Apply): the same messages stored one per batch give the same series,
+// totals and gap counts, to the last bucket and golden mean.
+TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
+  std::vector<IncomingMessage> messages;
+  for (int i = 0; i < 240; ++i) {
+    telemetry::TelemetryWindow w = Window(20000 + i * 370, 1 + static_cast<std::uint64_t>(i % 5));
+    w.version = i % 3 == 0 ? "1.1.0" : "1.0.0";
+    w.model = i % 7 == 0 ? "faces" : "digits";
+    w.errors = static_cast<std::uint64_t>(i % 2);
+    w.labeled = 2;
+    w.correct = static_cast<std::uint64_t>(i % 3);
+    if (i % 4 == 0) w.golden_accuracy = 0.5 + 0.001 * i;
+    telemetry::LatencyHistogram h;
+    for (std::uint64_t k = 0; k < w.count; ++k) h.Record(0.5 + 3.7 * static_cast<double>(i % 11));
+    w.latency = h.Snapshot();
+    if (i % 10 != 9)
+      w.seq = {i < 120 ? "00000000000000aa" : "00000000000000bb",
+               static_cast<std::uint64_t>(i + 1)};  // every tenth unnumbered
+    if (i == 50 || i == 51) continue;               // a gap of two in stream aa
+    messages.push_back(In("telemetry", telemetry::EncodeTelemetry(w)));
+  }
+  messages.push_back(messages[17]);  // a duplicate in the batch adds nothing
+
+  auto other = CollectorStore::Open(dir_ / "one_by_one.db");
+  ASSERT_TRUE(other) << other.error().message;
+  for (const IncomingMessage& m : messages) ASSERT_TRUE(other->Apply(std::span(&m, 1)));
+  Apply(messages);
+  auto one_view = FleetView::Open(dir_ / "one_by_one.db");
+  ASSERT_TRUE(one_view) << one_view.error().message;
+
+  SeriesQuery query;
+  query.since_ms = 0;
+  query.bucket_ms = 10000;
+  auto batched = view_->Series(query);
+  auto one = one_view->Series(query);
+  ASSERT_TRUE(batched && one);
+  ASSERT_EQ(batched->buckets.size(), one->buckets.size());
+  EXPECT_GE(batched->buckets.size(), 12u) << "9 buckets of 10 s, 2 models, 2 versions";
+  std::uint64_t windows = 0;
+  for (std::size_t i = 0; i < one->buckets.size(); ++i) {
+    const SeriesStats& a = batched->buckets[i];
+    const SeriesStats& b = one->buckets[i];
+    SCOPED_TRACE(b.model + " " + b.version + " " + std::to_string(b.last_ts));
+    EXPECT_EQ(a.model, b.model);
+    EXPECT_EQ(a.version, b.version);
+    EXPECT_EQ(a.last_ts, b.last_ts);
+    EXPECT_EQ(a.windows, b.windows);
+    EXPECT_EQ(a.requests, b.requests);
+    EXPECT_EQ(a.errors, b.errors);
+    EXPECT_EQ(a.labeled, b.labeled);
+    EXPECT_EQ(a.correct, b.correct);
+    EXPECT_EQ(a.latency.count, b.latency.count);
+    EXPECT_DOUBLE_EQ(a.latency.sum_ms, b.latency.sum_ms);
+    EXPECT_DOUBLE_EQ(a.latency.max_ms, b.latency.max_ms);
+    EXPECT_EQ(a.latency.buckets, b.latency.buckets);
+    ASSERT_EQ(a.golden_accuracy.has_value(), b.golden_accuracy.has_value());
+    if (b.golden_accuracy) {
+      EXPECT_DOUBLE_EQ(*a.golden_accuracy, *b.golden_accuracy);
+    }
+    windows += a.windows;
+  }
+  EXPECT_EQ(windows, 238u);
+  // Numbers are i + 1: stream aa stores 1..119 but 10, 20, .., 110 (unnumbered) and 51, 52 (not
+  // sent), 13 gaps; stream bb 121..239 but 130, .., 230, 11 gaps.
+  EXPECT_EQ(BoxA().missing, 24u);
+  EXPECT_EQ(BoxA().numbered, 238u - 24u);  // 24 of the 238 carry no number
+  auto one_devices = one_view->Devices();
+  ASSERT_TRUE(one_devices && one_devices->size() == 1u);
+  EXPECT_EQ(one_devices->front().missing, 24u);
+  EXPECT_EQ(one_devices->front().numbered, BoxA().numbered);
+}
+
 TEST_F(CollectorStoreTest, ClassifyRefusesWhatIsNotOurs) {
   const std::string window = telemetry::EncodeTelemetry(Window(5000, 1));
   struct Case {

@@ -1,0 +1,156 @@
+// Benchmark (issue 15, item 1): the collector's cost per message, without a broker. Simulated
+// devices (deploy/sim_device, the agent's own encoders) produce a window per second each and an
+// event a minute; each simulated second's messages are parsed and checked (ClassifyMessage) and
+// stored (CollectorStore::Apply, in the collector's batches of at most 5,000) into a fresh SQLite
+// file, as the collector's writer thread does. Prints the CPU cost per message of both steps over
+// the first and the last tenth of the run (the database grows), and the store's messages per
+// second; exits 1 when the last tenth stores fewer than `target` messages per second.
+//
+//   collector_ingest [devices=10000] [seconds=60] [target=10400] [dir=$TMPDIR or /tmp]
+//
+// Generating the messages is not timed. The figure it checks is the writer alone on one core;
+// in `edgefleet collect` the network thread, the broker and (in bench/fleet_scale.py) the
+// simulators share the box with it.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "deploy/collector.hpp"
+#include "deploy/collector_store.hpp"
+#include "deploy/sim_device.hpp"
+
+namespace fs = std::filesystem;
+using edgefleet::deploy::ClassifyMessage;
+using edgefleet::deploy::CollectorStore;
+using edgefleet::deploy::IncomingMessage;
+using edgefleet::deploy::SimDevice;
+using edgefleet::deploy::SimMessage;
+using edgefleet::deploy::SimProfile;
+
+namespace {
+
+constexpr std::size_t kBatch = 5000;  // CollectorOptions::max_batch
+
+double CpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+struct Phase {
+  std::size_t messages = 0;
+  double parse_s = 0;
+  double store_s = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::size_t devices = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 10000;
+  const int seconds = argc > 2 ? std::atoi(argv[2]) : 60;
+  const double target = argc > 3 ? std::atof(argv[3]) : 10400.0;
+  const char* tmp = std::getenv("TMPDIR");
+  const fs::path base = argc > 4 ? fs::path(argv[4]) : fs::path(tmp ? tmp : "/tmp");
+  if (devices == 0 || seconds < 10) {
+    std::fprintf(stderr, "usage: collector_ingest [devices>0] [seconds>=10] [target] [dir]\n");
+    return 2;
+  }
+  const fs::path dir = base / ("collector_ingest." + std::to_string(getpid()));
+  fs::create_directories(dir);
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+
+  auto store = CollectorStore::Open(dir / "collector.db");
+  if (!store) {
+    std::fprintf(stderr, "open: %s\n", store.error().message.c_str());
+    return 2;
+  }
+  SimProfile profile;
+  profile.fleet = "bench";
+  profile.groups = {"lab"};
+  const std::int64_t start_ms = 1796000000000;
+  std::vector<std::unique_ptr<SimDevice>> fleet;
+  fleet.reserve(devices);
+  for (std::size_t i = 0; i < devices; ++i) {
+    fleet.push_back(
+        std::make_unique<SimDevice>(&profile, "box-" + std::to_string(i), false, i + 1, start_ms));
+  }
+
+  const int tenth = std::max(1, seconds / 10);
+  Phase first, last, all;
+  std::vector<SimMessage> out;
+  std::vector<IncomingMessage> batch;
+  for (int second = 0; second <= seconds; ++second) {
+    const std::int64_t now_ms = start_ms + second * 1000LL;
+    out.clear();
+    for (auto& d : fleet) {
+      if (second == 0) out.push_back(d->Status(true, 1, now_ms));
+      d->TakeDue(now_ms, &out);
+    }
+    Phase here;
+    for (std::size_t begin = 0; begin < out.size(); begin += kBatch) {
+      const std::size_t end = std::min(out.size(), begin + kBatch);
+      batch.clear();
+      const double t0 = CpuSeconds();
+      for (std::size_t i = begin; i < end; ++i) {
+        auto in = ClassifyMessage(out[i].topic, out[i].payload, now_ms);
+        if (!in) {
+          std::fprintf(stderr, "classify: %s\n", in.error().message.c_str());
+          return 2;
+        }
+        batch.push_back(std::move(*in));
+      }
+      const double t1 = CpuSeconds();
+      auto outcomes = store->Apply(batch);
+      const double t2 = CpuSeconds();
+      if (!outcomes) {
+        std::fprintf(stderr, "apply: %s\n", outcomes.error().message.c_str());
+        return 2;
+      }
+      here.messages += batch.size();
+      here.parse_s += t1 - t0;
+      here.store_s += t2 - t1;
+    }
+    if (second == 0) continue;  // births: not the steady state
+    for (Phase* p :
+         {&all, second <= tenth ? &first : nullptr, second > seconds - tenth ? &last : nullptr}) {
+      if (!p) continue;
+      p->messages += here.messages;
+      p->parse_s += here.parse_s;
+      p->store_s += here.store_s;
+    }
+  }
+
+  std::error_code ec;
+  const auto db_bytes = fs::file_size(dir / "collector.db", ec);
+  std::printf("devices=%zu seconds=%d messages=%zu db_mb=%.0f load_avg=", devices, seconds,
+              all.messages, static_cast<double>(db_bytes) / 1e6);
+  double load[1] = {0};
+  if (getloadavg(load, 1) == 1) std::printf("%.2f\n", load[0]);
+  std::printf("%-12s %10s %14s %14s %16s\n", "phase", "messages", "parse us/msg", "store us/msg",
+              "store msgs/s");
+  for (const auto& [name, p] :
+       {std::pair{"first 10%", &first}, std::pair{"last 10%", &last}, std::pair{"all", &all}}) {
+    const double n = static_cast<double>(std::max<std::size_t>(1, p->messages));
+    std::printf("%-12s %10zu %14.1f %14.1f %16.0f\n", name, p->messages, p->parse_s / n * 1e6,
+                p->store_s / n * 1e6, p->store_s > 0 ? n / p->store_s : 0);
+  }
+  const double last_rate = static_cast<double>(last.messages) / std::max(1e-9, last.store_s);
+  const double both_rate =
+      static_cast<double>(last.messages) / std::max(1e-9, last.store_s + last.parse_s);
+  std::printf("last 10%%: store %.0f msgs/s, parse+store %.0f msgs/s on one core; target %.0f\n",
+              last_rate, both_rate, target);
+  return last_rate >= target ? 0 : 1;
+}
