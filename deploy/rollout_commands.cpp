@@ -283,10 +283,7 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
 
   StopSignals signals;
   EF_ASSIGN_OR_RETURN(Link link, OpenLink(connection, o.fleet, o.group, id, o.db));
-  auto stop_link = [&] {
-    if (link.discovery) link.discovery->Stop();
-    link.client->Stop();
-  };
+  auto stop_link = [&] { link.Stop(); };
   if (Status up = WaitConnected(link, connection.broker, signals, std::chrono::seconds(15)); !up) {
     stop_link();
     return Unexpected(up.error());

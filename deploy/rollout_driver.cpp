@@ -25,6 +25,8 @@ using manifests::LogValue;
 using nlohmann::json;
 
 constexpr std::int64_t kLeaseStaleMs = 5000;
+// Connections that publish the rollout's outbox (Link::publishers and the link's own client).
+constexpr std::size_t kPublishers = 4;
 
 using manifests::NowMs;
 
@@ -130,7 +132,7 @@ class Driver final {
     }
     if (msgs.empty()) return Ok();
     EF_RETURN_IF_ERROR(link_.outbox->Append(msgs));
-    link_.client->Wake();
+    link_.Wake();
     return Ok();
   }
 
@@ -320,7 +322,7 @@ class Driver final {
     }
     EF_RETURN_IF_ERROR(Save());  // what was published is on disk before it is sent
     EF_RETURN_IF_ERROR(link_.outbox->Append(msgs));
-    link_.client->Wake();
+    link_.Wake();
     at_broker_wave_ = wave;
     at_broker_count_ = msgs.size();
     Say(WaveLine());
@@ -352,7 +354,7 @@ class Driver final {
     m.retain = true;
     m.supersede = true;
     EF_RETURN_IF_ERROR(link_.outbox->Append(m));
-    link_.client->Wake();
+    link_.Wake();
     Say("group=" + r_.group +
         " event=group_desired_published serial=" + std::to_string(r_.group_serial));
     return Ok();
@@ -403,7 +405,7 @@ class Driver final {
     EF_RETURN_IF_ERROR(Save());
     if (!msgs.empty()) {
       EF_RETURN_IF_ERROR(link_.outbox->Append(msgs));
-      link_.client->Wake();
+      link_.Wake();
     }
     return Ok();
   }
@@ -434,7 +436,7 @@ class Driver final {
     m.retain = true;
     m.supersede = true;
     EF_RETURN_IF_ERROR(link_.outbox->Append(m));
-    link_.client->Wake();
+    link_.Wake();
     return Ok();
   }
 
@@ -653,6 +655,17 @@ Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
     std::lock_guard lock(inbox->mu);
     inbox->last_connection_reason = reason;
   };
+  o.shards = kPublishers;
+  for (std::size_t k = 1; k < kPublishers; ++k) {
+    EF_ASSIGN_OR_RETURN(telemetry::MqttOptions p,
+                        MqttOptionsFor(c, ClientId(rollout_id) + "-pub" + std::to_string(k), true));
+    p.max_inflight = o.max_inflight;
+    p.shard = k;
+    p.shards = kPublishers;
+    EF_ASSIGN_OR_RETURN(auto publisher,
+                        telemetry::MqttClient::Start(std::move(p), link.outbox.get(), {}));
+    link.publishers.push_back(std::move(publisher));
+  }
   EF_ASSIGN_OR_RETURN(link.discovery,
                       telemetry::MqttClient::Start(std::move(d), nullptr, {h.on_message, {}, {}}));
   EF_ASSIGN_OR_RETURN(link.client,
@@ -660,10 +673,26 @@ Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
   return link;
 }
 
+void Link::Wake() {
+  if (client) client->Wake();
+  for (auto& p : publishers) p->Wake();
+}
+
+void Link::Stop() {
+  if (discovery) discovery->Stop();
+  for (auto& p : publishers) p->Stop();
+  if (client) client->Stop();
+}
+
 Status WaitConnected(Link& link, const std::string& broker, const StopSignals& stop,
                      std::chrono::seconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!link.inbox->up || (link.discovery && !link.discovery->connected())) {
+  auto all_up = [&link] {
+    return link.inbox->up && (!link.discovery || link.discovery->connected()) &&
+           std::all_of(link.publishers.begin(), link.publishers.end(),
+                       [](const auto& p) { return p->connected(); });
+  };
+  while (!all_up()) {
     if (std::chrono::steady_clock::now() > deadline) {
       std::lock_guard lock(link.inbox->mu);
       return Fail(
@@ -690,7 +719,7 @@ Result<int> Drive(RolloutStore& store, const RolloutRecord& r, std::vector<Rollo
   driver.Feed(std::move(found.events));
   EF_RETURN_IF_ERROR(driver.Republish());
   auto result = driver.Run(signals);
-  link.client->Stop();
+  link.Stop();
   if (result && driver.finished()) {
     DropSession(c, r.id);
     std::error_code ec;

@@ -62,17 +62,26 @@ struct Link {
   std::unique_ptr<Inbox> inbox;
   std::unique_ptr<telemetry::Outbox> outbox;
   std::unique_ptr<telemetry::MqttClient> client;
+  // Clean sessions "edgefleet-rollout-<id>-pub<k>" that publish the outbox beside `client`, each
+  // the rows of its share of the topics (MqttOptions::shard): a broker reads one packet per
+  // connection per turn of its loop, so a wave's documents leave that many times faster.
+  std::vector<std::unique_ptr<telemetry::MqttClient>> publishers;
   // Clean session "edgefleet-rollout-<id>-discovery" on the devices' desired topics: their
   // retained documents are read once, before the driver starts (Discover stops it), so the
   // documents a wave publishes do not come back to the rollout.
   std::unique_ptr<telemetry::MqttClient> discovery;
   std::filesystem::path outbox_path;
+
+  // New outbox rows: every publisher looks now.
+  void Wake();
+  // Disconnects every client (idempotent).
+  void Stop();
 };
 
 // The rollout's persistent session (client id "edgefleet-rollout-<id>", outbox <db>.<id>.outbox),
-// subscribed to the fleet's device status and events topics and the group's desired topic, and
-// the discovery client beside it. Both fill the one Inbox. Errors: a bad --broker or password
-// file, the outbox or a client failing to start.
+// subscribed to the fleet's device status and events topics and the group's desired topic, the
+// publishers and the discovery client beside it. Both fill the one Inbox. Errors: a bad --broker or
+// password file, the outbox or a client failing to start.
 Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
                       const std::string& group, const std::string& rollout_id,
                       const std::filesystem::path& db);

@@ -82,6 +82,10 @@ Status Validate(const MqttOptions& o) {
   if (o.reconnect_min.count() <= 0 || o.reconnect_max < o.reconnect_min) {
     return bad("reconnect_min must be positive and not above reconnect_max");
   }
+  if (o.shards < 1 || o.shard >= o.shards) {
+    return bad("shard " + std::to_string(o.shard) + " of " + std::to_string(o.shards) +
+               " does not exist");
+  }
   if (o.max_inflight < 1 || o.max_inflight > 65535) {
     return bad("max_inflight " + std::to_string(o.max_inflight) + " is not 1-65535");
   }
@@ -345,6 +349,8 @@ void MqttClient::Impl::PumpOutbox(mosquitto* mosq, std::string& failure) {
   if (!rows) return;  // the file is busy or failing; the next scan tries again
   more_rows = rows->size() == room;
   for (const OutboxRow& row : *rows) {
+    cursor = row.id;
+    if (options.shards > 1 && OutboxShard(row.topic, options.shards) != options.shard) continue;
     int mid = 0;
     const int rc =
         mosquitto_publish(mosq, &mid, row.topic.c_str(), static_cast<int>(row.payload.size()),
@@ -355,7 +361,6 @@ void MqttClient::Impl::PumpOutbox(mosquitto* mosq, std::string& failure) {
       return;
     }
     row_of_mid[mid] = row.id;
-    cursor = row.id;
     Bump(&MqttCounters::published);
   }
 }
@@ -506,6 +511,15 @@ void MqttClient::Impl::Run() {
 MqttCounters MqttClient::Impl::Counters() const {
   std::lock_guard lock(counters_mu);
   return counters;
+}
+
+std::size_t OutboxShard(std::string_view topic, std::size_t shards) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char c : topic) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ULL;
+  }
+  return shards == 0 ? 0 : static_cast<std::size_t>(h % shards);
 }
 
 MqttClient::MqttClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "manifests/result.hpp"
@@ -56,6 +57,12 @@ struct MqttOptions {
   std::function<std::optional<MqttMessage>(std::uint64_t connection)> birth;
   std::vector<std::string> subscriptions;  // QoS 1, renewed on every connection
   std::size_t max_inflight = 100;          // unacknowledged outbox publishes
+  // Several clients may publish one outbox: client `shard` of `shards` publishes (and deletes)
+  // only the rows whose topic hashes to it (OutboxShard), so one topic's messages keep their
+  // order on one connection. A broker serves one packet per connection per turn of its loop;
+  // a rollout's thousands of documents leave as many times faster as it has connections.
+  std::size_t shard = 0;
+  std::size_t shards = 1;
   // true: the broker forgets this client between connections (the agent: its outbox is the
   // only retry source). false: a persistent session; the broker keeps its subscriptions and
   // queues QoS 1 messages for it while it is away (the collector: nothing published while it
@@ -88,6 +95,9 @@ struct MqttHandlers {
   // Connection up (true) or down (false) with a reason (network thread).
   std::function<void(bool up, const std::string& reason)> on_connection;
 };
+
+// Which of `shards` publishers sends outbox rows on `topic` (FNV-1a of the topic).
+std::size_t OutboxShard(std::string_view topic, std::size_t shards);
 
 class MqttClient final {
  public:

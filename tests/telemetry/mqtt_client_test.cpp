@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -340,6 +341,69 @@ TEST_F(MqttClientTest, PublishesOutboxRowsAndDeletesThemOnPuback) {
     ASSERT_TRUE(WaitFor([&] { return Pending(*outbox) == 0; }));
     EXPECT_LT(std::chrono::steady_clock::now() - woke, std::chrono::milliseconds(200)) << i;
   }
+}
+
+// Three clients publish one outbox, each the topics that hash to it (MqttOptions::shard): every
+// row is published by its shard's client and deleted once, and each topic's messages reach a
+// subscriber in the order they were appended.
+TEST_F(MqttClientTest, ShardedClientsShareOneOutboxAndKeepEachTopicInOrder) {
+  auto outbox = OpenOutbox(tmp / "outbox.db");
+  ASSERT_TRUE(outbox);
+  constexpr int kTopics = 12, kEach = 25, kShards = 3;
+  for (int i = 0; i < kEach; ++i) {
+    for (int t = 0; t < kTopics; ++t) {
+      AppendNumbered(*outbox, "s/" + std::to_string(t), "s" + std::to_string(t), i, i + 1);
+    }
+  }
+  std::vector<std::uint64_t> rows_of(kShards, 0);
+  for (int t = 0; t < kTopics; ++t) {
+    rows_of[OutboxShard("s/" + std::to_string(t), kShards)] += kEach;
+  }
+  ASSERT_GT(*std::min_element(rows_of.begin(), rows_of.end()), 0u) << "every shard has topics";
+
+  ProcessResult observed;
+  std::thread observer([&] {
+    observed = RunProcess(ClientArgs("mosquitto_sub", broker,
+                                     {"-i", "observer", "-q", "1", "-t", "s/#", "-v", "-C",
+                                      std::to_string(kTopics * kEach), "-W", "20"}),
+                          std::chrono::seconds(30));
+  });
+  if (!WaitFor([&] {
+        return broker.Log().find("Received SUBSCRIBE from observer") != std::string::npos;
+      })) {
+    observer.join();
+    FAIL() << "mosquitto_sub never subscribed: " << observed.err << broker.Log();
+  }
+  std::vector<std::unique_ptr<MqttClient>> clients;
+  for (int k = 0; k < kShards; ++k) {
+    MqttOptions options = OptionsFor(broker, "pub-" + std::to_string(k));
+    options.max_inflight = 8;
+    options.shard = static_cast<std::size_t>(k);
+    options.shards = kShards;
+    clients.push_back(StartOrFail(options, outbox.get(), {}));
+    ASSERT_TRUE(clients.back());
+  }
+  const bool drained = WaitFor([&] { return Pending(*outbox) == 0; });
+  observer.join();
+  ASSERT_TRUE(drained) << "pending " << Pending(*outbox);
+  for (int k = 0; k < kShards; ++k) {
+    EXPECT_EQ(clients[k]->Counters().acked, rows_of[k]) << "shard " << k;
+    EXPECT_EQ(clients[k]->Counters().published, rows_of[k]) << "shard " << k;
+  }
+  auto stats = outbox->Stats();
+  ASSERT_TRUE(stats);
+  EXPECT_EQ(stats->acked_total, static_cast<std::uint64_t>(kTopics * kEach));
+
+  EXPECT_EQ(observed.exit_code, 0) << observed.err;
+  std::map<std::string, int> next;  // per topic, the index expected next
+  int lines = 0;
+  std::istringstream in(observed.out);
+  for (std::string line; std::getline(in, line); ++lines) {
+    const std::string topic = line.substr(0, line.find(' '));
+    const int index = std::stoi(line.substr(line.rfind('-') + 1));
+    EXPECT_EQ(index, next[topic]++) << line;
+  }
+  EXPECT_EQ(lines, kTopics * kEach);
 }
 
 TEST_F(MqttClientTest, BrokerOutageKeepsRowsAndLosesNoneAfterRestart) {
@@ -722,6 +786,10 @@ TEST(MqttClient, StartRefusesUnusableOptions) {
   o = good;
   o.max_inflight = 0;
   EXPECT_NE(refused(o).find("max_inflight"), std::string::npos);
+  o = good;
+  o.shard = 3;
+  o.shards = 3;
+  EXPECT_NE(refused(o).find("shard 3 of 3 does not exist"), std::string::npos);
 }
 
 }  // namespace
