@@ -1,10 +1,10 @@
 // Benchmark (issue 15, item 1): the collector's cost per message, without a broker. Simulated
 // devices (deploy/sim_device, the agent's own encoders) produce a window per second each and an
 // event a minute; each simulated second's messages are parsed and checked (ClassifyMessage) and
-// stored (CollectorStore::Apply, in the collector's batches of at most 5,000) into a fresh SQLite
-// file, as the collector's writer thread does. Prints the CPU cost per message of both steps over
-// the first and the last tenth of the run (the database grows), and the store's messages per
-// second; exits 1 when the last tenth stores fewer than `target` messages per second.
+// stored (CollectorStore::Apply, in the collector's batches of at most CollectorOptions::max_batch)
+// into a fresh SQLite file, as the collector's writer thread does. Prints the CPU cost per message
+// of both steps over the first and the last tenth of the run (the database grows), and the store's
+// messages per second; exits 1 when the last tenth stores fewer than `target` messages per second.
 //
 //   collector_ingest [devices=10000] [seconds=60] [target=10400] [dir=$TMPDIR or /tmp]
 //
@@ -36,7 +36,7 @@ using edgefleet::deploy::SimProfile;
 
 namespace {
 
-constexpr std::size_t kBatch = 5000;  // CollectorOptions::max_batch
+const std::size_t kBatch = edgefleet::deploy::CollectorOptions{}.max_batch;
 
 double CpuSeconds() {
   timespec ts{};

@@ -91,7 +91,7 @@ struct CollectorOptions {
   telemetry::MqttOptions mqtt;  // broker, TLS, credentials, client id; subscriptions are set here
   std::string fleet;            // a fleet name, or "+" for every fleet
   std::size_t max_queue = 100000;  // the network thread waits (TCP backpressure) beyond this
-  std::size_t max_batch = 5000;    // messages per transaction at most
+  std::size_t max_batch = 20000;   // messages per transaction at most
   // Files <spool>.<n> that hold every received message until it is stored, so a SIGKILL loses
   // none (deploy/collector_spool.hpp); empty: none (a kill loses what was received, not stored).
   std::filesystem::path spool;

@@ -50,12 +50,23 @@ std::string Parameters(int first, int count) {
 // ---- CollectorStore ----
 
 namespace detail {
+// What a batch's windows add to one row of totals or series.
+struct WindowSums {
+  std::int64_t windows = 0, requests = 0, errors = 0, latency_count = 0, labeled = 0, correct = 0;
+  double latency_sum_ms = 0, latency_max_ms = 0;
+  std::array<std::int64_t, kBuckets> buckets{};
+};
 // A batch's sums for one 10-second bucket of one model version's series (0004_series.sql).
 struct SeriesAdd {
-  std::int64_t windows = 0, requests = 0, errors = 0, latency_count = 0, labeled = 0, correct = 0;
-  double latency_sum_ms = 0, latency_max_ms = 0, golden_sum = 0;
+  WindowSums sums;
+  double golden_sum = 0;
   std::int64_t golden_n = 0;
-  std::array<std::int64_t, kBuckets> buckets{};
+};
+// A batch's sums for one device, model and version's totals, and its newest window.
+struct TotalsAdd {
+  WindowSums sums;
+  std::int64_t last_ts = 0;
+  std::string last_slot;
 };
 // A batch's numbers in one device's stream (0003_sequences.sql).
 struct SequenceAdd {
@@ -68,8 +79,10 @@ struct StoreImpl {
   std::optional<SqlStatement> insert_window, add_totals, add_series, insert_event, count_seq,
       read_status, put_status, put_will, touch, read_rollout, put_rollout;
   // Summed over a batch and written once per key before it commits: a batch of windows from
-  // thousands of devices touches a few series rows thousands of times otherwise.
+  // thousands of devices touches a few series rows thousands of times otherwise, and a batch
+  // that holds a backlog holds several windows of each device.
   std::map<std::tuple<std::string, std::string, std::int64_t>, SeriesAdd> series;
+  std::map<std::tuple<std::string, std::string, std::string>, TotalsAdd> totals;
   std::map<std::pair<std::string, std::string>, SequenceAdd> sequences;
 };
 }  // namespace detail
@@ -89,9 +102,9 @@ Status PrepareWriter(detail::StoreImpl& s) {
           "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
           "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
               BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) + ")"));
-  // A window adds to its device's running totals the sums of parameters 4..10 and 13..
-  // (BindSums); a batch adds its windows' sums to their 10-second buckets of the series
-  // (0004_series.sql) in the same places (WriteBatchSums), with the window count last.
+  // A batch adds its windows' sums to their devices' running totals and to their 10-second
+  // buckets of the series (0004_series.sql): parameters 4..10, 13.. and the window count last
+  // (BindSums).
   const std::string add_sums =
       "windows = windows + excluded.windows, requests = requests + excluded.requests, "
       "errors = errors + excluded.errors, latency_count = latency_count + excluded.latency_count, "
@@ -112,7 +125,8 @@ Status PrepareWriter(detail::StoreImpl& s) {
           c, "add to totals",
           "INSERT INTO totals (device, model, version, windows, requests, errors, "
           "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, last_ts, last_slot, " +
-              BucketColumns() + ") VALUES (?1, ?2, ?3, 1, " + Parameters(4, 9 + kBuckets) +
+              BucketColumns() + ") VALUES (?1, ?2, ?3, ?" + std::to_string(13 + kBuckets) + ", " +
+              Parameters(4, 9 + kBuckets) +
               ") ON CONFLICT (device, model, version) DO UPDATE SET " + add_sums +
               ", last_slot = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last_slot "
               "ELSE last_slot END, last_ts = MAX(last_ts, excluded.last_ts)"));
@@ -207,11 +221,7 @@ void CountSequence(detail::StoreImpl& s, const IncomingMessage& in, const std::s
   a.updated_ms = std::max(a.updated_ms, in.received_ms);
 }
 
-// A stored window adds to its 10-second bucket of the series; written with the batch.
-void AddToSeries(detail::StoreImpl& s, const telemetry::TelemetryWindow& w) {
-  // The bucket as the statement computes it (SQLite's % truncates toward zero, as C++'s does).
-  const std::int64_t bucket = w.ts - (((w.ts % 10000) + 10000) % 10000);
-  detail::SeriesAdd& a = s.series[{w.model, w.version, bucket}];
+void AddWindow(detail::WindowSums& a, const telemetry::TelemetryWindow& w) {
   a.windows += 1;
   a.requests += AsInt(w.count);
   a.errors += AsInt(w.errors);
@@ -221,32 +231,60 @@ void AddToSeries(detail::StoreImpl& s, const telemetry::TelemetryWindow& w) {
       a.windows == 1 ? w.latency.max_ms : std::max(a.latency_max_ms, w.latency.max_ms);
   a.labeled += AsInt(w.labeled);
   a.correct += AsInt(w.correct);
-  if (w.golden_accuracy) {
-    a.golden_sum += *w.golden_accuracy;
-    a.golden_n += 1;
-  }
   for (int i = 0; i < kBuckets; ++i) a.buckets[i] += AsInt(w.latency.buckets[i]);
 }
 
-// The batch's series and sequence sums, one statement per key; clears them.
+// A stored window adds to its device's totals and its 10-second bucket of the series; written
+// with the batch.
+void AddToSums(detail::StoreImpl& s, const telemetry::TelemetryWindow& w) {
+  // The bucket as the statement computes it (SQLite's % truncates toward zero, as C++'s does).
+  const std::int64_t bucket = w.ts - (((w.ts % 10000) + 10000) % 10000);
+  detail::SeriesAdd& b = s.series[{w.model, w.version, bucket}];
+  AddWindow(b.sums, w);
+  if (w.golden_accuracy) {
+    b.golden_sum += *w.golden_accuracy;
+    b.golden_n += 1;
+  }
+  detail::TotalsAdd& t = s.totals[{w.device, w.model, w.version}];
+  AddWindow(t.sums, w);
+  // The newest window's slot; of two with one ts the later in the batch, as one by one.
+  if (t.sums.windows == 1 || w.ts >= t.last_ts) {
+    t.last_ts = w.ts;
+    t.last_slot = w.slot;
+  }
+}
+
+// What a batch adds to a totals or series row: parameters 4..10 (count, errors, latency count,
+// sum and max, labeled, correct), 13.. (the latency buckets) and the window count after them.
+SqlStatement& BindSums(SqlStatement& q, const detail::WindowSums& a) {
+  q.Bind(4, a.requests)
+      .Bind(5, a.errors)
+      .Bind(6, a.latency_count)
+      .Bind(7, a.latency_sum_ms)
+      .Bind(8, a.latency_max_ms)
+      .Bind(9, a.labeled)
+      .Bind(10, a.correct)
+      .Bind(13 + kBuckets, a.windows);
+  for (int i = 0; i < kBuckets; ++i) q.Bind(13 + i, a.buckets[i]);
+  return q;
+}
+
+// The batch's totals, series and sequence sums, one statement per key; clears them.
 Status WriteBatchSums(detail::StoreImpl& s) {
+  SqlStatement& t = *s.add_totals;
+  for (const auto& [key, a] : s.totals) {
+    const auto& [device, model, version] = key;
+    BindSums(t.Bind(1, device).Bind(2, model).Bind(3, version), a.sums)
+        .Bind(11, a.last_ts)
+        .Bind(12, a.last_slot);
+    EF_RETURN_IF_ERROR(t.Run());
+  }
   SqlStatement& b = *s.add_series;
   for (const auto& [key, a] : s.series) {
     const auto& [model, version, bucket] = key;
-    b.Bind(1, model)
-        .Bind(2, version)
-        .Bind(3, bucket)
-        .Bind(4, a.requests)
-        .Bind(5, a.errors)
-        .Bind(6, a.latency_count)
-        .Bind(7, a.latency_sum_ms)
-        .Bind(8, a.latency_max_ms)
-        .Bind(9, a.labeled)
-        .Bind(10, a.correct)
+    BindSums(b.Bind(1, model).Bind(2, version).Bind(3, bucket), a.sums)
         .Bind(11, a.golden_sum)
-        .Bind(12, a.golden_n)
-        .Bind(13 + kBuckets, a.windows);
-    for (int i = 0; i < kBuckets; ++i) b.Bind(13 + i, a.buckets[i]);
+        .Bind(12, a.golden_n);
     EF_RETURN_IF_ERROR(b.Run());
   }
   SqlStatement& q = *s.count_seq;
@@ -259,23 +297,10 @@ Status WriteBatchSums(detail::StoreImpl& s) {
         .Bind(6, a.updated_ms);
     EF_RETURN_IF_ERROR(q.Run());
   }
+  s.totals.clear();
   s.series.clear();
   s.sequences.clear();
   return Ok();
-}
-
-// The sums a window adds to its totals: parameters 4..10 (count, errors, latency
-// count, sum and max, labeled, correct) and 13.. (the latency buckets).
-SqlStatement& BindSums(SqlStatement& q, const telemetry::TelemetryWindow& w) {
-  q.Bind(4, AsInt(w.count))
-      .Bind(5, AsInt(w.errors))
-      .Bind(6, AsInt(w.latency.count))
-      .Bind(7, w.latency.sum_ms)
-      .Bind(8, w.latency.max_ms)
-      .Bind(9, AsInt(w.labeled))
-      .Bind(10, AsInt(w.correct));
-  for (int i = 0; i < kBuckets; ++i) q.Bind(13 + i, AsInt(w.latency.buckets[i]));
-  return q;
 }
 
 Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in,
@@ -315,12 +340,7 @@ Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in
   EF_RETURN_IF_ERROR(q.Run());
   if (s.conn.Changes() == 0) return ApplyOutcome::kDuplicate;
 
-  SqlStatement& t = *s.add_totals;
-  BindSums(t.Bind(1, w.device).Bind(2, w.model).Bind(3, w.version), w)
-      .Bind(11, w.ts)
-      .Bind(12, w.slot);
-  EF_RETURN_IF_ERROR(t.Run());
-  AddToSeries(s, w);
+  AddToSums(s, w);
   CountSequence(s, in, w.device, w.seq);
   return ApplyOutcome::kStored;
 }
@@ -460,7 +480,8 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
   outcomes.reserve(batch.size());
   if (batch.empty()) return outcomes;
   detail::StoreImpl& s = *impl_;
-  s.series.clear();  // a batch that failed before WriteBatchSums left its sums here
+  s.totals.clear();  // a batch that failed before WriteBatchSums left its sums here
+  s.series.clear();
   s.sequences.clear();
   EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(s.conn, "store messages"));
   // Newest arrival per device (and its topic's fleet), written once per batch.

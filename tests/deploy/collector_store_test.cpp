@@ -220,9 +220,9 @@ TEST_F(CollectorStoreTest, SeriesBucketsByWindowEndAndRefusesTooManyPoints) {
   EXPECT_EQ(series->buckets.front().requests, 2u);  // ts 1102000, 1103000
 }
 
-// A batch sums its windows into the 10-second series and its numbers into the sequences once per
-// key (CollectorStore::Apply): the same messages stored one per batch give the same series,
-// totals and gap counts, to the last bucket and golden mean.
+// A batch sums its windows into the totals and the 10-second series and its numbers into the
+// sequences once per key (CollectorStore::Apply): the same messages stored one per batch give the
+// same totals, series and gap counts, to the last bucket, newest slot and golden mean.
 TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
   std::vector<IncomingMessage> messages;
   for (int i = 0; i < 240; ++i) {
@@ -230,6 +230,7 @@ TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
     w.version = i % 3 == 0 ? "1.1.0" : "1.0.0";
     w.model = i % 7 == 0 ? "faces" : "digits";
     w.errors = static_cast<std::uint64_t>(i % 2);
+    w.slot = i % 2 == 0 ? "A" : "B";
     w.labeled = 2;
     w.correct = static_cast<std::uint64_t>(i % 3);
     if (i % 4 == 0) w.golden_accuracy = 0.5 + 0.001 * i;
@@ -283,6 +284,28 @@ TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
     windows += a.windows;
   }
   EXPECT_EQ(windows, 238u);
+  auto batched_totals = view_->Totals();
+  auto one_totals = one_view->Totals();
+  ASSERT_TRUE(batched_totals && one_totals);
+  ASSERT_EQ(batched_totals->size(), one_totals->size());
+  EXPECT_EQ(batched_totals->size(), 4u) << "2 models x 2 versions";
+  for (std::size_t i = 0; i < one_totals->size(); ++i) {
+    const SeriesStats& a = (*batched_totals)[i];
+    const SeriesStats& b = (*one_totals)[i];
+    SCOPED_TRACE(b.model + " " + b.version);
+    EXPECT_EQ(a.model, b.model);
+    EXPECT_EQ(a.version, b.version);
+    EXPECT_EQ(a.windows, b.windows);
+    EXPECT_EQ(a.requests, b.requests);
+    EXPECT_EQ(a.errors, b.errors);
+    EXPECT_EQ(a.labeled, b.labeled);
+    EXPECT_EQ(a.correct, b.correct);
+    EXPECT_EQ(a.last_ts, b.last_ts);
+    EXPECT_EQ(a.last_slot, b.last_slot);
+    EXPECT_DOUBLE_EQ(a.latency.sum_ms, b.latency.sum_ms);
+    EXPECT_DOUBLE_EQ(a.latency.max_ms, b.latency.max_ms);
+    EXPECT_EQ(a.latency.buckets, b.latency.buckets);
+  }
   // Numbers are i + 1: stream aa stores 1..119 but 10, 20, .., 110 (unnumbered) and 51, 52 (not
   // sent), 13 gaps; stream bb 121..239 but 130, .., 230, 11 gaps.
   EXPECT_EQ(BoxA().missing, 24u);
