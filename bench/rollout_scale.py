@@ -10,8 +10,10 @@ waves: the rollout must halt and restore every device it released.
 
 Measured: each rollout's wall time, and per wave boundary the time from the driver's
 `event=wave_succeeded` line to the broker delivering the last of the next wave's desired-state
-documents (a `mosquitto_sub` on every device's desired topic, timed as lines arrive). Limit: under
-3 s for the last wave (0.9 N documents). Exits 1 on a breach or a wrong outcome.
+documents (a `mosquitto_sub` on every device's desired topic, timed as lines arrive), with when
+the driver had them in its outbox and when it saw the broker acknowledge them all
+(`event=documents_at_broker`). Limit: under 3 s for the last wave (0.9 N documents). Exits 1 on a
+breach or a wrong outcome.
 """
 import argparse
 import json

@@ -5,12 +5,13 @@
 // store's deduplication (ids, status and rollout timestamps) makes a message stored twice count
 // once.
 //
-// Why a spool and not "acknowledge after commit": libmosquitto 2.0.11 (Debian 12) sends the
-// PUBACK of a QoS 1 message before it calls the message callback (measured: the broker logs the
-// PUBACK while the callback still runs), so a client cannot hold the acknowledgement back. The
-// spool leaves one gap: a kill between libmosquitto's PUBACK and the append a few microseconds
-// later loses that one message. (libmosquitto after 2.0 calls the callback first; with it the
-// gap is gone.) A power cut may lose what the kernel had not written back; that is not covered.
+// Why a spool and not "acknowledge after commit": a client cannot hold a QoS 1 PUBACK until a
+// database commit seconds later without stalling what it reads meanwhile. libmosquitto 2.0.11
+// (Debian 12) even writes the PUBACK before it calls the message callback (measured); the
+// collector's client therefore runs libmosquitto in its threaded mode, where the PUBACK leaves
+// only after the callback, and so after the append, has returned
+// (telemetry::MqttOptions::ack_after_handler). A power cut may lose what the kernel had not
+// written back; that is not covered.
 //
 // Files: <base>.<generation> (generation 1, 2, ...). Records are
 // [u32 topic length][u32 payload length][i64 received ms][topic][payload], little-endian, each

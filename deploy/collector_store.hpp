@@ -8,7 +8,8 @@
 // What a write does (CollectorStore::Apply, one transaction per batch):
 // - windows and events: INSERT OR IGNORE by message id; an id already stored is a duplicate and
 //   changes nothing (at-least-once delivery never counts twice). A new window also adds to the
-//   totals of its device, model and version.
+//   totals of its device, model and version and to its model version's 10-second series; these
+//   sums, like the sequences below, are added up over the batch and written once per row.
 // - a stored window or event with a sequence number ("seq") adds to its device's sequence
 //   (table sequences): lowest and highest number and how many were stored, so the numbers
 //   never stored are counted (DeviceRecord::missing).

@@ -563,21 +563,31 @@ class Driver final {
     }
   }
 
-  // Waits until the broker acknowledged everything queued (or the limit).
   // Once the broker has acknowledged every document of the wave released last: how long they
-  // took to leave. The outbox publishes in order and a wave's documents are appended together,
-  // so they are all acknowledged once its oldest row is not a desired document (progress
-  // statuses are appended between and after them). Checked once per loop turn (~200 ms).
+  // took to leave. A row leaves the outbox when the broker acknowledges it, so they all are once
+  // no device document is left in it; the only other rows are the rollout's progress status
+  // (superseded, so at most one or two) and the group's document. Checked once per loop turn.
   void ReportAtBroker(std::int64_t now) {
     if (at_broker_wave_ == 0) return;
-    auto oldest = link_.outbox->After(0, 1);
-    if (!oldest) return;
-    if (!oldest->empty() && oldest->front().topic.ends_with("/desired")) return;
+    std::int64_t after = 0;
+    for (int page = 0;; ++page) {
+      if (page == 4) return;  // more rows than expected: look again next turn
+      auto rows = link_.outbox->After(after, 4);
+      if (!rows) return;
+      if (rows->empty()) break;
+      for (const telemetry::OutboxRow& row : *rows) {
+        if (row.topic.ends_with("/desired") && row.topic.find("/device/") != std::string::npos) {
+          return;
+        }
+      }
+      after = rows->back().id;
+    }
     Say("wave=" + std::to_string(at_broker_wave_) + " event=documents_at_broker documents=" +
         std::to_string(at_broker_count_) + " ms=" + std::to_string(now - r_.wave_started_ms));
     at_broker_wave_ = 0;
   }
 
+  // Waits until the broker acknowledged everything queued (or the limit).
   bool Flush(std::chrono::seconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {

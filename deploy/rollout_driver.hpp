@@ -80,8 +80,9 @@ struct Link {
 
 // The rollout's persistent session (client id "edgefleet-rollout-<id>", outbox <db>.<id>.outbox),
 // subscribed to the fleet's device status and events topics and the group's desired topic, the
-// publishers and the discovery client beside it. Both fill the one Inbox. Errors: a bad --broker or
-// password file, the outbox or a client failing to start.
+// publishers and the discovery client beside it (the link's client and the discovery client fill
+// the one Inbox). Errors: a bad --broker or password file, the outbox or a client failing to
+// start.
 Result<Link> OpenLink(const RolloutConnection& c, const std::string& fleet,
                       const std::string& group, const std::string& rollout_id,
                       const std::filesystem::path& db);
