@@ -220,6 +220,29 @@ TEST_F(CollectorStoreTest, SeriesBucketsByWindowEndAndRefusesTooManyPoints) {
   EXPECT_EQ(series->buckets.front().requests, 2u);  // ts 1102000, 1103000
 }
 
+// Two rows of totals or series with every field equal (the golden mean too, where there is one).
+void ExpectSameSums(const SeriesStats& a, const SeriesStats& b) {
+  SCOPED_TRACE(b.device + " " + b.model + " " + b.version + " " + std::to_string(b.last_ts));
+  EXPECT_EQ(a.device, b.device);
+  EXPECT_EQ(a.model, b.model);
+  EXPECT_EQ(a.version, b.version);
+  EXPECT_EQ(a.last_ts, b.last_ts);
+  EXPECT_EQ(a.last_slot, b.last_slot);
+  EXPECT_EQ(a.windows, b.windows);
+  EXPECT_EQ(a.requests, b.requests);
+  EXPECT_EQ(a.errors, b.errors);
+  EXPECT_EQ(a.labeled, b.labeled);
+  EXPECT_EQ(a.correct, b.correct);
+  EXPECT_EQ(a.latency.count, b.latency.count);
+  EXPECT_DOUBLE_EQ(a.latency.sum_ms, b.latency.sum_ms);
+  EXPECT_DOUBLE_EQ(a.latency.max_ms, b.latency.max_ms);
+  EXPECT_EQ(a.latency.buckets, b.latency.buckets);
+  ASSERT_EQ(a.golden_accuracy.has_value(), b.golden_accuracy.has_value());
+  if (b.golden_accuracy) {
+    EXPECT_DOUBLE_EQ(*a.golden_accuracy, *b.golden_accuracy);
+  }
+}
+
 // A batch sums its windows into the totals and the 10-second series and its numbers into the
 // sequences once per key (CollectorStore::Apply): the same messages stored one per batch give the
 // same totals, series and gap counts, to the last bucket, newest slot and golden mean.
@@ -262,26 +285,8 @@ TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
   EXPECT_GE(batched->buckets.size(), 12u) << "9 buckets of 10 s, 2 models, 2 versions";
   std::uint64_t windows = 0;
   for (std::size_t i = 0; i < one->buckets.size(); ++i) {
-    const SeriesStats& a = batched->buckets[i];
-    const SeriesStats& b = one->buckets[i];
-    SCOPED_TRACE(b.model + " " + b.version + " " + std::to_string(b.last_ts));
-    EXPECT_EQ(a.model, b.model);
-    EXPECT_EQ(a.version, b.version);
-    EXPECT_EQ(a.last_ts, b.last_ts);
-    EXPECT_EQ(a.windows, b.windows);
-    EXPECT_EQ(a.requests, b.requests);
-    EXPECT_EQ(a.errors, b.errors);
-    EXPECT_EQ(a.labeled, b.labeled);
-    EXPECT_EQ(a.correct, b.correct);
-    EXPECT_EQ(a.latency.count, b.latency.count);
-    EXPECT_DOUBLE_EQ(a.latency.sum_ms, b.latency.sum_ms);
-    EXPECT_DOUBLE_EQ(a.latency.max_ms, b.latency.max_ms);
-    EXPECT_EQ(a.latency.buckets, b.latency.buckets);
-    ASSERT_EQ(a.golden_accuracy.has_value(), b.golden_accuracy.has_value());
-    if (b.golden_accuracy) {
-      EXPECT_DOUBLE_EQ(*a.golden_accuracy, *b.golden_accuracy);
-    }
-    windows += a.windows;
+    ExpectSameSums(batched->buckets[i], one->buckets[i]);
+    windows += batched->buckets[i].windows;
   }
   EXPECT_EQ(windows, 238u);
   auto batched_totals = view_->Totals();
@@ -290,21 +295,7 @@ TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
   ASSERT_EQ(batched_totals->size(), one_totals->size());
   EXPECT_EQ(batched_totals->size(), 4u) << "2 models x 2 versions";
   for (std::size_t i = 0; i < one_totals->size(); ++i) {
-    const SeriesStats& a = (*batched_totals)[i];
-    const SeriesStats& b = (*one_totals)[i];
-    SCOPED_TRACE(b.model + " " + b.version);
-    EXPECT_EQ(a.model, b.model);
-    EXPECT_EQ(a.version, b.version);
-    EXPECT_EQ(a.windows, b.windows);
-    EXPECT_EQ(a.requests, b.requests);
-    EXPECT_EQ(a.errors, b.errors);
-    EXPECT_EQ(a.labeled, b.labeled);
-    EXPECT_EQ(a.correct, b.correct);
-    EXPECT_EQ(a.last_ts, b.last_ts);
-    EXPECT_EQ(a.last_slot, b.last_slot);
-    EXPECT_DOUBLE_EQ(a.latency.sum_ms, b.latency.sum_ms);
-    EXPECT_DOUBLE_EQ(a.latency.max_ms, b.latency.max_ms);
-    EXPECT_EQ(a.latency.buckets, b.latency.buckets);
+    ExpectSameSums((*batched_totals)[i], (*one_totals)[i]);
   }
   // Numbers are i + 1: stream aa stores 1..119 but 10, 20, .., 110 (unnumbered) and 51, 52 (not
   // sent), 13 gaps; stream bb 121..239 but 130, .., 230, 11 gaps.

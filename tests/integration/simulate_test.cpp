@@ -14,6 +14,8 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -42,6 +44,33 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 
 using testing::WaitFor;
+
+// `edgefleet collect` for `fleet` on the broker at `address`: database <dir>/c.db, log `log`,
+// HTTP on a free port written to <dir>/collector.port (removed first, so a restart's port is the
+// one awaited). Returns the process and its HTTP port (0 after a test failure).
+std::pair<std::unique_ptr<testing::BackgroundProcess>, int> StartCollect(const fs::path& dir,
+                                                                         const std::string& address,
+                                                                         const std::string& fleet,
+                                                                         const fs::path& log) {
+  const fs::path port_file = dir / "collector.port";
+  std::error_code ec;
+  fs::remove(port_file, ec);
+  auto process = std::make_unique<testing::BackgroundProcess>(
+      std::vector<std::string>{EDGEFLEET_CLI, "collect", "--broker", address, "--fleet", fleet,
+                               "--db", (dir / "c.db").string(), "--http", "127.0.0.1:0",
+                               "--port-file", port_file.string()},
+      log);
+  const int port = testing::WaitForPortFile(port_file, seconds(30));
+  return {std::move(process), port};
+}
+
+// The collector API's JSON answer to GET `path`, or null for anything but a 200.
+json GetJson(int port, const std::string& path) {
+  httplib::Client client("127.0.0.1", port);
+  client.set_read_timeout(10, 0);
+  auto r = client.Get(path);
+  return r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+}
 
 #ifndef EDGEFLEET_FLEET_SCALE
 
@@ -194,24 +223,10 @@ TEST(SimulateE2E, WhatTheSimulatorSentIsWhatTheCollectorStoredExactlyOnce) {
   testing::MosquittoBroker broker(tmp / "broker");
   ASSERT_TRUE(broker.running());
   const std::string address = "127.0.0.1:" + std::to_string(broker.port());
-  const fs::path port_file = tmp / "collector.port";
-  testing::BackgroundProcess collector(
-      {EDGEFLEET_CLI, "collect", "--broker", address, "--fleet", "simf", "--db",
-       (tmp / "c.db").string(), "--http", "127.0.0.1:0", "--port-file", port_file.string()},
-      tmp / "collector.log");
-  int port = 0;
-  ASSERT_TRUE(WaitFor("the collector's port file", seconds(30), [&] {
-    std::error_code ec;
-    if (!fs::exists(port_file, ec)) return false;
-    port = std::stoi(testing::ReadFile(port_file));
-    return true;
-  }));
-  auto get = [&](const std::string& path) {
-    httplib::Client client("127.0.0.1", port);
-    client.set_read_timeout(10, 0);
-    auto r = client.Get(path);
-    return r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
-  };
+  const auto collector = StartCollect(tmp.path(), address, "simf", tmp / "collector.log");
+  const int port = collector.second;
+  ASSERT_GT(port, 0);
+  auto get = [port](const std::string& path) { return GetJson(port, path); };
 
   const fs::path report_file = tmp / "report.json";
   auto run = testing::RunProcess(
@@ -411,28 +426,16 @@ TEST(SimulatedFleetCollector, KilledFiveTimesUnderTwoThousandDevicesItLosesNoWin
   testing::MosquittoBroker broker(tmp / "broker");
   ASSERT_TRUE(broker.running());
   const std::string address = "127.0.0.1:" + std::to_string(broker.port());
-  const fs::path port_file = tmp / "collector.port";
   int starts = 0;
   auto start_collector = [&] {
-    std::error_code ec;
-    fs::remove(port_file, ec);
-    return std::make_unique<testing::BackgroundProcess>(
-        std::vector<std::string>{EDGEFLEET_CLI, "collect", "--broker", address, "--fleet", "simk",
-                                 "--db", (tmp / "c.db").string(), "--http", "127.0.0.1:0",
-                                 "--port-file", port_file.string()},
-        tmp / ("collector." + std::to_string(++starts) + ".log"));
+    ++starts;
+    return StartCollect(tmp.path(), address, "simk",
+                        tmp / ("collector." + std::to_string(starts) + ".log"));
   };
+  std::unique_ptr<testing::BackgroundProcess> collector;
   int port = 0;
-  auto wait_ready = [&] {
-    return WaitFor("the collector's port file", seconds(30), [&] {
-      std::error_code ec;
-      if (!fs::exists(port_file, ec) || fs::file_size(port_file, ec) == 0) return false;
-      port = std::stoi(testing::ReadFile(port_file));
-      return true;
-    });
-  };
-  auto collector = start_collector();
-  ASSERT_TRUE(wait_ready());
+  std::tie(collector, port) = start_collector();
+  ASSERT_GT(port, 0);
 
   const fs::path report_file = tmp / "report.json";
   testing::BackgroundProcess sim(
@@ -444,8 +447,8 @@ TEST(SimulatedFleetCollector, KilledFiveTimesUnderTwoThousandDevicesItLosesNoWin
   for (int kill = 0; kill < 5; ++kill) {
     collector->Signal(SIGKILL);
     ASSERT_TRUE(collector->Wait(seconds(10)).has_value());
-    collector = start_collector();
-    ASSERT_TRUE(wait_ready()) << "restart " << kill + 1;
+    std::tie(collector, port) = start_collector();
+    ASSERT_GT(port, 0) << "restart " << kill + 1;
     std::this_thread::sleep_for(seconds(5));
   }
   ASSERT_EQ(sim.Wait(seconds(90)), std::optional<int>(0)) << testing::ReadFile(tmp / "sim.log");
@@ -459,10 +462,7 @@ TEST(SimulatedFleetCollector, KilledFiveTimesUnderTwoThousandDevicesItLosesNoWin
 
   json summary;
   const bool caught_up = WaitFor("every acknowledged message stored", seconds(120), [&] {
-    httplib::Client client("127.0.0.1", port);
-    client.set_read_timeout(10, 0);
-    auto r = client.Get("/api/summary");
-    summary = r && r->status == 200 ? json::parse(r->body, nullptr, false) : json();
+    summary = GetJson(port, "/api/summary");
     return summary.is_object() && summary["messages"]["numbered"] == windows + events &&
            summary["devices"]["offline"] == 2000;
   });
