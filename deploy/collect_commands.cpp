@@ -18,6 +18,7 @@
 #include "deploy/collector_store.hpp"
 #include "deploy/commands.hpp"
 #include "deploy/files.hpp"
+#include "deploy/pg_db.hpp"
 #include "deploy/stop_signals.hpp"
 #include "manifests/log_value.hpp"
 
@@ -142,6 +143,12 @@ Status Collect(const CollectOptions& options) {
     return Fail(ErrorCode::kInvalidArgument, "--client-id: must not be empty");
   }
 
+  if (options.spool.empty() && IsPostgresUrl(options.db.string())) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "--spool: required with a PostgreSQL --db (a local path for the files that keep "
+                "what was received until it is stored)");
+  }
+
   const StopSignals stop;  // before any thread starts
   UseKeyValueLog("edgefleet-collect");
 
@@ -150,8 +157,10 @@ Status Collect(const CollectOptions& options) {
 
   CollectorOptions collector_options;
   collector_options.fleet = options.fleet;
-  // Beside the database: what was received and not yet stored survives a SIGKILL.
-  collector_options.spool = options.db.string() + ".spool";
+  collector_options.share = options.share;
+  // What was received and not yet stored survives a SIGKILL; beside a SQLite file by default.
+  collector_options.spool =
+      options.spool.empty() ? std::filesystem::path(options.db.string() + ".spool") : options.spool;
   telemetry::MqttOptions& mqtt = collector_options.mqtt;
   mqtt.host = broker.host;
   mqtt.port = broker.port;
@@ -174,9 +183,10 @@ Status Collect(const CollectOptions& options) {
                       CollectorHttp::Start(http.host, http.port, view, [counters_source] {
                         return counters_source->Counters();
                       }));
-  spdlog::info("event=collector_started http_port={} broker={} fleet={} db={} tls={}",
+  spdlog::info("event=collector_started http_port={} broker={} fleet={} db={} share={} tls={}",
                server->port(), LogValue(options.broker), LogValue(options.fleet),
-               LogValue(options.db.string()), options.ca_file.empty() ? "off" : "on");
+               LogValue(RedactUrl(options.db.string())), LogValue(options.share),
+               options.ca_file.empty() ? "off" : "on");
   // The port file comes last: whoever waits for it finds the collector serving and its start
   // logged.
   if (options.port_file) {

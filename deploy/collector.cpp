@@ -553,9 +553,19 @@ Result<std::unique_ptr<Collector>> Collector::Start(CollectorOptions options,
   if (options.max_queue == 0 || options.max_batch == 0) {
     return Fail(ErrorCode::kInvalidArgument, "collector: queue and batch bounds must be positive");
   }
+  const std::string& share = options.share;
+  if (!share.empty() &&
+      (share.size() > 64 || share.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
+                                                    "tuvwxyz0123456789._-") != std::string::npos)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "--share: expected a group name of 1-64 letters, digits, '.', '_' or '-', found " +
+                    manifests::QuoteName(share));
+  }
   options.mqtt.subscriptions.clear();
-  for (const char* leaf : {"status", "telemetry", "events"}) {
-    options.mqtt.subscriptions.push_back(telemetry::DeviceTopic(fleet, "+", leaf));
+  options.mqtt.subscriptions.push_back(telemetry::DeviceTopic(fleet, "+", "status"));
+  for (const char* leaf : {"telemetry", "events"}) {
+    const std::string topic = telemetry::DeviceTopic(fleet, "+", leaf);
+    options.mqtt.subscriptions.push_back(share.empty() ? topic : "$share/" + share + "/" + topic);
   }
   options.mqtt.subscriptions.push_back(RolloutStatusTopic(fleet, "+"));
   options.mqtt.subscriptions.push_back(std::string(kBrokerDroppedTopic));

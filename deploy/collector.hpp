@@ -95,6 +95,12 @@ struct CollectorOptions {
   // Files <spool>.<n> that hold every received message until it is stored, so a SIGKILL loses
   // none (deploy/collector_spool.hpp); empty: none (a kill loses what was received, not stored).
   std::filesystem::path spool;
+  // A shared-subscription group name ([A-Za-z0-9._-]{1,64}): telemetry and events are
+  // subscribed as $share/<share>/..., so the broker hands each message to one collector of the
+  // group. Statuses and rollout statuses are not shared: each collector stores every one, in the
+  // order the broker received it (a device's birth and last will must not be reordered by
+  // going to two collectors), and the store keeps the newest. Empty: no group.
+  std::string share;
 };
 
 class Collector final {

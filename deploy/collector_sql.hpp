@@ -1,9 +1,13 @@
 // Names of the collector database's schema shared by its writer (collector_store.cpp) and its
-// reader (fleet_view.cpp): the file's application id and the latency bucket columns.
+// reader (fleet_view.cpp): the file's application id, the latency bucket columns, and what
+// differs between its two engines (SQLite, PostgreSQL).
 #pragma once
 
 #include <cstddef>
 #include <string>
+
+#include "deploy/pg_db.hpp"
+#include "manifests/sqlite_db.hpp"
 
 #include "telemetry/latency_histogram.hpp"
 
@@ -24,6 +28,31 @@ inline std::string BucketColumns() {
     out += (i ? ", " : "") + BucketColumn(i);
   }
   return out;
+}
+
+// The statement and transaction types of a connection type.
+template <class Db>
+struct Engine;
+template <>
+struct Engine<manifests::SqliteDb> {
+  using Statement = manifests::SqlStatement;
+  using Transaction = manifests::SqlTransaction;
+  static constexpr bool kPostgres = false;
+};
+template <>
+struct Engine<PgDb> {
+  using Statement = PgStatement;
+  using Transaction = PgTransaction;
+  static constexpr bool kPostgres = true;
+};
+
+// The larger (smaller) of two values in SQL both engines run: SQLite's MAX(a, b) is not
+// PostgreSQL's, and SQLite before 3.44 has no GREATEST.
+inline std::string Greatest(const std::string& a, const std::string& b) {
+  return "CASE WHEN " + a + " >= " + b + " THEN " + a + " ELSE " + b + " END";
+}
+inline std::string Least(const std::string& a, const std::string& b) {
+  return "CASE WHEN " + a + " <= " + b + " THEN " + a + " ELSE " + b + " END";
 }
 
 }  // namespace edgefleet::deploy::collector_sql

@@ -1,6 +1,7 @@
 #include "deploy/collector_store.hpp"
 
 #include "deploy/collector_sql.hpp"
+#include "deploy/pg_db.hpp"
 #include "manifests/sqlite_db.hpp"
 
 #include <algorithm>
@@ -23,15 +24,23 @@ namespace fs = std::filesystem;
 constexpr manifests::SqlMigration kMigrations[] = {
 #include "deploy/collector_migrations.inc"
 };
+// deploy/collector_migrations_pg/NNNN_*.sql: the same versions for PostgreSQL.
+constexpr manifests::SqlMigration kPgMigrations[] = {
+#include "deploy/collector_migrations_pg.inc"
+};
+static_assert(std::size(kPgMigrations) == std::size(kMigrations),
+              "every collector migration has a PostgreSQL form");
 
 using collector_sql::BucketColumn;
 using collector_sql::BucketColumns;
+using collector_sql::Engine;
+using collector_sql::Greatest;
 using collector_sql::kApplicationId;
 using collector_sql::kBuckets;
+using collector_sql::Least;
 using manifests::SqliteDb;
 using manifests::SqlMigration;
 using manifests::SqlStatement;
-using manifests::SqlTransaction;
 
 std::int64_t AsInt(std::uint64_t value) {
   // ClassifyMessage refuses counters above 2^32 and serials above 2^63-1; this only guards.
@@ -73,131 +82,151 @@ struct SequenceAdd {
   std::int64_t first_n = INT64_MAX, last_n = 0, received = 0, updated_ms = 0;
 };
 
+// The writer on one engine (Writer below).
 struct StoreImpl {
-  explicit StoreImpl(SqliteDb db) : conn(std::move(db)) {}
-  SqliteDb conn;
-  std::optional<SqlStatement> insert_window, add_totals, add_series, insert_event, count_seq,
-      read_status, put_status, put_will, touch, read_rollout, put_rollout;
-  // Summed over a batch and written once per key before it commits: a batch of windows from
-  // thousands of devices touches a few series rows thousands of times otherwise, and a batch
-  // that holds a backlog holds several windows of each device.
-  std::map<std::tuple<std::string, std::string, std::int64_t>, SeriesAdd> series;
-  std::map<std::tuple<std::string, std::string, std::string>, TotalsAdd> totals;
-  std::map<std::pair<std::string, std::string>, SequenceAdd> sequences;
+  virtual ~StoreImpl() = default;
+  virtual Result<std::vector<ApplyOutcome>> Apply(std::span<const IncomingMessage> batch) = 0;
 };
 }  // namespace detail
 
 namespace {
 
-Status PrepareWriter(detail::StoreImpl& s) {
-  const SqliteDb& c = s.conn;
+template <class Db>
+struct Writer final : detail::StoreImpl {
+  using Statement = typename Engine<Db>::Statement;
+  explicit Writer(Db db) : conn(std::move(db)) {}
+  Result<std::vector<ApplyOutcome>> Apply(std::span<const IncomingMessage> batch) override;
+  Db conn;
+  std::optional<Statement> insert_window, add_totals, add_series, insert_event, count_seq,
+      read_status, put_status, put_will, touch, read_rollout, put_rollout;
+  // Summed over a batch and written once per key before it commits: a batch of windows from
+  // thousands of devices touches a few series rows thousands of times otherwise, and a batch
+  // that holds a backlog holds several windows of each device. Sorted keys also make every
+  // writer of one PostgreSQL database lock these rows in one order.
+  std::map<std::tuple<std::string, std::string, std::int64_t>, detail::SeriesAdd> series;
+  std::map<std::tuple<std::string, std::string, std::string>, detail::TotalsAdd> totals;
+  std::map<std::pair<std::string, std::string>, detail::SequenceAdd> sequences;
+};
+
+template <class Db>
+Status PrepareWriter(Writer<Db>& s) {
+  using Statement = typename Engine<Db>::Statement;
+  const Db& c = s.conn;
+  // One text for both engines: ON CONFLICT (SQLite 3.24+, PostgreSQL 9.5+), the stored row's
+  // columns qualified by their table (PostgreSQL finds a bare name ambiguous beside excluded.*),
+  // and Greatest/Least instead of SQLite's two-argument MAX/MIN.
   // 31 named columns + 17 buckets.
   EF_ASSIGN_OR_RETURN(
       s.insert_window,
-      SqlStatement::Prepare(
-          c, "store window",
-          "INSERT OR IGNORE INTO windows (id, device, fleet, model, version, slot, "
-          "role, ts, start_ts, window_s, received_ms, count, errors, server_errors, "
-          "latency_count, latency_sum_ms, latency_max_ms, p50_ms, p99_ms, "
-          "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
-          "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
-              BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) + ")"));
+      Statement::Prepare(c, "store window",
+                         "INSERT INTO windows (id, device, fleet, model, version, slot, "
+                         "role, ts, start_ts, window_s, received_ms, count, errors, server_errors, "
+                         "latency_count, latency_sum_ms, latency_max_ms, p50_ms, p99_ms, "
+                         "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
+                         "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
+                             BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) +
+                             ") ON CONFLICT DO NOTHING"));
   // A batch adds its windows' sums to their devices' running totals and to their 10-second
   // buckets of the series (0004_series.sql): parameters 4..10, 13.. and the window count last
   // (BindSums).
-  const std::string add_sums =
-      "windows = windows + excluded.windows, requests = requests + excluded.requests, "
-      "errors = errors + excluded.errors, latency_count = latency_count + excluded.latency_count, "
-      "latency_sum_ms = latency_sum_ms + excluded.latency_sum_ms, "
-      "latency_max_ms = MAX(latency_max_ms, excluded.latency_max_ms), "
-      "labeled = labeled + excluded.labeled, correct = correct + excluded.correct" +
-      [] {
-        std::string buckets;
-        for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) {
-          const std::string column = BucketColumn(i);
-          buckets += ", " + column + " = " + column + " + excluded." + column;
-        }
-        return buckets;
-      }();
+  auto add_sums = [](const std::string& table) {
+    auto add = [&](const std::string& column) {
+      return column + " = " + table + "." + column + " + excluded." + column;
+    };
+    std::string sql = add("windows") + ", " + add("requests") + ", " + add("errors") + ", " +
+                      add("latency_count") + ", " + add("latency_sum_ms") + ", latency_max_ms = " +
+                      Greatest(table + ".latency_max_ms", "excluded.latency_max_ms") + ", " +
+                      add("labeled") + ", " + add("correct");
+    for (std::size_t i = 0; i < telemetry::kLatencyBuckets; ++i) sql += ", " + add(BucketColumn(i));
+    return sql;
+  };
   EF_ASSIGN_OR_RETURN(
       s.add_totals,
-      SqlStatement::Prepare(
+      Statement::Prepare(
           c, "add to totals",
           "INSERT INTO totals (device, model, version, windows, requests, errors, "
           "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, last_ts, last_slot, " +
               BucketColumns() + ") VALUES (?1, ?2, ?3, ?" + std::to_string(13 + kBuckets) + ", " +
               Parameters(4, 9 + kBuckets) +
-              ") ON CONFLICT (device, model, version) DO UPDATE SET " + add_sums +
-              ", last_slot = CASE WHEN excluded.last_ts >= last_ts THEN excluded.last_slot "
-              "ELSE last_slot END, last_ts = MAX(last_ts, excluded.last_ts)"));
-  // SQLite's % truncates toward zero: the bucket is ts rounded down to 10 s.
+              ") ON CONFLICT (device, model, version) DO UPDATE SET " + add_sums("totals") +
+              ", last_slot = CASE WHEN excluded.last_ts >= totals.last_ts THEN "
+              "excluded.last_slot ELSE totals.last_slot END, last_ts = " +
+              Greatest("totals.last_ts", "excluded.last_ts")));
+  // % truncates toward zero (SQLite, PostgreSQL): the bucket is ts rounded down to 10 s.
   EF_ASSIGN_OR_RETURN(
       s.add_series,
-      SqlStatement::Prepare(
+      Statement::Prepare(
           c, "add to series",
           "INSERT INTO series (model, version, bucket_ts, windows, requests, errors, "
           "latency_count, latency_sum_ms, latency_max_ms, labeled, correct, golden_sum, "
           "golden_n, " +
               BucketColumns() + ") VALUES (?1, ?2, ?3 - (((?3 % 10000) + 10000) % 10000), ?" +
               std::to_string(13 + kBuckets) + ", " + Parameters(4, 9 + kBuckets) +
-              ") ON CONFLICT (model, version, bucket_ts) DO UPDATE SET " + add_sums +
-              ", golden_sum = golden_sum + excluded.golden_sum, "
-              "golden_n = golden_n + excluded.golden_n"));
+              ") ON CONFLICT (model, version, bucket_ts) DO UPDATE SET " + add_sums("series") +
+              ", golden_sum = series.golden_sum + excluded.golden_sum, "
+              "golden_n = series.golden_n + excluded.golden_n"));
   EF_ASSIGN_OR_RETURN(
       s.insert_event,
-      SqlStatement::Prepare(
-          c, "store event",
-          "INSERT OR IGNORE INTO events (id, device, fleet, ts, received_ms, event, "
-          "deployment, model, version, from_state, reason, serial, target, json) "
-          "VALUES (" +
-              Parameters(1, 14) + ")"));
+      Statement::Prepare(c, "store event",
+                         "INSERT INTO events (id, device, fleet, ts, received_ms, event, "
+                         "deployment, model, version, from_state, reason, serial, target, json) "
+                         "VALUES (" +
+                             Parameters(1, 14) + ") ON CONFLICT DO NOTHING"));
   EF_ASSIGN_OR_RETURN(
       s.count_seq,
-      SqlStatement::Prepare(
+      Statement::Prepare(
           c, "count sequence",
           "INSERT INTO sequences (device, stream, first_n, last_n, received, updated_ms) "
           "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (device, stream) DO UPDATE SET "
-          "first_n = MIN(first_n, excluded.first_n), last_n = MAX(last_n, excluded.last_n), "
-          "received = received + excluded.received, "
-          "updated_ms = MAX(updated_ms, excluded.updated_ms)"));
+          "first_n = " +
+              Least("sequences.first_n", "excluded.first_n") +
+              ", last_n = " + Greatest("sequences.last_n", "excluded.last_n") +
+              ", received = sequences.received + excluded.received, updated_ms = " +
+              Greatest("sequences.updated_ms", "excluded.updated_ms")));
+  // PostgreSQL: several collectors may store statuses of one device at once (each receives
+  // every status); the row stays locked from this read to the commit, so they take turns.
   EF_ASSIGN_OR_RETURN(s.read_status,
-                      SqlStatement::Prepare(c, "read status",
-                                            "SELECT status_id, status_ts FROM devices "
-                                            "WHERE device = ?1"));
+                      Statement::Prepare(c, "read status",
+                                         std::string("SELECT status_id, status_ts FROM devices "
+                                                     "WHERE device = ?1") +
+                                             (Engine<Db>::kPostgres ? " FOR UPDATE" : "")));
+  const std::string newest_seen =
+      "last_seen_ms = " + Greatest("COALESCE(devices.last_seen_ms, 0)", "excluded.last_seen_ms");
   EF_ASSIGN_OR_RETURN(
       s.put_status,
-      SqlStatement::Prepare(
+      Statement::Prepare(
           c, "store status",
           "INSERT INTO devices (device, fleet, online, last_seen_ms, offline_since_ms, status_id, "
           "status_ts, agent_version, connection, status_json) VALUES (?1, ?2, ?3, ?4, "
           "CASE WHEN ?3 = 1 THEN NULL ELSE ?4 END, ?5, ?6, ?7, ?8, ?9) "
-          "ON CONFLICT (device) DO UPDATE SET fleet = excluded.fleet, online = excluded.online, "
-          "last_seen_ms = MAX(COALESCE(last_seen_ms, 0), excluded.last_seen_ms), "
-          "offline_since_ms = excluded.offline_since_ms, status_id = excluded.status_id, "
-          "status_ts = excluded.status_ts, agent_version = excluded.agent_version, "
-          "connection = excluded.connection, status_json = excluded.status_json"));
+          "ON CONFLICT (device) DO UPDATE SET fleet = excluded.fleet, online = excluded.online, " +
+              newest_seen +
+              ", offline_since_ms = excluded.offline_since_ms, status_id = excluded.status_id, "
+              "status_ts = excluded.status_ts, agent_version = excluded.agent_version, "
+              "connection = excluded.connection, status_json = excluded.status_json"));
   EF_ASSIGN_OR_RETURN(
-      s.put_will, SqlStatement::Prepare(
-                      c, "store last will",
-                      "INSERT INTO devices (device, fleet, online, offline_since_ms, status_id) "
-                      "VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (device) DO UPDATE SET "
-                      "fleet = excluded.fleet, online = 0, "
-                      "offline_since_ms = excluded.offline_since_ms, "
-                      "status_id = excluded.status_id"));
+      s.put_will,
+      Statement::Prepare(c, "store last will",
+                         "INSERT INTO devices (device, fleet, online, offline_since_ms, status_id) "
+                         "VALUES (?1, ?2, 0, ?3, ?4) ON CONFLICT (device) DO UPDATE SET "
+                         "fleet = excluded.fleet, online = 0, "
+                         "offline_since_ms = excluded.offline_since_ms, "
+                         "status_id = excluded.status_id"));
   // A device first heard through telemetry or events is online: it just spoke.
-  EF_ASSIGN_OR_RETURN(s.touch,
-                      SqlStatement::Prepare(
-                          c, "update last seen",
-                          "INSERT INTO devices (device, fleet, online, last_seen_ms) "
-                          "VALUES (?1, ?2, 1, ?3) ON CONFLICT (device) DO UPDATE SET "
-                          "fleet = excluded.fleet, "
-                          "last_seen_ms = MAX(COALESCE(last_seen_ms, 0), excluded.last_seen_ms)"));
-  EF_ASSIGN_OR_RETURN(s.read_rollout, SqlStatement::Prepare(c, "read rollout",
-                                                            "SELECT ts, json FROM rollouts "
-                                                            "WHERE fleet = ?1 AND id = ?2"));
+  EF_ASSIGN_OR_RETURN(s.touch, Statement::Prepare(c, "update last seen",
+                                                  "INSERT INTO devices (device, fleet, online, "
+                                                  "last_seen_ms) VALUES (?1, ?2, 1, ?3) "
+                                                  "ON CONFLICT (device) DO UPDATE SET "
+                                                  "fleet = excluded.fleet, " +
+                                                      newest_seen));
+  EF_ASSIGN_OR_RETURN(s.read_rollout,
+                      Statement::Prepare(c, "read rollout",
+                                         std::string("SELECT ts, json FROM rollouts "
+                                                     "WHERE fleet = ?1 AND id = ?2") +
+                                             (Engine<Db>::kPostgres ? " FOR UPDATE" : "")));
   EF_ASSIGN_OR_RETURN(
       s.put_rollout,
-      SqlStatement::Prepare(
+      Statement::Prepare(
           c, "store rollout",
           "INSERT INTO rollouts (fleet, id, ts, received_ms, started_ts, finished_ts, grp, model, "
           "version, state, json) VALUES (" +
@@ -211,7 +240,8 @@ Status PrepareWriter(detail::StoreImpl& s) {
 
 // A stored window or event takes its number in the device's sequence (when it has one); written
 // with the batch (WriteBatchSums).
-void CountSequence(detail::StoreImpl& s, const IncomingMessage& in, const std::string& device,
+template <class Db>
+void CountSequence(Writer<Db>& s, const IncomingMessage& in, const std::string& device,
                    const telemetry::MessageSeq& seq) {
   if (seq.n == 0) return;
   detail::SequenceAdd& a = s.sequences[{device, seq.stream}];
@@ -236,7 +266,8 @@ void AddWindow(detail::WindowSums& a, const telemetry::TelemetryWindow& w) {
 
 // A stored window adds to its device's totals and its 10-second bucket of the series; written
 // with the batch.
-void AddToSums(detail::StoreImpl& s, const telemetry::TelemetryWindow& w) {
+template <class Db>
+void AddToSums(Writer<Db>& s, const telemetry::TelemetryWindow& w) {
   // The bucket as the statement computes it (SQLite's % truncates toward zero, as C++'s does).
   const std::int64_t bucket = w.ts - (((w.ts % 10000) + 10000) % 10000);
   detail::SeriesAdd& b = s.series[{w.model, w.version, bucket}];
@@ -256,7 +287,8 @@ void AddToSums(detail::StoreImpl& s, const telemetry::TelemetryWindow& w) {
 
 // What a batch adds to a totals or series row: parameters 4..10 (count, errors, latency count,
 // sum and max, labeled, correct), 13.. (the latency buckets) and the window count after them.
-SqlStatement& BindSums(SqlStatement& q, const detail::WindowSums& a) {
+template <class Statement>
+Statement& BindSums(Statement& q, const detail::WindowSums& a) {
   q.Bind(4, a.requests)
       .Bind(5, a.errors)
       .Bind(6, a.latency_count)
@@ -270,8 +302,9 @@ SqlStatement& BindSums(SqlStatement& q, const detail::WindowSums& a) {
 }
 
 // The batch's totals, series and sequence sums, one statement per key; clears them.
-Status WriteBatchSums(detail::StoreImpl& s) {
-  SqlStatement& t = *s.add_totals;
+template <class Db>
+Status WriteBatchSums(Writer<Db>& s) {
+  auto& t = *s.add_totals;
   for (const auto& [key, a] : s.totals) {
     const auto& [device, model, version] = key;
     BindSums(t.Bind(1, device).Bind(2, model).Bind(3, version), a.sums)
@@ -279,7 +312,7 @@ Status WriteBatchSums(detail::StoreImpl& s) {
         .Bind(12, a.last_slot);
     EF_RETURN_IF_ERROR(t.Run());
   }
-  SqlStatement& b = *s.add_series;
+  auto& b = *s.add_series;
   for (const auto& [key, a] : s.series) {
     const auto& [model, version, bucket] = key;
     BindSums(b.Bind(1, model).Bind(2, version).Bind(3, bucket), a.sums)
@@ -287,7 +320,7 @@ Status WriteBatchSums(detail::StoreImpl& s) {
         .Bind(12, a.golden_n);
     EF_RETURN_IF_ERROR(b.Run());
   }
-  SqlStatement& q = *s.count_seq;
+  auto& q = *s.count_seq;
   for (const auto& [key, a] : s.sequences) {
     q.Bind(1, key.first)
         .Bind(2, key.second)
@@ -303,9 +336,10 @@ Status WriteBatchSums(detail::StoreImpl& s) {
   return Ok();
 }
 
-Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in,
+template <class Db>
+Result<ApplyOutcome> StoreWindow(Writer<Db>& s, const IncomingMessage& in,
                                  const telemetry::TelemetryWindow& w) {
-  SqlStatement& q = *s.insert_window;
+  auto& q = *s.insert_window;
   q.Bind(1, w.id)
       .Bind(2, w.device)
       .Bind(3, in.fleet)
@@ -345,9 +379,10 @@ Result<ApplyOutcome> StoreWindow(detail::StoreImpl& s, const IncomingMessage& in
   return ApplyOutcome::kStored;
 }
 
-Result<ApplyOutcome> StoreEvent(detail::StoreImpl& s, const IncomingMessage& in,
+template <class Db>
+Result<ApplyOutcome> StoreEvent(Writer<Db>& s, const IncomingMessage& in,
                                 const telemetry::EventMessage& e) {
-  SqlStatement& q = *s.insert_event;
+  auto& q = *s.insert_event;
   q.Bind(1, e.id)
       .Bind(2, e.device)
       .Bind(3, in.fleet)
@@ -370,12 +405,13 @@ Result<ApplyOutcome> StoreEvent(detail::StoreImpl& s, const IncomingMessage& in,
 
 bool IsLastWill(const telemetry::StatusMessage& m) { return !m.online && m.connection == 0; }
 
-Result<ApplyOutcome> StoreStatus(detail::StoreImpl& s, const IncomingMessage& in,
+template <class Db>
+Result<ApplyOutcome> StoreStatus(Writer<Db>& s, const IncomingMessage& in,
                                  const telemetry::StatusMessage& m) {
   std::optional<std::string> stored_id;
   std::optional<std::int64_t> stored_ts;
   {
-    SqlStatement& q = *s.read_status;
+    auto& q = *s.read_status;
     q.Bind(1, m.device);
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
     if (row) {
@@ -386,13 +422,13 @@ Result<ApplyOutcome> StoreStatus(detail::StoreImpl& s, const IncomingMessage& in
   }
   if (stored_id && *stored_id == m.id) return ApplyOutcome::kDuplicate;
   if (IsLastWill(m)) {
-    SqlStatement& q = *s.put_will;
+    auto& q = *s.put_will;
     q.Bind(1, m.device).Bind(2, in.fleet).Bind(3, in.received_ms).Bind(4, m.id);
     EF_RETURN_IF_ERROR(q.Run());
     return ApplyOutcome::kStored;
   }
   if (stored_ts && m.ts < *stored_ts) return ApplyOutcome::kStale;
-  SqlStatement& q = *s.put_status;
+  auto& q = *s.put_status;
   q.Bind(1, m.device)
       .Bind(2, in.fleet)
       .Bind(3, m.online ? 1 : 0)
@@ -408,10 +444,11 @@ Result<ApplyOutcome> StoreStatus(detail::StoreImpl& s, const IncomingMessage& in
 
 // The newest status by the publisher's clock wins; the same message again (a retained message
 // delivered on every resubscription) is a duplicate.
-Result<ApplyOutcome> StoreRollout(detail::StoreImpl& s, const IncomingMessage& in,
+template <class Db>
+Result<ApplyOutcome> StoreRollout(Writer<Db>& s, const IncomingMessage& in,
                                   const RolloutStatus& r) {
   {
-    SqlStatement& q = *s.read_rollout;
+    auto& q = *s.read_rollout;
     q.Bind(1, in.fleet).Bind(2, r.id);
     EF_ASSIGN_OR_RETURN(const bool row, q.Step());
     if (row) {
@@ -422,7 +459,7 @@ Result<ApplyOutcome> StoreRollout(detail::StoreImpl& s, const IncomingMessage& i
       if (r.ts == stored_ts && same) return ApplyOutcome::kDuplicate;
     }
   }
-  SqlStatement& q = *s.put_rollout;
+  auto& q = *s.put_rollout;
   q.Bind(1, in.fleet)
       .Bind(2, r.id)
       .Bind(3, r.ts)
@@ -450,8 +487,15 @@ int CollectorStore::LatestSchemaVersion() {
 }
 
 Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
+  if (IsPostgresUrl(path.string())) {
+    EF_ASSIGN_OR_RETURN(PgDb db, PgDb::Connect(path.string()));
+    auto impl = std::make_unique<Writer<PgDb>>(std::move(db));
+    EF_RETURN_IF_ERROR(impl->conn.Migrate(kPgMigrations));
+    EF_RETURN_IF_ERROR(PrepareWriter(*impl));
+    return CollectorStore(std::move(impl));
+  }
   EF_ASSIGN_OR_RETURN(SqliteDb db, SqliteDb::Open(path, SqliteDb::Mode::kReadWriteCreate));
-  auto impl = std::make_unique<detail::StoreImpl>(std::move(db));
+  auto impl = std::make_unique<Writer<SqliteDb>>(std::move(db));
   const SqliteDb& c = impl->conn;
   // The first statement reads the header: a file that is not a database fails here.
   {
@@ -476,14 +520,22 @@ Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
 }
 
 Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const IncomingMessage> batch) {
+  return impl_->Apply(batch);
+}
+
+namespace {
+
+template <class Db>
+Result<std::vector<ApplyOutcome>> Writer<Db>::Apply(std::span<const IncomingMessage> batch) {
   std::vector<ApplyOutcome> outcomes;
   outcomes.reserve(batch.size());
   if (batch.empty()) return outcomes;
-  detail::StoreImpl& s = *impl_;
+  Writer<Db>& s = *this;
   s.totals.clear();  // a batch that failed before WriteBatchSums left its sums here
   s.series.clear();
   s.sequences.clear();
-  EF_ASSIGN_OR_RETURN(SqlTransaction txn, SqlTransaction::Begin(s.conn, "store messages"));
+  using Transaction = typename Engine<Db>::Transaction;
+  EF_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(s.conn, "store messages"));
   // Newest arrival per device (and its topic's fleet), written once per batch.
   std::map<std::string, std::pair<std::string, std::int64_t>> seen;
   for (const IncomingMessage& in : batch) {
@@ -520,5 +572,7 @@ Result<std::vector<ApplyOutcome>> CollectorStore::Apply(std::span<const Incoming
   EF_RETURN_IF_ERROR(txn.Commit());
   return outcomes;
 }
+
+}  // namespace
 
 }  // namespace edgefleet::deploy

@@ -123,7 +123,15 @@ Status BundleInspect(const BundleInspectOptions& options, std::ostream& out);
 struct CollectOptions {
   std::string broker;  // HOST:PORT
   std::string fleet;   // a fleet name, or "+" for every fleet
+  // A SQLite file, or a PostgreSQL URL (postgresql://...; deploy/pg_db.hpp), which several
+  // collectors may share.
   std::filesystem::path db;
+  // The spool file's path prefix (CollectorOptions::spool); default <db>.spool for a SQLite
+  // file, required for PostgreSQL.
+  std::filesystem::path spool;
+  // A shared-subscription group: collectors with one group take turns at the fleet's telemetry
+  // and events (CollectorOptions::share). Empty: this collector takes every message.
+  std::string share;
   std::string http;                                    // HOST:PORT; port 0 picks a free port
   std::optional<std::filesystem::path> port_file;      // the HTTP port, written once listening
   std::filesystem::path ca_file, cert_file, key_file;  // TLS when ca_file is set

@@ -160,8 +160,18 @@ int main(int argc, char** argv) {
       "JSON API (runs until SIGTERM/SIGINT)");
   collect_cmd->add_option("--broker", collect.broker, "MQTT broker HOST:PORT")->required();
   collect_cmd->add_option("--fleet", collect.fleet, "Fleet name, or + for every fleet")->required();
-  collect_cmd->add_option("--db", collect.db, "Collector database (SQLite; created if missing)")
+  collect_cmd
+      ->add_option("--db", collect.db,
+                   "Collector database: a SQLite file (created if missing) or a PostgreSQL URL "
+                   "postgresql://... (env EDGEFLEET_COLLECTOR_DB)")
+      ->envname("EDGEFLEET_COLLECTOR_DB")
       ->required();
+  collect_cmd->add_option("--spool", collect.spool,
+                          "Spool files' path prefix (default <db>.spool; required with "
+                          "PostgreSQL)");
+  collect_cmd->add_option("--share", collect.share,
+                          "Shared-subscription group: collectors in one group split the "
+                          "telemetry and events (each stores every status)");
   collect_cmd
       ->add_option("--http", collect.http,
                    "HTTP HOST:PORT for /metrics and /api (port 0: "

@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "manifests/result.hpp"
+#include "manifests/sql_bind.hpp"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -84,27 +85,12 @@ class SqliteDb final {
 // A prepared statement: Bind... then Step (rows) or Run (none). Step resets the statement when
 // it finishes or fails, so a kept statement is ready for its next use; a failed bind is
 // reported by the next Step.
-class SqlStatement final {
+class SqlStatement final : public SqlBinder<SqlStatement> {
  public:
   static Result<SqlStatement> Prepare(const SqliteDb& db, std::string_view operation,
                                       std::string_view sql);
 
-  // Integers (as int64; unsigned values above INT64_MAX are the caller's to refuse), floating
-  // point, anything convertible to std::string_view, std::optional of those (nullopt: NULL).
-  template <typename T>
-  SqlStatement& Bind(int index, const T& value) {
-    if constexpr (IsOptional<T>::value) {
-      return value ? Bind(index, *value) : Null(index);
-    } else if constexpr (std::is_same_v<T, bool>) {
-      return BindInt(index, value ? 1 : 0);
-    } else if constexpr (std::is_integral_v<T> || std::is_enum_v<T>) {
-      return BindInt(index, static_cast<std::int64_t>(value));
-    } else if constexpr (std::is_floating_point_v<T>) {
-      return BindReal(index, static_cast<double>(value));
-    } else {
-      return BindText(index, std::string_view(value));
-    }
-  }
+  // Bind(index, value): manifests/sql_bind.hpp.
   SqlStatement& Null(int index);
 
   // True while rows come; false when done.
@@ -119,10 +105,7 @@ class SqlStatement final {
   std::optional<std::int64_t> ColumnOptionalInt(int column) const;
 
  private:
-  template <typename T>
-  struct IsOptional : std::false_type {};
-  template <typename T>
-  struct IsOptional<std::optional<T>> : std::true_type {};
+  friend class SqlBinder<SqlStatement>;
   struct Finalize {
     void operator()(sqlite3_stmt* stmt) const;
   };

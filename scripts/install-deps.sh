@@ -20,6 +20,8 @@ base=(
   libarchive-dev zstd                       # bundle tar + zstd/gzip
   libzstd-dev zlib1g-dev                    # the bundle reader decompresses itself (decompress.cpp)
   libsqlite3-dev sqlite3                    # journal, outbox, collector store
+  postgresql-15 libpq-dev                   # collector store on PostgreSQL (tests start a real
+                                            # server)
   nlohmann-json3-dev                        # all JSON
   libmosquitto-dev mosquitto mosquitto-clients  # MQTT client and broker
   libopencv-dnn-dev libopencv-imgproc-dev  # ONNX inference; preprocessing tests' reference

@@ -1,10 +1,12 @@
-// The collector's checks and store in-process (real SQLite files in a temp dir): what a message
-// must be to be stored, and the ordering rules of statuses, windows and events.
+// The collector's checks and store in-process, on both engines (real SQLite files in a temp dir,
+// and a real PostgreSQL server started in one, a new database per test): what a message must be
+// to be stored, and the ordering rules of statuses, windows and events.
 #include <gtest/gtest.h>
 
 #include "deploy/collector.hpp"
 #include "deploy/collector_store.hpp"
 #include "telemetry/payloads.hpp"
+#include "tests/support/postgres_server.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -53,13 +55,36 @@ IncomingMessage In(const std::string& leaf, const std::string& payload, std::int
   return in ? *in : IncomingMessage{};
 }
 
-class CollectorStoreTest : public ::testing::Test {
+enum class Engine { kSqlite, kPostgres };
+
+class CollectorStoreTest : public ::testing::TestWithParam<Engine> {
  protected:
+  // One server for the suite; each test has its own databases.
+  static void SetUpTestSuite() {
+    pg_dir_ = new testing::TempDir();
+    pg_ = new testing::PostgresServer(pg_dir_->path());
+  }
+  static void TearDownTestSuite() {
+    delete pg_;
+    delete pg_dir_;
+  }
+
+  // A new database named `name`: a file in the test's directory, or a database on the server.
+  std::string Location(const std::string& name) {
+    if (GetParam() == Engine::kSqlite) return (dir_ / (name + ".db")).string();
+    static int databases = 0;
+    return pg_->CreateDatabase(name + "_" + std::to_string(++databases));
+  }
+
   void SetUp() override {
-    auto store = CollectorStore::Open(dir_ / "c.db");
+    if (GetParam() == Engine::kPostgres) {
+      ASSERT_TRUE(pg_->running()) << pg_->Log();
+    }
+    db_ = Location("c");
+    auto store = CollectorStore::Open(db_);
     ASSERT_TRUE(store) << store.error().message;
     store_.emplace(std::move(*store));
-    auto view = FleetView::Open(dir_ / "c.db");
+    auto view = FleetView::Open(db_);
     ASSERT_TRUE(view) << view.error().message;
     view_.emplace(std::move(*view));
   }
@@ -77,14 +102,26 @@ class CollectorStoreTest : public ::testing::Test {
     return devices->front();
   }
 
+  static testing::TempDir* pg_dir_;
+  static testing::PostgresServer* pg_;
   testing::TempDir dir_;
+  std::string db_;  // the test's database: a file or a URL
   std::optional<CollectorStore> store_;
   std::optional<FleetView> view_;
 };
 
+testing::TempDir* CollectorStoreTest::pg_dir_ = nullptr;
+testing::PostgresServer* CollectorStoreTest::pg_ = nullptr;
+
+std::string EngineName(const ::testing::TestParamInfo<Engine>& param) {
+  return param.param == Engine::kSqlite ? "Sqlite" : "Postgres";
+}
+INSTANTIATE_TEST_SUITE_P(Engines, CollectorStoreTest,
+                         ::testing::Values(Engine::kSqlite, Engine::kPostgres), EngineName);
+
 using O = ApplyOutcome;
 
-TEST_F(CollectorStoreTest, ADuplicateInTheSameBatchCountsOnce) {
+TEST_P(CollectorStoreTest, ADuplicateInTheSameBatchCountsOnce) {
   const std::string w = telemetry::EncodeTelemetry(Window(5000, 4));
   EXPECT_EQ(Apply({In("telemetry", w), In("telemetry", w)}),
             (std::vector<O>{O::kStored, O::kDuplicate}));
@@ -97,7 +134,7 @@ TEST_F(CollectorStoreTest, ADuplicateInTheSameBatchCountsOnce) {
   EXPECT_EQ(totals->front().latency.count, 4u);
 }
 
-TEST_F(CollectorStoreTest, MissingNumbersCountFromTheLowestStoredAndNeverBelowZero) {
+TEST_P(CollectorStoreTest, MissingNumbersCountFromTheLowestStoredAndNeverBelowZero) {
   auto numbered = [](std::uint64_t n, const std::string& stream = "00000000000000aa") {
     auto w = Window(5000 + static_cast<std::int64_t>(n), 1);
     w.seq = {stream, n};
@@ -128,7 +165,7 @@ TEST_F(CollectorStoreTest, MissingNumbersCountFromTheLowestStoredAndNeverBelowZe
   EXPECT_EQ(BoxA().missing, 2u);
 }
 
-TEST_F(CollectorStoreTest, TheAgentsFixedLastWillMarksOfflineEveryTime) {
+TEST_P(CollectorStoreTest, TheAgentsFixedLastWillMarksOfflineEveryTime) {
   // The agent composes its will once per run (one id, the start time) and births per connection.
   const std::string will = telemetry::EncodeStatus(Status(false, 0, 1000));
   EXPECT_EQ(Apply({In("status", telemetry::EncodeStatus(Status(true, 1, 2000)), 10)}),
@@ -155,7 +192,7 @@ TEST_F(CollectorStoreTest, TheAgentsFixedLastWillMarksOfflineEveryTime) {
   EXPECT_EQ(BoxA().last_seen_ms, 50);
 }
 
-TEST_F(CollectorStoreTest, TelemetryFromAnUnknownDeviceCreatesItOnline) {
+TEST_P(CollectorStoreTest, TelemetryFromAnUnknownDeviceCreatesItOnline) {
   EXPECT_EQ(Apply({In("telemetry", telemetry::EncodeTelemetry(Window(5000, 1)), 77)}),
             std::vector<O>{O::kStored});
   DeviceRecord d = BoxA();
@@ -166,7 +203,7 @@ TEST_F(CollectorStoreTest, TelemetryFromAnUnknownDeviceCreatesItOnline) {
   EXPECT_TRUE(d.status_json.empty());
 }
 
-TEST_F(CollectorStoreTest, RecentIsRelativeToEachSeriesNewestWindow) {
+TEST_P(CollectorStoreTest, RecentIsRelativeToEachSeriesNewestWindow) {
   // The box's clock is a day behind: its last minute still counts.
   const std::int64_t day_ago = 1'700'000'000'000;
   std::vector<IncomingMessage> batch;
@@ -182,7 +219,7 @@ TEST_F(CollectorStoreTest, RecentIsRelativeToEachSeriesNewestWindow) {
   EXPECT_EQ(recent->front().last_ts, day_ago);
 }
 
-TEST_F(CollectorStoreTest, SeriesBucketsByWindowEndAndRefusesTooManyPoints) {
+TEST_P(CollectorStoreTest, SeriesBucketsByWindowEndAndRefusesTooManyPoints) {
   // 2001 windows one second apart, ending at 2 s .. 2002 s.
   std::vector<IncomingMessage> batch;
   for (int i = 0; i < 2001; ++i) {
@@ -246,7 +283,7 @@ void ExpectSameSums(const SeriesStats& a, const SeriesStats& b) {
 // A batch sums its windows into the totals and the 10-second series and its numbers into the
 // sequences once per key (CollectorStore::Apply): the same messages stored one per batch give the
 // same totals, series and gap counts, to the last bucket, newest slot and golden mean.
-TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
+TEST_P(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
   std::vector<IncomingMessage> messages;
   for (int i = 0; i < 240; ++i) {
     telemetry::TelemetryWindow w = Window(20000 + i * 370, 1 + static_cast<std::uint64_t>(i % 5));
@@ -268,11 +305,12 @@ TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
   }
   messages.push_back(messages[17]);  // a duplicate in the batch adds nothing
 
-  auto other = CollectorStore::Open(dir_ / "one_by_one.db");
+  const std::string one_by_one = Location("one_by_one");
+  auto other = CollectorStore::Open(one_by_one);
   ASSERT_TRUE(other) << other.error().message;
   for (const IncomingMessage& m : messages) ASSERT_TRUE(other->Apply(std::span(&m, 1)));
   Apply(messages);
-  auto one_view = FleetView::Open(dir_ / "one_by_one.db");
+  auto one_view = FleetView::Open(one_by_one);
   ASSERT_TRUE(one_view) << one_view.error().message;
 
   SeriesQuery query;
@@ -307,7 +345,7 @@ TEST_F(CollectorStoreTest, ABatchSumsTheSeriesAndSequencesAsWindowsOneByOneDo) {
   EXPECT_EQ(one_devices->front().numbered, BoxA().numbered);
 }
 
-TEST_F(CollectorStoreTest, ClassifyRefusesWhatIsNotOurs) {
+TEST_P(CollectorStoreTest, ClassifyRefusesWhatIsNotOurs) {
   const std::string window = telemetry::EncodeTelemetry(Window(5000, 1));
   struct Case {
     std::string topic;
@@ -346,18 +384,20 @@ TEST_F(CollectorStoreTest, ClassifyRefusesWhatIsNotOurs) {
       << in.error().message;
 }
 
-TEST_F(CollectorStoreTest, ANewerSchemaIsRefused) {
+TEST_P(CollectorStoreTest, ANewerSchemaIsRefused) {
   store_.reset();
   view_.reset();
-  auto r = testing::RunProcess({"sqlite3", (dir_ / "c.db").string(),
-                                "INSERT INTO schema_version VALUES (99, 'future', 0);"});
+  const std::string sql = "INSERT INTO schema_version VALUES (99, 'future', 0);";
+  auto r = testing::RunProcess(GetParam() == Engine::kSqlite
+                                   ? std::vector<std::string>{"sqlite3", db_, sql}
+                                   : std::vector<std::string>{"psql", "-q", db_, "-c", sql});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto store = CollectorStore::Open(dir_ / "c.db");
+  auto store = CollectorStore::Open(db_);
   ASSERT_FALSE(store);
   EXPECT_EQ(store.error().code, ErrorCode::kUnsupported);
   EXPECT_NE(store.error().message.find("schema version 99"), std::string::npos)
       << store.error().message;
-  auto view = FleetView::Open(dir_ / "c.db");
+  auto view = FleetView::Open(db_);
   ASSERT_FALSE(view);
   EXPECT_EQ(view.error().code, ErrorCode::kUnsupported);
 }

@@ -28,6 +28,7 @@
 #include "tests/integration/agent_harness.hpp"
 #include "tests/support/background_process.hpp"
 #include "tests/support/mosquitto_broker.hpp"
+#include "tests/support/postgres_server.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -45,21 +46,24 @@ using std::chrono::seconds;
 
 using testing::WaitFor;
 
-// `edgefleet collect` for `fleet` on the broker at `address`: database <dir>/c.db, log `log`,
-// HTTP on a free port written to <dir>/collector.port (removed first, so a restart's port is the
-// one awaited). Returns the process and its HTTP port (0 after a test failure).
-std::pair<std::unique_ptr<testing::BackgroundProcess>, int> StartCollect(const fs::path& dir,
-                                                                         const std::string& address,
-                                                                         const std::string& fleet,
-                                                                         const fs::path& log) {
-  const fs::path port_file = dir / "collector.port";
+// `edgefleet collect` for `fleet` on the broker at `address`: database <dir>/c.db (or `extra`'s
+// --db), log `log`, HTTP on a free port written to <dir>/<name>.port (removed first, so a
+// restart's port is the one awaited), MQTT client id `name`. Returns the process and its HTTP
+// port (0 after a test failure).
+std::pair<std::unique_ptr<testing::BackgroundProcess>, int> StartCollect(
+    const fs::path& dir, const std::string& address, const std::string& fleet, const fs::path& log,
+    const std::string& name = "collector", std::vector<std::string> extra = {}) {
+  const fs::path port_file = dir / (name + ".port");
   std::error_code ec;
   fs::remove(port_file, ec);
-  auto process = std::make_unique<testing::BackgroundProcess>(
-      std::vector<std::string>{EDGEFLEET_CLI, "collect", "--broker", address, "--fleet", fleet,
-                               "--db", (dir / "c.db").string(), "--http", "127.0.0.1:0",
-                               "--port-file", port_file.string()},
-      log);
+  std::vector<std::string> argv = {
+      EDGEFLEET_CLI, "collect",     "--broker",         address,       "--fleet", fleet, "--http",
+      "127.0.0.1:0", "--port-file", port_file.string(), "--client-id", name};
+  if (std::find(extra.begin(), extra.end(), "--db") == extra.end()) {
+    extra.insert(extra.end(), {"--db", (dir / "c.db").string()});
+  }
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto process = std::make_unique<testing::BackgroundProcess>(argv, log);
   const int port = testing::WaitForPortFile(port_file, seconds(30));
   return {std::move(process), port};
 }
@@ -290,6 +294,116 @@ TEST(SimulateE2E, BadOptionsAreRefusedNamingTheOption) {
     EXPECT_NE(r.exit_code, 0) << c.says;
     EXPECT_NE(r.err.find(c.says), std::string::npos) << "expected: " << c.says << "\n" << r.err;
     EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+// Issue 15, acceptance 4: two `edgefleet collect` processes in one shared-subscription group
+// write one real PostgreSQL database (a server started in the test's temp dir). One of them is
+// killed (SIGKILL) and restarted while 200 devices send. Every window and event the devices had
+// acknowledged is stored exactly once (counted by sequence numbers and by rows), each collector
+// stored part of them, and the API, the dashboard, /metrics and `edgefleet devices` work over
+// PostgreSQL.
+TEST(SimulateE2E, TwoCollectorsInAShareGroupStoreEachMessageOnceInPostgres) {
+  testing::TempDir tmp;
+  testing::MosquittoBroker broker(tmp / "broker");
+  ASSERT_TRUE(broker.running());
+  testing::PostgresServer pg(tmp / "pg");
+  ASSERT_TRUE(pg.running()) << pg.Log();
+  const std::string url = pg.CreateDatabase("fleet");
+  ASSERT_FALSE(url.empty());
+  const std::string address = "127.0.0.1:" + std::to_string(broker.port());
+  int starts = 0;
+  auto start = [&](const std::string& name) {
+    ++starts;
+    return StartCollect(
+        tmp.path(), address, "simp", tmp / (name + "." + std::to_string(starts) + ".log"), name,
+        {"--db", url, "--spool", (tmp / (name + ".spool")).string(), "--share", "collectors"});
+  };
+  auto [c1, port1] = start("c1");
+  ASSERT_GT(port1, 0);
+  auto [c2, port2] = start("c2");
+  ASSERT_GT(port2, 0);
+
+  const fs::path report_file = tmp / "report.json";
+  testing::BackgroundProcess sim(
+      {EDGEFLEET_CLI,     "simulate", "--broker",       address,
+       "--fleet",         "simp",     "--devices",      "200",
+       "--duration",      "12s",      "--window-s",     "0.5",
+       "--event-every-s", "2",        "--connect-rate", "400",
+       "--group",         "lab",      "--report",       report_file.string()},
+      tmp / "sim.log");
+  std::this_thread::sleep_for(seconds(4));
+  c1->Signal(SIGKILL);
+  ASSERT_TRUE(c1->Wait(seconds(10)).has_value());
+  std::tie(c1, port1) = start("c1");
+  ASSERT_GT(port1, 0);
+  ASSERT_EQ(sim.Wait(seconds(60)), std::optional<int>(0)) << testing::ReadFile(tmp / "sim.log");
+  const json report = json::parse(testing::ReadFile(report_file), nullptr, false);
+  ASSERT_TRUE(report.is_object());
+  EXPECT_EQ(report["connections"]["accepted"], 200) << report.dump(1);
+  const std::uint64_t windows = report["windows"]["acked"];
+  const std::uint64_t events = report["events"]["acked"];
+  EXPECT_GE(windows, 200u * 16) << "a window per 0.5 s for about 10 s after the ramp";
+  EXPECT_EQ(report["numbered"].get<std::uint64_t>(), windows + events);
+
+  json summary;
+  ASSERT_TRUE(WaitFor("every acknowledged message stored", seconds(60),
+                      [&] {
+                        summary = GetJson(port2, "/api/summary");
+                        return summary.is_object() &&
+                               summary["messages"]["numbered"] == windows + events &&
+                               summary["devices"]["offline"] == 200;
+                      }))
+      << "acked " << windows + events << "\n"
+      << summary.dump(1);
+  EXPECT_EQ(summary["messages"]["missing"], 0) << summary.dump(1);
+  EXPECT_EQ(summary["devices"]["total"], 200) << summary.dump(1);
+  // Rows, not only sequence counts: each window and event once.
+  auto count = [&](const std::string& table) {
+    auto r = testing::RunProcess(
+        {"psql", "-qtA", url, "-c", "SELECT COUNT(*), COUNT(DISTINCT id) FROM " + table});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  EXPECT_EQ(count("windows"), std::to_string(windows) + "|" + std::to_string(windows) + "\n");
+  EXPECT_EQ(count("events"), std::to_string(events) + "|" + std::to_string(events) + "\n");
+
+  // Both took part: c2 ran throughout, c1 before its kill and after its restart.
+  const json s1 = GetJson(port1, "/api/summary");
+  const std::uint64_t stored2 = summary["collector"]["messages"]["telemetry"];
+  EXPECT_GT(s1["collector"]["messages"]["telemetry"].get<std::uint64_t>(), 0u) << s1.dump(1);
+  EXPECT_GT(stored2, windows / 10) << summary.dump(1);
+  EXPECT_LT(stored2, windows) << summary.dump(1);
+
+  // The API and the dashboard over PostgreSQL, from either collector.
+  const json page = GetJson(port1, "/api/devices?group=lab&online=false&limit=50");
+  ASSERT_TRUE(page.is_object());
+  EXPECT_EQ(page["matching"], 200);
+  EXPECT_EQ(page["devices"].size(), 50u);
+  EXPECT_EQ(page["next"], page["devices"][49]["device"]);
+  EXPECT_EQ(GetJson(port1, "/api/devices?group=elsewhere")["matching"], 0);
+  const json series = GetJson(port2, "/api/series?bucket_s=10");
+  ASSERT_TRUE(series.is_object() && series["series"].size() == 1u) << series.dump(1);
+  EXPECT_EQ(series["series"][0]["model"], "digits");
+  EXPECT_GE(series["series"][0]["points"].size(), 2u) << series.dump(1);
+  httplib::Client http("127.0.0.1", port1);
+  auto dashboard = http.Get("/");
+  ASSERT_TRUE(dashboard);
+  EXPECT_EQ(dashboard->status, 200);
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("edgefleet_fleet_devices{group=\"lab\",state=\"offline\"} 200"),
+            std::string::npos)
+      << metrics->body.substr(0, 2000);
+  auto devices = testing::RunProcess({EDGEFLEET_CLI, "devices", "--db", url, "--json"});
+  ASSERT_EQ(devices.exit_code, 0) << devices.err;
+  const json rows = json::parse(devices.out, nullptr, false);
+  ASSERT_TRUE(rows.is_array()) << devices.out.substr(0, 500);
+  EXPECT_EQ(rows.size(), 200u);
+
+  for (auto* c : {c1.get(), c2.get()}) {
+    c->Signal(SIGTERM);
+    EXPECT_EQ(c->Wait(seconds(30)), std::optional<int>(0));
   }
 }
 
