@@ -4,6 +4,10 @@ against `edgefleet simulate` devices, each sending a telemetry window per second
 minute at QoS 1, for each fleet size given.
 
     bench/fleet_scale.py [--devices 1000,2000,5000,10000] [--duration 300] [--cli PATH]
+                         [--postgres N]
+
+With --postgres N: N collectors in one shared-subscription group (--share) write a PostgreSQL 15
+server the bench starts in its temp dir; CPU and RSS are the collectors' summed.
 
 Per size, after every device has connected (the ramp is not measured):
   - the collector's CPU (% of one core, mean and max of 1 s samples) and peak RSS;
@@ -50,16 +54,22 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_size(cli, devices, duration, work):
+def run_size(cli, devices, duration, work, postgres):
     with fleet_tools.Processes() as procs:
         broker_port = fleet_tools.start_broker(procs, work)
-        db = os.path.join(work, "c.db")
-        port_file = os.path.join(work, "port")
-        collector = procs.start(
-            [cli, "collect", "--broker", f"127.0.0.1:{broker_port}", "--fleet", "bench", "--db",
-             db, "--http", "127.0.0.1:0", "--port-file", port_file],
-            os.path.join(work, "collector.log"))
-        http_port = fleet_tools.wait_port_file(port_file)
+        db = fleet_tools.start_postgres(procs, work) if postgres else os.path.join(work, "c.db")
+        collectors, ports = [], []
+        for i in range(max(1, postgres)):
+            port_file = os.path.join(work, f"port{i}")
+            extra = (["--share", "bench", "--spool", os.path.join(work, f"c{i}.spool")]
+                     if postgres else [])
+            collectors.append(procs.start(
+                [cli, "collect", "--broker", f"127.0.0.1:{broker_port}", "--fleet", "bench",
+                 "--db", db, "--http", "127.0.0.1:0", "--port-file", port_file,
+                 "--client-id", f"collector{i}"] + extra,
+                os.path.join(work, f"collector{i}.log")))
+            ports.append(fleet_tools.wait_port_file(port_file))
+        http_port = ports[-1]
         ramp = devices / 1000.0 + 5
         sims = fleet_tools.start_simulators(
             procs, cli, work, f"127.0.0.1:{broker_port}", "bench", devices, "sim-",
@@ -68,18 +78,22 @@ def run_size(cli, devices, duration, work):
         time.sleep(ramp)
         hz = os.sysconf("SC_CLK_TCK")
         cpu, lag, summary_s, page_s, series_s, metrics_s, rss = [], [], [], [], [], [], 0.0
-        last_ticks, last_t = cpu_ticks(collector.pid), time.monotonic()
+        def ticks():
+            return sum(cpu_ticks(c.pid) for c in collectors)
+
+        last_ticks, last_t = ticks(), time.monotonic()
         tick = 0
         while any(sim.poll() is None for sim, _ in sims):
             time.sleep(1)
             tick += 1
-            now_ticks, now_t = cpu_ticks(collector.pid), time.monotonic()
+            now_ticks, now_t = ticks(), time.monotonic()
             cpu.append(100.0 * (now_ticks - last_ticks) / hz / (now_t - last_t))
             last_ticks, last_t = now_ticks, now_t
-            rss = max(rss, rss_mb(collector.pid))
+            rss = max(rss, sum(rss_mb(c.pid) for c in collectors))
             try:
+                others = [get(p, "/api/summary")[1]["collector"]["lag_ms"] for p in ports[:-1]]
                 took, s = get(http_port, "/api/summary")
-                lag.append(s["collector"]["lag_ms"] / 1000.0)
+                lag.append(max(others + [s["collector"]["lag_ms"]]) / 1000.0)
                 if tick % 5 == 0:
                     summary_s.append(took)
                     took, _ = get(http_port, "/api/devices?limit=100")
@@ -103,11 +117,20 @@ def run_size(cli, devices, duration, work):
                 break
             time.sleep(1)
         drain = time.monotonic() - drain_start
-        con = sqlite3.connect(db)
-        windows = con.execute("SELECT count(*) FROM windows").fetchone()[0]
-        events = con.execute("SELECT count(*) FROM events").fetchone()[0]
-        delivery = [r[0] / 1000.0 for r in con.execute("SELECT received_ms - ts FROM windows")]
-        con.close()
+        if postgres:
+            def query(sql):
+                out = subprocess.run(["psql", "-qtA", db, "-c", sql], check=True,
+                                     capture_output=True, text=True).stdout
+                return [line for line in out.splitlines() if line]
+            windows = int(query("SELECT count(*) FROM windows")[0])
+            events = int(query("SELECT count(*) FROM events")[0])
+            delivery = [int(v) / 1000.0 for v in query("SELECT received_ms - ts FROM windows")]
+        else:
+            con = sqlite3.connect(db)
+            windows = con.execute("SELECT count(*) FROM windows").fetchone()[0]
+            events = con.execute("SELECT count(*) FROM events").fetchone()[0]
+            delivery = [r[0] / 1000.0 for r in con.execute("SELECT received_ms - ts FROM windows")]
+            con.close()
         return {
             "devices": devices,
             "numbered_sent": numbered,
@@ -142,6 +165,9 @@ def main():
     ap.add_argument("--devices", default="1000,2000,5000,10000")
     ap.add_argument("--duration", type=int, default=300, help="measured seconds per size")
     ap.add_argument("--cli", default=os.path.join(ROOT, "build/release/deploy/edgefleet"))
+    ap.add_argument("--postgres", type=int, default=0, metavar="N",
+                    help="N collectors in one shared-subscription group writing a PostgreSQL "
+                         "server started here (CPU and RSS are theirs summed, not PostgreSQL's)")
     args = ap.parse_args()
     print(f"load average before: {fleet_tools.loadavg()}")
     print("| devices | numbered stored / sent | missing | windows stored / acked | "
@@ -151,7 +177,7 @@ def main():
     ok = True
     for n in [int(x) for x in args.devices.split(",")]:
         with tempfile.TemporaryDirectory(prefix="edgefleet-fleet-") as work:
-            r = run_size(args.cli, n, args.duration, work)
+            r = run_size(args.cli, n, args.duration, work, args.postgres)
         print(f"| {n:,} | {r['numbered_stored']:,} / {r['numbered_sent']:,} | {r['missing']} | "
               f"{r['windows_stored']:,} / {r['windows_acked']:,} | "
               f"{r['events_stored']:,} / {r['events_acked']:,} | "

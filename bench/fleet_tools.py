@@ -64,6 +64,37 @@ def start_broker(procs, work):
     raise RuntimeError(f"mosquitto did not listen on {port}")
 
 
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def start_postgres(procs, work):
+    """PostgreSQL 15 in <work>/pg (trust auth, unix socket only, as the postgres user when run
+    as root); returns a libpq URL of its database `fleet`."""
+    data, sock = os.path.join(work, "pg", "data"), os.path.join(work, "pg", "sock")
+    os.makedirs(data)
+    os.makedirs(sock)
+    as_user = []
+    if os.geteuid() == 0:
+        os.chmod(work, 0o711)  # the postgres user enters, does not list
+        for d in (os.path.join(work, "pg"), data, sock):
+            subprocess.run(["chown", "postgres:postgres", d], check=True)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(as_user + [f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "edgefleet",
+                              "-E", "UTF8", "--locale", "C", "--no-sync"],
+                   check=True, stdout=subprocess.DEVNULL, cwd="/")
+    procs.start(as_user + [f"{PG_BIN}/postgres", "-D", data, "-k", sock, "-c",
+                           "listen_addresses=", "-c", "max_connections=50"],
+                os.path.join(work, "postgres.log"), cwd="/")
+    for _ in range(300):
+        if subprocess.run([f"{PG_BIN}/pg_isready", "-h", sock, "-U", "edgefleet"],
+                          stdout=subprocess.DEVNULL).returncode == 0:
+            break
+        time.sleep(0.1)
+    subprocess.run(["psql", "-q", f"postgresql:///postgres?host={sock}&user=edgefleet", "-c",
+                    "CREATE DATABASE fleet"], check=True)
+    return f"postgresql:///fleet?host={sock}&user=edgefleet"
+
+
 def wait_port_file(path, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
