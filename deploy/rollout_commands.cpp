@@ -6,15 +6,14 @@
 // when none does.
 //
 // Thread safety: commands run one at a time from main().
-#include <curl/curl.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <ctime>
 #include <deque>
 #include <mutex>
 #include <thread>
 
+#include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
 #include "deploy/collector.hpp"
@@ -26,13 +25,13 @@
 #include "deploy/rollout_plan.hpp"
 #include "deploy/rollout_store.hpp"
 #include "deploy/stop_signals.hpp"
-#include "manifests/crypto.hpp"
 #include "manifests/log_value.hpp"
 #include "manifests/time.hpp"
 #include "manifests/trust.hpp"
 #include "telemetry/mqtt_client.hpp"
 #include "telemetry/payloads.hpp"
 #include "updater/bundle_reader.hpp"
+#include "updater/fetch.hpp"
 
 namespace edgefleet::deploy {
 namespace {
@@ -47,69 +46,36 @@ using manifests::NowMs;
 
 // ---- the bundle: downloaded once, so what the devices will fetch is what start checked ----
 
-struct Download {
-  std::FILE* file = nullptr;
-  manifests::Sha256 hash;
-  std::uint64_t bytes = 0;
-  bool too_large = false;
-  bool write_failed = false;
-};
-
-std::size_t OnBody(char* data, std::size_t size, std::size_t count, void* user) {
-  auto* d = static_cast<Download*>(user);
-  const std::size_t n = size * count;
-  if (d->bytes + n > kMaxBundleBytes) {
-    d->too_large = true;
-    return 0;
-  }
-  if (std::fwrite(data, 1, n, d->file) != n) {
-    d->write_failed = true;
-    return 0;
-  }
-  d->hash.Update(std::string_view(data, n));
-  d->bytes += n;
-  return n;
-}
-
 struct FetchedBundle {
   std::uint64_t size = 0;
   std::string sha256;
 };
 
+// The agent's downloader (updater/fetch.hpp) with the size only a limit: retried with backoff,
+// the slow-retrieval and endless-data defences, redirects to http(s) only; progress logged.
 Result<FetchedBundle> FetchBundle(const std::string& url, const fs::path& dest) {
-  static std::once_flag curl_once;
-  std::call_once(curl_once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), &curl_easy_cleanup);
-  if (!curl) return Fail(ErrorCode::kInternal, "curl_easy_init failed");
-  std::unique_ptr<std::FILE, decltype(&std::fclose)> file(std::fopen(dest.c_str(), "wb"),
-                                                          &std::fclose);
-  if (!file) return Fail(ErrorCode::kIo, dest.string() + ": cannot create");
-  Download d;
-  d.file = file.get();
-  char error[CURL_ERROR_SIZE] = {0};
-  curl_easy_setopt(curl.get(), CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https,file");
-  curl_easy_setopt(curl.get(), CURLOPT_FAILONERROR, 1L);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, &OnBody);
-  curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &d);
-  curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error);
-  curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT, 15L);
-  curl_easy_setopt(curl.get(), CURLOPT_LOW_SPEED_LIMIT, 1000L);
-  curl_easy_setopt(curl.get(), CURLOPT_LOW_SPEED_TIME, 60L);
-  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
-  const CURLcode rc = curl_easy_perform(curl.get());
-  if (d.too_large) {
-    return Fail(ErrorCode::kLimit,
-                "--bundle " + url + ": larger than " + std::to_string(kMaxBundleBytes) + " bytes");
+  updater::FetchOptions options;
+  options.retry.max_attempts = 3;
+  options.low_speed_limit = 1000;
+  options.user_agent = "edgefleet-rollout";
+  options.progress_interval = std::chrono::seconds(2);
+  options.on_progress = [&url](const updater::FetchProgress& p) {
+    spdlog::info("event=bundle_download url={} bytes={} bytes_per_second={:.0f} attempt={}",
+                 LogValue(url), p.bytes, p.bytes_per_second, p.attempt);
+  };
+  EF_ASSIGN_OR_RETURN(const updater::Fetcher fetcher, updater::Fetcher::Create(options));
+  updater::FetchRequest request;
+  request.url = url;
+  request.dest = dest;
+  request.size = kMaxBundleBytes;
+  request.size_is_limit = true;
+  request.sync = false;  // inspected, then deleted
+  Result<updater::FetchResult> fetched = fetcher.Fetch(request);
+  if (!fetched) {
+    return Fail(fetched.error().code, "--bundle " + fetched.error().message);
   }
-  if (d.write_failed) return Fail(ErrorCode::kIo, dest.string() + ": write failed");
-  if (rc != CURLE_OK) {
-    return Fail(ErrorCode::kIo, "--bundle " + url + ": cannot download: " +
-                                    (error[0] ? std::string(error) : curl_easy_strerror(rc)));
-  }
-  if (std::fflush(file.get()) != 0) return Fail(ErrorCode::kIo, dest.string() + ": write failed");
-  if (d.bytes == 0) return Fail(ErrorCode::kParse, "--bundle " + url + ": empty response");
-  return FetchedBundle{d.bytes, d.hash.FinishHex()};
+  if (fetched->size == 0) return Fail(ErrorCode::kParse, "--bundle " + url + ": empty response");
+  return FetchedBundle{fetched->size, fetched->sha256};
 }
 
 // ---- before the driver starts ----
@@ -238,6 +204,7 @@ Result<int> RolloutStart(const RolloutStartOptions& o, std::ostream& out) {
   auto cleanup = [&] {
     std::error_code ec;
     fs::remove(scratch, ec);
+    fs::remove(scratch.string() + ".part", ec);  // a failed download's part file
   };
   if (!fetched) {
     cleanup();

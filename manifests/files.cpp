@@ -8,31 +8,12 @@
 #include <cstring>
 #include <fstream>
 
+#include "manifests/unique_fd.hpp"
+
 namespace edgefleet::manifests {
 namespace {
 
 std::string ErrnoText(int err) { return std::strerror(err); }
-
-// Owns a POSIX file descriptor; closes it on every path out of the writer below.
-class Fd final {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  // Closes now so that a close() failure (delayed write error) can be reported.
-  int Close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
 
 }  // namespace
 
@@ -59,7 +40,7 @@ Status WriteFileAtomically(const std::filesystem::path& path, std::string_view c
   temp += ".tmp-XXXXXX";
   std::string temp_name = temp.string();
   // mkstemp creates with 0600; fchmod below widens it for public keys only.
-  Fd fd(::mkstemp(temp_name.data()));
+  UniqueFd fd(::mkstemp(temp_name.data()));
   if (fd.get() < 0) {
     return Fail(ErrorCode::kIo, where + ": cannot create temporary file: " + ErrnoText(errno));
   }
@@ -97,7 +78,7 @@ Status WriteFileAtomically(const std::filesystem::path& path, std::string_view c
   // The rename is durable only once the directory entry is on disk; a failure here leaves a
   // complete file in place, so it is not reported as an error.
   const std::filesystem::path parent = path.has_parent_path() ? path.parent_path() : ".";
-  Fd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir.get() >= 0) ::fsync(dir.get());
   return Ok();
 }

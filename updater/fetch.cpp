@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "manifests/crypto.hpp"
+#include "manifests/unique_fd.hpp"
 #include "updater/disk.hpp"
 
 namespace edgefleet::updater {
@@ -40,27 +41,7 @@ Status GlobalInit() {
 
 std::string Errno(int err) { return std::strerror(err); }
 
-// One owned file descriptor (the part file).
-class UniqueFd final {
- public:
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const { return fd_; }
-  // Closes now and reports the error close() may carry (delayed write errors on some file
-  // systems).
-  int Close() {
-    const int rc = fd_ >= 0 ? ::close(fd_) : 0;
-    fd_ = -1;
-    return rc;
-  }
-
- private:
-  int fd_;
-};
+using manifests::UniqueFd;
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -158,7 +139,7 @@ struct Download {
     const double seconds = std::chrono::duration<double>(now - started).count();
     FetchProgress progress;
     progress.bytes = written;
-    progress.total = request->size;
+    progress.total = request->size_is_limit ? 0 : request->size;
     progress.bytes_per_second =
         seconds > 0 ? static_cast<double>(result.bytes_fetched) / seconds : 0.0;
     progress.attempt = result.attempts;
@@ -249,7 +230,7 @@ struct Attempt {
                    " exceeds the declared size " + std::to_string(size));
         return false;
       }
-      if (range->total && *range->total < size) {
+      if (range->total && *range->total < size && !download->request->size_is_limit) {
         Decide(Verdict::kFatal, ErrorCode::kIntegrity,
                "size: expected " + std::to_string(size) + " bytes, Content-Range total is " +
                    std::to_string(*range->total));
@@ -281,7 +262,7 @@ struct Attempt {
                    std::to_string(size));
         return false;
       }
-      if (content_length && *content_length < size) {
+      if (content_length && *content_length < size && !download->request->size_is_limit) {
         Decide(Verdict::kFatal, ErrorCode::kIntegrity,
                "size: expected " + std::to_string(size) + " bytes, Content-Length is " +
                    std::to_string(*content_length));
@@ -631,8 +612,11 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
   };
   const auto scheme = SchemeOf(url);
   if (!scheme) return fail(ErrorCode::kInvalidArgument, "url: expected http, https or file");
-  if (!manifests::IsLowerHex(request.sha256, 64)) {
-    return fail(ErrorCode::kInvalidArgument, "sha256: expected 64 lowercase hex digits");
+  const bool limit = request.size_is_limit;
+  if (limit ? !request.sha256.empty() : !manifests::IsLowerHex(request.sha256, 64)) {
+    return fail(ErrorCode::kInvalidArgument,
+                limit ? "sha256: must be empty when the size is only a limit"
+                      : "sha256: expected 64 lowercase hex digits");
   }
   if (request.size == 0) return fail(ErrorCode::kInvalidArgument, "size: must be > 0");
   if (request.dest.filename().empty()) {
@@ -645,7 +629,7 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
 
   // A previous call may have finished just before a crash cut off its caller: accept that file.
   std::error_code ec;
-  if (std::filesystem::is_regular_file(request.dest, ec) &&
+  if (!limit && std::filesystem::is_regular_file(request.dest, ec) &&
       std::filesystem::file_size(request.dest, ec) == request.size && !ec) {
     auto hash = manifests::Sha256File(request.dest);
     if (hash && *hash == request.sha256) {
@@ -660,8 +644,10 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
   if (::stat(part.c_str(), &part_stat) == 0 && S_ISREG(part_stat.st_mode)) {
     part_bytes = static_cast<std::uint64_t>(part_stat.st_size);
   }
-  if (part_bytes > request.size) part_bytes = 0;  // cannot be a prefix of ours: discarded below
-  if (auto st = CheckFreeSpace(dir, request.size - part_bytes, options_.disk_reserve_bytes); !st) {
+  if (part_bytes > request.size || limit) part_bytes = 0;  // not a prefix of ours: discarded
+  if (auto st =
+          CheckFreeSpace(dir, limit ? 0 : request.size - part_bytes, options_.disk_reserve_bytes);
+      !st) {
     return fail(st.error().code, st.error().message);
   }
 
@@ -679,7 +665,7 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
   download.fd = fd.get();
   download.sha = std::make_unique<manifests::Sha256>();
   auto existing = static_cast<std::uint64_t>(opened.st_size);
-  if (existing > request.size) {
+  if (existing > request.size || (limit && existing > 0)) {
     download.written = existing;  // so that Truncate records the start-over
     if (auto st = download.Truncate(); !st)
       return fail(st.error().code, part.string() + ": " + st.error().message);
@@ -695,7 +681,8 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
   };
 
   Error last_error;
-  while (download.written < request.size) {
+  bool complete = false;  // a transfer ended normally (size_is_limit)
+  while (!complete && (limit || download.written < request.size)) {
     if (options_.cancel != nullptr && options_.cancel->load()) {
       download.cancelled = true;
       break;
@@ -705,6 +692,9 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
                                        " attempts; last: " + last_error.message);
     }
     ++download.result.attempts;
+    if (limit && download.written > 0) {
+      if (auto st = download.Truncate(); !st) return fail(st.error().code, st.error().message);
+    }
     Attempt attempt;
     attempt.download = &download;
     attempt.range_from = download.written;
@@ -712,7 +702,8 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
     if (download.cancelled) break;
     switch (verdict) {
       case Verdict::kNone:
-        if (download.written < request.size) {
+        complete = limit;
+        if (!limit && download.written < request.size) {
           // The body ended early without the transport noticing (no Content-Length, or a
           // shorter local file): resumable for HTTP, final for a file that is what it is.
           const std::string message = "size: expected " + std::to_string(request.size) +
@@ -754,13 +745,17 @@ Result<FetchResult> Fetcher::Fetch(const FetchRequest& request) const {
     if (download.cancelled) break;
   }
   if (download.cancelled) {
-    return fail(ErrorCode::kIo, "cancelled at " + std::to_string(download.written) + " of " +
+    return fail(ErrorCode::kIo, "cancelled at " + std::to_string(download.written) +
+                                    (limit ? " of at most " : " of ") +
                                     std::to_string(request.size) +
                                     " bytes; the part file is kept for a resume");
   }
 
   const std::string found = download.sha->FinishHex();
-  if (found != request.sha256) {
+  if (limit) {
+    download.result.size = download.written;
+    download.result.sha256 = found;
+  } else if (found != request.sha256) {
     remove_part();
     return fail(ErrorCode::kIntegrity, "sha256: expected " + request.sha256 + ", found " + found);
   }

@@ -100,6 +100,12 @@ struct FetchRequest {
   // needs durably elsewhere (the agent's slot, written while following the download): a file
   // torn by a power cut is found by the hash check a later Fetch makes of a `dest` in place.
   bool sync = true;
+  // true: the size and hash are not known yet (`edgefleet rollout start` learns them from the
+  // bundle it fetches): `size` is only the most the file may hold, `sha256` stays empty, and
+  // FetchResult::size and ::sha256 say what arrived. Every defence above holds but the hash
+  // check; nothing is resumed (a part file left over, or a retry, starts from byte 0, since no
+  // hash can prove the pieces belong together), and only the disk reserve is checked up front.
+  bool size_is_limit = false;
 };
 
 struct FetchResult {
@@ -108,6 +114,8 @@ struct FetchResult {
   std::uint64_t resumed_from = 0;   // offset of the first honoured Range request (if resumed)
   bool started_over = false;        // a partial download was discarded (no Range support, 416..)
   int attempts = 0;                 // transfers made; 0 when `dest` already held the file
+  std::uint64_t size = 0;           // bytes in `dest` (FetchRequest::size_is_limit only)
+  std::string sha256;               // their SHA-256, lowercase hex (size_is_limit only)
 };
 
 class Fetcher final {

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "manifests/log_value.hpp"
+#include "manifests/unique_fd.hpp"
 #include "updater/disk.hpp"
 
 namespace edgefleet::updater {
@@ -20,30 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using manifests::QuoteName;
 
-// One owned file descriptor, closed in the destructor.
-class UniqueFd final {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) Reset(std::exchange(other.fd_, -1));
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { Reset(); }
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using manifests::UniqueFd;
 
 Unexpected IoError(const fs::path& path, std::string_view what, int err) {
   return Fail(ErrorCode::kIo, path.string() + ": " + std::string(what) + ": " + std::strerror(err));

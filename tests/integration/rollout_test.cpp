@@ -194,7 +194,8 @@ TEST_F(RolloutE2E, BadInputIsRefusedBeforeAnythingIsPublished) {
   const std::vector<Case> cases = {
       {[&](auto& a) { set(a, "--model", "other"); }, "holds model 'digits', not --model 'other'"},
       {[&](auto& a) { set(a, "--group", "nolab"); }, "--group nolab: no device reported"},
-      {[&](auto& a) { set(a, "--bundle", server_.Url("/missing.efb")); }, "cannot download"},
+      {[&](auto& a) { set(a, "--bundle", server_.Url("/missing.efb")); },
+       "--bundle " + server_.Url("/missing.efb") + ": HTTP 404"},
       {[&](auto& a) { set(a, "--bundle", server_.Url("/tampered.efb")); }, "tampered.efb"},
       {[&](auto& a) { set(a, "--waves", "50%,10%,100%"); }, "must increase"},
       {[&](auto& a) { set(a, "--deploy-key", (tmp_ / "nokey").string()); }, "nokey"},
@@ -210,6 +211,9 @@ TEST_F(RolloutE2E, BadInputIsRefusedBeforeAnythingIsPublished) {
   EXPECT_TRUE(Retained("edgefleet/v1/demo/device/box-1/desired").empty());
   EXPECT_TRUE(Retained("edgefleet/v1/demo/group/lab/desired").empty());
   std::error_code ec;
+  for (const char* scratch : {".download", ".download.part"}) {
+    EXPECT_FALSE(fs::exists(Db().string() + scratch, ec)) << "left behind: " << scratch;
+  }
   if (fs::exists(Db(), ec)) {
     auto list =
         testing::RunProcess({EDGEFLEET_CLI, "rollout", "list", "--db", Db().string()}, seconds(30));

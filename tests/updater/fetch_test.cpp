@@ -345,6 +345,66 @@ TEST_F(FetchTest, ContentLengthAboveDeclaredIsRefusedBeforeTheBody) {
   EXPECT_FALSE(fs::exists(part()));
 }
 
+// `edgefleet rollout start` fetches a bundle it knows nothing of: the size is only a limit, and
+// what arrived is reported, hashed as it streamed.
+FetchRequest LimitRequest(FetchRequest request, std::uint64_t limit) {
+  request.size = limit;
+  request.sha256.clear();
+  request.size_is_limit = true;
+  return request;
+}
+
+TEST_F(FetchTest, ASizeLimitFetchReportsTheSizeAndHashOfWhatArrived) {
+  std::vector<FetchProgress> progress;
+  FetchOptions options = Options();
+  options.on_progress = [&](const FetchProgress& p) { progress.push_back(p); };
+  auto result = Make(options).Fetch(LimitRequest(Request(), 8 * kSize));
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_EQ(result->size, kSize);
+  EXPECT_EQ(result->sha256, sha_);
+  EXPECT_EQ(ReadFile(dest()), data_);
+  EXPECT_FALSE(fs::exists(part()));
+  ASSERT_FALSE(progress.empty());
+  EXPECT_EQ(progress.back().bytes, kSize);
+  EXPECT_EQ(progress.back().total, 0u) << "the size is not known";
+
+  // Exactly at the limit is allowed; one byte less is refused, before the body when the server
+  // says its length, by the byte count when it does not.
+  ASSERT_TRUE(Make(Options()).Fetch(LimitRequest(Request(), kSize)));
+  auto over = Make(Options()).Fetch(LimitRequest(Request(), kSize - 1));
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, ErrorCode::kLimit) << over.error().message;
+  server_.extra_bytes = 1000;  // no Content-Length
+  fs::remove(dest());
+  over = Make(Options()).Fetch(LimitRequest(Request(), kSize + 999));
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code, ErrorCode::kLimit) << over.error().message;
+  EXPECT_FALSE(fs::exists(dest()));
+  EXPECT_FALSE(fs::exists(part()));
+
+  auto hashed = LimitRequest(Request(), kSize);
+  hashed.sha256 = sha_;
+  auto refused = Make(Options()).Fetch(hashed);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message.find("sha256: must be empty"), std::string::npos);
+}
+
+// Without a hash, pieces from two transfers cannot be proven to belong together: a part file left
+// over is discarded and a cut transfer starts over, and the result is still the whole file.
+TEST_F(FetchTest, ASizeLimitFetchNeverResumes) {
+  ASSERT_NO_FATAL_FAILURE(LeaveHalfPart());
+  server_.cut_at = kSize / 3;
+  auto result = Make(Options()).Fetch(LimitRequest(Request(), 8 * kSize));
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_EQ(result->attempts, 2);
+  EXPECT_FALSE(result->resumed);
+  EXPECT_TRUE(result->started_over);
+  EXPECT_EQ(result->size, kSize);
+  EXPECT_EQ(result->sha256, sha_);
+  EXPECT_EQ(ReadFile(dest()), data_);
+}
+
 // Acceptance 4 (download half): slow retrieval.
 TEST_F(FetchTest, TrickleBelowTheSpeedFloorIsRefusedPromptly) {
   server_.chunk = 100;
