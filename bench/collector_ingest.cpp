@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "deploy/collector.hpp"
-#include "deploy/collector_store.hpp"
+#include "deploy/collector/collector.hpp"
+#include "deploy/collector/collector_store.hpp"
 #include "deploy/sim_device.hpp"
 
 namespace fs = std::filesystem;

@@ -8,7 +8,7 @@
 
 #include "deploy/bundle_lower.hpp"
 #include "deploy/commands.hpp"
-#include "deploy/files.hpp"
+#include "deploy/common/files.hpp"
 #include "deploy/variant_inspect.hpp"
 #include "manifests/bundle_layout.hpp"
 #include "manifests/canonical.hpp"

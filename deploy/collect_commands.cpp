@@ -13,13 +13,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "deploy/collector.hpp"
-#include "deploy/collector_http.hpp"
-#include "deploy/collector_store.hpp"
+#include "deploy/collector/collector.hpp"
+#include "deploy/collector/collector_http.hpp"
+#include "deploy/collector/collector_store.hpp"
+#include "deploy/collector/pg_db.hpp"
 #include "deploy/commands.hpp"
-#include "deploy/files.hpp"
-#include "deploy/pg_db.hpp"
-#include "deploy/stop_signals.hpp"
+#include "deploy/common/files.hpp"
+#include "deploy/common/stop_signals.hpp"
 #include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {

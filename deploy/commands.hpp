@@ -13,15 +13,14 @@
 #include <vector>
 
 #include "deploy/bundle_writer.hpp"
+#include "deploy/common/files.hpp"
+#include "deploy/serve/bundle_server.hpp"
 #include "manifests/result.hpp"
 #include "manifests/time.hpp"
 #include "runtime/node_cases.hpp"
 
 namespace edgefleet::deploy {
 
-// A positive duration "90d", "12h", "30m" or "45s" (at most 100 years); kInvalidArgument naming
-// the text otherwise.
-Result<std::chrono::seconds> ParseDuration(std::string_view text);
 // `--expires` values: an RFC 3339 time or a duration from now (ParseDuration).
 Result<manifests::Timestamp> ParseExpiry(const std::string& text, manifests::Timestamp now);
 
@@ -117,13 +116,13 @@ Status BundleInspect(const BundleInspectOptions& options, std::ostream& out);
 
 // `edgefleet collect`: subscribes to the fleet's device status, telemetry and events topics,
 // stores them in the collector database and serves /metrics and the JSON API
-// (deploy/collector_http.hpp) until SIGTERM or SIGINT, then stores what is queued and returns
+// (deploy/collector/collector_http.hpp) until SIGTERM or SIGINT, then stores what is queued and returns
 // Ok(). Fails before serving for bad flags, a database it cannot open or an HTTP address it
 // cannot bind.
 struct CollectOptions {
   std::string broker;  // HOST:PORT
   std::string fleet;   // a fleet name, or "+" for every fleet
-  // A SQLite file, or a PostgreSQL URL (postgresql://...; deploy/pg_db.hpp), which several
+  // A SQLite file, or a PostgreSQL URL (postgresql://...; deploy/collector/pg_db.hpp), which several
   // collectors may share.
   std::filesystem::path db;
   // The spool file's path prefix (CollectorOptions::spool); default <db>.spool for a SQLite
@@ -149,22 +148,5 @@ struct DevicesOptions {
   std::string window = "5m";
 };
 Status Devices(const DevicesOptions& options, std::ostream& out);
-
-// `edgefleet serve`: the files under `dir` over HTTP (HTTPS with tls_cert and tls_key), streamed
-// from disk with single byte ranges (206, 416), HEAD and an ETag; `/` is a JSON index of the
-// top-level files. Paths with "..", "." or empty segments, and symlinks leading out of `dir`, are
-// refused with 403; anything that is not a regular file too. Logs one event=served line per
-// request and runs until SIGTERM or SIGINT, then returns Ok(). Fails before serving for a bad
-// --http (kInvalidArgument), a missing `dir` (kNotFound naming it), unusable TLS files or an
-// address it cannot bind.
-struct ServeOptions {
-  std::filesystem::path dir;
-  std::string http;                                // HOST:PORT; port 0 picks a free port
-  std::optional<std::filesystem::path> port_file;  // the port, written once listening
-  std::filesystem::path tls_cert, tls_key;         // PEM; both or neither
-};
-Status Serve(const ServeOptions& options);
-// --http's HOST:PORT form (port 0..65535); kInvalidArgument naming the text otherwise.
-Status CheckServeAddress(const std::string& http);
 
 }  // namespace edgefleet::deploy

@@ -1,13 +1,13 @@
 // edgefleet: the operator's command line (keys, trust roots, bundles, the fleet collector and
 // its device table, serving bundles, rollouts). Exit codes: 0 success, 1 the operation failed
 // (the message says why), 2 bad usage; `rollout start|resume|abort` also 2 when the rollout
-// halted and 3 when it was aborted (deploy/rollout.hpp).
+// halted and 3 when it was aborted (deploy/rollout/rollout.hpp).
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
 #include "deploy/commands.hpp"
-#include "deploy/rollout.hpp"
+#include "deploy/rollout/rollout.hpp"
 #include "deploy/simulate.hpp"
 
 namespace {

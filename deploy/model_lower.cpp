@@ -5,7 +5,7 @@
 
 #include <system_error>
 
-#include "deploy/files.hpp"
+#include "deploy/common/files.hpp"
 #include "manifests/log_value.hpp"
 
 namespace edgefleet::deploy {

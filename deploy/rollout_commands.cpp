@@ -16,15 +16,15 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
-#include "deploy/collector.hpp"
+#include "deploy/collector/collector.hpp"
 #include "deploy/commands.hpp"
-#include "deploy/files.hpp"
-#include "deploy/rollout.hpp"
-#include "deploy/rollout_backends.hpp"
-#include "deploy/rollout_driver.hpp"
-#include "deploy/rollout_plan.hpp"
-#include "deploy/rollout_store.hpp"
-#include "deploy/stop_signals.hpp"
+#include "deploy/common/files.hpp"
+#include "deploy/common/stop_signals.hpp"
+#include "deploy/rollout/rollout.hpp"
+#include "deploy/rollout/rollout_backends.hpp"
+#include "deploy/rollout/rollout_driver.hpp"
+#include "deploy/rollout/rollout_plan.hpp"
+#include "deploy/rollout/rollout_store.hpp"
 #include "manifests/log_value.hpp"
 #include "manifests/time.hpp"
 #include "manifests/trust.hpp"

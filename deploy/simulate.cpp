@@ -20,9 +20,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "deploy/files.hpp"
+#include "deploy/common/files.hpp"
+#include "deploy/common/stop_signals.hpp"
 #include "deploy/sim_device.hpp"
-#include "deploy/stop_signals.hpp"
 #include "manifests/log_value.hpp"
 #include "manifests/time.hpp"
 

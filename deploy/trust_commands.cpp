@@ -6,32 +6,12 @@
 #include <sstream>
 
 #include "deploy/commands.hpp"
-#include "deploy/files.hpp"
+#include "deploy/common/files.hpp"
 #include "manifests/crypto.hpp"
 #include "manifests/envelope.hpp"
 #include "manifests/trust.hpp"
 
 namespace edgefleet::deploy {
-
-Result<std::chrono::seconds> ParseDuration(std::string_view text) {
-  if (text.size() >= 2) {
-    std::int64_t amount = 0;
-    const char* begin = text.data();
-    const char* unit = text.data() + text.size() - 1;
-    auto [ptr, ec] = std::from_chars(begin, unit, amount);
-    // At most 100 years, so adding it to a time point cannot overflow.
-    if (ec == std::errc() && ptr == unit && amount > 0) {
-      static const std::map<char, std::int64_t> kSeconds = {
-          {'d', 86400}, {'h', 3600}, {'m', 60}, {'s', 1}};
-      auto it = kSeconds.find(*unit);
-      if (it != kSeconds.end() && amount <= 36500LL * 86400 / it->second) {
-        return std::chrono::seconds(amount * it->second);
-      }
-    }
-  }
-  return Fail(ErrorCode::kInvalidArgument,
-              "expected a duration like 90d/12h/30m/45s, found '" + std::string(text) + "'");
-}
 
 Result<manifests::Timestamp> ParseExpiry(const std::string& text, manifests::Timestamp now) {
   if (auto duration = ParseDuration(text)) return now + *duration;

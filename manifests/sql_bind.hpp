@@ -1,4 +1,4 @@
-// One Bind for the project's two SQL layers (manifests/sqlite_db.hpp, deploy/pg_db.hpp): a value
+// One Bind for the project's two SQL layers (manifests/sqlite_db.hpp, deploy/collector/pg_db.hpp): a value
 // of any type they take goes to the statement's own BindInt, BindReal, BindText or Null.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Opens the demo's dashboard in Debian's chromium (headless, driven by playwright-core) and checks
-// the DOM contract of deploy/dashboard: a row per device with its versions, the latency and
+// the DOM contract of deploy/collector/dashboard: a row per device with its versions, the latency and
 // accuracy charts with at least one series each, and the halted rollout. Saves a full-page
 // screenshot. Prints one `ok`/`FAIL` line per check; exits 1 when any failed, 2 on a crash.
 //

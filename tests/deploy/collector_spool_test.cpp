@@ -1,6 +1,6 @@
 // deploy/collector_spool: real files in a temp directory; a "crash" is dropping the spool object
 // without marking its records done, as a SIGKILL leaves them.
-#include "deploy/collector_spool.hpp"
+#include "deploy/collector/collector_spool.hpp"
 
 #include <gtest/gtest.h>
 

@@ -3,8 +3,8 @@
 // to be stored, and the ordering rules of statuses, windows and events.
 #include <gtest/gtest.h>
 
-#include "deploy/collector.hpp"
-#include "deploy/collector_store.hpp"
+#include "deploy/collector/collector.hpp"
+#include "deploy/collector/collector_store.hpp"
 #include "telemetry/payloads.hpp"
 #include "tests/support/postgres_server.hpp"
 #include "tests/support/process.hpp"

@@ -1,6 +1,6 @@
 // Whether a device can run a bundle, from the backends its status reports (rollout start refuses
 // the rollout, before publishing anything, when a released device can run no variant).
-#include "deploy/rollout_backends.hpp"
+#include "deploy/rollout/rollout_backends.hpp"
 
 #include <gtest/gtest.h>
 

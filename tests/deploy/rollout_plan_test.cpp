@@ -4,8 +4,8 @@
 
 #include <gtest/gtest.h>
 
-#include "deploy/rollout_plan.hpp"
-#include "deploy/rollout_store.hpp"
+#include "deploy/rollout/rollout_plan.hpp"
+#include "deploy/rollout/rollout_store.hpp"
 #include "tests/support/temp_dir.hpp"
 
 namespace edgefleet::deploy {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "deploy/rollout_sign.hpp"
+#include "deploy/rollout/rollout_sign.hpp"
 #include "manifests/canonical.hpp"
 #include "manifests/envelope.hpp"
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "deploy/collector.hpp"
+#include "deploy/collector/collector.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
