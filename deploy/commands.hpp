@@ -116,14 +116,14 @@ Status BundleInspect(const BundleInspectOptions& options, std::ostream& out);
 
 // `edgefleet collect`: subscribes to the fleet's device status, telemetry and events topics,
 // stores them in the collector database and serves /metrics and the JSON API
-// (deploy/collector/collector_http.hpp) until SIGTERM or SIGINT, then stores what is queued and returns
-// Ok(). Fails before serving for bad flags, a database it cannot open or an HTTP address it
+// (deploy/collector/collector_http.hpp) until SIGTERM or SIGINT, then stores what is queued and
+// returns Ok(). Fails before serving for bad flags, a database it cannot open or an HTTP address it
 // cannot bind.
 struct CollectOptions {
   std::string broker;  // HOST:PORT
   std::string fleet;   // a fleet name, or "+" for every fleet
-  // A SQLite file, or a PostgreSQL URL (postgresql://...; deploy/collector/pg_db.hpp), which several
-  // collectors may share.
+  // A SQLite file, or a PostgreSQL URL (postgresql://...; deploy/collector/pg_db.hpp), which
+  // several collectors may share.
   std::filesystem::path db;
   // The spool file's path prefix (CollectorOptions::spool); default <db>.spool for a SQLite
   // file, required for PostgreSQL.

@@ -1,5 +1,5 @@
-// One Bind for the project's two SQL layers (manifests/sqlite_db.hpp, deploy/collector/pg_db.hpp): a value
-// of any type they take goes to the statement's own BindInt, BindReal, BindText or Null.
+// One Bind for the project's two SQL layers (manifests/sqlite_db.hpp, deploy/collector/pg_db.hpp):
+// a value of any type they take goes to the statement's own BindInt, BindReal, BindText or Null.
 #pragma once
 
 #include <cstdint>

@@ -93,7 +93,8 @@ struct CollectorOptions {
   std::size_t max_queue = 100000;  // the network thread waits (TCP backpressure) beyond this
   std::size_t max_batch = 20000;   // messages per transaction at most
   // Files <spool>.<n> that hold every received message until it is stored, so a SIGKILL loses
-  // none (deploy/collector/collector_spool.hpp); empty: none (a kill loses what was received, not stored).
+  // none (deploy/collector/collector_spool.hpp); empty: none (a kill loses what was received, not
+  // stored).
   std::filesystem::path spool;
   // A shared-subscription group name ([A-Za-z0-9._-]{1,64}): telemetry and events are
   // subscribed as $share/<share>/..., so the broker hands each message to one collector of the

@@ -41,7 +41,8 @@ constexpr const DashboardAsset* FindAsset(std::string_view name) {
   }
   return nullptr;
 }
-static_assert(FindAsset("index.html") != nullptr, "deploy/collector/dashboard/index.html is not embedded");
+static_assert(FindAsset("index.html") != nullptr,
+              "deploy/collector/dashboard/index.html is not embedded");
 
 std::string_view ContentType(std::string_view name) {
   const auto ends = [&](std::string_view suffix) {

@@ -7,7 +7,7 @@
 // authentication: listen on loopback (as the README's example does) or behind a reverse proxy that
 // adds it.
 //
-// GET /metrics[?per_device=1]  Prometheus text format 0.0.4 (deploy/collector/collector_metrics.hpp):
+// GET /metrics[?per_device=1]  Prometheus text format 0.0.4 (collector_metrics.hpp):
 //   by default aggregated per group, model and version:
 //   edgefleet_fleet_devices{group,state="online|offline"}   gauge, devices
 //   edgefleet_fleet_messages_missing                          gauge, numbers never stored
@@ -64,15 +64,15 @@
 //   sorted by model, version and t. bucket_s 1..86400, default 10; since_ms defaults to the
 //   newest window's ts minus 15 minutes. More than 20000 points: 400. A bucket_s that is a
 //   multiple of 10 is read from the 10-second sums the collector keeps as it stores windows
-//   (deploy/collector/collector_migrations/0004_series.sql; a few rows per bucket, whatever the fleet's
-//   size), and since_ms then takes the whole 10-second bucket that holds it; other sizes read
-//   the windows.
+//   (deploy/collector/collector_migrations/0004_series.sql; a few rows per bucket, whatever the
+//   fleet's size), and since_ms then takes the whole 10-second bucket that holds it; other sizes
+//   read the windows.
 // GET /api/rollouts?limit=
 //   {"rollouts": [<rollout status as published> + "fleet", "received_ms"]}, the newest
 //   started first (started_ts, then id); limit 1..1000, default 50. The status format is in
 //   deploy/collector/collector.hpp.
 //
-// GET / and /dashboard: the dashboard page (deploy/collector/dashboard/index.html); GET /assets/<file>:
+// GET / and /dashboard: the dashboard page (dashboard/index.html); GET /assets/<file>:
 //   its script and style sheet (deploy/collector/dashboard/*, built into the binary). Served with
 //   Content-Security-Policy: default-src 'self' and X-Content-Type-Options: nosniff; the page
 //   polls the JSON API above every 2 s and builds its DOM with textContent only.

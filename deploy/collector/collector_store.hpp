@@ -1,9 +1,9 @@
 // The collector's database (SQLite, WAL): devices, telemetry windows, events, running totals
 // per device, model and version, and the rollouts `edgefleet rollout` reports (schema:
-// deploy/collector/collector_migrations/NNNN_*.sql, numbered migrations embedded at build time). `edgefleet
-// collect` writes it through one CollectorStore; the HTTP API and `edgefleet devices` read it
-// through FleetView, which opens the file read-only and may run in other processes at the same time
-// (WAL: readers never block the writer).
+// deploy/collector/collector_migrations/NNNN_*.sql, numbered migrations embedded at build time).
+// `edgefleet collect` writes it through one CollectorStore; the HTTP API and `edgefleet devices`
+// read it through FleetView, which opens the file read-only and may run in other processes at the
+// same time (WAL: readers never block the writer).
 //
 // What a write does (CollectorStore::Apply, one transaction per batch):
 // - windows and events: INSERT OR IGNORE by message id; an id already stored is a duplicate and
@@ -141,9 +141,10 @@ struct DeviceRecord {
   std::uint64_t connection = 0;
   std::string status_json;  // empty until a full status arrived
   // The device's numbered windows and events stored, and the numbers missing between the lowest
-  // and highest stored in each of its streams (deploy/collector/collector_migrations/0003_sequences.sql):
-  // messages lost between its outbox and this database. A device that sends a number twice
-  // under two ids (no agent does) can hide as many missing ones; never below 0.
+  // and highest stored in each of its streams
+  // (deploy/collector/collector_migrations/0003_sequences.sql): messages lost between its outbox
+  // and this database. A device that sends a number twice under two ids (no agent does) can hide as
+  // many missing ones; never below 0.
   std::uint64_t numbered = 0;
   std::uint64_t missing = 0;
 

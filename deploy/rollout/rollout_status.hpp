@@ -1,7 +1,7 @@
 // The progress a rollout reports: its waves, its tallies and the status message `edgefleet
 // rollout` publishes retained on rollout/<id>/status (the collector reads it; its shape is in
-// deploy/collector/collector.hpp). Split from the driver, which publishes it, and the commands, which
-// print it.
+// deploy/collector/collector.hpp). Split from the driver, which publishes it, and the commands,
+// which print it.
 //
 // Thread safety: free functions on plain values.
 #pragma once

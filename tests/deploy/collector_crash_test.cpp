@@ -1,10 +1,10 @@
 // Issue 15 item 3: a collector killed with SIGKILL loses nothing the broker handed it. The real
 // broker, the real `edgefleet collect` process and its real database; the kill is the real
 // signal. libmosquitto acknowledges a message before the collector sees it, so what makes this
-// hold is the collector's spool (deploy/collector/collector_spool.hpp). The first test fails without it
-// (checked by building the collector with no spool: the 300 held windows never came back); the
-// second checks exactly-once storage across repeated kills under flowing traffic (spool replay plus
-// the broker's redelivery to the persistent session, deduplicated).
+// hold is the collector's spool (deploy/collector/collector_spool.hpp). The first test fails
+// without it (checked by building the collector with no spool: the 300 held windows never came
+// back); the second checks exactly-once storage across repeated kills under flowing traffic (spool
+// replay plus the broker's redelivery to the persistent session, deduplicated).
 #include <signal.h>
 #include <sqlite3.h>
 

@@ -459,10 +459,9 @@ TEST_F(CollectorTest, GrafanaDashboardUsesOnlyMetricsTheCollectorServes) {
   ASSERT_TRUE(dashboard["panels"].is_array());
   const std::set<std::string> used = testing::GrafanaMetricNames(dashboard);
   for (const char* needed :
-       {"edgefleet_fleet_devices", "edgefleet_fleet_requests_total",
-        "edgefleet_fleet_errors_total", "edgefleet_fleet_latency_seconds_bucket",
-        "edgefleet_fleet_feedback_correct_total", "edgefleet_fleet_feedback_labeled_total",
-        "edgefleet_rollout_devices"}) {
+       {"edgefleet_fleet_devices", "edgefleet_fleet_requests_total", "edgefleet_fleet_errors_total",
+        "edgefleet_fleet_latency_seconds_bucket", "edgefleet_fleet_feedback_correct_total",
+        "edgefleet_fleet_feedback_labeled_total", "edgefleet_rollout_devices"}) {
     EXPECT_EQ(used.count(needed), 1u) << "the dashboard does not show " << needed;
   }
 
