@@ -213,7 +213,7 @@ PgStatement::~PgStatement() {
   // A statement prepared on the server lives as long as the session unless deallocated; not
   // inside a failed transaction (which refuses every command but ROLLBACK).
   if (db_ && prepared_ && *prepared_ == db_->generation() &&
-      PQtransactionStatus(db_->Use()) == PQTRANS_IDLE) {
+      PQtransactionStatus(db_->Raw()) == PQTRANS_IDLE) {
     (void)db_->Exec(operation_ + ": deallocate", "DEALLOCATE " + name_);
   }
 }

@@ -56,6 +56,7 @@ class PgDb final {
 
   // Internal to PgStatement and PgTransaction.
   pg_conn* Use() const;  // reconnects a lost connection first (bumps generation())
+  pg_conn* Raw() const { return conn_.get(); }  // as it is (a lost one is not idle)
   std::uint64_t generation() const { return generation_; }
   Unexpected ResultError(std::string_view operation, const pg_result* result) const;
   void SetChanges(int changes) const { changes_ = changes; }

@@ -384,6 +384,23 @@ TEST_P(CollectorStoreTest, ClassifyRefusesWhatIsNotOurs) {
       << in.error().message;
 }
 
+// What is not a collector database is named as such, by both the writer's check and the view's.
+TEST_P(CollectorStoreTest, AnEmptyDatabaseIsNotACollectorDatabase) {
+  std::string empty = Location("empty");
+  if (GetParam() == Engine::kSqlite) testing::WriteFile(empty, "");
+  auto view = FleetView::Open(empty);
+  ASSERT_FALSE(view);
+  EXPECT_EQ(view.error().code, ErrorCode::kIntegrity);
+  EXPECT_NE(view.error().message.find("not a collector database"), std::string::npos)
+      << view.error().message;
+  if (GetParam() == Engine::kPostgres) {
+    EXPECT_NE(view.error().message.find("empty_"), std::string::npos) << "names the database";
+    // The writer creates the schema in it, and then it is one.
+    ASSERT_TRUE(CollectorStore::Open(empty));
+    EXPECT_TRUE(FleetView::Open(empty));
+  }
+}
+
 TEST_P(CollectorStoreTest, ANewerSchemaIsRefused) {
   store_.reset();
   view_.reset();

@@ -643,6 +643,7 @@ TEST_F(CollectorTest, BadFlagsAndFilesAreRefusedWithTheirReason) {
   };
   testing::WriteFile(dir_ / "not-a-db", "hello, not sqlite, just some text that is long enough");
   const std::string db = (dir_ / "c.db").string();
+  const std::string pg = "postgresql://edge:s3cret@127.0.0.1:1/fleet";
   const std::vector<Case> cases = {
       {{"collect", "--fleet", "demo", "--db", db, "--http", "127.0.0.1:0"}, 2, "--broker"},
       {{"collect", "--broker", "localhost", "--fleet", "demo", "--db", db, "--http", "127.0.0.1:0"},
@@ -668,6 +669,20 @@ TEST_F(CollectorTest, BadFlagsAndFilesAreRefusedWithTheirReason) {
       {{"devices", "--db", (dir_ / "not-a-db").string()}, 1, "not-a-db"},
       {{"devices", "--db", db, "--window", "5 minutes"}, 1, "--window"},
       {{"devices"}, 2, "--db"},
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db", pg, "--http",
+        "127.0.0.1:0"},
+       1,
+       "--spool: required with a PostgreSQL --db"},
+      // Nothing listens on port 1: the URL is named, its password is not.
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db", pg, "--spool",
+        (dir_ / "s").string(), "--http", "127.0.0.1:0"},
+       1,
+       "postgresql://edge:***@127.0.0.1:1/fleet: connect: "},
+      {{"devices", "--db", pg}, 1, "postgresql://edge:***@127.0.0.1:1/fleet: connect: "},
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db", db, "--http",
+        "127.0.0.1:0", "--share", "a/b"},
+       1,
+       "--share: expected a group name of 1-64 letters, digits, '.', '_' or '-', found 'a/b'"},
   };
   for (const auto& c : cases) {
     ProcessResult r = Cli(c.args);
@@ -677,6 +692,7 @@ TEST_F(CollectorTest, BadFlagsAndFilesAreRefusedWithTheirReason) {
     EXPECT_NE(r.err.find(c.needle), std::string::npos)
         << command << ": stderr lacks '" << c.needle << "':\n"
         << r.err;
+    EXPECT_EQ(r.err.find("s3cret"), std::string::npos) << command << ": " << r.err;
   }
   // An agent journal (another SQLite file) is not a collector database either.
   {
