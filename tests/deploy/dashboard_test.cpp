@@ -352,7 +352,8 @@ TEST_F(CollectorTest, DashboardPageAndAssetsAreServedWithSecurityHeaders) {
     if (page.empty()) page = res->body;
     EXPECT_EQ(res->body, page) << path;
   }
-  EXPECT_EQ(page, testing::ReadFile(kSourceDir / "deploy" / "dashboard" / "index.html"))
+  EXPECT_EQ(page,
+            testing::ReadFile(kSourceDir / "deploy" / "collector" / "dashboard" / "index.html"))
       << "the binary serves the page in the source tree";
   for (const char* id :
        {"id=\"devices\"", "id=\"latency-chart\"", "id=\"accuracy-chart\"", "id=\"rollouts\"",
@@ -372,7 +373,8 @@ TEST_F(CollectorTest, DashboardPageAndAssetsAreServedWithSecurityHeaders) {
   EXPECT_EQ(js->status, 200);
   EXPECT_EQ(js->get_header_value("Content-Type"), "text/javascript; charset=utf-8");
   EXPECT_EQ(js->get_header_value("X-Content-Type-Options"), "nosniff");
-  EXPECT_EQ(js->body, testing::ReadFile(kSourceDir / "deploy" / "dashboard" / "app.js"));
+  EXPECT_EQ(js->body,
+            testing::ReadFile(kSourceDir / "deploy" / "collector" / "dashboard" / "app.js"));
   // The script builds its DOM from text only and talks to nothing but this collector.
   for (const char* unsafe : {"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
                              "eval(", "new Function"}) {

@@ -876,7 +876,7 @@ TEST(LocalApiUnixSocket, CurlInfersThroughTheSocket) {
 }
 
 // deploy/grafana/edgefleet-agent-dashboard.json (the per-box dashboard) queries only metrics a
-// real local API serves; promtool checks its queries (tests/deploy/collector/dashboard_test.cpp).
+// real local API serves; promtool checks its queries (tests/deploy/dashboard_test.cpp).
 TEST_F(LocalApiDigits, GrafanaBoxDashboardUsesOnlyMetricsTheAgentServes) {
   std::ifstream in(fs::path(EDGEFLEET_SOURCE_DIR) / "deploy" / "grafana" /
                    "edgefleet-agent-dashboard.json");
