@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,8 +20,10 @@
 
 #include "telemetry/latency_histogram.hpp"
 #include "telemetry/payloads.hpp"
+#include "tests/deploy/collector_engines.hpp"
 #include "tests/support/background_process.hpp"
 #include "tests/support/mosquitto_broker.hpp"
+#include "tests/support/postgres_server.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -151,13 +154,23 @@ class CollectorTest : public ::testing::Test {
     return {pki_.ca_cert, pki_.ClientCert(cn), pki_.ClientKey(cn)};
   }
 
+  // The database collector `name` writes (its --db): <name>.db in the test's directory, or a
+  // database of its own on a PostgreSQL server (CollectorEngineTest).
+  virtual std::string Db(const std::string& name) { return (dir_ / (name + ".db")).string(); }
+
   std::vector<std::string> CollectArgs(const std::string& name, const Identity& id,
-                                       const std::string& fleet = kFleet) const {
+                                       const std::string& fleet = kFleet) {
+    const std::string db = Db(name);
     std::vector<std::string> argv = {
         EDGEFLEET_CLI, "collect",     "--broker",    "127.0.0.1:" + std::to_string(broker_->port()),
-        "--fleet",     fleet,         "--db",        (dir_ / (name + ".db")).string(),
+        "--fleet",     fleet,         "--db",        db,
         "--http",      "127.0.0.1:0", "--port-file", (dir_ / (name + ".port")).string(),
         "--client-id", name};
+    if (db.rfind("postgresql:", 0) == 0) {  // a database server needs a local spool
+      for (const std::string& a : {std::string("--spool"), (dir_ / (name + ".spool")).string()}) {
+        argv.push_back(a);
+      }
+    }
     if (!id.ca.empty()) {
       for (const std::string& a : {std::string("--ca-file"), id.ca.string()}) argv.push_back(a);
     }
@@ -324,6 +337,31 @@ class CollectorTest : public ::testing::Test {
   std::unique_ptr<BackgroundProcess> collector_;
   int port_ = 0;
   mutable int publishes_ = 0;
+};
+
+// CollectorTest on each engine (instantiated once, in collector_test.cpp): over PostgreSQL, a
+// real server in the test's directory, a database per collector, and the spool it requires.
+class CollectorEngineTest : public CollectorTest, public ::testing::WithParamInterface<Engine> {
+ protected:
+  void SetUp() override {
+    if (GetParam() != Engine::kPostgres) return;
+    pg_ = std::make_unique<testing::PostgresServer>(dir_ / "pg");
+    ASSERT_TRUE(pg_->running()) << pg_->Log();
+  }
+  void TearDown() override {
+    CollectorTest::TearDown();  // the collectors stop before their database does
+    pg_.reset();
+  }
+
+  std::string Db(const std::string& name) override {
+    if (!pg_) return CollectorTest::Db(name);
+    auto it = databases_.find(name);
+    if (it == databases_.end()) it = databases_.emplace(name, pg_->CreateDatabase(name)).first;
+    return it->second;
+  }
+
+  std::unique_ptr<testing::PostgresServer> pg_;
+  std::map<std::string, std::string> databases_;  // collector name -> its database's URL
 };
 
 // Every line of `text` that starts with `prefix`.

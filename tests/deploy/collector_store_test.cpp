@@ -6,6 +6,7 @@
 #include "deploy/collector/collector.hpp"
 #include "deploy/collector/collector_store.hpp"
 #include "telemetry/payloads.hpp"
+#include "tests/deploy/collector_engines.hpp"
 #include "tests/support/postgres_server.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -13,6 +14,8 @@
 namespace edgefleet::deploy {
 namespace {
 
+using collector_testing::Engine;
+using collector_testing::EngineName;
 using telemetry::DeviceTopic;
 
 telemetry::StatusMessage Status(bool online, std::uint64_t connection, std::int64_t ts) {
@@ -54,8 +57,6 @@ IncomingMessage In(const std::string& leaf, const std::string& payload, std::int
   EXPECT_TRUE(in) << in.error().message;
   return in ? *in : IncomingMessage{};
 }
-
-enum class Engine { kSqlite, kPostgres };
 
 class CollectorStoreTest : public ::testing::TestWithParam<Engine> {
  protected:
@@ -113,9 +114,6 @@ class CollectorStoreTest : public ::testing::TestWithParam<Engine> {
 testing::TempDir* CollectorStoreTest::pg_dir_ = nullptr;
 testing::PostgresServer* CollectorStoreTest::pg_ = nullptr;
 
-std::string EngineName(const ::testing::TestParamInfo<Engine>& param) {
-  return param.param == Engine::kSqlite ? "Sqlite" : "Postgres";
-}
 INSTANTIATE_TEST_SUITE_P(Engines, CollectorStoreTest,
                          ::testing::Values(Engine::kSqlite, Engine::kPostgres), EngineName);
 

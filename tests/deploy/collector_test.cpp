@@ -1,7 +1,8 @@
 // End-to-end tests of `edgefleet collect` and `edgefleet devices`: a real mosquitto broker, the
 // real collector process, payloads published by the real mosquitto_pub client, answers read over
 // real HTTP and from the real CLI. The TLS tests run the broker with client certificates and the
-// ACL file the project ships (deploy/mosquitto/acl).
+// ACL file the project ships (deploy/mosquitto/acl). What the API, /metrics and `edgefleet
+// devices` show is checked on both store engines: SQLite and a real PostgreSQL server.
 #include <signal.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -29,7 +30,13 @@ namespace {
 using namespace collector_testing;  // NOLINT(build/namespaces): the fixture's helpers
 using collector_testing::Status;    // not edgefleet::Status (Result<void>)
 
-TEST_F(CollectorTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
+// The tests of what the API, /metrics, `edgefleet devices` and the dashboard show run on both
+// store engines (CollectorEngineTest, here and in dashboard_test.cpp): SQLite, and a real
+// PostgreSQL server.
+INSTANTIATE_TEST_SUITE_P(Engines, CollectorEngineTest,
+                         ::testing::Values(Engine::kSqlite, Engine::kPostgres), EngineName);
+
+TEST_P(CollectorEngineTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
   const std::int64_t now = NowMs();
@@ -142,7 +149,7 @@ TEST_F(CollectorTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
       << metrics;
 
   // `edgefleet devices` reads the database while collect runs.
-  ProcessResult r = Cli({"devices", "--db", (dir_ / "collector.db").string(), "--json"});
+  ProcessResult r = Cli({"devices", "--db", Db("collector"), "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json rows = json::parse(r.out);
   ASSERT_EQ(rows.size(), 2u) << r.out;
@@ -160,13 +167,13 @@ TEST_F(CollectorTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
   EXPECT_EQ(rows[1]["version"], "1.1.0");
   EXPECT_TRUE(rows[1]["accuracy"].is_null()) << "no feedback: no accuracy";
   // --window 15s keeps box-a's two newest windows (ts now-10s and now).
-  r = Cli({"devices", "--db", (dir_ / "collector.db").string(), "--json", "--window", "15s"});
+  r = Cli({"devices", "--db", Db("collector"), "--json", "--window", "15s"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   rows = json::parse(r.out);
   EXPECT_EQ(rows[0]["windows"], 2) << r.out;
   EXPECT_DOUBLE_EQ(rows[0]["accuracy"].get<double>(), 28.0 / 30.0);
 
-  r = Cli({"devices", "--db", (dir_ / "collector.db").string()});
+  r = Cli({"devices", "--db", Db("collector")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto table = LinesStartingWith(r.out, "box-a ");
   ASSERT_EQ(table.size(), 1u) << r.out;
@@ -183,7 +190,7 @@ TEST_F(CollectorTest, StoresEachWindowAndEventOnceAndShowsTheFleet) {
 // /metrics grows with groups and versions, not devices: three devices in two group sets sum
 // into one series per group set and version; per_device=1 gives each device's series, whose sum
 // is the aggregate.
-TEST_F(CollectorTest, MetricsAggregateDevicesPerGroupUnlessPerDeviceIsAsked) {
+TEST_P(CollectorEngineTest, MetricsAggregateDevicesPerGroupUnlessPerDeviceIsAsked) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
   const std::int64_t now = NowMs();
@@ -558,7 +565,7 @@ TEST_F(CollectorTest, AStarvedCollectorSaysItIsBehindAndShowsWhatWasDropped) {
 
 // /api/devices pages and filters: by name, `limit` per page and `after` the previous page's
 // `next`; online, group, model and version filters combine; `matching` counts every page.
-TEST_F(CollectorTest, DevicesArePagedAndFiltered) {
+TEST_P(CollectorEngineTest, DevicesArePagedAndFiltered) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
   const std::int64_t now = NowMs();
@@ -619,7 +626,7 @@ TEST_F(CollectorTest, SigtermStopsFlushesAndExitsZero) {
   ASSERT_TRUE(
       WaitFor("window stored", seconds(20), [&] { return Counter("messages", "telemetry") == 1; }));
   ASSERT_NO_FATAL_FAILURE(StopCollectorCleanly());
-  ProcessResult r = Cli({"devices", "--db", (dir_ / "collector.db").string(), "--json"});
+  ProcessResult r = Cli({"devices", "--db", Db("collector"), "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(json::parse(r.out)[0]["requests"], 1) << r.out;
 

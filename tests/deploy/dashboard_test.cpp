@@ -2,7 +2,8 @@
 // the real `edgefleet collect` (stored, newest wins, hostile ones refused), /api/rollouts and
 // /api/series against numbers published here, the dashboard page and its assets with their
 // headers, and the Grafana dashboard and Prometheus config shipped in deploy/ checked against a
-// real collector's /metrics, and promtool.
+// real collector's /metrics, and promtool. Rollouts, series and the page in chromium are checked
+// on both store engines: SQLite and a real PostgreSQL server.
 #include <algorithm>
 #include <cmath>
 #include <regex>
@@ -84,7 +85,7 @@ std::int64_t FloorTo(std::int64_t t, std::int64_t step) {
   return t - r;
 }
 
-TEST_F(CollectorTest, RolloutStatusIsStoredAndTheNewestTsWins) {
+TEST_P(CollectorEngineTest, RolloutStatusIsStoredAndTheNewestTsWins) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
   const std::int64_t now = NowMs();
@@ -242,7 +243,7 @@ TEST_F(CollectorTest, HostileRolloutStatusesAreRefusedAndCounted) {
   StopCollectorCleanly();
 }
 
-TEST_F(CollectorTest, SeriesSumsEveryDevicesWindowsPerModelVersionAndBucket) {
+TEST_P(CollectorEngineTest, SeriesSumsEveryDevicesWindowsPerModelVersionAndBucket) {
   ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
   ASSERT_NO_FATAL_FAILURE(StartCollector());
   // Bucket starts are multiples of 10 s; `base` is one, a minute ago.
@@ -406,7 +407,7 @@ TEST_F(CollectorTest, DashboardPageAndAssetsAreServedWithSecurityHeaders) {
 // The page's script against a real collector, in Debian's headless chromium (installed by
 // scripts/install-deps.sh): the DOM contract the browser test and operators rely on, and hostile
 // text shown as text.
-TEST_F(CollectorTest, DashboardScriptRendersTheFleetInChromium) {
+TEST_P(CollectorEngineTest, DashboardScriptRendersTheFleetInChromium) {
   const fs::path chromium = "/usr/bin/chromium";
   ASSERT_TRUE(fs::exists(chromium))
       << "no " << chromium << " (scripts/install-deps.sh installs it)";
