@@ -39,8 +39,6 @@ EvpPkey PrivatePkey(const std::array<std::uint8_t, kKeyBytes>& seed) {
                  &EVP_PKEY_free);
 }
 
-std::string ErrnoText(int err) { return std::strerror(err); }
-
 // The fields shared by public and private key files. Returns the public key when every field
 // is well-formed and the keyid matches.
 std::optional<PublicKey> ReadPublicFields(FieldReader& reader, const nlohmann::json& doc) {
@@ -114,7 +112,7 @@ std::string Sha256Hex(std::string_view data) {
 
 Result<std::string> Sha256File(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Fail(ErrorCode::kIo, path.string() + ": cannot open: " + ErrnoText(errno));
+  if (!in) return Fail(ErrorCode::kIo, path.string() + ": cannot open: " + std::strerror(errno));
   Sha256 sha;
   std::vector<char> buffer(64 * 1024);
   while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0) {

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "manifests/log_value.hpp"
+
 namespace edgefleet::manifests {
 namespace {
 
@@ -77,20 +79,12 @@ std::strong_ordering CompareIdentifiers(std::string_view a, std::string_view b) 
   return a.compare(b) <=> 0;
 }
 
-std::string Quoted(std::string_view text) {
-  constexpr std::size_t kMaxShown = 40;
-  std::string out = "\"";
-  out.append(text.substr(0, kMaxShown));
-  if (text.size() > kMaxShown) out += "...";
-  out += '"';
-  return out;
-}
-
 }  // namespace
 
 Result<SemVer> SemVer::Parse(std::string_view text) {
   const auto fail = [&] {
-    return Fail(ErrorCode::kParse, std::string(kExpectedSemVer) + ", found " + Quoted(text));
+    return Fail(ErrorCode::kParse,
+                std::string(kExpectedSemVer) + ", found " + QuoteName(text, '"'));
   };
   std::string_view core = text;
   std::string_view pre;
@@ -184,7 +178,7 @@ Result<VersionRange> VersionRange::Parse(std::string_view text) {
       return Fail(ErrorCode::kParse,
                   "expected a version range of comparators like \">=4.5.0 <5.0.0\" (operators "
                   "=, <, <=, >, >=, or *), found bad comparator " +
-                      Quoted(token));
+                      QuoteName(token, '"'));
     }
     comparator.version = std::move(parsed).value();
     range.comparators_.push_back(std::move(comparator));

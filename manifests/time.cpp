@@ -3,6 +3,8 @@
 
 #include <cstdio>
 
+#include "manifests/log_value.hpp"
+
 namespace edgefleet::manifests {
 namespace {
 
@@ -18,23 +20,6 @@ bool Digits(std::string_view text, std::size_t pos, std::size_t count, int* out)
   return true;
 }
 
-std::string Quoted(std::string_view text) {
-  // Long or binary garbage stays readable in a one-line message.
-  constexpr std::size_t kMaxShown = 40;
-  std::string out = "\"";
-  for (char c : text.substr(0, kMaxShown)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      out += '?';
-    } else {
-      out += c;
-    }
-  }
-  if (text.size() > kMaxShown) out += "...";
-  out += '"';
-  return out;
-}
-
 }  // namespace
 
 Result<Timestamp> ParseTimestamp(std::string_view text) {
@@ -47,18 +32,18 @@ Result<Timestamp> ParseTimestamp(std::string_view text) {
                         Digits(text, 14, 2, &minute) && text[16] == ':' &&
                         Digits(text, 17, 2, &second) && text[19] == 'Z';
   if (!shape_ok) {
-    return Fail(ErrorCode::kParse, std::string(kExpectedForm) + ", found " + Quoted(text));
+    return Fail(ErrorCode::kParse, std::string(kExpectedForm) + ", found " + QuoteName(text, '"'));
   }
   const std::chrono::year_month_day date{std::chrono::year{year},
                                          std::chrono::month{static_cast<unsigned>(month)},
                                          std::chrono::day{static_cast<unsigned>(day)}};
   if (!date.ok()) {
-    return Fail(ErrorCode::kParse, "expected a valid calendar date, found " + Quoted(text));
+    return Fail(ErrorCode::kParse, "expected a valid calendar date, found " + QuoteName(text, '"'));
   }
   // Leap seconds (":60") cannot be represented by sys_seconds; refusing them is the honest option.
   if (hour > 23 || minute > 59 || second > 59) {
     return Fail(ErrorCode::kParse,
-                "expected a time of day from 00:00:00 to 23:59:59, found " + Quoted(text));
+                "expected a time of day from 00:00:00 to 23:59:59, found " + QuoteName(text, '"'));
   }
   return Timestamp{std::chrono::sys_days{date}} + std::chrono::hours{hour} +
          std::chrono::minutes{minute} + std::chrono::seconds{second};

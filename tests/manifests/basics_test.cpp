@@ -99,6 +99,29 @@ TEST(SemVerTest, RefusesMalformed) {
   }
 }
 
+TEST(SemVerTest, ErrorsShowHostileTextEscaped) {
+  // A version from a manifest may hold a newline or a terminal escape: the message shows them
+  // escaped, so it cannot forge a log line, and cuts a long one short.
+  auto v = SemVer::Parse("1.2.3\n\x1b[2Jevent=forged");
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().message,
+            "expected a semantic version like 1.2.3 or 1.2.3-rc.1, found "
+            "\"1.2.3\\n\\x1b[2Jevent=forged\"");
+  auto range = VersionRange::Parse(
+      ">=1.0.0 <\x01"
+      "2");
+  ASSERT_FALSE(range);
+  EXPECT_NE(range.error().message.find("found bad comparator \"<\\x012\""), std::string::npos)
+      << range.error().message;
+  auto when = ParseTimestamp("2026-01-01T00:00:00Z\r\nx");
+  ASSERT_FALSE(when);
+  EXPECT_NE(when.error().message.find("Z\\x0d\\nx\""), std::string::npos) << when.error().message;
+  EXPECT_EQ(
+      SemVer::Parse(std::string(300, '9') + "x").error().message.size(),
+      std::string_view("expected a semantic version like 1.2.3 or 1.2.3-rc.1, found ").size() +
+          120 + 5);
+}
+
 TEST(SemVerTest, OrdersBySemverPrecedence) {
   // The example chain from semver.org section 11, plus numeric components.
   const std::vector<const char*> ordered = {"1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta",

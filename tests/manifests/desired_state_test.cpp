@@ -11,13 +11,13 @@ namespace {
 using testing::ParseFailsWith;
 using testing::SampleDesiredStateBody;
 
-Result<DesiredState> Parse(const nlohmann::json& body) {
+Result<DesiredState> ParseDesired(const nlohmann::json& body) {
   return DesiredState::FromJson(body, "desired");
 }
 
 TEST(DesiredStateTest, RoundTrip) {
   const auto body = SampleDesiredStateBody();
-  auto ds = Parse(body);
+  auto ds = ParseDesired(body);
   ASSERT_TRUE(ds) << ds.error().message;
   EXPECT_EQ(ds->fleet, "demo");
   EXPECT_EQ(ds->target_kind, "group");
@@ -40,13 +40,13 @@ TEST(DesiredStateTest, DeviceTargetAndDefaults) {
   body["models"][0].erase("allow_downgrade");
   body["models"][0].erase("requirements");
   body["models"][0]["bundle"]["url"] = "file:///srv/bundles/digits.efb";
-  auto ds = Parse(body);
+  auto ds = ParseDesired(body);
   ASSERT_TRUE(ds) << ds.error().message;
   EXPECT_EQ(ds->target_kind, "device");
   EXPECT_EQ(ds->target, "box-1");
   EXPECT_FALSE(ds->models[0].allow_downgrade);
   EXPECT_TRUE(ds->models[0].requirements.empty());
-  auto again = Parse(ds->ToJson());
+  auto again = ParseDesired(ds->ToJson());
   ASSERT_TRUE(again) << again.error().message;
   EXPECT_EQ(again->ToJson(), ds->ToJson());
 }
@@ -54,23 +54,23 @@ TEST(DesiredStateTest, DeviceTargetAndDefaults) {
 TEST(DesiredStateTest, BadTarget) {
   auto body = SampleDesiredStateBody();
   body["target"] = {{"device", "box-1"}, {"group", "lab"}};
-  EXPECT_TRUE(ParseFailsWith(Parse(body),
+  EXPECT_TRUE(ParseFailsWith(ParseDesired(body),
                              "desired: signed.target: expected exactly one of \"device\" or "
                              "\"group\", found both"));
   body["target"] = nlohmann::json::object();
-  EXPECT_TRUE(ParseFailsWith(Parse(body),
+  EXPECT_TRUE(ParseFailsWith(ParseDesired(body),
                              "desired: signed.target: expected exactly one of \"device\" or "
                              "\"group\", found neither"));
   body["target"] = {{"fleet", "x"}};
-  EXPECT_TRUE(ParseFailsWith(Parse(body),
+  EXPECT_TRUE(ParseFailsWith(ParseDesired(body),
                              "desired: signed.target.fleet: unknown field, expected one of "
                              "device, group (or an \"x-\" extension), found \"fleet\""));
   body["target"] = {{"device", "Box 1"}};
-  EXPECT_TRUE(ParseFailsWith(Parse(body),
+  EXPECT_TRUE(ParseFailsWith(ParseDesired(body),
                              "desired: signed.target.device: expected a name matching "
                              "[a-z0-9][a-z0-9._-]{0,63}, found \"Box 1\""));
   body["target"] = "lab";
-  EXPECT_TRUE(ParseFailsWith(Parse(body),
+  EXPECT_TRUE(ParseFailsWith(ParseDesired(body),
                              "desired: signed.target: wrong type, expected object, found string"));
 }
 
@@ -83,7 +83,7 @@ TEST(DesiredStateTest, FieldProblems) {
   body["serial"] = -1;
   body["expires"] = "2026-11-20T05:00:00Z";
   body["models"].push_back(body["models"][0]);
-  auto ds = Parse(body);
+  auto ds = ParseDesired(body);
   for (const char* line : {
            "desired: signed.models[0].bundle.url: expected a URL starting with http://, https:// "
            "or file://, found \"ftp://x/y.efb\"",
@@ -104,7 +104,7 @@ TEST(DesiredStateTest, DuplicateModelNames) {
   auto body = SampleDesiredStateBody();
   body["models"].push_back(body["models"][0]);
   body["models"][1]["version"] = "1.2.0";
-  EXPECT_TRUE(ParseFailsWith(Parse(body),
+  EXPECT_TRUE(ParseFailsWith(ParseDesired(body),
                              "desired: signed.models[1].name: expected unique model names, found "
                              "\"digits\" already listed at signed.models[0].name"));
 }
@@ -115,7 +115,7 @@ TEST(DesiredStateTest, MissingAndUnknown) {
   body.erase("fleet");
   body["models"][0]["bundle"].erase("sha256");
   body["priority"] = 1;
-  auto ds = Parse(body);
+  auto ds = ParseDesired(body);
   ASSERT_FALSE(ds);
   EXPECT_EQ(testing::Lines(ds.error().message).size(), 4u) << ds.error().message;
   EXPECT_TRUE(ParseFailsWith(

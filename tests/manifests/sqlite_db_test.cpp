@@ -14,7 +14,7 @@ constexpr SqlMigration kTwo[] = {{1, "t", "CREATE TABLE t (x INTEGER) STRICT;"},
 constexpr std::int32_t kOurs = 0x45465445;
 
 TEST(SqliteDb, ApplicationIdTellsWhoseFileItIs) {
-  testing::TempDir tmp;
+  edgefleet::testing::TempDir tmp;
   const auto path = tmp / "a.db";
   {
     auto db = SqliteDb::Open(path, SqliteDb::Mode::kReadWriteCreate);
@@ -50,7 +50,7 @@ TEST(SqliteDb, ApplicationIdTellsWhoseFileItIs) {
 }
 
 TEST(SqliteDb, MigrationsApplyOnceAndANewerFileIsRefused) {
-  testing::TempDir tmp;
+  edgefleet::testing::TempDir tmp;
   const auto path = tmp / "m.db";
   {
     auto db = SqliteDb::Open(path, SqliteDb::Mode::kReadWriteCreate);
