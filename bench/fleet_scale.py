@@ -18,7 +18,9 @@ Per size, after every device has connected (the ramp is not measured):
     /api/series (the dashboard's charts) and /metrics beside them;
   - exactly once: the collector's numbered messages against the simulator's numbered total, its
     missing count, the windows and events tables against what the broker acknowledged, every
-    device offline after the simulator's clean stop, and no simulated connection lost.
+    device offline after the simulator's clean stop, and no simulated connection lost;
+  - the window periods the simulators fell behind on (their loop was late, so a window covered
+    more than one period): more than 1 % of the windows means the load was not generated.
 Limits (acceptance 1): store lag p99 < 5 s, both API medians < 200 ms, nothing missing, stored ==
 acknowledged. Prints one table row per size and the load average; exits 1 on a breach.
 """
@@ -141,6 +143,7 @@ def run_size(cli, devices, duration, work, postgres):
             "events_acked": report["events"]["acked"],
             "events_stored": events,
             "lost_connections": report["connections"]["lost"],
+            "windows_late": report["made"]["windows_late"],
             "cpu_mean": statistics.mean(cpu) if cpu else float("nan"),
             "cpu_max": max(cpu) if cpu else float("nan"),
             "rss_mb": rss,
@@ -189,11 +192,15 @@ def main():
         print(f"  (/api/series median {r['series_med'] * 1000:.0f} ms, /metrics median "
               f"{r['metrics_med'] * 1000:.0f} ms; devices offline after the stop {r['offline']:,})")
         print(f"  (drain after the simulator stopped {r['drain_s']:.1f} s, connections lost "
-              f"{r['lost_connections']}, broker dropped {r['broker_dropped']}, load "
+              f"{r['lost_connections']}, window periods the simulators fell behind on "
+              f"{r['windows_late']:,}, broker dropped {r['broker_dropped']}, load "
               f"{fleet_tools.loadavg()})", flush=True)
         breach = []
         if r["lost_connections"] != 0:
             breach.append("simulated connections lost")
+        if r["windows_late"] > r["windows_acked"] // 100:
+            breach.append("the simulators fell behind (over 1 % of window periods late): the "
+                          "load asked for was not generated")
         if r["offline"] != n:
             breach.append("not every device offline after its clean stop")
         if r["missing"] != 0 or r["numbered_stored"] != r["numbered_sent"]:

@@ -171,9 +171,11 @@ void SimDevice::TakeDue(std::int64_t now_ms, std::vector<SimMessage>* out) {
   if (now_ms >= next_window_ms_) {
     out->push_back(Window(now_ms));
     const std::int64_t window_ms = std::max<std::int64_t>(1, Ms(profile_->window_s));
-    // Windows keep their period; a loop that fell behind sends one, not a burst.
-    next_window_ms_ +=
-        window_ms * std::max<std::int64_t>(1, (now_ms - next_window_ms_) / window_ms + 1);
+    // Windows keep their period; a loop that fell behind sends one, not a burst, and counts the
+    // periods it folded into it.
+    const std::int64_t periods = (now_ms - next_window_ms_) / window_ms + 1;
+    counters_.windows_late += static_cast<std::uint64_t>(periods - 1);
+    next_window_ms_ += window_ms * periods;
   }
   if (now_ms >= next_event_ms_) {
     const auto& [model, slot] = *active_.begin();

@@ -72,6 +72,9 @@ class SimDevice final {
   struct Counters {
     std::uint64_t numbered = 0;  // windows + events, i.e. the sequence's highest number
     std::uint64_t windows = 0;
+    // Window periods that passed while the loop was behind: each is folded into the next window
+    // (which then covers the longer span), so a load figure can say it was not generated.
+    std::uint64_t windows_late = 0;
     std::uint64_t events = 0;
     std::uint64_t desired = 0;  // documents taken (not ignored as replays)
     std::uint64_t rejected = 0;

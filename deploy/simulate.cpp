@@ -175,12 +175,13 @@ class Simulation final {
   }
 
   json Report(std::int64_t elapsed_ms) const {
-    std::uint64_t numbered = 0, windows = 0, events = 0, desired = 0, rejected = 0, committed = 0,
-                  failed = 0;
+    std::uint64_t numbered = 0, windows = 0, windows_late = 0, events = 0, desired = 0,
+                  rejected = 0, committed = 0, failed = 0;
     for (const Conn& c : conns_) {
       const auto& k = c.device->counters();
       numbered += k.numbered;
       windows += k.windows;
+      windows_late += k.windows_late;
       events += k.events;
       desired += k.desired;
       rejected += k.rejected;
@@ -211,7 +212,7 @@ class Simulation final {
           {"rejected", rejected},
           {"committed", committed},
           {"failed", failed}}},
-        {"made", {{"windows", windows}, {"events", events}}}};
+        {"made", {{"windows", windows}, {"events", events}, {"windows_late", windows_late}}}};
   }
 
  private:
@@ -379,12 +380,16 @@ class Simulation final {
 
   void Progress(const char* event, std::int64_t elapsed_ms) const {
     std::size_t connected = 0;
-    for (const Conn& c : conns_) connected += c.connected ? 1 : 0;
+    std::uint64_t late = 0;
+    for (const Conn& c : conns_) {
+      connected += c.connected ? 1 : 0;
+      late += c.device->counters().windows_late;
+    }
     spdlog::info(
-        "event={} elapsed_s={:.0f} devices={} connected={} windows={} windows_acked={} events={} "
-        "events_acked={} lost={} publish_failed={} desired={}",
+        "event={} elapsed_s={:.0f} devices={} connected={} windows={} windows_acked={} "
+        "windows_late={} events={} events_acked={} lost={} publish_failed={} desired={}",
         event, static_cast<double>(elapsed_ms) / 1000.0, conns_.size(), connected,
-        totals_.sent[Index(Kind::kWindow)], totals_.acked[Index(Kind::kWindow)],
+        totals_.sent[Index(Kind::kWindow)], totals_.acked[Index(Kind::kWindow)], late,
         totals_.sent[Index(Kind::kEvent)], totals_.acked[Index(Kind::kEvent)], totals_.lost,
         totals_.publish_failed, totals_.desired_messages);
   }
