@@ -25,7 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kZoo = EDGEFLEET_ONNX_ZOO_DIR;
+const fs::path kFormZoo = EDGEFLEET_ONNX_ZOO_DIR;
 const fs::path kOrtPlugin = testing::BuildBackendsDir() / "libedgefleet_backend_onnxruntime.so";
 
 const std::vector<std::string> kZooModels = {"mobilenet_v2_op10",       "mobilenet_v2_op17",
@@ -54,7 +54,7 @@ TEST_F(FormTable, EveryCaseCutFromTheZooRunsAsTheTablesPredict) {
   std::set<std::string> cut;
   std::size_t written = 0;
   for (const auto& model : kZooModels) {
-    auto stats = WriteFormCases(kZoo / model / "model.onnx", cases.path(), *ort_, caps, cut);
+    auto stats = WriteFormCases(kFormZoo / model / "model.onnx", cases.path(), *ort_, caps, cut);
     ASSERT_TRUE(stats) << stats.error().message;
     EXPECT_EQ(stats->reference_failed, 0U) << model;
     written += stats->written;
@@ -95,7 +95,7 @@ TEST_F(FormTable, VerdictsOnTheZooNeitherAcceptWhatOpenCvFailsNorRefuseWhatItRun
   std::size_t served = 0;
   for (const auto& model : kZooModels) {
     SCOPED_TRACE(model);
-    auto graph = InspectOnnx(kZoo / model / "model.onnx");
+    auto graph = InspectOnnx(kFormZoo / model / "model.onnx");
     ASSERT_TRUE(graph) << graph.error().message;
     manifests::Variant v = CaseVariant(*graph, model);
     v.forms = FormKeys(*graph);
@@ -103,13 +103,13 @@ TEST_F(FormTable, VerdictsOnTheZooNeitherAcceptWhatOpenCvFailsNorRefuseWhatItRun
     const auto problems = CompatibilityProblems(v, caps);
     const bool accepted = problems.empty() && static_cast<bool>(CheckGraph(*graph, v, caps, model));
     // The truth: load and run the golden batch, as parity would after download.
-    auto input = ReadTensorProto(kZoo / model / "golden/input_0.pb");
-    auto want = ReadTensorProto(kZoo / model / "golden/output_0.pb");
+    auto input = ReadTensorProto(kFormZoo / model / "golden/input_0.pb");
+    auto want = ReadTensorProto(kFormZoo / model / "golden/output_0.pb");
     ASSERT_TRUE(input && want);
     input->name = "input";
     bool runs = false;
     std::string why;
-    auto session = opencv_->Load(kZoo / model / "model.onnx", v, SessionOptions{});
+    auto session = opencv_->Load(kFormZoo / model / "model.onnx", v, SessionOptions{});
     if (session) {
       auto out = (*session)->Run({*input});
       if (out) {
