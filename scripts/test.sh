@@ -23,9 +23,9 @@ cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DEDGEFLEET_WERR
 cmake --build build/release -j"$jobs"
 ctest --test-dir build/release --output-on-failure -j"$jobs" --timeout 600
 
-cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DEDGEFLEET_WERROR=ON \
-      -DEDGEFLEET_SANITIZE=ON -DEDGEFLEET_BUILD_BENCH=OFF -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON \
-      -DCMAKE_UNITY_BUILD=ON
+cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-g1 \
+      -DEDGEFLEET_WERROR=ON -DEDGEFLEET_SANITIZE=ON -DEDGEFLEET_BUILD_BENCH=OFF \
+      -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON -DCMAKE_UNITY_BUILD=ON
 cmake --build build/sanitize -j"$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
@@ -40,7 +40,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 # setarch -R: GCC 12's TSan cannot map its shadow memory under some kernels' address-space
 # randomisation.
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DEDGEFLEET_WERROR=ON -DEDGEFLEET_TSAN=ON \
+      -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DEDGEFLEET_WERROR=ON -DEDGEFLEET_TSAN=ON \
       -DEDGEFLEET_BUILD_BENCH=OFF -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON -DCMAKE_UNITY_BUILD=ON
 cmake --build build/tsan -j"$jobs" --target agent_tests integration_tests http_tests \
       collector_tests serve_tests agent_mqtt_tests rollout_sign_tests
@@ -56,6 +56,6 @@ TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/ts
 CC=clang-14 CXX=clang++-14 cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
       -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -gline-tables-only" -DEDGEFLEET_WERROR=ON \
       -DEDGEFLEET_FUZZ=ON -DEDGEFLEET_BUILD_TESTS=OFF -DEDGEFLEET_BUILD_BENCH=OFF \
-      -DEDGEFLEET_FUZZ_SECONDS="${EDGEFLEET_FUZZ_SECONDS:-30}"
+      -DEDGEFLEET_FUZZ_SECONDS="${EDGEFLEET_FUZZ_SECONDS:-15}"
 cmake --build build/fuzz -j"$jobs" --target fuzzers
 ctest --test-dir build/fuzz --output-on-failure -L fuzz -j"$jobs"
