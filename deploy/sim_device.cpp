@@ -187,6 +187,13 @@ void SimDevice::TakeDue(std::int64_t now_ms, std::vector<SimMessage>* out) {
   }
 }
 
+void SimDevice::OnConnected(std::int64_t now_ms) {
+  const std::int64_t window_ms = std::max<std::int64_t>(1, Ms(profile_->window_s));
+  if (next_window_ms_ < now_ms) {
+    next_window_ms_ += window_ms * ((now_ms - next_window_ms_) / window_ms);
+  }
+}
+
 std::int64_t SimDevice::NextDue() const {
   if (!immediate_.empty()) return 0;
   std::int64_t due = std::min(next_window_ms_, next_event_ms_);

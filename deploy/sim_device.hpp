@@ -62,6 +62,10 @@ class SimDevice final {
   void TakeDue(std::int64_t now_ms, std::vector<SimMessage>* out);
   // The earliest time something will be due.
   std::int64_t NextDue() const;
+  // The device's connection came up at `now_ms`: window periods that passed while it had none
+  // were not made (an agent's outbox would have held them) and are not the loop falling behind,
+  // so they are skipped uncounted; the next window is due at the latest period boundary.
+  void OnConnected(std::int64_t now_ms);
 
   // A message on one of DesiredTopics(). A document this device does not already run begins an
   // update (TakeDue then yields its events); one with a serial not above the last one taken from

@@ -225,6 +225,7 @@ class Simulation final {
     }
     ++c->totals->connects;
     c->connected = true;
+    c->device->OnConnected(NowMs());
     for (const auto& t : *c->topics) (void)mosquitto_subscribe(m, nullptr, t.c_str(), 1);
     SimMessage birth = c->device->Status(true, ++c->connections, NowMs());
     PublishOn(*c, birth);

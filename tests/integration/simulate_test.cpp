@@ -180,6 +180,32 @@ TEST_F(SimDeviceTest, ALateLoopSendsOneWindowForTheSpanAndCountsThePeriodsItMiss
   EXPECT_EQ(d.counters().windows_late, 3u);
 }
 
+// Periods before the device's connection came up (the simulator opens connections at a rate,
+// so the last of 10,000 waits seconds) were never due on a live connection: not counted late.
+TEST_F(SimDeviceTest, PeriodsBeforeTheConnectionCameUpAreNotCountedLate) {
+  SimDevice late(&profile_, "sim-1", false, 42, 0);
+  SimDevice connected(&profile_, "sim-1", false, 42, 0);
+  connected.OnConnected(5500);
+  std::vector<SimMessage> out;
+  late.TakeDue(5500, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_GE(late.counters().windows_late, 4u);  // what the loop would otherwise have counted
+  out.clear();
+  connected.TakeDue(5500, &out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(connected.counters().windows_late, 0u);
+  // The period's phase is kept: the next window is due one period after the last boundary.
+  EXPECT_GT(connected.NextDue(), 5500);
+  EXPECT_LE(connected.NextDue(), 6500);
+  EXPECT_EQ(connected.NextDue() % 1000, late.NextDue() % 1000);
+  // Connected again later, after an outage: the same.
+  connected.OnConnected(20250);
+  out.clear();
+  connected.TakeDue(20250, &out);
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(connected.counters().windows_late, 0u);
+}
+
 TEST_F(SimDeviceTest, ADesiredStateIsAnsweredWithAnAgentsEventsAndAReplayIsIgnored) {
   profile_.window_s = 3600;  // only the update's messages in this test
   SimDevice d(&profile_, "sim-1", false, 7, 0);
