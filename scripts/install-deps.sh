@@ -23,6 +23,7 @@ base=(
   postgresql-15 libpq-dev                   # collector store on PostgreSQL (tests start a real
                                             # server)
   nlohmann-json3-dev                        # all JSON
+  libsimdjson-dev                           # the collector's telemetry fast path
   libmosquitto-dev mosquitto mosquitto-clients  # MQTT client and broker
   libopencv-dnn-dev libopencv-imgproc-dev  # ONNX inference; preprocessing tests' reference
   libpng-dev libjpeg62-turbo-dev            # image decoding for the local API

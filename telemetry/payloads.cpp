@@ -19,6 +19,7 @@
 #include "manifests/crypto.hpp"
 #include "manifests/json_fields.hpp"
 #include "manifests/semver.hpp"
+#include "telemetry/telemetry_fast_path.hpp"
 
 namespace edgefleet::telemetry {
 namespace {
@@ -202,21 +203,8 @@ class Reader {
   FieldReader fields_;
 };
 
-bool IsMessageId(std::string_view id) {
-  if (id.empty() || id.size() > kMaxIdLength) return false;
-  for (char c : id) {
-    const bool ok =
-        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
 bool IsNonEmpty(std::string_view text) { return !text.empty(); }
 bool IsSemVer(std::string_view text) { return manifests::SemVer::Parse(text).has_value(); }
-bool IsSlot(std::string_view slot) { return slot == "A" || slot == "B"; }
-bool IsRole(std::string_view role) {
-  return role == "active" || role == "candidate" || role == "previous";
-}
 // Deployment states and event names: lower-case words joined by '_' ("rolled_back").
 bool IsEventName(std::string_view name) {
   if (name.empty() || name.size() > 64 || name.front() == '_') return false;
@@ -441,12 +429,6 @@ void ReadLatency(Reader& r, const Json& doc, LatencySnapshot& s) {
   s.UpdatePercentiles();
 }
 
-bool IsSeqStream(std::string_view s) {
-  return s.size() == 16 && std::all_of(s.begin(), s.end(), [](char c) {
-           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-         });
-}
-
 // The optional "seq": {"stream": "<16 hex>", "n": <1 or more>}.
 void ReadSeq(Reader& r, const Json& doc, MessageSeq& seq) {
   const Json* v = r.Find(doc, "seq", "seq", "an object", false);
@@ -469,28 +451,12 @@ void ReadSeq(Reader& r, const Json& doc, MessageSeq& seq) {
 }
 
 void ReadTelemetry(Reader& r, const Json& doc, TelemetryWindow& m) {
-  r.RejectUnknown(doc,
-                  {"id",
-                   "device",
-                   "ts",
-                   "start_ts",
-                   "window_s",
-                   "model",
-                   "version",
-                   "slot",
-                   "role",
-                   "count",
-                   "errors",
-                   "server_errors",
-                   "throughput_rps",
-                   "latency_ms",
-                   "stage_ms",
-                   "accuracy",
-                   "confidence",
-                   "health",
-                   "outbox",
-                   "seq"},
-                  "");
+  static const Keys kKeys = [] {
+    Keys keys;
+    for (std::string_view key : kTelemetryKeys) keys.emplace(key);
+    return keys;
+  }();
+  r.RejectUnknown(doc, kKeys, "");
   ReadCommon(r, doc, m.id, m.device, m.ts);
   ReadSeq(r, doc, m.seq);
   if (auto v = r.Millis(doc, "start_ts", "start_ts")) m.start_ts = *v;
@@ -585,6 +551,25 @@ void ReadEvent(Reader& r, const Json& doc, EventMessage& m) {
 }
 
 }  // namespace
+
+bool IsMessageId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxIdLength) return false;
+  for (char c : id) {
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+bool IsSeqStream(std::string_view s) {
+  return s.size() == 16 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+bool IsSlot(std::string_view slot) { return slot == "A" || slot == "B"; }
+bool IsRole(std::string_view role) {
+  return role == "active" || role == "candidate" || role == "previous";
+}
 
 std::string DeviceTopic(std::string_view fleet, std::string_view device, std::string_view leaf) {
   std::string topic(kTopicRoot);
@@ -762,6 +747,13 @@ Result<StatusMessage> ParseStatus(std::string_view text) {
 }
 
 Result<TelemetryWindow> ParseTelemetry(std::string_view text) {
+  if (text.size() <= kMaxPayloadBytes) {
+    if (std::optional<TelemetryWindow> fast = ParseTelemetryFast(text)) return std::move(*fast);
+  }
+  return ParseTelemetryReference(text);
+}
+
+Result<TelemetryWindow> ParseTelemetryReference(std::string_view text) {
   return ParseMessage<TelemetryWindow>(text, "telemetry", ReadTelemetry);
 }
 

@@ -151,7 +151,17 @@ std::string EncodeEvent(const EventMessage& m);
 // carry unknown keys (other than x-* extensions) at any level. "latency_ms" is re-derived from its
 // le_* buckets (percentiles recomputed).
 Result<StatusMessage> ParseStatus(std::string_view text);
+// ParseTelemetry tries the fast path first (telemetry_fast_path.hpp) and this reference parser
+// (nlohmann::json and the field reader) when that does not accept the text; the reference is the
+// one that explains a refusal. Public for the tests and the fuzz target that compare the two.
 Result<TelemetryWindow> ParseTelemetry(std::string_view text);
+Result<TelemetryWindow> ParseTelemetryReference(std::string_view text);
 Result<EventMessage> ParseEvent(std::string_view text);
+
+// Field checks both telemetry parsers share.
+bool IsMessageId(std::string_view id);  // 1 to 64 characters from [A-Za-z0-9-]
+bool IsSeqStream(std::string_view s);   // 16 lower-case hex digits
+bool IsSlot(std::string_view slot);     // "A" or "B"
+bool IsRole(std::string_view role);     // "active", "candidate" or "previous"
 
 }  // namespace edgefleet::telemetry
