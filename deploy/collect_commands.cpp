@@ -158,6 +158,7 @@ Status Collect(const CollectOptions& options) {
   CollectorOptions collector_options;
   collector_options.fleet = options.fleet;
   collector_options.share = options.share;
+  if (options.batch_wait_ms) collector_options.batch_wait_ms = *options.batch_wait_ms;
   // What was received and not yet stored survives a SIGKILL; beside a SQLite file by default.
   collector_options.spool =
       options.spool.empty() ? std::filesystem::path(options.db.string() + ".spool") : options.spool;

@@ -131,7 +131,8 @@ struct CollectOptions {
   // A shared-subscription group: collectors with one group take turns at the fleet's telemetry
   // and events (CollectorOptions::share). Empty: this collector takes every message.
   std::string share;
-  std::string http;                                    // HOST:PORT; port 0 picks a free port
+  std::optional<std::int64_t> batch_wait_ms;  // CollectorOptions::batch_wait_ms; unset: its default
+  std::string http;                           // HOST:PORT; port 0 picks a free port
   std::optional<std::filesystem::path> port_file;      // the HTTP port, written once listening
   std::filesystem::path ca_file, cert_file, key_file;  // TLS when ca_file is set
   std::string username, password;

@@ -173,6 +173,11 @@ int main(int argc, char** argv) {
                           "Shared-subscription group: collectors in one group split the "
                           "telemetry and events (each stores every status)");
   collect_cmd
+      ->add_option("--batch-wait-ms", collect.batch_wait_ms,
+                   "How long the writer gathers messages into one transaction, from the "
+                   "oldest's arrival (default 1000; 0: commit at once)")
+      ->check(CLI::Range(0, 60000));
+  collect_cmd
       ->add_option("--http", collect.http,
                    "HTTP HOST:PORT for /metrics and /api (port 0: "
                    "a free port)")

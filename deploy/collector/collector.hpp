@@ -73,6 +73,7 @@ struct CollectorCounters {
   std::uint64_t stale = 0;          // statuses older than the device's (rollout's) current one
   std::uint64_t rejected = 0;       // refused messages (see above)
   std::uint64_t store_retries = 0;  // batches written again after a database error
+  std::uint64_t batches = 0;        // transactions committed (messages per batch: stored / this)
   std::uint64_t lost = 0;           // messages dropped at shutdown while the database failed
   std::uint64_t queued = 0;         // waiting for the writer now
   std::int64_t lag_ms = 0;          // how long the oldest message not yet stored has waited
@@ -92,6 +93,10 @@ struct CollectorOptions {
   std::string fleet;            // a fleet name, or "+" for every fleet
   std::size_t max_queue = 100000;  // the network thread waits (TCP backpressure) beyond this
   std::size_t max_batch = 20000;   // messages per transaction at most
+  // How long the writer gathers messages into one transaction, from the oldest one's arrival
+  // (unless max_batch are waiting): fewer, larger commits cost less CPU per message, and the
+  // store lag grows by at most this. 0: commit whatever is queued at once.
+  std::int64_t batch_wait_ms = 1000;
   // Files <spool>.<n> that hold every received message until it is stored, so a SIGKILL loses
   // none (deploy/collector/collector_spool.hpp); empty: none (a kill loses what was received, not
   // stored).

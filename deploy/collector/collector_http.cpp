@@ -235,6 +235,7 @@ json CountersJson(const CollectorCounters& c) {
           {"duplicates", c.duplicates},
           {"stale", c.stale},
           {"rejected", c.rejected},
+          {"batches", c.batches},
           {"queued", c.queued},
           {"lag_ms", c.lag_ms},
           {"behind", c.behind},

@@ -513,6 +513,15 @@ Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
   // collector has already acknowledged those messages to the broker when it writes them, so
   // FULL would not make them durable either; it would only halve the write rate.
   EF_RETURN_IF_ERROR(c.Exec("set synchronous=NORMAL", "PRAGMA synchronous=NORMAL"));
+  // The writer inserts into indexes keyed by message id and by device, so each message lands on
+  // a page of its own: with SQLite's default 2 MiB page cache almost every one is read back from
+  // the file, one pread each (bench/RESULTS.md, run 7). 128 MiB holds the hot pages of 10,000
+  // devices; it is allocated as it fills.
+  EF_RETURN_IF_ERROR(c.Exec("set cache_size", "PRAGMA cache_size=-131072"));
+  // A checkpoint copies every page the WAL holds into the database; at the default (every 1,000
+  // pages, a few hundred messages here) the same hot pages were copied over and over. 16,384
+  // pages (64 MiB of WAL) copies each once per checkpoint.
+  EF_RETURN_IF_ERROR(c.Exec("set wal_autocheckpoint", "PRAGMA wal_autocheckpoint=16384"));
   EF_RETURN_IF_ERROR(c.CheckApplicationId(kApplicationId, "collector"));
   EF_RETURN_IF_ERROR(c.Migrate(kMigrations, kApplicationId));
   EF_RETURN_IF_ERROR(PrepareWriter(*impl));

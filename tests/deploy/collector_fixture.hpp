@@ -171,6 +171,7 @@ class CollectorTest : public ::testing::Test {
         argv.push_back(a);
       }
     }
+    argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
     if (!id.ca.empty()) {
       for (const std::string& a : {std::string("--ca-file"), id.ca.string()}) argv.push_back(a);
     }
@@ -332,6 +333,7 @@ class CollectorTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  std::vector<std::string> extra_args_;  // appended to every `edgefleet collect` command line
   testing::TestPki pki_;
   std::unique_ptr<testing::MosquittoBroker> broker_;
   std::unique_ptr<BackgroundProcess> collector_;

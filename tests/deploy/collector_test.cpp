@@ -399,6 +399,12 @@ TEST_F(CollectorTest, ThousandsOfWindowsAreStoredInBatches) {
   EXPECT_EQ(Counter("messages", "telemetry"), kWindows);
   const double elapsed_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // The writer gathers for 1 s from a batch's oldest message (fewer than max_batch arrive), and
+  // each batch's oldest arrived after the one before was taken: at most one commit per second of
+  // the time it took, plus the first.
+  const std::uint64_t batches = Counter("batches");
+  EXPECT_GE(batches, 1u);
+  EXPECT_LE(static_cast<double>(batches), elapsed_s + 1) << "in " << elapsed_s << " s";
   std::printf(
       "[   INFO   ] %d windows from 50 devices published (outbox + MQTT client) and "
       "stored in %.2f s (%.0f/s)\n",
@@ -642,6 +648,25 @@ TEST_F(CollectorTest, SigtermStopsFlushesAndExitsZero) {
   EXPECT_EQ(*code, 0);
 }
 
+// A message waiting for its batch to fill is stored when the collector stops, without waiting
+// out the gathering time.
+TEST_F(CollectorTest, AWindowWaitingForItsBatchIsStoredAtStop) {
+  extra_args_ = {"--batch-wait-ms", "60000"};
+  ASSERT_NO_FATAL_FAILURE(StartBroker(/*tls=*/false));
+  ASSERT_NO_FATAL_FAILURE(StartCollector());
+  MustPublish(Topic("box-a", "telemetry"),
+              telemetry::EncodeTelemetry(Window("box-a", "1.0.0", NowMs(), {1.0}, 0, 0, 0)));
+  ASSERT_TRUE(WaitFor("window received", seconds(20), [&] { return Counter("queued") == 1; }));
+  EXPECT_EQ(Counter("messages", "telemetry"), 0u);
+  EXPECT_EQ(Counter("batches"), 0u);
+  const auto stop = std::chrono::steady_clock::now();
+  ASSERT_NO_FATAL_FAILURE(StopCollectorCleanly());
+  EXPECT_LT(std::chrono::steady_clock::now() - stop, seconds(20));
+  ProcessResult r = Cli({"devices", "--db", Db("collector"), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)[0]["requests"], 1) << r.out;
+}
+
 TEST_F(CollectorTest, BadFlagsAndFilesAreRefusedWithTheirReason) {
   struct Case {
     std::vector<std::string> args;
@@ -690,6 +715,10 @@ TEST_F(CollectorTest, BadFlagsAndFilesAreRefusedWithTheirReason) {
         "127.0.0.1:0", "--share", "a/b"},
        1,
        "--share: expected a group name of 1-64 letters, digits, '.', '_' or '-', found 'a/b'"},
+      {{"collect", "--broker", "127.0.0.1:1883", "--fleet", "demo", "--db", db, "--http",
+        "127.0.0.1:0", "--batch-wait-ms", "-1"},
+       2,
+       "--batch-wait-ms: Value -1 not in range 0 to 60000"},
   };
   for (const auto& c : cases) {
     ProcessResult r = Cli(c.args);
