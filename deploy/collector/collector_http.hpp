@@ -19,7 +19,8 @@
 //   edgefleet_fleet_device_online{device}, edgefleet_fleet_device_last_seen_seconds{device},
 //   edgefleet_fleet_device_messages_missing{device}
 //   the collector itself: edgefleet_collector_messages_total{kind="status|telemetry|events|
-//   rollouts"} (stored), _duplicates_total, _stale_total, _rejected_total, _queue_depth,
+//   rollouts"} (stored), _duplicates_total, _stale_total, _rejected_total, _batches_total
+//   (transactions committed), _queue_depth,
 //   _connected, _store_lag_seconds, _behind, edgefleet_broker_dropped_messages.
 //   per rollout (the newest 1000 by start), as `edgefleet rollout` last reported it:
 //   edgefleet_rollout_devices{rollout,model,version,state} gauge, devices per
@@ -49,7 +50,8 @@
 //                "latency_ms": {"count", "p50", "p90", "p99", "max"} (merged from the summed
 //                buckets), "labeled", "correct", "accuracy": correct/labeled|null}],
 //    "collector": {"messages": {"status", "telemetry", "events", "rollouts"}, "duplicates",
-//                  "stale", "rejected", "queued", "connected"}}
+//                  "stale", "rejected", "batches", "queued", "lag_ms", "behind",
+//                  "broker_dropped", "connected"}}
 //   Without `window` the sums cover every window stored; with it, each device's windows ending
 //   within that duration (90d/12h/30m/45s) before its newest one.
 // GET /api/series?model=&since_ms=&bucket_s=
