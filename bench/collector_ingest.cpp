@@ -3,7 +3,7 @@
 // event a minute; each simulated second's messages are parsed and checked (ClassifyMessage) and
 // stored (CollectorStore::Apply, in the collector's batches of at most CollectorOptions::max_batch)
 // into a fresh SQLite file, as the collector's writer thread does. Prints the CPU cost per message
-// of both steps over the first and the last tenth of the run (the database grows), and the store's
+// of both steps in each tenth of the run (the database grows) and over all of it, and the store's
 // messages per second; exits 1 when the last tenth stores fewer than `target` messages per second.
 //
 //   collector_ingest [devices=10000] [seconds=60] [target=10400] [dir=$TMPDIR or /tmp]
@@ -88,8 +88,7 @@ int main(int argc, char** argv) {
         std::make_unique<SimDevice>(&profile, "box-" + std::to_string(i), false, i + 1, start_ms));
   }
 
-  const int tenth = std::max(1, seconds / 10);
-  Phase first, last, all;
+  Phase tenths[10], all;
   std::vector<SimMessage> out;
   std::vector<IncomingMessage> batch;
   for (int second = 0; second <= seconds; ++second) {
@@ -124,9 +123,7 @@ int main(int argc, char** argv) {
       here.store_s += t2 - t1;
     }
     if (second == 0) continue;  // births: not the steady state
-    for (Phase* p :
-         {&all, second <= tenth ? &first : nullptr, second > seconds - tenth ? &last : nullptr}) {
-      if (!p) continue;
+    for (Phase* p : {&all, &tenths[std::min(9, (second - 1) * 10 / seconds)]}) {
       p->messages += here.messages;
       p->parse_s += here.parse_s;
       p->store_s += here.store_s;
@@ -141,12 +138,14 @@ int main(int argc, char** argv) {
   if (getloadavg(load, 1) == 1) std::printf("%.2f\n", load[0]);
   std::printf("%-12s %10s %14s %14s %16s\n", "phase", "messages", "parse us/msg", "store us/msg",
               "store msgs/s");
-  for (const auto& [name, p] :
-       {std::pair{"first 10%", &first}, std::pair{"last 10%", &last}, std::pair{"all", &all}}) {
-    const double n = static_cast<double>(std::max<std::size_t>(1, p->messages));
-    std::printf("%-12s %10zu %14.1f %14.1f %16.0f\n", name, p->messages, p->parse_s / n * 1e6,
-                p->store_s / n * 1e6, p->store_s > 0 ? n / p->store_s : 0);
-  }
+  auto row = [](const std::string& name, const Phase& p) {
+    const double n = static_cast<double>(std::max<std::size_t>(1, p.messages));
+    std::printf("%-12s %10zu %14.1f %14.1f %16.0f\n", name.c_str(), p.messages, p.parse_s / n * 1e6,
+                p.store_s / n * 1e6, p.store_s > 0 ? n / p.store_s : 0);
+  };
+  for (int i = 0; i < 10; ++i) row("tenth " + std::to_string(i + 1), tenths[i]);
+  row("all", all);
+  const Phase& last = tenths[9];
   const double last_rate = static_cast<double>(last.messages) / std::max(1e-9, last.store_s);
   const double both_rate =
       static_cast<double>(last.messages) / std::max(1e-9, last.store_s + last.parse_s);

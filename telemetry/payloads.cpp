@@ -204,7 +204,6 @@ class Reader {
 };
 
 bool IsNonEmpty(std::string_view text) { return !text.empty(); }
-bool IsSemVer(std::string_view text) { return manifests::SemVer::Parse(text).has_value(); }
 // Deployment states and event names: lower-case words joined by '_' ("rolled_back").
 bool IsEventName(std::string_view name) {
   if (name.empty() || name.size() > 64 || name.front() == '_') return false;
@@ -570,6 +569,7 @@ bool IsSlot(std::string_view slot) { return slot == "A" || slot == "B"; }
 bool IsRole(std::string_view role) {
   return role == "active" || role == "candidate" || role == "previous";
 }
+bool IsSemVer(std::string_view text) { return manifests::SemVer::Parse(text).has_value(); }
 
 std::string DeviceTopic(std::string_view fleet, std::string_view device, std::string_view leaf) {
   std::string topic(kTopicRoot);

@@ -163,5 +163,6 @@ bool IsMessageId(std::string_view id);  // 1 to 64 characters from [A-Za-z0-9-]
 bool IsSeqStream(std::string_view s);   // 16 lower-case hex digits
 bool IsSlot(std::string_view slot);     // "A" or "B"
 bool IsRole(std::string_view role);     // "active", "candidate" or "previous"
+bool IsSemVer(std::string_view text);   // a version manifests::SemVer::Parse accepts
 
 }  // namespace edgefleet::telemetry

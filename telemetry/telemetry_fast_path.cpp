@@ -13,7 +13,6 @@
 #include <string>
 
 #include "manifests/json_fields.hpp"
-#include "manifests/semver.hpp"
 
 namespace edgefleet::telemetry {
 namespace {
@@ -95,7 +94,6 @@ bool String(element v, Valid valid, std::string& out) {
   out.assign(text);
   return true;
 }
-bool IsSemVer(std::string_view text) { return manifests::SemVer::Parse(text).has_value(); }
 
 const std::array<std::string_view, kLatencyBuckets>& BucketKeys() {
   static const std::array<std::string, kLatencyBuckets> owned = [] {

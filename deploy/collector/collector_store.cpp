@@ -115,7 +115,8 @@ Status PrepareWriter(Writer<Db>& s) {
   // One text for both engines: ON CONFLICT (SQLite 3.24+, PostgreSQL 9.5+), the stored row's
   // columns qualified by their table (PostgreSQL finds a bare name ambiguous beside excluded.*),
   // and Greatest/Least instead of SQLite's two-argument MAX/MIN.
-  // 31 named columns + 17 buckets.
+  // 30 named columns, 17 buckets, then the message's number (0005_dedup_by_sequence.sql): a
+  // numbered message conflicts on (device, stream, n), an unnumbered one on its id.
   EF_ASSIGN_OR_RETURN(
       s.insert_window,
       Statement::Prepare(c, "store window",
@@ -124,8 +125,8 @@ Status PrepareWriter(Writer<Db>& s) {
                          "latency_count, latency_sum_ms, latency_max_ms, p50_ms, p99_ms, "
                          "labeled, correct, golden_accuracy, shadow_agree, confidence_mean, "
                          "confidence_std, rss_bytes, cpu_pct, temp_c, disk_free_bytes, json, " +
-                             BucketColumns() + ") VALUES (" + Parameters(1, 30 + kBuckets) +
-                             ") ON CONFLICT DO NOTHING"));
+                             BucketColumns() + ", stream, n) VALUES (" +
+                             Parameters(1, 32 + kBuckets) + ") ON CONFLICT DO NOTHING"));
   // A batch adds its windows' sums to their devices' running totals and to their 10-second
   // buckets of the series (0004_series.sql): parameters 4..10, 13.. and the window count last
   // (BindSums).
@@ -169,9 +170,9 @@ Status PrepareWriter(Writer<Db>& s) {
       s.insert_event,
       Statement::Prepare(c, "store event",
                          "INSERT INTO events (id, device, fleet, ts, received_ms, event, "
-                         "deployment, model, version, from_state, reason, serial, target, json) "
-                         "VALUES (" +
-                             Parameters(1, 14) + ") ON CONFLICT DO NOTHING"));
+                         "deployment, model, version, from_state, reason, serial, target, json, "
+                         "stream, n) VALUES (" +
+                             Parameters(1, 16) + ") ON CONFLICT DO NOTHING"));
   EF_ASSIGN_OR_RETURN(
       s.count_seq,
       Statement::Prepare(
@@ -336,6 +337,14 @@ Status WriteBatchSums(Writer<Db>& s) {
   return Ok();
 }
 
+// A message's stream and number at `first` and `first + 1`; NULL for an unnumbered one.
+template <class Statement>
+void BindSeq(Statement& q, int first, const telemetry::MessageSeq& seq) {
+  const bool numbered = seq.n != 0;
+  q.Bind(first, numbered ? std::optional<std::string_view>(seq.stream) : std::nullopt)
+      .Bind(first + 1, numbered ? std::optional<std::int64_t>(AsInt(seq.n)) : std::nullopt);
+}
+
 template <class Db>
 Result<ApplyOutcome> StoreWindow(Writer<Db>& s, const IncomingMessage& in,
                                  const telemetry::TelemetryWindow& w) {
@@ -371,6 +380,7 @@ Result<ApplyOutcome> StoreWindow(Writer<Db>& s, const IncomingMessage& in,
       .Bind(29, AsInt(w.health.disk_free_bytes))
       .Bind(30, in.json);
   for (int i = 0; i < kBuckets; ++i) q.Bind(31 + i, AsInt(w.latency.buckets[i]));
+  BindSeq(q, 31 + kBuckets, w.seq);
   EF_RETURN_IF_ERROR(q.Run());
   if (s.conn.Changes() == 0) return ApplyOutcome::kDuplicate;
 
@@ -397,6 +407,7 @@ Result<ApplyOutcome> StoreEvent(Writer<Db>& s, const IncomingMessage& in,
       .Bind(12, AsInt(e.serial))
       .Bind(13, e.target)
       .Bind(14, in.json);
+  BindSeq(q, 15, e.seq);
   EF_RETURN_IF_ERROR(q.Run());
   if (s.conn.Changes() == 0) return ApplyOutcome::kDuplicate;
   CountSequence(s, in, e.device, e.seq);
@@ -513,10 +524,10 @@ Result<CollectorStore> CollectorStore::Open(const fs::path& path) {
   // collector has already acknowledged those messages to the broker when it writes them, so
   // FULL would not make them durable either; it would only halve the write rate.
   EF_RETURN_IF_ERROR(c.Exec("set synchronous=NORMAL", "PRAGMA synchronous=NORMAL"));
-  // The writer inserts into indexes keyed by message id and by device, so each message lands on
-  // a page of its own: with SQLite's default 2 MiB page cache almost every one is read back from
-  // the file, one pread each (bench/RESULTS.md, run 7). 128 MiB holds the hot pages of 10,000
-  // devices; it is allocated as it fills.
+  // The writer inserts into indexes keyed by device (its sequence numbers and its series), so each
+  // message lands on its device's newest page of each: with SQLite's default 2 MiB page cache
+  // almost every one is read back from the file, one pread each (bench/RESULTS.md, run 7).
+  // 128 MiB holds those pages for 10,000 devices; it is allocated as it fills.
   EF_RETURN_IF_ERROR(c.Exec("set cache_size", "PRAGMA cache_size=-131072"));
   // A checkpoint copies every page the WAL holds into the database; at the default (every 1,000
   // pages, a few hundred messages here) the same hot pages were copied over and over. 16,384

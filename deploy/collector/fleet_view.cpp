@@ -445,6 +445,16 @@ Result<std::vector<StoredMessage>> FleetView::Rollouts(std::size_t limit) const 
   });
 }
 
+// The condition on parameter 1 for a read of one device's messages, or of all: "device = ?1" is
+// what lets the database use (device, stream, n) (0005_dedup_by_sequence.sql); the form
+// "?1 IS NULL OR device = ?1" could not, and read every device's newest rows to find one's.
+namespace {
+std::string DeviceIs(const std::optional<std::string>& device, bool pg) {
+  if (device) return "device = ?1";
+  return pg ? "?1::text IS NULL" : "?1 IS NULL";
+}
+}  // namespace
+
 Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) const {
   return OnConnection(*impl_, [&](const auto& conn) -> Result<std::vector<StoredMessage>> {
     using Db = std::decay_t<decltype(conn)>;
@@ -453,10 +463,9 @@ Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) 
     EF_ASSIGN_OR_RETURN(
         Statement q,
         Statement::Prepare(conn, "list windows",
-                           std::string("SELECT fleet, received_ms, json FROM windows WHERE (") +
-                               (pg ? "?1::text" : "?1") + " IS NULL OR device = ?1) AND (" +
-                               (pg ? "?2::text" : "?2") + " IS NULL OR model = ?2) AND (" +
-                               (pg ? "?3::bigint" : "?3") +
+                           "SELECT fleet, received_ms, json FROM windows WHERE " +
+                               DeviceIs(query.device, pg) + " AND (" + (pg ? "?2::text" : "?2") +
+                               " IS NULL OR model = ?2) AND (" + (pg ? "?3::bigint" : "?3") +
                                " IS NULL OR ts >= ?3) ORDER BY ts DESC, id DESC LIMIT ?4"));
     q.Bind(1, query.device)
         .Bind(2, query.model)
@@ -470,12 +479,11 @@ Result<std::vector<StoredMessage>> FleetView::Events(const EventQuery& query) co
   return OnConnection(*impl_, [&](const auto& conn) -> Result<std::vector<StoredMessage>> {
     using Db = std::decay_t<decltype(conn)>;
     using Statement = typename Engine<Db>::Statement;
-    EF_ASSIGN_OR_RETURN(
-        Statement q,
-        Statement::Prepare(conn, "list events",
-                           std::string("SELECT fleet, received_ms, json FROM events WHERE (") +
-                               (Engine<Db>::kPostgres ? "?1::text" : "?1") +
-                               " IS NULL OR device = ?1) ORDER BY ts DESC, id DESC LIMIT ?2"));
+    EF_ASSIGN_OR_RETURN(Statement q,
+                        Statement::Prepare(conn, "list events",
+                                           "SELECT fleet, received_ms, json FROM events WHERE " +
+                                               DeviceIs(query.device, Engine<Db>::kPostgres) +
+                                               " ORDER BY ts DESC, id DESC LIMIT ?2"));
     q.Bind(1, query.device).Bind(2, static_cast<std::int64_t>(query.limit));
     return ReadMessages(q);
   });

@@ -3,8 +3,14 @@
 // to be stored, and the ordering rules of statuses, windows and events.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+
 #include "deploy/collector/collector.hpp"
+#include "deploy/collector/collector_sql.hpp"
 #include "deploy/collector/collector_store.hpp"
+#include "deploy/collector/pg_db.hpp"
+#include "manifests/sqlite_db.hpp"
 #include "telemetry/payloads.hpp"
 #include "tests/deploy/collector_engines.hpp"
 #include "tests/support/postgres_server.hpp"
@@ -152,10 +158,16 @@ TEST_P(CollectorStoreTest, MissingNumbersCountFromTheLowestStoredAndNeverBelowZe
   event.seq = {"00000000000000aa", 5};
   EXPECT_EQ(Apply({In("events", telemetry::EncodeEvent(event))}), std::vector<O>{O::kStored});
   EXPECT_EQ(BoxA().missing, 1u);
-  // A device that sends one number under several ids (no agent does) cannot make the count
-  // negative: 4 three times more fills 6 and then nothing.
-  Apply({In("telemetry", numbered(4)), In("telemetry", numbered(4)), In("telemetry", numbered(4))});
-  EXPECT_EQ(BoxA().numbered, 6u);
+  // A number sent again under a new id (no agent does) is that message again: not stored.
+  EXPECT_EQ(Apply({In("telemetry", numbered(4)), In("telemetry", numbered(7))}),
+            (std::vector<O>{O::kDuplicate, O::kDuplicate}));
+  EXPECT_EQ(BoxA().numbered, 3u);
+  EXPECT_EQ(BoxA().missing, 1u);
+  // Windows with the event's number and more (no agent sends them) cannot make the count
+  // negative: 5 fills the range, 6 is one more than it holds.
+  EXPECT_EQ(Apply({In("telemetry", numbered(5)), In("telemetry", numbered(6))}),
+            (std::vector<O>{O::kStored, O::kStored}));
+  EXPECT_EQ(BoxA().numbered, 5u);
   EXPECT_EQ(BoxA().missing, 0u);
   // Another stream of the same device adds its own gaps.
   Apply({In("telemetry", numbered(1, "00000000000000bb")),
@@ -397,6 +409,137 @@ TEST_P(CollectorStoreTest, AnEmptyDatabaseIsNotACollectorDatabase) {
     ASSERT_TRUE(CollectorStore::Open(empty));
     EXPECT_TRUE(FleetView::Open(empty));
   }
+}
+
+// The schema an older build left at `location`: the source tree's migrations 1..`version`.
+edgefleet::Status MigrateTo(Engine engine, const std::string& location, int version) {
+  const std::filesystem::path dir =
+      std::filesystem::path(EDGEFLEET_SOURCE_DIR) / "deploy/collector" /
+      (engine == Engine::kSqlite ? "collector_migrations" : "collector_migrations_pg");
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  EXPECT_GE(files.size(), static_cast<std::size_t>(version));
+  files.resize(std::min(files.size(), static_cast<std::size_t>(version)));
+  std::vector<std::string> names, texts;
+  for (const auto& f : files) {
+    names.push_back(f.filename().string());
+    texts.push_back(testing::ReadFile(f));
+  }
+  std::vector<manifests::SqlMigration> migrations;
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    migrations.push_back({static_cast<int>(i + 1), names[i].c_str(), texts[i].c_str()});
+  }
+  if (engine == Engine::kSqlite) {
+    EF_ASSIGN_OR_RETURN(
+        auto db, manifests::SqliteDb::Open(location, manifests::SqliteDb::Mode::kReadWriteCreate));
+    return db.Migrate(migrations, collector_sql::kApplicationId);
+  }
+  EF_ASSIGN_OR_RETURN(auto db, PgDb::Connect(location));
+  return db.Migrate(migrations);
+}
+
+// Runs `sql` on the database at `location` (statements we own; no parameters).
+edgefleet::Status Exec(Engine engine, const std::string& location, const std::string& sql) {
+  if (engine == Engine::kSqlite) {
+    EF_ASSIGN_OR_RETURN(
+        auto db, manifests::SqliteDb::Open(location, manifests::SqliteDb::Mode::kReadWriteCreate));
+    return db.Exec("test sql", sql.c_str());
+  }
+  EF_ASSIGN_OR_RETURN(auto db, PgDb::Connect(location));
+  return db.Exec("test sql", sql);
+}
+
+Result<std::int64_t> QueryInt(Engine engine, const std::string& location, const std::string& sql) {
+  if (engine == Engine::kSqlite) {
+    EF_ASSIGN_OR_RETURN(
+        auto db, manifests::SqliteDb::Open(location, manifests::SqliteDb::Mode::kReadWriteCreate));
+    return db.QueryInt("test query", sql);
+  }
+  EF_ASSIGN_OR_RETURN(auto db, PgDb::Connect(location));
+  return db.QueryInt("test query", sql);
+}
+
+// A window row as schema 4 stored it: the message's identity and JSON, zeros for the figures.
+std::string OldWindowRow(const telemetry::TelemetryWindow& w, std::int64_t received_ms) {
+  std::string sql =
+      "INSERT INTO windows (id, device, fleet, model, version, slot, role, ts, start_ts, window_s, "
+      "received_ms, count, errors, server_errors, latency_count, latency_sum_ms, latency_max_ms, "
+      "p50_ms, p99_ms, labeled, correct, confidence_mean, confidence_std, rss_bytes, cpu_pct, "
+      "disk_free_bytes, json";
+  for (int i = 0; i <= 16; ++i) sql += (i < 10 ? ", b0" : ", b") + std::to_string(i);
+  sql += ") VALUES ('" + w.id + "', 'box-a', 'demo', 'digits', '1.0.0', 'A', 'active', " +
+         std::to_string(w.ts) + ", " + std::to_string(w.start_ts) + ", 1, " +
+         std::to_string(received_ms) + ", " + std::to_string(w.count);
+  for (int i = 0; i < 14; ++i) sql += ", 0";  // errors .. disk_free_bytes
+  sql += ", '" + telemetry::EncodeTelemetry(w) + "'";
+  for (int i = 0; i <= 16; ++i) sql += ", 0";
+  return sql + ");";
+}
+
+// An older collector's windows keep every row through schema 5, and each is a duplicate of its
+// own message afterwards: a numbered one by its device, stream and number (also when it arrives
+// again under another id), an unnumbered one by its id.
+TEST_P(CollectorStoreTest, AnOlderDatabaseKeepsItsWindowsAndTheirDuplicatesStayDuplicates) {
+  const std::string old = Location("old");
+  ASSERT_TRUE(MigrateTo(GetParam(), old, 4));
+  auto numbered = [](std::uint64_t n) {
+    auto w = Window(5000 + static_cast<std::int64_t>(n) * 1000, 1);
+    w.seq = {"00000000000000aa", n};
+    return w;
+  };
+  const auto first = numbered(1), second = numbered(2), plain = Window(9000, 1);
+  auto again = numbered(2);  // number 2 under another id: schema 4 stored it twice
+  std::string rows;
+  std::int64_t received_ms = 1000;  // in this order: `second` before `again`
+  for (const auto& w : {first, second, again, plain}) rows += OldWindowRow(w, ++received_ms);
+  telemetry::EventMessage event;
+  event.id = telemetry::NewMessageId();
+  event.device = "box-a";
+  event.ts = 6000;
+  event.event = "downloading";
+  event.seq = {"00000000000000aa", 4};
+  const std::string event_json = telemetry::EncodeEvent(event);
+  rows +=
+      "INSERT INTO events (id, device, fleet, ts, received_ms, event, deployment, model, "
+      "version, from_state, reason, serial, target, json) VALUES ('" +
+      event.id + "', 'box-a', 'demo', 6000, 1000, 'downloading', 0, '', '', '', '', 0, '', '" +
+      event_json + "');";
+  ASSERT_TRUE(Exec(GetParam(), old, rows));
+
+  auto store = CollectorStore::Open(old);
+  ASSERT_TRUE(store) << store.error().message;
+  auto count = [&](const std::string& where) {
+    auto n = QueryInt(GetParam(), old, "SELECT COUNT(*) FROM windows WHERE " + where);
+    EXPECT_TRUE(n) << n.error().message;
+    return n ? *n : -1;
+  };
+  EXPECT_EQ(count("true"), 4) << "no stored row is lost";
+  EXPECT_EQ(count("stream = '00000000000000aa' AND n = 1 AND id = '" + first.id + "'"), 1);
+  EXPECT_EQ(count("n = 2 AND id = '" + second.id + "'"), 1) << "the first received keeps it";
+  EXPECT_EQ(count("n IS NULL"), 2) << "the second row of number 2, and the unnumbered one";
+  auto events = QueryInt(GetParam(), old, "SELECT COUNT(*) FROM events WHERE n = 4");
+  ASSERT_TRUE(events) << events.error().message;
+  EXPECT_EQ(*events, 1);
+  auto resent = event;
+  resent.id = telemetry::NewMessageId();
+  const std::vector<IncomingMessage> event_batch = {
+      In("events", event_json, 2000), In("events", telemetry::EncodeEvent(resent), 2000)};
+  auto event_outcomes = store->Apply(event_batch);
+  ASSERT_TRUE(event_outcomes) << event_outcomes.error().message;
+  EXPECT_EQ(*event_outcomes, (std::vector<O>{O::kDuplicate, O::kDuplicate}));
+
+  const auto later = numbered(3);
+  auto seen_again = numbered(1);
+  std::vector<IncomingMessage> batch;
+  for (const auto& w : {first, again, seen_again, plain, later}) {
+    batch.push_back(In("telemetry", telemetry::EncodeTelemetry(w), 2000));
+  }
+  auto outcomes = store->Apply(batch);
+  ASSERT_TRUE(outcomes) << outcomes.error().message;
+  EXPECT_EQ(*outcomes, (std::vector<O>{O::kDuplicate, O::kDuplicate, O::kDuplicate, O::kDuplicate,
+                                       O::kStored}));
+  EXPECT_EQ(count("true"), 5);
 }
 
 TEST_P(CollectorStoreTest, ANewerSchemaIsRefused) {
