@@ -116,7 +116,8 @@ Status PrepareWriter(Writer<Db>& s) {
   // columns qualified by their table (PostgreSQL finds a bare name ambiguous beside excluded.*),
   // and Greatest/Least instead of SQLite's two-argument MAX/MIN.
   // 30 named columns, 17 buckets, then the message's number (0005_dedup_by_sequence.sql): a
-  // numbered message conflicts on (device, stream, n), an unnumbered one on its id.
+  // numbered message conflicts on (device, model, version, ts, stream, n), an unnumbered one on
+  // its id.
   EF_ASSIGN_OR_RETURN(
       s.insert_window,
       Statement::Prepare(c, "store window",

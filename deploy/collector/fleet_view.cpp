@@ -446,7 +446,7 @@ Result<std::vector<StoredMessage>> FleetView::Rollouts(std::size_t limit) const 
 }
 
 // The condition on parameter 1 for a read of one device's messages, or of all: "device = ?1" is
-// what lets the database use (device, stream, n) (0005_dedup_by_sequence.sql); the form
+// what lets the database use windows_by_series and events_by_device_ts; the form
 // "?1 IS NULL OR device = ?1" could not, and read every device's newest rows to find one's.
 namespace {
 std::string DeviceIs(const std::optional<std::string>& device, bool pg) {

@@ -478,8 +478,8 @@ std::string OldWindowRow(const telemetry::TelemetryWindow& w, std::int64_t recei
 }
 
 // An older collector's windows keep every row through schema 5, and each is a duplicate of its
-// own message afterwards: a numbered one by its device, stream and number (also when it arrives
-// again under another id), an unnumbered one by its id.
+// own message afterwards: a numbered one by its device, series, time, stream and number (also
+// when it arrives again under another id), an unnumbered one by its id.
 TEST_P(CollectorStoreTest, AnOlderDatabaseKeepsItsWindowsAndTheirDuplicatesStayDuplicates) {
   const std::string old = Location("old");
   ASSERT_TRUE(MigrateTo(GetParam(), old, 4));

@@ -1,19 +1,18 @@
--- Collector schema 5: a numbered telemetry window or event is a duplicate when its device, stream
--- and number ("seq") are already stored; a message without "seq" (agents before it) when its id
--- is. The id (a random UUID) was the primary key, so every message inserted at a random place in
--- an index as large as all the ids ever stored: past the page cache, each one read pages back
--- from the file and the writer fell behind at 10,000 devices (bench/RESULTS.md, run 7). Keyed by
--- (device, stream, n), each device's entries grow at one end, so one page per device is written
--- to. `stream` and `n` are NULL for a message without "seq" (NULLs never conflict in a unique
--- index, so those rows have the partial index on id).
---
--- The same index serves the API's reads of one device (device = ?); it replaces
--- windows_by_series (device, model, version, ts) and events_by_device_ts (device, ts), which no
--- query used (the API's "?1 IS NULL OR device = ?1" could not use an index) and which cost every
--- commit another page per device.
+-- Collector schema 5: a numbered telemetry window or event is a duplicate when the same message
+-- (its device, series and time, and its stream and number: "seq") is already stored; a message
+-- without "seq" (agents before it) when its id is. The id (a random UUID) was the primary key,
+-- so every message inserted at a random place in an index as large as all the ids ever stored:
+-- past the page cache, each one read pages back from the file and the writer fell behind at
+-- 10,000 devices (bench/RESULTS.md, run 7). The unique key now starts with the index the reads
+-- of one device already used, windows_by_series (device, model, version, ts) and
+-- events_by_device_ts (device, ts), so each device's entries grow at one end and one index
+-- instead of two takes a page per device per commit. `stream` and `n` are NULL for a message
+-- without "seq" (NULLs never conflict in a unique index, so those rows have a partial unique
+-- index on id). A number resent with another series or time (no agent does that) is stored
+-- again, as one resent under another id was before.
 --
 -- SQLite cannot drop a primary key, so both tables are copied. The copy reads "seq" from each
--- stored message; a number stored twice under two ids (the old key allowed it) keeps the row
+-- stored message; a message stored twice under two ids (the old key allowed it) keeps the row
 -- received first (then the smaller id) as the numbered one and the others as unnumbered rows, so
 -- nothing stored is lost.
 CREATE TABLE windows_5 (
@@ -63,13 +62,14 @@ SELECT *,
             THEN json_extract(json, '$.seq.n') END
 FROM windows ORDER BY rowid;
 UPDATE windows_5 SET stream = NULL, n = NULL
-WHERE rowid IN (SELECT r FROM (SELECT rowid AS r, row_number() OVER (PARTITION BY device, stream, n
+WHERE rowid IN (SELECT r FROM (SELECT rowid AS r, row_number() OVER (
+                                   PARTITION BY device, model, version, ts, stream, n
                                    ORDER BY received_ms, id) AS k
                                FROM windows_5 WHERE n IS NOT NULL) WHERE k > 1);
 DROP TABLE windows;
 ALTER TABLE windows_5 RENAME TO windows;
+CREATE UNIQUE INDEX windows_by_series ON windows (device, model, version, ts, stream, n);
 CREATE INDEX windows_by_ts ON windows (ts);
-CREATE UNIQUE INDEX windows_by_seq ON windows (device, stream, n);
 CREATE UNIQUE INDEX windows_by_id ON windows (id) WHERE n IS NULL;
 
 CREATE TABLE events_5 (
@@ -98,11 +98,11 @@ SELECT *,
             THEN json_extract(json, '$.seq.n') END
 FROM events ORDER BY rowid;
 UPDATE events_5 SET stream = NULL, n = NULL
-WHERE rowid IN (SELECT r FROM (SELECT rowid AS r, row_number() OVER (PARTITION BY device, stream, n
+WHERE rowid IN (SELECT r FROM (SELECT rowid AS r, row_number() OVER (PARTITION BY device, ts, stream, n
                                    ORDER BY received_ms, id) AS k
                                FROM events_5 WHERE n IS NOT NULL) WHERE k > 1);
 DROP TABLE events;
 ALTER TABLE events_5 RENAME TO events;
+CREATE UNIQUE INDEX events_by_device_ts ON events (device, ts, stream, n);
 CREATE INDEX events_by_ts ON events (ts);
-CREATE UNIQUE INDEX events_by_seq ON events (device, stream, n);
 CREATE UNIQUE INDEX events_by_id ON events (id) WHERE n IS NULL;
