@@ -1,16 +1,19 @@
 // Benchmark (issue 15, item 1): the collector's cost per message, without a broker. Simulated
 // devices (deploy/sim_device, the agent's own encoders) produce a window per second each and an
-// event a minute; each simulated second's messages are parsed and checked (ClassifyMessage) and
-// stored (CollectorStore::Apply, in the collector's batches of at most CollectorOptions::max_batch)
-// into a fresh SQLite file, as the collector's writer thread does. Prints the CPU cost per message
-// of both steps in each tenth of the run (the database grows) and over all of it, and the store's
-// messages per second; exits 1 when the last tenth stores fewer than `target` messages per second.
+// event a minute; each batch_s simulated seconds' messages are parsed and checked
+// (ClassifyMessage) and stored (CollectorStore::Apply, in the collector's batches of at most
+// CollectorOptions::max_batch) into a fresh SQLite file, as the collector's writer thread does
+// with --batch-wait-ms batch_s*1000. Prints the CPU cost per message of both steps in each tenth
+// of the run (the database grows) and over all of it, the store's messages per second, the
+// store's share of kernel time and the bytes it wrote per message (/proc/self/io: WAL frames and
+// checkpoints); exits 1 when the last tenth stores fewer than `target` messages per second.
 //
-//   collector_ingest [devices=10000] [seconds=60] [target=10400] [dir=$TMPDIR or /tmp]
+//   collector_ingest [devices=10000] [seconds=60] [target=10400] [dir=$TMPDIR or /tmp] [batch_s=1]
 //
 // Generating the messages is not timed. The figure it checks is the writer alone on one core;
 // in `edgefleet collect` the network thread, the broker and (in bench/fleet_scale.py) the
 // simulators share the box with it.
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -48,7 +51,28 @@ struct Phase {
   std::size_t messages = 0;
   double parse_s = 0;
   double store_s = 0;
+  double store_sys_s = 0;  // of store_s, in the kernel (writes, reads, faults)
+  double written_mb = 0;   // by the process while storing (/proc/self/io write_bytes)
 };
+
+double SystemSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_stime.tv_sec) + static_cast<double>(u.ru_stime.tv_usec) / 1e6;
+}
+
+// Bytes this process has caused to be written to storage (0 where /proc/self/io is missing).
+double WrittenMb() {
+  std::FILE* f = std::fopen("/proc/self/io", "r");
+  if (!f) return 0;
+  char line[128];
+  unsigned long long bytes = 0;
+  while (std::fgets(line, sizeof line, f)) {
+    if (std::sscanf(line, "write_bytes: %llu", &bytes) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<double>(bytes) / 1e6;
+}
 
 }  // namespace
 
@@ -58,8 +82,11 @@ int main(int argc, char** argv) {
   const double target = argc > 3 ? std::atof(argv[3]) : 10400.0;
   const char* tmp = std::getenv("TMPDIR");
   const fs::path base = argc > 4 ? fs::path(argv[4]) : fs::path(tmp ? tmp : "/tmp");
-  if (devices == 0 || seconds < 10) {
-    std::fprintf(stderr, "usage: collector_ingest [devices>0] [seconds>=10] [target] [dir]\n");
+  const int batch_s = argc > 5 ? std::atoi(argv[5]) : 1;
+  if (devices == 0 || seconds < 10 || batch_s < 1 || batch_s > seconds / 10) {
+    std::fprintf(stderr,
+                 "usage: collector_ingest [devices>0] [seconds>=10] [target] [dir] "
+                 "[batch_s=1..seconds/10]\n");
     return 2;
   }
   const fs::path dir = base / ("collector_ingest." + std::to_string(getpid()));
@@ -89,7 +116,7 @@ int main(int argc, char** argv) {
   }
 
   Phase tenths[10], all;
-  std::vector<SimMessage> out;
+  std::vector<SimMessage> out, pending;
   std::vector<IncomingMessage> batch;
   for (int second = 0; second <= seconds; ++second) {
     const std::int64_t now_ms = start_ms + second * 1000LL;
@@ -99,6 +126,16 @@ int main(int argc, char** argv) {
       d->TakeDue(now_ms, &out);
     }
     Phase here;
+    // A transaction holds batch_s seconds of messages, as --batch-wait-ms gathers them.
+    if (second != 0 && second % batch_s != 0 && second != seconds) {
+      pending.insert(pending.end(), out.begin(), out.end());
+      continue;
+    }
+    if (!pending.empty()) {
+      pending.insert(pending.end(), out.begin(), out.end());
+      out.swap(pending);
+      pending.clear();
+    }
     for (std::size_t begin = 0; begin < out.size(); begin += kBatch) {
       const std::size_t end = std::min(out.size(), begin + kBatch);
       batch.clear();
@@ -112,8 +149,12 @@ int main(int argc, char** argv) {
         batch.push_back(std::move(*in));
       }
       const double t1 = CpuSeconds();
+      const double sys1 = SystemSeconds();
+      const double mb1 = WrittenMb();
       auto outcomes = store->Apply(batch);
       const double t2 = CpuSeconds();
+      here.store_sys_s += SystemSeconds() - sys1;
+      here.written_mb += WrittenMb() - mb1;
       if (!outcomes) {
         std::fprintf(stderr, "apply: %s\n", outcomes.error().message.c_str());
         return 2;
@@ -127,21 +168,24 @@ int main(int argc, char** argv) {
       p->messages += here.messages;
       p->parse_s += here.parse_s;
       p->store_s += here.store_s;
+      p->store_sys_s += here.store_sys_s;
+      p->written_mb += here.written_mb;
     }
   }
 
   std::error_code ec;
   const auto db_bytes = fs::file_size(dir / "collector.db", ec);
-  std::printf("devices=%zu seconds=%d messages=%zu db_mb=%.0f load_avg=", devices, seconds,
-              all.messages, static_cast<double>(db_bytes) / 1e6);
+  std::printf("devices=%zu seconds=%d batch_s=%d messages=%zu db_mb=%.0f load_avg=", devices,
+              seconds, batch_s, all.messages, static_cast<double>(db_bytes) / 1e6);
   double load[1] = {0};
   if (getloadavg(load, 1) == 1) std::printf("%.2f\n", load[0]);
-  std::printf("%-12s %10s %14s %14s %16s\n", "phase", "messages", "parse us/msg", "store us/msg",
-              "store msgs/s");
+  std::printf("%-12s %10s %14s %14s %16s %14s %15s\n", "phase", "messages", "parse us/msg",
+              "store us/msg", "store msgs/s", "of which sys", "written KB/msg");
   auto row = [](const std::string& name, const Phase& p) {
     const double n = static_cast<double>(std::max<std::size_t>(1, p.messages));
-    std::printf("%-12s %10zu %14.1f %14.1f %16.0f\n", name.c_str(), p.messages, p.parse_s / n * 1e6,
-                p.store_s / n * 1e6, p.store_s > 0 ? n / p.store_s : 0);
+    std::printf("%-12s %10zu %14.1f %14.1f %16.0f %14.1f %15.1f\n", name.c_str(), p.messages,
+                p.parse_s / n * 1e6, p.store_s / n * 1e6, p.store_s > 0 ? n / p.store_s : 0,
+                p.store_sys_s / n * 1e6, p.written_mb / n * 1e3);
   };
   for (int i = 0; i < 10; ++i) row("tenth " + std::to_string(i + 1), tenths[i]);
   row("all", all);

@@ -4,7 +4,7 @@ against `edgefleet simulate` devices, each sending a telemetry window per second
 minute at QoS 1, for each fleet size given.
 
     bench/fleet_scale.py [--devices 1000,2000,5000,10000] [--duration 300] [--cli PATH]
-                         [--postgres N]
+                         [--postgres N] [--batch-wait-ms MS]
 
 With --postgres N: N collectors in one shared-subscription group (--share) write a PostgreSQL 15
 server the bench starts in its temp dir; CPU and RSS are the collectors' summed.
@@ -56,7 +56,7 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_size(cli, devices, duration, work, postgres):
+def run_size(cli, devices, duration, work, postgres, batch_wait_ms):
     with fleet_tools.Processes() as procs:
         broker_port = fleet_tools.start_broker(procs, work)
         db = fleet_tools.start_postgres(procs, work) if postgres else os.path.join(work, "c.db")
@@ -65,6 +65,8 @@ def run_size(cli, devices, duration, work, postgres):
             port_file = os.path.join(work, f"port{i}")
             extra = (["--share", "bench", "--spool", os.path.join(work, f"c{i}.spool")]
                      if postgres else [])
+            if batch_wait_ms is not None:
+                extra += ["--batch-wait-ms", str(batch_wait_ms)]
             collectors.append(procs.start(
                 [cli, "collect", "--broker", f"127.0.0.1:{broker_port}", "--fleet", "bench",
                  "--db", db, "--http", "127.0.0.1:0", "--port-file", port_file,
@@ -168,6 +170,8 @@ def main():
     ap.add_argument("--devices", default="1000,2000,5000,10000")
     ap.add_argument("--duration", type=int, default=300, help="measured seconds per size")
     ap.add_argument("--cli", default=os.path.join(ROOT, "build/release/deploy/edgefleet"))
+    ap.add_argument("--batch-wait-ms", type=int, default=None, metavar="MS",
+                    help="the collectors' --batch-wait-ms (default: theirs, 1000)")
     ap.add_argument("--postgres", type=int, default=0, metavar="N",
                     help="N collectors in one shared-subscription group writing a PostgreSQL "
                          "server started here (CPU and RSS are theirs summed, not PostgreSQL's)")
@@ -180,7 +184,7 @@ def main():
     ok = True
     for n in [int(x) for x in args.devices.split(",")]:
         with tempfile.TemporaryDirectory(prefix="edgefleet-fleet-") as work:
-            r = run_size(args.cli, n, args.duration, work, args.postgres)
+            r = run_size(args.cli, n, args.duration, work, args.postgres, args.batch_wait_ms)
         print(f"| {n:,} | {r['numbered_stored']:,} / {r['numbered_sent']:,} | {r['missing']} | "
               f"{r['windows_stored']:,} / {r['windows_acked']:,} | "
               f"{r['events_stored']:,} / {r['events_acked']:,} | "

@@ -445,14 +445,16 @@ Result<std::vector<StoredMessage>> FleetView::Rollouts(std::size_t limit) const 
   });
 }
 
+namespace {
+
 // The condition on parameter 1 for a read of one device's messages, or of all: "device = ?1" is
 // what lets the database use windows_by_series and events_by_device_ts; the form
 // "?1 IS NULL OR device = ?1" could not, and read every device's newest rows to find one's.
-namespace {
 std::string DeviceIs(const std::optional<std::string>& device, bool pg) {
   if (device) return "device = ?1";
   return pg ? "?1::text IS NULL" : "?1 IS NULL";
 }
+
 }  // namespace
 
 Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) const {
