@@ -124,8 +124,8 @@ def loadavg():
     return " ".join(open("/proc/loadavg").read().split()[:3])
 
 
-# libmosquitto keeps three descriptors per connection; one simulator process stays well inside
-# a 20,000 open-file hard limit with this many devices.
+# One simulator process per 5,000 devices: each stays well inside a 20,000 open-file hard limit
+# (one descriptor per connection), and the two of a 10,000-device run share the cores evenly.
 DEVICES_PER_SIMULATOR = 5000
 
 

@@ -1,12 +1,16 @@
 // `edgefleet simulate`: see simulate.hpp. One thread runs every connection through one epoll
-// set, calling libmosquitto's loop_read / loop_write / loop_misc per socket (the external-loop
-// use the library documents), so ten thousand devices cost ten thousand sockets, not threads.
+// set with the simulator's own MQTT packets (deploy/sim_mqtt.hpp says why not libmosquitto), so
+// ten thousand devices cost ten thousand sockets, not threads, and about two system calls per
+// message; a schedule ordered by due time finds what is due without visiting every device.
 #include "deploy/simulate.hpp"
 
-#include <mosquitto.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,14 +19,19 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <memory>
-#include <unordered_map>
+#include <queue>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "deploy/common/files.hpp"
 #include "deploy/common/stop_signals.hpp"
 #include "deploy/sim_device.hpp"
+#include "deploy/sim_mqtt.hpp"
 #include "manifests/log_value.hpp"
 #include "manifests/time.hpp"
 
@@ -67,22 +76,42 @@ struct Totals {
   std::uint64_t refused = 0;   // CONNACKs refusing
   std::uint64_t lost = 0;      // connections lost (or never completed)
   std::uint64_t desired_messages = 0;
+  std::uint64_t protocol_errors = 0;  // packets the broker should not have sent
 };
 
+constexpr std::size_t kMaxSimName = 1024;
+constexpr std::size_t kMaxInflight = 1000;      // per device; more unacknowledged: not sent
+constexpr std::size_t kMaxIncoming = 1u << 20;  // a packet from the broker above this: an error
+constexpr std::int64_t kNever = std::numeric_limits<std::int64_t>::max();
+
 struct Conn {
+  enum class State { kIdle, kTcp, kMqtt, kUp };  // no socket, connecting, CONNECT sent, CONNACK'd
   std::unique_ptr<SimDevice> device;
-  mosquitto* mosq = nullptr;
   int fd = -1;
-  bool connected = false;
+  State state = State::kIdle;
   bool out_armed = false;
-  bool lost = false;      // set by the disconnect callback
   bool stopping = false;  // DISCONNECT sent: a loss is the end, not a reason to reconnect
   std::int64_t started_ms = 0;
-  std::int64_t retry_ms = 0;  // when to connect again (0: not waiting)
+  std::int64_t retry_ms = 0;         // when to connect again (0: not waiting)
+  std::int64_t last_out_ms = 0;      // the last bytes written (keepalive)
+  std::int64_t ping_ms = 0;          // a PINGREQ unanswered since (0: none)
+  std::int64_t queued_due = kNever;  // the time this device waits for in the schedule
   std::uint64_t connections = 0;
-  std::unordered_map<int, Kind> inflight;  // mid -> kind
-  Totals* totals = nullptr;
+  std::size_t attempts = 0;  // TCP connects tried: which resolved address is next
+  std::uint16_t last_id = 0;
+  std::vector<std::pair<std::uint16_t, Kind>> inflight;  // PUBACKs arrive in order
+  std::string out;                                       // bytes not written yet, from out_off
+  std::size_t out_off = 0;
+  std::string in;  // a packet not read whole yet
   const std::vector<std::string>* topics = nullptr;
+
+  bool connected() const { return state == State::kUp; }
+};
+
+struct Address {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  int family = AF_INET;
 };
 
 class Simulation final {
@@ -104,6 +133,27 @@ class Simulation final {
   Simulation& operator=(const Simulation&) = delete;
 
   Status Init() {
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const std::string port = std::to_string(broker_.port);
+    if (const int rc = getaddrinfo(broker_.host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "--broker: cannot resolve " + LogValue(broker_.host) + ": " + gai_strerror(rc));
+    }
+    for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+      if (a->ai_addrlen > sizeof(sockaddr_storage)) continue;
+      Address address;
+      std::memcpy(&address.addr, a->ai_addr, a->ai_addrlen);
+      address.len = a->ai_addrlen;
+      address.family = a->ai_family;
+      addresses_.push_back(address);
+    }
+    freeaddrinfo(found);
+    if (addresses_.empty()) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "--broker: " + LogValue(broker_.host) + " has no usable address");
+    }
     epoll_ = epoll_create1(EPOLL_CLOEXEC);
     if (epoll_ < 0) return Fail(ErrorCode::kIo, std::string("epoll_create1: ") + strerror(errno));
     const std::int64_t now = NowMs();
@@ -116,7 +166,6 @@ class Simulation final {
       const std::uint64_t h = NameHash(name);
       const bool fails = o_.fail_share > 0 && (h & 0xffffffffULL) < threshold;
       conns_[i].device = std::make_unique<SimDevice>(&profile_, name, fails, h, now);
-      conns_[i].totals = &totals_;
       topics_[i] = conns_[i].device->DesiredTopics();
       conns_[i].topics = &topics_[i];
       if (fails) ++failing_;
@@ -131,8 +180,9 @@ class Simulation final {
     std::int64_t next_misc = start + 1000, next_progress = start + 10000;
     int signo = 0;
     std::vector<SimMessage> due;
+    std::vector<std::size_t> ready;
     for (;;) {
-      const std::int64_t now = NowMs();
+      std::int64_t now = NowMs();
       if (now >= end_ms) break;
       if ((signo = stop.Wait(std::chrono::milliseconds(0))) != 0) break;
       // Open connections at the configured rate.
@@ -143,26 +193,33 @@ class Simulation final {
 
       PollOnce(5);
       // What is due: windows, events, update steps (only on a live connection; a real agent
-      // would queue them in its outbox, the simulator just does not make them).
-      for (Conn& c : conns_) {
-        if (!c.connected || c.device->NextDue() > now) continue;
-        due.clear();
-        c.device->TakeDue(now, &due);
-        for (const SimMessage& m : due) PublishOn(c, m);
-        Settle(c, MOSQ_ERR_SUCCESS, now);
+      // would queue them in its outbox, the simulator just does not make them). The schedule
+      // holds each connected device's next due time, so a pass costs what is due, not the fleet.
+      now = NowMs();
+      ready.clear();
+      while (!schedule_.empty() && schedule_.top().first <= now) {
+        const auto [when, index] = schedule_.top();
+        schedule_.pop();
+        if (when != conns_[index].queued_due) continue;  // superseded by an earlier time
+        conns_[index].queued_due = kNever;
+        ready.push_back(index);
+      }
+      // Taken from the schedule first, so a device still due after TakeDue waits for the next
+      // pass instead of holding this one.
+      for (const std::size_t index : ready) {
+        Conn& c = conns_[index];
+        if (!c.connected()) continue;  // scheduled again when it connects
+        if (c.device->NextDue() <= now) {
+          due.clear();
+          c.device->TakeDue(now, &due);
+          for (const SimMessage& m : due) PublishOn(c, m);
+          Flush(c, now);
+        }
+        Schedule(c);
       }
       if (now >= next_misc) {
         next_misc = now + 1000;
-        for (Conn& c : conns_) {
-          if (c.mosq != nullptr) {
-            Settle(c, mosquitto_loop_misc(c.mosq), now);
-            if (c.mosq != nullptr && !c.connected && now - c.started_ms > kConnectTimeoutMs) {
-              Lose(c, now);
-            }
-          } else if (c.retry_ms != 0 && now >= c.retry_ms) {
-            Open(c, now);
-          }
-        }
+        for (Conn& c : conns_) Misc(c, now);
       }
       if (now >= next_progress) {
         next_progress = now + 10000;
@@ -200,7 +257,10 @@ class Simulation final {
         {"devices_failing_updates", failing_},
         {"elapsed_s", static_cast<double>(elapsed_ms) / 1000.0},
         {"connections",
-         {{"accepted", totals_.connects}, {"refused", totals_.refused}, {"lost", totals_.lost}}},
+         {{"accepted", totals_.connects},
+          {"refused", totals_.refused},
+          {"lost", totals_.lost},
+          {"protocol_errors", totals_.protocol_errors}}},
         {"status", kind(Kind::kStatus)},
         {"windows", kind(Kind::kWindow)},
         {"events", kind(Kind::kEvent)},
@@ -216,81 +276,106 @@ class Simulation final {
   }
 
  private:
-  static void OnConnect(mosquitto* m, void* obj, int rc) {
-    auto* c = static_cast<Conn*>(obj);
-    if (rc != 0) {
-      ++c->totals->refused;
-      c->lost = true;
-      return;
-    }
-    ++c->totals->connects;
-    c->connected = true;
-    c->device->OnConnected(NowMs());
-    for (const auto& t : *c->topics) (void)mosquitto_subscribe(m, nullptr, t.c_str(), 1);
-    SimMessage birth = c->device->Status(true, ++c->connections, NowMs());
-    PublishOn(*c, birth);
-  }
-  static void OnDisconnect(mosquitto*, void* obj, int) { static_cast<Conn*>(obj)->lost = true; }
-  static void OnPublish(mosquitto*, void* obj, int mid) {
-    auto* c = static_cast<Conn*>(obj);
-    auto it = c->inflight.find(mid);
-    if (it == c->inflight.end()) return;
-    ++c->totals->acked[Index(it->second)];
-    c->inflight.erase(it);
-  }
-  static void OnMessage(mosquitto*, void* obj, const mosquitto_message* m) {
-    auto* c = static_cast<Conn*>(obj);
-    ++c->totals->desired_messages;
-    c->device->OnDesired(m->topic,
-                         std::string_view(static_cast<const char*>(m->payload),
-                                          static_cast<std::size_t>(std::max(0, m->payloadlen))),
-                         NowMs());
+  std::size_t IndexOf(const Conn& c) const { return static_cast<std::size_t>(&c - conns_.data()); }
+
+  // Puts a connected device's next due time in the schedule unless an earlier one is there.
+  void Schedule(Conn& c) {
+    if (!c.connected()) return;
+    const std::int64_t when = c.device->NextDue();
+    if (when >= c.queued_due) return;
+    c.queued_due = when;
+    schedule_.emplace(when, IndexOf(c));
   }
 
-  static void PublishOn(Conn& c, const SimMessage& m) {
-    int mid = 0;
-    const int rc =
-        mosquitto_publish(c.mosq, &mid, m.topic.c_str(), static_cast<int>(m.payload.size()),
-                          m.payload.data(), 1, m.retain);
-    if (rc != MOSQ_ERR_SUCCESS) {
-      ++c.totals->publish_failed;
+  // Once a second per device: reconnect when due, time out a connect, keep the connection alive.
+  void Misc(Conn& c, std::int64_t now) {
+    if (c.fd < 0) {
+      if (c.retry_ms != 0 && now >= c.retry_ms) Open(c, now);
       return;
     }
-    ++c.totals->sent[Index(m.kind)];
-    c.inflight[mid] = m.kind;
+    if (!c.connected()) {
+      if (now - c.started_ms > kConnectTimeoutMs) Lose(c, now);
+      return;
+    }
+    constexpr std::int64_t keepalive_ms = kKeepaliveS * 1000;
+    if (c.ping_ms != 0 && now - c.ping_ms > keepalive_ms) return Lose(c, now);
+    if (c.ping_ms == 0 && now - c.last_out_ms >= keepalive_ms) {
+      sim_mqtt::AppendPingreq(&c.out);
+      c.ping_ms = now;
+      Flush(c, now);
+    }
+  }
+
+  std::uint16_t NextId(Conn& c) {
+    if (++c.last_id == 0) c.last_id = 1;
+    return c.last_id;
+  }
+
+  void PublishOn(Conn& c, const SimMessage& m) {
+    if (c.inflight.size() >= kMaxInflight) {
+      ++totals_.publish_failed;
+      return;
+    }
+    const std::uint16_t id = NextId(c);
+    sim_mqtt::AppendPublish(&c.out, m.topic, m.payload, id, m.retain);
+    ++totals_.sent[Index(m.kind)];
+    c.inflight.emplace_back(id, m.kind);
   }
 
   void Open(Conn& c, std::int64_t now) {
     c.retry_ms = 0;
-    c.lost = false;
-    c.connected = false;
+    c.state = Conn::State::kIdle;
     c.started_ms = now;
-    const std::string& name = c.device->name();
-    c.mosq = mosquitto_new(name.c_str(), true, &c);
-    if (c.mosq == nullptr) return Lose(c, now);
-    (void)mosquitto_int_option(c.mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-    if (!o_.username.empty()) {
-      (void)mosquitto_username_pw_set(c.mosq, o_.username.c_str(),
-                                      o_.password.empty() ? nullptr : o_.password.c_str());
-    }
-    const SimMessage will = c.device->Status(false, 0, now);
-    (void)mosquitto_will_set(c.mosq, will.topic.c_str(), static_cast<int>(will.payload.size()),
-                             will.payload.data(), 1, true);
-    mosquitto_connect_callback_set(c.mosq, &OnConnect);
-    mosquitto_disconnect_callback_set(c.mosq, &OnDisconnect);
-    mosquitto_publish_callback_set(c.mosq, &OnPublish);
-    mosquitto_message_callback_set(c.mosq, &OnMessage);
-    if (mosquitto_connect_async(c.mosq, broker_.host.c_str(), broker_.port, kKeepaliveS) !=
-        MOSQ_ERR_SUCCESS) {
+    const Address& a = addresses_[c.attempts++ % addresses_.size()];
+    c.fd = socket(a.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c.fd < 0) return Lose(c, now);
+    const int one = 1;
+    (void)setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(c.fd, reinterpret_cast<const sockaddr*>(&a.addr), a.len) != 0 &&
+        errno != EINPROGRESS) {
       return Lose(c, now);
     }
-    c.fd = mosquitto_socket(c.mosq);
-    if (c.fd < 0) return Lose(c, now);
+    c.state = Conn::State::kTcp;
+    const SimMessage will = c.device->Status(false, 0, now);
+    sim_mqtt::AppendConnect(&c.out, c.device->name(), kKeepaliveS,
+                            sim_mqtt::Will{will.topic, will.payload, true}, o_.username,
+                            o_.password);
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLOUT;
-    ev.data.u64 = static_cast<std::uint64_t>(&c - conns_.data());
+    ev.data.u64 = IndexOf(c);
     if (epoll_ctl(epoll_, EPOLL_CTL_ADD, c.fd, &ev) != 0) return Lose(c, now);
     c.out_armed = true;
+  }
+
+  // Writes what is pending; the socket is watched for writing exactly while bytes are left.
+  void Flush(Conn& c, std::int64_t now) {
+    if (c.fd < 0 || c.state == Conn::State::kTcp) return;
+    while (c.out_off < c.out.size()) {
+      const ssize_t n =
+          send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+      if (n > 0) {
+        c.out_off += static_cast<std::size_t>(n);
+        c.last_out_ms = now;
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        break;
+      } else {
+        return Lose(c, now);
+      }
+    }
+    if (c.out_off == c.out.size()) {
+      c.out.clear();
+      c.out_off = 0;
+    }
+    const bool want = !c.out.empty();
+    if (want != c.out_armed) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+      ev.data.u64 = IndexOf(c);
+      (void)epoll_ctl(epoll_, EPOLL_CTL_MOD, c.fd, &ev);
+      c.out_armed = want;
+    }
   }
 
   // Waits up to `timeout_ms` for sockets that can be read or written, and serves them.
@@ -300,44 +385,113 @@ class Simulation final {
     const std::int64_t now = NowMs();
     for (int k = 0; k < n; ++k) {
       Conn& c = conns_[events[k].data.u64];
-      if (c.mosq == nullptr) continue;
-      int rc = MOSQ_ERR_SUCCESS;
-      if (events[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) rc = mosquitto_loop_read(c.mosq, 8);
-      if (rc == MOSQ_ERR_SUCCESS && c.mosq && (events[k].events & EPOLLOUT)) {
-        rc = mosquitto_loop_write(c.mosq, 8);
+      if (c.fd < 0) continue;
+      if (c.state == Conn::State::kTcp && (events[k].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+        int error = 0;
+        socklen_t len = sizeof error;
+        if (getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0 || error != 0) {
+          Lose(c, now);
+          continue;
+        }
+        c.state = Conn::State::kMqtt;
       }
-      Settle(c, rc, now);
+      if (events[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) Receive(c, now);
+      Flush(c, now);
     }
   }
 
-  // After any call into the library: a lost connection is dropped (and retried), and the socket
-  // is watched for writing exactly while the library has bytes to write.
-  void Settle(Conn& c, int rc, std::int64_t now) {
-    if (c.mosq == nullptr) return;
-    if (rc == MOSQ_ERR_SUCCESS && !c.lost && mosquitto_socket(c.mosq) >= 0 &&
-        mosquitto_want_write(c.mosq)) {
-      rc = mosquitto_loop_write(c.mosq, 8);
+  // Reads what the socket holds and handles every whole packet in it.
+  void Receive(Conn& c, std::int64_t now) {
+    std::array<char, 16384> buffer;
+    for (;;) {
+      const ssize_t n = read(c.fd, buffer.data(), buffer.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (n <= 0) return Lose(c, now);  // the broker closed the connection, or an error
+      c.in.append(buffer.data(), static_cast<std::size_t>(n));
+      std::string_view rest(c.in);
+      for (;;) {
+        sim_mqtt::Packet p;
+        std::size_t used = 0;
+        const sim_mqtt::Read r = sim_mqtt::NextPacket(rest, kMaxIncoming, &p, &used);
+        if (r == sim_mqtt::Read::kIncomplete) break;
+        if (r == sim_mqtt::Read::kMalformed || !Handle(c, p, now)) {
+          ++totals_.protocol_errors;
+          spdlog::warn("event=simulate_protocol_error device={} packet_type={}",
+                       LogValue(c.device->name()),
+                       rest.empty() ? 0 : static_cast<unsigned char>(rest[0]) >> 4);
+          return Lose(c, now);
+        }
+        if (c.fd < 0) return;  // Handle lost the connection
+        rest.remove_prefix(used);
+      }
+      c.in.erase(0, c.in.size() - rest.size());
+      if (static_cast<std::size_t>(n) < buffer.size()) return;
     }
-    if (rc != MOSQ_ERR_SUCCESS || c.lost || mosquitto_socket(c.mosq) < 0) return Lose(c, now);
-    const bool want = mosquitto_want_write(c.mosq);
-    if (want != c.out_armed) {
-      epoll_event ev{};
-      ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
-      ev.data.u64 = static_cast<std::uint64_t>(&c - conns_.data());
-      (void)epoll_ctl(epoll_, EPOLL_CTL_MOD, c.fd, &ev);
-      c.out_armed = want;
+  }
+
+  // One packet from the broker; false: it breaks the protocol.
+  bool Handle(Conn& c, const sim_mqtt::Packet& p, std::int64_t now) {
+    switch (p.type) {
+      case sim_mqtt::Type::kConnack: {
+        std::uint8_t rc = 0;
+        if (c.state != Conn::State::kMqtt || !sim_mqtt::ParseConnack(p, &rc)) return false;
+        if (rc != 0) {
+          ++totals_.refused;
+          Lose(c, now);
+          return true;
+        }
+        ++totals_.connects;
+        c.state = Conn::State::kUp;
+        c.ping_ms = 0;
+        c.device->OnConnected(now);
+        sim_mqtt::AppendSubscribe(&c.out, NextId(c), *c.topics);
+        PublishOn(c, c.device->Status(true, ++c.connections, now));
+        Schedule(c);
+        return true;
+      }
+      case sim_mqtt::Type::kPuback: {
+        std::uint16_t id = 0;
+        if (!sim_mqtt::ParsePuback(p, &id)) return false;
+        for (auto it = c.inflight.begin(); it != c.inflight.end(); ++it) {
+          if (it->first != id) continue;
+          ++totals_.acked[Index(it->second)];
+          c.inflight.erase(it);
+          break;
+        }
+        return true;
+      }
+      case sim_mqtt::Type::kPublish: {
+        sim_mqtt::Publish m;
+        if (!c.connected() || !sim_mqtt::ParsePublish(p, &m)) return false;
+        if (m.qos == 1) sim_mqtt::AppendPuback(&c.out, m.id);
+        ++totals_.desired_messages;
+        c.device->OnDesired(std::string(m.topic), m.payload, now);
+        Schedule(c);
+        return true;
+      }
+      case sim_mqtt::Type::kSuback:
+        return c.connected();
+      case sim_mqtt::Type::kPingresp:
+        c.ping_ms = 0;
+        return c.connected();
+      default:
+        return false;
     }
   }
 
   void Drop(Conn& c) {
-    if (c.mosq == nullptr) return;
-    if (c.fd >= 0) (void)epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
-    for (const auto& [mid, kind] : c.inflight) ++totals_.unacked_at_loss[Index(kind)];
+    if (c.fd < 0) return;
+    (void)epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+    close(c.fd);
+    for (const auto& [id, kind] : c.inflight) ++totals_.unacked_at_loss[Index(kind)];
     c.inflight.clear();
-    mosquitto_destroy(c.mosq);
-    c.mosq = nullptr;
+    c.out.clear();
+    c.out_off = 0;
+    c.in.clear();
     c.fd = -1;
-    c.connected = false;
+    c.state = Conn::State::kIdle;
+    c.out_armed = false;
   }
 
   void Lose(Conn& c, std::int64_t now) {
@@ -353,13 +507,13 @@ class Simulation final {
     const std::int64_t now = NowMs();
     for (Conn& c : conns_) {
       c.retry_ms = 0;
-      if (!c.connected) {
+      if (!c.connected()) {
         c.stopping = true;
         Drop(c);
         continue;
       }
       PublishOn(c, c.device->Status(false, c.connections, now));
-      Settle(c, MOSQ_ERR_SUCCESS, now);
+      Flush(c, now);
     }
     const std::int64_t deadline = NowMs() + kDrainMs;
     auto pending = [&] {
@@ -371,10 +525,10 @@ class Simulation final {
       PollOnce(20);
     }
     for (Conn& c : conns_) {
-      if (c.mosq == nullptr) continue;
+      if (c.fd < 0) continue;
       c.stopping = true;
-      (void)mosquitto_disconnect(c.mosq);
-      (void)mosquitto_loop_write(c.mosq, 8);
+      sim_mqtt::AppendDisconnect(&c.out);
+      Flush(c, NowMs());
       Drop(c);
     }
   }
@@ -383,7 +537,7 @@ class Simulation final {
     std::size_t connected = 0;
     std::uint64_t late = 0;
     for (const Conn& c : conns_) {
-      connected += c.connected ? 1 : 0;
+      connected += c.connected() ? 1 : 0;
       late += c.device->counters().windows_late;
     }
     spdlog::info(
@@ -401,6 +555,10 @@ class Simulation final {
   std::vector<Conn> conns_;
   std::vector<std::vector<std::string>> topics_;
   Totals totals_;
+  std::vector<Address> addresses_;
+  std::priority_queue<std::pair<std::int64_t, std::size_t>,
+                      std::vector<std::pair<std::int64_t, std::size_t>>, std::greater<>>
+      schedule_;  // (due ms, device index), earliest first; stale entries are skipped
   std::size_t failing_ = 0;
   int epoll_ = -1;
 };
@@ -437,6 +595,22 @@ Status Check(const SimulateOptions& o) {
                LogValue(o.prefix));
   }
   if (!o.password.empty() && o.username.empty()) return bad("--password: given without --username");
+  // Names end up in MQTT string fields (topics, client id, credentials): far under their 64 KiB.
+  const std::pair<const char*, const std::string*> names[] = {
+      {"--fleet", &o.fleet},     {"--prefix", &o.prefix},     {"--model", &o.model},
+      {"--version", &o.version}, {"--username", &o.username}, {"--password", &o.password}};
+  for (const auto& [flag, value] : names) {
+    if (value->size() > kMaxSimName) {
+      return bad(std::string(flag) + ": expected at most " + std::to_string(kMaxSimName) +
+                 " bytes, found " + std::to_string(value->size()));
+    }
+  }
+  for (const std::string& g : o.groups) {
+    if (g.size() > kMaxSimName) {
+      return bad("--group: expected at most " + std::to_string(kMaxSimName) + " bytes, found " +
+                 std::to_string(g.size()));
+    }
+  }
   return Ok();
 }
 
@@ -451,17 +625,16 @@ Status Simulate(const SimulateOptions& options, std::ostream& out) {
                     " is not a loopback address; a load tool aims at another host only with "
                     "--allow-remote");
   }
-  // Three descriptors per device (libmosquitto keeps a socket pair beside each connection's
-  // socket) and a few for the process: raise the limit to that, the hard one too where the
-  // process may (root), or say what is missing.
+  // One descriptor per device and a few for the process: raise the limit to that, the hard one
+  // too where the process may (root), or say what is missing.
   rlimit nofile{};
-  const auto need = static_cast<rlim_t>(options.devices * 3 + 64);
+  const auto need = static_cast<rlim_t>(options.devices + 64);
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < need) {
     rlimit raised{need, std::max(need, nofile.rlim_max)};
     if (setrlimit(RLIMIT_NOFILE, &raised) != 0) {
       return Fail(ErrorCode::kLimit, "--devices: " + std::to_string(options.devices) +
                                          " connections need " + std::to_string(need) +
-                                         " open files (three per device); the hard limit "
+                                         " open files (one per device); the hard limit "
                                          "(ulimit -Hn) is " +
                                          std::to_string(nofile.rlim_max) +
                                          " and could not be raised: " + strerror(errno));
@@ -469,7 +642,6 @@ Status Simulate(const SimulateOptions& options, std::ostream& out) {
   }
   const StopSignals stop;
   UseKeyValueLog("edgefleet-simulate");
-  mosquitto_lib_init();
   Simulation sim(options, broker);
   EF_RETURN_IF_ERROR(sim.Init());
   spdlog::info(
@@ -484,7 +656,6 @@ Status Simulate(const SimulateOptions& options, std::ostream& out) {
   const std::string text = report.dump(1) + "\n";
   out << text << std::flush;
   if (options.report) EF_RETURN_IF_ERROR(WriteFileAtomically(*options.report, text));
-  mosquitto_lib_cleanup();
   return Ok();
 }
 

@@ -337,6 +337,7 @@ TEST(SimulateE2E, BadOptionsAreRefusedNamingTheOption) {
       {{"--window-s", "0"}, "--window-s: expected 0.1..3600"},
       {{"--duration", "25h"}, "--duration"},
       {{"--prefix", "a/b"}, "--prefix"},
+      {{"--prefix", std::string(1025, 'p')}, "--prefix: expected at most 1024 bytes, found 1025"},
       {{"--broker", "192.0.2.1:1883"}, "not a loopback address"},
   };
   for (const Case& c : cases) {
