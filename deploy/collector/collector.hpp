@@ -92,7 +92,11 @@ struct CollectorOptions {
   telemetry::MqttOptions mqtt;  // broker, TLS, credentials, client id; subscriptions are set here
   std::string fleet;            // a fleet name, or "+" for every fleet
   std::size_t max_queue = 100000;  // the network thread waits (TCP backpressure) beyond this
-  std::size_t max_batch = 20000;   // messages per transaction at most
+  // Messages per transaction at most. A writer that has fallen behind takes up to this many at
+  // once: each commit rewrites every device's newest index leaf however many of its messages it
+  // holds, so a larger transaction is cheaper per message and the writer catches up (a fleet
+  // of 10,000 at a window a second: bench/RESULTS.md, run 10).
+  std::size_t max_batch = 50000;
   // How long the writer gathers messages into one transaction, from the oldest one's arrival
   // (unless max_batch are waiting): fewer, larger commits cost less CPU per message, and the
   // store lag grows by at most this. 0: commit whatever is queued at once.
