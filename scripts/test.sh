@@ -19,12 +19,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 jobs=$(nproc)
-# Every process below keeps its temporary files in one directory, removed at the end: the npm
-# build of ONNX Runtime that the onnxruntime plugin loads leaves an empty
-# $TMPDIR/mat-debug-<pid>.log in every process that creates an ORT environment (README).
-TMPDIR=$(mktemp -d /tmp/edgefleet-tests-XXXXXX)
-export TMPDIR
-trap 'rm -rf "$TMPDIR"' EXIT
 
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DEDGEFLEET_WERROR=ON \
       -DEDGEFLEET_REQUIRE_ONNXRUNTIME=ON -DCMAKE_UNITY_BUILD=ON
