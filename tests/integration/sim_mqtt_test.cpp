@@ -127,8 +127,9 @@ TEST(SimMqttTest, MalformedOrUnexpectedPacketsAreRefused) {
   EXPECT_FALSE(mqtt::ParsePublish(One(Bytes({0x30, 4, 0, 9, 't', 't'})), &m));
   EXPECT_FALSE(mqtt::ParsePublish(One(Bytes({0x32, 5, 0, 1, 't', 0, 0})), &m));
   EXPECT_FALSE(mqtt::ParsePublish(One(Bytes({0x32, 3, 0, 1, 't'})), &m));
-  // QoS 0 has no id.
-  ASSERT_TRUE(mqtt::ParsePublish(One(Bytes({0x30, 4, 0, 1, 't', 'z'})), &m));
+  // QoS 0 has no id. (The parsed views point into the bytes: keep them alive.)
+  const std::string qos0 = Bytes({0x30, 4, 0, 1, 't', 'z'});
+  ASSERT_TRUE(mqtt::ParsePublish(One(qos0), &m));
   EXPECT_EQ(m.qos, 0);
   EXPECT_EQ(m.payload, "z");
 }
