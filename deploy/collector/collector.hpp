@@ -94,8 +94,8 @@ struct CollectorOptions {
   std::size_t max_queue = 100000;  // the network thread waits (TCP backpressure) beyond this
   // Messages per transaction at most. A writer that has fallen behind takes up to this many at
   // once: each commit rewrites every device's newest index leaf however many of its messages it
-  // holds, so a larger transaction is cheaper per message and the writer catches up (a fleet
-  // of 10,000 at a window a second: bench/RESULTS.md, run 10).
+  // holds, so a larger transaction is cheaper per message (bench/RESULTS.md, runs 9 and 10; at
+  // 10,000 devices on 2 cores it still did not catch up).
   std::size_t max_batch = 50000;
   // How long the writer gathers messages into one transaction, from the oldest one's arrival
   // (unless max_batch are waiting): fewer, larger commits cost less CPU per message, and the
