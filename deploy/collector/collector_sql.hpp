@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "deploy/collector/pg_db.hpp"
@@ -29,6 +30,19 @@ inline std::string BucketColumns() {
   }
   return out;
 }
+
+// Telemetry windows are indexed by (ts / kWindowBucketMs, device, model, version, ts, stream, n)
+// (0006_windows_by_time.sql, which spells the number out). A query reaches that index only
+// through the same expression, WindowBucket("w.ts") for "w.ts / 10000".
+inline constexpr std::int64_t kWindowBucketMs = 10000;
+inline std::string WindowBucket(const std::string& ts) {
+  return ts + " / " + std::to_string(kWindowBucketMs);
+}
+// The hours in which a device has windows (window_hours, 0006): a read of one device's windows
+// skips the hours it has none, so a device that was offline for a month, or whose clock started
+// in 1970, costs a seek per hour it spoke in, not one per bucket in between.
+inline constexpr std::int64_t kWindowHourMs = 3600 * 1000;
+static_assert(kWindowHourMs % kWindowBucketMs == 0, "an hour holds whole buckets");
 
 // The statement and transaction types of a connection type.
 template <class Db>

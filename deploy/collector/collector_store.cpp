@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string_view>
 #include <tuple>
 #include <utility>
@@ -97,7 +98,7 @@ struct Writer final : detail::StoreImpl {
   explicit Writer(Db db) : conn(std::move(db)) {}
   Result<std::vector<ApplyOutcome>> Apply(std::span<const IncomingMessage> batch) override;
   Db conn;
-  std::optional<Statement> insert_window, add_totals, add_series, insert_event, count_seq,
+  std::optional<Statement> insert_window, add_totals, add_series, add_hour, insert_event, count_seq,
       read_status, put_status, put_will, touch, read_rollout, put_rollout;
   // Summed over a batch and written once per key before it commits: a batch of windows from
   // thousands of devices touches a few series rows thousands of times otherwise, and a batch
@@ -106,6 +107,7 @@ struct Writer final : detail::StoreImpl {
   std::map<std::tuple<std::string, std::string, std::int64_t>, detail::SeriesAdd> series;
   std::map<std::tuple<std::string, std::string, std::string>, detail::TotalsAdd> totals;
   std::map<std::pair<std::string, std::string>, detail::SequenceAdd> sequences;
+  std::set<std::pair<std::string, std::int64_t>> hours;  // (device, ts / kWindowHourMs)
 };
 
 template <class Db>
@@ -116,8 +118,8 @@ Status PrepareWriter(Writer<Db>& s) {
   // columns qualified by their table (PostgreSQL finds a bare name ambiguous beside excluded.*),
   // and Greatest/Least instead of SQLite's two-argument MAX/MIN.
   // 30 named columns, 17 buckets, then the message's number (0005_dedup_by_sequence.sql): a
-  // numbered message conflicts on (device, model, version, ts, stream, n), an unnumbered one on
-  // its id.
+  // numbered message conflicts on (ts / 10000, device, model, version, ts, stream, n:
+  // 0006_windows_by_time.sql), an unnumbered one on its id.
   EF_ASSIGN_OR_RETURN(
       s.insert_window,
       Statement::Prepare(c, "store window",
@@ -167,6 +169,10 @@ Status PrepareWriter(Writer<Db>& s) {
               ") ON CONFLICT (model, version, bucket_ts) DO UPDATE SET " + add_sums("series") +
               ", golden_sum = series.golden_sum + excluded.golden_sum, "
               "golden_n = series.golden_n + excluded.golden_n"));
+  // A device's first window of an hour adds a row; the others find it (0006_windows_by_time.sql).
+  EF_ASSIGN_OR_RETURN(s.add_hour, Statement::Prepare(c, "add window hour",
+                                                     "INSERT INTO window_hours (device, hour) "
+                                                     "VALUES (?1, ?2) ON CONFLICT DO NOTHING"));
   EF_ASSIGN_OR_RETURN(
       s.insert_event,
       Statement::Prepare(c, "store event",
@@ -280,6 +286,7 @@ void AddToSums(Writer<Db>& s, const telemetry::TelemetryWindow& w) {
   }
   detail::TotalsAdd& t = s.totals[{w.device, w.model, w.version}];
   AddWindow(t.sums, w);
+  s.hours.emplace(w.device, w.ts / collector_sql::kWindowHourMs);
   // The newest window's slot; of two with one ts the later in the batch, as one by one.
   if (t.sums.windows == 1 || w.ts >= t.last_ts) {
     t.last_ts = w.ts;
@@ -322,6 +329,10 @@ Status WriteBatchSums(Writer<Db>& s) {
         .Bind(12, a.golden_n);
     EF_RETURN_IF_ERROR(b.Run());
   }
+  auto& h = *s.add_hour;
+  for (const auto& [device, hour] : s.hours) {
+    EF_RETURN_IF_ERROR(h.Bind(1, device).Bind(2, hour).Run());
+  }
   auto& q = *s.count_seq;
   for (const auto& [key, a] : s.sequences) {
     q.Bind(1, key.first)
@@ -335,6 +346,7 @@ Status WriteBatchSums(Writer<Db>& s) {
   s.totals.clear();
   s.series.clear();
   s.sequences.clear();
+  s.hours.clear();
   return Ok();
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string_view>
@@ -27,6 +28,9 @@ using collector_sql::Engine;
 using collector_sql::Greatest;
 using collector_sql::kApplicationId;
 using collector_sql::kBuckets;
+using collector_sql::kWindowBucketMs;
+using collector_sql::kWindowHourMs;
+using collector_sql::WindowBucket;
 using manifests::SqliteDb;
 
 }  // namespace
@@ -43,6 +47,9 @@ struct ViewImpl {
 }  // namespace detail
 
 namespace {
+
+// Recent() reads a series' windows one bucket of windows_by_time at a time up to an hour's span.
+constexpr std::int64_t kMaxRecentBuckets = 3600 * 1000 / kWindowBucketMs;
 
 // How many columns ReadSeries reads; a query may add its own after them.
 constexpr int kSeriesColumns = 14 + kBuckets;
@@ -360,18 +367,35 @@ Result<std::vector<SeriesStats>> FleetView::Totals() const {
 }
 
 Result<std::vector<SeriesStats>> FleetView::Recent(std::chrono::milliseconds span) const {
+  // A series' windows within `span` lie in at most span / 10 s + 2 buckets of windows_by_time,
+  // counted back (k.i) from the bucket of its newest window: one seek each, its device, model
+  // and version equal within the bucket. Past kMaxRecentBuckets the empty buckets of devices that
+  // were offline would cost more than the windows: then the windows since the oldest series'
+  // span are read by time (windows_by_ts) and matched to their series.
+  const std::int64_t back = span.count() / kWindowBucketMs + 1;
+  const std::string columns =
+      "SELECT t.device, t.model, t.version, t.last_slot, t.last_ts, COUNT(*), SUM(w.count), "
+      "SUM(w.errors), SUM(w.labeled), SUM(w.correct), SUM(w.latency_count), "
+      "SUM(w.latency_sum_ms), MAX(w.latency_max_ms)" +
+      BucketSums() + ", AVG(w.golden_accuracy) FROM ";
+  const std::string series = "w.device = t.device AND w.model = t.model AND w.version = t.version";
+  const std::string group =
+      " AND w.ts >= t.last_ts - ?1 GROUP BY t.device, t.model, t.version, t.last_slot, t.last_ts "
+      "ORDER BY t.device, t.model, t.version";
+  const std::string sql =
+      back <= kMaxRecentBuckets
+          ? "WITH RECURSIVE k(i) AS (SELECT CAST(0 AS BIGINT) UNION ALL SELECT i + 1 FROM k "
+            "WHERE i < ?2) " +
+                columns + "totals t CROSS JOIN k CROSS JOIN windows w WHERE " +
+                WindowBucket("w.ts") + " = " + WindowBucket("t.last_ts") + " - k.i AND " + series +
+                group
+          : columns + "windows w JOIN totals t ON " + series +
+                " WHERE w.ts >= (SELECT MIN(last_ts) FROM totals) - ?1" + group;
   return OnConnection(*impl_, [&](const auto& conn) {
-    return QuerySeries(
-        conn, "read recent windows",
-        "SELECT t.device, t.model, t.version, t.last_slot, t.last_ts, COUNT(*), SUM(w.count), "
-        "SUM(w.errors), SUM(w.labeled), SUM(w.correct), SUM(w.latency_count), "
-        "SUM(w.latency_sum_ms), MAX(w.latency_max_ms)" +
-            BucketSums() +
-            ", AVG(w.golden_accuracy) FROM totals t JOIN windows w ON w.device = t.device AND "
-            "w.model = t.model AND w.version = t.version AND w.ts >= t.last_ts - ?1 "
-            "GROUP BY t.device, t.model, t.version, t.last_slot, t.last_ts "
-            "ORDER BY t.device, t.model, t.version",
-        [&](auto& q) { q.Bind(1, span.count()); });
+    return QuerySeries(conn, "read recent windows", sql, [&](auto& q) {
+      q.Bind(1, span.count());
+      if (back <= kMaxRecentBuckets) q.Bind(2, back);
+    });
   });
 }
 
@@ -447,8 +471,8 @@ Result<std::vector<StoredMessage>> FleetView::Rollouts(std::size_t limit) const 
 
 namespace {
 
-// The condition on parameter 1 for a read of one device's messages, or of all: "device = ?1" is
-// what lets the database use windows_by_series and events_by_device_ts; the form
+// The condition on parameter 1 for a read of one device's events, or of all: "device = ?1" is
+// what lets the database use events_by_device_ts; the form
 // "?1 IS NULL OR device = ?1" could not, and read every device's newest rows to find one's.
 std::string DeviceIs(const std::optional<std::string>& device, bool pg) {
   if (device) return "device = ?1";
@@ -462,18 +486,61 @@ Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) 
     using Db = std::decay_t<decltype(conn)>;
     using Statement = typename Engine<Db>::Statement;
     const bool pg = Engine<Db>::kPostgres;
+    // "(?N IS NULL OR model = ?N)": PostgreSQL infers a parameter's type from its first use.
+    auto model_is = [&](const std::string& n) {
+      return "(" + (pg ? n + "::text" : n) + " IS NULL OR model = " + n + ")";
+    };
+    const auto limit = static_cast<std::int64_t>(query.limit);
+    if (!query.device) {
+      EF_ASSIGN_OR_RETURN(Statement q,
+                          Statement::Prepare(conn, "list windows",
+                                             "SELECT fleet, received_ms, json FROM windows WHERE " +
+                                                 model_is("?1") +
+                                                 " AND ts >= ?2 ORDER BY ts "
+                                                 "DESC, id DESC LIMIT ?3"));
+      q.Bind(1, query.model)
+          .Bind(2, query.since_ms.value_or(std::numeric_limits<std::int64_t>::min()))
+          .Bind(3, limit);
+      return ReadMessages(q);
+    }
+    // One device: the hours it has windows in (window_hours), newest first, and in each its
+    // buckets of windows_by_time, one seek each, until `limit` rows. Buckets and hours follow ts,
+    // so the hours' rows in order are the rows in order.
+    EF_ASSIGN_OR_RETURN(Statement hours,
+                        Statement::Prepare(conn, "find a device's window hours",
+                                           "SELECT hour FROM window_hours WHERE device = ?1 AND "
+                                           "hour >= ?2 ORDER BY hour DESC"));
+    const std::int64_t since = std::max<std::int64_t>(0, query.since_ms.value_or(0));
+    hours.Bind(1, query.device).Bind(2, since / kWindowHourMs);
+    std::vector<std::int64_t> newest_first;
+    while (true) {
+      EF_ASSIGN_OR_RETURN(const bool row, hours.Step());
+      if (!row) break;
+      newest_first.push_back(hours.ColumnInt(0));
+    }
     EF_ASSIGN_OR_RETURN(
         Statement q,
-        Statement::Prepare(conn, "list windows",
-                           "SELECT fleet, received_ms, json FROM windows WHERE " +
-                               DeviceIs(query.device, pg) + " AND (" + (pg ? "?2::text" : "?2") +
-                               " IS NULL OR model = ?2) AND (" + (pg ? "?3::bigint" : "?3") +
-                               " IS NULL OR ts >= ?3) ORDER BY ts DESC, id DESC LIMIT ?4"));
-    q.Bind(1, query.device)
-        .Bind(2, query.model)
-        .Bind(3, query.since_ms)
-        .Bind(4, static_cast<std::int64_t>(query.limit));
-    return ReadMessages(q);
+        Statement::Prepare(
+            conn, "list a device's windows",
+            "WITH RECURSIVE k(b) AS (SELECT CAST(?5 AS BIGINT) UNION ALL SELECT b - 1 FROM k "
+            "WHERE b > ?6) SELECT w.fleet, w.received_ms, w.json FROM k CROSS JOIN windows w "
+            "WHERE " +
+                WindowBucket("w.ts") + " = k.b AND w.device = ?1 AND " + model_is("?2") +
+                " AND w.ts >= ?3 ORDER BY w.ts DESC, w.id DESC LIMIT ?4"));
+    constexpr std::int64_t kPerHour = kWindowHourMs / kWindowBucketMs;
+    std::vector<StoredMessage> out;
+    for (const std::int64_t hour : newest_first) {
+      if (static_cast<std::int64_t>(out.size()) >= limit) break;
+      q.Bind(1, query.device)
+          .Bind(2, query.model)
+          .Bind(3, since)
+          .Bind(4, limit - static_cast<std::int64_t>(out.size()))
+          .Bind(5, hour * kPerHour + kPerHour - 1)
+          .Bind(6, hour * kPerHour);
+      EF_ASSIGN_OR_RETURN(std::vector<StoredMessage> part, ReadMessages(q));
+      for (StoredMessage& m : part) out.push_back(std::move(m));
+    }
+    return out;
   });
 }
 

@@ -229,6 +229,88 @@ TEST_P(CollectorStoreTest, RecentIsRelativeToEachSeriesNewestWindow) {
   EXPECT_EQ(recent->front().last_ts, day_ago);
 }
 
+// One device's windows are read through the hours it has windows in and their 10-second buckets
+// (0006_windows_by_time.sql): newest first across bucket and hour boundaries, over hours it was
+// silent in and from a clock that started in 1970, without another device's or model's windows.
+TEST_P(CollectorStoreTest, OneDevicesWindowsComeNewestFirstAcrossHoursAndGaps) {
+  const std::int64_t now = 1'796'000'400'000;  // an hour boundary
+  ASSERT_EQ(now % collector_sql::kWindowHourMs, 0);
+  std::vector<std::int64_t> ts;
+  for (std::int64_t t = 5'000; t <= 65'000; t += 7'000) ts.push_back(t);  // before NTP
+  for (std::int64_t t = now - 3 * collector_sql::kWindowHourMs - 25'000;
+       t <= now - 3 * collector_sql::kWindowHourMs + 25'000; t += 5'000) {
+    ts.push_back(t);  // across an hour, three hours before the newest
+  }
+  for (std::int64_t t = now + 1'000; t <= now + 14'000; t += 1'000) ts.push_back(t);
+  std::vector<IncomingMessage> batch;
+  for (const std::int64_t t : ts) {
+    batch.push_back(In("telemetry", telemetry::EncodeTelemetry(Window(t, 1)), now));
+    auto other = Window(t, 3);  // box-b at the same times
+    other.device = "box-b";
+    auto in = ClassifyMessage(DeviceTopic("demo", "box-b", "telemetry"),
+                              telemetry::EncodeTelemetry(other), now);
+    ASSERT_TRUE(in) << in.error().message;
+    batch.push_back(std::move(*in));
+  }
+  auto another_model = Window(now + 500, 1);
+  another_model.model = "faces";
+  batch.push_back(In("telemetry", telemetry::EncodeTelemetry(another_model), now));
+  Apply(batch);
+
+  auto read = [&](std::size_t limit, std::optional<std::int64_t> since,
+                  std::optional<std::string> model) {
+    WindowQuery q;
+    q.device = "box-a";
+    q.model = std::move(model);
+    q.since_ms = since;
+    q.limit = limit;
+    auto windows = view_->Windows(q);
+    EXPECT_TRUE(windows) << windows.error().message;
+    std::vector<std::int64_t> out;
+    for (const StoredMessage& m : windows ? *windows : std::vector<StoredMessage>{}) {
+      auto w = telemetry::ParseTelemetry(m.json);
+      EXPECT_TRUE(w && w->device == "box-a") << m.json;
+      if (w) out.push_back(w->ts);
+    }
+    return out;
+  };
+  std::vector<std::int64_t> newest_first = ts;
+  std::sort(newest_first.rbegin(), newest_first.rend());
+  auto first = [&](std::size_t n) {
+    return std::vector<std::int64_t>(newest_first.begin(),
+                                     newest_first.begin() + std::min(n, newest_first.size()));
+  };
+  EXPECT_EQ(read(3, std::nullopt, "digits"), first(3));
+  EXPECT_EQ(read(20, std::nullopt, "digits"), first(20)) << "into the hour three hours back";
+  EXPECT_EQ(read(1000, std::nullopt, "digits"), newest_first) << "down to 1970";
+  EXPECT_EQ(read(1000, std::nullopt, "faces"), std::vector<std::int64_t>{now + 500});
+  auto all = read(1000, std::nullopt, std::nullopt);
+  EXPECT_EQ(all.size(), ts.size() + 1);
+  EXPECT_TRUE(std::is_sorted(all.rbegin(), all.rend()));
+  const std::int64_t since = now - 3 * collector_sql::kWindowHourMs - 10'000;
+  std::vector<std::int64_t> after_since;
+  for (const std::int64_t t : newest_first) {
+    if (t >= since) after_since.push_back(t);
+  }
+  EXPECT_EQ(read(1000, since, "digits"), after_since);
+  EXPECT_EQ(read(0, std::nullopt, "digits"), std::vector<std::int64_t>{});
+
+  // Recent over more than an hour reads by time, under it by bucket: the same sums either way.
+  for (const auto span : {std::chrono::milliseconds(10'000), std::chrono::milliseconds(3'700'000),
+                          std::chrono::milliseconds(4 * 3'600'000)}) {
+    auto recent = view_->Recent(span);
+    ASSERT_TRUE(recent) << recent.error().message;
+    for (const SeriesStats& s : *recent) {
+      if (s.model != "digits") continue;
+      std::uint64_t expect = 0;
+      for (const std::int64_t t : ts) expect += t >= s.last_ts - span.count() ? 1 : 0;
+      EXPECT_EQ(s.windows, expect) << s.device << " over " << span.count() << " ms";
+      EXPECT_EQ(s.requests, expect * (s.device == "box-b" ? 3 : 1));
+    }
+    EXPECT_EQ(recent->size(), 3u) << "box-a digits and faces, box-b digits";
+  }
+}
+
 TEST_P(CollectorStoreTest, SeriesBucketsByWindowEndAndRefusesTooManyPoints) {
   // 2001 windows one second apart, ending at 2 s .. 2002 s.
   std::vector<IncomingMessage> batch;
@@ -509,6 +591,15 @@ TEST_P(CollectorStoreTest, AnOlderDatabaseKeepsItsWindowsAndTheirDuplicatesStayD
 
   auto store = CollectorStore::Open(old);
   ASSERT_TRUE(store) << store.error().message;
+  {
+    auto view = FleetView::Open(old);
+    ASSERT_TRUE(view) << view.error().message;
+    WindowQuery q;
+    q.device = "box-a";
+    auto windows = view->Windows(q);
+    ASSERT_TRUE(windows) << windows.error().message;
+    EXPECT_EQ(windows->size(), 4u) << "schema 6 found the hours of the stored windows";
+  }
   auto count = [&](const std::string& where) {
     auto n = QueryInt(GetParam(), old, "SELECT COUNT(*) FROM windows WHERE " + where);
     EXPECT_TRUE(n) << n.error().message;
