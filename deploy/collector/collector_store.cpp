@@ -567,6 +567,7 @@ Result<std::vector<ApplyOutcome>> Writer<Db>::Apply(std::span<const IncomingMess
   s.totals.clear();  // a batch that failed before WriteBatchSums left its sums here
   s.series.clear();
   s.sequences.clear();
+  s.hours.clear();
   using Transaction = typename Engine<Db>::Transaction;
   EF_ASSIGN_OR_RETURN(Transaction txn, Transaction::Begin(s.conn, "store messages"));
   // Newest arrival per device (and its topic's fleet), written once per batch.
