@@ -616,23 +616,12 @@ Result<FleetSummary> FleetView::Summary(std::optional<std::chrono::milliseconds>
       }
     }
     {
-      // The active version of each model in each device's newest status, counted by the
-      // database's JSON functions (the status was checked when it was stored).
-      EF_ASSIGN_OR_RETURN(
-          Statement q,
-          Statement::Prepare(
-              conn, "count active versions",
-              Engine<Db>::kPostgres
-                  ? "SELECT m ->> 'name', m -> 'active' ->> 'version', COUNT(DISTINCT d.device) "
-                    "FROM devices d, jsonb_array_elements(d.status_json::jsonb -> 'models') m "
-                    "WHERE d.status_json IS NOT NULL AND jsonb_typeof(m -> 'active') = 'object' "
-                    "GROUP BY 1, 2"
-                  : "SELECT json_extract(m.value, '$.name') AS model, "
-                    "json_extract(m.value, '$.active.version') AS version, "
-                    "COUNT(DISTINCT d.device) "
-                    "FROM devices d, json_each(d.status_json, '$.models') m "
-                    "WHERE d.status_json IS NOT NULL AND json_valid(d.status_json) "
-                    "AND json_type(m.value, '$.active') = 'object' GROUP BY model, version"));
+      // The active version of each model in each device's newest status, kept as statuses are
+      // stored (device_active, 0006_windows_by_time.sql).
+      EF_ASSIGN_OR_RETURN(Statement q,
+                          Statement::Prepare(conn, "count active versions",
+                                             "SELECT model, version, COUNT(*) FROM device_active "
+                                             "GROUP BY model, version"));
       while (true) {
         EF_ASSIGN_OR_RETURN(const bool row, q.Step());
         if (!row) break;

@@ -587,6 +587,12 @@ TEST_P(CollectorStoreTest, AnOlderDatabaseKeepsItsWindowsAndTheirDuplicatesStayD
       "version, from_state, reason, serial, target, json) VALUES ('" +
       event.id + "', 'box-a', 'demo', 6000, 1000, 'downloading', 0, '', '', '', '', 0, '', '" +
       event_json + "');";
+  const std::string status = telemetry::EncodeStatus(Status(true, 1, 4000));
+  rows +=
+      "INSERT INTO devices (device, fleet, online, last_seen_ms, status_id, status_ts, "
+      "agent_version, connection, status_json) VALUES ('box-a', 'demo', 1, 1000, 'birth', 4000, "
+      "'0.1.0', 1, '" +
+      status + "');";
   ASSERT_TRUE(Exec(GetParam(), old, rows));
 
   auto store = CollectorStore::Open(old);
@@ -599,6 +605,10 @@ TEST_P(CollectorStoreTest, AnOlderDatabaseKeepsItsWindowsAndTheirDuplicatesStayD
     auto windows = view->Windows(q);
     ASSERT_TRUE(windows) << windows.error().message;
     EXPECT_EQ(windows->size(), 4u) << "schema 6 found the hours of the stored windows";
+    auto summary = view->Summary(std::nullopt);
+    ASSERT_TRUE(summary) << summary.error().message;
+    ASSERT_EQ(summary->versions.size(), 1u);
+    EXPECT_EQ(summary->versions[0].active_on, 1u) << "schema 6 read the stored status";
   }
   auto count = [&](const std::string& where) {
     auto n = QueryInt(GetParam(), old, "SELECT COUNT(*) FROM windows WHERE " + where);

@@ -1,4 +1,7 @@
--- Collector schema 6: telemetry windows are indexed by their 10-second bucket first.
+-- Collector schema 6: what the store writes per message no longer grows with the fleet, and the
+-- fleet summary no longer parses every device's status. Three parts: telemetry windows indexed
+-- by their 10-second bucket first, the hours each device has windows in (window_hours), and the
+-- active versions of each device's newest status (device_active).
 -- windows_by_series (device, model, version, ts, stream, n) put each device's windows at its own
 -- end of the index, so every commit rewrote one leaf page per device: at 10,000 devices two
 -- thirds of the pages a commit wrote, and the store's cost per message grew from 28 to 70 us
@@ -19,3 +22,19 @@ CREATE TABLE window_hours (
   PRIMARY KEY (device, hour)
 ) STRICT, WITHOUT ROWID;
 INSERT INTO window_hours SELECT DISTINCT device, ts / 3600000 FROM windows;
+
+-- The active version of each model in each device's newest status (its status_json), written
+-- with the status: the fleet summary counts these rows instead of parsing every stored status
+-- (45 ms at 10,000 devices, on every /api/summary).
+CREATE TABLE device_active (
+  device  TEXT NOT NULL,
+  model   TEXT NOT NULL,
+  version TEXT NOT NULL,
+  PRIMARY KEY (device, model, version)
+) STRICT, WITHOUT ROWID;
+INSERT OR IGNORE INTO device_active
+SELECT d.device, json_extract(m.value, '$.name'), json_extract(m.value, '$.active.version')
+FROM devices d, json_each(d.status_json, '$.models') m
+WHERE d.status_json IS NOT NULL AND json_valid(d.status_json)
+  AND json_type(m.value, '$.active') = 'object' AND json_type(m.value, '$.name') = 'text'
+  AND json_type(m.value, '$.active.version') = 'text';

@@ -13,3 +13,18 @@ CREATE TABLE window_hours (
   PRIMARY KEY (device, hour)
 );
 INSERT INTO window_hours SELECT DISTINCT device, ts / 3600000 FROM windows;
+
+-- The active version of each model in each device's newest status, written with the status: the
+-- fleet summary counts these rows instead of parsing every stored status.
+CREATE TABLE device_active (
+  device  TEXT COLLATE "C" NOT NULL,
+  model   TEXT COLLATE "C" NOT NULL,
+  version TEXT COLLATE "C" NOT NULL,
+  PRIMARY KEY (device, model, version)
+);
+INSERT INTO device_active
+SELECT d.device, m ->> 'name', m -> 'active' ->> 'version'
+FROM devices d, jsonb_array_elements(d.status_json::jsonb -> 'models') m
+WHERE d.status_json IS NOT NULL AND jsonb_typeof(m -> 'active') = 'object'
+  AND m ->> 'name' IS NOT NULL AND m -> 'active' ->> 'version' IS NOT NULL
+ON CONFLICT DO NOTHING;
