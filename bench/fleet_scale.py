@@ -4,10 +4,13 @@ against `edgefleet simulate` devices, each sending a telemetry window per second
 minute at QoS 1, for each fleet size given.
 
     bench/fleet_scale.py [--devices 1000,2000,5000,10000] [--duration 300] [--cli PATH]
-                         [--postgres N] [--batch-wait-ms MS]
+                         [--postgres N] [--batch-wait-ms MS] [--sim-nice N]
 
 With --postgres N: N collectors in one shared-subscription group (--share) write a PostgreSQL 15
-server the bench starts in its temp dir; CPU and RSS are the collectors' summed.
+server the bench starts in its temp dir; CPU and RSS are the collectors' summed. With
+--sim-nice N the simulator processes run at nice N, so that the broker and collector, which
+real devices would not share a box with, are scheduled first; the simulators' lateness (below)
+says whether they still sent the load.
 
 Per size, after every device has connected (the ramp is not measured):
   - the collector's CPU (% of one core, mean and max of 1 s samples) and peak RSS;
@@ -56,7 +59,7 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def run_size(cli, devices, duration, work, postgres, batch_wait_ms):
+def run_size(cli, devices, duration, work, postgres, batch_wait_ms, sim_nice):
     with fleet_tools.Processes() as procs:
         broker_port = fleet_tools.start_broker(procs, work)
         db = fleet_tools.start_postgres(procs, work) if postgres else os.path.join(work, "c.db")
@@ -78,7 +81,7 @@ def run_size(cli, devices, duration, work, postgres, batch_wait_ms):
         sims = fleet_tools.start_simulators(
             procs, cli, work, f"127.0.0.1:{broker_port}", "bench", devices, "sim-",
             ["--duration", f"{int(duration + ramp)}s", "--window-s", "1", "--event-every-s",
-             "60"])
+             "60"], nice=sim_nice)
         time.sleep(ramp)
         hz = os.sysconf("SC_CLK_TCK")
         cpu, lag, summary_s, page_s, series_s, metrics_s, rss = [], [], [], [], [], [], 0.0
@@ -175,8 +178,14 @@ def main():
     ap.add_argument("--postgres", type=int, default=0, metavar="N",
                     help="N collectors in one shared-subscription group writing a PostgreSQL "
                          "server started here (CPU and RSS are theirs summed, not PostgreSQL's)")
+    ap.add_argument("--sim-nice", type=int, default=0, metavar="N",
+                    help="run the simulators at nice N (0..19): on one box, the broker and "
+                         "collector are scheduled first, as real devices would not compete")
     args = ap.parse_args()
-    print(f"load average before: {fleet_tools.loadavg()}")
+    if not 0 <= args.sim_nice <= 19:
+        ap.error(f"--sim-nice: expected 0..19, found {args.sim_nice}")
+    print(f"load average before: {fleet_tools.loadavg()}" +
+          (f"; simulators at nice {args.sim_nice}" if args.sim_nice else ""))
     print("| devices | numbered stored / sent | missing | windows stored / acked | "
           "events stored / acked | collector CPU mean / max | RSS | store lag p99 / max | "
           "delivery p50 / p99 | /api/summary median / max | /api/devices page median / max |")
@@ -184,7 +193,8 @@ def main():
     ok = True
     for n in [int(x) for x in args.devices.split(",")]:
         with tempfile.TemporaryDirectory(prefix="edgefleet-fleet-") as work:
-            r = run_size(args.cli, n, args.duration, work, args.postgres, args.batch_wait_ms)
+            r = run_size(args.cli, n, args.duration, work, args.postgres, args.batch_wait_ms,
+                         args.sim_nice)
         print(f"| {n:,} | {r['numbered_stored']:,} / {r['numbered_sent']:,} | {r['missing']} | "
               f"{r['windows_stored']:,} / {r['windows_acked']:,} | "
               f"{r['events_stored']:,} / {r['events_acked']:,} | "

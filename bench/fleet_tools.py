@@ -45,15 +45,23 @@ class Processes:
                     p.wait()
 
 
+SHIPPED_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy",
+                            "mosquitto", "mosquitto.conf")
+
+
 def start_broker(procs, work):
     """mosquitto on a free loopback port with the shipped config's queue bounds
     (deploy/mosquitto/mosquitto.conf), no connection limit, no persistence, no TLS; its port."""
     port = free_port()
     conf = os.path.join(work, "mosquitto.conf")
+    with open(SHIPPED_CONF) as f:
+        bounds = [line for line in f if line.split()[:1] in (["max_queued_messages"],
+                                                             ["max_inflight_messages"])]
+    if len(bounds) != 2:
+        raise RuntimeError(f"{SHIPPED_CONF}: expected the two queue bounds, found {bounds}")
     with open(conf, "w") as f:
         f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                "max_connections -1\npersistence false\n"
-                "max_queued_messages 100000\nmax_inflight_messages 100\n")
+                "max_connections -1\npersistence false\n" + "".join(bounds))
     procs.start(["mosquitto", "-c", conf], os.path.join(work, "broker.log"),
                 preexec_fn=raise_nofile)
     for _ in range(100):
@@ -129,9 +137,11 @@ def loadavg():
 DEVICES_PER_SIMULATOR = 5000
 
 
-def start_simulators(procs, cli, work, broker, fleet, devices, prefix, extra):
+def start_simulators(procs, cli, work, broker, fleet, devices, prefix, extra, nice=0):
     """`edgefleet simulate` processes for `devices` devices (named <prefix><k>-00001, ...), at
-    most DEVICES_PER_SIMULATOR each, connecting at 1,000 per second in all; [(process,
+    most DEVICES_PER_SIMULATOR each, connecting at 1,000 per second in all, at `nice` (real
+    devices are other machines: a positive value lets the broker and collector be scheduled
+    first on one box; their reports say whether they kept their schedule); [(process,
     report path)]."""
     shards = max(1, -(-devices // DEVICES_PER_SIMULATOR))
     out = []
@@ -141,7 +151,8 @@ def start_simulators(procs, cli, work, broker, fleet, devices, prefix, extra):
         p = procs.start([cli, "simulate", "--broker", broker, "--fleet", fleet, "--devices",
                          str(n), "--prefix", f"{prefix}{k}-", "--connect-rate",
                          str(max(1, 1000 // shards)), "--report", report, *extra],
-                        os.path.join(work, f"{prefix}{k}-sim.log"))
+                        os.path.join(work, f"{prefix}{k}-sim.log"),
+                        preexec_fn=(lambda: os.nice(nice)) if nice else None)
         out.append((p, report))
     return out
 
