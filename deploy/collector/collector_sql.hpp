@@ -40,7 +40,7 @@ inline std::string WindowBucket(const std::string& ts) {
 }
 // The hours in which a device has windows (window_hours, 0006): a read of one device's windows
 // skips the hours it has none, so a device that was offline for a month, or whose clock started
-// in 1970, costs a seek per hour it spoke in, not one per bucket in between.
+// in 1970, costs a seek per bucket of the hours it spoke in and nothing for the hours between.
 inline constexpr std::int64_t kWindowHourMs = 3600 * 1000;
 static_assert(kWindowHourMs % kWindowBucketMs == 0, "an hour holds whole buckets");
 
