@@ -505,13 +505,24 @@ Result<std::vector<StoredMessage>> FleetView::Windows(const WindowQuery& query) 
     }
     // One device: the hours it has windows in (window_hours), newest first, and in each its
     // buckets of windows_by_time, one seek each, until `limit` rows. Buckets and hours follow ts,
-    // so the hours' rows in order are the rows in order.
+    // so the hours' rows in order are the rows in order. The walk starts at the hour of the
+    // newest window of the asked model (totals.last_ts): a model the device stopped running a
+    // month ago costs no seek for each hour it ran other models since, one it never ran none.
+    EF_ASSIGN_OR_RETURN(
+        Statement newest,
+        Statement::Prepare(
+            conn, "find a device's newest window",
+            "SELECT MAX(last_ts) FROM totals WHERE device = ?1 AND " + model_is("?2")));
+    newest.Bind(1, query.device).Bind(2, query.model);
+    EF_ASSIGN_OR_RETURN(const bool any, newest.Step());
+    if (!any || newest.IsNull(0)) return std::vector<StoredMessage>{};
+    const std::int64_t newest_hour = newest.ColumnInt(0) / kWindowHourMs;
     EF_ASSIGN_OR_RETURN(Statement hours,
                         Statement::Prepare(conn, "find a device's window hours",
                                            "SELECT hour FROM window_hours WHERE device = ?1 AND "
-                                           "hour >= ?2 ORDER BY hour DESC"));
+                                           "hour >= ?2 AND hour <= ?3 ORDER BY hour DESC"));
     const std::int64_t since = std::max<std::int64_t>(0, query.since_ms.value_or(0));
-    hours.Bind(1, query.device).Bind(2, since / kWindowHourMs);
+    hours.Bind(1, query.device).Bind(2, since / kWindowHourMs).Bind(3, newest_hour);
     std::vector<std::int64_t> newest_first;
     while (true) {
       EF_ASSIGN_OR_RETURN(const bool row, hours.Step());

@@ -255,6 +255,9 @@ TEST_P(CollectorStoreTest, OneDevicesWindowsComeNewestFirstAcrossHoursAndGaps) {
   auto another_model = Window(now + 500, 1);
   another_model.model = "faces";
   batch.push_back(In("telemetry", telemetry::EncodeTelemetry(another_model), now));
+  auto stopped_model = Window(40'000, 2);  // ran once before NTP, never since
+  stopped_model.model = "shapes";
+  batch.push_back(In("telemetry", telemetry::EncodeTelemetry(stopped_model), now));
   Apply(batch);
 
   auto read = [&](std::size_t limit, std::optional<std::int64_t> since,
@@ -284,8 +287,12 @@ TEST_P(CollectorStoreTest, OneDevicesWindowsComeNewestFirstAcrossHoursAndGaps) {
   EXPECT_EQ(read(20, std::nullopt, "digits"), first(20)) << "into the hour three hours back";
   EXPECT_EQ(read(1000, std::nullopt, "digits"), newest_first) << "down to 1970";
   EXPECT_EQ(read(1000, std::nullopt, "faces"), std::vector<std::int64_t>{now + 500});
+  EXPECT_EQ(read(1000, std::nullopt, "shapes"), std::vector<std::int64_t>{40'000})
+      << "a model's walk starts at its own newest window, hours before the device's";
+  EXPECT_EQ(read(1000, std::nullopt, "never-ran"), std::vector<std::int64_t>{});
+  EXPECT_EQ(read(1000, 50'000, "shapes"), std::vector<std::int64_t>{});
   auto all = read(1000, std::nullopt, std::nullopt);
-  EXPECT_EQ(all.size(), ts.size() + 1);
+  EXPECT_EQ(all.size(), ts.size() + 2);
   EXPECT_TRUE(std::is_sorted(all.rbegin(), all.rend()));
   const std::int64_t since = now - 3 * collector_sql::kWindowHourMs - 10'000;
   std::vector<std::int64_t> after_since;
@@ -307,7 +314,7 @@ TEST_P(CollectorStoreTest, OneDevicesWindowsComeNewestFirstAcrossHoursAndGaps) {
       EXPECT_EQ(s.windows, expect) << s.device << " over " << span.count() << " ms";
       EXPECT_EQ(s.requests, expect * (s.device == "box-b" ? 3 : 1));
     }
-    EXPECT_EQ(recent->size(), 3u) << "box-a digits and faces, box-b digits";
+    EXPECT_EQ(recent->size(), 4u) << "box-a digits, faces and shapes, box-b digits";
   }
 }
 
@@ -575,6 +582,15 @@ TEST_P(CollectorStoreTest, AnOlderDatabaseKeepsItsWindowsAndTheirDuplicatesStayD
   std::string rows;
   std::int64_t received_ms = 1000;  // in this order: `second` before `again`
   for (const auto& w : {first, second, again, plain}) rows += OldWindowRow(w, ++received_ms);
+  // The running sums a schema-4 collector wrote in the windows' transaction (zeros but the
+  // count and the newest window's end, which a read of one device's windows starts from).
+  rows +=
+      "INSERT INTO totals (device, model, version, windows, requests, errors, latency_count, "
+      "latency_sum_ms, latency_max_ms";
+  for (int i = 0; i <= 16; ++i) rows += (i < 10 ? ", b0" : ", b") + std::to_string(i);
+  rows += ", labeled, correct, last_ts, last_slot) VALUES ('box-a', 'digits', '1.0.0', 4, 4";
+  for (int i = 0; i < 23; ++i) rows += ", 0";  // errors .. b16, labeled, correct
+  rows += ", " + std::to_string(plain.ts) + ", 'A');";
   telemetry::EventMessage event;
   event.id = telemetry::NewMessageId();
   event.device = "box-a";
