@@ -231,6 +231,9 @@ int main(int argc, char** argv) {
                       "Share of devices whose updates fail at parity (0..1, default 0)");
   sim_cmd->add_option("--connect-rate", sim.connect_rate,
                       "New connections per second (default 1000)");
+  sim_cmd->add_option("--read-every-s", sim.read_every_s,
+                      "Read each connected socket every S s instead of as data arrives "
+                      "(0..10, default 0; fewer syscalls, desired state seen up to S late)");
   sim_cmd->add_option("--username", sim.username, "MQTT username");
   sim_cmd->add_option("--password", sim.password, "MQTT password");
   sim_cmd->add_flag("--allow-remote", sim.allow_remote, "Allow a broker that is not on loopback");

@@ -89,13 +89,14 @@ struct Conn {
   std::unique_ptr<SimDevice> device;
   int fd = -1;
   State state = State::kIdle;
-  bool out_armed = false;
-  bool stopping = false;  // DISCONNECT sent: a loss is the end, not a reason to reconnect
+  std::uint32_t armed = 0;  // the epoll events this socket is registered for
+  bool stopping = false;    // DISCONNECT sent: a loss is the end, not a reason to reconnect
   std::int64_t started_ms = 0;
   std::int64_t retry_ms = 0;         // when to connect again (0: not waiting)
   std::int64_t last_out_ms = 0;      // the last bytes written (keepalive)
   std::int64_t ping_ms = 0;          // a PINGREQ unanswered since (0: none)
   std::int64_t queued_due = kNever;  // the time this device waits for in the schedule
+  std::int64_t next_read_ms = 0;     // with --read-every-s: the next read of a connected socket
   std::uint64_t connections = 0;
   std::size_t attempts = 0;  // TCP connects tried: which resolved address is next
   std::uint16_t last_id = 0;
@@ -124,6 +125,7 @@ class Simulation final {
     profile_.window_s = o.window_s;
     profile_.event_every_s = o.event_every_s;
     profile_.update_s = o.update_s;
+    read_every_ms_ = std::llround(o.read_every_s * 1000);
   }
   ~Simulation() {
     for (Conn& c : conns_) Drop(c);
@@ -297,6 +299,13 @@ class Simulation final {
       if (now - c.started_ms > kConnectTimeoutMs) Lose(c, now);
       return;
     }
+    if (read_every_ms_ > 0 && now >= c.next_read_ms) {
+      c.next_read_ms = now + read_every_ms_;
+      Receive(c, now);
+      if (c.fd < 0) return;
+      Flush(c, now);  // the PUBACKs of desired-state messages, and re-arming
+      if (c.fd < 0) return;
+    }
     constexpr std::int64_t keepalive_ms = kKeepaliveS * 1000;
     if (c.ping_ms != 0 && now - c.ping_ms > keepalive_ms) return Lose(c, now);
     if (c.ping_ms == 0 && now - c.last_out_ms >= keepalive_ms) {
@@ -344,10 +353,17 @@ class Simulation final {
     ev.events = EPOLLIN | EPOLLOUT;
     ev.data.u64 = IndexOf(c);
     if (epoll_ctl(epoll_, EPOLL_CTL_ADD, c.fd, &ev) != 0) return Lose(c, now);
-    c.out_armed = true;
+    c.armed = ev.events;
   }
 
-  // Writes what is pending; the socket is watched for writing exactly while bytes are left.
+  // Whether epoll should report what arrives on `c`: always, except on a connected socket
+  // with --read-every-s while the run lasts (Misc reads it then).
+  bool ReadsOnArrival(const Conn& c) const {
+    return read_every_ms_ == 0 || !c.connected() || draining_;
+  }
+
+  // Writes what is pending; the socket is watched for writing exactly while bytes are left, and
+  // for reading as ReadsOnArrival says.
   void Flush(Conn& c, std::int64_t now) {
     if (c.fd < 0 || c.state == Conn::State::kTcp) return;
     while (c.out_off < c.out.size()) {
@@ -368,13 +384,13 @@ class Simulation final {
       c.out.clear();
       c.out_off = 0;
     }
-    const bool want = !c.out.empty();
-    if (want != c.out_armed) {
+    const std::uint32_t want = (ReadsOnArrival(c) ? EPOLLIN : 0u) | (c.out.empty() ? 0u : EPOLLOUT);
+    if (want != c.armed) {
       epoll_event ev{};
-      ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+      ev.events = want;  // EPOLLHUP and EPOLLERR are reported whatever this says
       ev.data.u64 = IndexOf(c);
       (void)epoll_ctl(epoll_, EPOLL_CTL_MOD, c.fd, &ev);
-      c.out_armed = want;
+      c.armed = want;
     }
   }
 
@@ -444,6 +460,7 @@ class Simulation final {
         ++totals_.connects;
         c.state = Conn::State::kUp;
         c.ping_ms = 0;
+        c.next_read_ms = now + read_every_ms_;
         c.device->OnConnected(now);
         sim_mqtt::AppendSubscribe(&c.out, NextId(c), *c.topics);
         PublishOn(c, c.device->Status(true, ++c.connections, now));
@@ -491,7 +508,7 @@ class Simulation final {
     c.in.clear();
     c.fd = -1;
     c.state = Conn::State::kIdle;
-    c.out_armed = false;
+    c.armed = 0;
   }
 
   void Lose(Conn& c, std::int64_t now) {
@@ -505,8 +522,10 @@ class Simulation final {
   // Every device publishes its offline status and disconnects; waits (bounded) for the PUBACKs.
   void Goodbye() {
     const std::int64_t now = NowMs();
+    draining_ = true;  // from here every socket is read as data arrives
     for (Conn& c : conns_) {
       c.retry_ms = 0;
+      if (c.connected() && read_every_ms_ > 0) Receive(c, now);  // what came since the last read
       if (!c.connected()) {
         c.stopping = true;
         Drop(c);
@@ -561,6 +580,8 @@ class Simulation final {
       schedule_;  // (due ms, device index), earliest first; stale entries are skipped
   std::size_t failing_ = 0;
   int epoll_ = -1;
+  std::int64_t read_every_ms_ = 0;  // --read-every-s
+  bool draining_ = false;           // Goodbye has begun
 };
 
 Status Check(const SimulateOptions& o) {
@@ -586,6 +607,10 @@ Status Check(const SimulateOptions& o) {
   }
   if (!(o.fail_share >= 0 && o.fail_share <= 1)) {
     return bad("--fail-share: expected 0..1, found " + std::to_string(o.fail_share));
+  }
+  if (!(o.read_every_s >= 0 && o.read_every_s <= 10)) {
+    return bad("--read-every-s: expected 0..10 (under the " + std::to_string(kKeepaliveS) +
+               " s keepalive), found " + std::to_string(o.read_every_s));
   }
   if (o.connect_rate == 0 || o.connect_rate > 100000) {
     return bad("--connect-rate: expected 1..100000, found " + std::to_string(o.connect_rate));
@@ -646,9 +671,10 @@ Status Simulate(const SimulateOptions& options, std::ostream& out) {
   EF_RETURN_IF_ERROR(sim.Init());
   spdlog::info(
       "event=simulate_started broker={} fleet={} devices={} duration_s={:.1f} window_s={} "
-      "fail_share={}",
+      "fail_share={} read_every_s={}",
       LogValue(options.broker), LogValue(options.fleet), options.devices,
-      static_cast<double>(options.duration.count()) / 1000.0, options.window_s, options.fail_share);
+      static_cast<double>(options.duration.count()) / 1000.0, options.window_s, options.fail_share,
+      options.read_every_s);
   const std::int64_t start = NowMs();
   const int signo = sim.Run(start + options.duration.count(), stop);
   json report = sim.Report(NowMs() - start);

@@ -274,8 +274,11 @@ TEST_F(SimDeviceTest, ADocumentThatDoesNotParseIsRejectedWithTheReason) {
 
 // The real CLI end to end: what the simulator says it sent and had acknowledged is what the
 // collector stored, each window and event once, no number missing, every device offline at the
-// end (its clean stop).
-TEST(SimulateE2E, WhatTheSimulatorSentIsWhatTheCollectorStoredExactlyOnce) {
+// end (its clean stop). Reading each socket as data arrives, and (--read-every-s 3) every
+// three seconds: then the PUBACKs of the last seconds are read at the end, before DISCONNECT.
+class SimulateE2EReads : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(SimulateE2EReads, WhatTheSimulatorSentIsWhatTheCollectorStoredExactlyOnce) {
   testing::TempDir tmp;
   testing::MosquittoBroker broker(tmp / "broker");
   ASSERT_TRUE(broker.running());
@@ -286,11 +289,13 @@ TEST(SimulateE2E, WhatTheSimulatorSentIsWhatTheCollectorStoredExactlyOnce) {
   auto get = [port](const std::string& path) { return GetJson(port, path); };
 
   const fs::path report_file = tmp / "report.json";
-  auto run = testing::RunProcess(
-      {EDGEFLEET_CLI, "simulate", "--broker", address, "--fleet", "simf", "--devices", "150",
-       "--duration", "8s", "--window-s", "1", "--event-every-s", "2", "--connect-rate", "300",
-       "--report", report_file.string()},
-      seconds(60));
+  auto run =
+      testing::RunProcess({EDGEFLEET_CLI,     "simulate", "--broker",       address,
+                           "--fleet",         "simf",     "--devices",      "150",
+                           "--duration",      "8s",       "--window-s",     "1",
+                           "--event-every-s", "2",        "--connect-rate", "300",
+                           "--read-every-s",  GetParam(), "--report",       report_file.string()},
+                          seconds(60));
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const json report = json::parse(run.out, nullptr, false);
   ASSERT_TRUE(report.is_object()) << run.out;
@@ -325,6 +330,8 @@ TEST(SimulateE2E, WhatTheSimulatorSentIsWhatTheCollectorStoredExactlyOnce) {
   EXPECT_GE(numbers.size(), 6u);
 }
 
+INSTANTIATE_TEST_SUITE_P(SimulateE2E, SimulateE2EReads, ::testing::Values("0", "3"));
+
 TEST(SimulateE2E, BadOptionsAreRefusedNamingTheOption) {
   struct Case {
     std::vector<std::string> args;
@@ -335,6 +342,7 @@ TEST(SimulateE2E, BadOptionsAreRefusedNamingTheOption) {
       {{"--devices", "20001"}, "--devices: expected 1..20000, found 20001"},
       {{"--fail-share", "1.5"}, "--fail-share: expected 0..1"},
       {{"--window-s", "0"}, "--window-s: expected 0.1..3600"},
+      {{"--read-every-s", "11"}, "--read-every-s: expected 0..10"},
       {{"--duration", "25h"}, "--duration"},
       {{"--prefix", "a/b"}, "--prefix"},
       {{"--prefix", std::string(1025, 'p')}, "--prefix: expected at most 1024 bytes, found 1025"},
