@@ -190,6 +190,8 @@ def main():
     args = ap.parse_args()
     if not 0 <= args.sim_nice <= 19:
         ap.error(f"--sim-nice: expected 0..19, found {args.sim_nice}")
+    if not 0 <= args.sim_read_every_s <= 10:
+        ap.error(f"--sim-read-every-s: expected 0..10, found {args.sim_read_every_s:g}")
     print(f"load average before: {fleet_tools.loadavg()}" +
           (f"; simulators at nice {args.sim_nice}" if args.sim_nice else "") +
           (f"; simulators read every {args.sim_read_every_s:g} s" if args.sim_read_every_s
