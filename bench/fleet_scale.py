@@ -11,7 +11,10 @@ With --postgres N: N collectors in one shared-subscription group (--share) write
 server the bench starts in its temp dir; CPU and RSS are the collectors' summed. With
 --sim-nice N the simulator processes run at nice N, so that the broker and collector, which
 real devices would not share a box with, are scheduled first; the simulators' lateness (below)
-says whether they still sent the load.
+says whether they still sent the load. The simulators read their sockets every 5 s
+(--sim-read-every-s, 0: as data arrives): the load tool's cost is taken from the box it
+measures, and a read per PUBACK was about 7 % of a core at 10,000 devices (bench/RESULTS.md,
+run 12).
 
 Per size, after every device has connected (the ramp is not measured):
   - the collector's CPU (% of one core, mean and max of 1 s samples) and peak RSS;
@@ -183,9 +186,9 @@ def main():
     ap.add_argument("--sim-nice", type=int, default=0, metavar="N",
                     help="run the simulators at nice N (0..19): on one box, the broker and "
                          "collector are scheduled first, as real devices would not compete")
-    ap.add_argument("--sim-read-every-s", type=float, default=0, metavar="S",
+    ap.add_argument("--sim-read-every-s", type=float, default=5, metavar="S",
                     help="the simulators' --read-every-s: read each device's socket every S "
-                         "seconds (0..10; default 0, as data arrives), a PUBACK then costs the "
+                         "seconds (0..10, default 5; 0: as data arrives), so a PUBACK costs the "
                          "load tool no read of its own; the broker and collector work the same")
     args = ap.parse_args()
     if not 0 <= args.sim_nice <= 19:
